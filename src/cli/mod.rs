@@ -1,0 +1,156 @@
+//! Command-line interface: argument parsing, model loading and output. Each subcommand lives
+//! in its own module and drives the library's engines; results go to stdout (JSON with
+//! `--json`), errors to stderr with a non-zero exit code.
+
+mod bench;
+mod commands;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gqa_lab::cpu::CpuEngine;
+use gqa_lab::engine::Engine;
+use gqa_lab::gguf::Gguf;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gqa-lab", version, about = "Run a grouped-query-attention model and change its KV groups G")]
+struct Cli {
+    /// GGUF model file.
+    #[arg(long, global = true, default_value = gqa_lab::DEFAULT_MODEL_PATH)]
+    model: PathBuf,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Hyper-parameters, tensor types and the valid G values of the model.
+    Info,
+    /// Token ids of a text (no BOS added).
+    Tokenize {
+        #[arg(long)]
+        text: String,
+        /// Parse special-token texts such as <|im_start|> into their ids.
+        #[arg(long)]
+        special: bool,
+    },
+    /// Generate text from a prompt.
+    Generate(commands::GenerateArgs),
+    /// Top logits at the last position of a prompt.
+    Logits {
+        /// Comma-separated token ids.
+        #[arg(long, value_parser = parse_ids)]
+        prompt_ids: Ids,
+        #[command(flatten)]
+        run: RunArgs,
+        /// How many of the largest logits to print.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// Perplexity of a text or token-id file.
+    Perplexity {
+        #[arg(long, conflicts_with = "ids_file", required_unless_present = "ids_file")]
+        text_file: Option<PathBuf>,
+        /// A file of token ids (JSON array, or separated by commas/whitespace).
+        #[arg(long)]
+        ids_file: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Prefill and decode speed and KV-cache bytes per G and context.
+    Bench(bench::BenchArgs),
+}
+
+/// Options shared by the commands that run the model.
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// KV groups G (a divisor of the query-head count); default: the model's own.
+    #[arg(long)]
+    groups: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Cpu,
+    Gpu,
+}
+
+/// A parsed list of token ids.
+#[derive(Clone, Debug)]
+pub struct Ids(pub Vec<u32>);
+
+fn parse_ids(s: &str) -> Result<Ids, String> {
+    let ids = s
+        .split(|c: char| c == ',' || c.is_whitespace() || c == '[' || c == ']')
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u32>().map_err(|_| format!("{t:?} is not a token id")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Err("no token ids given".into());
+    }
+    Ok(Ids(ids))
+}
+
+/// The model file's bytes, with a message that says how to get it when it is missing.
+pub fn read_model(path: &PathBuf) -> Result<Vec<u8>> {
+    if !path.exists() {
+        bail!(
+            "model file not found: {}\n  fetch the default model with `scripts/setup.sh model` (or `make serve` / `make test`), or pass --model PATH",
+            path.display()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// A loaded engine for `run`, with a KV cache of `capacity` positions.
+pub fn load_engine(gguf: &Gguf<'_>, run: &RunArgs, capacity: usize) -> Result<Box<dyn Engine>> {
+    let mut engine: Box<dyn Engine> = match run.backend {
+        Backend::Cpu => Box::new(CpuEngine::load(gguf, capacity)?),
+        Backend::Gpu => bail!("the GPU backend is not built yet: use --backend cpu"),
+    };
+    if let Some(g) = run.groups {
+        engine.set_groups(g)?;
+    }
+    Ok(engine)
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let bytes = read_model(&cli.model)?;
+    let gguf = Gguf::parse(&bytes).with_context(|| format!("reading {}", cli.model.display()))?;
+    let json = cli.json;
+    match cli.command {
+        Command::Info => commands::info(&gguf, &cli.model, bytes.len(), json),
+        Command::Tokenize { text, special } => commands::tokenize(&gguf, &text, special, json),
+        Command::Generate(args) => commands::generate(&gguf, &args, json),
+        Command::Logits { prompt_ids, run, top } => commands::logits(&gguf, &prompt_ids.0, &run, top, json),
+        Command::Perplexity {
+            text_file,
+            ids_file,
+            run,
+        } => commands::perplexity(&gguf, text_file, ids_file, &run, json),
+        Command::Bench(args) => bench::bench(&gguf, &args, json),
+    }
+}
+
+/// Prints `value` as JSON on stdout.
+pub fn print_json(value: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The arithmetic of the forward pass, plainly, on f32 slices. These are also the CPU twins of
+//! the GPU kernels. Row-major throughout: a matrix `[rows][cols]` is `rows` runs of `cols`.
+
+/// Runs `f(i, chunk)` over consecutive `chunk_len` pieces of `out`, on all cores natively.
+pub fn for_each_chunk<F>(out: &mut [f32], chunk_len: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
+}
+
+/// Σ a[i]·b[i], with 8 running partial sums so the compiler can use SIMD lanes.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `out[t][o] = Σ_i x[t][i] · w[o][i]` — x: `[t][n_in]`, w: `[n_out][n_in]`, out: `[t][n_out]`.
+pub fn matmul(x: &[f32], w: &[f32], n_in: usize) -> Vec<f32> {
+    let t = x.len() / n_in;
+    let n_out = w.len() / n_in;
+    const ROWS: usize = 16;
+    // Computed as out^T ([n_out][t]) so each task owns whole rows of W, then transposed.
+    let mut out_t = vec![0.0f32; n_out * t];
+    for_each_chunk(&mut out_t, ROWS * t, |c, chunk| {
+        for (r, row_out) in chunk.chunks_mut(t).enumerate() {
+            let o = c * ROWS + r;
+            let w_row = &w[o * n_in..(o + 1) * n_in];
+            for (tt, y) in row_out.iter_mut().enumerate() {
+                *y = dot(w_row, &x[tt * n_in..(tt + 1) * n_in]);
+            }
+        }
+    });
+    if t == 1 {
+        return out_t;
+    }
+    let mut out = vec![0.0f32; t * n_out];
+    for o in 0..n_out {
+        for tt in 0..t {
+            out[tt * n_out + o] = out_t[o * t + tt];
+        }
+    }
+    out
+}
+
+/// RMSNorm (Zhang & Sennrich 2019) of each row: `x / sqrt(mean(x²) + eps) · weight`.
+/// x: `[t][dim]`, weight: `[dim]`.
+pub fn rmsnorm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let dim = weight.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(dim) {
+        let ss = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let scale = 1.0 / (ss + eps).sqrt();
+        out.extend(row.iter().zip(weight).map(|(v, w)| v * scale * w));
+    }
+    out
+}
+
+/// RoPE (Su et al. 2021) as llama.cpp applies it to GGUF llama models ("NORM" mode): the
+/// adjacent pair `(v[2i], v[2i+1])` of each head rotates by `pos · base^(−2i/head_dim)`.
+/// v: `[n_heads][head_dim]` for one token.
+pub fn rope(v: &mut [f32], head_dim: usize, pos: usize, base: f32) {
+    for head in v.chunks_exact_mut(head_dim) {
+        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+            let theta = pos as f64 * (base as f64).powf(-2.0 * i as f64 / head_dim as f64);
+            let (sin, cos) = (theta.sin() as f32, theta.cos() as f32);
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = a * sin + b * cos;
+        }
+    }
+}
+
+/// In-place softmax with the maximum subtracted first.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// SwiGLU (Shazeer 2020): `silu(gate) · up`, element-wise.
+pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect()
+}
+
+/// `x += y`, element-wise.
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_matches_naive() {
+        let (t, n_in, n_out) = (3, 19, 37);
+        let x: Vec<f32> = (0..t * n_in).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..n_out * n_in).map(|i| (i as f32 * 0.11).cos()).collect();
+        let y = matmul(&x, &w, n_in);
+        for tt in 0..t {
+            for o in 0..n_out {
+                let want: f32 = (0..n_in).map(|i| x[tt * n_in + i] * w[o * n_in + i]).sum();
+                assert!((y[tt * n_out + o] - want).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn rope_rotates_adjacent_pairs() {
+        let mut v = vec![1.0, 0.0, 1.0, 0.0];
+        rope(&mut v, 4, 1, 10_000.0);
+        // Pair 0 turns by 1 radian, pair 1 by 10000^(-1/2) = 0.01 radian.
+        assert!((v[0] - 1f32.cos()).abs() < 1e-6 && (v[1] - 1f32.sin()).abs() < 1e-6);
+        assert!((v[2] - 0.01f32.cos()).abs() < 1e-6 && (v[3] - 0.01f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_and_rmsnorm() {
+        let mut p = vec![1.0, 2.0, 3.0];
+        softmax(&mut p);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6 && p[2] > p[1]);
+        let y = rmsnorm(&[3.0, 4.0], &[1.0, 2.0], 0.0);
+        let r = (12.5f32).sqrt();
+        assert!((y[0] - 3.0 / r).abs() < 1e-6 && (y[1] - 8.0 / r).abs() < 1e-6);
+    }
+}

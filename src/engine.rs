@@ -1,0 +1,192 @@
+//! What every backend offers ([`Engine`]) and what is built on it once for all backends:
+//! step-wise generation that survives a change of G mid-sequence ([`Generator`]) and
+//! perplexity ([`perplexity`]). The CLI, the benchmarks, the tests and the browser all use these.
+
+use crate::model::{kv_cache_bytes, Grouping, ModelConfig, ModelError};
+use crate::sampling::{sample, SamplingParams};
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("nothing to run: the input has no tokens")]
+    EmptyInput,
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("the sequence needs {needed} positions but the KV cache holds {capacity}")]
+    ContextFull { needed: usize, capacity: usize },
+    #[error("a KV cache of {capacity} positions is not possible: the model's context is 1..={context_length}")]
+    BadCapacity { capacity: usize, context_length: usize },
+    #[error("invalid sampling parameters: {0}")]
+    BadSampling(String),
+    #[error("the prompt has {prompt} tokens and {max_tokens} more were asked for, past the context of {capacity}")]
+    PromptTooLong { prompt: usize, max_tokens: usize, capacity: usize },
+    #[error("GPU: {0}")]
+    Gpu(String),
+}
+
+/// A backend that runs the model: a KV cache of fixed capacity at the current grouping.
+pub trait Engine {
+    fn name(&self) -> &'static str;
+    fn config(&self) -> &ModelConfig;
+    fn grouping(&self) -> Grouping;
+    /// Regroups the model to `groups` KV heads and rebuilds the KV cache at its new size,
+    /// empty. Errors, leaving the engine as it was, when `groups` does not divide H.
+    fn set_groups(&mut self, groups: usize) -> Result<(), EngineError>;
+    /// Positions the KV cache holds.
+    fn capacity(&self) -> usize;
+    /// Positions filled so far.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Forgets the sequence (the cache is overwritten from position 0).
+    fn reset(&mut self);
+    fn kv_bytes_per_element(&self) -> usize;
+    /// Feeds `ids` at the next positions; returns logits `[vocab]` of the last one, or
+    /// `[ids.len()][vocab]` with `all_logits`.
+    fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError>;
+    /// Feeds `ids` and samples the next token (the GPU samples on the device).
+    fn forward_sample(&mut self, ids: &[u32], p: &SamplingParams, step: u32) -> Result<u32, EngineError> {
+        Ok(sample(&self.forward(ids, false)?, p, step))
+    }
+    /// KV-cache bytes of the live sequence.
+    fn kv_cache_bytes(&self) -> u64 {
+        kv_cache_bytes(self.config(), self.grouping().groups(), self.len(), self.kv_bytes_per_element())
+    }
+}
+
+/// Settings of one generation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Stop after this token (usually EOS); `None` never stops early.
+    pub stop_token: Option<u32>,
+}
+
+/// Step-wise generation: one token per [`Generator::step`], so a UI can yield between tokens
+/// and change G in the middle ([`Generator::regroup`]): the text so far is prefilled again
+/// under the new grouping and generation goes on.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    prompt: Vec<u32>,
+    generated: Vec<u32>,
+    params: GenerateParams,
+    /// Tokens known but not yet in the engine's cache.
+    pending: Vec<u32>,
+    done: bool,
+}
+
+impl Generator {
+    /// Checks the prompt and parameters against the engine, and empties its cache.
+    pub fn new(engine: &mut dyn Engine, prompt: Vec<u32>, params: GenerateParams) -> Result<Self, EngineError> {
+        params.sampling.validate().map_err(EngineError::BadSampling)?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyInput);
+        }
+        let vocab = engine.config().vocab_size;
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::TokenOutOfRange { id, vocab });
+        }
+        // The last generated token is sampled but never fed, hence the −1.
+        let capacity = engine.capacity();
+        if prompt.len() + params.max_tokens.saturating_sub(1) > capacity {
+            return Err(EngineError::PromptTooLong {
+                prompt: prompt.len(),
+                max_tokens: params.max_tokens,
+                capacity,
+            });
+        }
+        engine.reset();
+        Ok(Generator {
+            pending: prompt.clone(),
+            prompt,
+            generated: Vec::new(),
+            params,
+            done: params.max_tokens == 0,
+        })
+    }
+
+    pub fn prompt(&self) -> &[u32] {
+        &self.prompt
+    }
+
+    pub fn generated(&self) -> &[u32] {
+        &self.generated
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// True when the next step will run a prefill (the first step, or after a regroup).
+    pub fn is_prefill_next(&self) -> bool {
+        self.pending.len() > 1 || self.generated.is_empty()
+    }
+
+    /// Produces the next token, or `None` once done.
+    pub fn step(&mut self, engine: &mut dyn Engine) -> Result<Option<u32>, EngineError> {
+        if self.done {
+            return Ok(None);
+        }
+        let step = self.generated.len() as u32;
+        let id = engine.forward_sample(&self.pending, &self.params.sampling, step)?;
+        self.pending.clear();
+        self.pending.push(id);
+        self.generated.push(id);
+        self.done = self.generated.len() >= self.params.max_tokens || Some(id) == self.params.stop_token;
+        Ok(Some(id))
+    }
+
+    /// Regroups the engine mid-generation: the cache is rebuilt at the new G and the whole
+    /// sequence so far is prefilled again at the next step.
+    pub fn regroup(&mut self, engine: &mut dyn Engine, groups: usize) -> Result<(), EngineError> {
+        engine.set_groups(groups)?;
+        self.pending = self.prompt.iter().chain(&self.generated).copied().collect();
+        Ok(())
+    }
+}
+
+/// Perplexity of a token sequence: every token after the first, given its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Perplexity {
+    /// Tokens predicted (`ids.len() − 1`).
+    pub tokens: usize,
+    /// Mean negative log-likelihood, natural log.
+    pub nll: f64,
+    pub perplexity: f64,
+    pub groups: usize,
+}
+
+/// Runs `ids` through the engine from an empty cache and scores each next token.
+pub fn perplexity(engine: &mut dyn Engine, ids: &[u32]) -> Result<Perplexity, EngineError> {
+    if ids.len() < 2 {
+        return Err(EngineError::EmptyInput);
+    }
+    engine.reset();
+    let logits = engine.forward(&ids[..ids.len() - 1], true)?; // [t-1][vocab]
+    let vocab = engine.config().vocab_size;
+    let total: f64 = logits
+        .chunks_exact(vocab)
+        .zip(&ids[1..])
+        .map(|(row, &next)| -log_softmax_at(row, next as usize))
+        .sum();
+    let tokens = ids.len() - 1;
+    let nll = total / tokens as f64;
+    Ok(Perplexity {
+        tokens,
+        nll,
+        perplexity: nll.exp(),
+        groups: engine.grouping().groups(),
+    })
+}
+
+/// `log softmax(row)[i]`, in f64.
+pub fn log_softmax_at(row: &[f32], i: usize) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
+    row[i] as f64 - lse
+}

@@ -1,0 +1,43 @@
+//! The model as the engines see it: hyper-parameters read from GGUF metadata ([`ModelConfig`]),
+//! where each weight lives ([`ModelTensors`]), KV-head grouping and checkpoint regrouping
+//! ([`Grouping`], [`pooling_plan`]) and KV-cache arithmetic ([`kv_cache_bytes`]).
+//!
+//! Pure: no GPU, no DOM. The architecture is llama (Touvron et al. 2023, "LLaMA"), with
+//! grouped-query attention as in Ainslie et al. 2023, "GQA: Training Generalized Multi-Query
+//! Transformer Models from Multi-Head Checkpoints" (arXiv:2305.13245).
+
+mod config;
+mod grouping;
+mod tensors;
+
+pub use config::ModelConfig;
+pub use grouping::{kv_cache_bytes, pooling_plan, valid_groups, Grouping};
+pub use tensors::{LayerTensors, ModelTensors};
+
+use crate::gguf::GgufError;
+use thiserror::Error;
+
+/// Errors of the model boundary: a file that parses as GGUF but is not a model we can run.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unsupported architecture {0:?}: gqa-lab runs llama-architecture models")]
+    NotLlama(String),
+    #[error("invalid hyper-parameters: {0}")]
+    BadConfig(String),
+    #[error("G = {groups} does not divide the {n_heads} query heads; valid G: {valid:?}")]
+    BadGroups {
+        groups: usize,
+        n_heads: usize,
+        valid: Vec<usize>,
+    },
+    #[error("tensor {0:?} is missing")]
+    MissingTensor(String),
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        found: Vec<u64>,
+        expected: Vec<u64>,
+    },
+}
