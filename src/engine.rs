@@ -18,11 +18,18 @@ pub enum EngineError {
     #[error("the sequence needs {needed} positions but the KV cache holds {capacity}")]
     ContextFull { needed: usize, capacity: usize },
     #[error("a KV cache of {capacity} positions is not possible: the model's context is 1..={context_length}")]
-    BadCapacity { capacity: usize, context_length: usize },
+    BadCapacity {
+        capacity: usize,
+        context_length: usize,
+    },
     #[error("invalid sampling parameters: {0}")]
     BadSampling(String),
     #[error("the prompt has {prompt} tokens and {max_tokens} more were asked for, past the context of {capacity}")]
-    PromptTooLong { prompt: usize, max_tokens: usize, capacity: usize },
+    PromptTooLong {
+        prompt: usize,
+        max_tokens: usize,
+        capacity: usize,
+    },
     #[error("GPU: {0}")]
     Gpu(String),
 }
@@ -49,12 +56,22 @@ pub trait Engine {
     /// `[ids.len()][vocab]` with `all_logits`.
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError>;
     /// Feeds `ids` and samples the next token (the GPU samples on the device).
-    fn forward_sample(&mut self, ids: &[u32], p: &SamplingParams, step: u32) -> Result<u32, EngineError> {
+    fn forward_sample(
+        &mut self,
+        ids: &[u32],
+        p: &SamplingParams,
+        step: u32,
+    ) -> Result<u32, EngineError> {
         Ok(sample(&self.forward(ids, false)?, p, step))
     }
     /// KV-cache bytes of the live sequence.
     fn kv_cache_bytes(&self) -> u64 {
-        kv_cache_bytes(self.config(), self.grouping().groups(), self.len(), self.kv_bytes_per_element())
+        kv_cache_bytes(
+            self.config(),
+            self.grouping().groups(),
+            self.len(),
+            self.kv_bytes_per_element(),
+        )
     }
 }
 
@@ -82,8 +99,15 @@ pub struct Generator {
 
 impl Generator {
     /// Checks the prompt and parameters against the engine, and empties its cache.
-    pub fn new(engine: &mut dyn Engine, prompt: Vec<u32>, params: GenerateParams) -> Result<Self, EngineError> {
-        params.sampling.validate().map_err(EngineError::BadSampling)?;
+    pub fn new(
+        engine: &mut dyn Engine,
+        prompt: Vec<u32>,
+        params: GenerateParams,
+    ) -> Result<Self, EngineError> {
+        params
+            .sampling
+            .validate()
+            .map_err(EngineError::BadSampling)?;
         if prompt.is_empty() {
             return Err(EngineError::EmptyInput);
         }
@@ -137,7 +161,8 @@ impl Generator {
         self.pending.clear();
         self.pending.push(id);
         self.generated.push(id);
-        self.done = self.generated.len() >= self.params.max_tokens || Some(id) == self.params.stop_token;
+        self.done =
+            self.generated.len() >= self.params.max_tokens || Some(id) == self.params.stop_token;
         Ok(Some(id))
     }
 
@@ -187,6 +212,11 @@ pub fn perplexity(engine: &mut dyn Engine, ids: &[u32]) -> Result<Perplexity, En
 /// `log softmax(row)[i]`, in f64.
 pub fn log_softmax_at(row: &[f32], i: usize) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
+    let lse = row
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
     row[i] as f64 - lse
 }

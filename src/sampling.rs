@@ -86,21 +86,31 @@ pub fn sample(logits: &[f32], p: &SamplingParams, step: u32) -> u32 {
         return argmax(logits);
     }
     let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
-    ids.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+    ids.sort_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
     if p.top_k > 0 {
         ids.truncate(p.top_k);
     }
     let max = logits[ids[0] as usize];
-    let mut probs: Vec<f32> = ids.iter().map(|&i| ((logits[i as usize] - max) / p.temperature).exp()).collect();
+    let mut probs: Vec<f32> = ids
+        .iter()
+        .map(|&i| ((logits[i as usize] - max) / p.temperature).exp())
+        .collect();
     let total: f32 = probs.iter().sum();
     probs.iter_mut().for_each(|q| *q /= total);
     let mut keep = probs.len();
     if p.top_p < 1.0 {
         let mut cum = 0.0;
-        keep = probs.iter().position(|&q| {
-            cum += q;
-            cum >= p.top_p
-        }).map_or(probs.len(), |i| i + 1);
+        keep = probs
+            .iter()
+            .position(|&q| {
+                cum += q;
+                cum >= p.top_p
+            })
+            .map_or(probs.len(), |i| i + 1);
     }
     let total: f32 = probs[..keep].iter().sum();
     let r = uniform(p.seed, step) * total;
@@ -137,10 +147,21 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_top_p_cuts_the_tail() {
         let logits = [0.0, 5.0, 4.9, -3.0];
-        let k1 = SamplingParams { temperature: 1.0, top_k: 1, top_p: 1.0, seed: 1 };
+        let k1 = SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            top_p: 1.0,
+            seed: 1,
+        };
         assert!((0..100).all(|s| sample(&logits, &k1, s) == 1));
-        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.9, seed: 1 };
-        let seen: std::collections::BTreeSet<u32> = (0..500).map(|s| sample(&logits, &p, s)).collect();
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.9,
+            seed: 1,
+        };
+        let seen: std::collections::BTreeSet<u32> =
+            (0..500).map(|s| sample(&logits, &p, s)).collect();
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), [1, 2]);
     }
 
@@ -148,7 +169,12 @@ mod tests {
     fn temperature_sampling_follows_the_distribution() {
         // p = softmax([ln 1, ln 3]) = [0.25, 0.75].
         let logits = [0.0, 3f32.ln()];
-        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 9 };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 9,
+        };
         let ones = (0..20_000).filter(|&s| sample(&logits, &p, s) == 1).count();
         let frac = ones as f32 / 20_000.0;
         assert!((frac - 0.75).abs() < 0.02, "{frac}");

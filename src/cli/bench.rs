@@ -30,14 +30,25 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     let cfg = ModelConfig::from_gguf(g)?;
     let max_ctx = a.contexts.iter().copied().max().unwrap_or(0);
     if a.contexts.iter().any(|&c| c == 0) || max_ctx + a.decode_tokens > cfg.context_length {
-        bail!("contexts must be in 1..={} (minus --decode-tokens)", cfg.context_length);
+        bail!(
+            "contexts must be in 1..={} (minus --decode-tokens)",
+            cfg.context_length
+        );
     }
-    let run = RunArgs { groups: None, backend: a.backend };
+    let run = RunArgs {
+        groups: None,
+        backend: a.backend,
+    };
     let mut engine = load_engine(g, &run, max_ctx + a.decode_tokens)?;
     let bar = ProgressBar::new((a.groups.len() * a.contexts.len()) as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or(ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or(ProgressStyle::default_bar()),
+    );
     // A fixed, deterministic token pattern: speed does not depend on which tokens they are.
-    let tokens: Vec<u32> = (0..max_ctx as u32).map(|i| 100 + (i * 7919) % 20_000).collect();
+    let tokens: Vec<u32> = (0..max_ctx as u32)
+        .map(|i| 100 + (i * 7919) % 20_000)
+        .collect();
     let mut rows = Vec::new();
     for &groups in &a.groups {
         engine.set_groups(groups)?;
@@ -49,7 +60,8 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
             let prefill_s = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
             for step in 0..a.decode_tokens {
-                next = engine.forward_sample(&[next], &SamplingParams::greedy(), step as u32 + 1)?;
+                next =
+                    engine.forward_sample(&[next], &SamplingParams::greedy(), step as u32 + 1)?;
             }
             let decode_s = t1.elapsed().as_secs_f64();
             rows.push(json!({
@@ -70,12 +82,18 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
         return print_json(&report);
     }
     println!("backend {} ({threads} threads)", engine.name());
-    println!("{:>3} {:>8} {:>14} {:>14} {:>14}", "G", "context", "prefill tok/s", "decode tok/s", "KV bytes");
+    println!(
+        "{:>3} {:>8} {:>14} {:>14} {:>14}",
+        "G", "context", "prefill tok/s", "decode tok/s", "KV bytes"
+    );
     for r in &rows {
         println!(
             "{:>3} {:>8} {:>14.1} {:>14.1} {:>14}",
-            r["groups"], r["context"], r["prefill_tokens_per_second"].as_f64().unwrap_or(0.0),
-            r["decode_tokens_per_second"].as_f64().unwrap_or(0.0), r["kv_cache_bytes"]
+            r["groups"],
+            r["context"],
+            r["prefill_tokens_per_second"].as_f64().unwrap_or(0.0),
+            r["decode_tokens_per_second"].as_f64().unwrap_or(0.0),
+            r["kv_cache_bytes"]
         );
     }
     Ok(())

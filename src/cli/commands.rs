@@ -26,7 +26,10 @@ pub fn info(g: &Gguf<'_>, path: &Path, file_bytes: usize, json_out: bool) -> Res
         .into_iter()
         .map(|gr| (gr.to_string(), kv_cache_bytes(&cfg, gr, 1, 4)))
         .collect();
-    let name = g.get("general.name").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let name = g
+        .get("general.name")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let v = json!({
         "file": path.display().to_string(),
         "file_bytes": file_bytes,
@@ -44,14 +47,25 @@ pub fn info(g: &Gguf<'_>, path: &Path, file_bytes: usize, json_out: bool) -> Res
     if json_out {
         return print_json(&v);
     }
-    println!("{name} ({}, GGUF v{}, {file_bytes} bytes)", path.display(), g.version);
+    println!(
+        "{name} ({}, GGUF v{}, {file_bytes} bytes)",
+        path.display(),
+        g.version
+    );
     println!(
         "  {} layers, dim {}, ffn {}, {} query heads, {} KV heads, head_dim {}, vocab {}, context {}",
         cfg.n_layers, cfg.dim, cfg.ffn_dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.context_length
     );
-    println!("  rope base {}, rms eps {}, tied output head: {}", cfg.rope_base, cfg.rms_eps, tensors.tied_output);
+    println!(
+        "  rope base {}, rms eps {}, tied output head: {}",
+        cfg.rope_base, cfg.rms_eps, tensors.tied_output
+    );
     println!("  tensor types: {types:?}");
-    println!("  valid G: {:?} (native {})", cfg.valid_groups(), cfg.n_kv_heads);
+    println!(
+        "  valid G: {:?} (native {})",
+        cfg.valid_groups(),
+        cfg.n_kv_heads
+    );
     for (gr, b) in per_token {
         println!("  G={gr}: {b} bytes of f32 KV cache per token");
     }
@@ -65,7 +79,10 @@ pub fn tokenize(g: &Gguf<'_>, text: &str, special: bool, json_out: bool) -> Resu
         return print_json(&json!({ "ids": ids }));
     }
     for id in ids {
-        println!("{id}\t{:?}", String::from_utf8_lossy(&tok.token_bytes(id, true)));
+        println!(
+            "{id}\t{:?}",
+            String::from_utf8_lossy(&tok.token_bytes(id, true))
+        );
     }
     Ok(())
 }
@@ -73,7 +90,11 @@ pub fn tokenize(g: &Gguf<'_>, text: &str, special: bool, json_out: bool) -> Resu
 #[derive(Args)]
 pub struct GenerateArgs {
     /// Prompt text (special tokens such as <|im_start|> are parsed).
-    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    #[arg(
+        long,
+        conflicts_with = "prompt_ids",
+        required_unless_present = "prompt_ids"
+    )]
     prompt: Option<String>,
     /// Wrap the prompt as one user turn of the model's chat template (ChatML).
     #[arg(long, requires = "prompt")]
@@ -107,7 +128,11 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
     let prompt_ids = match (&a.prompt, &a.prompt_ids) {
         (_, Some(ids)) => ids.0.clone(),
         (Some(p), None) => {
-            let text = if a.chat { tok.chat_prompt(p, a.system.as_deref())? } else { p.clone() };
+            let text = if a.chat {
+                tok.chat_prompt(p, a.system.as_deref())?
+            } else {
+                p.clone()
+            };
             tok.encode_prompt(&text)?
         }
         (None, None) => bail!("give --prompt or --prompt-ids"),
@@ -151,7 +176,11 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
     }
     let total_ms = start.elapsed().as_secs_f64() * 1e3;
     let decoded = gen.generated().len().saturating_sub(1);
-    let decode_tps = if decoded > 0 { decoded as f64 / ((total_ms - prefill_ms) / 1e3) } else { 0.0 };
+    let decode_tps = if decoded > 0 {
+        decoded as f64 / ((total_ms - prefill_ms) / 1e3)
+    } else {
+        0.0
+    };
     if !json_out {
         writeln!(out, "{}", stream.finish())?;
         eprintln!(
@@ -180,7 +209,11 @@ pub fn logits(g: &Gguf<'_>, ids: &[u32], run: &RunArgs, top: usize, json_out: bo
     let logits = engine.forward(ids, false)?;
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    let best: Vec<_> = order.iter().take(top).map(|&i| json!({ "id": i, "logit": logits[i] })).collect();
+    let best: Vec<_> = order
+        .iter()
+        .take(top)
+        .map(|&i| json!({ "id": i, "logit": logits[i] }))
+        .collect();
     if json_out {
         return print_json(&json!(best));
     }
@@ -199,24 +232,32 @@ pub fn perplexity(
 ) -> Result<()> {
     let ids = match (text_file, ids_file) {
         (Some(f), _) => {
-            let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            let text =
+                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
             Tokenizer::from_gguf(g)?.encode(&text, false)?
         }
         (None, Some(f)) => {
-            let s = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            let s =
+                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
             parse_ids(&s).map_err(anyhow::Error::msg)?.0
         }
         (None, None) => bail!("give --text-file or --ids-file"),
     };
     if ids.len() < 2 {
-        bail!("perplexity needs at least 2 tokens, the input has {}", ids.len());
+        bail!(
+            "perplexity needs at least 2 tokens, the input has {}",
+            ids.len()
+        );
     }
     let mut engine = load_engine(g, run, context_for(g, ids.len())?)?;
     let p = score(engine.as_mut(), &ids)?;
     if json_out {
         return print_json(&serde_json::to_value(p)?);
     }
-    println!("{} tokens, G={}: NLL {:.5}, perplexity {:.3}", p.tokens, p.groups, p.nll, p.perplexity);
+    println!(
+        "{} tokens, G={}: NLL {:.5}, perplexity {:.3}",
+        p.tokens, p.groups, p.nll, p.perplexity
+    );
     Ok(())
 }
 

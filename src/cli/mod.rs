@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gqa-lab", version, about = "Run a grouped-query-attention model and change its KV groups G")]
+#[command(
+    name = "gqa-lab",
+    version,
+    about = "Run a grouped-query-attention model and change its KV groups G"
+)]
 struct Cli {
     /// GGUF model file.
     #[arg(long, global = true, default_value = gqa_lab::DEFAULT_MODEL_PATH)]
@@ -53,7 +57,11 @@ enum Command {
     },
     /// Perplexity of a text or token-id file.
     Perplexity {
-        #[arg(long, conflicts_with = "ids_file", required_unless_present = "ids_file")]
+        #[arg(
+            long,
+            conflicts_with = "ids_file",
+            required_unless_present = "ids_file"
+        )]
         text_file: Option<PathBuf>,
         /// A file of token ids (JSON array, or separated by commas/whitespace).
         #[arg(long)]
@@ -89,7 +97,10 @@ fn parse_ids(s: &str) -> Result<Ids, String> {
     let ids = s
         .split(|c: char| c == ',' || c.is_whitespace() || c == '[' || c == ']')
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<u32>().map_err(|_| format!("{t:?} is not a token id")))
+        .map(|t| {
+            t.parse::<u32>()
+                .map_err(|_| format!("{t:?} is not a token id"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if ids.is_empty() {
         return Err("no token ids given".into());
@@ -139,7 +150,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info => commands::info(&gguf, &cli.model, bytes.len(), json),
         Command::Tokenize { text, special } => commands::tokenize(&gguf, &text, special, json),
         Command::Generate(args) => commands::generate(&gguf, &args, json),
-        Command::Logits { prompt_ids, run, top } => commands::logits(&gguf, &prompt_ids.0, &run, top, json),
+        Command::Logits {
+            prompt_ids,
+            run,
+            top,
+        } => commands::logits(&gguf, &prompt_ids.0, &run, top, json),
         Command::Perplexity {
             text_file,
             ids_file,

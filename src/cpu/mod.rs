@@ -98,7 +98,11 @@ impl CpuEngine {
         let grouping = Grouping::native(&cfg);
         Ok(CpuEngine {
             token_embd: deq(t.token_embd)?,
-            output: if t.tied_output { None } else { Some(deq(t.output)?) },
+            output: if t.tied_output {
+                None
+            } else {
+                Some(deq(t.output)?)
+            },
             output_norm: deq(t.output_norm)?,
             layers,
             cache: KvCache::new(cfg.n_layers, grouping.groups(), capacity, cfg.head_dim),
@@ -110,7 +114,14 @@ impl CpuEngine {
 
     /// One block on `t` tokens at positions `len..len+t`; x: `[t][dim]`, updated in place.
     fn block(&mut self, l: usize, x: &mut [f32]) {
-        let Self { cfg, layers, cache, grouping, len, .. } = self;
+        let Self {
+            cfg,
+            layers,
+            cache,
+            grouping,
+            len,
+            ..
+        } = self;
         let (dim, hd, n_heads, groups) = (cfg.dim, cfg.head_dim, cfg.n_heads, grouping.groups());
         let t = x.len() / dim;
         let layer = &layers[l];
@@ -120,8 +131,18 @@ impl CpuEngine {
         let v = matmul(&xb, &layer.wv, dim); // [t][G·hd]
         for i in 0..t {
             let pos = *len + i;
-            rope(&mut q[i * n_heads * hd..(i + 1) * n_heads * hd], hd, pos, cfg.rope_base);
-            rope(&mut k[i * groups * hd..(i + 1) * groups * hd], hd, pos, cfg.rope_base);
+            rope(
+                &mut q[i * n_heads * hd..(i + 1) * n_heads * hd],
+                hd,
+                pos,
+                cfg.rope_base,
+            );
+            rope(
+                &mut k[i * groups * hd..(i + 1) * groups * hd],
+                hd,
+                pos,
+                cfg.rope_base,
+            );
             for g in 0..groups {
                 let at = cache.at(l, g, pos);
                 let src = (i * groups + g) * hd..(i * groups + g + 1) * hd;
@@ -140,7 +161,11 @@ impl CpuEngine {
     /// Logits `[rows][vocab]` of final hidden states `[rows][dim]`.
     fn head(&self, x: &[f32]) -> Vec<f32> {
         let xf = rmsnorm(x, &self.output_norm, self.cfg.rms_eps);
-        matmul(&xf, self.output.as_ref().unwrap_or(&self.token_embd), self.cfg.dim)
+        matmul(
+            &xf,
+            self.output.as_ref().unwrap_or(&self.token_embd),
+            self.cfg.dim,
+        )
     }
 
     /// The residual stream after every block for `ids` fed from an empty cache:
@@ -166,7 +191,10 @@ impl CpuEngine {
             let row = self
                 .token_embd
                 .get(id as usize * dim..(id as usize + 1) * dim)
-                .ok_or(EngineError::TokenOutOfRange { id, vocab: self.cfg.vocab_size })?;
+                .ok_or(EngineError::TokenOutOfRange {
+                    id,
+                    vocab: self.cfg.vocab_size,
+                })?;
             x.extend_from_slice(row);
         }
         Ok(x)
@@ -191,7 +219,10 @@ impl CpuEngine {
         let plan = pooling_plan(Grouping::native(&self.cfg), self.grouping);
         let block = self.cfg.head_dim * self.cfg.dim; // one head's rows
         for layer in &mut self.layers {
-            for (native, pooled) in [(&layer.wk_native, &mut layer.wk), (&layer.wv_native, &mut layer.wv)] {
+            for (native, pooled) in [
+                (&layer.wk_native, &mut layer.wk),
+                (&layer.wv_native, &mut layer.wv),
+            ] {
                 *pooled = vec![0.0; plan.len() * block];
                 for (g, sources) in plan.iter().enumerate() {
                     let dst = &mut pooled[g * block..(g + 1) * block];
@@ -208,7 +239,14 @@ impl CpuEngine {
 /// Causal attention of new queries at positions `len0..` over the cache; q: `[t][n_heads·hd]`
 /// after RoPE, result `[t][n_heads·hd]`. Query head `h` reads KV head `h / n_rep`: the shared
 /// head is indexed, never copied (no `repeat_kv`).
-fn attention(cache: &KvCache, grouping: Grouping, l: usize, len0: usize, q: &[f32], hd: usize) -> Vec<f32> {
+fn attention(
+    cache: &KvCache,
+    grouping: Grouping,
+    l: usize,
+    len0: usize,
+    q: &[f32],
+    hd: usize,
+) -> Vec<f32> {
     let n_heads = grouping.n_heads();
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0f32; q.len()];
@@ -225,7 +263,9 @@ fn attention(cache: &KvCache, grouping: Grouping, l: usize, len0: usize, q: &[f3
             let o = &mut out_i[h * hd..(h + 1) * hd];
             for (p, &a) in scores.iter().enumerate() {
                 let at = cache.at(l, g, p);
-                o.iter_mut().zip(&cache.v[at..at + hd]).for_each(|(o, v)| *o += a * v);
+                o.iter_mut()
+                    .zip(&cache.v[at..at + hd])
+                    .for_each(|(o, v)| *o += a * v);
             }
         }
     });
@@ -294,7 +334,11 @@ impl Engine for CpuEngine {
         }
         self.len += ids.len();
         let dim = self.cfg.dim;
-        let rows = if all_logits { &x[..] } else { &x[x.len() - dim..] };
+        let rows = if all_logits {
+            &x[..]
+        } else {
+            &x[x.len() - dim..]
+        };
         Ok(self.head(rows))
     }
 }

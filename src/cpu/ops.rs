@@ -9,10 +9,14 @@ where
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
-        out.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
+        out.par_chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
     }
     #[cfg(target_arch = "wasm32")]
-    out.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
+    out.chunks_mut(chunk_len)
+        .enumerate()
+        .for_each(|(i, c)| f(i, c));
 }
 
 /// Σ a[i]·b[i], with 8 running partial sums so the compiler can use SIMD lanes.
@@ -100,7 +104,10 @@ pub fn softmax(x: &mut [f32]) {
 
 /// SwiGLU (Shazeer 2020): `silu(gate) · up`, element-wise.
 pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect()
+    gate.iter()
+        .zip(up)
+        .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+        .collect()
 }
 
 /// `x += y`, element-wise.

@@ -11,7 +11,11 @@ pub enum GgufError {
     #[error("unsupported GGUF version {0} (supported: 2, 3)")]
     UnsupportedVersion(u32),
     #[error("file truncated: {what} at byte {offset} needs {needed} more bytes than the file has")]
-    Truncated { what: String, offset: u64, needed: u64 },
+    Truncated {
+        what: String,
+        offset: u64,
+        needed: u64,
+    },
     #[error("{what} at byte {offset} is not valid UTF-8")]
     BadUtf8 { what: String, offset: u64 },
     #[error("metadata key {key:?} has unknown value type {type_id}")]
@@ -27,7 +31,11 @@ pub enum GgufError {
     #[error("required metadata key {0:?} is missing")]
     MissingKey(String),
     #[error("metadata key {key:?} is a {found}, expected {expected}")]
-    WrongType { key: String, found: String, expected: &'static str },
+    WrongType {
+        key: String,
+        found: String,
+        expected: &'static str,
+    },
     #[error("metadata key {key:?} = {value} is out of range")]
     OutOfRange { key: String, value: String },
     #[error("tensor {tensor:?}: {reason}")]
@@ -35,11 +43,24 @@ pub enum GgufError {
     #[error("tensor {tensor:?} has unknown ggml type id {type_id}")]
     UnknownTensorType { tensor: String, type_id: u32 },
     #[error("unsupported tensor type {type_name} in {tensor} (supported: {supported})")]
-    UnsupportedTensorType { type_name: &'static str, tensor: String, supported: String },
+    UnsupportedTensorType {
+        type_name: &'static str,
+        tensor: String,
+        supported: String,
+    },
     #[error("tensor {tensor:?} at offset {offset} must be aligned to {alignment} bytes")]
-    Misaligned { tensor: String, offset: u64, alignment: u64 },
+    Misaligned {
+        tensor: String,
+        offset: u64,
+        alignment: u64,
+    },
     #[error("tensor {tensor:?} ({size} bytes at data offset {offset}) runs past the end of the data section ({data_len} bytes)")]
-    TensorOutOfBounds { tensor: String, offset: u64, size: u64, data_len: u64 },
+    TensorOutOfBounds {
+        tensor: String,
+        offset: u64,
+        size: u64,
+        data_len: u64,
+    },
     #[error("tensors {first:?} and {second:?} overlap")]
     Overlap { first: String, second: String },
     #[error("tensor name {0:?} appears twice")]
@@ -52,7 +73,9 @@ impl GgufError {
     /// Fills in the key of a type error raised by a [`super::Value`] getter.
     pub(super) fn at(self, key: &str) -> Self {
         match self {
-            GgufError::WrongType { found, expected, .. } => GgufError::WrongType {
+            GgufError::WrongType {
+                found, expected, ..
+            } => GgufError::WrongType {
                 key: key.to_string(),
                 found,
                 expected,
@@ -69,7 +92,9 @@ impl GgufError {
     pub(super) fn in_tensor(self, name: &str) -> Self {
         match self {
             GgufError::UnsupportedTensorType {
-                type_name, supported, ..
+                type_name,
+                supported,
+                ..
             } => GgufError::UnsupportedTensorType {
                 type_name,
                 tensor: name.to_string(),

@@ -19,7 +19,7 @@ mod value;
 
 pub use error::GgufError;
 pub use quant::{dequantize, GgmlType};
-pub use value::{Value, ValueType};
+pub use value::{Array, Value, ValueType};
 
 use reader::Reader;
 
@@ -87,13 +87,6 @@ impl<'a> Gguf<'a> {
         let data_offset = align_up(r.position() as u64, alignment)
             .ok_or(GgufError::Overflow("data section offset"))?;
         let data_len = (bytes.len() as u64).saturating_sub(data_offset);
-        if data_offset > bytes.len() as u64 && tensor_count > 0 {
-            return Err(GgufError::Truncated {
-                what: "data section".into(),
-                offset: bytes.len() as u64,
-                needed: data_offset - bytes.len() as u64,
-            });
-        }
         let tensors = validate_tensors(infos, alignment, data_len)?;
         Ok(Gguf {
             version,
@@ -107,7 +100,10 @@ impl<'a> Gguf<'a> {
 
     /// The metadata value stored under `key`, if any.
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
-        self.metadata.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.metadata
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
     }
 
     /// The value under `key`, or [`GgufError::MissingKey`].
@@ -167,7 +163,10 @@ pub fn align_up(x: u64, align: u64) -> Option<u64> {
 /// Most nested array levels accepted: real files use one; the bound keeps recursion shallow.
 const MAX_ARRAY_DEPTH: usize = 8;
 
-fn read_metadata<'a>(r: &mut Reader<'a>, count: u64) -> Result<Vec<(&'a str, Value<'a>)>, GgufError> {
+fn read_metadata<'a>(
+    r: &mut Reader<'a>,
+    count: u64,
+) -> Result<Vec<(&'a str, Value<'a>)>, GgufError> {
     // Each pair needs at least a key length (8), one key byte and a type (4).
     let mut out = Vec::with_capacity(r.capacity_for(count, 13));
     for i in 0..count {
@@ -246,16 +245,21 @@ fn validate_tensors<'a>(
     Ok(tensors)
 }
 
-fn validate_tensor<'a>(raw: RawInfo<'a>, alignment: u64, data_len: u64) -> Result<TensorInfo<'a>, GgufError> {
+fn validate_tensor<'a>(
+    raw: RawInfo<'a>,
+    alignment: u64,
+    data_len: u64,
+) -> Result<TensorInfo<'a>, GgufError> {
     let name = raw.name;
     let bad_dims = |reason: String| GgufError::BadDims {
         tensor: name.to_string(),
         reason,
     };
-    let ggml_type = GgmlType::from_u32(raw.type_id).ok_or_else(|| GgufError::UnknownTensorType {
-        tensor: name.to_string(),
-        type_id: raw.type_id,
-    })?;
+    let ggml_type =
+        GgmlType::from_u32(raw.type_id).ok_or_else(|| GgufError::UnknownTensorType {
+            tensor: name.to_string(),
+            type_id: raw.type_id,
+        })?;
     if raw.dims.iter().any(|&d| d == 0) {
         return Err(bad_dims(format!("a zero dimension in {:?}", raw.dims)));
     }

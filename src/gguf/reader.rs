@@ -66,17 +66,24 @@ impl<'a> Reader<'a> {
     /// A GGUF string: u64 length then that many UTF-8 bytes. `what` is built only on error.
     pub(super) fn string(&mut self, what: impl Fn() -> String) -> Result<&'a str, GgufError> {
         let at = self.pos as u64;
-        let len = self.u64("string length").map_err(|_| GgufError::Truncated {
-            what: format!("length of {}", what()),
-            offset: at,
-            needed: 8,
-        })?;
+        let len = self
+            .u64("string length")
+            .map_err(|_| GgufError::Truncated {
+                what: format!("length of {}", what()),
+                offset: at,
+                needed: 8,
+            })?;
         let at = self.pos as u64;
-        let raw = self.bytes(len, "string").map_err(|_| GgufError::Truncated {
+        let raw = self
+            .bytes(len, "string")
+            .map_err(|_| GgufError::Truncated {
+                what: what(),
+                offset: at,
+                needed: len,
+            })?;
+        std::str::from_utf8(raw).map_err(|_| GgufError::BadUtf8 {
             what: what(),
             offset: at,
-            needed: len,
-        })?;
-        std::str::from_utf8(raw).map_err(|_| GgufError::BadUtf8 { what: what(), offset: at })
+        })
     }
 }

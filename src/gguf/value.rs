@@ -43,6 +43,14 @@ impl ValueType {
         })
     }
 
+    /// Bytes per value for the fixed-size types; `None` for strings and arrays.
+    fn fixed_size(self) -> Option<usize> {
+        match self {
+            ValueType::String | ValueType::Array => None,
+            t => Some(t.min_size()),
+        }
+    }
+
     /// The fewest bytes one value of this type takes on disk.
     fn min_size(self) -> usize {
         use ValueType::*;
@@ -68,7 +76,7 @@ pub enum Value<'a> {
     F32(f32),
     Bool(bool),
     String(&'a str),
-    Array(ValueType, Vec<Value<'a>>),
+    Array(Array<'a>),
     U64(u64),
     I64(i64),
     F64(f64),
@@ -120,18 +128,93 @@ fn read_array<'a>(r: &mut Reader<'a>, key: &str, depth: usize) -> Result<Value<'
         type_id,
     })?;
     let count = r.u64(key)?;
+    if let Some(size) = elem.fixed_size() {
+        // Numbers stay packed in the file bytes: no per-item allocation at all.
+        let bytes = r.bytes(count.saturating_mul(size as u64), key)?;
+        if elem == ValueType::Bool && bytes.iter().any(|&b| b > 1) {
+            return Err(GgufError::OutOfRange {
+                key: key.to_string(),
+                value: "a bool byte other than 0 or 1".into(),
+            });
+        }
+        return Ok(Value::Array(Array {
+            elem,
+            repr: Repr::Packed {
+                count: count as usize,
+                bytes,
+            },
+        }));
+    }
     let mut items = Vec::with_capacity(r.capacity_for(count, elem.min_size()));
     for _ in 0..count {
         items.push(read_value(r, elem, key, depth - 1)?);
     }
-    Ok(Value::Array(elem, items))
+    Ok(Value::Array(Array::new(elem, items)))
+}
+
+/// An array value. Arrays of numbers or bools borrow their packed bytes from the file and
+/// decode an item when asked; arrays of strings or arrays hold parsed items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array<'a> {
+    elem: ValueType,
+    repr: Repr<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Repr<'a> {
+    Packed { count: usize, bytes: &'a [u8] },
+    Items(Vec<Value<'a>>),
+}
+
+impl<'a> Array<'a> {
+    /// An array of already-built items (used when writing GGUF).
+    pub fn new(elem: ValueType, items: Vec<Value<'a>>) -> Self {
+        Array {
+            elem,
+            repr: Repr::Items(items),
+        }
+    }
+
+    pub fn elem_type(&self) -> ValueType {
+        self.elem
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.repr {
+            Repr::Packed { count, .. } => *count,
+            Repr::Items(items) => items.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Item `i`, decoded.
+    pub fn get(&self, i: usize) -> Option<Value<'a>> {
+        match &self.repr {
+            Repr::Items(items) => items.get(i).cloned(),
+            Repr::Packed { bytes, count } => {
+                let size = self.elem.fixed_size()?;
+                if i >= *count {
+                    return None;
+                }
+                let mut r = Reader::new(bytes.get(i * size..(i + 1) * size)?);
+                read_value(&mut r, self.elem, "", 1).ok()
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Value<'a>> + '_ {
+        (0..self.len()).filter_map(move |i| self.get(i))
+    }
 }
 
 impl<'a> Value<'a> {
     /// The type name used in error messages.
     pub fn type_name(&self) -> String {
         match self {
-            Value::Array(t, _) => format!("array of {t:?}"),
+            Value::Array(a) => format!("array of {:?}", a.elem_type()),
             other => format!("{:?}", other.value_type()),
         }
     }
@@ -221,16 +304,16 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// The items of an array value.
-    pub fn to_array(&self) -> Result<&[Value<'a>], GgufError> {
+    /// An array value.
+    pub fn to_array(&self) -> Result<&Array<'a>, GgufError> {
         match self {
-            Value::Array(_, items) => Ok(items),
+            Value::Array(a) => Ok(a),
             _ => Err(self.wrong("an array")),
         }
     }
 
     /// An array of strings.
     pub fn to_str_array(&self) -> Result<Vec<&'a str>, GgufError> {
-        self.to_array()?.iter().map(Value::to_str).collect()
+        self.to_array()?.iter().map(|v| v.to_str()).collect()
     }
 }

@@ -62,7 +62,9 @@ impl ModelConfig {
         };
         cfg.validate()?;
         if let Some(v) = g.get("llama.rope.dimension_count") {
-            let rope_dims = v.to_u64().map_err(|e| ModelError::BadConfig(e.to_string()))?;
+            let rope_dims = v
+                .to_u64()
+                .map_err(|e| ModelError::BadConfig(e.to_string()))?;
             if rope_dims != cfg.head_dim as u64 {
                 return Err(ModelError::BadConfig(format!(
                     "partial RoPE (rope.dimension_count {rope_dims} ≠ head_dim {}) is not supported",
@@ -75,7 +77,13 @@ impl ModelConfig {
 
     fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::BadConfig(m));
-        let sizes = [self.dim, self.ffn_dim, self.n_heads, self.n_kv_heads, self.vocab_size];
+        let sizes = [
+            self.dim,
+            self.ffn_dim,
+            self.n_heads,
+            self.n_kv_heads,
+            self.vocab_size,
+        ];
         if sizes.iter().any(|&s| s == 0 || s > MAX_DIM * 4) || self.dim > MAX_DIM {
             return bad(format!("sizes out of range: {self:?}"));
         }
@@ -83,7 +91,10 @@ impl ModelConfig {
             return bad(format!("block_count {} out of range", self.n_layers));
         }
         if self.context_length == 0 || self.context_length > MAX_CONTEXT {
-            return bad(format!("context_length {} out of range", self.context_length));
+            return bad(format!(
+                "context_length {} out of range",
+                self.context_length
+            ));
         }
         if self.n_heads % self.n_kv_heads != 0 {
             return bad(format!(
@@ -97,8 +108,13 @@ impl ModelConfig {
                 self.dim, self.n_heads
             ));
         }
-        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) || !(self.rope_base.is_finite() && self.rope_base > 1.0) {
-            return bad(format!("rms eps {} / rope base {} out of range", self.rms_eps, self.rope_base));
+        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0)
+            || !(self.rope_base.is_finite() && self.rope_base > 1.0)
+        {
+            return bad(format!(
+                "rms eps {} / rope base {} out of range",
+                self.rms_eps, self.rope_base
+            ));
         }
         Ok(())
     }

@@ -97,8 +97,17 @@ pub fn pooling_plan(native: Grouping, target: Grouping) -> Vec<Vec<(usize, f32)>
 
 /// KV-cache bytes for one sequence: `2 · layers · G · head_dim · tokens · bytes_per_element`
 /// (the 2 is K and V).
-pub fn kv_cache_bytes(cfg: &ModelConfig, groups: usize, tokens: usize, bytes_per_element: usize) -> u64 {
-    2 * cfg.n_layers as u64 * groups as u64 * cfg.head_dim as u64 * tokens as u64 * bytes_per_element as u64
+pub fn kv_cache_bytes(
+    cfg: &ModelConfig,
+    groups: usize,
+    tokens: usize,
+    bytes_per_element: usize,
+) -> u64 {
+    2 * cfg.n_layers as u64
+        * groups as u64
+        * cfg.head_dim as u64
+        * tokens as u64
+        * bytes_per_element as u64
 }
 
 #[cfg(test)]
@@ -114,13 +123,19 @@ mod tests {
         assert_eq!(valid_groups(9), [1, 3, 9]);
         assert_eq!(valid_groups(12), [1, 2, 3, 4, 6, 12]);
         let e = Grouping::new(9, 2).unwrap_err();
-        assert_eq!(e.to_string(), "G = 2 does not divide the 9 query heads; valid G: [1, 3, 9]");
+        assert_eq!(
+            e.to_string(),
+            "G = 2 does not divide the 9 query heads; valid G: [1, 3, 9]"
+        );
     }
 
     #[test]
     fn query_head_reads_h_over_n_rep() {
         let gq = g(9, 3);
-        assert_eq!((0..9).map(|h| gq.kv_head(h)).collect::<Vec<_>>(), [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        assert_eq!(
+            (0..9).map(|h| gq.kv_head(h)).collect::<Vec<_>>(),
+            [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        );
         assert_eq!(g(9, 1).kv_head(8), 0);
         assert_eq!(g(9, 9).kv_head(8), 8);
         assert_eq!(g(9, 3).label(), "GQA-3");
@@ -132,7 +147,10 @@ mod tests {
     fn pooling_plans() {
         let native = g(9, 3);
         // Native: identity.
-        assert_eq!(pooling_plan(native, native), vec![vec![(0, 1.0)], vec![(1, 1.0)], vec![(2, 1.0)]]);
+        assert_eq!(
+            pooling_plan(native, native),
+            vec![vec![(0, 1.0)], vec![(1, 1.0)], vec![(2, 1.0)]]
+        );
         // MHA: each query head's own copy of its native head.
         let mha = pooling_plan(native, g(9, 9));
         assert_eq!(mha[4], vec![(1, 1.0)]);

@@ -79,7 +79,11 @@ impl<'g, 'a> ModelTensors<'g, 'a> {
     }
 }
 
-fn find<'g, 'a>(g: &'g Gguf<'a>, name: &str, shape: &[u64]) -> Result<&'g TensorInfo<'a>, ModelError> {
+fn find<'g, 'a>(
+    g: &'g Gguf<'a>,
+    name: &str,
+    shape: &[u64],
+) -> Result<&'g TensorInfo<'a>, ModelError> {
     let t = g
         .tensor(name)
         .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;

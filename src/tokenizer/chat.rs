@@ -11,7 +11,8 @@ pub enum ChatTemplate {
 impl ChatTemplate {
     /// Recognises ChatML in a GGUF `tokenizer.chat_template`.
     pub fn detect(template: &str) -> Option<Self> {
-        (template.contains("<|im_start|>") && template.contains("<|im_end|>")).then_some(ChatTemplate::ChatMl)
+        (template.contains("<|im_start|>") && template.contains("<|im_end|>"))
+            .then_some(ChatTemplate::ChatMl)
     }
 
     /// One user turn, optionally after a system turn, ending where the assistant speaks.
@@ -20,7 +21,9 @@ impl ChatTemplate {
         if let Some(sys) = system {
             s.push_str(&format!("<|im_start|>system\n{sys}<|im_end|>\n"));
         }
-        s.push_str(&format!("<|im_start|>user\n{message}<|im_end|>\n<|im_start|>assistant\n"));
+        s.push_str(&format!(
+            "<|im_start|>user\n{message}<|im_end|>\n<|im_start|>assistant\n"
+        ));
         s
     }
 }

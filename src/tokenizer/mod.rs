@@ -67,9 +67,15 @@ impl Tokenizer {
             Some(_) => g.str("tokenizer.ggml.pre")?,
             None => "default",
         };
-        let tokens = g.require("tokenizer.ggml.tokens")?.to_str_array().map_err(|e| bad(e, "tokens"))?;
+        let tokens = g
+            .require("tokenizer.ggml.tokens")?
+            .to_str_array()
+            .map_err(|e| bad(e, "tokens"))?;
         let types = token_types(g, tokens.len())?;
-        let merges = g.require("tokenizer.ggml.merges")?.to_str_array().map_err(|e| bad(e, "merges"))?;
+        let merges = g
+            .require("tokenizer.ggml.merges")?
+            .to_str_array()
+            .map_err(|e| bad(e, "merges"))?;
         let bpe = build_bpe(&tokens, &merges, pre)?;
         let id = |key: &str| -> Result<Option<u32>, TokenizerError> {
             match g.get(key) {
@@ -78,7 +84,9 @@ impl Tokenizer {
                     let id = v.to_u64().map_err(|e| bad(e, key))?;
                     (id < tokens.len() as u64)
                         .then_some(Some(id as u32))
-                        .ok_or_else(|| TokenizerError::BadVocab(format!("{key} = {id} is past the vocabulary")))
+                        .ok_or_else(|| {
+                            TokenizerError::BadVocab(format!("{key} = {id} is past the vocabulary"))
+                        })
                 }
             }
         };
@@ -135,8 +143,15 @@ impl Tokenizer {
     }
 
     /// The prompt for a single user message in the model's chat layout.
-    pub fn chat_prompt(&self, message: &str, system: Option<&str>) -> Result<String, TokenizerError> {
-        let t = self.chat_template.as_ref().ok_or(TokenizerError::NoChatTemplate)?;
+    pub fn chat_prompt(
+        &self,
+        message: &str,
+        system: Option<&str>,
+    ) -> Result<String, TokenizerError> {
+        let t = self
+            .chat_template
+            .as_ref()
+            .ok_or(TokenizerError::NoChatTemplate)?;
         Ok(t.render(message, system))
     }
 
@@ -159,7 +174,10 @@ impl Tokenizer {
         }
         let (mut start, mut i) = (0, 0);
         while i < text.len() {
-            let hit = self.specials.iter().find(|(s, _)| text[i..].starts_with(s.as_str()));
+            let hit = self
+                .specials
+                .iter()
+                .find(|(s, _)| text[i..].starts_with(s.as_str()));
             match hit {
                 Some((s, id)) => {
                     out.push(Piece::Text(&text[start..i]));
@@ -180,7 +198,11 @@ impl Tokenizer {
             return Vec::new();
         };
         if self.control[id as usize] {
-            return if render_special { text.as_bytes().to_vec() } else { Vec::new() };
+            return if render_special {
+                text.as_bytes().to_vec()
+            } else {
+                Vec::new()
+            };
         }
         if self.specials.iter().any(|(_, s)| *s == id) {
             return text.as_bytes().to_vec();
@@ -190,7 +212,10 @@ impl Tokenizer {
 
     /// The text of a whole sequence (invalid UTF-8 shown as U+FFFD).
     pub fn decode(&self, ids: &[u32], render_special: bool) -> String {
-        let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.token_bytes(id, render_special)).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| self.token_bytes(id, render_special))
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -220,13 +245,24 @@ fn token_types(g: &Gguf<'_>, n: usize) -> Result<Vec<i64>, TokenizerError> {
         .map(|t| t.to_i64().map_err(|e| bad(e, "token_type")))
         .collect::<Result<Vec<_>, _>>()?;
     if types.len() != n {
-        return Err(TokenizerError::BadVocab(format!("{} token types for {n} tokens", types.len())));
+        return Err(TokenizerError::BadVocab(format!(
+            "{} token types for {n} tokens",
+            types.len()
+        )));
     }
     Ok(types)
 }
 
-fn build_bpe(tokens: &[&str], merges: &[&str], pre: &str) -> Result<tokenizers::Tokenizer, TokenizerError> {
-    let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+fn build_bpe(
+    tokens: &[&str],
+    merges: &[&str],
+    pre: &str,
+) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect();
     if vocab.len() != tokens.len() {
         return Err(TokenizerError::BadVocab("duplicate token texts".into()));
     }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite. Run through `make test`, which installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "format"
+cargo fmt --check
+
+step "native tests (release build: the suite runs the real 135M model)"
+cargo test --release --all-targets
+
+step "the library builds for the browser (wasm32)"
+cargo build --release --lib --target wasm32-unknown-unknown

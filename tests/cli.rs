@@ -1,0 +1,239 @@
+//! The `gqa-lab` binary: answers as specified, JSON on stdout, clear errors on stderr with a
+//! non-zero exit, never a panic.
+
+mod common;
+
+use common::{fixture, ids};
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn gqa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gqa-lab"))
+        .args(args)
+        .current_dir(common::root())
+        .output()
+        .expect("the binary runs")
+}
+
+/// Runs a command that must succeed and print one JSON value.
+fn json(args: &[&str]) -> Value {
+    let out = gqa(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e})"))
+}
+
+/// Runs a command that must fail cleanly; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = gqa(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    stderr
+}
+
+#[test]
+fn info_reports_the_model() {
+    let v = json(&["info", "--json"]);
+    assert_eq!(v["config"]["n_heads"], 9);
+    assert_eq!(v["config"]["n_kv_heads"], 3);
+    assert_eq!(v["config"]["n_layers"], 30);
+    assert_eq!(v["valid_groups"], serde_json::json!([1, 3, 9]));
+    assert_eq!(
+        v["tensor_types"],
+        serde_json::json!({"F32": 61, "Q4_1": 210, "Q8_0": 1})
+    );
+    assert_eq!(v["tied_output"], true);
+    // 2 · 30 layers · G · 64 · 4 bytes per token.
+    assert_eq!(v["kv_cache_bytes_per_token_f32"]["1"], 2 * 30 * 64 * 4);
+}
+
+#[test]
+fn tokenize_matches_the_fixture() {
+    for case in fixture("tokenize.json").as_array().unwrap().iter().take(12) {
+        let text = case["text"].as_str().unwrap();
+        if text.is_empty() {
+            continue; // clap takes "" as a value too, but keep the table to non-empty strings
+        }
+        let v = json(&["tokenize", "--text", text, "--json"]);
+        assert_eq!(ids(&v["ids"]), ids(&case["ids"]), "{text:?}");
+    }
+    let v = json(&[
+        "tokenize",
+        "--text",
+        "<|im_start|>user",
+        "--special",
+        "--json",
+    ]);
+    assert_eq!(ids(&v["ids"]), [1, 4093]);
+}
+
+#[test]
+fn generate_json_matches_the_reference() {
+    let fx = fixture("regroup.json");
+    let p = &fx["prompts"][0];
+    let prompt: Vec<String> = ids(&p["prompt_ids"]).iter().map(u32::to_string).collect();
+    for g in ["1", "9"] {
+        let v = json(&[
+            "generate",
+            "--prompt-ids",
+            &prompt.join(","),
+            "--groups",
+            g,
+            "--max-tokens",
+            "8",
+            "--ignore-eos",
+            "--json",
+        ]);
+        assert_eq!(ids(&v["ids"]), ids(&p["G"][g]["ids"])[..8], "G={g}");
+        assert_eq!(ids(&v["prompt_ids"]), ids(&p["prompt_ids"]));
+        assert_eq!(v["groups"], g.parse::<u64>().unwrap());
+        let tokens = 5 + 7; // prompt + generated tokens fed (the last is sampled, not fed)
+        let g: u64 = g.parse().unwrap();
+        assert_eq!(v["kv_cache_bytes"], 2 * 30 * g * 64 * tokens * 4);
+        assert_eq!(v["kv_bytes_per_element"], 4);
+        assert!(v["text"].is_string() && v["prefill_ms"].as_f64().unwrap() > 0.0);
+        assert!(v["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn generate_chat_prompt_and_streaming_text() {
+    let fx = fixture("generate.json");
+    let p = fx["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "chat_haiku")
+        .unwrap();
+    let v = json(&[
+        "generate",
+        "--prompt",
+        "Write a haiku about the ocean.",
+        "--chat",
+        "--max-tokens",
+        "6",
+        "--json",
+    ]);
+    assert_eq!(ids(&v["prompt_ids"]), ids(&p["prompt_ids"]));
+    assert_eq!(ids(&v["ids"]), ids(&p["reference_f32"]["ids"])[..6]);
+    // Without --json the text streams to stdout and the figures go to stderr.
+    let out = gqa(&[
+        "generate",
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "4",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(" Paris."));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokens/s"));
+}
+
+#[test]
+fn logits_and_perplexity() {
+    let fx = fixture("regroup.json");
+    let p = &fx["prompts"][0];
+    let prompt: Vec<String> = ids(&p["prompt_ids"]).iter().map(u32::to_string).collect();
+    let v = json(&[
+        "logits",
+        "--prompt-ids",
+        &prompt.join(","),
+        "--groups",
+        "3",
+        "--top",
+        "5",
+        "--json",
+    ]);
+    let reference = p["G"]["3"]["top20_logits_last_prompt_position"]
+        .as_array()
+        .unwrap();
+    for (ours, want) in v.as_array().unwrap().iter().zip(reference) {
+        assert_eq!(ours["id"], want[0]);
+        assert!((ours["logit"].as_f64().unwrap() - want[1].as_f64().unwrap()).abs() < 1e-3);
+    }
+    let dir = std::env::temp_dir().join(format!("gqa-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ids_file = dir.join("ids.json");
+    let text_ids: Vec<u32> = ids(&fixture("perplexity.json")["ids"])[..64].to_vec();
+    std::fs::write(&ids_file, serde_json::to_string(&text_ids).unwrap()).unwrap();
+    let v = json(&[
+        "perplexity",
+        "--ids-file",
+        ids_file.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["tokens"], 63);
+    assert_eq!(v["groups"], 3);
+    assert!(v["perplexity"].as_f64().unwrap() > 1.0 && v["nll"].as_f64().unwrap() > 0.0);
+    let text_file = dir.join("text.txt");
+    std::fs::write(&text_file, "It is a truth universally acknowledged.").unwrap();
+    let v = json(&[
+        "perplexity",
+        "--text-file",
+        text_file.to_str().unwrap(),
+        "--groups",
+        "9",
+        "--json",
+    ]);
+    assert_eq!(v["groups"], 9);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bench_prints_figures() {
+    let v = json(&[
+        "bench",
+        "--groups",
+        "1,9",
+        "--contexts",
+        "8,16",
+        "--decode-tokens",
+        "2",
+        "--json",
+    ]);
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        let (g, c) = (
+            r["groups"].as_u64().unwrap(),
+            r["context"].as_u64().unwrap(),
+        );
+        assert_eq!(
+            r["kv_cache_bytes"].as_u64().unwrap(),
+            2 * 30 * g * 64 * c * 4
+        );
+        assert!(r["prefill_tokens_per_second"].as_f64().unwrap() > 0.0);
+        assert!(r["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let e = fails(&["generate", "--prompt", ""]);
+    assert!(e.contains("the prompt is empty"), "{e}");
+    let e = fails(&["generate", "--prompt-ids", "1,2,3", "--max-tokens", "9000"]);
+    assert!(e.contains("past the model's context of 8192"), "{e}");
+    let long = vec!["504"; 8193].join(",");
+    let e = fails(&["generate", "--prompt-ids", &long, "--max-tokens", "1"]);
+    assert!(e.contains("past the model's context"), "{e}");
+    let e = fails(&["generate", "--prompt", "hi", "--groups", "2"]);
+    assert!(e.contains("valid G: [1, 3, 9]"), "{e}");
+    let e = fails(&["generate", "--prompt", "hi", "--no-such-flag"]);
+    assert!(e.contains("--no-such-flag"), "{e}");
+    let e = fails(&["generate", "--prompt-ids", "1,x"]);
+    assert!(e.contains("\"x\" is not a token id"), "{e}");
+    let e = fails(&["generate", "--prompt-ids", "99999"]);
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    let e = fails(&["generate", "--prompt", "hi", "--temperature=-1"]);
+    assert!(e.contains("temperature"), "{e}");
+    let e = fails(&["info", "--model", "/nonexistent/model.gguf"]);
+    assert!(
+        e.contains("model file not found") && e.contains("scripts/setup.sh model"),
+        "{e}"
+    );
+    let e = fails(&["info", "--model", "Cargo.toml"]);
+    assert!(e.contains("not a GGUF file"), "{e}");
+    let e = fails(&["generate", "--prompt", "hi", "--backend", "gpu"]);
+    assert!(e.contains("GPU"), "{e}");
+}
