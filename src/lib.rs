@@ -8,6 +8,7 @@
 
 pub mod cpu;
 pub mod engine;
+pub mod gpu;
 pub mod gguf;
 pub mod model;
 pub mod sampling;

@@ -1,0 +1,41 @@
+// Greedy sampling on the GPU: the index of the largest logit (the lowest index on ties),
+// written to token[0]. One workgroup; the only value the host reads back per decode step.
+struct Params { vocab: u32, _a: u32, _b: u32, _c: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> token: array<u32>;
+
+const WG: u32 = 256u;
+var<workgroup> best_v: array<f32, WG>;
+var<workgroup> best_i: array<u32, WG>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var bv = -3.4e38;
+    var bi = 0xFFFFFFFFu;
+    for (var i = lid.x; i < p.vocab; i += WG) {
+        let v = logits[i];
+        if (v > bv) {
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[lid.x] = bv;
+    best_i[lid.x] = bi;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid.x < s) {
+            let ov = best_v[lid.x + s];
+            let oi = best_i[lid.x + s];
+            if (ov > best_v[lid.x] || (ov == best_v[lid.x] && oi < best_i[lid.x])) {
+                best_v[lid.x] = ov;
+                best_i[lid.x] = oi;
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        token[0] = best_i[0];
+    }
+}

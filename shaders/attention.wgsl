@@ -1,0 +1,92 @@
+// GQA attention, split over the context (flash-decoding): workgroup (chunk c, KV head g,
+// query token t) scores the CHUNK positions of chunk c for all n_rep query heads that share
+// KV head g. Each K and V row is read once for all of them: the shared head is indexed, never
+// repeated. Query heads are rotated (RoPE) as they are loaded. Partial results (max m, sum l,
+// unnormalised acc) go to `ml` and `acc`; attention_reduce.wgsl combines the chunks.
+//   q: [T][H][hd]   kc, vc: [G][capacity][hd]   rope: [capacity][hd/2]
+//   ml: [T][H][n_chunks] (m, l)   acc: [T][H][n_chunks][hd]
+struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, _a: u32, _b: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> kc: array<f32>;
+@group(0) @binding(4) var<storage, read> vc: array<f32>;
+@group(0) @binding(5) var<storage, read> rope: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> ml: array<vec2<f32>>;
+@group(0) @binding(7) var<storage, read_write> acc: array<f32>;
+
+const CHUNK: u32 = 64u;
+const MAX_REP: u32 = 16u;
+const MAX_HD: u32 = 128u;
+var<workgroup> qs: array<f32, MAX_REP * MAX_HD>;
+var<workgroup> e: array<f32, MAX_REP * CHUNK>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = wid.x;
+    let g = wid.y;
+    let t = wid.z;
+    let hd = p.head_dim;
+    let n_rep = p.n_heads / p.groups;
+    let pos = step.pos0 + t;           // this query's position: it sees 0..=pos
+    let start = c * CHUNK;
+    let n = select(0u, min(CHUNK, pos + 1u - start), start <= pos);
+    let tid = lid.x;
+
+    // Load (and rotate) the n_rep query heads that read KV head g.
+    for (var r = 0u; r < n_rep; r++) {
+        let h = g * n_rep + r;
+        for (var d = tid; d < hd; d += 64u) {
+            let i = d / 2u;
+            let a = q[(t * p.n_heads + h) * hd + 2u * i];
+            let b = q[(t * p.n_heads + h) * hd + 2u * i + 1u];
+            let cs = rope[pos * (hd / 2u) + i];
+            qs[r * hd + d] = select(a * cs.y + b * cs.x, a * cs.x - b * cs.y, d % 2u == 0u);
+        }
+    }
+    workgroupBarrier();
+
+    // Scores: thread tid takes position start + tid, one K row for all n_rep heads.
+    if (tid < n) {
+        let krow = (g * p.capacity + start + tid) * hd;
+        for (var r = 0u; r < n_rep; r++) {
+            var s = 0.0;
+            for (var d = 0u; d < hd; d++) {
+                s += qs[r * hd + d] * kc[krow + d];
+            }
+            e[r * CHUNK + tid] = s * p.scale;
+        }
+    }
+    workgroupBarrier();
+
+    // Per head: max over the chunk, then exponentials (each thread one position).
+    for (var r = 0u; r < n_rep; r++) {
+        var m = -3.0e38;
+        for (var j = 0u; j < n; j++) {
+            m = max(m, e[r * CHUNK + j]);
+        }
+        workgroupBarrier();
+        if (tid < n) {
+            e[r * CHUNK + tid] = exp(e[r * CHUNK + tid] - m);
+        }
+        workgroupBarrier();
+        var l = 0.0;
+        for (var j = 0u; j < n; j++) {
+            l += e[r * CHUNK + j];
+        }
+        let h = g * n_rep + r;
+        let slot = (t * p.n_heads + h) * p.max_chunks + c;
+        if (tid == 0u) {
+            ml[slot] = vec2<f32>(select(-3.0e38, m, n > 0u), l);
+        }
+        // Weighted V: thread tid owns dimension d, reading V rows once for this chunk.
+        for (var d = tid; d < hd; d += 64u) {
+            var a = 0.0;
+            for (var j = 0u; j < n; j++) {
+                a += e[r * CHUNK + j] * vc[(g * p.capacity + start + j) * hd + d];
+            }
+            acc[slot * hd + d] = a;
+        }
+    }
+}

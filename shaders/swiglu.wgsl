@@ -1,0 +1,17 @@
+// SwiGLU: gate[i] = silu(gate[i]) · up[i], element-wise over [T][ffn_dim].
+struct Params { ffn_dim: u32, _a: u32, _b: u32, _c: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read_write> gate: array<f32>;
+@group(0) @binding(3) var<storage, read> up: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * 65535u * 256u;
+    if (i >= step.n_tokens * p.ffn_dim) {
+        return;
+    }
+    let g = gate[i];
+    gate[i] = g / (1.0 + exp(-g)) * up[i];
+}

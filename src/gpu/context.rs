@@ -1,0 +1,292 @@
+//! The wgpu device: adapter and limits, tracked buffer allocation, pipelines, readback.
+//! Follows wgpu's `hello_compute` example: adapter → device → buffers → bind group →
+//! dispatch → copy → map, each step with its error.
+
+use super::kernels::Kernel;
+use super::GpuError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A device and queue with bookkeeping: bytes allocated, device-lost and uncaptured errors.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    allocated: Arc<AtomicU64>,
+    fault: Arc<Mutex<Option<GpuError>>>,
+    pipelines: Mutex<HashMap<(Kernel, u32), wgpu::ComputePipeline>>,
+}
+
+/// A buffer whose bytes are counted while it lives, and which is destroyed when dropped.
+pub struct Buf {
+    pub buffer: wgpu::Buffer,
+    size: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        self.buffer.destroy();
+        self.counter.fetch_sub(self.size, Ordering::Relaxed);
+    }
+}
+
+impl Buf {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        self.buffer.as_entire_binding()
+    }
+}
+
+impl Gpu {
+    /// Opens the default adapter (`WGPU_BACKEND` etc. are honoured natively) with its real limits.
+    pub async fn new() -> Result<Self, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("gqa-lab"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoDevice(e.to_string()))?;
+        let fault = Arc::new(Mutex::new(None));
+        let f = fault.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut slot) = f.lock() {
+                slot.get_or_insert(GpuError::DeviceLost(format!("{reason:?}: {msg}")));
+            }
+        });
+        let f = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let err = match e {
+                wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory(e.to_string()),
+                other => GpuError::Internal(other.to_string()),
+            };
+            if let Ok(mut slot) = f.lock() {
+                slot.get_or_insert(err);
+            }
+        }));
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            allocated: Arc::new(AtomicU64::new(0)),
+            fault,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The first error the device reported since the last check, if any.
+    pub fn check(&self) -> Result<(), GpuError> {
+        match self.fault.lock().ok().and_then(|mut f| f.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes in live buffers.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// A zeroed buffer of at least `size` bytes (rounded up to 4, at least 16).
+    pub fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Result<Buf, GpuError> {
+        let size = size.max(16).div_ceil(4) * 4;
+        if size > self.limits.max_buffer_size || (usage.contains(wgpu::BufferUsages::STORAGE) && size > self.limits.max_storage_buffer_binding_size as u64) {
+            return Err(GpuError::TooLarge {
+                what: label.to_string(),
+                bytes: size,
+                limit: self.limits.max_storage_buffer_binding_size as u64,
+            });
+        }
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
+        self.allocated.fetch_add(size, Ordering::Relaxed);
+        Ok(Buf {
+            buffer,
+            size,
+            counter: self.allocated.clone(),
+        })
+    }
+
+    /// A storage buffer holding `bytes` (padded with 4 zero bytes past the end, so kernels
+    /// may read a whole word that straddles the last byte).
+    pub fn storage_with(&self, label: &str, bytes: &[u8]) -> Result<Buf, GpuError> {
+        let b = self.buffer(label, bytes.len() as u64 + 4, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST)?;
+        let whole = bytes.len() / 4 * 4;
+        self.queue.write_buffer(&b.buffer, 0, &bytes[..whole]);
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&b.buffer, whole as u64, &tail);
+        }
+        Ok(b)
+    }
+
+    /// A read-write storage buffer of `size` bytes.
+    pub fn storage(&self, label: &str, size: u64) -> Result<Buf, GpuError> {
+        use wgpu::BufferUsages as U;
+        self.buffer(label, size, U::STORAGE | U::COPY_DST | U::COPY_SRC)
+    }
+
+    /// The pipeline of `kernel` for weight type `wtype` (ignored by kernels without weights).
+    pub fn pipeline(&self, kernel: Kernel, wtype: u32) -> wgpu::ComputePipeline {
+        let wtype = if kernel.reads_weights() { wtype } else { 0 };
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((kernel, wtype))
+            .or_insert_with(|| {
+                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.name()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                });
+                let constants = [("WTYPE", wtype as f64)];
+                self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.name()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: if kernel.reads_weights() { &constants } else { &[] },
+                        ..Default::default()
+                    },
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+
+    /// A bind group for `pipeline` binding `buffers` in order (binding 0, 1, …).
+    pub fn bind(&self, pipeline: &wgpu::ComputePipeline, buffers: &[wgpu::BindingResource<'_>]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: r.clone(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
+    /// Submits `encoder` (which must end by copying what is wanted into `staging`), then maps
+    /// and returns the first `size` bytes of `staging`.
+    pub async fn submit_and_read(&self, encoder: wgpu::CommandEncoder, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
+        self.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..size);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
+        let mapped = rx.await.map_err(|_| GpuError::DeviceLost("the map request was dropped".into()))?;
+        self.check()?;
+        mapped.map_err(|e| GpuError::Internal(format!("mapping the result: {e}")))?;
+        let bytes = slice
+            .get_mapped_range()
+            .map_err(|e| GpuError::Internal(format!("reading the result: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+}
+
+/// A uniform buffer of 256-byte slots, one per kernel invocation site, written once.
+pub struct Uniforms {
+    pub buf: Buf,
+    slots: u64,
+}
+
+/// Uniform binding offsets must be multiples of this (the WebGPU default and maximum).
+pub const UNIFORM_SLOT: u64 = 256;
+
+impl Uniforms {
+    pub fn new(gpu: &Gpu, contents: &[Vec<u8>]) -> Result<Self, GpuError> {
+        let mut bytes = vec![0u8; contents.len().max(1) * UNIFORM_SLOT as usize];
+        for (i, c) in contents.iter().enumerate() {
+            bytes[i * UNIFORM_SLOT as usize..][..c.len()].copy_from_slice(c);
+        }
+        let buf = gpu.buffer("uniforms", bytes.len() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST)?;
+        gpu.queue.write_buffer(&buf.buffer, 0, &bytes);
+        Ok(Uniforms {
+            buf,
+            slots: contents.len() as u64,
+        })
+    }
+
+    /// The binding of slot `i`.
+    pub fn slot(&self, i: usize) -> wgpu::BindingResource<'_> {
+        debug_assert!((i as u64) < self.slots);
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buf.buffer,
+            offset: i as u64 * UNIFORM_SLOT,
+            size: wgpu::BufferSize::new(UNIFORM_SLOT),
+        })
+    }
+}
+
+impl Gpu {
+    /// Runs one kernel on its own (one submit): bindings are (params, [step], buffers…).
+    /// For kernel tests and tools; the engine records its kernels into one pass instead.
+    pub fn run_kernel(&self, kernel: Kernel, wtype: u32, params: &[u8], step: Option<&Buf>, bufs: &[&Buf], grid: [u32; 3]) -> Result<(), GpuError> {
+        let uniforms = Uniforms::new(self, &[params.to_vec()])?;
+        let pipeline = self.pipeline(kernel, wtype);
+        let mut res = vec![uniforms.slot(0)];
+        res.extend(step.map(|s| s.binding()));
+        res.extend(bufs.iter().map(|b| b.binding()));
+        let bind = self.bind(&pipeline, &res);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+        }
+        self.queue.submit([enc.finish()]);
+        self.check()
+    }
+
+    /// The contents of a storage buffer (created with [`Gpu::storage`]).
+    pub async fn read(&self, buf: &Buf) -> Result<Vec<u8>, GpuError> {
+        let staging = self.buffer("read", buf.size(), wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&buf.buffer, 0, &staging.buffer, 0, buf.size());
+        self.submit_and_read(enc, &staging.buffer, buf.size()).await
+    }
+
+    /// A uniform buffer holding `bytes` (e.g. a [`super::kernels::Step`]).
+    pub fn uniform_with(&self, bytes: &[u8]) -> Result<Buf, GpuError> {
+        let b = self.buffer("uniform", bytes.len() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST)?;
+        self.queue.write_buffer(&b.buffer, 0, bytes);
+        Ok(b)
+    }
+}

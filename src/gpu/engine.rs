@@ -1,0 +1,598 @@
+//! [`GpuEngine`]: weights and activations on the GPU, the kernels of one forward recorded in
+//! order into one compute pass (see ARCHITECTURE.md for the list with buffer shapes).
+
+use super::context::{Buf, Gpu, Uniforms};
+use super::kernels::*;
+use super::GpuError;
+use crate::engine::EngineError;
+use crate::gguf::{Gguf, GgmlType, TensorInfo};
+use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
+
+/// Tokens per prefill submit; longer inputs run in several.
+pub const PREFILL_CHUNK: usize = 128;
+
+/// A weight tensor on the GPU: raw GGUF bytes and their type.
+struct Weight {
+    buf: Buf,
+    ty: GgmlType,
+}
+
+struct LayerWeights {
+    attn_norm: Buf, // [dim] f32
+    wq: Weight,     // [n_heads·hd][dim]
+    wk: Weight,     // [G0·hd][dim]
+    wv: Weight,     // [G0·hd][dim]
+    wo: Weight,     // [dim][n_heads·hd]
+    ffn_norm: Buf,  // [dim] f32
+    w_gate: Weight, // [ffn][dim]
+    w_up: Weight,   // [ffn][dim]
+    w_down: Weight, // [dim][ffn]
+}
+
+/// Activation buffers, sized for PREFILL_CHUNK tokens.
+struct Activations {
+    step: Buf,       // uniform Step
+    tokens: Buf,     // [T] u32
+    x: Buf,          // [T][dim] residual stream
+    xb: Buf,         // [T][dim] normalised
+    q: Buf,          // [T][n_heads][hd]
+    k0: Buf,         // [T][G0][hd] native-head K projection
+    v0: Buf,         // [T][G0][hd]
+    att: Buf,        // [T][n_heads][hd]
+    ml: Buf,         // [T][n_heads][max_chunks] (m, l)
+    part: Buf,       // [T][n_heads][max_chunks][hd]
+    gate: Buf,       // [T][ffn]
+    up: Buf,         // [T][ffn]
+    logits: Buf,     // [T][vocab]
+    token_out: Buf,  // [1] u32
+    staging: Buf,    // readback
+    rope: Buf,       // [capacity][hd/2] (cos, sin)
+}
+
+/// K and V per layer, `[G][capacity][hd]` f32 each, and the `[G][G0]` pooling matrix.
+struct KvCache {
+    k: Vec<Buf>,
+    v: Vec<Buf>,
+    pool: Buf,
+}
+
+#[derive(Clone, Copy)]
+enum Grid {
+    /// (x, T, 1)
+    PerToken(u32),
+    /// (⌈n_out/64⌉, ⌈T/TT⌉, 1), or one token row when `last`.
+    Matmul { n_out: u32, last: bool },
+    /// (T, 1, 1), or 1 when `last`.
+    Rows { last: bool },
+    /// (n_chunks, G, T)
+    Attention(u32),
+    /// (n_heads, T, 1)
+    Reduce(u32),
+    /// ⌈T·n/256⌉ workgroups
+    Elementwise(u32),
+    Single,
+}
+
+struct Op {
+    pipeline: wgpu::ComputePipeline,
+    bind: wgpu::BindGroup,
+    grid: Grid,
+}
+
+/// What a forward returns.
+enum Want {
+    Token,
+    LastLogits,
+    AllLogits,
+}
+
+/// The model on the GPU at one grouping, with a KV cache of fixed capacity.
+pub struct GpuEngine {
+    gpu: Gpu,
+    cfg: ModelConfig,
+    grouping: Grouping,
+    capacity: usize,
+    max_chunks: usize,
+    len: usize,
+    token_embd: Weight,
+    output: Option<Weight>,
+    output_norm: Buf,
+    layers: Vec<LayerWeights>,
+    act: Activations,
+    cache: KvCache,
+    /// Kernels of the layers, in order; rebuilt when G changes.
+    body: Vec<Op>,
+    embed: Op,
+    tail_last: Vec<Op>, // final norm, head (last row), argmax
+    tail_all: Vec<Op>,  // final norm, head (all rows)
+    _uniforms: Uniforms,
+}
+
+fn upload(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Weight, GpuError> {
+    Ok(Weight {
+        buf: gpu.storage_with(t.name, g.tensor_bytes(t))?,
+        ty: t.ggml_type,
+    })
+}
+
+/// Norm weights are uploaded as f32 whatever their file type.
+fn upload_f32(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Buf, EngineError> {
+    let v = g.dequantize(t).map_err(ModelError::from)?;
+    Ok(gpu.storage_with(t.name, bytemuck::cast_slice(&v))?)
+}
+
+impl GpuEngine {
+    /// Opens the GPU, uploads the model and allocates a KV cache for `capacity` tokens at the
+    /// native grouping.
+    pub async fn load(g: &Gguf<'_>, capacity: usize) -> Result<Self, EngineError> {
+        let gpu = Gpu::new().await?;
+        Self::load_on(gpu, g, capacity)
+    }
+
+    /// As [`GpuEngine::load`], on an opened device.
+    pub fn load_on(gpu: Gpu, g: &Gguf<'_>, capacity: usize) -> Result<Self, EngineError> {
+        let cfg = ModelConfig::from_gguf(g)?;
+        let capacity = crate::cpu::check_capacity(&cfg, capacity)?;
+        check_shapes(&cfg)?;
+        let t = ModelTensors::locate(g, &cfg)?;
+        let layers = t
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerWeights {
+                    attn_norm: upload_f32(&gpu, g, l.attn_norm)?,
+                    wq: upload(&gpu, g, l.wq)?,
+                    wk: upload(&gpu, g, l.wk)?,
+                    wv: upload(&gpu, g, l.wv)?,
+                    wo: upload(&gpu, g, l.wo)?,
+                    ffn_norm: upload_f32(&gpu, g, l.ffn_norm)?,
+                    w_gate: upload(&gpu, g, l.w_gate)?,
+                    w_up: upload(&gpu, g, l.w_up)?,
+                    w_down: upload(&gpu, g, l.w_down)?,
+                })
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        let max_chunks = capacity.div_ceil(ATTENTION_CHUNK);
+        let act = Activations::new(&gpu, &cfg, capacity, max_chunks)?;
+        let grouping = Grouping::native(&cfg);
+        let cache = KvCache::new(&gpu, &cfg, grouping, capacity)?;
+        let token_embd = upload(&gpu, g, t.token_embd)?;
+        let output = if t.tied_output { None } else { Some(upload(&gpu, g, t.output)?) };
+        let output_norm = upload_f32(&gpu, g, t.output_norm)?;
+        gpu.check()?;
+        let placeholder = Uniforms::new(&gpu, &[])?;
+        let mut e = GpuEngine {
+            embed: dummy_op(&gpu, &act)?,
+            gpu,
+            cfg,
+            grouping,
+            capacity,
+            max_chunks,
+            len: 0,
+            token_embd,
+            output,
+            output_norm,
+            layers,
+            act,
+            cache,
+            body: Vec::new(),
+            tail_last: Vec::new(),
+            tail_all: Vec::new(),
+            _uniforms: placeholder,
+        };
+        e.build_ops()?;
+        Ok(e)
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// A description of the adapter, for reports.
+    pub fn adapter(&self) -> String {
+        format!("{} ({:?}, {:?})", self.gpu.info.name, self.gpu.info.device_type, self.gpu.info.backend)
+    }
+
+    /// Kernel dispatches per decode step (one token).
+    pub fn dispatches_per_token(&self) -> usize {
+        1 + self.body.len() + self.tail_last.len()
+    }
+
+    /// Regroups to `groups` KV heads: a new, empty cache at the new size and a new pooling
+    /// matrix; the weights stay as they are. The old cache's buffers are destroyed first.
+    pub fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
+        let grouping = Grouping::new(self.cfg.n_heads, groups)?;
+        if grouping.n_rep() > ATTENTION_MAX_REP {
+            return Err(GpuError::Unsupported(format!(
+                "{} query heads per KV head (the attention kernel holds up to {ATTENTION_MAX_REP})",
+                grouping.n_rep()
+            ))
+            .into());
+        }
+        self.body.clear();
+        self.cache = KvCache::empty(&self.gpu)?;
+        self.cache = KvCache::new(&self.gpu, &self.cfg, grouping, self.capacity)?;
+        self.grouping = grouping;
+        self.len = 0;
+        self.build_ops()?;
+        self.gpu.check()?;
+        Ok(())
+    }
+
+    /// Builds every op of the forward for the current grouping.
+    fn build_ops(&mut self) -> Result<(), EngineError> {
+        let mut b = OpBuilder::default();
+        let cfg = &self.cfg;
+        let a = &self.act;
+        let (dim, hd, nh, ffn) = (cfg.dim as u32, cfg.head_dim as u32, cfg.n_heads as u32, cfg.ffn_dim as u32);
+        let g0 = cfg.n_kv_heads as u32;
+        let groups = self.grouping.groups() as u32;
+        let cap = self.capacity as u32;
+        let mc = self.max_chunks as u32;
+        let embed = b.add(Kernel::Embed, self.token_embd.ty, EmbedParams { dim, _pad: [0; 3] }, vec![&self.token_embd.buf, &a.tokens, &a.x], Grid::PerToken(dim / 32));
+        let mut body = Vec::new();
+        for (l, w) in self.layers.iter().enumerate() {
+            let mm = OpBuilder::matmul;
+            body.push(b.rmsnorm(cfg, a, &w.attn_norm));
+            body.push(mm(&mut b, &w.wq, dim, nh * hd, false, &a.xb, &a.q));
+            body.push(mm(&mut b, &w.wk, dim, g0 * hd, false, &a.xb, &a.k0));
+            body.push(mm(&mut b, &w.wv, dim, g0 * hd, false, &a.xb, &a.v0));
+            let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
+            body.push(b.add(
+                Kernel::KvStore,
+                GgmlType::F32,
+                KvStoreParams { groups, native_groups: g0, head_dim: hd, capacity: cap },
+                vec![&a.k0, &a.v0, &self.cache.pool, &a.rope, kc, vc],
+                Grid::PerToken(groups * hd / 2),
+            ));
+            let scale = 1.0 / (hd as f32).sqrt();
+            body.push(b.add(
+                Kernel::Attention,
+                GgmlType::F32,
+                AttentionParams { n_heads: nh, groups, head_dim: hd, capacity: cap, max_chunks: mc, scale, _pad: [0; 2] },
+                vec![&a.q, kc, vc, &a.rope, &a.ml, &a.part],
+                Grid::Attention(groups),
+            ));
+            body.push(b.add(Kernel::AttentionReduce, GgmlType::F32, ReduceParams { n_heads: nh, head_dim: hd, max_chunks: mc, _pad: 0 }, vec![&a.ml, &a.part, &a.att], Grid::Reduce(nh)));
+            body.push(mm(&mut b, &w.wo, nh * hd, dim, true, &a.att, &a.x));
+            body.push(b.rmsnorm(cfg, a, &w.ffn_norm));
+            body.push(mm(&mut b, &w.w_gate, dim, ffn, false, &a.xb, &a.gate));
+            body.push(mm(&mut b, &w.w_up, dim, ffn, false, &a.xb, &a.up));
+            body.push(b.add(Kernel::SwiGlu, GgmlType::F32, SwiGluParams { ffn_dim: ffn, _pad: [0; 3] }, vec![&a.gate, &a.up], Grid::Elementwise(ffn)));
+            body.push(mm(&mut b, &w.w_down, ffn, dim, true, &a.gate, &a.x));
+        }
+        let head = self.output.as_ref().unwrap_or(&self.token_embd);
+        let vocab = cfg.vocab_size as u32;
+        let mut tails = Vec::new();
+        for last in [true, false] {
+            let norm = b.add(Kernel::RmsNorm, GgmlType::F32, RmsNormParams { dim, eps: cfg.rms_eps, last_row_only: last as u32, _pad: 0 }, vec![&a.x, &self.output_norm, &a.xb], Grid::Rows { last });
+            let logits = b.add(Kernel::Matmul, head.ty, MatmulParams { n_in: dim, n_out: vocab, accumulate: 0, last_row_only: last as u32 }, vec![&head.buf, &a.xb, &a.logits], Grid::Matmul { n_out: vocab, last });
+            tails.push(vec![norm, logits]);
+        }
+        let argmax = b.add_plain(Kernel::Argmax, ArgmaxParams { vocab, _pad: [0; 3] }, vec![&a.logits, &a.token_out]);
+        tails[0].push(argmax);
+        let (uniforms, mut ops) = b.finish(&self.gpu, &a.step)?;
+        let mut take = |spec: usize| ops[spec].take().expect("each op is taken once");
+        self.embed = take(embed);
+        self.body = body.into_iter().map(&mut take).collect();
+        self.tail_last = tails[0].iter().map(|&i| take(i)).collect();
+        self.tail_all = tails[1].iter().map(|&i| take(i)).collect();
+        self._uniforms = uniforms;
+        Ok(())
+    }
+
+    fn validate(&self, ids: &[u32]) -> Result<(), EngineError> {
+        if ids.is_empty() {
+            return Err(EngineError::EmptyInput);
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
+            return Err(EngineError::TokenOutOfRange { id, vocab: self.cfg.vocab_size });
+        }
+        if self.len + ids.len() > self.capacity {
+            return Err(EngineError::ContextFull { needed: self.len + ids.len(), capacity: self.capacity });
+        }
+        Ok(())
+    }
+
+    /// Records one chunk of ≤ PREFILL_CHUNK tokens at position `self.len`, then `tail`.
+    fn record(&self, ids: &[u32], tail: &[Op]) -> wgpu::CommandEncoder {
+        let t = ids.len() as u32;
+        let n_chunks = (self.len + ids.len()).div_ceil(ATTENTION_CHUNK) as u32;
+        let step = Step { pos0: self.len as u32, n_tokens: t, n_chunks, _pad: 0 };
+        self.gpu.queue.write_buffer(&self.act.step.buffer, 0, bytemuck::bytes_of(&step));
+        self.gpu.queue.write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
+            for op in std::iter::once(&self.embed).chain(&self.body).chain(tail) {
+                let [x, y, z] = op.grid.size(t, n_chunks);
+                pass.set_pipeline(&op.pipeline);
+                pass.set_bind_group(0, &op.bind, &[]);
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        enc
+    }
+
+    async fn run(&mut self, ids: &[u32], want: Want) -> Result<Vec<u8>, EngineError> {
+        self.validate(ids)?;
+        self.gpu.check()?;
+        let vocab = self.cfg.vocab_size as u64;
+        let mut out = Vec::new();
+        let chunks: Vec<&[u32]> = ids.chunks(PREFILL_CHUNK).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let tail: &[Op] = match want {
+                Want::AllLogits => &self.tail_all,
+                _ if last => &self.tail_last,
+                _ => &[],
+            };
+            let mut enc = self.record(chunk, tail);
+            let (src, size) = match want {
+                Want::AllLogits => (&self.act.logits, chunk.len() as u64 * vocab * 4),
+                Want::LastLogits if last => (&self.act.logits, vocab * 4),
+                Want::Token if last => (&self.act.token_out, 4),
+                _ => (&self.act.token_out, 0),
+            };
+            if size > 0 {
+                enc.copy_buffer_to_buffer(&src.buffer, 0, &self.act.staging.buffer, 0, size);
+                out.extend(self.gpu.submit_and_read(enc, &self.act.staging.buffer, size).await?);
+            } else {
+                self.gpu.queue.submit([enc.finish()]);
+            }
+            self.len += chunk.len();
+        }
+        self.gpu.check()?;
+        Ok(out)
+    }
+
+    /// Feeds `ids` and returns the greedy next token, sampled on the GPU.
+    pub async fn forward_argmax(&mut self, ids: &[u32]) -> Result<u32, EngineError> {
+        let bytes = self.run(ids, Want::Token).await?;
+        Ok(bytemuck::pod_read_unaligned(&bytes[..4]))
+    }
+
+    /// Feeds `ids` and returns logits `[vocab]` of the last token, or `[T][vocab]` of all.
+    pub async fn forward_logits(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>, EngineError> {
+        let bytes = self.run(ids, if all { Want::AllLogits } else { Want::LastLogits }).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// The residual stream after the last block for `ids` from an empty cache, `[T][dim]`
+    /// (T ≤ PREFILL_CHUNK), for comparing with the CPU oracle.
+    pub async fn final_hidden(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
+        self.len = 0;
+        self.validate(ids)?;
+        if ids.len() > PREFILL_CHUNK {
+            return Err(EngineError::ContextFull { needed: ids.len(), capacity: PREFILL_CHUNK });
+        }
+        let mut enc = self.record(ids, &[]);
+        let size = (ids.len() * self.cfg.dim * 4) as u64;
+        enc.copy_buffer_to_buffer(&self.act.x.buffer, 0, &self.act.staging.buffer, 0, size);
+        let bytes = self.gpu.submit_and_read(enc, &self.act.staging.buffer, size).await?;
+        self.len = ids.len();
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    pub fn grouping(&self) -> Grouping {
+        self.grouping
+    }
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// Shapes the kernels assume.
+fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
+    let bad = |m: String| Err(GpuError::Unsupported(m));
+    if cfg.dim % 32 != 0 || cfg.ffn_dim % 32 != 0 || (cfg.n_heads * cfg.head_dim) % 32 != 0 {
+        return bad("dimensions must be multiples of 32".into());
+    }
+    if cfg.head_dim > ATTENTION_MAX_HEAD_DIM {
+        return bad(format!("head_dim {} > {ATTENTION_MAX_HEAD_DIM}", cfg.head_dim));
+    }
+    if cfg.native_n_rep() > ATTENTION_MAX_REP {
+        return bad(format!("{} query heads per KV head", cfg.native_n_rep()));
+    }
+    Ok(())
+}
+
+impl Activations {
+    fn new(gpu: &Gpu, cfg: &ModelConfig, capacity: usize, max_chunks: usize) -> Result<Self, GpuError> {
+        let t = PREFILL_CHUNK as u64;
+        let f = 4u64;
+        let (dim, hd, nh, g0) = (cfg.dim as u64, cfg.head_dim as u64, cfg.n_heads as u64, cfg.n_kv_heads as u64);
+        let s = |label: &str, n: u64| gpu.storage(label, n * f);
+        let mut table = Vec::with_capacity(capacity * cfg.head_dim);
+        for pos in 0..capacity {
+            for i in 0..cfg.head_dim / 2 {
+                let theta = pos as f64 * (cfg.rope_base as f64).powf(-2.0 * i as f64 / cfg.head_dim as f64);
+                table.extend([theta.cos() as f32, theta.sin() as f32]);
+            }
+        }
+        use wgpu::BufferUsages as U;
+        let logits_bytes = t * cfg.vocab_size as u64 * f;
+        Ok(Activations {
+            step: gpu.buffer("step", 16, U::UNIFORM | U::COPY_DST)?,
+            tokens: s("tokens", t)?,
+            x: s("x", t * dim)?,
+            xb: s("xb", t * dim)?,
+            q: s("q", t * nh * hd)?,
+            k0: s("k0", t * g0 * hd)?,
+            v0: s("v0", t * g0 * hd)?,
+            att: s("att", t * nh * hd)?,
+            ml: s("attention m,l", t * nh * max_chunks as u64 * 2)?,
+            part: s("attention partials", t * nh * max_chunks as u64 * hd)?,
+            gate: s("gate", t * cfg.ffn_dim as u64)?,
+            up: s("up", t * cfg.ffn_dim as u64)?,
+            logits: s("logits", t * cfg.vocab_size as u64)?,
+            token_out: s("token", 4)?,
+            staging: gpu.buffer("staging", logits_bytes, U::MAP_READ | U::COPY_DST)?,
+            rope: gpu.storage_with("rope table", bytemuck::cast_slice(&table))?,
+        })
+    }
+}
+
+impl KvCache {
+    fn new(gpu: &Gpu, cfg: &ModelConfig, grouping: Grouping, capacity: usize) -> Result<Self, GpuError> {
+        let bytes = (grouping.groups() * capacity * cfg.head_dim * 4) as u64;
+        let per_layer = |kind: &str| (0..cfg.n_layers).map(|l| gpu.storage(&format!("{kind} cache {l}"), bytes)).collect::<Result<Vec<_>, _>>();
+        let plan = pooling_plan(Grouping::native(cfg), grouping);
+        let mut pool = vec![0.0f32; grouping.groups() * cfg.n_kv_heads];
+        for (g, sources) in plan.iter().enumerate() {
+            for &(j, w) in sources {
+                pool[g * cfg.n_kv_heads + j] = w;
+            }
+        }
+        Ok(KvCache {
+            k: per_layer("K")?,
+            v: per_layer("V")?,
+            pool: gpu.storage_with("pooling matrix", bytemuck::cast_slice(&pool))?,
+        })
+    }
+
+    fn empty(gpu: &Gpu) -> Result<Self, GpuError> {
+        Ok(KvCache { k: Vec::new(), v: Vec::new(), pool: gpu.storage("pooling matrix", 4)? })
+    }
+}
+
+impl Grid {
+    fn size(self, t: u32, n_chunks: u32) -> [u32; 3] {
+        match self {
+            Grid::PerToken(x) => [x.div_ceil(64), t, 1],
+            Grid::Matmul { n_out, last } => [n_out.div_ceil(64), if last { 1 } else { t.div_ceil(MATMUL_TOKENS as u32) }, 1],
+            Grid::Rows { last } => [if last { 1 } else { t }, 1, 1],
+            Grid::Attention(groups) => [n_chunks, groups, t],
+            Grid::Reduce(heads) => [heads, t, 1],
+            Grid::Elementwise(n) => [(t * n).div_ceil(256), 1, 1],
+            Grid::Single => [1, 1, 1],
+        }
+    }
+}
+
+/// Collects ops and their uniform parameters, then creates the uniform buffer and the bind
+/// groups in one go.
+#[derive(Default)]
+struct OpBuilder<'a> {
+    specs: Vec<(Kernel, u32, Vec<u8>, Vec<&'a Buf>, Grid, bool)>,
+}
+
+impl<'a> OpBuilder<'a> {
+    fn rmsnorm(&mut self, cfg: &ModelConfig, a: &'a Activations, weight: &'a Buf) -> usize {
+        let p = RmsNormParams { dim: cfg.dim as u32, eps: cfg.rms_eps, last_row_only: 0, _pad: 0 };
+        self.add(Kernel::RmsNorm, GgmlType::F32, p, vec![&a.x, weight, &a.xb], Grid::Rows { last: false })
+    }
+
+    /// y (+)= W·x for every token row.
+    fn matmul(&mut self, wt: &'a Weight, n_in: u32, n_out: u32, acc: bool, x: &'a Buf, y: &'a Buf) -> usize {
+        let p = MatmulParams { n_in, n_out, accumulate: acc as u32, last_row_only: 0 };
+        self.add(Kernel::Matmul, wt.ty, p, vec![&wt.buf, x, y], Grid::Matmul { n_out, last: false })
+    }
+
+    /// An op whose bindings are (params, step, buffers…).
+    fn add<P: bytemuck::Pod>(&mut self, k: Kernel, ty: GgmlType, params: P, bufs: Vec<&'a Buf>, grid: Grid) -> usize {
+        self.specs.push((k, ggml_id(ty), bytemuck::bytes_of(&params).to_vec(), bufs, grid, true));
+        self.specs.len() - 1
+    }
+
+    /// An op whose bindings are (params, buffers…): no Step.
+    fn add_plain<P: bytemuck::Pod>(&mut self, k: Kernel, params: P, bufs: Vec<&'a Buf>) -> usize {
+        self.specs.push((k, 0, bytemuck::bytes_of(&params).to_vec(), bufs, Grid::Single, false));
+        self.specs.len() - 1
+    }
+
+    fn finish(self, gpu: &Gpu, step: &Buf) -> Result<(Uniforms, Vec<Option<Op>>), GpuError> {
+        let blobs: Vec<Vec<u8>> = self.specs.iter().map(|s| s.2.clone()).collect();
+        let uniforms = Uniforms::new(gpu, &blobs)?;
+        let ops = self
+            .specs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, ty, _, bufs, grid, with_step))| {
+                let pipeline = gpu.pipeline(*k, *ty);
+                let mut res = vec![uniforms.slot(i)];
+                if *with_step {
+                    res.push(step.binding());
+                }
+                res.extend(bufs.iter().map(|b| b.binding()));
+                let bind = gpu.bind(&pipeline, &res);
+                Some(Op { pipeline, bind, grid: *grid })
+            })
+            .collect();
+        Ok((uniforms, ops))
+    }
+}
+
+/// The ggml type id, the value of WTYPE in quant.wgsl.
+fn ggml_id(t: GgmlType) -> u32 {
+    match t {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
+        GgmlType::Q8_0 => 8,
+        GgmlType::BF16 => 30,
+        _ => u32::MAX,
+    }
+}
+
+/// An op that does nothing, to fill the slot before the real ops are built.
+fn dummy_op(gpu: &Gpu, act: &Activations) -> Result<Op, GpuError> {
+    let mut b = OpBuilder::default();
+    b.add_plain(Kernel::Argmax, ArgmaxParams { vocab: 0, _pad: [0; 3] }, vec![&act.logits, &act.token_out]);
+    let (_u, mut ops) = b.finish(gpu, &act.step)?;
+    Ok(ops.remove(0).expect("one op"))
+}
+
+/// Natively the engine is driven synchronously (the browser awaits the async methods).
+#[cfg(not(target_arch = "wasm32"))]
+impl crate::engine::Engine for GpuEngine {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    fn grouping(&self) -> Grouping {
+        self.grouping
+    }
+    fn set_groups(&mut self, groups: usize) -> Result<(), EngineError> {
+        self.regroup(groups)
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn reset(&mut self) {
+        self.len = 0;
+    }
+    fn kv_bytes_per_element(&self) -> usize {
+        4
+    }
+    fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
+        pollster::block_on(self.forward_logits(ids, all_logits))
+    }
+    /// Greedy: argmax on the GPU, 4 bytes read back. Otherwise the logits come back and the
+    /// shared CPU sampler picks (see benches/README.md).
+    fn forward_sample(&mut self, ids: &[u32], p: &crate::sampling::SamplingParams, step: u32) -> Result<u32, EngineError> {
+        if p.is_greedy() {
+            return pollster::block_on(self.forward_argmax(ids));
+        }
+        let logits = pollster::block_on(self.forward_logits(ids, false))?;
+        Ok(crate::sampling::sample(&logits, p, step))
+    }
+}

@@ -1,0 +1,159 @@
+//! Every WGSL kernel of the engine, embedded from `shaders/`, and their parameter structs.
+//! A kernel's module is `common.wgsl` + (for kernels that read weights) `quant.wgsl` + its
+//! own file. Parameter structs mirror the WGSL `Params` of each file, padded to 16 bytes.
+
+use bytemuck::{Pod, Zeroable};
+
+pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
+pub const QUANT: &str = include_str!("../../shaders/quant.wgsl");
+
+/// One compute kernel: its file and whether it dequantizes weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Embed,
+    Matmul,
+    RmsNorm,
+    SwiGlu,
+    KvStore,
+    Attention,
+    AttentionReduce,
+    Argmax,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 8] = [
+        Kernel::Embed,
+        Kernel::Matmul,
+        Kernel::RmsNorm,
+        Kernel::SwiGlu,
+        Kernel::KvStore,
+        Kernel::Attention,
+        Kernel::AttentionReduce,
+        Kernel::Argmax,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Embed => "embed",
+            Kernel::Matmul => "matmul",
+            Kernel::RmsNorm => "rmsnorm",
+            Kernel::SwiGlu => "swiglu",
+            Kernel::KvStore => "kv_store",
+            Kernel::Attention => "attention",
+            Kernel::AttentionReduce => "attention_reduce",
+            Kernel::Argmax => "argmax",
+        }
+    }
+
+    fn file(self) -> &'static str {
+        match self {
+            Kernel::Embed => include_str!("../../shaders/embed.wgsl"),
+            Kernel::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Kernel::RmsNorm => include_str!("../../shaders/rmsnorm.wgsl"),
+            Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl"),
+            Kernel::KvStore => include_str!("../../shaders/kv_store.wgsl"),
+            Kernel::Attention => include_str!("../../shaders/attention.wgsl"),
+            Kernel::AttentionReduce => include_str!("../../shaders/attention_reduce.wgsl"),
+            Kernel::Argmax => include_str!("../../shaders/argmax.wgsl"),
+        }
+    }
+
+    /// Whether the kernel reads quantized weights (and so takes the WTYPE constant).
+    pub fn reads_weights(self) -> bool {
+        matches!(self, Kernel::Embed | Kernel::Matmul)
+    }
+
+    /// The complete WGSL module.
+    pub fn source(self) -> String {
+        let quant = if self.reads_weights() { QUANT } else { "" };
+        format!("{COMMON}\n{quant}\n{}", self.file())
+    }
+}
+
+/// Attention chunk length (positions per workgroup); `CHUNK` in attention.wgsl.
+pub const ATTENTION_CHUNK: usize = 64;
+/// Most query heads per KV head the attention kernel holds; `MAX_REP` in attention.wgsl.
+pub const ATTENTION_MAX_REP: usize = 16;
+/// Largest head dimension the attention kernel holds; `MAX_HD` in attention.wgsl.
+pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
+/// Tokens per invocation in matmul.wgsl (`TT`).
+pub const MATMUL_TOKENS: usize = 4;
+
+/// `Step` in common.wgsl: what changes per forward.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct Step {
+    pub pos0: u32,
+    pub n_tokens: u32,
+    pub n_chunks: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct EmbedParams {
+    pub dim: u32,
+    pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct MatmulParams {
+    pub n_in: u32,
+    pub n_out: u32,
+    pub accumulate: u32,
+    pub last_row_only: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct RmsNormParams {
+    pub dim: u32,
+    pub eps: f32,
+    pub last_row_only: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct SwiGluParams {
+    pub ffn_dim: u32,
+    pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct KvStoreParams {
+    pub groups: u32,
+    pub native_groups: u32,
+    pub head_dim: u32,
+    pub capacity: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct AttentionParams {
+    pub n_heads: u32,
+    pub groups: u32,
+    pub head_dim: u32,
+    pub capacity: u32,
+    pub max_chunks: u32,
+    pub scale: f32,
+    pub _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct ReduceParams {
+    pub n_heads: u32,
+    pub head_dim: u32,
+    pub max_chunks: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct ArgmaxParams {
+    pub vocab: u32,
+    pub _pad: [u32; 3],
+}

@@ -1,0 +1,41 @@
+//! The GPU engine: the model in WGSL compute shaders through wgpu (WebGPU in the browser,
+//! Vulkan natively — lavapipe on machines without a GPU). The only module that touches wgpu.
+//!
+//! Weights stay quantized on the GPU (GGUF blocks as they are, dequantized in the kernels),
+//! activations and the KV cache are f32 (no `shader-f16` needed). One forward is one submit;
+//! a greedy decode step reads back only the sampled token id. Regrouping pools the projected
+//! K/V of the native heads (kv_store.wgsl), so changing G re-uploads no weights: it replaces
+//! the KV cache and a G×G0 pooling matrix.
+
+mod context;
+mod engine;
+pub mod kernels;
+
+pub use context::{Buf, Gpu};
+pub use engine::GpuEngine;
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum GpuError {
+    #[error("no GPU adapter: {0} (in a browser: WebGPU needs Chrome/Edge 113+ or another browser with WebGPU enabled; natively: a Vulkan driver, e.g. mesa-vulkan-drivers)")]
+    NoAdapter(String),
+    #[error("the GPU refused a device: {0}")]
+    NoDevice(String),
+    #[error("{what} needs {bytes} bytes, past this GPU's limit of {limit}")]
+    TooLarge { what: String, bytes: u64, limit: u64 },
+    #[error("the GPU ran out of memory: {0}")]
+    OutOfMemory(String),
+    #[error("the GPU device was lost ({0}); reload the engine")]
+    DeviceLost(String),
+    #[error("unsupported by the GPU engine: {0}")]
+    Unsupported(String),
+    #[error("GPU error: {0}")]
+    Internal(String),
+}
+
+impl From<GpuError> for crate::engine::EngineError {
+    fn from(e: GpuError) -> Self {
+        crate::engine::EngineError::Gpu(e.to_string())
+    }
+}
