@@ -352,6 +352,21 @@ impl GpuEngine {
         Ok(bytemuck::pod_read_unaligned(&bytes[..4]))
     }
 
+    /// Feeds `ids` and samples the next token: greedy on the GPU (4 bytes read back);
+    /// otherwise the logits come back and the shared sampler ([`crate::sampling::sample`]) picks.
+    pub async fn sample_next(&mut self, ids: &[u32], p: &crate::sampling::SamplingParams, step: u32) -> Result<u32, EngineError> {
+        if p.is_greedy() {
+            return self.forward_argmax(ids).await;
+        }
+        let logits = self.forward_logits(ids, false).await?;
+        Ok(crate::sampling::sample(&logits, p, step))
+    }
+
+    /// KV-cache bytes of the live sequence (f32 elements).
+    pub fn kv_cache_bytes(&self) -> u64 {
+        crate::model::kv_cache_bytes(&self.cfg, self.grouping.groups(), self.len, 4)
+    }
+
     /// Feeds `ids` and returns logits `[vocab]` of the last token, or `[T][vocab]` of all.
     pub async fn forward_logits(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>, EngineError> {
         let bytes = self.run(ids, if all { Want::AllLogits } else { Want::LastLogits }).await?;
@@ -586,13 +601,7 @@ impl crate::engine::Engine for GpuEngine {
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
         pollster::block_on(self.forward_logits(ids, all_logits))
     }
-    /// Greedy: argmax on the GPU, 4 bytes read back. Otherwise the logits come back and the
-    /// shared CPU sampler picks (see benches/README.md).
     fn forward_sample(&mut self, ids: &[u32], p: &crate::sampling::SamplingParams, step: u32) -> Result<u32, EngineError> {
-        if p.is_greedy() {
-            return pollster::block_on(self.forward_argmax(ids));
-        }
-        let logits = pollster::block_on(self.forward_logits(ids, false))?;
-        Ok(crate::sampling::sample(&logits, p, step))
+        pollster::block_on(self.sample_next(ids, p, step))
     }
 }
