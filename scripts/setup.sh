@@ -5,6 +5,7 @@
 #   scripts/setup.sh model     the default model, verified by sha256
 #   scripts/setup.sh test      everything the test suite needs
 #   scripts/setup.sh serve     everything `make serve` needs
+#   scripts/setup.sh browser   what the browser tests need (chromium, playwright-core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,9 +79,22 @@ setup_test() {
   setup_wasm_target
 }
 
+# The browser tests: Debian's chromium (WebGPU through SwiftShader, no GPU needed) driven by
+# playwright-core from npm (never `npx playwright install`: that downloads a browser).
+setup_browser() {
+  setup_serve
+  apt_install chromium
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    log "npm install in tests/browser"
+    (cd tests/browser && if [ -f package-lock.json ]; then npm ci --silent; else npm install --silent; fi)
+  fi
+}
+
 case "${1:-}" in
   model) setup_model ;;
   test) setup_test ;;
   serve) setup_serve ;;
-  *) echo "usage: $0 model|test|serve" >&2; exit 2 ;;
+  browser) setup_browser ;;
+  *) echo "usage: $0 model|test|serve|browser" >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
-// Embedding lookup: x[t] = dequant(token_embd row tokens[t]).  x: [T][dim]
-struct Params { dim: u32, _a: u32, _b: u32, _c: u32 }
+// Embedding lookup: x[t] = dequant(token_embd row tokens[t]).   x: [T][dim]
+struct Params { dim: u32, vocab: u32, _a: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -9,13 +9,12 @@ struct Params { dim: u32, _a: u32, _b: u32, _c: u32 }
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let nb = p.dim / 32u;
     let b = gid.x;
     let t = gid.y;
-    if (b >= nb || t >= step.n_tokens) {
+    if (b >= p.dim / 32u || t >= step.n_tokens) {
         return;
     }
-    let blk = dequant_block(tokens[t] * nb + b);
+    let blk = dequant_block(tokens[t], b, p.vocab);
     for (var k = 0u; k < 8u; k++) {
         x[(t * p.dim + b * 32u) / 4u + k] = blk[k];
     }

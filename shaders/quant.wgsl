@@ -1,83 +1,76 @@
-// Dequantization of one 32-weight block of the bound weight tensor `w` (raw GGUF bytes as
-// u32 words), selected by the pipeline constant WTYPE (ggml type ids). Layouts: ggml-common.h.
+// Dequantization of the bound weight tensor `w` (GGUF blocks padded to whole words and
+// interleaved by row: see src/gpu/layout.rs), selected by the pipeline constant WTYPE
+// (ggml type ids). Block layouts: ggml-common.h.
 override WTYPE: u32 = 3u;
 
-const T_F32: u32 = 0u;
-const T_F16: u32 = 1u;
-const T_Q4_0: u32 = 2u;
-const T_Q4_1: u32 = 3u;
-const T_Q8_0: u32 = 8u;
-const T_BF16: u32 = 30u;
-
-// The 4 bytes starting at an even byte offset (tensors start 4-byte aligned).
-fn word_at_even(byte: u32) -> u32 {
-    let i = byte >> 2u;
-    if ((byte & 3u) == 0u) {
-        return w[i];
+fn words_per_block() -> u32 {
+    switch (WTYPE) {
+        case 2u, 3u: { return 5u; }   // Q4_0, Q4_1
+        case 8u: { return 9u; }       // Q8_0
+        case 1u, 30u: { return 16u; } // F16, BF16
+        default: { return 32u; }      // F32
     }
-    return (w[i] >> 16u) | (w[i + 1u] << 16u);
 }
 
-// The f16 at an even byte offset, as f32.
-fn f16_at(byte: u32) -> f32 {
-    let v = unpack2x16float(w[byte >> 2u]);
-    return select(v.x, v.y, (byte & 3u) != 0u);
+// Word k of block b of row o, in a tensor of n_rows rows.
+fn wword(o: u32, b: u32, k: u32, n_rows: u32) -> u32 {
+    return w[(b * words_per_block() + k) * n_rows + o];
 }
 
-// Weights 4k..4k+3 of a block whose 16 nibble bytes start at `qs` (even byte offset):
-// low nibbles are weights 0..15, high nibbles 16..31.
-fn nibbles(qs: u32, k: u32) -> vec4<f32> {
-    let word = word_at_even(qs + ((k & 3u) << 2u));
-    let shift = select(0u, 4u, k >= 4u);
-    let q = (vec4<u32>(word, word >> 8u, word >> 16u, word >> 24u) >> vec4<u32>(shift)) & vec4<u32>(15u);
-    return vec4<f32>(q);
+// The low / high nibbles of a word's 4 bytes.
+fn nib_lo(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
+}
+fn nib_hi(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u));
 }
 
-// Block `blk` (32 weights) as 8 vec4s.
-fn dequant_block(blk: u32) -> array<vec4<f32>, 8> {
+// A word's 4 bytes as signed 8-bit integers.
+fn int8x4(v: u32) -> vec4<f32> {
+    return vec4<f32>(vec4<i32>(vec4<u32>(v) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// Block b of row o (32 weights) as 8 vec4s: weights 4k..4k+3 in element k.
+fn dequant_block(o: u32, b: u32, n_rows: u32) -> array<vec4<f32>, 8> {
     var out: array<vec4<f32>, 8>;
     switch (WTYPE) {
-        case 3u: { // Q4_1: d f16, m f16, 16 bytes of nibbles (20 bytes, word aligned)
-            let base = blk * 5u;
-            let dm = unpack2x16float(w[base]);
-            for (var k = 0u; k < 8u; k++) {
-                out[k] = nibbles(base * 4u + 4u, k) * dm.x + vec4<f32>(dm.y);
+        case 3u: { // Q4_1: [d|m][4 words of nibbles]; value q·d + m
+            let dm = unpack2x16float(wword(o, b, 0u, n_rows));
+            for (var k = 0u; k < 4u; k++) {
+                let v = wword(o, b, 1u + k, n_rows);
+                out[k] = nib_lo(v) * dm.x + vec4<f32>(dm.y);
+                out[k + 4u] = nib_hi(v) * dm.x + vec4<f32>(dm.y);
             }
         }
-        case 8u: { // Q8_0: d f16, 32 × i8 (34 bytes)
-            let base = blk * 34u;
-            let d = f16_at(base);
-            for (var k = 0u; k < 8u; k++) {
-                let v = word_at_even(base + 2u + 4u * k);
-                let q = vec4<i32>(i32(v << 24u), i32(v << 16u), i32(v << 8u), i32(v)) >> vec4<u32>(24u);
-                out[k] = vec4<f32>(q) * d;
+        case 2u: { // Q4_0: [d][4 words of nibbles]; value (q − 8)·d
+            let d = unpack2x16float(wword(o, b, 0u, n_rows)).x;
+            for (var k = 0u; k < 4u; k++) {
+                let v = wword(o, b, 1u + k, n_rows);
+                out[k] = (nib_lo(v) - vec4<f32>(8.0)) * d;
+                out[k + 4u] = (nib_hi(v) - vec4<f32>(8.0)) * d;
             }
         }
-        case 2u: { // Q4_0: d f16, 16 bytes of nibbles (18 bytes); value (q - 8)·d
-            let base = blk * 18u;
-            let d = f16_at(base);
+        case 8u: { // Q8_0: [d][8 words of i8]; value q·d
+            let d = unpack2x16float(wword(o, b, 0u, n_rows)).x;
             for (var k = 0u; k < 8u; k++) {
-                out[k] = (nibbles(base + 2u, k) - vec4<f32>(8.0)) * d;
+                out[k] = int8x4(wword(o, b, 1u + k, n_rows)) * d;
             }
         }
         case 1u: { // F16
-            let base = blk * 16u;
             for (var k = 0u; k < 8u; k++) {
-                out[k] = vec4<f32>(unpack2x16float(w[base + 2u * k]), unpack2x16float(w[base + 2u * k + 1u]));
+                out[k] = vec4<f32>(unpack2x16float(wword(o, b, 2u * k, n_rows)), unpack2x16float(wword(o, b, 2u * k + 1u, n_rows)));
             }
         }
-        case 30u: { // BF16: the high 16 bits of an f32
-            let base = blk * 16u;
+        case 30u: { // BF16: the high half of an f32
             for (var k = 0u; k < 8u; k++) {
-                let a = w[base + 2u * k];
-                let b = w[base + 2u * k + 1u];
-                out[k] = bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xFFFF0000u, b << 16u, b & 0xFFFF0000u));
+                let a = wword(o, b, 2u * k, n_rows);
+                let c = wword(o, b, 2u * k + 1u, n_rows);
+                out[k] = bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xFFFF0000u, c << 16u, c & 0xFFFF0000u));
             }
         }
         default: { // F32
-            let base = blk * 32u;
             for (var k = 0u; k < 8u; k++) {
-                out[k] = bitcast<vec4<f32>>(vec4<u32>(w[base + 4u * k], w[base + 4u * k + 1u], w[base + 4u * k + 2u], w[base + 4u * k + 3u]));
+                out[k] = bitcast<vec4<f32>>(vec4<u32>(wword(o, b, 4u * k, n_rows), wword(o, b, 4u * k + 1u, n_rows), wword(o, b, 4u * k + 2u, n_rows), wword(o, b, 4u * k + 3u, n_rows)));
             }
         }
     }

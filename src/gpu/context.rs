@@ -134,7 +134,7 @@ impl Gpu {
     /// A storage buffer holding `bytes` (padded with 4 zero bytes past the end, so kernels
     /// may read a whole word that straddles the last byte).
     pub fn storage_with(&self, label: &str, bytes: &[u8]) -> Result<Buf, GpuError> {
-        let b = self.buffer(label, bytes.len() as u64 + 4, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST)?;
+        let b = self.buffer(label, bytes.len() as u64 + 4, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC)?;
         let whole = bytes.len() / 4 * 4;
         self.queue.write_buffer(&b.buffer, 0, &bytes[..whole]);
         if whole < bytes.len() {

@@ -3,6 +3,7 @@
 
 use super::context::{Buf, Gpu, Uniforms};
 use super::kernels::*;
+use super::layout::interleave;
 use super::GpuError;
 use crate::engine::EngineError;
 use crate::gguf::{Gguf, GgmlType, TensorInfo};
@@ -108,9 +109,13 @@ pub struct GpuEngine {
     _uniforms: Uniforms,
 }
 
+/// Uploads a `[rows][row_len]` weight in the interleaved layout of [`super::layout`].
 fn upload(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Weight, GpuError> {
+    let rows = t.dims.get(1).copied().unwrap_or(1) as usize;
+    let words = interleave(t.ggml_type, g.tensor_bytes(t), rows)
+        .ok_or_else(|| GpuError::Unsupported(format!("tensor {} of type {}", t.name, t.ggml_type.name())))?;
     Ok(Weight {
-        buf: gpu.storage_with(t.name, g.tensor_bytes(t))?,
+        buf: gpu.storage_with(t.name, bytemuck::cast_slice(&words))?,
         ty: t.ggml_type,
     })
 }
@@ -229,7 +234,7 @@ impl GpuEngine {
         let groups = self.grouping.groups() as u32;
         let cap = self.capacity as u32;
         let mc = self.max_chunks as u32;
-        let embed = b.add(Kernel::Embed, self.token_embd.ty, EmbedParams { dim, _pad: [0; 3] }, vec![&self.token_embd.buf, &a.tokens, &a.x], Grid::PerToken(dim / 32));
+        let embed = b.add(Kernel::Embed, self.token_embd.ty, EmbedParams { dim, vocab: cfg.vocab_size as u32, _pad: [0; 2] }, vec![&self.token_embd.buf, &a.tokens, &a.x], Grid::PerToken(dim / 32));
         let mut body = Vec::new();
         for (l, w) in self.layers.iter().enumerate() {
             let mm = OpBuilder::matmul;
@@ -294,8 +299,9 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Records one chunk of ≤ PREFILL_CHUNK tokens at position `self.len`, then `tail`.
-    fn record(&self, ids: &[u32], tail: &[Op]) -> wgpu::CommandEncoder {
+    /// Records one chunk of ≤ PREFILL_CHUNK tokens at position `self.len`: the embedding,
+    /// the blocks (only the first `body_ops` ops if given), then `tail`.
+    fn record(&self, ids: &[u32], tail: &[Op], body_ops: Option<usize>) -> wgpu::CommandEncoder {
         let t = ids.len() as u32;
         let n_chunks = (self.len + ids.len()).div_ceil(ATTENTION_CHUNK) as u32;
         let step = Step { pos0: self.len as u32, n_tokens: t, n_chunks, _pad: 0 };
@@ -304,11 +310,9 @@ impl GpuEngine {
         let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
-            for op in std::iter::once(&self.embed).chain(&self.body).chain(tail) {
-                let [x, y, z] = op.grid.size(t, n_chunks);
-                pass.set_pipeline(&op.pipeline);
-                pass.set_bind_group(0, &op.bind, &[]);
-                pass.dispatch_workgroups(x, y, z);
+            let body = &self.body[..body_ops.unwrap_or(self.body.len())];
+            for op in std::iter::once(&self.embed).chain(body).chain(tail) {
+                op.dispatch(&mut pass, t, n_chunks);
             }
         }
         enc
@@ -327,7 +331,7 @@ impl GpuEngine {
                 _ if last => &self.tail_last,
                 _ => &[],
             };
-            let mut enc = self.record(chunk, tail);
+            let mut enc = self.record(chunk, tail, None);
             let (src, size) = match want {
                 Want::AllLogits => (&self.act.logits, chunk.len() as u64 * vocab * 4),
                 Want::LastLogits if last => (&self.act.logits, vocab * 4),
@@ -373,20 +377,33 @@ impl GpuEngine {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
-    /// The residual stream after the last block for `ids` from an empty cache, `[T][dim]`
-    /// (T ≤ PREFILL_CHUNK), for comparing with the CPU oracle.
-    pub async fn final_hidden(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
+    /// The residual stream after every block for `ids` fed from an empty cache:
+    /// `[n_layers][T·dim]` (T ≤ PREFILL_CHUNK). One submit; for comparing with the CPU oracle.
+    pub async fn hidden_states(&mut self, ids: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
         self.len = 0;
         self.validate(ids)?;
         if ids.len() > PREFILL_CHUNK {
             return Err(EngineError::ContextFull { needed: ids.len(), capacity: PREFILL_CHUNK });
         }
-        let mut enc = self.record(ids, &[]);
-        let size = (ids.len() * self.cfg.dim * 4) as u64;
-        enc.copy_buffer_to_buffer(&self.act.x.buffer, 0, &self.act.staging.buffer, 0, size);
-        let bytes = self.gpu.submit_and_read(enc, &self.act.staging.buffer, size).await?;
+        let row = (ids.len() * self.cfg.dim * 4) as u64;
+        let n_layers = self.cfg.n_layers;
+        let staging = self.gpu.buffer("hidden states", row * n_layers as u64, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+        let ops_per_layer = self.body.len() / n_layers;
+        let mut enc = self.record(ids, &[], Some(ops_per_layer));
+        for l in 0..n_layers {
+            if l > 0 {
+                let t = ids.len() as u32;
+                let n_chunks = ids.len().div_ceil(ATTENTION_CHUNK) as u32;
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("layer"), timestamp_writes: None });
+                for op in &self.body[l * ops_per_layer..(l + 1) * ops_per_layer] {
+                    op.dispatch(&mut pass, t, n_chunks);
+                }
+            }
+            enc.copy_buffer_to_buffer(&self.act.x.buffer, 0, &staging.buffer, row * l as u64, row);
+        }
+        let bytes = self.gpu.submit_and_read(enc, &staging.buffer, row * n_layers as u64).await?;
         self.len = ids.len();
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
+        Ok(bytes.chunks_exact(row as usize).map(bytemuck::pod_collect_to_vec).collect())
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -480,6 +497,15 @@ impl KvCache {
 
     fn empty(gpu: &Gpu) -> Result<Self, GpuError> {
         Ok(KvCache { k: Vec::new(), v: Vec::new(), pool: gpu.storage("pooling matrix", 4)? })
+    }
+}
+
+impl Op {
+    fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, t: u32, n_chunks: u32) {
+        let [x, y, z] = self.grid.size(t, n_chunks);
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        pass.dispatch_workgroups(x, y, z);
     }
 }
 

@@ -93,7 +93,8 @@ pub struct Step {
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct EmbedParams {
     pub dim: u32,
-    pub _pad: [u32; 3],
+    pub vocab: u32,
+    pub _pad: [u32; 2],
 }
 
 #[repr(C)]

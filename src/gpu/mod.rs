@@ -10,6 +10,7 @@
 mod context;
 mod engine;
 pub mod kernels;
+pub mod layout;
 
 pub use context::{Buf, Gpu};
 pub use engine::GpuEngine;
