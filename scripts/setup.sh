@@ -74,9 +74,15 @@ setup_serve() {
   cargo_tool trunk "$TRUNK_VERSION" --locked trunk@"$TRUNK_VERSION"
 }
 
+# A Vulkan device without a GPU: lavapipe, for the GPU engine's tests.
+setup_vulkan() {
+  apt_install mesa-vulkan-drivers libvulkan1
+}
+
 setup_test() {
   setup_model
   setup_wasm_target
+  setup_vulkan
 }
 
 # The browser tests: Debian's chromium (WebGPU through SwiftShader, no GPU needed) driven by

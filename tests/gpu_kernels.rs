@@ -14,7 +14,10 @@ use std::sync::OnceLock;
 
 fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| pollster::block_on(Gpu::new()).expect("a GPU adapter (CI: lavapipe from mesa-vulkan-drivers)"))
+    GPU.get_or_init(|| {
+        pollster::block_on(Gpu::new())
+            .expect("a GPU adapter (CI: lavapipe from mesa-vulkan-drivers)")
+    })
 }
 
 /// splitmix64.
@@ -45,13 +48,22 @@ fn read(gpu: &Gpu, b: &Buf, n: usize) -> Vec<f32> {
 }
 
 fn step(gpu: &Gpu, pos0: u32, n_tokens: u32, n_chunks: u32) -> Buf {
-    gpu.uniform_with(bytemuck::bytes_of(&Step { pos0, n_tokens, n_chunks, _pad: 0 })).unwrap()
+    gpu.uniform_with(bytemuck::bytes_of(&Step {
+        pos0,
+        n_tokens,
+        n_chunks,
+        _pad: 0,
+    }))
+    .unwrap()
 }
 
 fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "{name}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{name}[{i}]: GPU {g} vs CPU {w} (tol {tol})");
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{name}[{i}]: GPU {g} vs CPU {w} (tol {tol})"
+        );
     }
 }
 
@@ -59,11 +71,15 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
 fn every_shader_validates_with_naga() {
     for k in Kernel::ALL {
         let src = k.source();
-        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", k.name(), e.emit_to_string(&src)));
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}: {}", k.name(), e.emit_to_string(&src)));
         // unpack2x16float (core WGSL) is what naga files under SHADER_FLOAT16_IN_FLOAT32.
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {e:?}", k.name()));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", k.name()));
     }
 }
 
@@ -74,7 +90,9 @@ fn random_weights(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
     match ty {
         GgmlType::F32 => (0..n).for_each(|_| b.extend(rng.f().to_le_bytes())),
         GgmlType::F16 => (0..n).for_each(|_| b.extend(h(rng.f()))),
-        GgmlType::BF16 => (0..n).for_each(|_| b.extend(half::bf16::from_f32(rng.f()).to_le_bytes())),
+        GgmlType::BF16 => {
+            (0..n).for_each(|_| b.extend(half::bf16::from_f32(rng.f()).to_le_bytes()))
+        }
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => {
             for _ in 0..n / 32 {
                 b.extend(h(0.01 + rng.f().abs() * 0.05));
@@ -109,22 +127,56 @@ fn matmul_matches_cpu_for_every_type() {
     let gpu = gpu();
     let mut rng = Rng(1);
     let (n_in, n_out) = (160usize, 70usize);
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32] {
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::F32,
+    ] {
         let raw = random_weights(&mut rng, ty, n_in * n_out);
         let w_f32 = dequantize(ty, &raw, n_in * n_out).unwrap();
-        let w = gpu.storage_with("w", bytemuck::cast_slice(&interleave(ty, &raw, n_out).unwrap())).unwrap();
+        let w = gpu
+            .storage_with(
+                "w",
+                bytemuck::cast_slice(&interleave(ty, &raw, n_out).unwrap()),
+            )
+            .unwrap();
         for (t, accumulate) in [(1usize, false), (7, true)] {
             let x = rng.vec(t * n_in);
             let y0 = rng.vec(t * n_out);
             let (xb, yb) = (f32s(gpu, &x), f32s(gpu, &y0));
-            let p = MatmulParams { n_in: n_in as u32, n_out: n_out as u32, accumulate: accumulate as u32, last_row_only: 0 };
-            let grid = [(n_out as u32).div_ceil(64), (t as u32).div_ceil(MATMUL_TOKENS as u32), 1];
-            gpu.run_kernel(Kernel::Matmul, type_id(ty), bytemuck::bytes_of(&p), Some(&step(gpu, 0, t as u32, 1)), &[&w, &xb, &yb], grid).unwrap();
+            let p = MatmulParams {
+                n_in: n_in as u32,
+                n_out: n_out as u32,
+                accumulate: accumulate as u32,
+                last_row_only: 0,
+            };
+            let grid = [
+                (n_out as u32).div_ceil(64),
+                (t as u32).div_ceil(MATMUL_TOKENS as u32),
+                1,
+            ];
+            gpu.run_kernel(
+                Kernel::Matmul,
+                type_id(ty),
+                bytemuck::bytes_of(&p),
+                Some(&step(gpu, 0, t as u32, 1)),
+                &[&w, &xb, &yb],
+                grid,
+            )
+            .unwrap();
             let mut want = ops::matmul(&x, &w_f32, n_in);
             if accumulate {
                 want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
             }
-            assert_close(&format!("matmul {} T={t}", ty.name()), &read(gpu, &yb, t * n_out), &want, 1e-4);
+            assert_close(
+                &format!("matmul {} T={t}", ty.name()),
+                &read(gpu, &yb, t * n_out),
+                &want,
+                1e-4,
+            );
         }
     }
 }
@@ -137,13 +189,33 @@ fn embed_matches_dequantized_rows() {
     let (dim, vocab) = (96usize, 50usize);
     let raw = random_weights(&mut rng, GgmlType::Q8_0, dim * vocab);
     let table = dequantize(GgmlType::Q8_0, &raw, dim * vocab).unwrap();
-    let w = gpu.storage_with("w", bytemuck::cast_slice(&interleave(GgmlType::Q8_0, &raw, vocab).unwrap())).unwrap();
+    let w = gpu
+        .storage_with(
+            "w",
+            bytemuck::cast_slice(&interleave(GgmlType::Q8_0, &raw, vocab).unwrap()),
+        )
+        .unwrap();
     let ids = [3u32, 49, 0, 17];
     let tokens = gpu.storage_with("ids", bytemuck::cast_slice(&ids)).unwrap();
     let x = gpu.storage("x", (ids.len() * dim * 4) as u64).unwrap();
-    let p = EmbedParams { dim: dim as u32, vocab: vocab as u32, _pad: [0; 2] };
-    gpu.run_kernel(Kernel::Embed, 8, bytemuck::bytes_of(&p), Some(&step(gpu, 0, 4, 1)), &[&w, &tokens, &x], [1, 4, 1]).unwrap();
-    let want: Vec<f32> = ids.iter().flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec()).collect();
+    let p = EmbedParams {
+        dim: dim as u32,
+        vocab: vocab as u32,
+        _pad: [0; 2],
+    };
+    gpu.run_kernel(
+        Kernel::Embed,
+        8,
+        bytemuck::bytes_of(&p),
+        Some(&step(gpu, 0, 4, 1)),
+        &[&w, &tokens, &x],
+        [1, 4, 1],
+    )
+    .unwrap();
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec())
+        .collect();
     assert_close("embed", &read(gpu, &x, want.len()), &want, 1e-6);
 }
 
@@ -155,9 +227,27 @@ fn rmsnorm_matches_cpu() {
     let (t, dim) = (3usize, 576usize);
     let (x, wt) = (rng.vec(t * dim), rng.vec(dim));
     let out = gpu.storage("out", (t * dim * 4) as u64).unwrap();
-    let p = RmsNormParams { dim: dim as u32, eps: 1e-5, last_row_only: 0, _pad: 0 };
-    gpu.run_kernel(Kernel::RmsNorm, 0, bytemuck::bytes_of(&p), Some(&step(gpu, 0, t as u32, 1)), &[&f32s(gpu, &x), &f32s(gpu, &wt), &out], [t as u32, 1, 1]).unwrap();
-    assert_close("rmsnorm", &read(gpu, &out, t * dim), &ops::rmsnorm(&x, &wt, 1e-5), 1e-5);
+    let p = RmsNormParams {
+        dim: dim as u32,
+        eps: 1e-5,
+        last_row_only: 0,
+        _pad: 0,
+    };
+    gpu.run_kernel(
+        Kernel::RmsNorm,
+        0,
+        bytemuck::bytes_of(&p),
+        Some(&step(gpu, 0, t as u32, 1)),
+        &[&f32s(gpu, &x), &f32s(gpu, &wt), &out],
+        [t as u32, 1, 1],
+    )
+    .unwrap();
+    assert_close(
+        "rmsnorm",
+        &read(gpu, &out, t * dim),
+        &ops::rmsnorm(&x, &wt, 1e-5),
+        1e-5,
+    );
 }
 
 /// swiglu.wgsl vs ops::swiglu (1e-5).
@@ -168,18 +258,31 @@ fn swiglu_matches_cpu() {
     let (t, f) = (2usize, 1536usize);
     let (g, u) = (rng.vec(t * f), rng.vec(t * f));
     let gb = f32s(gpu, &g);
-    let p = SwiGluParams { ffn_dim: f as u32, _pad: [0; 3] };
-    gpu.run_kernel(Kernel::SwiGlu, 0, bytemuck::bytes_of(&p), Some(&step(gpu, 0, t as u32, 1)), &[&gb, &f32s(gpu, &u)], [(t * f).div_ceil(256) as u32, 1, 1]).unwrap();
+    let p = SwiGluParams {
+        ffn_dim: f as u32,
+        _pad: [0; 3],
+    };
+    gpu.run_kernel(
+        Kernel::SwiGlu,
+        0,
+        bytemuck::bytes_of(&p),
+        Some(&step(gpu, 0, t as u32, 1)),
+        &[&gb, &f32s(gpu, &u)],
+        [(t * f).div_ceil(256) as u32, 1, 1],
+    )
+    .unwrap();
     assert_close("swiglu", &read(gpu, &gb, t * f), &ops::swiglu(&g, &u), 1e-5);
 }
 
 /// RoPE table as the engine builds it: [positions][hd/2] (cos, sin), from f64.
 fn rope_table(positions: usize, hd: usize, base: f64) -> Vec<f32> {
     (0..positions)
-        .flat_map(|p| (0..hd / 2).flat_map(move |i| {
-            let th = p as f64 * base.powf(-2.0 * i as f64 / hd as f64);
-            [th.cos() as f32, th.sin() as f32]
-        }))
+        .flat_map(|p| {
+            (0..hd / 2).flat_map(move |i| {
+                let th = p as f64 * base.powf(-2.0 * i as f64 / hd as f64);
+                [th.cos() as f32, th.sin() as f32]
+            })
+        })
         .collect()
 }
 
@@ -192,7 +295,10 @@ fn kv_store_pools_ropes_and_appends() {
     let rope = f32s(gpu, &rope_table(cap, hd, 10_000.0));
     for groups in [1usize, 3, 9] {
         let (k0, v0) = (rng.vec(t * g0 * hd), rng.vec(t * g0 * hd));
-        let plan = pooling_plan(Grouping::new(9, 3).unwrap(), Grouping::new(9, groups).unwrap());
+        let plan = pooling_plan(
+            Grouping::new(9, 3).unwrap(),
+            Grouping::new(9, groups).unwrap(),
+        );
         let mut pool = vec![0.0f32; groups * g0];
         for (g, srcs) in plan.iter().enumerate() {
             for &(j, w) in srcs {
@@ -201,10 +307,33 @@ fn kv_store_pools_ropes_and_appends() {
         }
         let kc = gpu.storage("kc", (groups * cap * hd * 4) as u64).unwrap();
         let vc = gpu.storage("vc", (groups * cap * hd * 4) as u64).unwrap();
-        let p = KvStoreParams { groups: groups as u32, native_groups: g0 as u32, head_dim: hd as u32, capacity: cap as u32 };
-        let bufs = [&f32s(gpu, &k0), &f32s(gpu, &v0), &f32s(gpu, &pool), &rope, &kc, &vc];
-        gpu.run_kernel(Kernel::KvStore, 0, bytemuck::bytes_of(&p), Some(&step(gpu, pos0 as u32, t as u32, 1)), &bufs, [((groups * hd / 2) as u32).div_ceil(64), t as u32, 1]).unwrap();
-        let (kg, vg) = (read(gpu, &kc, groups * cap * hd), read(gpu, &vc, groups * cap * hd));
+        let p = KvStoreParams {
+            groups: groups as u32,
+            native_groups: g0 as u32,
+            head_dim: hd as u32,
+            capacity: cap as u32,
+        };
+        let bufs = [
+            &f32s(gpu, &k0),
+            &f32s(gpu, &v0),
+            &f32s(gpu, &pool),
+            &rope,
+            &kc,
+            &vc,
+        ];
+        gpu.run_kernel(
+            Kernel::KvStore,
+            0,
+            bytemuck::bytes_of(&p),
+            Some(&step(gpu, pos0 as u32, t as u32, 1)),
+            &bufs,
+            [((groups * hd / 2) as u32).div_ceil(64), t as u32, 1],
+        )
+        .unwrap();
+        let (kg, vg) = (
+            read(gpu, &kc, groups * cap * hd),
+            read(gpu, &vc, groups * cap * hd),
+        );
         for tt in 0..t {
             for (g, srcs) in plan.iter().enumerate() {
                 let mut k = vec![0.0f32; hd];
@@ -217,8 +346,18 @@ fn kv_store_pools_ropes_and_appends() {
                 }
                 ops::rope(&mut k, hd, pos0 + tt, 10_000.0);
                 let at = (g * cap + pos0 + tt) * hd;
-                assert_close(&format!("K G={groups} g={g} t={tt}"), &kg[at..at + hd], &k, 1e-5);
-                assert_close(&format!("V G={groups} g={g} t={tt}"), &vg[at..at + hd], &v, 1e-5);
+                assert_close(
+                    &format!("K G={groups} g={g} t={tt}"),
+                    &kg[at..at + hd],
+                    &k,
+                    1e-5,
+                );
+                assert_close(
+                    &format!("V G={groups} g={g} t={tt}"),
+                    &vg[at..at + hd],
+                    &v,
+                    1e-5,
+                );
             }
         }
     }
@@ -242,16 +381,47 @@ fn attention_matches_cpu() {
         let kc = rng.vec(groups * cap * hd);
         let vc = rng.vec(groups * cap * hd);
         let ml = gpu.storage("ml", (t * nh * max_chunks * 8) as u64).unwrap();
-        let part = gpu.storage("part", (t * nh * max_chunks * hd * 4) as u64).unwrap();
+        let part = gpu
+            .storage("part", (t * nh * max_chunks * hd * 4) as u64)
+            .unwrap();
         let out = gpu.storage("out", (t * nh * hd * 4) as u64).unwrap();
         let st = step(gpu, pos0 as u32, t as u32, n_chunks as u32);
         let scale = 1.0 / (hd as f32).sqrt();
-        let p = AttentionParams { n_heads: nh as u32, groups: groups as u32, head_dim: hd as u32, capacity: cap as u32, max_chunks: max_chunks as u32, scale, _pad: [0; 2] };
+        let p = AttentionParams {
+            n_heads: nh as u32,
+            groups: groups as u32,
+            head_dim: hd as u32,
+            capacity: cap as u32,
+            max_chunks: max_chunks as u32,
+            scale,
+            _pad: [0; 2],
+        };
         let qb = f32s(gpu, &q);
         let (kb, vb) = (f32s(gpu, &kc), f32s(gpu, &vc));
-        gpu.run_kernel(Kernel::Attention, 0, bytemuck::bytes_of(&p), Some(&st), &[&qb, &kb, &vb, &rope_b, &ml, &part], [n_chunks as u32, groups as u32, t as u32]).unwrap();
-        let rp = ReduceParams { n_heads: nh as u32, head_dim: hd as u32, max_chunks: max_chunks as u32, _pad: 0 };
-        gpu.run_kernel(Kernel::AttentionReduce, 0, bytemuck::bytes_of(&rp), Some(&st), &[&ml, &part, &out], [nh as u32, t as u32, 1]).unwrap();
+        gpu.run_kernel(
+            Kernel::Attention,
+            0,
+            bytemuck::bytes_of(&p),
+            Some(&st),
+            &[&qb, &kb, &vb, &rope_b, &ml, &part],
+            [n_chunks as u32, groups as u32, t as u32],
+        )
+        .unwrap();
+        let rp = ReduceParams {
+            n_heads: nh as u32,
+            head_dim: hd as u32,
+            max_chunks: max_chunks as u32,
+            _pad: 0,
+        };
+        gpu.run_kernel(
+            Kernel::AttentionReduce,
+            0,
+            bytemuck::bytes_of(&rp),
+            Some(&st),
+            &[&ml, &part, &out],
+            [nh as u32, t as u32, 1],
+        )
+        .unwrap();
         let got = read(gpu, &out, t * nh * hd);
         for tt in 0..t {
             let pos = pos0 + tt;
@@ -259,7 +429,9 @@ fn attention_matches_cpu() {
                 let g = grouping.kv_head(h);
                 let mut qh = q[(tt * nh + h) * hd..(tt * nh + h + 1) * hd].to_vec();
                 ops::rope(&mut qh, hd, pos, 10_000.0);
-                let mut s: Vec<f32> = (0..=pos).map(|p| ops::dot(&qh, &kc[(g * cap + p) * hd..(g * cap + p + 1) * hd]) * scale).collect();
+                let mut s: Vec<f32> = (0..=pos)
+                    .map(|p| ops::dot(&qh, &kc[(g * cap + p) * hd..(g * cap + p + 1) * hd]) * scale)
+                    .collect();
                 ops::softmax(&mut s);
                 let mut want = vec![0.0f32; hd];
                 for (p, a) in s.iter().enumerate() {
@@ -268,7 +440,12 @@ fn attention_matches_cpu() {
                     }
                 }
                 let at = (tt * nh + h) * hd;
-                assert_close(&format!("attention G={groups} t={tt} h={h}"), &got[at..at + hd], &want, 1e-4);
+                assert_close(
+                    &format!("attention G={groups} t={tt} h={h}"),
+                    &got[at..at + hd],
+                    &want,
+                    1e-4,
+                );
             }
         }
     }
@@ -284,8 +461,19 @@ fn argmax_matches_cpu() {
     logits[40_000] = 5.0;
     let lb = f32s(gpu, &logits);
     let tok = gpu.storage("token", 4).unwrap();
-    let p = ArgmaxParams { vocab: logits.len() as u32, _pad: [0; 3] };
-    gpu.run_kernel(Kernel::Argmax, 0, bytemuck::bytes_of(&p), None, &[&lb, &tok], [1, 1, 1]).unwrap();
+    let p = ArgmaxParams {
+        vocab: logits.len() as u32,
+        _pad: [0; 3],
+    };
+    gpu.run_kernel(
+        Kernel::Argmax,
+        0,
+        bytemuck::bytes_of(&p),
+        None,
+        &[&lb, &tok],
+        [1, 1, 1],
+    )
+    .unwrap();
     let got: u32 = bytemuck::pod_read_unaligned(&pollster::block_on(gpu.read(&tok)).unwrap()[..4]);
     assert_eq!(got, sampling::argmax(&logits));
     assert_eq!(got, 31_000);

@@ -24,14 +24,20 @@ fn gguf() -> Gguf<'static> {
 
 fn gpu() -> MutexGuard<'static, GpuEngine> {
     static E: OnceLock<Mutex<GpuEngine>> = OnceLock::new();
-    E.get_or_init(|| Mutex::new(pollster::block_on(GpuEngine::load(&gguf(), 512)).expect("GPU engine (CI: lavapipe)")))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    E.get_or_init(|| {
+        Mutex::new(
+            pollster::block_on(GpuEngine::load(&gguf(), 512)).expect("GPU engine (CI: lavapipe)"),
+        )
+    })
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
 }
 
 fn cpu() -> MutexGuard<'static, CpuEngine> {
     static E: OnceLock<Mutex<CpuEngine>> = OnceLock::new();
-    E.get_or_init(|| Mutex::new(CpuEngine::load(&gguf(), 512).unwrap())).lock().unwrap_or_else(|e| e.into_inner())
+    E.get_or_init(|| Mutex::new(CpuEngine::load(&gguf(), 512).unwrap()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 #[test]
@@ -45,7 +51,11 @@ fn hidden_states_match_the_cpu_layer_by_layer() {
     let cs = c.hidden_states(&prompt).unwrap();
     assert_eq!(gs.len(), 30);
     for (l, (a, b)) in gs.iter().zip(&cs).enumerate() {
-        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f32::max);
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+            .fold(0.0, f32::max);
         assert!(worst <= 1e-3, "layer {l}: relative difference {worst}");
     }
 }
@@ -64,7 +74,10 @@ fn compare_greedy(name: &str, g: &mut GpuEngine, c: &mut CpuEngine, prompt: &[u3
         let got = pollster::block_on(g.forward_argmax(&feed)).unwrap();
         if got != want {
             let margin = sorted[0] - sorted[1];
-            assert!(margin < LOGIT_TOL, "{name}: token {i}: GPU {got}, CPU {want}, CPU margin {margin}");
+            assert!(
+                margin < LOGIT_TOL,
+                "{name}: token {i}: GPU {got}, CPU {want}, CPU margin {margin}"
+            );
             return;
         }
         seq.push(want);
@@ -82,22 +95,41 @@ fn greedy_tokens_match_the_cpu_at_every_g() {
         for groups in [1, 3, 9] {
             g.set_groups(groups).unwrap();
             c.set_groups(groups).unwrap();
-            compare_greedy(&format!("{} G={groups}", p["name"]), &mut g, &mut c, &prompt, 12);
+            compare_greedy(
+                &format!("{} G={groups}", p["name"]),
+                &mut g,
+                &mut c,
+                &prompt,
+                12,
+            );
         }
     }
 }
 
+/// Perplexity of the fixture text's first 96 tokens, GPU vs the CPU oracle (which matches the
+/// fixture's full-text perplexity to 1e-4 in cpu_reference.rs), within 0.5%. The full 463-token
+/// text takes ~7 minutes per G on lavapipe, so CI checks this prefix; `gqa-lab perplexity
+/// --backend gpu` runs the whole text (see benches/README.md for the figures).
 #[test]
-fn perplexity_per_g_matches_the_reference() {
-    let fx = fixture("perplexity.json");
-    let text = ids(&fx["ids"]);
+fn perplexity_per_g_matches_the_cpu_oracle() {
+    let text = &ids(&fixture("perplexity.json")["ids"])[..96];
     let mut g = gpu();
-    for groups in ["1", "3", "9"] {
-        g.set_groups(groups.parse().unwrap()).unwrap();
-        let p = perplexity(&mut *g, &text).unwrap();
-        let want = fx["reference_f32"][groups]["ppl"].as_f64().unwrap();
-        eprintln!("GPU G={groups}: perplexity {:.4} (reference {want:.4})", p.perplexity);
-        assert!((p.perplexity - want).abs() / want < 0.005, "G={groups}: {}", p.perplexity);
+    let mut c = cpu();
+    for groups in [1, 3, 9] {
+        g.set_groups(groups).unwrap();
+        c.set_groups(groups).unwrap();
+        let (pg, pc) = (
+            perplexity(&mut *g, text).unwrap(),
+            perplexity(&mut *c, text).unwrap(),
+        );
+        eprintln!(
+            "G={groups}: GPU perplexity {:.4}, CPU {:.4}",
+            pg.perplexity, pc.perplexity
+        );
+        assert!(
+            (pg.perplexity - pc.perplexity).abs() / pc.perplexity < 0.005,
+            "G={groups}"
+        );
     }
 }
 
@@ -110,13 +142,18 @@ fn fifty_regroupings_leave_gpu_memory_flat() {
         g.set_groups([1, 9, 3][i % 3]).unwrap();
     }
     g.set_groups(3).unwrap();
-    assert_eq!(g.gpu().allocated_bytes(), before, "tracked bytes after 50 switches");
-    // The cache itself is the formula's size: 2 · layers · G · capacity · head_dim · 4.
+    assert_eq!(
+        g.gpu().allocated_bytes(),
+        before,
+        "tracked bytes after 50 switches"
+    );
+    // The cache is the formula's size, 2 · layers · G · capacity · head_dim · 4, plus the
+    // G×G0 pooling matrix.
     g.set_groups(1).unwrap();
     let g1 = g.gpu().allocated_bytes();
     g.set_groups(9).unwrap();
     let g9 = g.gpu().allocated_bytes();
-    assert_eq!(g9 - g1, 2 * 30 * (9 - 1) * 512 * 64 * 4);
+    assert_eq!(g9 - g1, 2 * 30 * (9 - 1) * 512 * 64 * 4 + (9 - 1) * 3 * 4);
     let err = g.set_groups(2).unwrap_err();
     assert!(err.to_string().contains("valid G: [1, 3, 9]"));
     assert_eq!(g.grouping().groups(), 9, "a refused G changes nothing");

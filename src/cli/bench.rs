@@ -1,14 +1,23 @@
-//! `gqa-lab bench`: prefill and decode speed and KV-cache bytes for each (G, context).
-//! A benchmark prints figures; nothing here asserts a speed.
+//! `gqa-lab bench`: speed and KV-cache bytes for each (G, context). A benchmark prints
+//! figures; nothing here asserts a speed.
+//!
+//! Per row: prefill tokens/s (a real prefill of `min(context, --prefill-tokens)` tokens), then
+//! decode tokens/s at the given context (the positions before it are taken as filled, see
+//! [`Engine::skip_to`], so a slow backend need not prefill 4096 tokens first), the KV-cache
+//! bytes at that context and, on the GPU, attention time per token, dispatches and submits
+//! per token, bytes read per token and the effective bandwidth.
 
-use super::{load_engine, print_json, Backend, RunArgs};
+use super::{print_json, Backend};
 use anyhow::{bail, Result};
 use clap::Args;
+use gqa_lab::cpu::CpuEngine;
+use gqa_lab::engine::Engine;
 use gqa_lab::gguf::Gguf;
-use gqa_lab::model::ModelConfig;
+use gqa_lab::gpu::GpuEngine;
+use gqa_lab::model::{kv_cache_bytes, ModelConfig};
 use gqa_lab::sampling::SamplingParams;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Instant;
 
 #[derive(Args)]
@@ -18,82 +27,136 @@ pub struct BenchArgs {
     /// G values to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,3,9")]
     groups: Vec<usize>,
-    /// Context lengths to measure: the prefill length, then decode continues from there.
+    /// Context lengths at which decode is measured.
     #[arg(long, value_delimiter = ',', default_value = "128,1024,4096")]
     contexts: Vec<usize>,
-    /// Tokens decoded after each prefill.
-    #[arg(long, default_value_t = 16)]
+    /// Most tokens prefilled for the prefill figure.
+    #[arg(long, default_value_t = 128)]
+    prefill_tokens: usize,
+    /// Tokens decoded per row.
+    #[arg(long, default_value_t = 8)]
     decode_tokens: usize,
+}
+
+/// The engine under test, with the GPU's extra counters when it is the GPU.
+enum Bench {
+    Cpu(Box<CpuEngine>),
+    Gpu(Box<GpuEngine>),
+}
+
+impl Bench {
+    fn engine(&mut self) -> &mut dyn Engine {
+        match self {
+            Bench::Cpu(e) => e.as_mut(),
+            Bench::Gpu(e) => e.as_mut(),
+        }
+    }
+
+    /// GPU figures for a decode step at the current length that took `decode_s`.
+    fn gpu_figures(&mut self, decode_s: f64) -> Result<Value> {
+        let Bench::Gpu(e) = self else {
+            return Ok(json!({}));
+        };
+        let cfg = e.config().clone();
+        let kv_read = kv_cache_bytes(&cfg, e.grouping().groups(), e.len(), 4);
+        let bytes = e.weight_bytes() + kv_read;
+        let attention_ms = pollster::block_on(e.time_attention(4))?;
+        Ok(json!({
+            "attention_ms_per_token": attention_ms,
+            "dispatches_per_token": e.dispatches_per_token(),
+            "submits_per_token": 1,
+            "readback_bytes_per_token": 4,
+            "bytes_read_per_token": bytes,
+            "effective_gb_per_second": bytes as f64 / decode_s / 1e9,
+        }))
+    }
 }
 
 pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     let cfg = ModelConfig::from_gguf(g)?;
     let max_ctx = a.contexts.iter().copied().max().unwrap_or(0);
-    if a.contexts.iter().any(|&c| c == 0) || max_ctx + a.decode_tokens > cfg.context_length {
+    let capacity = max_ctx + a.decode_tokens;
+    if a.contexts.iter().any(|&c| c == 0) || capacity > cfg.context_length || a.decode_tokens == 0 {
         bail!(
-            "contexts must be in 1..={} (minus --decode-tokens)",
+            "contexts must be in 1..={} minus --decode-tokens (≥ 1)",
             cfg.context_length
         );
     }
-    let run = RunArgs {
-        groups: None,
-        backend: a.backend,
+    let mut bench = match a.backend {
+        Backend::Cpu => Bench::Cpu(Box::new(CpuEngine::load(g, capacity)?)),
+        Backend::Gpu => Bench::Gpu(Box::new(pollster::block_on(GpuEngine::load(g, capacity))?)),
     };
-    let mut engine = load_engine(g, &run, max_ctx + a.decode_tokens)?;
     let bar = ProgressBar::new((a.groups.len() * a.contexts.len()) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or(ProgressStyle::default_bar()),
     );
-    // A fixed, deterministic token pattern: speed does not depend on which tokens they are.
-    let tokens: Vec<u32> = (0..max_ctx as u32)
+    // A fixed token pattern: speed does not depend on which tokens they are.
+    let tokens: Vec<u32> = (0..a.prefill_tokens as u32)
         .map(|i| 100 + (i * 7919) % 20_000)
         .collect();
+    let greedy = SamplingParams::greedy();
     let mut rows = Vec::new();
     for &groups in &a.groups {
-        engine.set_groups(groups)?;
+        bench.engine().set_groups(groups)?;
         for &ctx in &a.contexts {
             bar.set_message(format!("G={groups} context={ctx}"));
-            engine.reset();
+            let e = bench.engine();
+            e.reset();
+            let n_prefill = ctx.min(a.prefill_tokens);
             let t0 = Instant::now();
-            let mut next = engine.forward_sample(&tokens[..ctx], &SamplingParams::greedy(), 0)?;
+            let mut next = e.forward_sample(&tokens[..n_prefill], &greedy, 0)?;
             let prefill_s = t0.elapsed().as_secs_f64();
+            e.skip_to(ctx)?;
             let t1 = Instant::now();
             for step in 0..a.decode_tokens {
-                next =
-                    engine.forward_sample(&[next], &SamplingParams::greedy(), step as u32 + 1)?;
+                next = e.forward_sample(&[next], &greedy, step as u32 + 1)?;
             }
-            let decode_s = t1.elapsed().as_secs_f64();
-            rows.push(json!({
+            let decode_s = t1.elapsed().as_secs_f64() / a.decode_tokens as f64;
+            e.skip_to(ctx)?;
+            let mut row = json!({
                 "groups": groups,
                 "context": ctx,
-                "prefill_tokens_per_second": ctx as f64 / prefill_s,
-                "decode_tokens_per_second": a.decode_tokens as f64 / decode_s,
-                "kv_cache_bytes": gqa_lab::model::kv_cache_bytes(&cfg, groups, ctx, engine.kv_bytes_per_element()),
-                "kv_bytes_per_element": engine.kv_bytes_per_element(),
-            }));
+                "prefill_tokens": n_prefill,
+                "prefill_tokens_per_second": n_prefill as f64 / prefill_s,
+                "decode_tokens_per_second": 1.0 / decode_s,
+                "kv_cache_bytes": kv_cache_bytes(&cfg, groups, ctx, e.kv_bytes_per_element()),
+                "kv_bytes_per_element": e.kv_bytes_per_element(),
+            });
+            if let (Value::Object(r), Value::Object(extra)) =
+                (&mut row, bench.gpu_figures(decode_s)?)
+            {
+                r.extend(extra);
+            }
+            rows.push(row);
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let report = json!({ "backend": engine.name(), "threads": threads, "decode_tokens": a.decode_tokens, "results": rows });
+    let device = match &bench {
+        Bench::Cpu(_) => format!("CPU, {threads} threads"),
+        Bench::Gpu(e) => e.adapter(),
+    };
+    let report = json!({ "backend": bench.engine().name(), "device": device, "decode_tokens": a.decode_tokens, "results": rows });
     if json_out {
         return print_json(&report);
     }
-    println!("backend {} ({threads} threads)", engine.name());
+    println!("backend {} — {device}", bench.engine().name());
     println!(
-        "{:>3} {:>8} {:>14} {:>14} {:>14}",
-        "G", "context", "prefill tok/s", "decode tok/s", "KV bytes"
+        "{:>3} {:>8} {:>14} {:>14} {:>14} {:>14}",
+        "G", "context", "prefill tok/s", "decode tok/s", "KV bytes", "attn ms/tok"
     );
     for r in &rows {
+        let f = |k: &str| r[k].as_f64().map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "{:>3} {:>8} {:>14.1} {:>14.1} {:>14}",
-            r["groups"],
-            r["context"],
-            r["prefill_tokens_per_second"].as_f64().unwrap_or(0.0),
-            r["decode_tokens_per_second"].as_f64().unwrap_or(0.0),
-            r["kv_cache_bytes"]
+            "{:>3} {:>8} {:>14} {:>14} {:>14} {:>14}",
+            r["groups"].as_u64().unwrap_or(0),
+            r["context"].as_u64().unwrap_or(0),
+            f("prefill_tokens_per_second"),
+            f("decode_tokens_per_second"),
+            r["kv_cache_bytes"].as_u64().unwrap_or(0),
+            f("attention_ms_per_token")
         );
     }
     Ok(())

@@ -123,7 +123,9 @@ pub fn read_model(path: &PathBuf) -> Result<Vec<u8>> {
 pub fn load_engine(gguf: &Gguf<'_>, run: &RunArgs, capacity: usize) -> Result<Box<dyn Engine>> {
     let mut engine: Box<dyn Engine> = match run.backend {
         Backend::Cpu => Box::new(CpuEngine::load(gguf, capacity)?),
-        Backend::Gpu => Box::new(pollster::block_on(gqa_lab::gpu::GpuEngine::load(gguf, capacity))?),
+        Backend::Gpu => Box::new(pollster::block_on(gqa_lab::gpu::GpuEngine::load(
+            gguf, capacity,
+        ))?),
     };
     if let Some(g) = run.groups {
         engine.set_groups(g)?;

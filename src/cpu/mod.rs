@@ -272,6 +272,17 @@ fn attention(
     out
 }
 
+/// A sequence length must fit the cache.
+pub(crate) fn check_len(len: usize, capacity: usize) -> Result<(), EngineError> {
+    if len > capacity {
+        return Err(EngineError::ContextFull {
+            needed: len,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
 /// A cache capacity must be positive and within the model's trained context.
 pub(crate) fn check_capacity(cfg: &ModelConfig, capacity: usize) -> Result<usize, EngineError> {
     if capacity == 0 || capacity > cfg.context_length {
@@ -324,6 +335,12 @@ impl Engine for CpuEngine {
 
     fn kv_bytes_per_element(&self) -> usize {
         std::mem::size_of::<f32>()
+    }
+
+    fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
+        check_len(len, self.cache.capacity)?;
+        self.len = len;
+        Ok(())
     }
 
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {

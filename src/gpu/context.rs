@@ -45,7 +45,8 @@ impl Buf {
 impl Gpu {
     /// Opens the default adapter (`WGPU_BACKEND` etc. are honoured natively) with its real limits.
     pub async fn new() -> Result<Self, GpuError> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
@@ -108,9 +109,17 @@ impl Gpu {
     }
 
     /// A zeroed buffer of at least `size` bytes (rounded up to 4, at least 16).
-    pub fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Result<Buf, GpuError> {
+    pub fn buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<Buf, GpuError> {
         let size = size.max(16).div_ceil(4) * 4;
-        if size > self.limits.max_buffer_size || (usage.contains(wgpu::BufferUsages::STORAGE) && size > self.limits.max_storage_buffer_binding_size as u64) {
+        if size > self.limits.max_buffer_size
+            || (usage.contains(wgpu::BufferUsages::STORAGE)
+                && size > self.limits.max_storage_buffer_binding_size as u64)
+        {
             return Err(GpuError::TooLarge {
                 what: label.to_string(),
                 bytes: size,
@@ -134,7 +143,13 @@ impl Gpu {
     /// A storage buffer holding `bytes` (padded with 4 zero bytes past the end, so kernels
     /// may read a whole word that straddles the last byte).
     pub fn storage_with(&self, label: &str, bytes: &[u8]) -> Result<Buf, GpuError> {
-        let b = self.buffer(label, bytes.len() as u64 + 4, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC)?;
+        let b = self.buffer(
+            label,
+            bytes.len() as u64 + 4,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+        )?;
         let whole = bytes.len() / 4 * 4;
         self.queue.write_buffer(&b.buffer, 0, &bytes[..whole]);
         if whole < bytes.len() {
@@ -158,28 +173,39 @@ impl Gpu {
         cache
             .entry((kernel, wtype))
             .or_insert_with(|| {
-                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.name()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                });
+                let module = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(kernel.name()),
+                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                    });
                 let constants = [("WTYPE", wtype as f64)];
-                self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(kernel.name()),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: if kernel.reads_weights() { &constants } else { &[] },
-                        ..Default::default()
-                    },
-                    cache: None,
-                })
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(kernel.name()),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some("main"),
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants: if kernel.reads_weights() {
+                                &constants
+                            } else {
+                                &[]
+                            },
+                            ..Default::default()
+                        },
+                        cache: None,
+                    })
             })
             .clone()
     }
 
     /// A bind group for `pipeline` binding `buffers` in order (binding 0, 1, …).
-    pub fn bind(&self, pipeline: &wgpu::ComputePipeline, buffers: &[wgpu::BindingResource<'_>]) -> wgpu::BindGroup {
+    pub fn bind(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[wgpu::BindingResource<'_>],
+    ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
             .iter()
             .enumerate()
@@ -197,7 +223,12 @@ impl Gpu {
 
     /// Submits `encoder` (which must end by copying what is wanted into `staging`), then maps
     /// and returns the first `size` bytes of `staging`.
-    pub async fn submit_and_read(&self, encoder: wgpu::CommandEncoder, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
+    pub async fn submit_and_read(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        staging: &wgpu::Buffer,
+        size: u64,
+    ) -> Result<Vec<u8>, GpuError> {
         self.queue.submit([encoder.finish()]);
         let slice = staging.slice(..size);
         let (tx, rx) = futures_channel::oneshot::channel();
@@ -208,7 +239,9 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
-        let mapped = rx.await.map_err(|_| GpuError::DeviceLost("the map request was dropped".into()))?;
+        let mapped = rx
+            .await
+            .map_err(|_| GpuError::DeviceLost("the map request was dropped".into()))?;
         self.check()?;
         mapped.map_err(|e| GpuError::Internal(format!("mapping the result: {e}")))?;
         let bytes = slice
@@ -235,7 +268,11 @@ impl Uniforms {
         for (i, c) in contents.iter().enumerate() {
             bytes[i * UNIFORM_SLOT as usize..][..c.len()].copy_from_slice(c);
         }
-        let buf = gpu.buffer("uniforms", bytes.len() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST)?;
+        let buf = gpu.buffer(
+            "uniforms",
+            bytes.len() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        )?;
         gpu.queue.write_buffer(&buf.buffer, 0, &bytes);
         Ok(Uniforms {
             buf,
@@ -257,7 +294,15 @@ impl Uniforms {
 impl Gpu {
     /// Runs one kernel on its own (one submit): bindings are (params, [step], buffers…).
     /// For kernel tests and tools; the engine records its kernels into one pass instead.
-    pub fn run_kernel(&self, kernel: Kernel, wtype: u32, params: &[u8], step: Option<&Buf>, bufs: &[&Buf], grid: [u32; 3]) -> Result<(), GpuError> {
+    pub fn run_kernel(
+        &self,
+        kernel: Kernel,
+        wtype: u32,
+        params: &[u8],
+        step: Option<&Buf>,
+        bufs: &[&Buf],
+        grid: [u32; 3],
+    ) -> Result<(), GpuError> {
         let uniforms = Uniforms::new(self, &[params.to_vec()])?;
         let pipeline = self.pipeline(kernel, wtype);
         let mut res = vec![uniforms.slot(0)];
@@ -277,7 +322,11 @@ impl Gpu {
 
     /// The contents of a storage buffer (created with [`Gpu::storage`]).
     pub async fn read(&self, buf: &Buf) -> Result<Vec<u8>, GpuError> {
-        let staging = self.buffer("read", buf.size(), wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+        let staging = self.buffer(
+            "read",
+            buf.size(),
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(&buf.buffer, 0, &staging.buffer, 0, buf.size());
         self.submit_and_read(enc, &staging.buffer, buf.size()).await
@@ -285,7 +334,11 @@ impl Gpu {
 
     /// A uniform buffer holding `bytes` (e.g. a [`super::kernels::Step`]).
     pub fn uniform_with(&self, bytes: &[u8]) -> Result<Buf, GpuError> {
-        let b = self.buffer("uniform", bytes.len() as u64, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST)?;
+        let b = self.buffer(
+            "uniform",
+            bytes.len() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        )?;
         self.queue.write_buffer(&b.buffer, 0, bytes);
         Ok(b)
     }

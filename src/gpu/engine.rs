@@ -6,8 +6,11 @@ use super::kernels::*;
 use super::layout::interleave;
 use super::GpuError;
 use crate::engine::EngineError;
-use crate::gguf::{Gguf, GgmlType, TensorInfo};
+use crate::gguf::{GgmlType, Gguf, TensorInfo};
 use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
+
+/// Positions of attention and its reduction among a layer's ops (see `build_ops`).
+const ATTENTION_OPS: [usize; 2] = [5, 6];
 
 /// Tokens per prefill submit; longer inputs run in several.
 pub const PREFILL_CHUNK: usize = 128;
@@ -32,22 +35,22 @@ struct LayerWeights {
 
 /// Activation buffers, sized for PREFILL_CHUNK tokens.
 struct Activations {
-    step: Buf,       // uniform Step
-    tokens: Buf,     // [T] u32
-    x: Buf,          // [T][dim] residual stream
-    xb: Buf,         // [T][dim] normalised
-    q: Buf,          // [T][n_heads][hd]
-    k0: Buf,         // [T][G0][hd] native-head K projection
-    v0: Buf,         // [T][G0][hd]
-    att: Buf,        // [T][n_heads][hd]
-    ml: Buf,         // [T][n_heads][max_chunks] (m, l)
-    part: Buf,       // [T][n_heads][max_chunks][hd]
-    gate: Buf,       // [T][ffn]
-    up: Buf,         // [T][ffn]
-    logits: Buf,     // [T][vocab]
-    token_out: Buf,  // [1] u32
-    staging: Buf,    // readback
-    rope: Buf,       // [capacity][hd/2] (cos, sin)
+    step: Buf,      // uniform Step
+    tokens: Buf,    // [T] u32
+    x: Buf,         // [T][dim] residual stream
+    xb: Buf,        // [T][dim] normalised
+    q: Buf,         // [T][n_heads][hd]
+    k0: Buf,        // [T][G0][hd] native-head K projection
+    v0: Buf,        // [T][G0][hd]
+    att: Buf,       // [T][n_heads][hd]
+    ml: Buf,        // [T][n_heads][max_chunks] (m, l)
+    part: Buf,      // [T][n_heads][max_chunks][hd]
+    gate: Buf,      // [T][ffn]
+    up: Buf,        // [T][ffn]
+    logits: Buf,    // [T][vocab]
+    token_out: Buf, // [1] u32
+    staging: Buf,   // readback
+    rope: Buf,      // [capacity][hd/2] (cos, sin)
 }
 
 /// K and V per layer, `[G][capacity][hd]` f32 each, and the `[G][G0]` pooling matrix.
@@ -62,9 +65,14 @@ enum Grid {
     /// (x, T, 1)
     PerToken(u32),
     /// (⌈n_out/64⌉, ⌈T/TT⌉, 1), or one token row when `last`.
-    Matmul { n_out: u32, last: bool },
+    Matmul {
+        n_out: u32,
+        last: bool,
+    },
     /// (T, 1, 1), or 1 when `last`.
-    Rows { last: bool },
+    Rows {
+        last: bool,
+    },
     /// (n_chunks, G, T)
     Attention(u32),
     /// (n_heads, T, 1)
@@ -112,8 +120,9 @@ pub struct GpuEngine {
 /// Uploads a `[rows][row_len]` weight in the interleaved layout of [`super::layout`].
 fn upload(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Weight, GpuError> {
     let rows = t.dims.get(1).copied().unwrap_or(1) as usize;
-    let words = interleave(t.ggml_type, g.tensor_bytes(t), rows)
-        .ok_or_else(|| GpuError::Unsupported(format!("tensor {} of type {}", t.name, t.ggml_type.name())))?;
+    let words = interleave(t.ggml_type, g.tensor_bytes(t), rows).ok_or_else(|| {
+        GpuError::Unsupported(format!("tensor {} of type {}", t.name, t.ggml_type.name()))
+    })?;
     Ok(Weight {
         buf: gpu.storage_with(t.name, bytemuck::cast_slice(&words))?,
         ty: t.ggml_type,
@@ -162,7 +171,11 @@ impl GpuEngine {
         let grouping = Grouping::native(&cfg);
         let cache = KvCache::new(&gpu, &cfg, grouping, capacity)?;
         let token_embd = upload(&gpu, g, t.token_embd)?;
-        let output = if t.tied_output { None } else { Some(upload(&gpu, g, t.output)?) };
+        let output = if t.tied_output {
+            None
+        } else {
+            Some(upload(&gpu, g, t.output)?)
+        };
         let output_norm = upload_f32(&gpu, g, t.output_norm)?;
         gpu.check()?;
         let placeholder = Uniforms::new(&gpu, &[])?;
@@ -195,12 +208,72 @@ impl GpuEngine {
 
     /// A description of the adapter, for reports.
     pub fn adapter(&self) -> String {
-        format!("{} ({:?}, {:?})", self.gpu.info.name, self.gpu.info.device_type, self.gpu.info.backend)
+        format!(
+            "{} ({:?}, {:?})",
+            self.gpu.info.name, self.gpu.info.device_type, self.gpu.info.backend
+        )
     }
 
-    /// Kernel dispatches per decode step (one token).
+    /// Kernel dispatches per decode step (one token; all in one submit).
     pub fn dispatches_per_token(&self) -> usize {
         1 + self.body.len() + self.tail_last.len()
+    }
+
+    /// Bytes of weights on the GPU (all read once per decode step).
+    pub fn weight_bytes(&self) -> u64 {
+        let mut n = self.token_embd.buf.size() + self.output_norm.size();
+        n += self.output.as_ref().map_or(0, |w| w.buf.size());
+        for l in &self.layers {
+            n += l.attn_norm.size() + l.ffn_norm.size();
+            n += [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                .iter()
+                .map(|w| w.buf.size())
+                .sum::<u64>();
+        }
+        n
+    }
+
+    /// Milliseconds per decode step spent in attention (attention + its reduction, all
+    /// layers) at the current sequence length: those kernels alone, `iters` steps, one submit
+    /// each, waited for. For benchmarks.
+    pub async fn time_attention(&mut self, iters: usize) -> Result<f64, EngineError> {
+        let per_layer = self.body.len() / self.cfg.n_layers;
+        let attention: Vec<&Op> = self
+            .body
+            .chunks(per_layer)
+            .flat_map(|l| ATTENTION_OPS.map(|i| &l[i]))
+            .collect();
+        let n_chunks = (self.len + 1).div_ceil(ATTENTION_CHUNK) as u32;
+        let step = Step {
+            pos0: self.len as u32,
+            n_tokens: 1,
+            n_chunks,
+            _pad: 0,
+        };
+        self.gpu
+            .queue
+            .write_buffer(&self.act.step.buffer, 0, bytemuck::bytes_of(&step));
+        let t0 = web_time::Instant::now();
+        for _ in 0..iters.max(1) {
+            let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                attention
+                    .iter()
+                    .for_each(|op| op.dispatch(&mut pass, 1, n_chunks));
+            }
+            enc.copy_buffer_to_buffer(
+                &self.act.token_out.buffer,
+                0,
+                &self.act.staging.buffer,
+                0,
+                4,
+            );
+            self.gpu
+                .submit_and_read(enc, &self.act.staging.buffer, 4)
+                .await?;
+        }
+        Ok(t0.elapsed().as_secs_f64() * 1e3 / iters.max(1) as f64)
     }
 
     /// Regroups to `groups` KV heads: a new, empty cache at the new size and a new pooling
@@ -229,12 +302,27 @@ impl GpuEngine {
         let mut b = OpBuilder::default();
         let cfg = &self.cfg;
         let a = &self.act;
-        let (dim, hd, nh, ffn) = (cfg.dim as u32, cfg.head_dim as u32, cfg.n_heads as u32, cfg.ffn_dim as u32);
+        let (dim, hd, nh, ffn) = (
+            cfg.dim as u32,
+            cfg.head_dim as u32,
+            cfg.n_heads as u32,
+            cfg.ffn_dim as u32,
+        );
         let g0 = cfg.n_kv_heads as u32;
         let groups = self.grouping.groups() as u32;
         let cap = self.capacity as u32;
         let mc = self.max_chunks as u32;
-        let embed = b.add(Kernel::Embed, self.token_embd.ty, EmbedParams { dim, vocab: cfg.vocab_size as u32, _pad: [0; 2] }, vec![&self.token_embd.buf, &a.tokens, &a.x], Grid::PerToken(dim / 32));
+        let embed = b.add(
+            Kernel::Embed,
+            self.token_embd.ty,
+            EmbedParams {
+                dim,
+                vocab: cfg.vocab_size as u32,
+                _pad: [0; 2],
+            },
+            vec![&self.token_embd.buf, &a.tokens, &a.x],
+            Grid::PerToken(dim / 32),
+        );
         let mut body = Vec::new();
         for (l, w) in self.layers.iter().enumerate() {
             let mm = OpBuilder::matmul;
@@ -246,7 +334,12 @@ impl GpuEngine {
             body.push(b.add(
                 Kernel::KvStore,
                 GgmlType::F32,
-                KvStoreParams { groups, native_groups: g0, head_dim: hd, capacity: cap },
+                KvStoreParams {
+                    groups,
+                    native_groups: g0,
+                    head_dim: hd,
+                    capacity: cap,
+                },
                 vec![&a.k0, &a.v0, &self.cache.pool, &a.rope, kc, vc],
                 Grid::PerToken(groups * hd / 2),
             ));
@@ -254,27 +347,84 @@ impl GpuEngine {
             body.push(b.add(
                 Kernel::Attention,
                 GgmlType::F32,
-                AttentionParams { n_heads: nh, groups, head_dim: hd, capacity: cap, max_chunks: mc, scale, _pad: [0; 2] },
+                AttentionParams {
+                    n_heads: nh,
+                    groups,
+                    head_dim: hd,
+                    capacity: cap,
+                    max_chunks: mc,
+                    scale,
+                    _pad: [0; 2],
+                },
                 vec![&a.q, kc, vc, &a.rope, &a.ml, &a.part],
                 Grid::Attention(groups),
             ));
-            body.push(b.add(Kernel::AttentionReduce, GgmlType::F32, ReduceParams { n_heads: nh, head_dim: hd, max_chunks: mc, _pad: 0 }, vec![&a.ml, &a.part, &a.att], Grid::Reduce(nh)));
+            body.push(b.add(
+                Kernel::AttentionReduce,
+                GgmlType::F32,
+                ReduceParams {
+                    n_heads: nh,
+                    head_dim: hd,
+                    max_chunks: mc,
+                    _pad: 0,
+                },
+                vec![&a.ml, &a.part, &a.att],
+                Grid::Reduce(nh),
+            ));
             body.push(mm(&mut b, &w.wo, nh * hd, dim, true, &a.att, &a.x));
             body.push(b.rmsnorm(cfg, a, &w.ffn_norm));
             body.push(mm(&mut b, &w.w_gate, dim, ffn, false, &a.xb, &a.gate));
             body.push(mm(&mut b, &w.w_up, dim, ffn, false, &a.xb, &a.up));
-            body.push(b.add(Kernel::SwiGlu, GgmlType::F32, SwiGluParams { ffn_dim: ffn, _pad: [0; 3] }, vec![&a.gate, &a.up], Grid::Elementwise(ffn)));
+            body.push(b.add(
+                Kernel::SwiGlu,
+                GgmlType::F32,
+                SwiGluParams {
+                    ffn_dim: ffn,
+                    _pad: [0; 3],
+                },
+                vec![&a.gate, &a.up],
+                Grid::Elementwise(ffn),
+            ));
             body.push(mm(&mut b, &w.w_down, ffn, dim, true, &a.gate, &a.x));
         }
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
         let vocab = cfg.vocab_size as u32;
         let mut tails = Vec::new();
         for last in [true, false] {
-            let norm = b.add(Kernel::RmsNorm, GgmlType::F32, RmsNormParams { dim, eps: cfg.rms_eps, last_row_only: last as u32, _pad: 0 }, vec![&a.x, &self.output_norm, &a.xb], Grid::Rows { last });
-            let logits = b.add(Kernel::Matmul, head.ty, MatmulParams { n_in: dim, n_out: vocab, accumulate: 0, last_row_only: last as u32 }, vec![&head.buf, &a.xb, &a.logits], Grid::Matmul { n_out: vocab, last });
+            let norm = b.add(
+                Kernel::RmsNorm,
+                GgmlType::F32,
+                RmsNormParams {
+                    dim,
+                    eps: cfg.rms_eps,
+                    last_row_only: last as u32,
+                    _pad: 0,
+                },
+                vec![&a.x, &self.output_norm, &a.xb],
+                Grid::Rows { last },
+            );
+            let logits = b.add(
+                Kernel::Matmul,
+                head.ty,
+                MatmulParams {
+                    n_in: dim,
+                    n_out: vocab,
+                    accumulate: 0,
+                    last_row_only: last as u32,
+                },
+                vec![&head.buf, &a.xb, &a.logits],
+                Grid::Matmul { n_out: vocab, last },
+            );
             tails.push(vec![norm, logits]);
         }
-        let argmax = b.add_plain(Kernel::Argmax, ArgmaxParams { vocab, _pad: [0; 3] }, vec![&a.logits, &a.token_out]);
+        let argmax = b.add_plain(
+            Kernel::Argmax,
+            ArgmaxParams {
+                vocab,
+                _pad: [0; 3],
+            },
+            vec![&a.logits, &a.token_out],
+        );
         tails[0].push(argmax);
         let (uniforms, mut ops) = b.finish(&self.gpu, &a.step)?;
         let mut take = |spec: usize| ops[spec].take().expect("each op is taken once");
@@ -291,10 +441,16 @@ impl GpuEngine {
             return Err(EngineError::EmptyInput);
         }
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(EngineError::TokenOutOfRange { id, vocab: self.cfg.vocab_size });
+            return Err(EngineError::TokenOutOfRange {
+                id,
+                vocab: self.cfg.vocab_size,
+            });
         }
         if self.len + ids.len() > self.capacity {
-            return Err(EngineError::ContextFull { needed: self.len + ids.len(), capacity: self.capacity });
+            return Err(EngineError::ContextFull {
+                needed: self.len + ids.len(),
+                capacity: self.capacity,
+            });
         }
         Ok(())
     }
@@ -304,12 +460,29 @@ impl GpuEngine {
     fn record(&self, ids: &[u32], tail: &[Op], body_ops: Option<usize>) -> wgpu::CommandEncoder {
         let t = ids.len() as u32;
         let n_chunks = (self.len + ids.len()).div_ceil(ATTENTION_CHUNK) as u32;
-        let step = Step { pos0: self.len as u32, n_tokens: t, n_chunks, _pad: 0 };
-        self.gpu.queue.write_buffer(&self.act.step.buffer, 0, bytemuck::bytes_of(&step));
-        self.gpu.queue.write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
-        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        let step = Step {
+            pos0: self.len as u32,
+            n_tokens: t,
+            n_chunks,
+            _pad: 0,
+        };
+        self.gpu
+            .queue
+            .write_buffer(&self.act.step.buffer, 0, bytemuck::bytes_of(&step));
+        self.gpu
+            .queue
+            .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
+        let mut enc = self
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("forward"),
+                timestamp_writes: None,
+            });
             let body = &self.body[..body_ops.unwrap_or(self.body.len())];
             for op in std::iter::once(&self.embed).chain(body).chain(tail) {
                 op.dispatch(&mut pass, t, n_chunks);
@@ -340,7 +513,11 @@ impl GpuEngine {
             };
             if size > 0 {
                 enc.copy_buffer_to_buffer(&src.buffer, 0, &self.act.staging.buffer, 0, size);
-                out.extend(self.gpu.submit_and_read(enc, &self.act.staging.buffer, size).await?);
+                out.extend(
+                    self.gpu
+                        .submit_and_read(enc, &self.act.staging.buffer, size)
+                        .await?,
+                );
             } else {
                 self.gpu.queue.submit([enc.finish()]);
             }
@@ -358,7 +535,12 @@ impl GpuEngine {
 
     /// Feeds `ids` and samples the next token: greedy on the GPU (4 bytes read back);
     /// otherwise the logits come back and the shared sampler ([`crate::sampling::sample`]) picks.
-    pub async fn sample_next(&mut self, ids: &[u32], p: &crate::sampling::SamplingParams, step: u32) -> Result<u32, EngineError> {
+    pub async fn sample_next(
+        &mut self,
+        ids: &[u32],
+        p: &crate::sampling::SamplingParams,
+        step: u32,
+    ) -> Result<u32, EngineError> {
         if p.is_greedy() {
             return self.forward_argmax(ids).await;
         }
@@ -372,8 +554,21 @@ impl GpuEngine {
     }
 
     /// Feeds `ids` and returns logits `[vocab]` of the last token, or `[T][vocab]` of all.
-    pub async fn forward_logits(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>, EngineError> {
-        let bytes = self.run(ids, if all { Want::AllLogits } else { Want::LastLogits }).await?;
+    pub async fn forward_logits(
+        &mut self,
+        ids: &[u32],
+        all: bool,
+    ) -> Result<Vec<f32>, EngineError> {
+        let bytes = self
+            .run(
+                ids,
+                if all {
+                    Want::AllLogits
+                } else {
+                    Want::LastLogits
+                },
+            )
+            .await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
@@ -383,27 +578,43 @@ impl GpuEngine {
         self.len = 0;
         self.validate(ids)?;
         if ids.len() > PREFILL_CHUNK {
-            return Err(EngineError::ContextFull { needed: ids.len(), capacity: PREFILL_CHUNK });
+            return Err(EngineError::ContextFull {
+                needed: ids.len(),
+                capacity: PREFILL_CHUNK,
+            });
         }
         let row = (ids.len() * self.cfg.dim * 4) as u64;
         let n_layers = self.cfg.n_layers;
-        let staging = self.gpu.buffer("hidden states", row * n_layers as u64, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+        let staging = self.gpu.buffer(
+            "hidden states",
+            row * n_layers as u64,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
         let ops_per_layer = self.body.len() / n_layers;
         let mut enc = self.record(ids, &[], Some(ops_per_layer));
         for l in 0..n_layers {
             if l > 0 {
                 let t = ids.len() as u32;
                 let n_chunks = ids.len().div_ceil(ATTENTION_CHUNK) as u32;
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("layer"), timestamp_writes: None });
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("layer"),
+                    timestamp_writes: None,
+                });
                 for op in &self.body[l * ops_per_layer..(l + 1) * ops_per_layer] {
                     op.dispatch(&mut pass, t, n_chunks);
                 }
             }
             enc.copy_buffer_to_buffer(&self.act.x.buffer, 0, &staging.buffer, row * l as u64, row);
         }
-        let bytes = self.gpu.submit_and_read(enc, &staging.buffer, row * n_layers as u64).await?;
+        let bytes = self
+            .gpu
+            .submit_and_read(enc, &staging.buffer, row * n_layers as u64)
+            .await?;
         self.len = ids.len();
-        Ok(bytes.chunks_exact(row as usize).map(bytemuck::pod_collect_to_vec).collect())
+        Ok(bytes
+            .chunks_exact(row as usize)
+            .map(bytemuck::pod_collect_to_vec)
+            .collect())
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -433,7 +644,10 @@ fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
         return bad("dimensions must be multiples of 32".into());
     }
     if cfg.head_dim > ATTENTION_MAX_HEAD_DIM {
-        return bad(format!("head_dim {} > {ATTENTION_MAX_HEAD_DIM}", cfg.head_dim));
+        return bad(format!(
+            "head_dim {} > {ATTENTION_MAX_HEAD_DIM}",
+            cfg.head_dim
+        ));
     }
     if cfg.native_n_rep() > ATTENTION_MAX_REP {
         return bad(format!("{} query heads per KV head", cfg.native_n_rep()));
@@ -442,15 +656,26 @@ fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
 }
 
 impl Activations {
-    fn new(gpu: &Gpu, cfg: &ModelConfig, capacity: usize, max_chunks: usize) -> Result<Self, GpuError> {
+    fn new(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        capacity: usize,
+        max_chunks: usize,
+    ) -> Result<Self, GpuError> {
         let t = PREFILL_CHUNK as u64;
         let f = 4u64;
-        let (dim, hd, nh, g0) = (cfg.dim as u64, cfg.head_dim as u64, cfg.n_heads as u64, cfg.n_kv_heads as u64);
+        let (dim, hd, nh, g0) = (
+            cfg.dim as u64,
+            cfg.head_dim as u64,
+            cfg.n_heads as u64,
+            cfg.n_kv_heads as u64,
+        );
         let s = |label: &str, n: u64| gpu.storage(label, n * f);
         let mut table = Vec::with_capacity(capacity * cfg.head_dim);
         for pos in 0..capacity {
             for i in 0..cfg.head_dim / 2 {
-                let theta = pos as f64 * (cfg.rope_base as f64).powf(-2.0 * i as f64 / cfg.head_dim as f64);
+                let theta =
+                    pos as f64 * (cfg.rope_base as f64).powf(-2.0 * i as f64 / cfg.head_dim as f64);
                 table.extend([theta.cos() as f32, theta.sin() as f32]);
             }
         }
@@ -478,9 +703,18 @@ impl Activations {
 }
 
 impl KvCache {
-    fn new(gpu: &Gpu, cfg: &ModelConfig, grouping: Grouping, capacity: usize) -> Result<Self, GpuError> {
+    fn new(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        grouping: Grouping,
+        capacity: usize,
+    ) -> Result<Self, GpuError> {
         let bytes = (grouping.groups() * capacity * cfg.head_dim * 4) as u64;
-        let per_layer = |kind: &str| (0..cfg.n_layers).map(|l| gpu.storage(&format!("{kind} cache {l}"), bytes)).collect::<Result<Vec<_>, _>>();
+        let per_layer = |kind: &str| {
+            (0..cfg.n_layers)
+                .map(|l| gpu.storage(&format!("{kind} cache {l}"), bytes))
+                .collect::<Result<Vec<_>, _>>()
+        };
         let plan = pooling_plan(Grouping::native(cfg), grouping);
         let mut pool = vec![0.0f32; grouping.groups() * cfg.n_kv_heads];
         for (g, sources) in plan.iter().enumerate() {
@@ -496,7 +730,11 @@ impl KvCache {
     }
 
     fn empty(gpu: &Gpu) -> Result<Self, GpuError> {
-        Ok(KvCache { k: Vec::new(), v: Vec::new(), pool: gpu.storage("pooling matrix", 4)? })
+        Ok(KvCache {
+            k: Vec::new(),
+            v: Vec::new(),
+            pool: gpu.storage("pooling matrix", 4)?,
+        })
     }
 }
 
@@ -513,7 +751,15 @@ impl Grid {
     fn size(self, t: u32, n_chunks: u32) -> [u32; 3] {
         match self {
             Grid::PerToken(x) => [x.div_ceil(64), t, 1],
-            Grid::Matmul { n_out, last } => [n_out.div_ceil(64), if last { 1 } else { t.div_ceil(MATMUL_TOKENS as u32) }, 1],
+            Grid::Matmul { n_out, last } => [
+                n_out.div_ceil(64),
+                if last {
+                    1
+                } else {
+                    t.div_ceil(MATMUL_TOKENS as u32)
+                },
+                1,
+            ],
             Grid::Rows { last } => [if last { 1 } else { t }, 1, 1],
             Grid::Attention(groups) => [n_chunks, groups, t],
             Grid::Reduce(heads) => [heads, t, 1],
@@ -532,25 +778,76 @@ struct OpBuilder<'a> {
 
 impl<'a> OpBuilder<'a> {
     fn rmsnorm(&mut self, cfg: &ModelConfig, a: &'a Activations, weight: &'a Buf) -> usize {
-        let p = RmsNormParams { dim: cfg.dim as u32, eps: cfg.rms_eps, last_row_only: 0, _pad: 0 };
-        self.add(Kernel::RmsNorm, GgmlType::F32, p, vec![&a.x, weight, &a.xb], Grid::Rows { last: false })
+        let p = RmsNormParams {
+            dim: cfg.dim as u32,
+            eps: cfg.rms_eps,
+            last_row_only: 0,
+            _pad: 0,
+        };
+        self.add(
+            Kernel::RmsNorm,
+            GgmlType::F32,
+            p,
+            vec![&a.x, weight, &a.xb],
+            Grid::Rows { last: false },
+        )
     }
 
     /// y (+)= W·x for every token row.
-    fn matmul(&mut self, wt: &'a Weight, n_in: u32, n_out: u32, acc: bool, x: &'a Buf, y: &'a Buf) -> usize {
-        let p = MatmulParams { n_in, n_out, accumulate: acc as u32, last_row_only: 0 };
-        self.add(Kernel::Matmul, wt.ty, p, vec![&wt.buf, x, y], Grid::Matmul { n_out, last: false })
+    fn matmul(
+        &mut self,
+        wt: &'a Weight,
+        n_in: u32,
+        n_out: u32,
+        acc: bool,
+        x: &'a Buf,
+        y: &'a Buf,
+    ) -> usize {
+        let p = MatmulParams {
+            n_in,
+            n_out,
+            accumulate: acc as u32,
+            last_row_only: 0,
+        };
+        self.add(
+            Kernel::Matmul,
+            wt.ty,
+            p,
+            vec![&wt.buf, x, y],
+            Grid::Matmul { n_out, last: false },
+        )
     }
 
     /// An op whose bindings are (params, step, buffers…).
-    fn add<P: bytemuck::Pod>(&mut self, k: Kernel, ty: GgmlType, params: P, bufs: Vec<&'a Buf>, grid: Grid) -> usize {
-        self.specs.push((k, ggml_id(ty), bytemuck::bytes_of(&params).to_vec(), bufs, grid, true));
+    fn add<P: bytemuck::Pod>(
+        &mut self,
+        k: Kernel,
+        ty: GgmlType,
+        params: P,
+        bufs: Vec<&'a Buf>,
+        grid: Grid,
+    ) -> usize {
+        self.specs.push((
+            k,
+            ggml_id(ty),
+            bytemuck::bytes_of(&params).to_vec(),
+            bufs,
+            grid,
+            true,
+        ));
         self.specs.len() - 1
     }
 
     /// An op whose bindings are (params, buffers…): no Step.
     fn add_plain<P: bytemuck::Pod>(&mut self, k: Kernel, params: P, bufs: Vec<&'a Buf>) -> usize {
-        self.specs.push((k, 0, bytemuck::bytes_of(&params).to_vec(), bufs, Grid::Single, false));
+        self.specs.push((
+            k,
+            0,
+            bytemuck::bytes_of(&params).to_vec(),
+            bufs,
+            Grid::Single,
+            false,
+        ));
         self.specs.len() - 1
     }
 
@@ -569,7 +866,11 @@ impl<'a> OpBuilder<'a> {
                 }
                 res.extend(bufs.iter().map(|b| b.binding()));
                 let bind = gpu.bind(&pipeline, &res);
-                Some(Op { pipeline, bind, grid: *grid })
+                Some(Op {
+                    pipeline,
+                    bind,
+                    grid: *grid,
+                })
             })
             .collect();
         Ok((uniforms, ops))
@@ -592,7 +893,14 @@ fn ggml_id(t: GgmlType) -> u32 {
 /// An op that does nothing, to fill the slot before the real ops are built.
 fn dummy_op(gpu: &Gpu, act: &Activations) -> Result<Op, GpuError> {
     let mut b = OpBuilder::default();
-    b.add_plain(Kernel::Argmax, ArgmaxParams { vocab: 0, _pad: [0; 3] }, vec![&act.logits, &act.token_out]);
+    b.add_plain(
+        Kernel::Argmax,
+        ArgmaxParams {
+            vocab: 0,
+            _pad: [0; 3],
+        },
+        vec![&act.logits, &act.token_out],
+    );
     let (_u, mut ops) = b.finish(gpu, &act.step)?;
     Ok(ops.remove(0).expect("one op"))
 }
@@ -624,10 +932,20 @@ impl crate::engine::Engine for GpuEngine {
     fn kv_bytes_per_element(&self) -> usize {
         4
     }
+    fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
+        crate::cpu::check_len(len, self.capacity)?;
+        self.len = len;
+        Ok(())
+    }
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
         pollster::block_on(self.forward_logits(ids, all_logits))
     }
-    fn forward_sample(&mut self, ids: &[u32], p: &crate::sampling::SamplingParams, step: u32) -> Result<u32, EngineError> {
+    fn forward_sample(
+        &mut self,
+        ids: &[u32],
+        p: &crate::sampling::SamplingParams,
+        step: u32,
+    ) -> Result<u32, EngineError> {
         pollster::block_on(self.sample_next(ids, p, step))
     }
 }

@@ -24,7 +24,11 @@ pub enum GpuError {
     #[error("the GPU refused a device: {0}")]
     NoDevice(String),
     #[error("{what} needs {bytes} bytes, past this GPU's limit of {limit}")]
-    TooLarge { what: String, bytes: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("the GPU ran out of memory: {0}")]
     OutOfMemory(String),
     #[error("the GPU device was lost ({0}); reload the engine")]
