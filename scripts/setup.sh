@@ -72,6 +72,9 @@ setup_serve() {
   setup_wasm_target
   cargo_tool wasm-bindgen "$WASM_BINDGEN_VERSION" wasm-bindgen-cli@"$WASM_BINDGEN_VERSION"
   cargo_tool trunk "$TRUNK_VERSION" --locked trunk@"$TRUNK_VERSION"
+  # trunk builds with `cargo --offline` (Trunk.toml): have every crate of the wasm build here.
+  cargo fetch --offline --target wasm32-unknown-unknown >/dev/null 2>&1 \
+    || cargo fetch --target wasm32-unknown-unknown
 }
 
 # A Vulkan device without a GPU: lavapipe, for the GPU engine's tests.

@@ -15,3 +15,6 @@ cargo test --release --all-targets
 
 step "the library builds for the browser (wasm32)"
 cargo build --release --lib --target wasm32-unknown-unknown
+
+step "browser app in chromium (WebGPU on SwiftShader; screenshots in artifacts/)"
+scripts/browser-test.sh

@@ -32,6 +32,8 @@ pub enum EngineError {
     },
     #[error("GPU: {0}")]
     Gpu(String),
+    #[error("the GPU device was lost ({0}); reload the engine")]
+    DeviceLost(String),
 }
 
 /// A backend that runs the model: a KV cache of fixed capacity at the current grouping.

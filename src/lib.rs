@@ -8,11 +8,13 @@
 
 pub mod cpu;
 pub mod engine;
-pub mod gpu;
 pub mod gguf;
+pub mod gpu;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod ui;
 
 /// Where the set-up puts the default model, relative to the repository root.
 pub const DEFAULT_MODEL_PATH: &str = "static/models/SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -1,4 +1,5 @@
-//! `gqa-lab`: the native command-line front end of the engine (see `gqa-lab --help`).
+//! `gqa-lab`: the native command-line front end of the engine (see `gqa-lab --help`); on
+//! wasm32, the entry point of the browser app ([`gqa_lab::ui`]).
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;
@@ -9,4 +10,6 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(target_arch = "wasm32")]
-fn main() {}
+fn main() {
+    gqa_lab::ui::mount();
+}

@@ -181,6 +181,24 @@ fn logits_and_perplexity() {
 }
 
 #[test]
+fn generate_on_the_gpu_backend_matches_the_cpu() {
+    let args = [
+        "generate",
+        "--prompt-ids",
+        "504,3575,282,4649,314",
+        "--max-tokens",
+        "4",
+        "--ignore-eos",
+        "--json",
+    ];
+    let cpu = json(&args);
+    let gpu = json(&[&args[..], &["--backend", "gpu"]].concat());
+    assert_eq!(gpu["backend"], "gpu");
+    assert_eq!(gpu["ids"], cpu["ids"]);
+    assert_eq!(gpu["kv_cache_bytes"], cpu["kv_cache_bytes"]);
+}
+
+#[test]
 fn bench_prints_figures() {
     let v = json(&[
         "bench",
@@ -234,6 +252,16 @@ fn bad_input_gets_a_clear_error() {
     );
     let e = fails(&["info", "--model", "Cargo.toml"]);
     assert!(e.contains("not a GGUF file"), "{e}");
-    let e = fails(&["generate", "--prompt", "hi", "--backend", "gpu"]);
-    assert!(e.contains("GPU"), "{e}");
+    let e = fails(&["generate", "--prompt", "hi", "--backend", "tpu"]);
+    assert!(e.contains("possible values: cpu, gpu"), "{e}");
+    let e = fails(&[
+        "generate",
+        "--prompt",
+        "hi",
+        "--backend",
+        "gpu",
+        "--groups",
+        "4",
+    ]);
+    assert!(e.contains("valid G: [1, 3, 9]"), "{e}");
 }

@@ -208,10 +208,13 @@ impl GpuEngine {
 
     /// A description of the adapter, for reports.
     pub fn adapter(&self) -> String {
-        format!(
-            "{} ({:?}, {:?})",
-            self.gpu.info.name, self.gpu.info.device_type, self.gpu.info.backend
-        )
+        let info = &self.gpu.info;
+        let name = if info.name.is_empty() {
+            "WebGPU adapter"
+        } else {
+            &info.name
+        };
+        format!("{name} ({:?}, {:?})", info.device_type, info.backend)
     }
 
     /// Kernel dispatches per decode step (one token; all in one submit).

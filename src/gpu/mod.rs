@@ -41,6 +41,9 @@ pub enum GpuError {
 
 impl From<GpuError> for crate::engine::EngineError {
     fn from(e: GpuError) -> Self {
-        crate::engine::EngineError::Gpu(e.to_string())
+        match e {
+            GpuError::DeviceLost(why) => crate::engine::EngineError::DeviceLost(why),
+            other => crate::engine::EngineError::Gpu(other.to_string()),
+        }
     }
 }

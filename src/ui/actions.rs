@@ -1,0 +1,241 @@
+//! What the page does in answer to a person or to the URL: load a model, generate, change G,
+//! stop. Each action reads and writes the [`Ui`] state; errors end up in `status`, never in a
+//! panic.
+
+use super::generation::{self, Job, Outcome};
+use super::js::{probe_webgpu, yield_now};
+use super::loader::{self, DEFAULT_MODEL_NAME};
+use super::session;
+use super::state::{Source, Status, Ui};
+use crate::engine::EngineError;
+use leptos::prelude::*;
+use wasm_bindgen_futures::spawn_local;
+
+/// Checks for WebGPU, then loads the default model (and starts generating if the URL asks).
+pub fn boot(ui: Ui) {
+    spawn_local(async move {
+        ui.status
+            .set(Status::Loading("looking for a WebGPU adapter".into()));
+        if let Err(why) = probe_webgpu().await {
+            ui.no_webgpu.set(Some(why.clone()));
+            ui.status
+                .set(Status::Error(format!("WebGPU is not available: {why}")));
+            return;
+        }
+        if load(ui, Source::Default).await && ui.settings.get_untracked().autorun {
+            generate(ui);
+        }
+    });
+}
+
+/// Loads a model and replaces the current one only once the new one works; on failure the
+/// page keeps the model it had. Returns whether it loaded.
+pub async fn load(ui: Ui, source: Source) -> bool {
+    let progress_before = ui.progress.get_untracked();
+    match try_load(ui, source).await {
+        Ok(()) => {
+            ui.status.set(Status::Ready);
+            true
+        }
+        Err(e) => {
+            // The bar goes back to the model that is still loaded, if any.
+            if ui.info.with_untracked(Option::is_some) {
+                ui.progress.set(progress_before);
+            }
+            ui.status.set(Status::Error(e));
+            false
+        }
+    }
+}
+
+async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
+    ui.status.set(Status::Loading("reading the model".into()));
+    let progress = move |p| ui.progress.set(Some(p));
+    let (loaded, name) = match &source {
+        Source::Default => (
+            loader::load_default(&progress).await?,
+            DEFAULT_MODEL_NAME.to_string(),
+        ),
+        Source::File(f) => (loader::load_file(f, &progress).await?, f.name()),
+    };
+    ui.status.set(Status::Loading(
+        "building the tokenizer and uploading the weights to the GPU".into(),
+    ));
+    yield_now().await;
+    let (mut s, info) = session::open(&loaded.bytes, &name, &loaded.sha256).await?;
+    drop(loaded);
+    let valid = info.cfg.valid_groups();
+    let wanted = ui.groups.get_untracked();
+    let g = if valid.contains(&wanted) {
+        wanted
+    } else {
+        info.cfg.n_kv_heads
+    };
+    if g != s.engine.grouping().groups() {
+        s.engine.regroup(g).map_err(|e| e.to_string())?;
+    }
+    ui.groups.set(g);
+    ui.tokenizer.set_value(Some(s.tok.clone()));
+    ui.session.get_value().replace(Some(s));
+    ui.info.set(Some(info));
+    ui.source.set_value(Some(source));
+    ui.positions.set(None);
+    ui.gpu_failed.set(false);
+    if wanted != 0 && wanted != g {
+        return Err(format!(
+            "groups={wanted} is not a divisor of the query heads; valid G: {valid:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Loads the current model again on a fresh GPU device (after a device loss).
+pub fn reload_engine(ui: Ui) {
+    let source = ui.source.get_value().unwrap_or(Source::Default);
+    ui.session.get_value().replace(None);
+    spawn_local(async move {
+        load(ui, source).await;
+    });
+}
+
+/// Loads a model file the person dropped or picked.
+pub fn open_file(ui: Ui, file: web_sys::File) {
+    if ui.is_busy() {
+        ui.status.set(Status::Error(
+            "stop the generation (or wait for the load) before opening another model".into(),
+        ));
+        return;
+    }
+    spawn_local(async move {
+        load(ui, Source::File(file)).await;
+    });
+}
+
+/// Starts generating from the current settings, unless something else is running.
+pub fn generate(ui: Ui) {
+    if ui.is_busy() {
+        return;
+    }
+    let slot = ui.session.get_value();
+    let Some(mut s) = slot.borrow_mut().take() else {
+        ui.status.set(Status::Error("no model is loaded".into()));
+        return;
+    };
+    let st = ui.settings.get_untracked();
+    let text = if st.chat {
+        s.tok.chat_prompt(&st.prompt, None)
+    } else {
+        Ok(st.prompt.clone())
+    };
+    let prompt = match text.and_then(|t| s.tok.encode_prompt(&t)) {
+        Ok(ids) => ids,
+        Err(e) => {
+            slot.replace(Some(s));
+            ui.status.set(Status::Error(e.to_string()));
+            return;
+        }
+    };
+    let job = Job {
+        prompt,
+        sampling: st.sampling(),
+        max_tokens: st.max_tokens,
+        stop_token: if st.ignore_eos { None } else { s.tok.eos_id },
+    };
+    ui.stop.set(false);
+    ui.output.set(String::new());
+    ui.ids.set(Vec::new());
+    ui.tokens_per_s.set(None);
+    ui.prefill_ms.set(None);
+    ui.positions.set(Some(0));
+    ui.status.set(Status::Generating);
+    spawn_local(async move {
+        let result = generation::run(ui, &mut s, job).await;
+        // A G chosen after the last token is applied now.
+        let late = ui.pending_groups.get_untracked();
+        ui.pending_groups.set(None);
+        let result = match late {
+            Some(g) if g != s.engine.grouping().groups() => {
+                result.and_then(|o| s.engine.regroup(g).map(|_| o))
+            }
+            _ => result,
+        };
+        slot.replace(Some(s));
+        finish(ui, result);
+    });
+}
+
+fn finish(ui: Ui, result: Result<Outcome, EngineError>) {
+    match result {
+        Ok(o) => ui.status.set(Status::Done(
+            match o {
+                Outcome::MaxTokens => "",
+                Outcome::Eos => "end of sequence",
+                Outcome::Stopped => "stopped",
+            }
+            .into(),
+        )),
+        Err(e) => {
+            ui.gpu_failed.set(matches!(
+                e,
+                EngineError::Gpu(_) | EngineError::DeviceLost(_)
+            ));
+            ui.status.set(Status::Error(e.to_string()));
+        }
+    }
+}
+
+/// Asks a running generation to stop after its current token.
+pub fn stop(ui: Ui) {
+    ui.stop.set(true);
+}
+
+/// Changes G: at once when idle (the KV cache is rebuilt), or between two tokens of a running
+/// generation (which then prefills its text so far under the new G and goes on).
+pub fn set_groups(ui: Ui, g: usize) {
+    let Some(info) = ui.info.get_untracked() else {
+        return;
+    };
+    if !info.cfg.valid_groups().contains(&g) || g == ui.groups.get_untracked() {
+        return;
+    }
+    ui.groups.set(g);
+    ui.settings.update(|s| s.groups = Some(g));
+    if ui.status.get_untracked() == Status::Generating {
+        ui.pending_groups.set(Some(g));
+        return;
+    }
+    let slot = ui.session.get_value();
+    let mut guard = slot.borrow_mut();
+    if let Some(s) = guard.as_mut() {
+        if let Err(e) = s.engine.regroup(g) {
+            ui.gpu_failed.set(matches!(
+                e,
+                EngineError::Gpu(_) | EngineError::DeviceLost(_)
+            ));
+            ui.status.set(Status::Error(e.to_string()));
+        }
+    }
+}
+
+/// Counts the prompt's tokens (as the model will see them) for the KV meter.
+pub fn count_prompt(ui: Ui) {
+    let st = ui.settings.get_untracked();
+    let Some(tok) = ui.tokenizer.get_value() else {
+        return;
+    };
+    let text = if st.chat {
+        tok.chat_prompt(&st.prompt, None)
+    } else {
+        Ok(st.prompt)
+    };
+    if let Ok(ids) = text.and_then(|t| tok.encode_prompt(&t)) {
+        ui.prompt_tokens.set(ids.len());
+    }
+}
+
+/// Developer tool (`?debug=1`): destroys the GPU device, as a driver reset would.
+pub fn lose_device(ui: Ui) {
+    if let Some(s) = ui.session.get_value().borrow().as_ref() {
+        s.engine.gpu().device.destroy();
+    }
+}

@@ -1,0 +1,107 @@
+//! The page: header with status, the model strip, the prompt and output on the left, the G
+//! slider, grouping diagram, KV-cache meter and trade-offs on the right.
+
+use super::actions;
+use super::controls::{GroupSlider, PromptControls};
+use super::diagram::GroupingDiagram;
+use super::kv_meter::KvMeter;
+use super::model_panel::{guard_window_drops, ModelPanel};
+use super::output::Output;
+use super::state::{Status, Ui};
+use super::tradeoffs::Tradeoffs;
+use super::url_state::Settings;
+use leptos::prelude::*;
+
+/// The whole app. Reads its settings from the URL, keeps the URL up to date, and loads the
+/// default model on start.
+#[component]
+pub fn App() -> impl IntoView {
+    let (settings, url_problems) = Settings::read();
+    let ui = Ui::new(settings);
+    guard_window_drops();
+    Effect::new(move |_| ui.settings.with(Settings::write));
+    // Recount the prompt when its text, the chat toggle or the model changes.
+    let prompt_key = Memo::new(move |_| ui.settings.with(|s| (s.prompt.clone(), s.chat)));
+    Effect::new(move |_| {
+        prompt_key.track();
+        ui.info.track();
+        actions::count_prompt(ui);
+        if ui.status.get_untracked() != Status::Generating {
+            ui.positions.set(None);
+        }
+    });
+    actions::boot(ui);
+    let state = move || match ui.status.get() {
+        Status::Ready => "ready",
+        Status::Generating => "generating",
+        Status::Done(_) => "done",
+        Status::Error(_) => "error",
+        _ => "loading",
+    };
+    view! {
+        <header class="top">
+            <div class="brand">
+                <h1>"gqa-lab"</h1>
+                <p class="tagline">"Grouped-query attention, live: change how many KV heads a real language model uses while it writes."</p>
+            </div>
+            <div class="status" data-testid="status" data-state=state role="status">{move || ui.status.get().text()}</div>
+        </header>
+        {(!url_problems.is_empty()).then(|| view! {
+            <p class="notice">{format!("Ignored in the URL: {}", url_problems.join("; "))}</p>
+        })}
+        <Show when=move || ui.no_webgpu.with(Option::is_some)>
+            <section class="notice error" data-testid="no-webgpu">
+                <h2>"WebGPU is not available in this browser"</h2>
+                <p>{move || ui.no_webgpu.get()}</p>
+                <p>
+                    "gqa-lab runs the model in WebGPU compute shaders. Use a current desktop "
+                    <b>"Chrome or Edge (113 or newer)"</b>
+                    ", Safari 26, or Firefox 141+ on Windows. On Linux, Chrome needs "
+                    <code>"chrome://flags/#enable-unsafe-webgpu"</code>
+                    " (or the command-line flag "<code>"--enable-unsafe-webgpu"</code>"); "
+                    "check that "<code>"chrome://gpu"</code>" lists WebGPU as hardware accelerated or enabled."
+                </p>
+            </section>
+        </Show>
+        <Show when=move || ui.gpu_failed.get()>
+            <section class="notice error" data-testid="device-lost">
+                <h2>"The GPU stopped working"</h2>
+                <p>"The GPU device was lost or failed (a driver reset, the tab in the background too long, or too little memory). Your settings and text are kept."</p>
+                <button class="primary" data-testid="reload-engine" on:click=move |_| actions::reload_engine(ui)>"Reload the engine"</button>
+            </section>
+        </Show>
+        <ModelPanel ui />
+        <main class="grid">
+            <section class="card">
+                <h2>"Generate"</h2>
+                <PromptControls ui />
+                <Output ui />
+            </section>
+            <div class="side">
+                <section class="card">
+                    <h2>"KV groups"</h2>
+                    <GroupSlider ui />
+                    <GroupingDiagram ui />
+                </section>
+                <section class="card">
+                    <h2>"KV cache"</h2>
+                    <KvMeter ui />
+                </section>
+                <section class="card">
+                    <h2>"What each G buys"</h2>
+                    <Tradeoffs ui />
+                </section>
+                <Show when=move || ui.settings.with(|s| s.debug)>
+                    <section class="card">
+                        <h2>"Developer"</h2>
+                        <button data-testid="lose-device" on:click=move |_| actions::lose_device(ui)>"Simulate a lost GPU device"</button>
+                    </section>
+                </Show>
+            </div>
+        </main>
+        <footer>
+            "gqa-lab · SmolLM2-135M-Instruct (Apache-2.0) in WGSL compute shaders through wgpu · "
+            "GQA: Ainslie et al. 2023, arXiv:2305.13245"
+        </footer>
+    }
+}

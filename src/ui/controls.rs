@@ -1,0 +1,243 @@
+//! The controls: prompt, chat toggle, sampling settings, Generate/Stop ([`PromptControls`]),
+//! and the G slider ([`GroupSlider`]), which steps through the divisors of the query heads.
+
+use super::actions;
+use super::state::{Status, Ui};
+use super::url_state::Settings;
+use crate::model::Grouping;
+use leptos::ev;
+use leptos::prelude::*;
+
+/// A labelled number input bound to one field of the settings; text that does not parse
+/// leaves the setting as it was.
+#[component]
+fn NumberField<T, G, S>(
+    ui: Ui,
+    /// Visible label.
+    label: &'static str,
+    /// `name`/`id` of the input, also its test hook.
+    name: &'static str,
+    /// Reads the field.
+    get: G,
+    /// Writes the field.
+    set: S,
+    /// The input's `step` attribute.
+    #[prop(default = "1")]
+    step: &'static str,
+    /// The input's `min` attribute.
+    #[prop(default = "0")]
+    min: &'static str,
+    /// Short help under the label.
+    hint: &'static str,
+) -> impl IntoView
+where
+    T: std::str::FromStr + ToString + 'static,
+    G: Fn(&Settings) -> T + Copy + Send + Sync + 'static,
+    S: Fn(&mut Settings, T) + Copy + Send + Sync + 'static,
+{
+    view! {
+        <label class="field">
+            <span class="field-label">{label}</span>
+            <input
+                type="number"
+                id=name
+                name=name
+                data-testid=name
+                step=step
+                min=min
+                prop:value=move || ui.settings.with(|s| get(s).to_string())
+                on:change=move |e| {
+                    if let Ok(v) = event_target_value(&e).trim().parse::<T>() {
+                        ui.settings.update(|s| set(s, v));
+                    }
+                }
+            />
+            <span class="field-hint">{hint}</span>
+        </label>
+    }
+}
+
+/// Prompt, chat toggle, sampling settings and the Generate/Stop buttons.
+#[component]
+pub fn PromptControls(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let generating = move || ui.status.get() == Status::Generating;
+    let can_generate = move || {
+        ui.info.with(Option::is_some)
+            && !matches!(
+                ui.status.get(),
+                Status::Generating | Status::Loading(_) | Status::Starting
+            )
+    };
+    let has_chat = move || ui.info.with(|i| i.as_ref().is_none_or(|i| i.has_chat));
+    let on_key = move |e: ev::KeyboardEvent| {
+        if e.key() == "Enter" && (e.ctrl_key() || e.meta_key()) {
+            e.prevent_default();
+            actions::generate(ui);
+        }
+    };
+    view! {
+        <div class="prompt-box">
+            <label class="field-label" for="prompt">"Prompt"</label>
+            <textarea
+                id="prompt"
+                data-testid="prompt-input"
+                rows="4"
+                placeholder="Write a prompt…"
+                prop:value=move || ui.settings.with(|s| s.prompt.clone())
+                on:input=move |e| { let v = event_target_value(&e); ui.settings.update(|s| s.prompt = v); }
+                on:keydown=on_key
+            ></textarea>
+        </div>
+        <div class="row toggles">
+            <label class="toggle" title="Wrap the prompt as one user turn of the model's ChatML template">
+                <input
+                    type="checkbox"
+                    data-testid="chat-toggle"
+                    prop:checked=move || ui.settings.with(|s| s.chat)
+                    prop:disabled=move || !has_chat()
+                    on:change=move |e| { let on = event_target_checked(&e); ui.settings.update(|s| s.chat = on); }
+                />
+                " Chat (ChatML)"
+            </label>
+            <label class="toggle" title="Keep generating after the end-of-sequence token">
+                <input
+                    type="checkbox"
+                    data-testid="ignore-eos"
+                    prop:checked=move || ui.settings.with(|s| s.ignore_eos)
+                    on:change=move |e| { let on = event_target_checked(&e); ui.settings.update(|s| s.ignore_eos = on); }
+                />
+                " Ignore end of sequence"
+            </label>
+        </div>
+        <details class="sampling" open>
+            <summary>"Sampling"</summary>
+            <div class="fields">
+                <NumberField ui label="Temperature" name="temperature" step="0.1" hint="0 = greedy"
+                    get=|s: &Settings| s.temperature set=|s: &mut Settings, v: f32| s.temperature = v.max(0.0) />
+                <NumberField ui label="Top-k" name="top_k" hint="0 = all tokens"
+                    get=|s: &Settings| s.top_k set=|s: &mut Settings, v| s.top_k = v />
+                <NumberField ui label="Top-p" name="top_p" step="0.05" hint="1 = no cut"
+                    get=|s: &Settings| s.top_p set=|s: &mut Settings, v: f32| s.top_p = v.clamp(0.01, 1.0) />
+                <NumberField ui label="Seed" name="seed" hint="same seed, same text"
+                    get=|s: &Settings| s.seed set=|s: &mut Settings, v| s.seed = v />
+                <NumberField ui label="Max tokens" name="max_tokens" min="1" hint="new tokens"
+                    get=|s: &Settings| s.max_tokens set=|s: &mut Settings, v: usize| s.max_tokens = v.max(1) />
+            </div>
+        </details>
+        <div class="row buttons">
+            <button
+                class="primary"
+                data-testid="generate-button"
+                prop:disabled=move || !can_generate()
+                on:click=move |_| actions::generate(ui)
+                title="Ctrl+Enter in the prompt"
+            >"Generate"</button>
+            <button
+                data-testid="stop-button"
+                prop:disabled=move || !generating()
+                on:click=move |_| actions::stop(ui)
+            >"Stop"</button>
+        </div>
+    }
+}
+
+/// The next G for a slider value `v` coming from `cur`: a valid `v` as it is; one step (the
+/// arrow keys) moves to the neighbouring valid G in that direction; a jump snaps to the nearest.
+fn snap(valid: &[usize], cur: usize, v: usize) -> usize {
+    if valid.contains(&v) {
+        return v;
+    }
+    if v == cur + 1 {
+        return valid.iter().copied().find(|&g| g > cur).unwrap_or(cur);
+    }
+    if v + 1 == cur {
+        return valid
+            .iter()
+            .rev()
+            .copied()
+            .find(|&g| g < cur)
+            .unwrap_or(cur);
+    }
+    valid
+        .iter()
+        .copied()
+        .min_by_key(|&g| (g.abs_diff(v), usize::MAX - g))
+        .unwrap_or(cur)
+}
+
+/// The G slider: an `input[type=range]` whose value is G, with a labelled stop (MQA, GQA-G,
+/// MHA) at each divisor of the query heads. Keyboard: arrow keys step between divisors.
+#[component]
+pub fn GroupSlider(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let heads = move || ui.info.with(|i| i.as_ref().map_or(1, |i| i.cfg.n_heads));
+    let valid = move || {
+        ui.info
+            .with(|i| i.as_ref().map(|i| i.cfg.valid_groups()).unwrap_or_default())
+    };
+    let label = move |g: usize| {
+        Grouping::new(heads(), g)
+            .map(|gr| gr.label())
+            .unwrap_or_default()
+    };
+    let on_change = move |e: ev::Event| {
+        let v = event_target_value(&e).parse().unwrap_or(0);
+        let g = snap(&valid(), ui.groups.get_untracked(), v);
+        actions::set_groups(ui, g);
+        let input: web_sys::HtmlInputElement = event_target(&e);
+        input.set_value(&ui.groups.get_untracked().to_string());
+    };
+    let pos = move |g: usize| {
+        let p = if heads() > 1 {
+            (g - 1) as f64 * 100.0 / (heads() - 1) as f64
+        } else {
+            0.0
+        };
+        format!("calc({p:.2}% + {:.2}px)", 9.0 - p * 0.18)
+    };
+    view! {
+        <div class="slider">
+            <label for="groups" class="field-label">
+                {move || match ui.info.with(Option::is_some) {
+                    true => view! {
+                        "KV groups "<b>"G = "{ui.groups.get()}</b>
+                        " · "{label(ui.groups.get())}
+                        " · "{heads() / ui.groups.get().max(1)}" query heads per KV head"
+                    }.into_any(),
+                    false => view! { "KV groups G (available once a model is loaded)" }.into_any(),
+                }}
+            </label>
+            <input
+                type="range"
+                id="groups"
+                data-testid="groups-slider"
+                min="1"
+                max=move || heads().to_string()
+                step="1"
+                prop:value=move || ui.groups.get().to_string()
+                prop:disabled=move || ui.info.with(Option::is_none)
+                aria-valuetext=move || format!("G = {} ({})", ui.groups.get(), label(ui.groups.get()))
+                on:change=on_change
+            />
+            <div class="ticks">
+                {move || valid().into_iter().map(|g| view! {
+                    <button
+                        class="tick"
+                        class:active=move || ui.groups.get() == g
+                        style:left=pos(g)
+                        tabindex="-1"
+                        on:click=move |_| actions::set_groups(ui, g)
+                    >
+                        <span class="tick-g">{g}</span>
+                        <span class="tick-label">{label(g)}</span>
+                    </button>
+                }).collect_view()}
+            </div>
+        </div>
+    }
+}

@@ -1,0 +1,106 @@
+//! The grouping diagram (SVG): the query heads and KV heads of one layer, each query head
+//! joined to the KV head it reads (`Grouping::kv_head`), coloured by group.
+
+use super::state::Ui;
+use crate::model::Grouping;
+use leptos::prelude::*;
+
+const W: f64 = 560.0;
+const H: f64 = 200.0;
+const PAD: f64 = 48.0;
+const Q_Y: f64 = 44.0;
+const KV_Y: f64 = 150.0;
+
+/// Colour of KV group `g` of `groups`.
+pub fn group_colour(g: usize, groups: usize) -> String {
+    let hue = 210.0 + 300.0 * g as f64 / groups.max(1) as f64;
+    format!("hsl({:.0} 70% 52%)", hue % 360.0)
+}
+
+/// x of item `i` of `n` spread across the width.
+fn x_of(i: usize, n: usize) -> f64 {
+    if n <= 1 {
+        return W / 2.0;
+    }
+    PAD + i as f64 * (W - 2.0 * PAD) / (n - 1) as f64
+}
+
+/// One layer's attention heads at the current G.
+#[component]
+pub fn GroupingDiagram(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let grouping = move || {
+        let heads = ui.info.with(|i| i.as_ref().map(|i| i.cfg.n_heads))?;
+        Grouping::new(heads, ui.groups.get()).ok()
+    };
+    let body = move || {
+        let Some(gr) = grouping() else {
+            return view! { <text x=W / 2.0 y=H / 2.0 text-anchor="middle" class="muted">"load a model to see its heads"</text> }.into_any();
+        };
+        let (nh, ng) = (gr.n_heads(), gr.groups());
+        let r = (((W - 2.0 * PAD) / nh as f64) / 2.6).clamp(3.0, 15.0);
+        let kv_x = |g: usize| {
+            let m = gr.members(g);
+            (x_of(m.start, nh) + x_of(m.end - 1, nh)) / 2.0
+        };
+        let lines = (0..nh).map(|h| {
+            let g = gr.kv_head(h);
+            view! { <line class="edge" data-q=h data-kv=g x1=x_of(h, nh) y1=Q_Y + r x2=kv_x(g) y2=KV_Y - r stroke=group_colour(g, ng) /> }
+        }).collect_view();
+        let queries = (0..nh).map(|h| {
+            let g = gr.kv_head(h);
+            view! {
+                <g class="q-head" data-kv=g>
+                    <title>{format!("query head {h} reads KV head {g}")}</title>
+                    <circle cx=x_of(h, nh) cy=Q_Y r=r fill=group_colour(g, ng) />
+                    <text x=x_of(h, nh) y=Q_Y - r - 6.0 text-anchor="middle" class="head-label">{format!("Q{h}")}</text>
+                </g>
+            }
+        }).collect_view();
+        let kvs = (0..ng).map(|g| {
+            let m = gr.members(g);
+            let w = (x_of(m.end - 1, nh) - x_of(m.start, nh) + 2.0 * r).max(2.0 * r);
+            view! {
+                <g class="kv-head" data-kv=g>
+                    <title>{format!("KV head {g}: serves query heads {}–{}", m.start, m.end - 1)}</title>
+                    <rect x=kv_x(g) - w / 2.0 y=KV_Y - r width=w height=2.0 * r rx=r.min(6.0) fill=group_colour(g, ng) />
+                    <text x=kv_x(g) y=KV_Y + r + 16.0 text-anchor="middle" class="head-label">{format!("KV{g}")}</text>
+                </g>
+            }
+        }).collect_view();
+        view! {
+            <text x=6.0 y=Q_Y + 4.0 class="row-label">"Q"</text>
+            <text x=6.0 y=KV_Y + 4.0 class="row-label">"K/V"</text>
+            {lines}{queries}{kvs}
+        }
+        .into_any()
+    };
+    let caption = move || {
+        grouping().map(|gr| {
+            format!(
+                "{} query heads share {} KV head{} ({}): query head h reads KV head ⌊h / {}⌋.",
+                gr.n_heads(),
+                gr.groups(),
+                if gr.groups() == 1 { "" } else { "s" },
+                gr.label(),
+                gr.n_rep()
+            )
+        })
+    };
+    view! {
+        <figure class="diagram">
+            <svg
+                data-testid="grouping-diagram"
+                data-groups=move || ui.groups.get()
+                viewBox=format!("0 0 {W} {H}")
+                role="img"
+                aria-label=move || caption().unwrap_or_default()
+            >
+                {body}
+            </svg>
+            <figcaption>{caption}</figcaption>
+        </figure>
+    }
+}

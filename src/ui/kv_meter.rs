@@ -1,0 +1,156 @@
+//! The KV-cache meter: live bytes of the current sequence at the current G, the formula with
+//! its numbers filled in from the model's metadata, and a chart of cache bytes against context
+//! length for every valid G with the current position marked.
+
+use super::diagram::group_colour;
+use super::format;
+use super::state::Ui;
+use crate::model::{kv_cache_bytes, Grouping};
+use leptos::prelude::*;
+
+/// The engine keeps K and V in f32.
+const BYTES_PER_ELEMENT: usize = 4;
+const W: f64 = 560.0;
+const H: f64 = 190.0;
+const L: f64 = 64.0; // left margin (axis labels)
+const B: f64 = 28.0; // bottom margin
+const T: f64 = 24.0; // top margin
+
+/// Live KV-cache bytes, the formula, and the bytes-vs-context chart.
+#[component]
+pub fn KvMeter(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let bytes = move || {
+        ui.info.with(|i| {
+            i.as_ref().map(|i| {
+                kv_cache_bytes(&i.cfg, ui.groups.get(), ui.seq_tokens(), BYTES_PER_ELEMENT)
+            })
+        })
+    };
+    let formula = move || {
+        ui.info.with(|i| {
+            i.as_ref().map(|i| {
+                let c = &i.cfg;
+                format!(
+                    "2 (K and V) · {} layers · G = {} · {} head_dim · {} tokens · {BYTES_PER_ELEMENT} bytes",
+                    c.n_layers,
+                    ui.groups.get(),
+                    c.head_dim,
+                    format::int(ui.seq_tokens() as u64)
+                )
+            })
+        })
+    };
+    let what = move || match ui.positions.get() {
+        Some(_) => "positions in the KV cache (prompt + generated)",
+        None => "prompt tokens (not run yet)",
+    };
+    let loaded = move || ui.info.with(Option::is_some);
+    view! {
+        <Show when=loaded fallback=|| view! { <p class="muted">"The KV-cache meter appears once a model is loaded."</p> }>
+        <div class="kv-meter">
+            <div class="kv-big">
+                <span class="kv-num" data-testid="kv-cache-bytes">{move || bytes().unwrap_or(0)}</span>
+                <span class="kv-unit">" bytes"</span>
+                <span class="kv-human">{move || bytes().map(format::bytes)}</span>
+            </div>
+            <p class="formula">
+                <code>{formula}</code>
+                <br/>
+                <span class="muted">
+                    <span data-testid="kv-tokens">{move || ui.seq_tokens()}</span>" "{what}
+                </span>
+            </p>
+            <KvChart ui />
+        </div>
+        </Show>
+    }
+}
+
+/// Cache bytes vs context length, one line per valid G, up to the session's KV capacity.
+#[component]
+fn KvChart(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let chart = move || {
+        let info = ui.info.get()?;
+        let cfg = &info.cfg;
+        let cap = info.capacity.max(1);
+        let valid = cfg.valid_groups();
+        let gmax = valid.last().copied().unwrap_or(1);
+        let ymax = kv_cache_bytes(cfg, gmax, cap, BYTES_PER_ELEMENT).max(1) as f64;
+        let x = move |n: usize| L + (W - L - 8.0) * n as f64 / cap as f64;
+        let y = move |b: u64| H - B - (H - B - T) * b as f64 / ymax;
+        let cur_g = ui.groups.get();
+        let n = ui.seq_tokens().min(cap);
+        let lines = valid
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| {
+                let end = kv_cache_bytes(cfg, g, cap, BYTES_PER_ELEMENT);
+                let label = Grouping::new(cfg.n_heads, g).map(|gr| gr.label()).unwrap_or_default();
+                view! {
+                    <g class="series" class:current=g == cur_g>
+                        <line x1=x(0) y1=y(0) x2=x(cap) y2=y(end) stroke=group_colour(i, valid.len()) />
+                        <text x=x(cap) - 4.0 y=y(end) - 6.0 text-anchor="end" class="series-label">
+                            {format!("{label} · {}", format::bytes(end))}
+                        </text>
+                    </g>
+                }
+            })
+            .collect_view();
+        let here = kv_cache_bytes(cfg, cur_g, n, BYTES_PER_ELEMENT);
+        Some(view! {
+            <line class="axis" x1=L y1=H - B x2=W - 8.0 y2=H - B />
+            <line class="axis" x1=L y1=T x2=L y2=H - B />
+            <text x=L - 6.0 y=T + 8.0 text-anchor="end" class="tick-text">{format::bytes(ymax as u64)}</text>
+            <text x=L - 6.0 y=H - B text-anchor="end" class="tick-text">"0"</text>
+            <text x=L y=H - 8.0 class="tick-text">"0"</text>
+            <text x=W - 8.0 y=H - 8.0 text-anchor="end" class="tick-text">{format!("{cap} tokens (this page's KV capacity)")}</text>
+            {lines}
+            <line class="marker" x1=x(n) y1=T x2=x(n) y2=H - B />
+            <circle class="marker-dot" cx=x(n) cy=y(here) r=5.0 />
+            <text x=x(n) + 8.0 y=T + 10.0 class="tick-text">{format!("now: {n} tokens")}</text>
+        })
+    };
+    let full = move || {
+        ui.info.with(|i| {
+            i.as_ref().map(|i| {
+                let c = &i.cfg;
+                c.valid_groups()
+                    .into_iter()
+                    .map(|g| {
+                        let label = Grouping::new(c.n_heads, g)
+                            .map(|gr| gr.label())
+                            .unwrap_or_default();
+                        format!(
+                            "{label} {}",
+                            format::bytes(kv_cache_bytes(
+                                c,
+                                g,
+                                c.context_length,
+                                BYTES_PER_ELEMENT
+                            ))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            })
+        })
+    };
+    let ctx = move || {
+        ui.info
+            .with(|i| i.as_ref().map_or(0, |i| i.cfg.context_length))
+    };
+    view! {
+        <svg class="kv-chart" viewBox=format!("0 0 {W} {H}") role="img" aria-label="KV-cache bytes against context length for each G">
+            {chart}
+        </svg>
+        <p class="muted small">
+            "At the model's full context ("{move || format::int(ctx() as u64)}" tokens): "{full}
+        </p>
+    }
+}

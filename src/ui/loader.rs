@@ -1,0 +1,230 @@
+//! Getting model bytes: the default model from the app's own origin (streamed with progress,
+//! verified by sha256, kept in Cache Storage and read from there on the next visit; a cached
+//! copy whose hash is wrong is dropped and fetched again), or a file the person picked.
+
+use super::js::{describe, now_ms};
+use js_sys::{Reflect, Uint8Array};
+use sha2::{Digest, Sha256};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Cache, ReadableStreamDefaultReader, Response};
+
+/// The default model: served by trunk from `static/models/` (see index.html).
+pub const DEFAULT_MODEL_URL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct (GGUF Q4_1)";
+pub const DEFAULT_MODEL_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+pub const DEFAULT_MODEL_BYTES: u64 = 98_362_432;
+const CACHE_NAME: &str = "gqa-lab-models-v1";
+/// Files past this do not fit the 4 GiB address space of wasm32 next to the app.
+const MAX_FILE_BYTES: f64 = 2.0 * 1024.0 * 1024.0 * 1024.0;
+
+/// Where the bytes are coming from, for the progress bar.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Phase {
+    Download,
+    Cache,
+    File,
+}
+
+/// How far a load has come.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub loaded: u64,
+    pub total: Option<u64>,
+    pub elapsed_ms: f64,
+}
+
+impl Progress {
+    pub fn percent(&self) -> Option<f64> {
+        self.total
+            .filter(|&t| t > 0)
+            .map(|t| (self.loaded as f64 * 100.0 / t as f64).min(100.0))
+    }
+    pub fn mb_per_s(&self) -> f64 {
+        self.loaded as f64 / 1e6 / (self.elapsed_ms.max(1.0) / 1e3)
+    }
+}
+
+/// Model bytes with their sha256 (lowercase hex).
+pub struct Loaded {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+}
+
+/// The default model: from Cache Storage when a verified copy is there, else from the network
+/// (then stored). `on_progress` is called as bytes arrive.
+pub async fn load_default(on_progress: &dyn Fn(Progress)) -> Result<Loaded, String> {
+    let cache = open_cache().await;
+    if let Some(cache) = &cache {
+        if let Some(resp) = cache_match(cache).await {
+            match read_verified(resp, Phase::Cache, on_progress).await {
+                Ok(bytes) => {
+                    return Ok(Loaded {
+                        bytes,
+                        sha256: DEFAULT_MODEL_SHA256.into(),
+                    })
+                }
+                Err(e) => {
+                    web_sys::console::warn_1(
+                        &format!("cached model rejected ({e}); fetching it again").into(),
+                    );
+                    let _ = JsFuture::from(cache.delete_with_str(DEFAULT_MODEL_URL)).await;
+                }
+            }
+        }
+    }
+    let window = web_sys::window().ok_or("no window")?;
+    let resp: Response = JsFuture::from(window.fetch_with_str(DEFAULT_MODEL_URL))
+        .await
+        .map_err(|e| format!("could not fetch the model: {}", describe(&e)))?
+        .dyn_into()
+        .map_err(|_| "fetch did not return a Response")?;
+    if !resp.ok() {
+        return Err(format!(
+            "the model is not on the server ({} {} for {DEFAULT_MODEL_URL}); run `scripts/setup.sh model` and rebuild",
+            resp.status(),
+            resp.status_text()
+        ));
+    }
+    let mut bytes = read_verified(resp, Phase::Download, on_progress).await?;
+    if let Some(cache) = &cache {
+        store(cache, &mut bytes).await;
+    }
+    Ok(Loaded {
+        bytes,
+        sha256: DEFAULT_MODEL_SHA256.into(),
+    })
+}
+
+/// Reads a file the person dropped or picked, hashing it as it goes.
+pub async fn load_file(
+    file: &web_sys::File,
+    on_progress: &dyn Fn(Progress),
+) -> Result<Loaded, String> {
+    if file.size() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} is {:.1} GB: too large for the browser (wasm32 has 4 GB of memory in all)",
+            file.name(),
+            file.size() / 1e9
+        ));
+    }
+    let resp = Response::new_with_opt_blob(Some(file)).map_err(|e| describe(&e))?;
+    let (bytes, sha256) =
+        read_stream(resp, Phase::File, Some(file.size() as u64), on_progress).await?;
+    Ok(Loaded { bytes, sha256 })
+}
+
+async fn open_cache() -> Option<Cache> {
+    // Cache Storage exists only in secure contexts (https, localhost, 127.0.0.1).
+    let caches = web_sys::window()?.caches().ok()?;
+    JsFuture::from(caches.open(CACHE_NAME))
+        .await
+        .ok()?
+        .dyn_into()
+        .ok()
+}
+
+async fn cache_match(cache: &Cache) -> Option<Response> {
+    let hit = JsFuture::from(cache.match_with_str(DEFAULT_MODEL_URL))
+        .await
+        .ok()?;
+    hit.dyn_into().ok()
+}
+
+/// Stores the verified bytes; a full quota only costs the next visit a download.
+async fn store(cache: &Cache, bytes: &mut [u8]) {
+    let Ok(resp) = Response::new_with_opt_u8_array(Some(bytes)) else {
+        return;
+    };
+    if let Err(e) = JsFuture::from(cache.put_with_str(DEFAULT_MODEL_URL, &resp)).await {
+        web_sys::console::warn_1(
+            &format!(
+                "could not keep the model in Cache Storage: {}",
+                describe(&e)
+            )
+            .into(),
+        );
+    }
+}
+
+/// Reads the default model's bytes and checks their size and sha256.
+async fn read_verified(
+    resp: Response,
+    phase: Phase,
+    on_progress: &dyn Fn(Progress),
+) -> Result<Vec<u8>, String> {
+    let (bytes, sha) = read_stream(resp, phase, Some(DEFAULT_MODEL_BYTES), on_progress).await?;
+    if sha != DEFAULT_MODEL_SHA256 {
+        return Err(format!(
+            "sha256 mismatch: got {sha} for {} bytes, expected {DEFAULT_MODEL_SHA256}",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Streams a response body into memory, hashing each chunk and reporting progress.
+async fn read_stream(
+    resp: Response,
+    phase: Phase,
+    expected: Option<u64>,
+    on_progress: &dyn Fn(Progress),
+) -> Result<(Vec<u8>, String), String> {
+    let total = resp
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok())
+        .or(expected);
+    let body = resp.body().ok_or("the response has no body")?;
+    let reader: ReadableStreamDefaultReader = body
+        .get_reader()
+        .dyn_into()
+        .map_err(|_| "the response body is not a byte stream")?;
+    let start = now_ms();
+    let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(MAX_FILE_BYTES as u64) as usize);
+    let mut hasher = Sha256::new();
+    let mut last_report = f64::NEG_INFINITY;
+    loop {
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| format!("reading the model failed: {}", describe(&e)))?;
+        let done = Reflect::get(&chunk, &"done".into()).map_or(true, |d| d.is_truthy());
+        if done {
+            break;
+        }
+        let value: Uint8Array = Reflect::get(&chunk, &"value".into())
+            .unwrap_or(JsValue::UNDEFINED)
+            .dyn_into()
+            .map_err(|_| "the stream gave something other than bytes")?;
+        let at = bytes.len();
+        bytes.resize(at + value.length() as usize, 0);
+        value.copy_to(&mut bytes[at..]);
+        hasher.update(&bytes[at..]);
+        let now = now_ms();
+        if now - last_report > 100.0 {
+            last_report = now;
+            on_progress(Progress {
+                phase,
+                loaded: bytes.len() as u64,
+                total,
+                elapsed_ms: now - start,
+            });
+        }
+    }
+    on_progress(Progress {
+        phase,
+        loaded: bytes.len() as u64,
+        total: Some(bytes.len() as u64),
+        elapsed_ms: now_ms() - start,
+    });
+    let sha = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((bytes, sha))
+}

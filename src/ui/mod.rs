@@ -1,0 +1,27 @@
+//! The browser app (wasm32 only): a Leptos client-side UI over the GPU engine. The only module
+//! that touches leptos, web-sys and js-sys. Data flows one way: the model bytes ([`loader`]) →
+//! an engine and tokenizer ([`session`]) → tokens ([`generation`]) → signals ([`state`]) →
+//! DOM and SVG ([`app`], [`controls`], [`diagram`], [`kv_meter`], [`tradeoffs`]).
+//! Settings live in the URL ([`url_state`]).
+
+mod actions;
+mod app;
+mod controls;
+mod diagram;
+mod format;
+mod generation;
+mod js;
+mod kv_meter;
+mod loader;
+mod model_panel;
+mod output;
+mod session;
+mod state;
+mod tradeoffs;
+mod url_state;
+
+/// Mounts the app on `<body>`; called by the wasm `main`.
+pub fn mount() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(app::App);
+}

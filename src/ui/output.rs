@@ -1,0 +1,40 @@
+//! The generated text as it streams in, its token ids, and the speed.
+
+use super::state::{Status, Ui};
+use leptos::prelude::*;
+
+/// Output text, ids, tokens/s and prefill time.
+#[component]
+pub fn Output(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let ids = move || {
+        ui.ids
+            .with(|v| v.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+    };
+    let caret = move || ui.status.get() == Status::Generating;
+    view! {
+        <div class="output" aria-live="polite">
+            <div class="output-text" data-testid="output-text">
+                {move || ui.output.get()}
+                <Show when=caret><span class="caret" aria-hidden="true"></span></Show>
+            </div>
+            <div class="stats">
+                <span>
+                    <span class="stat-num" data-testid="tokens-per-second">
+                        {move || ui.tokens_per_s.get().map_or("–".to_string(), |t| format!("{t:.1}"))}
+                    </span>" tokens/s"
+                </span>
+                <span>
+                    "prefill "<span class="stat-num">{move || ui.prefill_ms.get().map_or("–".to_string(), |t| format!("{t:.0}"))}</span>" ms"
+                </span>
+                <span><span class="stat-num">{move || ui.ids.with(Vec::len)}</span>" tokens"</span>
+            </div>
+            <details class="ids">
+                <summary>"Token ids"</summary>
+                <code data-testid="output-ids">{ids}</code>
+            </details>
+        </div>
+    }
+}

@@ -1,0 +1,71 @@
+//! A loaded model: the GPU engine and the tokenizer, built from GGUF bytes, plus what the page
+//! shows about it ([`ModelInfo`]). Anything wrong with the file becomes a readable message.
+
+use super::loader::DEFAULT_MODEL_SHA256;
+use crate::gguf::Gguf;
+use crate::gpu::GpuEngine;
+use crate::model::ModelConfig;
+use crate::tokenizer::Tokenizer;
+use std::rc::Rc;
+
+/// KV-cache positions the page asks for (bounded by the model's context): modest, so that
+/// every G fits comfortably even on a software GPU.
+pub const CAPACITY: usize = 512;
+
+/// The engine and tokenizer of the loaded model.
+pub struct Session {
+    pub engine: GpuEngine,
+    pub tok: Rc<Tokenizer>,
+}
+
+/// What the page shows about the loaded model (plain data, for signals).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub cfg: ModelConfig,
+    pub capacity: usize,
+    pub adapter: String,
+    pub sha256: String,
+    pub eos_id: Option<u32>,
+    pub has_chat: bool,
+    /// The default model, for which the fixtures' reference measurements hold.
+    pub is_reference: bool,
+}
+
+/// Parses `bytes`, builds the tokenizer and uploads the weights to a new GPU device.
+pub async fn open(
+    bytes: &[u8],
+    fallback_name: &str,
+    sha256: &str,
+) -> Result<(Session, ModelInfo), String> {
+    let g = Gguf::parse(bytes)
+        .map_err(|e| format!("this is not a GGUF model file we can read: {e}"))?;
+    let cfg = ModelConfig::from_gguf(&g).map_err(|e| e.to_string())?;
+    let tok = Tokenizer::from_gguf(&g).map_err(|e| format!("tokenizer: {e}"))?;
+    let capacity = CAPACITY.min(cfg.context_length);
+    let engine = GpuEngine::load(&g, capacity)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = match g.get("general.name").and_then(|v| v.to_str().ok()) {
+        Some(n) if sha256 != DEFAULT_MODEL_SHA256 => format!("{n} ({fallback_name})"),
+        _ => fallback_name.to_string(),
+    };
+    let adapter = engine.adapter();
+    let info = ModelInfo {
+        name,
+        capacity: engine.capacity(),
+        adapter,
+        sha256: sha256.to_string(),
+        eos_id: tok.eos_id,
+        has_chat: tok.chat_template.is_some(),
+        is_reference: sha256 == DEFAULT_MODEL_SHA256,
+        cfg,
+    };
+    Ok((
+        Session {
+            engine,
+            tok: Rc::new(tok),
+        },
+        info,
+    ))
+}

@@ -1,0 +1,111 @@
+//! The page's state: signals the components read, the loaded session, and the requests
+//! (stop, regroup) a running generation picks up between tokens.
+
+use super::loader::Progress;
+use super::session::{ModelInfo, Session};
+use super::url_state::Settings;
+use crate::tokenizer::Tokenizer;
+use leptos::prelude::*;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// What the page is doing; `status` shows it as `ready`, `generating`, `done`, `error: …`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Starting,
+    Loading(String),
+    Ready,
+    Generating,
+    Done(String),
+    Error(String),
+}
+
+impl Status {
+    pub fn text(&self) -> String {
+        match self {
+            Status::Starting => "starting".into(),
+            Status::Loading(what) => format!("loading: {what}"),
+            Status::Ready => "ready".into(),
+            Status::Generating => "generating".into(),
+            Status::Done(how) if how.is_empty() => "done".into(),
+            Status::Done(how) => format!("done ({how})"),
+            Status::Error(e) => format!("error: {e}"),
+        }
+    }
+}
+
+/// Where the loaded model came from, to load it again after a lost device.
+#[derive(Clone)]
+pub enum Source {
+    Default,
+    File(web_sys::File),
+}
+
+pub type Slot<T> = Rc<RefCell<Option<T>>>;
+
+/// Every piece of state, as `Copy` handles.
+#[derive(Clone, Copy)]
+pub struct Ui {
+    pub settings: RwSignal<Settings>,
+    /// The grouping shown and used (a divisor of the query heads once a model is loaded).
+    pub groups: RwSignal<usize>,
+    pub status: RwSignal<Status>,
+    pub progress: RwSignal<Option<Progress>>,
+    pub info: RwSignal<Option<ModelInfo>>,
+    /// Why WebGPU cannot be used, when it cannot.
+    pub no_webgpu: RwSignal<Option<String>>,
+    /// The GPU failed (e.g. device lost): offer to load the engine again.
+    pub gpu_failed: RwSignal<bool>,
+    pub output: RwSignal<String>,
+    pub ids: RwSignal<Vec<u32>>,
+    pub tokens_per_s: RwSignal<Option<f64>>,
+    pub prefill_ms: RwSignal<Option<f64>>,
+    /// Positions in the KV cache after the last run; `None` before a run (then the prompt counts).
+    pub positions: RwSignal<Option<usize>>,
+    pub prompt_tokens: RwSignal<usize>,
+    pub stop: RwSignal<bool>,
+    /// A G chosen while generating, applied by the generation loop before its next token.
+    pub pending_groups: RwSignal<Option<usize>>,
+    pub session: StoredValue<Slot<Session>, LocalStorage>,
+    pub tokenizer: StoredValue<Option<Rc<Tokenizer>>, LocalStorage>,
+    pub source: StoredValue<Option<Source>, LocalStorage>,
+}
+
+impl Ui {
+    pub fn new(settings: Settings) -> Self {
+        Ui {
+            groups: RwSignal::new(settings.groups.unwrap_or(0)),
+            settings: RwSignal::new(settings),
+            status: RwSignal::new(Status::Starting),
+            progress: RwSignal::new(None),
+            info: RwSignal::new(None),
+            no_webgpu: RwSignal::new(None),
+            gpu_failed: RwSignal::new(false),
+            output: RwSignal::new(String::new()),
+            ids: RwSignal::new(Vec::new()),
+            tokens_per_s: RwSignal::new(None),
+            prefill_ms: RwSignal::new(None),
+            positions: RwSignal::new(None),
+            prompt_tokens: RwSignal::new(0),
+            stop: RwSignal::new(false),
+            pending_groups: RwSignal::new(None),
+            session: StoredValue::new_local(Rc::new(RefCell::new(None))),
+            tokenizer: StoredValue::new_local(None),
+            source: StoredValue::new_local(None),
+        }
+    }
+
+    /// Tokens the KV meter counts: the live sequence, or the prompt before any run.
+    pub fn seq_tokens(&self) -> usize {
+        self.positions
+            .get()
+            .unwrap_or_else(|| self.prompt_tokens.get())
+    }
+
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.status.get_untracked(),
+            Status::Generating | Status::Loading(_) | Status::Starting
+        )
+    }
+}

@@ -1,0 +1,146 @@
+//! The settings a person can share as a link: `?prompt=…&chat=0|1&groups=G&temperature=…
+//! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1`. Read once at start and
+//! written back (with `history.replaceState`) whenever they change.
+
+use crate::sampling::SamplingParams;
+use web_sys::UrlSearchParams;
+
+/// Everything the controls set, as typed values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub prompt: String,
+    /// Wrap the prompt as one ChatML user turn.
+    pub chat: bool,
+    /// KV groups asked for; `None` means the model's own.
+    pub groups: Option<usize>,
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub seed: u32,
+    pub max_tokens: usize,
+    /// Keep generating past the end-of-sequence token.
+    pub ignore_eos: bool,
+    /// Start generating as soon as the model is loaded.
+    pub autorun: bool,
+    /// Show developer tools (e.g. simulating a lost GPU device).
+    pub debug: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            prompt: "Explain in two sentences why the sky is blue.".into(),
+            chat: true,
+            groups: None,
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            seed: 0,
+            max_tokens: 64,
+            ignore_eos: false,
+            autorun: false,
+            debug: false,
+        }
+    }
+}
+
+impl Settings {
+    pub fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        }
+    }
+
+    /// Parses a query string; values that do not parse keep their default and are reported.
+    pub fn from_query(search: &str) -> (Self, Vec<String>) {
+        let mut s = Settings::default();
+        let mut bad = Vec::new();
+        let Ok(q) = UrlSearchParams::new_with_str(search) else {
+            return (s, vec!["the URL's query string could not be read".into()]);
+        };
+        let get = |k: &str| q.get(k);
+        fn num<T: std::str::FromStr>(
+            v: Option<String>,
+            slot: &mut T,
+            key: &str,
+            bad: &mut Vec<String>,
+        ) {
+            if let Some(v) = v {
+                match v.trim().parse() {
+                    Ok(x) => *slot = x,
+                    Err(_) => bad.push(format!("{key}={v:?} is not a valid number")),
+                }
+            }
+        }
+        if let Some(p) = get("prompt") {
+            s.prompt = p;
+        }
+        let flag = |v: Option<String>| v.map(|v| v == "1" || v == "true");
+        s.chat = flag(get("chat")).unwrap_or(s.chat);
+        s.ignore_eos = flag(get("ignore_eos")).unwrap_or(false);
+        s.autorun = flag(get("autorun")).unwrap_or(false);
+        s.debug = flag(get("debug")).unwrap_or(false);
+        let mut g = 0usize;
+        num(get("groups"), &mut g, "groups", &mut bad);
+        s.groups = (g > 0).then_some(g);
+        num(
+            get("temperature"),
+            &mut s.temperature,
+            "temperature",
+            &mut bad,
+        );
+        num(get("top_k"), &mut s.top_k, "top_k", &mut bad);
+        num(get("top_p"), &mut s.top_p, "top_p", &mut bad);
+        num(get("seed"), &mut s.seed, "seed", &mut bad);
+        num(get("max_tokens"), &mut s.max_tokens, "max_tokens", &mut bad);
+        (s, bad)
+    }
+
+    /// The query string for these settings (with a leading `?`).
+    pub fn to_query(&self) -> String {
+        let Ok(q) = UrlSearchParams::new() else {
+            return String::new();
+        };
+        q.append("prompt", &self.prompt);
+        q.append("chat", if self.chat { "1" } else { "0" });
+        if let Some(g) = self.groups {
+            q.append("groups", &g.to_string());
+        }
+        q.append("temperature", &self.temperature.to_string());
+        q.append("top_k", &self.top_k.to_string());
+        q.append("top_p", &self.top_p.to_string());
+        q.append("seed", &self.seed.to_string());
+        q.append("max_tokens", &self.max_tokens.to_string());
+        for (k, on) in [
+            ("ignore_eos", self.ignore_eos),
+            ("autorun", self.autorun),
+            ("debug", self.debug),
+        ] {
+            if on {
+                q.append(k, "1");
+            }
+        }
+        format!("?{}", String::from(q.to_string()))
+    }
+
+    /// The settings in the page's URL.
+    pub fn read() -> (Self, Vec<String>) {
+        let search = web_sys::window()
+            .and_then(|w| w.location().search().ok())
+            .unwrap_or_default();
+        Self::from_query(&search)
+    }
+
+    /// Replaces the page's URL with these settings (no reload, no history entry).
+    pub fn write(&self) {
+        let Some(w) = web_sys::window() else { return };
+        let path = w.location().pathname().unwrap_or_default();
+        if let Ok(h) = w.history() {
+            let url = format!("{path}{}", self.to_query());
+            let _ = h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url));
+        }
+    }
+}

@@ -1,0 +1,230 @@
+// Browser tests of the gqa-lab app (issue 5): trunk's dist/ served on 127.0.0.1, Debian's
+// chromium with WebGPU on SwiftShader, driven by playwright-core; run with `node --test`.
+// Generations are short (SwiftShader decodes about one token a second on 2 cores).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { serve } from './server.mjs';
+import { ROOT, launch, openPage, byId, text, waitStatus, screenshot } from './harness.mjs';
+
+const MODEL_PATH = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
+const CLI = path.join(ROOT, 'target/release/gqa-lab');
+// SmolLM2-135M: 30 layers, head_dim 64, f32 K/V (what `gqa-lab info` reports).
+const kvBytes = (g, tokens) => 2 * 30 * g * 64 * tokens * 4;
+
+let srv;
+let browser; // one profile for all WebGPU tests: the model is cached after the first load
+const errors = [];
+
+before(async () => {
+  assert.ok(fs.existsSync(path.join(ROOT, 'dist/index.html')), 'run `trunk build --release` first');
+  srv = await serve(path.join(ROOT, 'dist'));
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await srv?.close();
+});
+
+/** The app's URL for these settings. */
+const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams(params)}`;
+const modelHits = () => srv.hits.get(MODEL_PATH) ?? 0;
+
+/** `gqa-lab generate --backend cpu --json`: the native oracle's ids. */
+function cliIds({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {} }) {
+  const args = ['--model', path.join(ROOT, 'static', MODEL_PATH), 'generate', '--backend', 'cpu', '--json',
+    '--prompt', prompt, '--groups', String(groups), '--max-tokens', String(maxTokens)];
+  for (const [k, v] of Object.entries(sampling)) args.push(`--${k.replace('_', '-')}`, String(v));
+  if (chat) args.push('--chat');
+  if (ignoreEos) args.push('--ignore-eos');
+  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' })).ids;
+}
+
+const ids = async (page) => (await text(page, 'output-ids')).split(',').filter(Boolean).map(Number);
+
+test('the default model downloads with progress, then loads from Cache Storage', async () => {
+  const page = await openPage(browser.context, appUrl(), errors);
+  await waitStatus(page, /^ready$/);
+  assert.equal(await byId(page, 'load-progress').getAttribute('data-percent'), '100');
+  assert.match(await text(page, 'load-progress'), /Downloaded 98\.4 \/ 98\.4 MB · [\d.]+ MB\/s · 100%/);
+  assert.equal(modelHits(), 1);
+  await screenshot(page, 'loaded.png');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await screenshot(page, 'loaded-dark.png');
+  await page.close();
+
+  // Second visit: no request for the model reaches the server.
+  const again = await openPage(browser.context, appUrl(), errors);
+  await waitStatus(again, /^ready$/);
+  assert.match(await text(again, 'load-progress'), /browser cache .* 100%/);
+  assert.equal(modelHits(), 1, 'the model was fetched again instead of read from Cache Storage');
+
+  // A corrupted cache entry fails sha256 and is fetched (and stored) again.
+  await again.evaluate(async (url) => {
+    const cache = await caches.open('gqa-lab-models-v1');
+    await cache.put(url, new Response(new Uint8Array(98_362_432).fill(7)));
+  }, new URL('models/SmolLM2-135M-Instruct.Q4_1.gguf', srv.url).href);
+  await again.reload();
+  await waitStatus(again, /^ready$/);
+  assert.equal(modelHits(), 2);
+  await again.reload();
+  await waitStatus(again, /^ready$/);
+  assert.equal(modelHits(), 2, 'the re-fetched model was not stored');
+  await again.close();
+});
+
+// G = 3 runs a chat prompt that ends in EOS (the app, like the CLI, stops there unless
+// ignore_eos=1); G = 1 and G = 9 run past EOS like `--ignore-eos`.
+const CASES = [
+  { groups: 3, prompt: 'Write a haiku about the ocean.', chat: true, maxTokens: 16, ignoreEos: false },
+  { groups: 1, prompt: 'The capital of France is', chat: false, maxTokens: 16, ignoreEos: true },
+  { groups: 9, prompt: 'The capital of France is', chat: false, maxTokens: 16, ignoreEos: true },
+  // Sampling: the GPU's logits come back and the shared sampler draws with the same seed.
+  { groups: 3, prompt: 'Once upon a time', chat: false, maxTokens: 6, ignoreEos: true,
+    sampling: { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 } },
+];
+
+for (const c of CASES) {
+  const how = c.sampling ? `sampled, seed ${c.sampling.seed}` : c.chat ? 'chat, stops at EOS' : 'raw, --ignore-eos';
+  test(`autorun at G=${c.groups} gives the CLI's ids (${how})`, async () => {
+    const expected = cliIds(c);
+    const page = await openPage(browser.context, appUrl({
+      prompt: c.prompt, chat: c.chat ? 1 : 0, groups: c.groups, temperature: 0, ...c.sampling,
+      max_tokens: c.maxTokens, ...(c.ignoreEos ? { ignore_eos: 1 } : {}), autorun: 1,
+    }), errors);
+    await waitStatus(page, /^done/);
+    assert.deepEqual(await ids(page), expected);
+    assert.equal(await byId(page, 'groups-slider').inputValue(), String(c.groups));
+    assert.ok(Number(await text(page, 'tokens-per-second')) > 0);
+    assert.ok((await text(page, 'output-text')).length > 0);
+    const tokens = Number(await text(page, 'kv-tokens'));
+    assert.equal(Number(await text(page, 'kv-cache-bytes')), kvBytes(c.groups, tokens));
+    if (!c.ignoreEos) assert.equal(expected.at(-1), 2, 'the G=3 case is meant to end at EOS');
+    if (c.groups === 3) await screenshot(page, 'generation-done.png');
+    if (c.groups === 1) await screenshot(page, 'generation-mqa.png');
+    await page.close();
+  });
+}
+
+test('the G slider regroups: diagram, KV bytes and URL follow (keyboard)', async () => {
+  const page = await openPage(browser.context, appUrl({ prompt: 'The capital of France is', chat: 0 }), errors);
+  await waitStatus(page, /^ready$/);
+  const slider = byId(page, 'groups-slider');
+  assert.equal(await slider.inputValue(), '3');
+  const tokens = Number(await text(page, 'kv-tokens'));
+  assert.equal(tokens, 5, 'the prompt has 5 tokens');
+  for (const [key, g] of [['ArrowRight', 9], ['ArrowLeft', 3], ['ArrowLeft', 1], ['ArrowRight', 3], ['End', 9]]) {
+    await slider.focus();
+    await page.keyboard.press(key);
+    await page.waitForFunction((g) => document.querySelector('[data-testid="grouping-diagram"]')?.getAttribute('data-groups') === String(g), g);
+    assert.equal(await slider.inputValue(), String(g));
+    assert.equal(await page.locator('[data-testid="grouping-diagram"] .kv-head').count(), g);
+    assert.equal(await page.locator('[data-testid="grouping-diagram"] .edge').count(), 9);
+    assert.equal(Number(await text(page, 'kv-cache-bytes')), kvBytes(g, tokens));
+    assert.match(page.url(), new RegExp(`groups=${g}(&|$)`));
+  }
+  // Query head h reads KV head h / (9 / G): at G = 9 each its own.
+  const edges = await page.locator('[data-testid="grouping-diagram"] .edge').evaluateAll(
+    (ls) => ls.map((l) => [Number(l.dataset.q), Number(l.dataset.kv)]));
+  assert.deepEqual(edges, [...Array(9).keys()].map((h) => [h, h]));
+  assert.match(await text(page, 'status'), /^ready$/);
+  await page.close();
+});
+
+test('moving the slider during generation re-prefills and continues the text', async () => {
+  const maxTokens = 12;
+  const expected = cliIds({ prompt: 'The capital of France is', chat: false, groups: 3, maxTokens, ignoreEos: true });
+  const page = await openPage(browser.context, appUrl({
+    prompt: 'The capital of France is', chat: 0, groups: 3, temperature: 0, max_tokens: maxTokens, ignore_eos: 1, autorun: 1,
+  }), errors);
+  await page.waitForFunction(() => (document.querySelector('[data-testid="output-ids"]')?.textContent ?? '').split(',').length >= 4,
+    null, { timeout: 300_000 });
+  const before = await text(page, 'output-text');
+  const slider = byId(page, 'groups-slider');
+  await slider.focus();
+  await page.keyboard.press('ArrowRight'); // 3 → 9 mid-generation
+  assert.equal(await slider.inputValue(), '9');
+  assert.equal(await page.locator('[data-testid="grouping-diagram"] .kv-head').count(), 9);
+  await waitStatus(page, /^done/);
+  const after = await text(page, 'output-text');
+  assert.ok(after.startsWith(before), `text was lost: ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
+  // G = 9 copies the native heads, so the sequence is the same as G = 3 throughout.
+  assert.deepEqual(await ids(page), expected);
+  const tokens = Number(await text(page, 'kv-tokens'));
+  assert.equal(tokens, 5 + maxTokens - 1);
+  assert.equal(Number(await text(page, 'kv-cache-bytes')), kvBytes(9, tokens));
+  await page.close();
+});
+
+test('Stop ends a generation early', async () => {
+  const page = await openPage(browser.context, appUrl({ prompt: 'Once upon a time', chat: 0, max_tokens: 64, ignore_eos: 1, autorun: 1 }), errors);
+  await page.waitForFunction(() => (document.querySelector('[data-testid="output-ids"]')?.textContent ?? '').split(',').length >= 2,
+    null, { timeout: 300_000 });
+  await byId(page, 'stop-button').click();
+  assert.match(await waitStatus(page, /^done/), /stopped/);
+  const n = (await ids(page)).length;
+  assert.ok(n >= 2 && n < 64, `${n} tokens`);
+  assert.ok(await byId(page, 'generate-button').isEnabled());
+  await page.close();
+});
+
+test('a file that is not a GGUF model gives an error and the page keeps working', async () => {
+  const page = await openPage(browser.context, appUrl({ prompt: 'Hello', chat: 0, max_tokens: 2, ignore_eos: 1 }), errors);
+  await waitStatus(page, /^ready$/);
+  await byId(page, 'model-file').setInputFiles({ name: 'notes.gguf', mimeType: 'text/plain', buffer: Buffer.from('these are notes, not a model\n') });
+  const picked = await waitStatus(page, /^error:/);
+  assert.match(picked, /GGUF/);
+  // The same through drag and drop.
+  await page.evaluate(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array([0x47, 0x47, 0x55, 0x46, 3, 0, 0, 0, 1, 2])], 'truncated.gguf'));
+    document.querySelector('.drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  await page.waitForFunction((prev) => document.querySelector('[data-testid="status"]').textContent !== prev, picked);
+  assert.match(await text(page, 'status'), /^error:/);
+  await screenshot(page, 'bad-file.png');
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^done/);
+  assert.equal((await ids(page)).length, 2);
+  await page.close();
+});
+
+test('a lost GPU device can be reloaded without reloading the page', async () => {
+  const hits = modelHits();
+  const page = await openPage(browser.context, appUrl({ prompt: 'Hello', chat: 0, max_tokens: 2, ignore_eos: 1, debug: 1 }), errors);
+  await waitStatus(page, /^ready$/);
+  await byId(page, 'lose-device').click();
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^error:/);
+  await byId(page, 'reload-engine').click();
+  await waitStatus(page, /^ready$/);
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^done/);
+  assert.equal((await ids(page)).length, 2);
+  assert.equal(modelHits(), hits, 'reloading the engine read the model from Cache Storage');
+  await page.close();
+});
+
+test('without WebGPU the page says so and which browser to use', async () => {
+  const plain = await launch({ webgpu: false });
+  try {
+    const hits = modelHits();
+    const page = await openPage(plain.context, appUrl());
+    await byId(page, 'no-webgpu').waitFor({ timeout: 60_000 });
+    const msg = await text(page, 'no-webgpu');
+    assert.match(msg, /WebGPU/);
+    assert.match(msg, /Chrome/);
+    assert.match(await text(page, 'status'), /^error: WebGPU is not available/);
+    assert.equal(modelHits(), hits, 'the model should not be downloaded without WebGPU');
+    await screenshot(page, 'no-webgpu.png');
+  } finally {
+    await plain.close();
+  }
+});
+
+test('no page errors or panics', () => {
+  assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
+});
