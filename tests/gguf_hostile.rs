@@ -93,6 +93,23 @@ enum Mutation {
     SetU64(usize, u64),
 }
 
+impl Mutation {
+    /// The first byte it changes.
+    fn at(&self) -> usize {
+        match *self {
+            Mutation::FlipBit(p, _) | Mutation::SetByte(p, _) | Mutation::SetU64(p, _) => p,
+        }
+    }
+
+    fn apply(&self, b: &mut [u8]) {
+        match *self {
+            Mutation::FlipBit(p, bit) => b[p] ^= 1 << bit,
+            Mutation::SetByte(p, v) => b[p] = v,
+            Mutation::SetU64(p, v) => b[p..p + 8].copy_from_slice(&v.to_le_bytes()),
+        }
+    }
+}
+
 fn mutation(len: usize) -> impl Strategy<Value = Mutation> {
     let extreme = prop_oneof![
         Just(u64::MAX),
@@ -139,23 +156,12 @@ fn hundred_thousand_mutations_of_the_real_header() {
             let saved: Vec<(usize, [u8; 8])> = muts
                 .iter()
                 .map(|m| {
-                    let p = match *m {
-                        Mutation::FlipBit(p, _)
-                        | Mutation::SetByte(p, _)
-                        | Mutation::SetU64(p, _) => p,
-                    };
                     let mut s = [0u8; 8];
-                    s.copy_from_slice(&b[p..p + 8]);
-                    (p, s)
+                    s.copy_from_slice(&b[m.at()..m.at() + 8]);
+                    (m.at(), s)
                 })
                 .collect();
-            for m in &muts {
-                match *m {
-                    Mutation::FlipBit(p, bit) => b[p] ^= 1 << bit,
-                    Mutation::SetByte(p, v) => b[p] = v,
-                    Mutation::SetU64(p, v) => b[p..p + 8].copy_from_slice(&v.to_le_bytes()),
-                }
-            }
+            muts.iter().for_each(|m| m.apply(&mut b));
             load_all(&b);
             for (p, s) in saved.iter().rev() {
                 b[*p..*p + 8].copy_from_slice(s);
@@ -193,13 +199,7 @@ fn splices_and_full_header_mutations() {
         .run(&prop::collection::vec(mutation(head), 1..4), |muts| {
             let mut b = buf.borrow_mut();
             let orig = b.clone();
-            for m in &muts {
-                match *m {
-                    Mutation::FlipBit(p, bit) => b[p] ^= 1 << bit,
-                    Mutation::SetByte(p, v) => b[p] = v,
-                    Mutation::SetU64(p, v) => b[p..p + 8].copy_from_slice(&v.to_le_bytes()),
-                }
-            }
+            muts.iter().for_each(|m| m.apply(&mut b));
             load_all(&b);
             *b = orig;
             Ok(())
@@ -223,6 +223,17 @@ fn wrong_magic_and_versions() {
     h[4..8].copy_from_slice(&3u32.to_be_bytes());
     assert_eq!(parse_err(&h), GgufError::BigEndian);
     assert!(matches!(parse_err(b""), GgufError::Truncated { .. }));
+}
+
+#[test]
+fn version_2_files_parse_like_version_3() {
+    let mut h = header(&[("general.architecture", Value::String("llama"))], &[]);
+    h[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let g = Gguf::parse(&h).unwrap();
+    assert_eq!(
+        (g.version, g.str("general.architecture").unwrap()),
+        (2, "llama")
+    );
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! shader also passes naga's validator. Tolerances are stated per test: f32 kernels agree to
 //! ~1e-5 relative; differences come only from summation order and `exp`/`sqrt` rounding.
 
+mod common;
+
+use common::Rng;
 use gqa_lab::cpu::ops;
 use gqa_lab::gguf::{dequantize, GgmlType};
 use gqa_lab::gpu::kernels::*;
@@ -18,24 +21,6 @@ fn gpu() -> &'static Gpu {
         pollster::block_on(Gpu::new())
             .expect("a GPU adapter (CI: lavapipe from mesa-vulkan-drivers)")
     })
-}
-
-/// splitmix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f()).collect()
-    }
 }
 
 fn f32s(gpu: &Gpu, v: &[f32]) -> Buf {
@@ -108,18 +93,6 @@ fn random_weights(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
     b
 }
 
-fn type_id(t: GgmlType) -> u32 {
-    match t {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        GgmlType::Q8_0 => 8,
-        GgmlType::BF16 => 30,
-        _ => unreachable!(),
-    }
-}
-
 /// matmul.wgsl vs dequantize + ops::matmul, every supported type, T = 1 and T = 7,
 /// with and without accumulate; tolerance 1e-4 relative (f32 sums of 160 products).
 #[test]
@@ -160,7 +133,7 @@ fn matmul_matches_cpu_for_every_type() {
             ];
             gpu.run_kernel(
                 Kernel::Matmul,
-                type_id(ty),
+                ty.id(),
                 bytemuck::bytes_of(&p),
                 Some(&step(gpu, 0, t as u32, 1)),
                 &[&w, &xb, &yb],

@@ -5,6 +5,7 @@
 mod common;
 
 use common::gguf_writer::{file, TensorSpec};
+use common::Rng;
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::Engine;
 use gqa_lab::gguf::{Gguf, Value};
@@ -17,29 +18,13 @@ const FFN: u64 = 96;
 const VOCAB: u64 = 64;
 const LAYERS: usize = 2;
 
-/// splitmix64: the test's own seeded generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-a, a).
-    fn f(&mut self, a: f32) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
-    }
-}
-
 fn tensor(name: &str, dims: &[u64], type_id: u32, rng: &mut Rng) -> TensorSpec {
     let n = dims.iter().product::<u64>() as usize;
     let mut data = Vec::new();
     match type_id {
-        0 => (0..n).for_each(|_| data.extend(rng.f(0.2).to_le_bytes())),
-        1 => (0..n).for_each(|_| data.extend(f16::from_f32(rng.f(0.2)).to_le_bytes())),
-        30 => (0..n).for_each(|_| data.extend(bf16::from_f32(rng.f(0.2)).to_le_bytes())),
+        0 => (0..n).for_each(|_| data.extend((rng.f() * 0.2).to_le_bytes())),
+        1 => (0..n).for_each(|_| data.extend(f16::from_f32(rng.f() * 0.2).to_le_bytes())),
+        30 => (0..n).for_each(|_| data.extend(bf16::from_f32(rng.f() * 0.2).to_le_bytes())),
         2 => (0..n / 32).for_each(|_| {
             data.extend(f16::from_f32(0.03).to_le_bytes());
             (0..16).for_each(|_| data.push(rng.next() as u8));

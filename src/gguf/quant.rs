@@ -124,6 +124,13 @@ impl GgmlType {
         })
     }
 
+    /// The GGUF id of the type (the inverse of [`GgmlType::from_u32`]).
+    pub fn id(self) -> u32 {
+        (0..40)
+            .find(|&i| GgmlType::from_u32(i) == Some(self))
+            .unwrap_or(u32::MAX)
+    }
+
     /// ggml's name for the type, as users see it in tools.
     pub fn name(self) -> &'static str {
         use GgmlType::*;
@@ -314,6 +321,16 @@ mod tests {
             e.to_string(),
             "unsupported tensor type Q4_K in blk.0.ffn_up.weight (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)"
         );
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        for id in 0..64 {
+            if let Some(t) = GgmlType::from_u32(id) {
+                assert_eq!(t.id(), id);
+            }
+        }
+        assert_eq!(GgmlType::Q8_0.id(), 8);
     }
 
     #[test]

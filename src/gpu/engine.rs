@@ -832,7 +832,7 @@ impl<'a> OpBuilder<'a> {
     ) -> usize {
         self.specs.push((
             k,
-            ggml_id(ty),
+            ty.id(),
             bytemuck::bytes_of(&params).to_vec(),
             bufs,
             grid,
@@ -877,19 +877,6 @@ impl<'a> OpBuilder<'a> {
             })
             .collect();
         Ok((uniforms, ops))
-    }
-}
-
-/// The ggml type id, the value of WTYPE in quant.wgsl.
-fn ggml_id(t: GgmlType) -> u32 {
-    match t {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        GgmlType::Q8_0 => 8,
-        GgmlType::BF16 => 30,
-        _ => u32::MAX,
     }
 }
 

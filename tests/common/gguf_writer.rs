@@ -102,28 +102,9 @@ pub fn compact_real_header(real: &Gguf<'_>, keep: usize) -> Vec<u8> {
     let infos: Vec<(&str, &[u64], u32, u64)> = real
         .tensors
         .iter()
-        .map(|t| {
-            (
-                t.name,
-                t.dims.as_slice(),
-                type_id(t.ggml_type.name()),
-                t.offset,
-            )
-        })
+        .map(|t| (t.name, t.dims.as_slice(), t.ggml_type.id(), t.offset))
         .collect();
     header(&kvs, &infos)
-}
-
-fn type_id(name: &str) -> u32 {
-    match name {
-        "F32" => 0,
-        "F16" => 1,
-        "Q4_0" => 2,
-        "Q4_1" => 3,
-        "Q8_0" => 8,
-        "BF16" => 30,
-        other => panic!("no id for {other}"),
-    }
 }
 
 /// Shorthand for a string array value.
