@@ -60,7 +60,7 @@ pub trait Engine {
     /// Feeds `ids` at the next positions; returns logits `[vocab]` of the last one, or
     /// `[ids.len()][vocab]` with `all_logits`.
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError>;
-    /// Feeds `ids` and samples the next token (the GPU samples on the device).
+    /// Feeds `ids` and samples the next token (the GPU engine samples on the device).
     fn forward_sample(
         &mut self,
         ids: &[u32],

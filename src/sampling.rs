@@ -76,52 +76,86 @@ pub fn uniform(seed: u32, step: u32) -> f32 {
     (h >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
-/// Samples a token at generation step `step`.
+/// A u32 whose order is the order of the f32 `x` (for threshold searches over keys).
+pub fn order_key(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b >> 31 == 0 {
+        b | 0x8000_0000
+    } else {
+        !b
+    }
+}
+
+/// The largest key `k` for which `measure(k)` (non-increasing in `k`) is still ≥ `target`,
+/// found bit by bit from the top: 32 evaluations, the same search the GPU kernel runs.
+fn largest_key(target: f32, measure: impl Fn(u32) -> f32) -> u32 {
+    let mut k = 0u32;
+    for bit in (0..32).rev() {
+        let cand = k | (1 << bit);
+        if measure(cand) >= target {
+            k = cand;
+        }
+    }
+    k
+}
+
+/// Samples a token at generation step `step` (sample.wgsl is its GPU twin).
 ///
-/// Candidates are sorted by logit (descending, lower id first on ties), cut to top-k,
-/// turned into probabilities `softmax(logit / T)`, cut to the top-p nucleus, and one is
-/// chosen where the running sum first exceeds `uniform(seed, step) · total`.
+/// Greedy when the temperature is 0. Otherwise, with `w_i = exp((l_i − max) / T)`:
+/// top-k keeps the tokens whose logit is at least the k-th largest (ties kept); top-p then
+/// keeps those whose logit is at least the largest threshold whose kept mass still reaches
+/// `top_p` of the total; the token is the first, in id order, where the running sum of kept
+/// weights passes `uniform(seed, step) · Σ kept`. Thresholds rather than a sort, so the GPU
+/// can compute the same thing with reductions.
 pub fn sample(logits: &[f32], p: &SamplingParams, step: u32) -> u32 {
     if p.is_greedy() || logits.is_empty() {
         return argmax(logits);
     }
-    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
-    ids.sort_by(|&a, &b| {
-        logits[b as usize]
-            .total_cmp(&logits[a as usize])
-            .then(a.cmp(&b))
-    });
-    if p.top_k > 0 {
-        ids.truncate(p.top_k);
-    }
-    let max = logits[ids[0] as usize];
-    let mut probs: Vec<f32> = ids
+    let keys: Vec<u32> = logits.iter().map(|&l| order_key(l)).collect();
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let k_min = if p.top_k > 0 && p.top_k < logits.len() {
+        largest_key(p.top_k as f32, |c| {
+            keys.iter().filter(|&&k| k >= c).count() as f32
+        })
+    } else {
+        0
+    };
+    let w: Vec<f32> = logits
         .iter()
-        .map(|&i| ((logits[i as usize] - max) / p.temperature).exp())
+        .zip(&keys)
+        .map(|(&l, &k)| {
+            if k >= k_min {
+                ((l - max) / p.temperature).exp()
+            } else {
+                0.0
+            }
+        })
         .collect();
-    let total: f32 = probs.iter().sum();
-    probs.iter_mut().for_each(|q| *q /= total);
-    let mut keep = probs.len();
-    if p.top_p < 1.0 {
-        let mut cum = 0.0;
-        keep = probs
-            .iter()
-            .position(|&q| {
-                cum += q;
-                cum >= p.top_p
-            })
-            .map_or(probs.len(), |i| i + 1);
-    }
-    let total: f32 = probs[..keep].iter().sum();
+    let mass = |c: u32| -> f32 {
+        w.iter()
+            .zip(&keys)
+            .filter(|(_, &k)| k >= c)
+            .map(|(x, _)| x)
+            .sum()
+    };
+    let cut = if p.top_p < 1.0 {
+        largest_key(p.top_p * mass(0), mass)
+    } else {
+        k_min
+    };
+    let kept = |i: usize| keys[i] >= cut && w[i] > 0.0;
+    let total: f32 = (0..w.len()).filter(|&i| kept(i)).map(|i| w[i]).sum();
     let r = uniform(p.seed, step) * total;
     let mut cum = 0.0;
-    for (i, &q) in probs[..keep].iter().enumerate() {
-        cum += q;
+    let mut last = argmax(logits);
+    for i in (0..w.len()).filter(|&i| kept(i)) {
+        cum += w[i];
+        last = i as u32;
         if r < cum {
-            return ids[i];
+            return i as u32;
         }
     }
-    ids[keep - 1]
+    last
 }
 
 #[cfg(test)]
@@ -162,6 +196,28 @@ mod tests {
         };
         let seen: std::collections::BTreeSet<u32> =
             (0..500).map(|s| sample(&logits, &p, s)).collect();
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn order_key_keeps_the_order_of_floats() {
+        let xs = [-3.5f32, -0.0, 0.0, 1e-30, 2.0, 7.25];
+        for w in xs.windows(2) {
+            assert!(order_key(w[0]) <= order_key(w[1]), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn top_k_keeps_ties_at_the_threshold() {
+        let logits = [1.0, 3.0, 3.0, 0.0];
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            top_p: 1.0,
+            seed: 3,
+        };
+        let seen: std::collections::BTreeSet<u32> =
+            (0..200).map(|s| sample(&logits, &p, s)).collect();
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), [1, 2]);
     }
 

@@ -451,3 +451,51 @@ fn argmax_matches_cpu() {
     assert_eq!(got, sampling::argmax(&logits));
     assert_eq!(got, 31_000);
 }
+
+/// sample.wgsl vs sampling::sample: the same token for every setting and step. Both find the
+/// same thresholds; only a draw that lands within float rounding of a boundary could differ,
+/// and none of these do.
+#[test]
+fn sampling_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(8);
+    let logits: Vec<f32> = (0..5000).map(|_| rng.f() * 6.0).collect();
+    let lb = f32s(gpu, &logits);
+    let tok = gpu.storage("token", 4).unwrap();
+    let settings = [
+        (0.8, 40, 0.95),
+        (1.0, 0, 0.9),
+        (1.5, 5, 1.0),
+        (0.7, 0, 1.0),
+        (1.0, 1, 1.0),
+    ];
+    for (temperature, top_k, top_p) in settings {
+        for step in 0..20u32 {
+            let p = sampling::SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                seed: 11,
+            };
+            let u = SamplingUniform {
+                vocab: logits.len() as u32,
+                top_k: top_k as u32,
+                top_p,
+                temperature,
+                seed: 11,
+                step,
+                _pad: [0; 2],
+            };
+            let ub = gpu.uniform_with(bytemuck::bytes_of(&u)).unwrap();
+            gpu.run_bound(Kernel::Sample, 0, &[&ub, &lb, &tok], [1, 1, 1])
+                .unwrap();
+            let got: u32 =
+                bytemuck::pod_read_unaligned(&pollster::block_on(gpu.read(&tok)).unwrap()[..4]);
+            assert_eq!(
+                got,
+                sampling::sample(&logits, &p, step),
+                "T={temperature} k={top_k} p={top_p} step {step}"
+            );
+        }
+    }
+}

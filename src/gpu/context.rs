@@ -303,11 +303,23 @@ impl Gpu {
         bufs: &[&Buf],
         grid: [u32; 3],
     ) -> Result<(), GpuError> {
-        let uniforms = Uniforms::new(self, &[params.to_vec()])?;
+        let params = self.uniform_with(params)?;
+        let mut all = vec![&params];
+        all.extend(step);
+        all.extend_from_slice(bufs);
+        self.run_bound(kernel, wtype, &all, grid)
+    }
+
+    /// Runs one kernel on its own with exactly `bindings` (binding 0, 1, …).
+    pub fn run_bound(
+        &self,
+        kernel: Kernel,
+        wtype: u32,
+        bindings: &[&Buf],
+        grid: [u32; 3],
+    ) -> Result<(), GpuError> {
         let pipeline = self.pipeline(kernel, wtype);
-        let mut res = vec![uniforms.slot(0)];
-        res.extend(step.map(|s| s.binding()));
-        res.extend(bufs.iter().map(|b| b.binding()));
+        let res: Vec<_> = bindings.iter().map(|b| b.binding()).collect();
         let bind = self.bind(&pipeline, &res);
         let mut enc = self.device.create_command_encoder(&Default::default());
         {

@@ -8,6 +8,7 @@ use super::GpuError;
 use crate::engine::EngineError;
 use crate::gguf::{GgmlType, Gguf, TensorInfo};
 use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
+use crate::sampling::SamplingParams;
 
 /// Positions of attention and its reduction among a layer's ops (see `build_ops`).
 const ATTENTION_OPS: [usize; 2] = [5, 6];
@@ -35,6 +36,7 @@ struct LayerWeights {
 
 /// Activation buffers, sized for PREFILL_CHUNK tokens.
 struct Activations {
+    sampling: Buf,  // uniform SamplingUniform, written before a sampled forward
     step: Buf,      // uniform Step
     tokens: Buf,    // [T] u32
     x: Buf,         // [T][dim] residual stream
@@ -89,8 +91,12 @@ struct Op {
 }
 
 /// What a forward returns.
+#[derive(Clone, Copy)]
 enum Want {
+    /// The greedy next token (argmax on the GPU).
     Token,
+    /// The next token sampled on the GPU with these settings, at this generation step.
+    Sampled(SamplingParams, u32),
     LastLogits,
     AllLogits,
 }
@@ -112,8 +118,9 @@ pub struct GpuEngine {
     /// Kernels of the layers, in order; rebuilt when G changes.
     body: Vec<Op>,
     embed: Op,
-    tail_last: Vec<Op>, // final norm, head (last row), argmax
-    tail_all: Vec<Op>,  // final norm, head (all rows)
+    tail_last: Vec<Op>,   // final norm, head (last row), argmax
+    tail_sample: Vec<Op>, // final norm, head (last row), temperature/top-k/top-p sampling
+    tail_all: Vec<Op>,    // final norm, head (all rows)
     _uniforms: Uniforms,
 }
 
@@ -195,6 +202,7 @@ impl GpuEngine {
             cache,
             body: Vec::new(),
             tail_last: Vec::new(),
+            tail_sample: Vec::new(),
             tail_all: Vec::new(),
             _uniforms: placeholder,
         };
@@ -392,49 +400,50 @@ impl GpuEngine {
         }
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
         let vocab = cfg.vocab_size as u32;
+        // Three tails: last row + GPU argmax, last row + GPU sampling, every row's logits.
         let mut tails = Vec::new();
-        for last in [true, false] {
+        for last in [true, true, false] {
+            let norm_params = RmsNormParams {
+                dim,
+                eps: cfg.rms_eps,
+                last_row_only: last as u32,
+                _pad: 0,
+            };
+            let bufs = vec![&a.x, &self.output_norm, &a.xb];
             let norm = b.add(
                 Kernel::RmsNorm,
                 GgmlType::F32,
-                RmsNormParams {
-                    dim,
-                    eps: cfg.rms_eps,
-                    last_row_only: last as u32,
-                    _pad: 0,
-                },
-                vec![&a.x, &self.output_norm, &a.xb],
+                norm_params,
+                bufs,
                 Grid::Rows { last },
             );
-            let logits = b.add(
-                Kernel::Matmul,
-                head.ty,
-                MatmulParams {
-                    n_in: dim,
-                    n_out: vocab,
-                    accumulate: 0,
-                    last_row_only: last as u32,
-                },
-                vec![&head.buf, &a.xb, &a.logits],
-                Grid::Matmul { n_out: vocab, last },
-            );
-            tails.push(vec![norm, logits]);
+            let head_params = MatmulParams {
+                n_in: dim,
+                n_out: vocab,
+                accumulate: 0,
+                last_row_only: last as u32,
+            };
+            let bufs = vec![&head.buf, &a.xb, &a.logits];
+            let grid = Grid::Matmul { n_out: vocab, last };
+            tails.push(vec![
+                norm,
+                b.add(Kernel::Matmul, head.ty, head_params, bufs, grid),
+            ]);
         }
-        let argmax = b.add_plain(
-            Kernel::Argmax,
-            ArgmaxParams {
-                vocab,
-                _pad: [0; 3],
-            },
-            vec![&a.logits, &a.token_out],
-        );
+        let argmax_params = ArgmaxParams {
+            vocab,
+            _pad: [0; 3],
+        };
+        let argmax = b.add_plain(Kernel::Argmax, argmax_params, vec![&a.logits, &a.token_out]);
         tails[0].push(argmax);
+        tails[1].push(b.add_raw(Kernel::Sample, vec![&a.sampling, &a.logits, &a.token_out]));
         let (uniforms, mut ops) = b.finish(&self.gpu, &a.step)?;
         let mut take = |spec: usize| ops[spec].take().expect("each op is taken once");
         self.embed = take(embed);
         self.body = body.into_iter().map(&mut take).collect();
         self.tail_last = tails[0].iter().map(|&i| take(i)).collect();
-        self.tail_all = tails[1].iter().map(|&i| take(i)).collect();
+        self.tail_sample = tails[1].iter().map(|&i| take(i)).collect();
+        self.tail_all = tails[2].iter().map(|&i| take(i)).collect();
         self._uniforms = uniforms;
         Ok(())
     }
@@ -504,14 +513,29 @@ impl GpuEngine {
             let last = i + 1 == chunks.len();
             let tail: &[Op] = match want {
                 Want::AllLogits => &self.tail_all,
+                Want::Sampled(..) if last => &self.tail_sample,
                 _ if last => &self.tail_last,
                 _ => &[],
             };
+            if let (Want::Sampled(p, step), true) = (want, last) {
+                let u = SamplingUniform {
+                    vocab: vocab as u32,
+                    top_k: p.top_k.min(u32::MAX as usize) as u32,
+                    top_p: p.top_p,
+                    temperature: p.temperature,
+                    seed: p.seed,
+                    step,
+                    _pad: [0; 2],
+                };
+                self.gpu
+                    .queue
+                    .write_buffer(&self.act.sampling.buffer, 0, bytemuck::bytes_of(&u));
+            }
             let mut enc = self.record(chunk, tail, None);
             let (src, size) = match want {
                 Want::AllLogits => (&self.act.logits, chunk.len() as u64 * vocab * 4),
                 Want::LastLogits if last => (&self.act.logits, vocab * 4),
-                Want::Token if last => (&self.act.token_out, 4),
+                Want::Token | Want::Sampled(..) if last => (&self.act.token_out, 4),
                 _ => (&self.act.token_out, 0),
             };
             if size > 0 {
@@ -536,19 +560,22 @@ impl GpuEngine {
         Ok(bytemuck::pod_read_unaligned(&bytes[..4]))
     }
 
-    /// Feeds `ids` and samples the next token: greedy on the GPU (4 bytes read back);
-    /// otherwise the logits come back and the shared sampler ([`crate::sampling::sample`]) picks.
+    /// Feeds `ids` and samples the next token on the GPU (argmax.wgsl when greedy, else
+    /// sample.wgsl, the twin of [`crate::sampling::sample`]); 4 bytes are read back.
     pub async fn sample_next(
         &mut self,
         ids: &[u32],
-        p: &crate::sampling::SamplingParams,
+        p: &SamplingParams,
         step: u32,
     ) -> Result<u32, EngineError> {
-        if p.is_greedy() {
-            return self.forward_argmax(ids).await;
-        }
-        let logits = self.forward_logits(ids, false).await?;
-        Ok(crate::sampling::sample(&logits, p, step))
+        p.validate().map_err(EngineError::BadSampling)?;
+        let want = if p.is_greedy() {
+            Want::Token
+        } else {
+            Want::Sampled(*p, step)
+        };
+        let bytes = self.run(ids, want).await?;
+        Ok(bytemuck::pod_read_unaligned(&bytes[..4]))
     }
 
     /// KV-cache bytes of the live sequence (f32 elements).
@@ -686,6 +713,7 @@ impl Activations {
         let logits_bytes = t * cfg.vocab_size as u64 * f;
         Ok(Activations {
             step: gpu.buffer("step", 16, U::UNIFORM | U::COPY_DST)?,
+            sampling: gpu.buffer("sampling", 32, U::UNIFORM | U::COPY_DST)?,
             tokens: s("tokens", t)?,
             x: s("x", t * dim)?,
             xb: s("xb", t * dim)?,
@@ -776,7 +804,18 @@ impl Grid {
 /// groups in one go.
 #[derive(Default)]
 struct OpBuilder<'a> {
-    specs: Vec<(Kernel, u32, Vec<u8>, Vec<&'a Buf>, Grid, bool)>,
+    specs: Vec<(Kernel, u32, Vec<u8>, Vec<&'a Buf>, Grid, Binds)>,
+}
+
+/// What comes before an op's buffers in its bindings.
+#[derive(Clone, Copy, PartialEq)]
+enum Binds {
+    /// Its parameter slot, then the Step uniform.
+    ParamsStep,
+    /// Its parameter slot only.
+    Params,
+    /// Nothing: the buffers are all (the first may be a uniform written per submit).
+    Raw,
 }
 
 impl<'a> OpBuilder<'a> {
@@ -836,7 +875,7 @@ impl<'a> OpBuilder<'a> {
             bytemuck::bytes_of(&params).to_vec(),
             bufs,
             grid,
-            true,
+            Binds::ParamsStep,
         ));
         self.specs.len() - 1
     }
@@ -849,8 +888,15 @@ impl<'a> OpBuilder<'a> {
             bytemuck::bytes_of(&params).to_vec(),
             bufs,
             Grid::Single,
-            false,
+            Binds::Params,
         ));
+        self.specs.len() - 1
+    }
+
+    /// An op bound to `bufs` alone, dispatched as one workgroup.
+    fn add_raw(&mut self, k: Kernel, bufs: Vec<&'a Buf>) -> usize {
+        self.specs
+            .push((k, 0, Vec::new(), bufs, Grid::Single, Binds::Raw));
         self.specs.len() - 1
     }
 
@@ -861,10 +907,13 @@ impl<'a> OpBuilder<'a> {
             .specs
             .iter()
             .enumerate()
-            .map(|(i, (k, ty, _, bufs, grid, with_step))| {
+            .map(|(i, (k, ty, _, bufs, grid, binds))| {
                 let pipeline = gpu.pipeline(*k, *ty);
-                let mut res = vec![uniforms.slot(i)];
-                if *with_step {
+                let mut res = Vec::new();
+                if *binds != Binds::Raw {
+                    res.push(uniforms.slot(i));
+                }
+                if *binds == Binds::ParamsStep {
                     res.push(step.binding());
                 }
                 res.extend(bufs.iter().map(|b| b.binding()));

@@ -18,10 +18,11 @@ pub enum Kernel {
     Attention,
     AttentionReduce,
     Argmax,
+    Sample,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::Embed,
         Kernel::Matmul,
         Kernel::RmsNorm,
@@ -30,6 +31,7 @@ impl Kernel {
         Kernel::Attention,
         Kernel::AttentionReduce,
         Kernel::Argmax,
+        Kernel::Sample,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Kernel {
             Kernel::Attention => "attention",
             Kernel::AttentionReduce => "attention_reduce",
             Kernel::Argmax => "argmax",
+            Kernel::Sample => "sample",
         }
     }
 
@@ -55,6 +58,7 @@ impl Kernel {
             Kernel::Attention => include_str!("../../shaders/attention.wgsl"),
             Kernel::AttentionReduce => include_str!("../../shaders/attention_reduce.wgsl"),
             Kernel::Argmax => include_str!("../../shaders/argmax.wgsl"),
+            Kernel::Sample => include_str!("../../shaders/sample.wgsl"),
         }
     }
 
@@ -157,4 +161,17 @@ pub struct ReduceParams {
 pub struct ArgmaxParams {
     pub vocab: u32,
     pub _pad: [u32; 3],
+}
+
+/// `Sampling` in sample.wgsl: written before each sampled forward.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct SamplingUniform {
+    pub vocab: u32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub temperature: f32,
+    pub seed: u32,
+    pub step: u32,
+    pub _pad: [u32; 2],
 }
