@@ -109,6 +109,25 @@ impl Generator {
         prompt: Vec<u32>,
         params: GenerateParams,
     ) -> Result<Self, EngineError> {
+        let gen = Self::with_limits(
+            prompt,
+            params,
+            engine.config().vocab_size,
+            engine.capacity(),
+        )?;
+        engine.reset();
+        Ok(gen)
+    }
+
+    /// Checks the prompt and parameters against a vocabulary and a cache of `capacity`
+    /// positions, for a driver that owns its engine (the browser's async loop). The caller
+    /// empties the engine's cache before the first step.
+    pub fn with_limits(
+        prompt: Vec<u32>,
+        params: GenerateParams,
+        vocab: usize,
+        capacity: usize,
+    ) -> Result<Self, EngineError> {
         params
             .sampling
             .validate()
@@ -116,12 +135,10 @@ impl Generator {
         if prompt.is_empty() {
             return Err(EngineError::EmptyInput);
         }
-        let vocab = engine.config().vocab_size;
         if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
             return Err(EngineError::TokenOutOfRange { id, vocab });
         }
         // The last generated token is sampled but never fed, hence the −1.
-        let capacity = engine.capacity();
         if prompt.len() + params.max_tokens.saturating_sub(1) > capacity {
             return Err(EngineError::PromptTooLong {
                 prompt: prompt.len(),
@@ -129,7 +146,6 @@ impl Generator {
                 capacity,
             });
         }
-        engine.reset();
         Ok(Generator {
             pending: prompt.clone(),
             prompt,
@@ -147,6 +163,10 @@ impl Generator {
         &self.generated
     }
 
+    pub fn sampling(&self) -> &SamplingParams {
+        &self.params.sampling
+    }
+
     pub fn is_done(&self) -> bool {
         self.done
     }
@@ -156,18 +176,28 @@ impl Generator {
         self.pending.len() > 1 || self.generated.is_empty()
     }
 
-    /// Produces the next token, or `None` once done.
-    pub fn step(&mut self, engine: &mut dyn Engine) -> Result<Option<u32>, EngineError> {
-        if self.done {
-            return Ok(None);
-        }
-        let step = self.generated.len() as u32;
-        let id = engine.forward_sample(&self.pending, &self.params.sampling, step)?;
+    /// What to feed the engine next and the sampling step, or `None` once done.
+    pub fn next_input(&self) -> Option<(&[u32], u32)> {
+        (!self.done).then_some((&self.pending, self.generated.len() as u32))
+    }
+
+    /// Records the token sampled after feeding [`Generator::next_input`].
+    pub fn accept(&mut self, id: u32) {
         self.pending.clear();
         self.pending.push(id);
         self.generated.push(id);
         self.done =
             self.generated.len() >= self.params.max_tokens || Some(id) == self.params.stop_token;
+    }
+
+    /// Produces the next token, or `None` once done.
+    pub fn step(&mut self, engine: &mut dyn Engine) -> Result<Option<u32>, EngineError> {
+        let sampling = self.params.sampling;
+        let Some((ids, step)) = self.next_input() else {
+            return Ok(None);
+        };
+        let id = engine.forward_sample(ids, &sampling, step)?;
+        self.accept(id);
         Ok(Some(id))
     }
 
@@ -175,8 +205,13 @@ impl Generator {
     /// sequence so far is prefilled again at the next step.
     pub fn regroup(&mut self, engine: &mut dyn Engine, groups: usize) -> Result<(), EngineError> {
         engine.set_groups(groups)?;
-        self.pending = self.prompt.iter().chain(&self.generated).copied().collect();
+        self.restart();
         Ok(())
+    }
+
+    /// After the engine's cache was rebuilt by its owner: feed the whole sequence again.
+    pub fn restart(&mut self) {
+        self.pending = self.prompt.iter().chain(&self.generated).copied().collect();
     }
 }
 

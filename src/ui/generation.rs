@@ -6,7 +6,7 @@
 use super::js::{now_ms, yield_now};
 use super::session::Session;
 use super::state::Ui;
-use crate::engine::EngineError;
+use crate::engine::{EngineError, GenerateParams, Generator};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::TokenStream;
 use leptos::prelude::*;
@@ -29,25 +29,19 @@ pub enum Outcome {
 }
 
 /// Runs `job` on the session, streaming text, ids, speed and cache positions into `ui`.
+/// The token bookkeeping is [`Generator`]'s, the same as the CLI's.
 pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineError> {
-    job.sampling.validate().map_err(EngineError::BadSampling)?;
-    if job.prompt.is_empty() {
-        return Err(EngineError::EmptyInput);
-    }
-    // The last generated token is sampled but never fed, hence the −1.
-    if job.prompt.len() + job.max_tokens.saturating_sub(1) > s.engine.capacity() {
-        return Err(EngineError::PromptTooLong {
-            prompt: job.prompt.len(),
-            max_tokens: job.max_tokens,
-            capacity: s.engine.capacity(),
-        });
-    }
+    let params = GenerateParams {
+        max_tokens: job.max_tokens,
+        sampling: job.sampling,
+        stop_token: job.stop_token,
+    };
+    let vocab = s.engine.config().vocab_size;
+    let mut gen = Generator::with_limits(job.prompt, params, vocab, s.engine.capacity())?;
     s.engine.reset();
-    let mut pending = job.prompt.clone();
-    let mut generated: Vec<u32> = Vec::new();
     let mut text = TokenStream::new();
     let (mut decode_ms, mut decoded) = (0.0, 0usize);
-    while generated.len() < job.max_tokens {
+    while !gen.is_done() {
         if ui.stop.get_untracked() {
             return Ok(Outcome::Stopped);
         }
@@ -55,16 +49,18 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
             ui.pending_groups.set(None);
             if g != s.engine.grouping().groups() {
                 s.engine.regroup(g)?;
-                pending = job.prompt.iter().chain(&generated).copied().collect();
+                gen.restart();
             }
         }
-        let prefill = pending.len() > 1 || generated.is_empty();
+        let prefill = gen.is_prefill_next();
+        let sampling = *gen.sampling();
+        let Some((ids, step)) = gen.next_input() else {
+            break;
+        };
         let t0 = now_ms();
-        let id = s
-            .engine
-            .sample_next(&pending, &job.sampling, generated.len() as u32)
-            .await?;
+        let id = s.engine.sample_next(ids, &sampling, step).await?;
         let ms = now_ms() - t0;
+        gen.accept(id);
         if prefill {
             ui.prefill_ms.set(Some(ms));
         } else {
@@ -73,11 +69,9 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
             ui.tokens_per_s
                 .set(Some(decoded as f64 * 1e3 / decode_ms.max(1e-3)));
         }
-        generated.push(id);
-        pending = vec![id];
         let piece = text.push(&s.tok.token_bytes(id, false));
         ui.output.update(|o| o.push_str(&piece));
-        ui.ids.set(generated.clone());
+        ui.ids.set(gen.generated().to_vec());
         ui.positions.set(Some(s.engine.len()));
         if Some(id) == job.stop_token {
             return Ok(Outcome::Eos);
