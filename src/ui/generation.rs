@@ -1,5 +1,5 @@
-//! Generation in the browser: the async twin of [`crate::engine::Generator`], one token per
-//! step with a turn of the event loop in between, so tokens appear as they are produced and
+//! Generation in the browser: [`crate::engine::Generator`] driven asynchronously, one token
+//! per step with a turn of the event loop in between, so tokens appear as they are produced and
 //! the page can stop the run or change G mid-sequence (the whole text so far is prefilled again
 //! under the new grouping, and generation goes on).
 
