@@ -299,7 +299,9 @@ impl GpuEngine {
             .into());
         }
         self.body.clear();
-        self.cache = KvCache::empty(&self.gpu)?;
+        // Free the old cache before allocating the new one (peak memory = the larger of the two).
+        self.cache.k.clear();
+        self.cache.v.clear();
         self.cache = KvCache::new(&self.gpu, &self.cfg, grouping, self.capacity)?;
         self.grouping = grouping;
         self.len = 0;
@@ -757,14 +759,6 @@ impl KvCache {
             k: per_layer("K")?,
             v: per_layer("V")?,
             pool: gpu.storage_with("pooling matrix", bytemuck::cast_slice(&pool))?,
-        })
-    }
-
-    fn empty(gpu: &Gpu) -> Result<Self, GpuError> {
-        Ok(KvCache {
-            k: Vec::new(),
-            v: Vec::new(),
-            pool: gpu.storage("pooling matrix", 4)?,
         })
     }
 }
