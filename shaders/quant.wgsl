@@ -1,20 +1,35 @@
-// Dequantization of the bound weight tensor `w` (GGUF blocks padded to whole words and
-// interleaved by row: see src/gpu/layout.rs), selected by the pipeline constant WTYPE
-// (ggml type ids). Block layouts: ggml-common.h.
+// Dequantization of the bound weight tensor, selected by the pipeline constant WTYPE (ggml
+// type ids). The tensor is two textures (src/gpu/layout.rs): `wq` holds each 32-weight
+// block's quants as whole rgba32uint texels, `ws` its scale word. Rows lie side by side in
+// stripes of STRIPE rows. Block layouts: ggml-common.h.
 override WTYPE: u32 = 3u;
+const STRIPE: u32 = 4096u;
 
-fn words_per_block() -> u32 {
+@group(0) @binding(2) var wq: texture_2d<u32>;
+@group(0) @binding(3) var ws: texture_2d<u32>;
+
+fn texels_per_block() -> u32 {
     switch (WTYPE) {
-        case 2u, 3u: { return 5u; }   // Q4_0, Q4_1
-        case 8u: { return 9u; }       // Q8_0
-        case 1u, 30u: { return 16u; } // F16, BF16
-        default: { return 32u; }      // F32
+        case 2u, 3u: { return 1u; }   // Q4_0, Q4_1: 16 bytes of nibbles
+        case 8u: { return 2u; }       // Q8_0: 32 × i8
+        case 1u, 30u: { return 4u; }  // F16, BF16
+        default: { return 8u; }       // F32
     }
 }
 
-// Word k of block b of row o, in a tensor of n_rows rows.
-fn wword(o: u32, b: u32, k: u32, n_rows: u32) -> u32 {
-    return w[(b * words_per_block() + k) * n_rows + o];
+// Where block b of row o lies, for a tensor of nb blocks per row: (x, y of its scale).
+fn block_at(o: u32, b: u32, nb: u32) -> vec2<u32> {
+    return vec2<u32>(o % STRIPE, (o / STRIPE) * nb + b);
+}
+
+// Texel j of the block at `at`.
+fn wtexel(at: vec2<u32>, j: u32) -> vec4<u32> {
+    return textureLoad(wq, vec2<u32>(at.x, at.y * texels_per_block() + j), 0);
+}
+
+// The block's scale word.
+fn wscale(at: vec2<u32>) -> u32 {
+    return textureLoad(ws, at, 0).x;
 }
 
 // The low / high nibbles of a word's 4 bytes.
@@ -31,46 +46,52 @@ fn int8x4(v: u32) -> vec4<f32> {
 }
 
 // Block b of row o (32 weights) as 8 vec4s: weights 4k..4k+3 in element k.
-fn dequant_block(o: u32, b: u32, n_rows: u32) -> array<vec4<f32>, 8> {
+fn dequant_block(o: u32, b: u32, nb: u32) -> array<vec4<f32>, 8> {
+    let at = block_at(o, b, nb);
     var out: array<vec4<f32>, 8>;
     switch (WTYPE) {
-        case 3u: { // Q4_1: [d|m][4 words of nibbles]; value q·d + m
-            let dm = unpack2x16float(wword(o, b, 0u, n_rows));
+        case 3u: { // Q4_1: value q·d + m, d|m in the scale word
+            let dm = unpack2x16float(wscale(at));
+            let q = wtexel(at, 0u);
             for (var k = 0u; k < 4u; k++) {
-                let v = wword(o, b, 1u + k, n_rows);
-                out[k] = nib_lo(v) * dm.x + vec4<f32>(dm.y);
-                out[k + 4u] = nib_hi(v) * dm.x + vec4<f32>(dm.y);
+                out[k] = nib_lo(q[k]) * dm.x + vec4<f32>(dm.y);
+                out[k + 4u] = nib_hi(q[k]) * dm.x + vec4<f32>(dm.y);
             }
         }
-        case 2u: { // Q4_0: [d][4 words of nibbles]; value (q − 8)·d
-            let d = unpack2x16float(wword(o, b, 0u, n_rows)).x;
+        case 2u: { // Q4_0: value (q − 8)·d
+            let d = unpack2x16float(wscale(at)).x;
+            let q = wtexel(at, 0u);
             for (var k = 0u; k < 4u; k++) {
-                let v = wword(o, b, 1u + k, n_rows);
-                out[k] = (nib_lo(v) - vec4<f32>(8.0)) * d;
-                out[k + 4u] = (nib_hi(v) - vec4<f32>(8.0)) * d;
+                out[k] = (nib_lo(q[k]) - vec4<f32>(8.0)) * d;
+                out[k + 4u] = (nib_hi(q[k]) - vec4<f32>(8.0)) * d;
             }
         }
-        case 8u: { // Q8_0: [d][8 words of i8]; value q·d
-            let d = unpack2x16float(wword(o, b, 0u, n_rows)).x;
-            for (var k = 0u; k < 8u; k++) {
-                out[k] = int8x4(wword(o, b, 1u + k, n_rows)) * d;
+        case 8u: { // Q8_0: value q·d
+            let d = unpack2x16float(wscale(at)).x;
+            for (var j = 0u; j < 2u; j++) {
+                let q = wtexel(at, j);
+                for (var k = 0u; k < 4u; k++) {
+                    out[4u * j + k] = int8x4(q[k]) * d;
+                }
             }
         }
-        case 1u: { // F16
-            for (var k = 0u; k < 8u; k++) {
-                out[k] = vec4<f32>(unpack2x16float(wword(o, b, 2u * k, n_rows)), unpack2x16float(wword(o, b, 2u * k + 1u, n_rows)));
+        case 1u: { // F16: 8 halves per texel
+            for (var j = 0u; j < 4u; j++) {
+                let q = wtexel(at, j);
+                out[2u * j] = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+                out[2u * j + 1u] = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
             }
         }
         case 30u: { // BF16: the high half of an f32
-            for (var k = 0u; k < 8u; k++) {
-                let a = wword(o, b, 2u * k, n_rows);
-                let c = wword(o, b, 2u * k + 1u, n_rows);
-                out[k] = bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xFFFF0000u, c << 16u, c & 0xFFFF0000u));
+            for (var j = 0u; j < 4u; j++) {
+                let q = wtexel(at, j);
+                out[2u * j] = bitcast<vec4<f32>>(vec4<u32>(q.x << 16u, q.x & 0xFFFF0000u, q.y << 16u, q.y & 0xFFFF0000u));
+                out[2u * j + 1u] = bitcast<vec4<f32>>(vec4<u32>(q.z << 16u, q.z & 0xFFFF0000u, q.w << 16u, q.w & 0xFFFF0000u));
             }
         }
         default: { // F32
-            for (var k = 0u; k < 8u; k++) {
-                out[k] = bitcast<vec4<f32>>(vec4<u32>(wword(o, b, 4u * k, n_rows), wword(o, b, 4u * k + 1u, n_rows), wword(o, b, 4u * k + 2u, n_rows), wword(o, b, 4u * k + 3u, n_rows)));
+            for (var j = 0u; j < 8u; j++) {
+                out[j] = bitcast<vec4<f32>>(wtexel(at, j));
             }
         }
     }

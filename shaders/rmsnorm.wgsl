@@ -1,5 +1,6 @@
 // RMSNorm of each row: out[t] = x[t] / sqrt(mean(x[t]²) + eps) · weight.   x, out: [T][dim]
-// One workgroup per row. With `last_row_only`, only x's last row is normalised.
+// One workgroup per row. With `last_row_only`, only x's last row is normalised, into out's
+// row 0 (what the output head's matvec.wgsl reads).
 struct Params { dim: u32, eps: f32, last_row_only: u32, _a: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,7 +32,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
     }
     let scale = 1.0 / sqrt(partial[0] / f32(p.dim) + p.eps);
+    let dst = select(base, 0u, p.last_row_only != 0u);
     for (var i = lid.x; i < p.dim; i += WG) {
-        out[base + i] = x[base + i] * scale * weight[i];
+        out[dst + i] = x[base + i] * scale * weight[i];
     }
 }

@@ -8,8 +8,7 @@ use common::Rng;
 use gqa_lab::cpu::ops;
 use gqa_lab::gguf::{dequantize, GgmlType};
 use gqa_lab::gpu::kernels::*;
-use gqa_lab::gpu::layout::interleave;
-use gqa_lab::gpu::{Buf, Gpu};
+use gqa_lab::gpu::{Buf, Gpu, Weight};
 use gqa_lab::model::{pooling_plan, Grouping};
 use gqa_lab::sampling;
 use half::f16;
@@ -93,29 +92,31 @@ fn random_weights(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
     b
 }
 
-/// matmul.wgsl vs dequantize + ops::matmul, every supported type, T = 1 and T = 7,
+const TYPES: [GgmlType; 6] = [
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
+/// A random `[n_out][n_in]` weight of type `ty` on the GPU, and its dequantized values.
+fn weight(gpu: &Gpu, rng: &mut Rng, ty: GgmlType, n_in: usize, n_out: usize) -> (Weight, Vec<f32>) {
+    let raw = random_weights(rng, ty, n_in * n_out);
+    let w_f32 = dequantize(ty, &raw, n_in * n_out).unwrap();
+    (Weight::upload(gpu, "w", ty, &raw, n_out).unwrap(), w_f32)
+}
+
+/// matmul.wgsl (prefill) vs dequantize + ops::matmul, every supported type, T = 1 and T = 7,
 /// with and without accumulate; tolerance 1e-4 relative (f32 sums of 160 products).
 #[test]
 fn matmul_matches_cpu_for_every_type() {
     let gpu = gpu();
     let mut rng = Rng(1);
     let (n_in, n_out) = (160usize, 70usize);
-    for ty in [
-        GgmlType::Q4_1,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::F32,
-    ] {
-        let raw = random_weights(&mut rng, ty, n_in * n_out);
-        let w_f32 = dequantize(ty, &raw, n_in * n_out).unwrap();
-        let w = gpu
-            .storage_with(
-                "w",
-                bytemuck::cast_slice(&interleave(ty, &raw, n_out).unwrap()),
-            )
-            .unwrap();
+    for ty in TYPES {
+        let (w, w_f32) = weight(gpu, &mut rng, ty, n_in, n_out);
         for (t, accumulate) in [(1usize, false), (7, true)] {
             let x = rng.vec(t * n_in);
             let y0 = rng.vec(t * n_out);
@@ -124,22 +125,29 @@ fn matmul_matches_cpu_for_every_type() {
                 n_in: n_in as u32,
                 n_out: n_out as u32,
                 accumulate: accumulate as u32,
-                last_row_only: 0,
+                _pad: 0,
             };
+            let (params, st) = (
+                gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap(),
+                step(gpu, 0, t as u32, 1),
+            );
+            let [wq, ws] = w.bindings();
+            let res = [
+                params.binding(),
+                st.binding(),
+                wq,
+                ws,
+                xb.binding(),
+                yb.binding(),
+            ];
             let grid = [
                 (n_out as u32).div_ceil(64),
                 (t as u32).div_ceil(MATMUL_TOKENS as u32),
                 1,
             ];
-            gpu.run_kernel(
-                Kernel::Matmul,
-                ty.id(),
-                bytemuck::bytes_of(&p),
-                Some(&step(gpu, 0, t as u32, 1)),
-                &[&w, &xb, &yb],
-                grid,
-            )
-            .unwrap();
+            let numbered: Vec<_> = (0..).zip(res).collect();
+            gpu.run_resources(Kernel::Matmul, ty.id(), &numbered, grid)
+                .unwrap();
             let mut want = ops::matmul(&x, &w_f32, n_in);
             if accumulate {
                 want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
@@ -154,20 +162,75 @@ fn matmul_matches_cpu_for_every_type() {
     }
 }
 
+/// y = W·x with matvec.wgsl (x bound as a uniform window, as the engine does).
+fn run_matvec(gpu: &Gpu, w: &Weight, x: &[f32], y0: &[f32], accumulate: bool) -> Vec<f32> {
+    let (n_in, n_out) = (x.len(), y0.len());
+    let xb = gpu.activation("x", (n_in * 4) as u64).unwrap();
+    gpu.queue
+        .write_buffer(&xb.buffer, 0, bytemuck::cast_slice(x));
+    let yb = f32s(gpu, y0);
+    let p = MatvecParams {
+        n_in: n_in as u32,
+        n_out: n_out as u32,
+        accumulate: accumulate as u32,
+        _pad: 0,
+    };
+    let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
+    let [wq, ws] = w.bindings();
+    let res = [
+        (0, params.binding()),
+        (2, wq),
+        (3, ws),
+        (4, xb.uniform_window()),
+        (5, yb.binding()),
+    ];
+    let grid = [(n_out as u32).div_ceil(64), 1, 1];
+    gpu.run_resources(Kernel::Matvec, w.ty.id(), &res, grid)
+        .unwrap();
+    read(gpu, &yb, n_out)
+}
+
+/// matvec.wgsl (decode) vs dequantize + ops::matmul, every supported type, with and without
+/// accumulate; tolerance 1e-4 relative (f32 sums of 160 products, scale folded out).
+#[test]
+fn matvec_matches_cpu_for_every_type() {
+    let gpu = gpu();
+    let mut rng = Rng(11);
+    let (n_in, n_out) = (160usize, 70usize);
+    for ty in TYPES {
+        let (w, w_f32) = weight(gpu, &mut rng, ty, n_in, n_out);
+        for accumulate in [false, true] {
+            let (x, y0) = (rng.vec(n_in), rng.vec(n_out));
+            let mut want = ops::matmul(&x, &w_f32, n_in);
+            if accumulate {
+                want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
+            }
+            let got = run_matvec(gpu, &w, &x, &y0, accumulate);
+            assert_close(&format!("matvec {}", ty.name()), &got, &want, 1e-4);
+        }
+    }
+}
+
+/// Rows past the first texture stripe (4096 rows) are read from below it: a 4160-row
+/// matrix through matvec.wgsl against the CPU (1e-4 relative).
+#[test]
+fn matvec_reads_rows_past_a_stripe() {
+    let gpu = gpu();
+    let mut rng = Rng(12);
+    let (n_in, n_out) = (64usize, gqa_lab::gpu::layout::STRIPE + 64);
+    let (w, w_f32) = weight(gpu, &mut rng, GgmlType::Q4_1, n_in, n_out);
+    let x = rng.vec(n_in);
+    let got = run_matvec(gpu, &w, &x, &vec![0.0; n_out], false);
+    assert_close("matvec stripes", &got, &ops::matmul(&x, &w_f32, n_in), 1e-4);
+}
+
 /// embed.wgsl vs dequantized rows (exact up to the f16 scale: 1e-6).
 #[test]
 fn embed_matches_dequantized_rows() {
     let gpu = gpu();
     let mut rng = Rng(2);
     let (dim, vocab) = (96usize, 50usize);
-    let raw = random_weights(&mut rng, GgmlType::Q8_0, dim * vocab);
-    let table = dequantize(GgmlType::Q8_0, &raw, dim * vocab).unwrap();
-    let w = gpu
-        .storage_with(
-            "w",
-            bytemuck::cast_slice(&interleave(GgmlType::Q8_0, &raw, vocab).unwrap()),
-        )
-        .unwrap();
+    let (w, table) = weight(gpu, &mut rng, GgmlType::Q8_0, dim, vocab);
     let ids = [3u32, 49, 0, 17];
     let tokens = gpu.storage_with("ids", bytemuck::cast_slice(&ids)).unwrap();
     let x = gpu.storage("x", (ids.len() * dim * 4) as u64).unwrap();
@@ -176,15 +239,20 @@ fn embed_matches_dequantized_rows() {
         vocab: vocab as u32,
         _pad: [0; 2],
     };
-    gpu.run_kernel(
-        Kernel::Embed,
-        8,
-        bytemuck::bytes_of(&p),
-        Some(&step(gpu, 0, 4, 1)),
-        &[&w, &tokens, &x],
-        [1, 4, 1],
-    )
-    .unwrap();
+    let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
+    let st = step(gpu, 0, 4, 1);
+    let [wq, ws] = w.bindings();
+    let res = [
+        params.binding(),
+        st.binding(),
+        wq,
+        ws,
+        tokens.binding(),
+        x.binding(),
+    ];
+    let numbered: Vec<_> = (0..).zip(res).collect();
+    gpu.run_resources(Kernel::Embed, 8, &numbered, [1, 4, 1])
+        .unwrap();
     let want: Vec<f32> = ids
         .iter()
         .flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec())

@@ -40,6 +40,43 @@ impl Buf {
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         self.buffer.as_entire_binding()
     }
+    /// The first [`UNIFORM_WINDOW`] bytes as a uniform binding (the buffer must have been
+    /// created with [`Gpu::activation`]).
+    pub fn uniform_window(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: 0,
+            size: wgpu::BufferSize::new(UNIFORM_WINDOW),
+        })
+    }
+}
+
+/// Bytes of an activation bound as a uniform (`array<vec4<f32>, 4096>` in matvec.wgsl):
+/// WebGPU's guaranteed `maxUniformBufferBindingSize`.
+pub const UNIFORM_WINDOW: u64 = 65536;
+
+/// A texture whose bytes are counted while it lives, and which is destroyed when dropped.
+pub struct Tex {
+    pub texture: wgpu::Texture,
+    pub view: wgpu::TextureView,
+    size: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl Drop for Tex {
+    fn drop(&mut self) {
+        self.texture.destroy();
+        self.counter.fetch_sub(self.size, Ordering::Relaxed);
+    }
+}
+
+impl Tex {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::TextureView(&self.view)
+    }
 }
 
 impl Gpu {
@@ -160,6 +197,78 @@ impl Gpu {
         Ok(b)
     }
 
+    /// A `width × height` texture of `format` (`Rgba32Uint` or `R32Uint`) holding `words`
+    /// (row-major, `width · height · texel words` of them).
+    pub fn texture_with(
+        &self,
+        label: &str,
+        format: wgpu::TextureFormat,
+        width: u32,
+        height: u32,
+        words: &[u32],
+    ) -> Result<Tex, GpuError> {
+        let texel = format.block_copy_size(None).unwrap_or(4) as u64;
+        let size = width as u64 * height as u64 * texel;
+        let limit = self.limits.max_texture_dimension_2d;
+        if width.max(height) > limit {
+            return Err(GpuError::TooLarge {
+                what: format!("{label} ({width}×{height} texels)"),
+                bytes: size,
+                limit: limit as u64,
+            });
+        }
+        if words.len() as u64 * 4 != size {
+            return Err(GpuError::Internal(format!(
+                "{label}: {} words for {width}×{height} texels",
+                words.len()
+            )));
+        }
+        let extent = wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        };
+        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: extent,
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        self.queue.write_texture(
+            texture.as_image_copy(),
+            bytemuck::cast_slice(words),
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(width * texel as u32),
+                rows_per_image: Some(height),
+            },
+            extent,
+        );
+        let view = texture.create_view(&Default::default());
+        self.allocated.fetch_add(size, Ordering::Relaxed);
+        Ok(Tex {
+            texture,
+            view,
+            size,
+            counter: self.allocated.clone(),
+        })
+    }
+
+    /// An activation buffer: read-write storage that kernels may also bind as a uniform
+    /// window ([`Buf::uniform_window`]), so at least [`UNIFORM_WINDOW`] bytes.
+    pub fn activation(&self, label: &str, size: u64) -> Result<Buf, GpuError> {
+        use wgpu::BufferUsages as U;
+        self.buffer(
+            label,
+            size.max(UNIFORM_WINDOW),
+            U::STORAGE | U::UNIFORM | U::COPY_DST | U::COPY_SRC,
+        )
+    }
+
     /// A read-write storage buffer of `size` bytes.
     pub fn storage(&self, label: &str, size: u64) -> Result<Buf, GpuError> {
         use wgpu::BufferUsages as U;
@@ -200,17 +309,30 @@ impl Gpu {
             .clone()
     }
 
-    /// A bind group for `pipeline` binding `buffers` in order (binding 0, 1, …).
+    /// A bind group for `pipeline` binding `resources` in order (binding 0, 1, …).
     pub fn bind(
         &self,
         pipeline: &wgpu::ComputePipeline,
-        buffers: &[wgpu::BindingResource<'_>],
+        resources: &[wgpu::BindingResource<'_>],
     ) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+        let numbered: Vec<_> = resources
             .iter()
             .enumerate()
+            .map(|(i, r)| (i as u32, r.clone()))
+            .collect();
+        self.bind_numbered(pipeline, &numbered)
+    }
+
+    /// A bind group for `pipeline` with each resource at its binding number.
+    pub fn bind_numbered(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        resources: &[(u32, wgpu::BindingResource<'_>)],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
+            .iter()
             .map(|(i, r)| wgpu::BindGroupEntry {
-                binding: i as u32,
+                binding: *i,
                 resource: r.clone(),
             })
             .collect();
@@ -318,9 +440,24 @@ impl Gpu {
         bindings: &[&Buf],
         grid: [u32; 3],
     ) -> Result<(), GpuError> {
+        let res: Vec<_> = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u32, b.binding()))
+            .collect();
+        self.run_resources(kernel, wtype, &res, grid)
+    }
+
+    /// Runs one kernel on its own with each resource at its binding number.
+    pub fn run_resources(
+        &self,
+        kernel: Kernel,
+        wtype: u32,
+        res: &[(u32, wgpu::BindingResource<'_>)],
+        grid: [u32; 3],
+    ) -> Result<(), GpuError> {
         let pipeline = self.pipeline(kernel, wtype);
-        let res: Vec<_> = bindings.iter().map(|b| b.binding()).collect();
-        let bind = self.bind(&pipeline, &res);
+        let bind = self.bind_numbered(&pipeline, res);
         let mut enc = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());

@@ -3,7 +3,7 @@
 
 use super::context::{Buf, Gpu, Uniforms};
 use super::kernels::*;
-use super::layout::interleave;
+use super::weight::Weight;
 use super::GpuError;
 use crate::engine::EngineError;
 use crate::gguf::{GgmlType, Gguf, TensorInfo};
@@ -15,12 +15,6 @@ const ATTENTION_OPS: [usize; 2] = [5, 6];
 
 /// Tokens per prefill submit; longer inputs run in several.
 pub const PREFILL_CHUNK: usize = 128;
-
-/// A weight tensor on the GPU: raw GGUF bytes and their type.
-struct Weight {
-    buf: Buf,
-    ty: GgmlType,
-}
 
 struct LayerWeights {
     attn_norm: Buf, // [dim] f32
@@ -40,14 +34,14 @@ struct Activations {
     step: Buf,      // uniform Step
     tokens: Buf,    // [T] u32
     x: Buf,         // [T][dim] residual stream
-    xb: Buf,        // [T][dim] normalised
+    xb: Buf,        // [T][dim] normalised (also bound as a uniform window by matvec)
     q: Buf,         // [T][n_heads][hd]
     k0: Buf,        // [T][G0][hd] native-head K projection
     v0: Buf,        // [T][G0][hd]
-    att: Buf,       // [T][n_heads][hd]
+    att: Buf,       // [T][n_heads][hd] (uniform window too)
     ml: Buf,        // [T][n_heads][max_chunks] (m, l)
     part: Buf,      // [T][n_heads][max_chunks][hd]
-    gate: Buf,      // [T][ffn]
+    gate: Buf,      // [T][ffn] (uniform window too)
     up: Buf,        // [T][ffn]
     logits: Buf,    // [T][vocab]
     token_out: Buf, // [1] u32
@@ -66,11 +60,12 @@ struct KvCache {
 enum Grid {
     /// (x, T, 1)
     PerToken(u32),
-    /// (⌈n_out/64⌉, ⌈T/TT⌉, 1), or one token row when `last`.
+    /// (⌈n_out/64⌉, ⌈T/TT⌉, 1)
     Matmul {
         n_out: u32,
-        last: bool,
     },
+    /// (⌈n_out/64⌉, 1, 1)
+    Matvec(u32),
     /// (T, 1, 1), or 1 when `last`.
     Rows {
         last: bool,
@@ -115,8 +110,10 @@ pub struct GpuEngine {
     layers: Vec<LayerWeights>,
     act: Activations,
     cache: KvCache,
-    /// Kernels of the layers, in order; rebuilt when G changes.
-    body: Vec<Op>,
+    /// Kernels of the layers, in order, for one token (matvec) and for T (matmul); rebuilt
+    /// when G changes.
+    body_decode: Vec<Op>,
+    body_prefill: Vec<Op>,
     embed: Op,
     tail_last: Vec<Op>,   // final norm, head (last row), argmax
     tail_sample: Vec<Op>, // final norm, head (last row), temperature/top-k/top-p sampling
@@ -124,16 +121,10 @@ pub struct GpuEngine {
     _uniforms: Uniforms,
 }
 
-/// Uploads a `[rows][row_len]` weight in the interleaved layout of [`super::layout`].
+/// Uploads a `[rows][row_len]` weight in the texture layout of [`super::layout`].
 fn upload(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Weight, GpuError> {
     let rows = t.dims.get(1).copied().unwrap_or(1) as usize;
-    let words = interleave(t.ggml_type, g.tensor_bytes(t), rows).ok_or_else(|| {
-        GpuError::Unsupported(format!("tensor {} of type {}", t.name, t.ggml_type.name()))
-    })?;
-    Ok(Weight {
-        buf: gpu.storage_with(t.name, bytemuck::cast_slice(&words))?,
-        ty: t.ggml_type,
-    })
+    Weight::upload(gpu, t.name, t.ggml_type, g.tensor_bytes(t), rows)
 }
 
 /// Norm weights are uploaded as f32 whatever their file type.
@@ -200,7 +191,8 @@ impl GpuEngine {
             layers,
             act,
             cache,
-            body: Vec::new(),
+            body_decode: Vec::new(),
+            body_prefill: Vec::new(),
             tail_last: Vec::new(),
             tail_sample: Vec::new(),
             tail_all: Vec::new(),
@@ -227,18 +219,18 @@ impl GpuEngine {
 
     /// Kernel dispatches per decode step (one token; all in one submit).
     pub fn dispatches_per_token(&self) -> usize {
-        1 + self.body.len() + self.tail_last.len()
+        1 + self.body_decode.len() + self.tail_last.len()
     }
 
     /// Bytes of weights on the GPU (all read once per decode step).
     pub fn weight_bytes(&self) -> u64 {
-        let mut n = self.token_embd.buf.size() + self.output_norm.size();
-        n += self.output.as_ref().map_or(0, |w| w.buf.size());
+        let mut n = self.token_embd.bytes() + self.output_norm.size();
+        n += self.output.as_ref().map_or(0, |w| w.bytes());
         for l in &self.layers {
             n += l.attn_norm.size() + l.ffn_norm.size();
             n += [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
                 .iter()
-                .map(|w| w.buf.size())
+                .map(|w| w.bytes())
                 .sum::<u64>();
         }
         n
@@ -248,9 +240,9 @@ impl GpuEngine {
     /// layers) at the current sequence length: those kernels alone, `iters` steps, one submit
     /// each, waited for. For benchmarks.
     pub async fn time_attention(&mut self, iters: usize) -> Result<f64, EngineError> {
-        let per_layer = self.body.len() / self.cfg.n_layers;
+        let per_layer = self.body_decode.len() / self.cfg.n_layers;
         let attention: Vec<&Op> = self
-            .body
+            .body_decode
             .chunks(per_layer)
             .flat_map(|l| ATTENTION_OPS.map(|i| &l[i]))
             .collect();
@@ -298,7 +290,8 @@ impl GpuEngine {
             ))
             .into());
         }
-        self.body.clear();
+        self.body_decode.clear();
+        self.body_prefill.clear();
         // Free the old cache before allocating the new one (peak memory = the larger of the two).
         self.cache.k.clear();
         self.cache.v.clear();
@@ -315,6 +308,78 @@ impl GpuEngine {
         let mut b = OpBuilder::default();
         let cfg = &self.cfg;
         let a = &self.act;
+        let (dim, vocab) = (cfg.dim as u32, cfg.vocab_size as u32);
+        let embed = b.add(
+            Kernel::Embed,
+            self.token_embd.ty,
+            EmbedParams {
+                dim,
+                vocab,
+                _pad: [0; 2],
+            },
+            with_weight(&self.token_embd, [a.tokens.binding(), a.x.binding()]),
+            Grid::PerToken(dim / 32),
+        );
+        let decode = self.layer_ops(&mut b, true);
+        let prefill = self.layer_ops(&mut b, false);
+        let head = self.output.as_ref().unwrap_or(&self.token_embd);
+        // Three tails: last row + GPU argmax, last row + GPU sampling, every row's logits.
+        let mut tails = Vec::new();
+        for last in [true, true, false] {
+            let norm_params = RmsNormParams {
+                dim,
+                eps: cfg.rms_eps,
+                last_row_only: last as u32,
+                _pad: 0,
+            };
+            let bufs = vec![a.x.binding(), self.output_norm.binding(), a.xb.binding()];
+            let norm = b.add(
+                Kernel::RmsNorm,
+                GgmlType::F32,
+                norm_params,
+                bufs,
+                Grid::Rows { last },
+            );
+            let head_op = if last {
+                b.matvec(head, dim, vocab, false, &a.xb, &a.logits)
+            } else {
+                b.matmul(head, dim, vocab, false, &a.xb, &a.logits)
+            };
+            tails.push(vec![norm, head_op]);
+        }
+        let argmax_params = ArgmaxParams {
+            vocab,
+            _pad: [0; 3],
+        };
+        let argmax = b.add_plain(
+            Kernel::Argmax,
+            argmax_params,
+            vec![a.logits.binding(), a.token_out.binding()],
+        );
+        tails[0].push(argmax);
+        let sample_bufs = vec![
+            a.sampling.binding(),
+            a.logits.binding(),
+            a.token_out.binding(),
+        ];
+        tails[1].push(b.add_raw(Kernel::Sample, sample_bufs));
+        let (uniforms, mut ops) = b.finish(&self.gpu, &a.step)?;
+        let mut take = |spec: usize| ops[spec].take().expect("each op is taken once");
+        self.embed = take(embed);
+        self.body_decode = decode.into_iter().map(&mut take).collect();
+        self.body_prefill = prefill.into_iter().map(&mut take).collect();
+        self.tail_last = tails[0].iter().map(|&i| take(i)).collect();
+        self.tail_sample = tails[1].iter().map(|&i| take(i)).collect();
+        self.tail_all = tails[2].iter().map(|&i| take(i)).collect();
+        self._uniforms = uniforms;
+        Ok(())
+    }
+
+    /// The ops of every layer, in order (see ARCHITECTURE.md); matrix products as matvec
+    /// for one token (`decode`) or matmul for T.
+    fn layer_ops<'a>(&'a self, b: &mut OpBuilder<'a>, decode: bool) -> Vec<usize> {
+        let cfg = &self.cfg;
+        let a = &self.act;
         let (dim, hd, nh, ffn) = (
             cfg.dim as u32,
             cfg.head_dim as u32,
@@ -325,26 +390,20 @@ impl GpuEngine {
         let groups = self.grouping.groups() as u32;
         let cap = self.capacity as u32;
         let mc = self.max_chunks as u32;
-        let embed = b.add(
-            Kernel::Embed,
-            self.token_embd.ty,
-            EmbedParams {
-                dim,
-                vocab: cfg.vocab_size as u32,
-                _pad: [0; 2],
-            },
-            vec![&self.token_embd.buf, &a.tokens, &a.x],
-            Grid::PerToken(dim / 32),
-        );
-        let mut body = Vec::new();
+        let mm = if decode {
+            OpBuilder::matvec
+        } else {
+            OpBuilder::matmul
+        };
+        let mut ops = Vec::new();
         for (l, w) in self.layers.iter().enumerate() {
-            let mm = OpBuilder::matmul;
-            body.push(b.rmsnorm(cfg, a, &w.attn_norm));
-            body.push(mm(&mut b, &w.wq, dim, nh * hd, false, &a.xb, &a.q));
-            body.push(mm(&mut b, &w.wk, dim, g0 * hd, false, &a.xb, &a.k0));
-            body.push(mm(&mut b, &w.wv, dim, g0 * hd, false, &a.xb, &a.v0));
+            ops.push(b.rmsnorm(cfg, a, &w.attn_norm));
+            ops.push(mm(b, &w.wq, dim, nh * hd, false, &a.xb, &a.q));
+            ops.push(mm(b, &w.wk, dim, g0 * hd, false, &a.xb, &a.k0));
+            ops.push(mm(b, &w.wv, dim, g0 * hd, false, &a.xb, &a.v0));
             let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
-            body.push(b.add(
+            let kv_bufs = [&a.k0, &a.v0, &self.cache.pool, &a.rope, kc, vc];
+            ops.push(b.add(
                 Kernel::KvStore,
                 GgmlType::F32,
                 KvStoreParams {
@@ -353,11 +412,12 @@ impl GpuEngine {
                     head_dim: hd,
                     capacity: cap,
                 },
-                vec![&a.k0, &a.v0, &self.cache.pool, &a.rope, kc, vc],
+                kv_bufs.iter().map(|x| x.binding()).collect(),
                 Grid::PerToken(groups * hd / 2),
             ));
             let scale = 1.0 / (hd as f32).sqrt();
-            body.push(b.add(
+            let att_bufs = [&a.q, kc, vc, &a.rope, &a.ml, &a.part];
+            ops.push(b.add(
                 Kernel::Attention,
                 GgmlType::F32,
                 AttentionParams {
@@ -369,10 +429,10 @@ impl GpuEngine {
                     scale,
                     _pad: [0; 2],
                 },
-                vec![&a.q, kc, vc, &a.rope, &a.ml, &a.part],
+                att_bufs.iter().map(|x| x.binding()).collect(),
                 Grid::Attention(groups),
             ));
-            body.push(b.add(
+            ops.push(b.add(
                 Kernel::AttentionReduce,
                 GgmlType::F32,
                 ReduceParams {
@@ -381,73 +441,35 @@ impl GpuEngine {
                     max_chunks: mc,
                     _pad: 0,
                 },
-                vec![&a.ml, &a.part, &a.att],
+                vec![a.ml.binding(), a.part.binding(), a.att.binding()],
                 Grid::Reduce(nh),
             ));
-            body.push(mm(&mut b, &w.wo, nh * hd, dim, true, &a.att, &a.x));
-            body.push(b.rmsnorm(cfg, a, &w.ffn_norm));
-            body.push(mm(&mut b, &w.w_gate, dim, ffn, false, &a.xb, &a.gate));
-            body.push(mm(&mut b, &w.w_up, dim, ffn, false, &a.xb, &a.up));
-            body.push(b.add(
+            ops.push(mm(b, &w.wo, nh * hd, dim, true, &a.att, &a.x));
+            ops.push(b.rmsnorm(cfg, a, &w.ffn_norm));
+            ops.push(mm(b, &w.w_gate, dim, ffn, false, &a.xb, &a.gate));
+            ops.push(mm(b, &w.w_up, dim, ffn, false, &a.xb, &a.up));
+            ops.push(b.add(
                 Kernel::SwiGlu,
                 GgmlType::F32,
                 SwiGluParams {
                     ffn_dim: ffn,
                     _pad: [0; 3],
                 },
-                vec![&a.gate, &a.up],
+                vec![a.gate.binding(), a.up.binding()],
                 Grid::Elementwise(ffn),
             ));
-            body.push(mm(&mut b, &w.w_down, ffn, dim, true, &a.gate, &a.x));
+            ops.push(mm(b, &w.w_down, ffn, dim, true, &a.gate, &a.x));
         }
-        let head = self.output.as_ref().unwrap_or(&self.token_embd);
-        let vocab = cfg.vocab_size as u32;
-        // Three tails: last row + GPU argmax, last row + GPU sampling, every row's logits.
-        let mut tails = Vec::new();
-        for last in [true, true, false] {
-            let norm_params = RmsNormParams {
-                dim,
-                eps: cfg.rms_eps,
-                last_row_only: last as u32,
-                _pad: 0,
-            };
-            let bufs = vec![&a.x, &self.output_norm, &a.xb];
-            let norm = b.add(
-                Kernel::RmsNorm,
-                GgmlType::F32,
-                norm_params,
-                bufs,
-                Grid::Rows { last },
-            );
-            let head_params = MatmulParams {
-                n_in: dim,
-                n_out: vocab,
-                accumulate: 0,
-                last_row_only: last as u32,
-            };
-            let bufs = vec![&head.buf, &a.xb, &a.logits];
-            let grid = Grid::Matmul { n_out: vocab, last };
-            tails.push(vec![
-                norm,
-                b.add(Kernel::Matmul, head.ty, head_params, bufs, grid),
-            ]);
+        ops
+    }
+
+    /// The layers' ops for a forward of `t` tokens.
+    fn body(&self, t: usize) -> &[Op] {
+        if t == 1 {
+            &self.body_decode
+        } else {
+            &self.body_prefill
         }
-        let argmax_params = ArgmaxParams {
-            vocab,
-            _pad: [0; 3],
-        };
-        let argmax = b.add_plain(Kernel::Argmax, argmax_params, vec![&a.logits, &a.token_out]);
-        tails[0].push(argmax);
-        tails[1].push(b.add_raw(Kernel::Sample, vec![&a.sampling, &a.logits, &a.token_out]));
-        let (uniforms, mut ops) = b.finish(&self.gpu, &a.step)?;
-        let mut take = |spec: usize| ops[spec].take().expect("each op is taken once");
-        self.embed = take(embed);
-        self.body = body.into_iter().map(&mut take).collect();
-        self.tail_last = tails[0].iter().map(|&i| take(i)).collect();
-        self.tail_sample = tails[1].iter().map(|&i| take(i)).collect();
-        self.tail_all = tails[2].iter().map(|&i| take(i)).collect();
-        self._uniforms = uniforms;
-        Ok(())
     }
 
     fn validate(&self, ids: &[u32]) -> Result<(), EngineError> {
@@ -497,7 +519,8 @@ impl GpuEngine {
                 label: Some("forward"),
                 timestamp_writes: None,
             });
-            let body = &self.body[..body_ops.unwrap_or(self.body.len())];
+            let all = self.body(ids.len());
+            let body = &all[..body_ops.unwrap_or(all.len())];
             for op in std::iter::once(&self.embed).chain(body).chain(tail) {
                 op.dispatch(&mut pass, t, n_chunks);
             }
@@ -622,7 +645,7 @@ impl GpuEngine {
             row * n_layers as u64,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
-        let ops_per_layer = self.body.len() / n_layers;
+        let ops_per_layer = self.body(ids.len()).len() / n_layers;
         let mut enc = self.record(ids, &[], Some(ops_per_layer));
         for l in 0..n_layers {
             if l > 0 {
@@ -632,7 +655,7 @@ impl GpuEngine {
                     label: Some("layer"),
                     timestamp_writes: None,
                 });
-                for op in &self.body[l * ops_per_layer..(l + 1) * ops_per_layer] {
+                for op in &self.body(ids.len())[l * ops_per_layer..(l + 1) * ops_per_layer] {
                     op.dispatch(&mut pass, t, n_chunks);
                 }
             }
@@ -674,6 +697,12 @@ fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
     let bad = |m: String| Err(GpuError::Unsupported(m));
     if cfg.dim % 32 != 0 || cfg.ffn_dim % 32 != 0 || (cfg.n_heads * cfg.head_dim) % 32 != 0 {
         return bad("dimensions must be multiples of 32".into());
+    }
+    let widest = cfg.dim.max(cfg.ffn_dim).max(cfg.n_heads * cfg.head_dim);
+    if widest > MATVEC_MAX_IN {
+        return bad(format!(
+            "a matrix {widest} wide (matvec.wgsl takes up to {MATVEC_MAX_IN})"
+        ));
     }
     if cfg.head_dim > ATTENTION_MAX_HEAD_DIM {
         return bad(format!(
@@ -718,14 +747,14 @@ impl Activations {
             sampling: gpu.buffer("sampling", 32, U::UNIFORM | U::COPY_DST)?,
             tokens: s("tokens", t)?,
             x: s("x", t * dim)?,
-            xb: s("xb", t * dim)?,
+            xb: gpu.activation("xb", t * dim * f)?,
             q: s("q", t * nh * hd)?,
             k0: s("k0", t * g0 * hd)?,
             v0: s("v0", t * g0 * hd)?,
-            att: s("att", t * nh * hd)?,
+            att: gpu.activation("att", t * nh * hd * f)?,
             ml: s("attention m,l", t * nh * max_chunks as u64 * 2)?,
             part: s("attention partials", t * nh * max_chunks as u64 * hd)?,
-            gate: s("gate", t * cfg.ffn_dim as u64)?,
+            gate: gpu.activation("gate", t * cfg.ffn_dim as u64 * f)?,
             up: s("up", t * cfg.ffn_dim as u64)?,
             logits: s("logits", t * cfg.vocab_size as u64)?,
             token_out: s("token", 4)?,
@@ -776,15 +805,8 @@ impl Grid {
     fn size(self, t: u32, n_chunks: u32) -> [u32; 3] {
         match self {
             Grid::PerToken(x) => [x.div_ceil(64), t, 1],
-            Grid::Matmul { n_out, last } => [
-                n_out.div_ceil(64),
-                if last {
-                    1
-                } else {
-                    t.div_ceil(MATMUL_TOKENS as u32)
-                },
-                1,
-            ],
+            Grid::Matmul { n_out } => [n_out.div_ceil(64), t.div_ceil(MATMUL_TOKENS as u32), 1],
+            Grid::Matvec(n_out) => [n_out.div_ceil(64), 1, 1],
             Grid::Rows { last } => [if last { 1 } else { t }, 1, 1],
             Grid::Attention(groups) => [n_chunks, groups, t],
             Grid::Reduce(heads) => [heads, t, 1],
@@ -798,18 +820,38 @@ impl Grid {
 /// groups in one go.
 #[derive(Default)]
 struct OpBuilder<'a> {
-    specs: Vec<(Kernel, u32, Vec<u8>, Vec<&'a Buf>, Grid, Binds)>,
+    specs: Vec<Spec<'a>>,
 }
 
-/// What comes before an op's buffers in its bindings.
+struct Spec<'a> {
+    kernel: Kernel,
+    wtype: u32,
+    params: Vec<u8>,
+    /// Bound in order after what `binds` puts first.
+    resources: Vec<wgpu::BindingResource<'a>>,
+    grid: Grid,
+    binds: Binds,
+}
+
+/// What comes before an op's resources in its bindings.
 #[derive(Clone, Copy, PartialEq)]
 enum Binds {
-    /// Its parameter slot, then the Step uniform.
+    /// Its parameter slot (0), then the Step uniform (1); resources from 2.
     ParamsStep,
-    /// Its parameter slot only.
+    /// Its parameter slot (0); resources from 2 (matvec.wgsl needs no Step).
+    ParamsNoStep,
+    /// Its parameter slot (0); resources from 1.
     Params,
-    /// Nothing: the buffers are all (the first may be a uniform written per submit).
+    /// Nothing: the resources are all (the first may be a uniform written per submit).
     Raw,
+}
+
+/// An op's resources: the weight's two textures (bindings 2, 3), then `rest`.
+fn with_weight<'a, const N: usize>(
+    w: &'a Weight,
+    rest: [wgpu::BindingResource<'a>; N],
+) -> Vec<wgpu::BindingResource<'a>> {
+    w.bindings().into_iter().chain(rest).collect()
 }
 
 impl<'a> OpBuilder<'a> {
@@ -824,12 +866,12 @@ impl<'a> OpBuilder<'a> {
             Kernel::RmsNorm,
             GgmlType::F32,
             p,
-            vec![&a.x, weight, &a.xb],
+            vec![a.x.binding(), weight.binding(), a.xb.binding()],
             Grid::Rows { last: false },
         )
     }
 
-    /// y (+)= W·x for every token row.
+    /// y (+)= W·x for every token row (prefill).
     fn matmul(
         &mut self,
         wt: &'a Weight,
@@ -843,79 +885,122 @@ impl<'a> OpBuilder<'a> {
             n_in,
             n_out,
             accumulate: acc as u32,
-            last_row_only: 0,
+            _pad: 0,
         };
         self.add(
             Kernel::Matmul,
             wt.ty,
             p,
-            vec![&wt.buf, x, y],
-            Grid::Matmul { n_out, last: false },
+            with_weight(wt, [x.binding(), y.binding()]),
+            Grid::Matmul { n_out },
         )
     }
 
-    /// An op whose bindings are (params, step, buffers…).
+    /// y (+)= W·x for x's row 0 (decode), x bound as a uniform window.
+    fn matvec(
+        &mut self,
+        wt: &'a Weight,
+        n_in: u32,
+        n_out: u32,
+        acc: bool,
+        x: &'a Buf,
+        y: &'a Buf,
+    ) -> usize {
+        let p = MatvecParams {
+            n_in,
+            n_out,
+            accumulate: acc as u32,
+            _pad: 0,
+        };
+        self.specs.push(Spec {
+            kernel: Kernel::Matvec,
+            wtype: wt.ty.id(),
+            params: bytemuck::bytes_of(&p).to_vec(),
+            resources: with_weight(wt, [x.uniform_window(), y.binding()]),
+            grid: Grid::Matvec(n_out),
+            binds: Binds::ParamsNoStep,
+        });
+        self.specs.len() - 1
+    }
+
+    /// An op whose bindings are (params, step, resources…).
     fn add<P: bytemuck::Pod>(
         &mut self,
-        k: Kernel,
+        kernel: Kernel,
         ty: GgmlType,
         params: P,
-        bufs: Vec<&'a Buf>,
+        resources: Vec<wgpu::BindingResource<'a>>,
         grid: Grid,
     ) -> usize {
-        self.specs.push((
-            k,
-            ty.id(),
-            bytemuck::bytes_of(&params).to_vec(),
-            bufs,
+        self.specs.push(Spec {
+            kernel,
+            wtype: ty.id(),
+            params: bytemuck::bytes_of(&params).to_vec(),
+            resources,
             grid,
-            Binds::ParamsStep,
-        ));
+            binds: Binds::ParamsStep,
+        });
         self.specs.len() - 1
     }
 
-    /// An op whose bindings are (params, buffers…): no Step.
-    fn add_plain<P: bytemuck::Pod>(&mut self, k: Kernel, params: P, bufs: Vec<&'a Buf>) -> usize {
-        self.specs.push((
-            k,
-            0,
-            bytemuck::bytes_of(&params).to_vec(),
-            bufs,
-            Grid::Single,
-            Binds::Params,
-        ));
+    /// An op whose bindings are (params, resources…): no Step.
+    fn add_plain<P: bytemuck::Pod>(
+        &mut self,
+        kernel: Kernel,
+        params: P,
+        resources: Vec<wgpu::BindingResource<'a>>,
+    ) -> usize {
+        self.specs.push(Spec {
+            kernel,
+            wtype: 0,
+            params: bytemuck::bytes_of(&params).to_vec(),
+            resources,
+            grid: Grid::Single,
+            binds: Binds::Params,
+        });
         self.specs.len() - 1
     }
 
-    /// An op bound to `bufs` alone, dispatched as one workgroup.
-    fn add_raw(&mut self, k: Kernel, bufs: Vec<&'a Buf>) -> usize {
-        self.specs
-            .push((k, 0, Vec::new(), bufs, Grid::Single, Binds::Raw));
+    /// An op bound to `resources` alone, dispatched as one workgroup.
+    fn add_raw(&mut self, kernel: Kernel, resources: Vec<wgpu::BindingResource<'a>>) -> usize {
+        self.specs.push(Spec {
+            kernel,
+            wtype: 0,
+            params: Vec::new(),
+            resources,
+            grid: Grid::Single,
+            binds: Binds::Raw,
+        });
         self.specs.len() - 1
     }
 
     fn finish(self, gpu: &Gpu, step: &Buf) -> Result<(Uniforms, Vec<Option<Op>>), GpuError> {
-        let blobs: Vec<Vec<u8>> = self.specs.iter().map(|s| s.2.clone()).collect();
+        let blobs: Vec<Vec<u8>> = self.specs.iter().map(|s| s.params.clone()).collect();
         let uniforms = Uniforms::new(gpu, &blobs)?;
         let ops = self
             .specs
             .iter()
             .enumerate()
-            .map(|(i, (k, ty, _, bufs, grid, binds))| {
-                let pipeline = gpu.pipeline(*k, *ty);
+            .map(|(i, spec)| {
+                let pipeline = gpu.pipeline(spec.kernel, spec.wtype);
                 let mut res = Vec::new();
-                if *binds != Binds::Raw {
-                    res.push(uniforms.slot(i));
+                if spec.binds != Binds::Raw {
+                    res.push((0, uniforms.slot(i)));
                 }
-                if *binds == Binds::ParamsStep {
-                    res.push(step.binding());
+                if spec.binds == Binds::ParamsStep {
+                    res.push((1, step.binding()));
                 }
-                res.extend(bufs.iter().map(|b| b.binding()));
-                let bind = gpu.bind(&pipeline, &res);
+                let first = match spec.binds {
+                    Binds::Raw => 0,
+                    Binds::Params => 1,
+                    Binds::ParamsStep | Binds::ParamsNoStep => 2,
+                };
+                res.extend((first..).zip(spec.resources.iter().cloned()));
+                let bind = gpu.bind_numbered(&pipeline, &res);
                 Some(Op {
                     pipeline,
                     bind,
-                    grid: *grid,
+                    grid: spec.grid,
                 })
             })
             .collect();
@@ -932,7 +1017,7 @@ fn dummy_op(gpu: &Gpu, act: &Activations) -> Result<Op, GpuError> {
             vocab: 0,
             _pad: [0; 3],
         },
-        vec![&act.logits, &act.token_out],
+        vec![act.logits.binding(), act.token_out.binding()],
     );
     let (_u, mut ops) = b.finish(gpu, &act.step)?;
     Ok(ops.remove(0).expect("one op"))

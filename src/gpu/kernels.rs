@@ -11,6 +11,7 @@ pub const QUANT: &str = include_str!("../../shaders/quant.wgsl");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Embed,
+    Matvec,
     Matmul,
     RmsNorm,
     SwiGlu,
@@ -22,8 +23,9 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::Embed,
+        Kernel::Matvec,
         Kernel::Matmul,
         Kernel::RmsNorm,
         Kernel::SwiGlu,
@@ -37,6 +39,7 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Embed => "embed",
+            Kernel::Matvec => "matvec",
             Kernel::Matmul => "matmul",
             Kernel::RmsNorm => "rmsnorm",
             Kernel::SwiGlu => "swiglu",
@@ -51,6 +54,7 @@ impl Kernel {
     fn file(self) -> &'static str {
         match self {
             Kernel::Embed => include_str!("../../shaders/embed.wgsl"),
+            Kernel::Matvec => include_str!("../../shaders/matvec.wgsl"),
             Kernel::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Kernel::RmsNorm => include_str!("../../shaders/rmsnorm.wgsl"),
             Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl"),
@@ -64,7 +68,7 @@ impl Kernel {
 
     /// Whether the kernel reads quantized weights (and so takes the WTYPE constant).
     pub fn reads_weights(self) -> bool {
-        matches!(self, Kernel::Embed | Kernel::Matmul)
+        matches!(self, Kernel::Embed | Kernel::Matvec | Kernel::Matmul)
     }
 
     /// The complete WGSL module.
@@ -107,8 +111,21 @@ pub struct MatmulParams {
     pub n_in: u32,
     pub n_out: u32,
     pub accumulate: u32,
-    pub last_row_only: u32,
+    pub _pad: u32,
 }
+
+/// `Params` of matvec.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct MatvecParams {
+    pub n_in: u32,
+    pub n_out: u32,
+    pub accumulate: u32,
+    pub _pad: u32,
+}
+
+/// Most inputs matvec.wgsl takes (its uniform `x` is 4096 vec4s: 64 KiB).
+pub const MATVEC_MAX_IN: usize = 16384;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]

@@ -1,8 +1,10 @@
 //! The GPU engine: the model in WGSL compute shaders through wgpu (WebGPU in the browser,
 //! Vulkan natively — lavapipe on machines without a GPU). The only module that touches wgpu.
 //!
-//! Weights stay quantized on the GPU (GGUF blocks as they are, dequantized in the kernels),
-//! activations and the KV cache are f32 (no `shader-f16` needed). One forward is one submit;
+//! Weights stay quantized on the GPU (GGUF blocks as they are, in textures, dequantized in
+//! the kernels), activations and the KV cache are f32 (no `shader-f16` needed). Decode uses
+//! matrix-vector kernels that read the activation vector as a uniform; prefill uses a tiled
+//! matrix product. One forward is one submit;
 //! a greedy decode step reads back only the sampled token id. Regrouping pools the projected
 //! K/V of the native heads (kv_store.wgsl), so changing G re-uploads no weights: it replaces
 //! the KV cache and a G×G0 pooling matrix.
@@ -11,9 +13,11 @@ mod context;
 mod engine;
 pub mod kernels;
 pub mod layout;
+mod weight;
 
-pub use context::{Buf, Gpu};
+pub use context::{Buf, Gpu, Tex, UNIFORM_WINDOW};
 pub use engine::GpuEngine;
+pub use weight::Weight;
 
 use thiserror::Error;
 
