@@ -1,9 +1,10 @@
 // GQA attention, split over the context (flash-decoding): workgroup (chunk c, KV head g,
 // query token t) scores the CHUNK positions of chunk c for all n_rep query heads that share
 // KV head g. Each K and V row is read once for all of them: the shared head is indexed, never
-// repeated. Query heads are rotated (RoPE) as they are loaded. Partial results (max m, sum l,
+// repeated. Query heads arrive rotated (kv_store.wgsl). Partial results (max m, sum l,
 // unnormalised acc) go to `ml` and `acc`; attention_reduce.wgsl combines the chunks.
-//   q: [T][H][hd]   kc, vc: [G][capacity][hd]   rope: [capacity][hd/2]
+// This kernel serves prefill (T query tokens); decode uses attention_decode.wgsl.
+//   q: [T][H][hd]   kc, vc: [G][capacity][hd]
 //   ml: [T][H][n_chunks] (m, l)   acc: [T][H][n_chunks][hd]
 struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, _a: u32, _b: u32 }
 
@@ -12,9 +13,8 @@ struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chu
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read> kc: array<f32>;
 @group(0) @binding(4) var<storage, read> vc: array<f32>;
-@group(0) @binding(5) var<storage, read> rope: array<vec2<f32>>;
-@group(0) @binding(6) var<storage, read_write> ml: array<vec2<f32>>;
-@group(0) @binding(7) var<storage, read_write> acc: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ml: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> acc: array<f32>;
 
 const CHUNK: u32 = 64u;
 const MAX_REP: u32 = 16u;
@@ -34,15 +34,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let n = select(0u, min(CHUNK, pos + 1u - start), start <= pos);
     let tid = lid.x;
 
-    // Load (and rotate) the n_rep query heads that read KV head g.
+    // Load the n_rep query heads that read KV head g.
     for (var r = 0u; r < n_rep; r++) {
         let h = g * n_rep + r;
         for (var d = tid; d < hd; d += 64u) {
-            let i = d / 2u;
-            let a = q[(t * p.n_heads + h) * hd + 2u * i];
-            let b = q[(t * p.n_heads + h) * hd + 2u * i + 1u];
-            let cs = rope[pos * (hd / 2u) + i];
-            qs[r * hd + d] = select(a * cs.y + b * cs.x, a * cs.x - b * cs.y, d % 2u == 0u);
+            qs[r * hd + d] = q[(t * p.n_heads + h) * hd + d];
         }
     }
     workgroupBarrier();

@@ -332,10 +332,12 @@ fn rope_table(positions: usize, hd: usize, base: f64) -> Vec<f32> {
 fn kv_store_pools_ropes_and_appends() {
     let gpu = gpu();
     let mut rng = Rng(5);
-    let (hd, g0, cap, t, pos0) = (64usize, 3usize, 16usize, 2usize, 5usize);
+    let (hd, g0, cap, t, pos0, nh) = (64usize, 3usize, 16usize, 2usize, 5usize, 9usize);
     let rope = f32s(gpu, &rope_table(cap, hd, 10_000.0));
     for groups in [1usize, 3, 9] {
         let (k0, v0) = (rng.vec(t * g0 * hd), rng.vec(t * g0 * hd));
+        let q = rng.vec(t * nh * hd);
+        let qb = f32s(gpu, &q);
         let plan = pooling_plan(
             Grouping::new(9, 3).unwrap(),
             Grouping::new(9, groups).unwrap(),
@@ -353,6 +355,8 @@ fn kv_store_pools_ropes_and_appends() {
             native_groups: g0 as u32,
             head_dim: hd as u32,
             capacity: cap as u32,
+            n_heads: nh as u32,
+            _pad: [0; 3],
         };
         let bufs = [
             &f32s(gpu, &k0),
@@ -361,6 +365,7 @@ fn kv_store_pools_ropes_and_appends() {
             &rope,
             &kc,
             &vc,
+            &qb,
         ];
         gpu.run_kernel(
             Kernel::KvStore,
@@ -368,14 +373,21 @@ fn kv_store_pools_ropes_and_appends() {
             bytemuck::bytes_of(&p),
             Some(&step(gpu, pos0 as u32, t as u32, 1)),
             &bufs,
-            [((groups * hd / 2) as u32).div_ceil(64), t as u32, 1],
+            [((nh * hd / 2) as u32).div_ceil(64), t as u32, 1],
         )
         .unwrap();
         let (kg, vg) = (
             read(gpu, &kc, groups * cap * hd),
             read(gpu, &vc, groups * cap * hd),
         );
+        let qg = read(gpu, &qb, t * nh * hd);
         for tt in 0..t {
+            for h in 0..nh {
+                let at = (tt * nh + h) * hd;
+                let mut want = q[at..at + hd].to_vec();
+                ops::rope(&mut want, hd, pos0 + tt, 10_000.0);
+                assert_close(&format!("q t={tt} h={h}"), &qg[at..at + hd], &want, 1e-5);
+            }
             for (g, srcs) in plan.iter().enumerate() {
                 let mut k = vec![0.0f32; hd];
                 let mut v = vec![0.0f32; hd];
@@ -404,89 +416,121 @@ fn kv_store_pools_ropes_and_appends() {
     }
 }
 
-/// attention.wgsl + attention_reduce.wgsl vs a plain causal GQA attention (RoPE on q, query
-/// head h reads KV head h / n_rep), over 150 cached positions (3 chunks), G = 1, 3, 9 (1e-4).
+/// Plain causal GQA attention on the CPU: query head h (already rotated) at position `pos`
+/// reads KV head h / n_rep over positions 0..=pos.
+fn attention_cpu(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    cap: usize,
+    hd: usize,
+    pos: usize,
+    g: usize,
+) -> Vec<f32> {
+    let scale = 1.0 / (hd as f32).sqrt();
+    let row = |c: &'_ [f32], p: usize| c[(g * cap + p) * hd..(g * cap + p + 1) * hd].to_vec();
+    let mut s: Vec<f32> = (0..=pos)
+        .map(|p| ops::dot(q, &row(kc, p)) * scale)
+        .collect();
+    ops::softmax(&mut s);
+    let mut out = vec![0.0f32; hd];
+    for (p, a) in s.iter().enumerate() {
+        for (o, v) in out.iter_mut().zip(row(vc, p)) {
+            *o += a * v;
+        }
+    }
+    out
+}
+
+/// attention.wgsl (prefill, T = 3) and attention_decode.wgsl (T = 1), each followed by
+/// attention_reduce.wgsl, vs [`attention_cpu`] over 150 cached positions (3 chunks),
+/// G = 1, 3, 9 (1e-4).
 #[test]
 fn attention_matches_cpu() {
     let gpu = gpu();
     let mut rng = Rng(6);
-    let (nh, hd, cap, t) = (9usize, 64usize, 160usize, 3usize);
-    let pos0 = 147usize; // queries at 147, 148, 149
-    let rope = rope_table(cap, hd, 10_000.0);
-    let rope_b = f32s(gpu, &rope);
+    let (nh, hd, cap) = (9usize, 64usize, 160usize);
     let max_chunks = cap.div_ceil(ATTENTION_CHUNK);
-    let n_chunks = (pos0 + t).div_ceil(ATTENTION_CHUNK);
-    for groups in [1usize, 3, 9] {
-        let grouping = Grouping::new(nh, groups).unwrap();
-        let q = rng.vec(t * nh * hd);
-        let kc = rng.vec(groups * cap * hd);
-        let vc = rng.vec(groups * cap * hd);
-        let ml = gpu.storage("ml", (t * nh * max_chunks * 8) as u64).unwrap();
-        let part = gpu
-            .storage("part", (t * nh * max_chunks * hd * 4) as u64)
+    for (kernel, t, pos0) in [
+        (Kernel::Attention, 3usize, 147usize),
+        (Kernel::AttentionDecode, 1, 149),
+    ] {
+        let n_chunks = (pos0 + t).div_ceil(ATTENTION_CHUNK);
+        for groups in [1usize, 3, 9] {
+            let grouping = Grouping::new(nh, groups).unwrap();
+            let q = rng.vec(t * nh * hd);
+            let kc = rng.vec(groups * cap * hd);
+            let vc = rng.vec(groups * cap * hd);
+            let ml = gpu.storage("ml", (t * nh * max_chunks * 8) as u64).unwrap();
+            let part = gpu
+                .storage("part", (t * nh * max_chunks * hd * 4) as u64)
+                .unwrap();
+            let out = gpu.storage("out", (t * nh * hd * 4) as u64).unwrap();
+            let st = step(gpu, pos0 as u32, t as u32, n_chunks as u32);
+            let p = AttentionParams {
+                n_heads: nh as u32,
+                groups: groups as u32,
+                head_dim: hd as u32,
+                capacity: cap as u32,
+                max_chunks: max_chunks as u32,
+                scale: 1.0 / (hd as f32).sqrt(),
+                _pad: [0; 2],
+            };
+            let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
+            let qb = gpu.activation("q", (q.len() * 4) as u64).unwrap();
+            gpu.queue
+                .write_buffer(&qb.buffer, 0, bytemuck::cast_slice(&q));
+            let (kb, vb) = (f32s(gpu, &kc), f32s(gpu, &vc));
+            let q_res = if kernel == Kernel::AttentionDecode {
+                qb.uniform_window()
+            } else {
+                qb.binding()
+            };
+            let res = [
+                params.binding(),
+                st.binding(),
+                q_res,
+                kb.binding(),
+                vb.binding(),
+                ml.binding(),
+                part.binding(),
+            ];
+            let numbered: Vec<_> = (0..).zip(res).collect();
+            gpu.run_resources(
+                kernel,
+                0,
+                &numbered,
+                [n_chunks as u32, groups as u32, t as u32],
+            )
             .unwrap();
-        let out = gpu.storage("out", (t * nh * hd * 4) as u64).unwrap();
-        let st = step(gpu, pos0 as u32, t as u32, n_chunks as u32);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let p = AttentionParams {
-            n_heads: nh as u32,
-            groups: groups as u32,
-            head_dim: hd as u32,
-            capacity: cap as u32,
-            max_chunks: max_chunks as u32,
-            scale,
-            _pad: [0; 2],
-        };
-        let qb = f32s(gpu, &q);
-        let (kb, vb) = (f32s(gpu, &kc), f32s(gpu, &vc));
-        gpu.run_kernel(
-            Kernel::Attention,
-            0,
-            bytemuck::bytes_of(&p),
-            Some(&st),
-            &[&qb, &kb, &vb, &rope_b, &ml, &part],
-            [n_chunks as u32, groups as u32, t as u32],
-        )
-        .unwrap();
-        let rp = ReduceParams {
-            n_heads: nh as u32,
-            head_dim: hd as u32,
-            max_chunks: max_chunks as u32,
-            _pad: 0,
-        };
-        gpu.run_kernel(
-            Kernel::AttentionReduce,
-            0,
-            bytemuck::bytes_of(&rp),
-            Some(&st),
-            &[&ml, &part, &out],
-            [nh as u32, t as u32, 1],
-        )
-        .unwrap();
-        let got = read(gpu, &out, t * nh * hd);
-        for tt in 0..t {
-            let pos = pos0 + tt;
-            for h in 0..nh {
-                let g = grouping.kv_head(h);
-                let mut qh = q[(tt * nh + h) * hd..(tt * nh + h + 1) * hd].to_vec();
-                ops::rope(&mut qh, hd, pos, 10_000.0);
-                let mut s: Vec<f32> = (0..=pos)
-                    .map(|p| ops::dot(&qh, &kc[(g * cap + p) * hd..(g * cap + p + 1) * hd]) * scale)
-                    .collect();
-                ops::softmax(&mut s);
-                let mut want = vec![0.0f32; hd];
-                for (p, a) in s.iter().enumerate() {
-                    for d in 0..hd {
-                        want[d] += a * vc[(g * cap + p) * hd + d];
-                    }
+            let rp = ReduceParams {
+                n_heads: nh as u32,
+                head_dim: hd as u32,
+                max_chunks: max_chunks as u32,
+                _pad: 0,
+            };
+            gpu.run_kernel(
+                Kernel::AttentionReduce,
+                0,
+                bytemuck::bytes_of(&rp),
+                Some(&st),
+                &[&ml, &part, &out],
+                [nh as u32, t as u32, 1],
+            )
+            .unwrap();
+            let got = read(gpu, &out, t * nh * hd);
+            for tt in 0..t {
+                for h in 0..nh {
+                    let at = (tt * nh + h) * hd;
+                    let g = grouping.kv_head(h);
+                    let want = attention_cpu(&q[at..at + hd], &kc, &vc, cap, hd, pos0 + tt, g);
+                    assert_close(
+                        &format!("{} G={groups} t={tt} h={h}", kernel.name()),
+                        &got[at..at + hd],
+                        &want,
+                        1e-4,
+                    );
                 }
-                let at = (tt * nh + h) * hd;
-                assert_close(
-                    &format!("attention G={groups} t={tt} h={h}"),
-                    &got[at..at + hd],
-                    &want,
-                    1e-4,
-                );
             }
         }
     }

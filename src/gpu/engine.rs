@@ -35,7 +35,7 @@ struct Activations {
     tokens: Buf,    // [T] u32
     x: Buf,         // [T][dim] residual stream
     xb: Buf,        // [T][dim] normalised (also bound as a uniform window by matvec)
-    q: Buf,         // [T][n_heads][hd]
+    q: Buf,         // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
     k0: Buf,        // [T][G0][hd] native-head K projection
     v0: Buf,        // [T][G0][hd]
     att: Buf,       // [T][n_heads][hd] (uniform window too)
@@ -402,7 +402,7 @@ impl GpuEngine {
             ops.push(mm(b, &w.wk, dim, g0 * hd, false, &a.xb, &a.k0));
             ops.push(mm(b, &w.wv, dim, g0 * hd, false, &a.xb, &a.v0));
             let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
-            let kv_bufs = [&a.k0, &a.v0, &self.cache.pool, &a.rope, kc, vc];
+            let kv_bufs = [&a.k0, &a.v0, &self.cache.pool, &a.rope, kc, vc, &a.q];
             ops.push(b.add(
                 Kernel::KvStore,
                 GgmlType::F32,
@@ -411,14 +411,21 @@ impl GpuEngine {
                     native_groups: g0,
                     head_dim: hd,
                     capacity: cap,
+                    n_heads: nh,
+                    _pad: [0; 3],
                 },
                 kv_bufs.iter().map(|x| x.binding()).collect(),
-                Grid::PerToken(groups * hd / 2),
+                Grid::PerToken(nh * hd / 2),
             ));
             let scale = 1.0 / (hd as f32).sqrt();
-            let att_bufs = [&a.q, kc, vc, &a.rope, &a.ml, &a.part];
+            let (kernel, q) = if decode {
+                (Kernel::AttentionDecode, a.q.uniform_window())
+            } else {
+                (Kernel::Attention, a.q.binding())
+            };
+            let att_bufs = [kc, vc, &a.ml, &a.part].map(|x| x.binding());
             ops.push(b.add(
-                Kernel::Attention,
+                kernel,
                 GgmlType::F32,
                 AttentionParams {
                     n_heads: nh,
@@ -429,7 +436,7 @@ impl GpuEngine {
                     scale,
                     _pad: [0; 2],
                 },
-                att_bufs.iter().map(|x| x.binding()).collect(),
+                std::iter::once(q).chain(att_bufs).collect(),
                 Grid::Attention(groups),
             ));
             ops.push(b.add(
@@ -704,9 +711,9 @@ fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
             "a matrix {widest} wide (matvec.wgsl takes up to {MATVEC_MAX_IN})"
         ));
     }
-    if cfg.head_dim > ATTENTION_MAX_HEAD_DIM {
+    if cfg.head_dim > ATTENTION_MAX_HEAD_DIM || cfg.head_dim % 4 != 0 {
         return bad(format!(
-            "head_dim {} > {ATTENTION_MAX_HEAD_DIM}",
+            "head_dim {} (the attention kernels take multiples of 4 up to {ATTENTION_MAX_HEAD_DIM})",
             cfg.head_dim
         ));
     }
@@ -748,7 +755,7 @@ impl Activations {
             tokens: s("tokens", t)?,
             x: s("x", t * dim)?,
             xb: gpu.activation("xb", t * dim * f)?,
-            q: s("q", t * nh * hd)?,
+            q: gpu.activation("q", t * nh * hd * f)?,
             k0: s("k0", t * g0 * hd)?,
             v0: s("v0", t * g0 * hd)?,
             att: gpu.activation("att", t * nh * hd * f)?,

@@ -17,13 +17,14 @@ pub enum Kernel {
     SwiGlu,
     KvStore,
     Attention,
+    AttentionDecode,
     AttentionReduce,
     Argmax,
     Sample,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::Embed,
         Kernel::Matvec,
         Kernel::Matmul,
@@ -31,6 +32,7 @@ impl Kernel {
         Kernel::SwiGlu,
         Kernel::KvStore,
         Kernel::Attention,
+        Kernel::AttentionDecode,
         Kernel::AttentionReduce,
         Kernel::Argmax,
         Kernel::Sample,
@@ -45,6 +47,7 @@ impl Kernel {
             Kernel::SwiGlu => "swiglu",
             Kernel::KvStore => "kv_store",
             Kernel::Attention => "attention",
+            Kernel::AttentionDecode => "attention_decode",
             Kernel::AttentionReduce => "attention_reduce",
             Kernel::Argmax => "argmax",
             Kernel::Sample => "sample",
@@ -60,6 +63,7 @@ impl Kernel {
             Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl"),
             Kernel::KvStore => include_str!("../../shaders/kv_store.wgsl"),
             Kernel::Attention => include_str!("../../shaders/attention.wgsl"),
+            Kernel::AttentionDecode => include_str!("../../shaders/attention_decode.wgsl"),
             Kernel::AttentionReduce => include_str!("../../shaders/attention_reduce.wgsl"),
             Kernel::Argmax => include_str!("../../shaders/argmax.wgsl"),
             Kernel::Sample => include_str!("../../shaders/sample.wgsl"),
@@ -78,7 +82,7 @@ impl Kernel {
     }
 }
 
-/// Attention chunk length (positions per workgroup); `CHUNK` in attention.wgsl.
+/// Attention chunk length (positions per workgroup); `CHUNK` in attention*.wgsl.
 pub const ATTENTION_CHUNK: usize = 64;
 /// Most query heads per KV head the attention kernel holds; `MAX_REP` in attention.wgsl.
 pub const ATTENTION_MAX_REP: usize = 16;
@@ -150,6 +154,8 @@ pub struct KvStoreParams {
     pub native_groups: u32,
     pub head_dim: u32,
     pub capacity: u32,
+    pub n_heads: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
