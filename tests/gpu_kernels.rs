@@ -121,7 +121,7 @@ fn matmul_matches_cpu_for_every_type() {
             let x = rng.vec(t * n_in);
             let y0 = rng.vec(t * n_out);
             let (xb, yb) = (f32s(gpu, &x), f32s(gpu, &y0));
-            let p = MatmulParams {
+            let p = ProductParams {
                 n_in: n_in as u32,
                 n_out: n_out as u32,
                 accumulate: accumulate as u32,
@@ -169,7 +169,7 @@ fn run_matvec(gpu: &Gpu, w: &Weight, x: &[f32], y0: &[f32], accumulate: bool) ->
     gpu.queue
         .write_buffer(&xb.buffer, 0, bytemuck::cast_slice(x));
     let yb = f32s(gpu, y0);
-    let p = MatvecParams {
+    let p = ProductParams {
         n_in: n_in as u32,
         n_out: n_out as u32,
         accumulate: accumulate as u32,

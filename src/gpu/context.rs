@@ -211,11 +211,9 @@ impl Gpu {
         let size = width as u64 * height as u64 * texel;
         let limit = self.limits.max_texture_dimension_2d;
         if width.max(height) > limit {
-            return Err(GpuError::TooLarge {
-                what: format!("{label} ({width}×{height} texels)"),
-                bytes: size,
-                limit: limit as u64,
-            });
+            return Err(GpuError::Unsupported(format!(
+                "{label} needs a {width}×{height} texture; this GPU's largest is {limit}×{limit}"
+            )));
         }
         if words.len() as u64 * 4 != size {
             return Err(GpuError::Internal(format!(

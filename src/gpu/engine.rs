@@ -340,11 +340,7 @@ impl GpuEngine {
                 bufs,
                 Grid::Rows { last },
             );
-            let head_op = if last {
-                b.matvec(head, dim, vocab, false, &a.xb, &a.logits)
-            } else {
-                b.matmul(head, dim, vocab, false, &a.xb, &a.logits)
-            };
+            let head_op = b.product(last, head, dim, vocab, false, &a.xb, &a.logits);
             tails.push(vec![norm, head_op]);
         }
         let argmax_params = ArgmaxParams {
@@ -390,10 +386,8 @@ impl GpuEngine {
         let groups = self.grouping.groups() as u32;
         let cap = self.capacity as u32;
         let mc = self.max_chunks as u32;
-        let mm = if decode {
-            OpBuilder::matvec
-        } else {
-            OpBuilder::matmul
+        let mm = |b: &mut OpBuilder<'a>, wt, n_in, n_out, acc, x, y| {
+            b.product(decode, wt, n_in, n_out, acc, x, y)
         };
         let mut ops = Vec::new();
         for (l, w) in self.layers.iter().enumerate() {
@@ -878,9 +872,12 @@ impl<'a> OpBuilder<'a> {
         )
     }
 
-    /// y (+)= W·x for every token row (prefill).
-    fn matmul(
+    /// y (+)= W·x: for x's row 0 through matvec.wgsl (`decode`; x bound as a uniform window),
+    /// else for every token row through matmul.wgsl.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
         &mut self,
+        decode: bool,
         wt: &'a Weight,
         n_in: u32,
         n_out: u32,
@@ -888,44 +885,31 @@ impl<'a> OpBuilder<'a> {
         x: &'a Buf,
         y: &'a Buf,
     ) -> usize {
-        let p = MatmulParams {
+        let p = ProductParams {
             n_in,
             n_out,
             accumulate: acc as u32,
             _pad: 0,
         };
-        self.add(
-            Kernel::Matmul,
-            wt.ty,
-            p,
-            with_weight(wt, [x.binding(), y.binding()]),
-            Grid::Matmul { n_out },
-        )
-    }
-
-    /// y (+)= W·x for x's row 0 (decode), x bound as a uniform window.
-    fn matvec(
-        &mut self,
-        wt: &'a Weight,
-        n_in: u32,
-        n_out: u32,
-        acc: bool,
-        x: &'a Buf,
-        y: &'a Buf,
-    ) -> usize {
-        let p = MatvecParams {
-            n_in,
-            n_out,
-            accumulate: acc as u32,
-            _pad: 0,
+        let (kernel, x, grid, binds) = if decode {
+            let grid = Grid::Matvec(n_out);
+            (
+                Kernel::Matvec,
+                x.uniform_window(),
+                grid,
+                Binds::ParamsNoStep,
+            )
+        } else {
+            let grid = Grid::Matmul { n_out };
+            (Kernel::Matmul, x.binding(), grid, Binds::ParamsStep)
         };
         self.specs.push(Spec {
-            kernel: Kernel::Matvec,
+            kernel,
             wtype: wt.ty.id(),
             params: bytemuck::bytes_of(&p).to_vec(),
-            resources: with_weight(wt, [x.uniform_window(), y.binding()]),
-            grid: Grid::Matvec(n_out),
-            binds: Binds::ParamsNoStep,
+            resources: with_weight(wt, [x, y.binding()]),
+            grid,
+            binds,
         });
         self.specs.len() - 1
     }

@@ -109,19 +109,10 @@ pub struct EmbedParams {
     pub _pad: [u32; 2],
 }
 
+/// `Params` of matmul.wgsl and matvec.wgsl.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct MatmulParams {
-    pub n_in: u32,
-    pub n_out: u32,
-    pub accumulate: u32,
-    pub _pad: u32,
-}
-
-/// `Params` of matvec.wgsl.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct MatvecParams {
+pub struct ProductParams {
     pub n_in: u32,
     pub n_out: u32,
     pub accumulate: u32,
