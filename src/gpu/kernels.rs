@@ -119,8 +119,8 @@ pub struct ProductParams {
     pub _pad: u32,
 }
 
-/// Most inputs matvec.wgsl takes (its uniform `x` is 4096 vec4s: 64 KiB).
-pub const MATVEC_MAX_IN: usize = 16384;
+/// Most inputs matvec.wgsl takes: its uniform `x` (4096 vec4s) fills the uniform window.
+pub const MATVEC_MAX_IN: usize = (super::UNIFORM_WINDOW / 4) as usize;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
