@@ -9,8 +9,11 @@ struct Params { groups: u32, native_groups: u32, head_dim: u32, capacity: u32, n
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> k0: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read> v0: array<vec2<f32>>;
+// k0 and v0 are only read, but declared read_write: in decode they are parts of the buffer
+// that also holds q (one matvec computes Q|K|V), and a buffer bound writable in a dispatch may
+// not also be bound read-only.
+@group(0) @binding(2) var<storage, read_write> k0: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> v0: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read> pool: array<f32>;
 @group(0) @binding(5) var<storage, read> rope: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> kc: array<vec2<f32>>;

@@ -1,9 +1,10 @@
 // Dequantizing matrix product for prefill (T tokens):
-//   y[t][o] (+)= Σ_i W[o][i] · x[t][i]      W: [n_out][n_in] quantized, x: [T][n_in], y: [T][n_out]
+//   y[t][o] (+)= Σ_i W[row0 + o][i] · x[t][i]   W: [rows][n_in] quantized, x: [T][n_in], y: [T][n_out]
 // One invocation per output row and TT tokens: each weight block is fetched once for TT
-// tokens. With `accumulate`, the product is added to y (residual connections).
+// tokens. `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up). `mode`: 0
+// stores, 1 adds to y (residual connections); matvec.wgsl's mode 2 (SwiGLU) is not taken here.
 // Decode (T = 1) uses matvec.wgsl instead.
-struct Params { n_in: u32, n_out: u32, accumulate: u32, _pad: u32 }
+struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -26,7 +27,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let row4 = p.n_in / 4u;
     var acc = array<f32, TT>();
     for (var b = 0u; b < nb; b++) {
-        let w = dequant_block(o, b, nb);
+        let w = dequant_block(p.row0 + o, b, nb);
         let xb = t0 * row4 + b * 8u;
         for (var tt = 0u; tt < tn; tt++) {
             var s = 0.0;
@@ -38,6 +39,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     }
     for (var tt = 0u; tt < tn; tt++) {
         let i = (t0 + tt) * p.n_out + o;
-        y[i] = select(0.0, y[i], p.accumulate != 0u) + acc[tt];
+        y[i] = select(0.0, y[i], p.mode == 1u) + acc[tt];
     }
 }

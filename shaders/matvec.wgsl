@@ -1,24 +1,22 @@
 // Dequantizing matrix-vector product for decode (one token):
-//   y[o] (+)= Σ_i W[o][i] · x[i]      W: [n_out][n_in] quantized, x: [n_in], y: [n_out]
+//   y[o] (+)= Σ_i W[row0 + o][i] · x[i]      W: [rows][n_in] quantized, x: [n_in], y: [n_out]
 // One invocation per output row. x is read as a uniform: every invocation reads the same
 // x[i] at the same time, which a GPU broadcasts and a software rasteriser loads once for all
 // lanes (lavapipe turns storage reads into a per-invocation loop). Q4_1 and Q8_0 fold the
 // scale out of the inner sum: Σ (q·d + m)·x = d·Σ q·x + m·Σ x.
-// With `accumulate`, the product is added to y (residual connections).
-struct Params { n_in: u32, n_out: u32, accumulate: u32, _pad: u32 }
+// `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up). `mode`: 0 stores,
+// 1 adds to y (residual connections), 2 is the SwiGLU of the feed-forward — the gate rows
+// row0 + o and the up rows row0 + n_out + o of a stacked gate|up tensor in one pass:
+//   y[o] = silu(W[row0 + o]·x) · W[row0 + n_out + o]·x
+struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 // bindings 2, 3: the weight textures (quant.wgsl)
 @group(0) @binding(4) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let o = gid.x;
-    if (o >= p.n_out) {
-        return;
-    }
-    let nb = p.n_in / 32u;
+// W[o]·x for a row of nb blocks.
+fn row_dot(o: u32, nb: u32) -> f32 {
     var acc = 0.0;
     for (var b = 0u; b < nb; b++) {
         let at = block_at(o, b, nb);
@@ -53,5 +51,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
-    y[o] = select(0.0, y[o], p.accumulate != 0u) + acc;
+    return acc;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let o = gid.x;
+    if (o >= p.n_out) {
+        return;
+    }
+    let nb = p.n_in / 32u;
+    let a = row_dot(p.row0 + o, nb);
+    switch (p.mode) {
+        case 1u: {
+            y[o] += a;
+        }
+        case 2u: {
+            let u = row_dot(p.row0 + p.n_out + o, nb);
+            y[o] = a / (1.0 + exp(-a)) * u;
+        }
+        default: {
+            y[o] = a;
+        }
+    }
 }

@@ -8,7 +8,7 @@ use common::Rng;
 use gqa_lab::cpu::ops;
 use gqa_lab::gguf::{dequantize, GgmlType};
 use gqa_lab::gpu::kernels::*;
-use gqa_lab::gpu::{Buf, Gpu, Weight};
+use gqa_lab::gpu::{Buf, Gpu, Stack, Weight};
 use gqa_lab::model::{pooling_plan, Grouping};
 use gqa_lab::sampling;
 use half::f16;
@@ -108,6 +108,47 @@ fn weight(gpu: &Gpu, rng: &mut Rng, ty: GgmlType, n_in: usize, n_out: usize) -> 
     (Weight::upload(gpu, "w", ty, &raw, n_out).unwrap(), w_f32)
 }
 
+/// y (+)= W[row0..]·x for the `t` rows of x with matmul.wgsl.
+fn run_matmul(
+    gpu: &Gpu,
+    (w, row0): (&Weight, u32),
+    x: &[f32],
+    y0: &[f32],
+    t: usize,
+    mode: ProductMode,
+) -> Vec<f32> {
+    let (n_in, n_out) = (x.len() / t, y0.len() / t);
+    let (xb, yb) = (f32s(gpu, x), f32s(gpu, y0));
+    let p = ProductParams {
+        n_in: n_in as u32,
+        n_out: n_out as u32,
+        mode: mode as u32,
+        row0,
+    };
+    let (params, st) = (
+        gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap(),
+        step(gpu, 0, t as u32, 1),
+    );
+    let [wq, ws] = w.bindings();
+    let res = [
+        params.binding(),
+        st.binding(),
+        wq,
+        ws,
+        xb.binding(),
+        yb.binding(),
+    ];
+    let grid = [
+        (n_out as u32).div_ceil(64),
+        (t as u32).div_ceil(MATMUL_TOKENS as u32),
+        1,
+    ];
+    let numbered: Vec<_> = (0..).zip(res).collect();
+    gpu.run_resources(Kernel::Matmul, w.ty.id(), &numbered, grid)
+        .unwrap();
+    read(gpu, &yb, t * n_out)
+}
+
 /// matmul.wgsl (prefill) vs dequantize + ops::matmul, every supported type, T = 1 and T = 7,
 /// with and without accumulate; tolerance 1e-4 relative (f32 sums of 160 products).
 #[test]
@@ -117,44 +158,16 @@ fn matmul_matches_cpu_for_every_type() {
     let (n_in, n_out) = (160usize, 70usize);
     for ty in TYPES {
         let (w, w_f32) = weight(gpu, &mut rng, ty, n_in, n_out);
-        for (t, accumulate) in [(1usize, false), (7, true)] {
+        for (t, mode) in [(1usize, ProductMode::Store), (7, ProductMode::Accumulate)] {
             let x = rng.vec(t * n_in);
             let y0 = rng.vec(t * n_out);
-            let (xb, yb) = (f32s(gpu, &x), f32s(gpu, &y0));
-            let p = ProductParams {
-                n_in: n_in as u32,
-                n_out: n_out as u32,
-                accumulate: accumulate as u32,
-                _pad: 0,
-            };
-            let (params, st) = (
-                gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap(),
-                step(gpu, 0, t as u32, 1),
-            );
-            let [wq, ws] = w.bindings();
-            let res = [
-                params.binding(),
-                st.binding(),
-                wq,
-                ws,
-                xb.binding(),
-                yb.binding(),
-            ];
-            let grid = [
-                (n_out as u32).div_ceil(64),
-                (t as u32).div_ceil(MATMUL_TOKENS as u32),
-                1,
-            ];
-            let numbered: Vec<_> = (0..).zip(res).collect();
-            gpu.run_resources(Kernel::Matmul, ty.id(), &numbered, grid)
-                .unwrap();
             let mut want = ops::matmul(&x, &w_f32, n_in);
-            if accumulate {
+            if mode == ProductMode::Accumulate {
                 want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
             }
             assert_close(
                 &format!("matmul {} T={t}", ty.name()),
-                &read(gpu, &yb, t * n_out),
+                &run_matmul(gpu, (&w, 0), &x, &y0, t, mode),
                 &want,
                 1e-4,
             );
@@ -162,8 +175,14 @@ fn matmul_matches_cpu_for_every_type() {
     }
 }
 
-/// y = W·x with matvec.wgsl (x bound as a uniform window, as the engine does).
-fn run_matvec(gpu: &Gpu, w: &Weight, x: &[f32], y0: &[f32], accumulate: bool) -> Vec<f32> {
+/// y (+)= W[row0..]·x with matvec.wgsl (x bound as a uniform window, as the engine does).
+fn run_matvec(
+    gpu: &Gpu,
+    (w, row0): (&Weight, u32),
+    x: &[f32],
+    y0: &[f32],
+    mode: ProductMode,
+) -> Vec<f32> {
     let (n_in, n_out) = (x.len(), y0.len());
     let xb = gpu.activation("x", (n_in * 4) as u64).unwrap();
     gpu.queue
@@ -172,8 +191,8 @@ fn run_matvec(gpu: &Gpu, w: &Weight, x: &[f32], y0: &[f32], accumulate: bool) ->
     let p = ProductParams {
         n_in: n_in as u32,
         n_out: n_out as u32,
-        accumulate: accumulate as u32,
-        _pad: 0,
+        mode: mode as u32,
+        row0,
     };
     let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
     let [wq, ws] = w.bindings();
@@ -205,7 +224,8 @@ fn matvec_matches_cpu_for_every_type() {
             if accumulate {
                 want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
             }
-            let got = run_matvec(gpu, &w, &x, &y0, accumulate);
+            let mode = [ProductMode::Store, ProductMode::Accumulate][accumulate as usize];
+            let got = run_matvec(gpu, (&w, 0), &x, &y0, mode);
             assert_close(&format!("matvec {}", ty.name()), &got, &want, 1e-4);
         }
     }
@@ -220,8 +240,82 @@ fn matvec_reads_rows_past_a_stripe() {
     let (n_in, n_out) = (64usize, gqa_lab::gpu::layout::STRIPE + 64);
     let (w, w_f32) = weight(gpu, &mut rng, GgmlType::Q4_1, n_in, n_out);
     let x = rng.vec(n_in);
-    let got = run_matvec(gpu, &w, &x, &vec![0.0; n_out], false);
+    let got = run_matvec(gpu, (&w, 0), &x, &vec![0.0; n_out], ProductMode::Store);
     assert_close("matvec stripes", &got, &ops::matmul(&x, &w_f32, n_in), 1e-4);
+}
+
+/// A stacked gate|up (as the engine uploads it, [`Stack`]) through matvec.wgsl: each part
+/// alone from its first row (also through matmul.wgsl), and SwiGLU mode, silu(gate·x)·(up·x) in one pass, against
+/// dequantize + ops::matmul + ops::swiglu (1e-4 relative). The parts are 70 rows of 160, so
+/// the second starts inside a stripe.
+#[test]
+fn matvec_reads_stacked_parts_and_fuses_swiglu() {
+    let gpu = gpu();
+    let mut rng = Rng(13);
+    let (n_in, n_out) = (160usize, 70usize);
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::F16] {
+        let raw: Vec<Vec<u8>> = (0..2)
+            .map(|_| random_weights(&mut rng, ty, n_in * n_out))
+            .collect();
+        let parts: Vec<_> = raw.iter().map(|r| ("w", ty, &r[..], n_out)).collect();
+        let stack = Stack::upload(gpu, "gate|up", &parts).unwrap();
+        assert!(stack.whole().is_some(), "parts of one type stack");
+        let x = rng.vec(n_in);
+        let y0 = vec![0.0; n_out];
+        let [gate, up] = [0, 1].map(|i| {
+            let w_f32 = dequantize(ty, &raw[i], n_in * n_out).unwrap();
+            let want = ops::matmul(&x, &w_f32, n_in);
+            let got = run_matvec(gpu, stack.part(i), &x, &y0, ProductMode::Store);
+            assert_close(&format!("{} part {i}", ty.name()), &got, &want, 1e-4);
+            // matmul.wgsl (prefill) reads the same part for 5 tokens.
+            let x5: Vec<f32> = x.iter().cycle().take(5 * n_in).copied().collect();
+            let got = run_matmul(
+                gpu,
+                stack.part(i),
+                &x5,
+                &vec![0.0; 5 * n_out],
+                5,
+                ProductMode::Store,
+            );
+            assert_close(
+                &format!("{} part {i}, matmul", ty.name()),
+                &got,
+                &ops::matmul(&x5, &w_f32, n_in),
+                1e-4,
+            );
+            want
+        });
+        let whole = (stack.whole().unwrap(), 0);
+        let got = run_matvec(gpu, whole, &x, &y0, ProductMode::SwiGlu);
+        let want = ops::swiglu(&gate, &up);
+        assert_close(&format!("{} swiglu", ty.name()), &got, &want, 1e-4);
+    }
+}
+
+/// Parts of different types are not stacked; each is read alone from row 0.
+#[test]
+fn stack_keeps_parts_of_different_types_apart() {
+    let gpu = gpu();
+    let mut rng = Rng(14);
+    let (n_in, n_out) = (64usize, 8usize);
+    let a = random_weights(&mut rng, GgmlType::Q4_1, n_in * n_out);
+    let b = random_weights(&mut rng, GgmlType::Q8_0, n_in * n_out);
+    let parts = [
+        ("a", GgmlType::Q4_1, &a[..], n_out),
+        ("b", GgmlType::Q8_0, &b[..], n_out),
+    ];
+    let stack = Stack::upload(gpu, "a|b", &parts).unwrap();
+    assert!(stack.whole().is_none());
+    let (w, row0) = stack.part(1);
+    assert_eq!((w.ty, row0), (GgmlType::Q8_0, 0));
+    let x = rng.vec(n_in);
+    let want = ops::matmul(
+        &x,
+        &dequantize(GgmlType::Q8_0, &b, n_in * n_out).unwrap(),
+        n_in,
+    );
+    let got = run_matvec(gpu, (w, row0), &x, &vec![0.0; n_out], ProductMode::Store);
+    assert_close("second part", &got, &want, 1e-4);
 }
 
 /// embed.wgsl vs dequantized rows (exact up to the f16 scale: 1e-6).

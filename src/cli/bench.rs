@@ -5,7 +5,8 @@
 //! decode tokens/s at the given context (the positions before it are taken as filled, see
 //! [`Engine::skip_to`], so a slow backend need not prefill 4096 tokens first), the KV-cache
 //! bytes at that context and, on the GPU, attention time per token, dispatches and submits
-//! per token, bytes read per token and the effective bandwidth.
+//! per token, the cost of one dispatch beyond its work (and the ceiling it puts on decode),
+//! bytes read per token and the effective bandwidth.
 
 use super::{print_json, Backend};
 use anyhow::{bail, Result};
@@ -61,9 +62,13 @@ impl Bench {
         let kv_read = kv_cache_bytes(&cfg, e.grouping().groups(), e.len(), 4);
         let bytes = e.weight_bytes() + kv_read;
         let attention_ms = pollster::block_on(e.time_attention(4))?;
+        let overhead_us = pollster::block_on(e.time_dispatch_overhead(4))?;
+        let dispatches = e.dispatches_per_token();
         Ok(json!({
             "attention_ms_per_token": attention_ms,
-            "dispatches_per_token": e.dispatches_per_token(),
+            "dispatches_per_token": dispatches,
+            "dispatch_overhead_us": overhead_us,
+            "dispatch_ceiling_tokens_per_second": 1e6 / (dispatches as f64 * overhead_us),
             "submits_per_token": 1,
             "readback_bytes_per_token": 4,
             "bytes_read_per_token": bytes,

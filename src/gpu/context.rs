@@ -40,6 +40,14 @@ impl Buf {
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         self.buffer.as_entire_binding()
     }
+    /// `size` bytes from `offset` (a multiple of the device's storage offset alignment).
+    pub fn range(&self, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset,
+            size: wgpu::BufferSize::new(size),
+        })
+    }
     /// The first [`UNIFORM_WINDOW`] bytes as a uniform binding (the buffer must have been
     /// created with [`Gpu::activation`]).
     pub fn uniform_window(&self) -> wgpu::BindingResource<'_> {

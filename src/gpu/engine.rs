@@ -3,28 +3,22 @@
 
 use super::context::{Buf, Gpu, Uniforms};
 use super::kernels::*;
-use super::weight::Weight;
+use super::weight::{Stack, Weight};
 use super::GpuError;
 use crate::engine::EngineError;
 use crate::gguf::{GgmlType, Gguf, TensorInfo};
 use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
 use crate::sampling::SamplingParams;
 
-/// Positions of attention and its reduction among a layer's ops (see `build_ops`).
-const ATTENTION_OPS: [usize; 2] = [5, 6];
-
 /// Tokens per prefill submit; longer inputs run in several.
 pub const PREFILL_CHUNK: usize = 128;
 
 struct LayerWeights {
     attn_norm: Buf, // [dim] f32
-    wq: Weight,     // [n_heads·hd][dim]
-    wk: Weight,     // [G0·hd][dim]
-    wv: Weight,     // [G0·hd][dim]
+    qkv: Stack,     // Q [n_heads·hd][dim] | K [G0·hd][dim] | V [G0·hd][dim]
     wo: Weight,     // [dim][n_heads·hd]
     ffn_norm: Buf,  // [dim] f32
-    w_gate: Weight, // [ffn][dim]
-    w_up: Weight,   // [ffn][dim]
+    gate_up: Stack, // gate [ffn][dim] | up [ffn][dim]
     w_down: Weight, // [dim][ffn]
 }
 
@@ -38,6 +32,7 @@ struct Activations {
     q: Buf,         // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
     k0: Buf,        // [T][G0][hd] native-head K projection
     v0: Buf,        // [T][G0][hd]
+    qkv: Buf,       // decode: [n_heads·hd | G0·hd | G0·hd], q, k0, v0 of one token
     att: Buf,       // [T][n_heads][hd] (uniform window too)
     ml: Buf,        // [T][n_heads][max_chunks] (m, l)
     part: Buf,      // [T][n_heads][max_chunks][hd]
@@ -85,6 +80,15 @@ struct Op {
     grid: Grid,
 }
 
+/// The op ids of the layers, as [`OpBuilder`] numbers them.
+struct BodySpec {
+    ops: Vec<usize>,
+    /// Positions in `ops` of each layer's ops.
+    layers: Vec<std::ops::Range<usize>>,
+    /// Positions in `ops` of attention and its reduction.
+    attention: Vec<usize>,
+}
+
 /// What a forward returns.
 #[derive(Clone, Copy)]
 enum Want {
@@ -113,6 +117,11 @@ pub struct GpuEngine {
     /// Kernels of the layers, in order, for one token (matvec) and for T (matmul); rebuilt
     /// when G changes.
     body_decode: Vec<Op>,
+    /// Where attention and its reduction are in `body_decode`.
+    decode_attention: Vec<usize>,
+    /// Each layer's ops in `body_decode`, `body_prefill`.
+    decode_layers: Vec<std::ops::Range<usize>>,
+    prefill_layers: Vec<std::ops::Range<usize>>,
     body_prefill: Vec<Op>,
     embed: Op,
     tail_last: Vec<Op>,   // final norm, head (last row), argmax
@@ -121,10 +130,28 @@ pub struct GpuEngine {
     _uniforms: Uniforms,
 }
 
+/// Rows of a `[rows][row_len]` tensor.
+fn rows(t: &TensorInfo<'_>) -> usize {
+    t.dims.get(1).copied().unwrap_or(1) as usize
+}
+
 /// Uploads a `[rows][row_len]` weight in the texture layout of [`super::layout`].
 fn upload(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Weight, GpuError> {
-    let rows = t.dims.get(1).copied().unwrap_or(1) as usize;
-    Weight::upload(gpu, t.name, t.ggml_type, g.tensor_bytes(t), rows)
+    Weight::upload(gpu, t.name, t.ggml_type, g.tensor_bytes(t), rows(t))
+}
+
+/// Uploads tensors of one row length stacked (see [`Stack`]).
+fn upload_stack(
+    gpu: &Gpu,
+    g: &Gguf<'_>,
+    label: &str,
+    ts: &[&TensorInfo<'_>],
+) -> Result<Stack, GpuError> {
+    let parts: Vec<_> = ts
+        .iter()
+        .map(|t| (t.name, t.ggml_type, g.tensor_bytes(t), rows(t)))
+        .collect();
+    Stack::upload(gpu, label, &parts)
 }
 
 /// Norm weights are uploaded as f32 whatever their file type.
@@ -150,16 +177,19 @@ impl GpuEngine {
         let layers = t
             .layers
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
                 Ok(LayerWeights {
                     attn_norm: upload_f32(&gpu, g, l.attn_norm)?,
-                    wq: upload(&gpu, g, l.wq)?,
-                    wk: upload(&gpu, g, l.wk)?,
-                    wv: upload(&gpu, g, l.wv)?,
+                    qkv: upload_stack(&gpu, g, &format!("blk.{i}.qkv"), &[l.wq, l.wk, l.wv])?,
                     wo: upload(&gpu, g, l.wo)?,
                     ffn_norm: upload_f32(&gpu, g, l.ffn_norm)?,
-                    w_gate: upload(&gpu, g, l.w_gate)?,
-                    w_up: upload(&gpu, g, l.w_up)?,
+                    gate_up: upload_stack(
+                        &gpu,
+                        g,
+                        &format!("blk.{i}.gate_up"),
+                        &[l.w_gate, l.w_up],
+                    )?,
                     w_down: upload(&gpu, g, l.w_down)?,
                 })
             })
@@ -192,6 +222,9 @@ impl GpuEngine {
             act,
             cache,
             body_decode: Vec::new(),
+            decode_attention: Vec::new(),
+            decode_layers: Vec::new(),
+            prefill_layers: Vec::new(),
             body_prefill: Vec::new(),
             tail_last: Vec::new(),
             tail_sample: Vec::new(),
@@ -228,10 +261,7 @@ impl GpuEngine {
         n += self.output.as_ref().map_or(0, |w| w.bytes());
         for l in &self.layers {
             n += l.attn_norm.size() + l.ffn_norm.size();
-            n += [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                .iter()
-                .map(|w| w.bytes())
-                .sum::<u64>();
+            n += l.qkv.bytes() + l.gate_up.bytes() + l.wo.bytes() + l.w_down.bytes();
         }
         n
     }
@@ -240,12 +270,31 @@ impl GpuEngine {
     /// layers) at the current sequence length: those kernels alone, `iters` steps, one submit
     /// each, waited for. For benchmarks.
     pub async fn time_attention(&mut self, iters: usize) -> Result<f64, EngineError> {
-        let per_layer = self.body_decode.len() / self.cfg.n_layers;
         let attention: Vec<&Op> = self
-            .body_decode
-            .chunks(per_layer)
-            .flat_map(|l| ATTENTION_OPS.map(|i| &l[i]))
+            .decode_attention
+            .iter()
+            .map(|&i| &self.body_decode[i])
             .collect();
+        self.time_ops(&attention, iters).await
+    }
+
+    /// Microseconds one dispatch costs beyond its work, as the GPU runs the decode step: a
+    /// one-workgroup kernel (the final RMSNorm of the last row) dispatched as many times as
+    /// a decode step has dispatches, in one submit, against the same kernel once. The decode
+    /// step cannot run faster than `1 / (dispatches × this)`. For benchmarks; it overwrites
+    /// the normalised activations, which the next forward recomputes.
+    pub async fn time_dispatch_overhead(&mut self, iters: usize) -> Result<f64, EngineError> {
+        let norm = &self.tail_last[0];
+        let n = self.dispatches_per_token();
+        let many = vec![norm; n];
+        let t_many = self.time_ops(&many, iters).await?;
+        let t_one = self.time_ops(&[norm], iters).await?;
+        Ok((t_many - t_one).max(0.0) * 1e3 / (n - 1).max(1) as f64)
+    }
+
+    /// Milliseconds per submit of `ops` (one compute pass, waited for by a 4-byte readback),
+    /// averaged over `iters` submits, at the current sequence length.
+    async fn time_ops(&self, ops: &[&Op], iters: usize) -> Result<f64, EngineError> {
         let n_chunks = (self.len + 1).div_ceil(ATTENTION_CHUNK) as u32;
         let step = Step {
             pos0: self.len as u32,
@@ -261,8 +310,7 @@ impl GpuEngine {
             let mut enc = self.gpu.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                attention
-                    .iter()
+                ops.iter()
                     .for_each(|op| op.dispatch(&mut pass, 1, n_chunks));
             }
             enc.copy_buffer_to_buffer(
@@ -340,7 +388,8 @@ impl GpuEngine {
                 bufs,
                 Grid::Rows { last },
             );
-            let head_op = b.product(last, head, dim, vocab, false, &a.xb, &a.logits);
+            let store = ProductMode::Store;
+            let head_op = b.product(last, (head, 0), dim, vocab, store, &a.xb, &a.logits);
             tails.push(vec![norm, head_op]);
         }
         let argmax_params = ArgmaxParams {
@@ -362,8 +411,11 @@ impl GpuEngine {
         let (uniforms, mut ops) = b.finish(&self.gpu, &a.step)?;
         let mut take = |spec: usize| ops[spec].take().expect("each op is taken once");
         self.embed = take(embed);
-        self.body_decode = decode.into_iter().map(&mut take).collect();
-        self.body_prefill = prefill.into_iter().map(&mut take).collect();
+        self.body_decode = decode.ops.into_iter().map(&mut take).collect();
+        self.body_prefill = prefill.ops.into_iter().map(&mut take).collect();
+        self.decode_attention = decode.attention;
+        self.decode_layers = decode.layers;
+        self.prefill_layers = prefill.layers;
         self.tail_last = tails[0].iter().map(|&i| take(i)).collect();
         self.tail_sample = tails[1].iter().map(|&i| take(i)).collect();
         self.tail_all = tails[2].iter().map(|&i| take(i)).collect();
@@ -371,9 +423,11 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// The ops of every layer, in order (see ARCHITECTURE.md); matrix products as matvec
-    /// for one token (`decode`) or matmul for T.
-    fn layer_ops<'a>(&'a self, b: &mut OpBuilder<'a>, decode: bool) -> Vec<usize> {
+    /// The ops of every layer, in order (see ARCHITECTURE.md), and where attention is among
+    /// them. Matrix products run as matvec for one token (`decode`) or matmul for T; decode
+    /// computes Q|K|V in one product and gate|up with the SwiGLU in another when the
+    /// weights are stacked (see [`Stack`]).
+    fn layer_ops<'a>(&'a self, b: &mut OpBuilder<'a>, decode: bool) -> BodySpec {
         let cfg = &self.cfg;
         let a = &self.act;
         let (dim, hd, nh, ffn) = (
@@ -386,17 +440,16 @@ impl GpuEngine {
         let groups = self.grouping.groups() as u32;
         let cap = self.capacity as u32;
         let mc = self.max_chunks as u32;
-        let mm = |b: &mut OpBuilder<'a>, wt, n_in, n_out, acc, x, y| {
-            b.product(decode, wt, n_in, n_out, acc, x, y)
-        };
-        let mut ops = Vec::new();
+        let (mut ops, mut attention, mut layers) = (Vec::new(), Vec::new(), Vec::new());
         for (l, w) in self.layers.iter().enumerate() {
+            let first = ops.len();
             ops.push(b.rmsnorm(cfg, a, &w.attn_norm));
-            ops.push(mm(b, &w.wq, dim, nh * hd, false, &a.xb, &a.q));
-            ops.push(mm(b, &w.wk, dim, g0 * hd, false, &a.xb, &a.k0));
-            ops.push(mm(b, &w.wv, dim, g0 * hd, false, &a.xb, &a.v0));
+            let [q, k0, v0, q_uniform] = self.qkv_ops(b, &mut ops, w, decode);
             let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
-            let kv_bufs = [&a.k0, &a.v0, &self.cache.pool, &a.rope, kc, vc, &a.q];
+            let kv_bufs = [k0, v0, self.cache.pool.binding(), a.rope.binding()];
+            let kv_bufs = kv_bufs
+                .into_iter()
+                .chain([kc.binding(), vc.binding(), q.clone()]);
             ops.push(b.add(
                 Kernel::KvStore,
                 GgmlType::F32,
@@ -408,16 +461,17 @@ impl GpuEngine {
                     n_heads: nh,
                     _pad: [0; 3],
                 },
-                kv_bufs.iter().map(|x| x.binding()).collect(),
+                kv_bufs.collect(),
                 Grid::PerToken(nh * hd / 2),
             ));
             let scale = 1.0 / (hd as f32).sqrt();
             let (kernel, q) = if decode {
-                (Kernel::AttentionDecode, a.q.uniform_window())
+                (Kernel::AttentionDecode, q_uniform)
             } else {
-                (Kernel::Attention, a.q.binding())
+                (Kernel::Attention, q)
             };
             let att_bufs = [kc, vc, &a.ml, &a.part].map(|x| x.binding());
+            attention.push(ops.len());
             ops.push(b.add(
                 kernel,
                 GgmlType::F32,
@@ -433,6 +487,7 @@ impl GpuEngine {
                 std::iter::once(q).chain(att_bufs).collect(),
                 Grid::Attention(groups),
             ));
+            attention.push(ops.len());
             ops.push(b.add(
                 Kernel::AttentionReduce,
                 GgmlType::F32,
@@ -445,23 +500,108 @@ impl GpuEngine {
                 vec![a.ml.binding(), a.part.binding(), a.att.binding()],
                 Grid::Reduce(nh),
             ));
-            ops.push(mm(b, &w.wo, nh * hd, dim, true, &a.att, &a.x));
-            ops.push(b.rmsnorm(cfg, a, &w.ffn_norm));
-            ops.push(mm(b, &w.w_gate, dim, ffn, false, &a.xb, &a.gate));
-            ops.push(mm(b, &w.w_up, dim, ffn, false, &a.xb, &a.up));
-            ops.push(b.add(
-                Kernel::SwiGlu,
-                GgmlType::F32,
-                SwiGluParams {
-                    ffn_dim: ffn,
-                    _pad: [0; 3],
-                },
-                vec![a.gate.binding(), a.up.binding()],
-                Grid::Elementwise(ffn),
+            let wo = (&w.wo, 0);
+            ops.push(b.product(
+                decode,
+                wo,
+                nh * hd,
+                dim,
+                ProductMode::Accumulate,
+                &a.att,
+                &a.x,
             ));
-            ops.push(mm(b, &w.w_down, ffn, dim, true, &a.gate, &a.x));
+            ops.push(b.rmsnorm(cfg, a, &w.ffn_norm));
+            self.ffn_up_ops(b, &mut ops, w, decode);
+            let down = (&w.w_down, 0);
+            ops.push(b.product(
+                decode,
+                down,
+                ffn,
+                dim,
+                ProductMode::Accumulate,
+                &a.gate,
+                &a.x,
+            ));
+            layers.push(first..ops.len());
         }
-        ops
+        BodySpec {
+            ops,
+            layers,
+            attention,
+        }
+    }
+
+    /// The Q, K, V projections of one layer's normalised input; returns where q (read-write),
+    /// k0, v0 and q as a uniform window are bound for the ops after them. Decode with a
+    /// stacked Q|K|V computes all three in one matvec into `qkv` and binds its parts.
+    fn qkv_ops<'a>(
+        &'a self,
+        b: &mut OpBuilder<'a>,
+        ops: &mut Vec<usize>,
+        w: &'a LayerWeights,
+        decode: bool,
+    ) -> [wgpu::BindingResource<'a>; 4] {
+        let (cfg, a) = (&self.cfg, &self.act);
+        let f = 4u64;
+        let q_rows = (cfg.n_heads * cfg.head_dim) as u64;
+        let kv_rows = (cfg.n_kv_heads * cfg.head_dim) as u64;
+        let dim = cfg.dim as u32;
+        let align = self.gpu.device.limits().min_storage_buffer_offset_alignment as u64;
+        let aligned = (q_rows * f) % align == 0 && (kv_rows * f) % align == 0;
+        if let (true, true, Some(wt)) = (decode, aligned, w.qkv.whole()) {
+            let n = (q_rows + 2 * kv_rows) as u32;
+            ops.push(b.product(true, (wt, 0), dim, n, ProductMode::Store, &a.xb, &a.qkv));
+            return [
+                a.qkv.range(0, q_rows * f),
+                a.qkv.range(q_rows * f, kv_rows * f),
+                a.qkv.range((q_rows + kv_rows) * f, kv_rows * f),
+                a.qkv.uniform_window(),
+            ];
+        }
+        for (i, (y, n)) in [(&a.q, q_rows), (&a.k0, kv_rows), (&a.v0, kv_rows)]
+            .into_iter()
+            .enumerate()
+        {
+            let part = w.qkv.part(i);
+            ops.push(b.product(decode, part, dim, n as u32, ProductMode::Store, &a.xb, y));
+        }
+        [
+            a.q.binding(),
+            a.k0.binding(),
+            a.v0.binding(),
+            a.q.uniform_window(),
+        ]
+    }
+
+    /// gate = silu(W_gate·xb) · W_up·xb: decode with a stacked gate|up in one matvec, else
+    /// two products and swiglu.wgsl.
+    fn ffn_up_ops<'a>(
+        &'a self,
+        b: &mut OpBuilder<'a>,
+        ops: &mut Vec<usize>,
+        w: &'a LayerWeights,
+        decode: bool,
+    ) {
+        let a = &self.act;
+        let (dim, ffn) = (self.cfg.dim as u32, self.cfg.ffn_dim as u32);
+        if let (true, Some(wt)) = (decode, w.gate_up.whole()) {
+            ops.push(b.product(true, (wt, 0), dim, ffn, ProductMode::SwiGlu, &a.xb, &a.gate));
+            return;
+        }
+        for (i, y) in [&a.gate, &a.up].into_iter().enumerate() {
+            let part = w.gate_up.part(i);
+            ops.push(b.product(decode, part, dim, ffn, ProductMode::Store, &a.xb, y));
+        }
+        ops.push(b.add(
+            Kernel::SwiGlu,
+            GgmlType::F32,
+            SwiGluParams {
+                ffn_dim: ffn,
+                _pad: [0; 3],
+            },
+            vec![a.gate.binding(), a.up.binding()],
+            Grid::Elementwise(ffn),
+        ));
     }
 
     /// The layers' ops for a forward of `t` tokens.
@@ -646,8 +786,11 @@ impl GpuEngine {
             row * n_layers as u64,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
-        let ops_per_layer = self.body(ids.len()).len() / n_layers;
-        let mut enc = self.record(ids, &[], Some(ops_per_layer));
+        let layers = match ids.len() {
+            1 => &self.decode_layers,
+            _ => &self.prefill_layers,
+        };
+        let mut enc = self.record(ids, &[], Some(layers[0].end));
         for l in 0..n_layers {
             if l > 0 {
                 let t = ids.len() as u32;
@@ -656,7 +799,7 @@ impl GpuEngine {
                     label: Some("layer"),
                     timestamp_writes: None,
                 });
-                for op in &self.body(ids.len())[l * ops_per_layer..(l + 1) * ops_per_layer] {
+                for op in &self.body(ids.len())[layers[l].clone()] {
                     op.dispatch(&mut pass, t, n_chunks);
                 }
             }
@@ -750,6 +893,7 @@ impl Activations {
             x: s("x", t * dim)?,
             xb: gpu.activation("xb", t * dim * f)?,
             q: gpu.activation("q", t * nh * hd * f)?,
+            qkv: gpu.activation("qkv", (nh + 2 * g0) * hd * f)?,
             k0: s("k0", t * g0 * hd)?,
             v0: s("v0", t * g0 * hd)?,
             att: gpu.activation("att", t * nh * hd * f)?,
@@ -872,24 +1016,24 @@ impl<'a> OpBuilder<'a> {
         )
     }
 
-    /// y (+)= W·x: for x's row 0 through matvec.wgsl (`decode`; x bound as a uniform window),
-    /// else for every token row through matmul.wgsl.
-    #[allow(clippy::too_many_arguments)]
+    /// y (+)= W·x with W the `n_out` rows of `wt.0` from row `wt.1`: for x's row 0 through
+    /// matvec.wgsl (`decode`; x bound as a uniform window), else for every token row through
+    /// matmul.wgsl.
     fn product(
         &mut self,
         decode: bool,
-        wt: &'a Weight,
+        wt: (&'a Weight, u32),
         n_in: u32,
         n_out: u32,
-        acc: bool,
+        mode: ProductMode,
         x: &'a Buf,
         y: &'a Buf,
     ) -> usize {
         let p = ProductParams {
             n_in,
             n_out,
-            accumulate: acc as u32,
-            _pad: 0,
+            mode: mode as u32,
+            row0: wt.1,
         };
         let (kernel, x, grid, binds) = if decode {
             let grid = Grid::Matvec(n_out);
@@ -905,9 +1049,9 @@ impl<'a> OpBuilder<'a> {
         };
         self.specs.push(Spec {
             kernel,
-            wtype: wt.ty.id(),
+            wtype: wt.0.ty.id(),
             params: bytemuck::bytes_of(&p).to_vec(),
-            resources: with_weight(wt, [x, y.binding()]),
+            resources: with_weight(wt.0, [x, y.binding()]),
             grid,
             binds,
         });

@@ -109,14 +109,27 @@ pub struct EmbedParams {
     pub _pad: [u32; 2],
 }
 
-/// `Params` of matmul.wgsl and matvec.wgsl.
+/// `Params` of matmul.wgsl and matvec.wgsl: `y (+)= W[row0..row0 + n_out]·x`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct ProductParams {
     pub n_in: u32,
     pub n_out: u32,
-    pub accumulate: u32,
-    pub _pad: u32,
+    /// A [`ProductMode`] as u32.
+    pub mode: u32,
+    /// First weight row (a part of a stacked tensor).
+    pub row0: u32,
+}
+
+/// What a matrix product does with its result (`mode` in matvec.wgsl / matmul.wgsl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductMode {
+    /// y = W·x
+    Store = 0,
+    /// y += W·x (residual connections)
+    Accumulate = 1,
+    /// y = silu(W_gate·x) · W_up·x, W_gate and W_up stacked (`n_out` rows each); matvec only.
+    SwiGlu = 2,
 }
 
 /// Most inputs matvec.wgsl takes: its uniform `x` (4096 vec4s) fills the uniform window.

@@ -17,7 +17,7 @@ mod weight;
 
 pub use context::{Buf, Gpu, Tex, UNIFORM_WINDOW};
 pub use engine::GpuEngine;
-pub use weight::Weight;
+pub use weight::{Stack, Weight};
 
 use thiserror::Error;
 

@@ -59,3 +59,75 @@ impl Weight {
         [self.payload.binding(), self.scales.binding()]
     }
 }
+
+/// Tensors that share a row length, stacked row after row into one texture pair when their
+/// types match (Q|K|V, gate|up), so that decode computes them in one dispatch; parts of
+/// different types stay apart. Either way part `i` is read as (weight, first row).
+pub enum Stack {
+    /// One texture pair; part `i`'s rows start at `starts[i]`.
+    One {
+        w: Weight,
+        starts: Vec<u32>,
+    },
+    Parts(Vec<Weight>),
+}
+
+/// One part of a [`Stack`] as it is in the file: label, type, bytes, rows.
+pub type Part<'a> = (&'a str, GgmlType, &'a [u8], usize);
+
+impl Stack {
+    pub fn upload(gpu: &Gpu, label: &str, parts: &[Part<'_>]) -> Result<Self, GpuError> {
+        let Some(&(_, ty, first, rows0)) = parts.first() else {
+            return Err(GpuError::Internal(format!("{label}: nothing to stack")));
+        };
+        // Same type and the same bytes per row: the same row length.
+        let stackable = parts
+            .iter()
+            .all(|&(_, t, b, r)| t == ty && b.len() * rows0 == first.len() * r);
+        if !stackable {
+            return parts
+                .iter()
+                .map(|&(l, t, b, r)| Weight::upload(gpu, l, t, b, r))
+                .collect::<Result<_, _>>()
+                .map(Stack::Parts);
+        }
+        let bytes: Vec<u8> = parts.iter().flat_map(|p| p.2.iter().copied()).collect();
+        let starts = parts
+            .iter()
+            .scan(0u32, |row, p| {
+                let start = *row;
+                *row += p.3 as u32;
+                Some(start)
+            })
+            .collect();
+        let rows = parts.iter().map(|p| p.3).sum();
+        Ok(Stack::One {
+            w: Weight::upload(gpu, label, ty, &bytes, rows)?,
+            starts,
+        })
+    }
+
+    /// Part `i` as (weight, its first row there).
+    pub fn part(&self, i: usize) -> (&Weight, u32) {
+        match self {
+            Stack::One { w, starts } => (w, starts[i]),
+            Stack::Parts(ws) => (&ws[i], 0),
+        }
+    }
+
+    /// The whole stack as one weight, when its parts could be stacked.
+    pub fn whole(&self) -> Option<&Weight> {
+        match self {
+            Stack::One { w, .. } => Some(w),
+            Stack::Parts(_) => None,
+        }
+    }
+
+    /// Bytes on the GPU.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Stack::One { w, .. } => w.bytes(),
+            Stack::Parts(ws) => ws.iter().map(Weight::bytes).sum(),
+        }
+    }
+}
