@@ -7,6 +7,10 @@ step() { printf '\n== %s\n' "$*" >&2; }
 step "format"
 cargo fmt --check
 
+step "lints (clippy, warnings are errors)"
+cargo clippy --release --all-targets -- -D warnings
+cargo clippy --release --lib --target wasm32-unknown-unknown -- -D warnings
+
 # lavapipe's Vulkan loader wants a runtime dir; CI's environment may have none.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 

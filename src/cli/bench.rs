@@ -81,7 +81,7 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     let cfg = ModelConfig::from_gguf(g)?;
     let max_ctx = a.contexts.iter().copied().max().unwrap_or(0);
     let capacity = max_ctx + a.decode_tokens;
-    if a.contexts.iter().any(|&c| c == 0) || capacity > cfg.context_length || a.decode_tokens == 0 {
+    if a.contexts.contains(&0) || capacity > cfg.context_length || a.decode_tokens == 0 {
         bail!(
             "contexts must be in 1..={} minus --decode-tokens (≥ 1)",
             cfg.context_length

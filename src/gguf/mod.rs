@@ -260,7 +260,7 @@ fn validate_tensor<'a>(
             tensor: name.to_string(),
             type_id: raw.type_id,
         })?;
-    if raw.dims.iter().any(|&d| d == 0) {
+    if raw.dims.contains(&0) {
         return Err(bad_dims(format!("a zero dimension in {:?}", raw.dims)));
     }
     let n = raw
@@ -270,7 +270,7 @@ fn validate_tensor<'a>(
         .filter(|&n| n <= i64::MAX as u64)
         .ok_or_else(|| bad_dims(format!("element count of {:?} overflows", raw.dims)))?;
     let (block, block_bytes) = ggml_type.block();
-    if raw.dims[0] % block != 0 {
+    if !raw.dims[0].is_multiple_of(block) {
         return Err(bad_dims(format!(
             "row length {} is not a multiple of the {} block size {block}",
             raw.dims[0],
@@ -280,7 +280,7 @@ fn validate_tensor<'a>(
     let size = (n / block)
         .checked_mul(block_bytes)
         .ok_or_else(|| bad_dims(format!("byte size of {:?} overflows", raw.dims)))?;
-    if raw.offset % alignment != 0 {
+    if !raw.offset.is_multiple_of(alignment) {
         return Err(GgufError::Misaligned {
             tensor: name.to_string(),
             offset: raw.offset,

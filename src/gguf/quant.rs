@@ -230,7 +230,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, Gguf
     }
     let (block, block_bytes) = ty.block();
     let (block, block_bytes) = (block as usize, block_bytes as usize);
-    if n % block != 0 || bytes.len() != n / block * block_bytes {
+    if !n.is_multiple_of(block) || bytes.len() != n / block * block_bytes {
         return Err(GgufError::BadTensorData {
             tensor: String::new(),
             reason: format!("{} bytes cannot hold {n} {} values", bytes.len(), ty.name()),

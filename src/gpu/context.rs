@@ -163,12 +163,12 @@ impl Gpu {
         let size = size.max(16).div_ceil(4) * 4;
         if size > self.limits.max_buffer_size
             || (usage.contains(wgpu::BufferUsages::STORAGE)
-                && size > self.limits.max_storage_buffer_binding_size as u64)
+                && size > self.limits.max_storage_buffer_binding_size)
         {
             return Err(GpuError::TooLarge {
                 what: label.to_string(),
                 bytes: size,
-                limit: self.limits.max_storage_buffer_binding_size as u64,
+                limit: self.limits.max_storage_buffer_binding_size,
             });
         }
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {

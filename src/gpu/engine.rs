@@ -547,7 +547,7 @@ impl GpuEngine {
         let kv_rows = (cfg.n_kv_heads * cfg.head_dim) as u64;
         let dim = cfg.dim as u32;
         let align = self.gpu.device.limits().min_storage_buffer_offset_alignment as u64;
-        let aligned = (q_rows * f) % align == 0 && (kv_rows * f) % align == 0;
+        let aligned = (q_rows * f).is_multiple_of(align) && (kv_rows * f).is_multiple_of(align);
         if let (true, true, Some(wt)) = (decode, aligned, w.qkv.whole()) {
             let n = (q_rows + 2 * kv_rows) as u32;
             ops.push(b.product(true, (wt, 0), dim, n, ProductMode::Store, &a.xb, &a.qkv));
@@ -791,7 +791,7 @@ impl GpuEngine {
             _ => &self.prefill_layers,
         };
         let mut enc = self.record(ids, &[], Some(layers[0].end));
-        for l in 0..n_layers {
+        for (l, ops) in layers.iter().enumerate() {
             if l > 0 {
                 let t = ids.len() as u32;
                 let n_chunks = ids.len().div_ceil(ATTENTION_CHUNK) as u32;
@@ -799,7 +799,7 @@ impl GpuEngine {
                     label: Some("layer"),
                     timestamp_writes: None,
                 });
-                for op in &self.body(ids.len())[layers[l].clone()] {
+                for op in &self.body(ids.len())[ops.clone()] {
                     op.dispatch(&mut pass, t, n_chunks);
                 }
             }
@@ -839,7 +839,10 @@ impl GpuEngine {
 /// Shapes the kernels assume.
 fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
     let bad = |m: String| Err(GpuError::Unsupported(m));
-    if cfg.dim % 32 != 0 || cfg.ffn_dim % 32 != 0 || (cfg.n_heads * cfg.head_dim) % 32 != 0 {
+    if !cfg.dim.is_multiple_of(32)
+        || !cfg.ffn_dim.is_multiple_of(32)
+        || !(cfg.n_heads * cfg.head_dim).is_multiple_of(32)
+    {
         return bad("dimensions must be multiples of 32".into());
     }
     let widest = cfg.dim.max(cfg.ffn_dim).max(cfg.n_heads * cfg.head_dim);
@@ -848,7 +851,7 @@ fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
             "a matrix {widest} wide (matvec.wgsl takes up to {MATVEC_MAX_IN})"
         ));
     }
-    if cfg.head_dim > ATTENTION_MAX_HEAD_DIM || cfg.head_dim % 4 != 0 {
+    if cfg.head_dim > ATTENTION_MAX_HEAD_DIM || !cfg.head_dim.is_multiple_of(4) {
         return bad(format!(
             "head_dim {} (the attention kernels take multiples of 4 up to {ATTENTION_MAX_HEAD_DIM})",
             cfg.head_dim
@@ -1019,6 +1022,7 @@ impl<'a> OpBuilder<'a> {
     /// y (+)= W·x with W the `n_out` rows of `wt.0` from row `wt.1`: for x's row 0 through
     /// matvec.wgsl (`decode`; x bound as a uniform window), else for every token row through
     /// matmul.wgsl.
+    #[allow(clippy::too_many_arguments)]
     fn product(
         &mut self,
         decode: bool,

@@ -79,7 +79,7 @@ fn split_block(ty: GgmlType, raw: &[u8], payload: &mut Vec<u32>) -> Option<u32> 
 pub fn planes(ty: GgmlType, bytes: &[u8], rows: usize) -> Option<WeightPlanes> {
     let tpb = texels_per_block(ty)?;
     let per_block = file_bytes_per_block(ty);
-    if rows == 0 || bytes.len() % (rows * per_block) != 0 {
+    if rows == 0 || !bytes.len().is_multiple_of(rows * per_block) {
         return None;
     }
     let nb = bytes.len() / rows / per_block;

@@ -66,7 +66,7 @@ impl Weight {
 pub enum Stack {
     /// One texture pair; part `i`'s rows start at `starts[i]`.
     One {
-        w: Weight,
+        w: Box<Weight>,
         starts: Vec<u32>,
     },
     Parts(Vec<Weight>),
@@ -102,7 +102,7 @@ impl Stack {
             .collect();
         let rows = parts.iter().map(|p| p.3).sum();
         Ok(Stack::One {
-            w: Weight::upload(gpu, label, ty, &bytes, rows)?,
+            w: Box::new(Weight::upload(gpu, label, ty, &bytes, rows)?),
             starts,
         })
     }

@@ -51,7 +51,7 @@ impl ModelConfig {
             ffn_dim: g.usize("llama.feed_forward_length")?,
             n_heads,
             n_kv_heads,
-            head_dim: if n_heads == 0 { 0 } else { dim / n_heads },
+            head_dim: dim.checked_div(n_heads).unwrap_or(0),
             vocab_size,
             context_length: g.usize("llama.context_length")?,
             rope_base: match g.get("llama.rope.freq_base") {
@@ -96,20 +96,22 @@ impl ModelConfig {
                 self.context_length
             ));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "head_count {} is not divisible by head_count_kv {}",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.dim % self.n_heads != 0 || self.head_dim % 2 != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) || !self.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "embedding_length {} does not split into {} heads of even size",
                 self.dim, self.n_heads
             ));
         }
-        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0)
-            || !(self.rope_base.is_finite() && self.rope_base > 1.0)
+        if !self.rms_eps.is_finite()
+            || self.rms_eps <= 0.0
+            || !self.rope_base.is_finite()
+            || self.rope_base <= 1.0
         {
             return bad(format!(
                 "rms eps {} / rope base {} out of range",

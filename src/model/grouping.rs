@@ -12,7 +12,9 @@ use std::ops::Range;
 
 /// Every G that divides `n_heads`, ascending.
 pub fn valid_groups(n_heads: usize) -> Vec<usize> {
-    (1..=n_heads).filter(|g| n_heads % g == 0).collect()
+    (1..=n_heads)
+        .filter(|g| n_heads.is_multiple_of(*g))
+        .collect()
 }
 
 /// How H query heads share G KV heads.
@@ -24,7 +26,7 @@ pub struct Grouping {
 
 impl Grouping {
     pub fn new(n_heads: usize, groups: usize) -> Result<Self, ModelError> {
-        if groups == 0 || n_heads % groups != 0 {
+        if groups == 0 || !n_heads.is_multiple_of(groups) {
             return Err(ModelError::BadGroups {
                 groups,
                 n_heads,
