@@ -66,6 +66,10 @@ apt_install() {
 
 setup_wasm_target() {
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  # The test script's format and lint steps.
+  for c in rustfmt clippy; do
+    rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+  done
 }
 
 cargo_tool() { # name version [cargo install flags...]
