@@ -1,38 +1,43 @@
-// Dequantizing matrix product for prefill (T tokens):
+// Dequantizing matrix product for prefill, over the tokens of one uniform window:
 //   y[t][o] (+)= Σ_i W[row0 + o][i] · x[t][i]   W: [rows][n_in] quantized, x: [T][n_in], y: [T][n_out]
-// One invocation per output row and TT tokens: each weight block is fetched once for TT
-// tokens. `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up). `mode`: 0
-// stores, 1 adds to y (residual connections); matvec.wgsl's mode 2 (SwiGLU) is not taken here.
+// for t in t_base .. t_base + t_count (and < T). x is bound as a 64 KiB uniform window that
+// starts at row t_base, as matvec.wgsl binds its vector and for the same reason (a load at an
+// invocation-uniform offset is one broadcast load; software rasterisers turn storage loads
+// into per-invocation loops); the engine covers the T tokens with one dispatch per window.
+// One invocation per output row and TT tokens: each weight block is fetched and dequantized
+// once for TT tokens. `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up).
+// `mode`: 0 stores, 1 adds to y (residual connections); matvec.wgsl's mode 2 is not taken here.
 // Decode (T = 1) uses matvec.wgsl instead.
-struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32 }
+struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32, t_base: u32, t_count: u32, _a: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 // bindings 2, 3: the weight textures (quant.wgsl)
-@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(4) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-const TT: u32 = 4u;
+const TT: u32 = 8u;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let o = gid.x;
-    let n = step.n_tokens;
-    let t0 = wid.y * TT;
-    if (o >= p.n_out || t0 >= n) {
+    let end = min(step.n_tokens, p.t_base + p.t_count);
+    let t0 = p.t_base + wid.y * TT;
+    if (o >= p.n_out || t0 >= end) {
         return;
     }
-    let tn = min(TT, n - t0);
+    let tn = min(TT, end - t0);
     let nb = p.n_in / 32u;
     let row4 = p.n_in / 4u;
+    let x0 = (t0 - p.t_base) * row4; // t0's row in the window
     var acc = array<f32, TT>();
     for (var b = 0u; b < nb; b++) {
         let w = dequant_block(p.row0 + o, b, nb);
-        let xb = t0 * row4 + b * 8u;
         for (var tt = 0u; tt < tn; tt++) {
+            let xb = x0 + tt * row4 + b * 8u;
             var s = 0.0;
             for (var k = 0u; k < 8u; k++) {
-                s += dot(w[k], x[xb + tt * row4 + k]);
+                s += dot(w[k], x[xb + k]);
             }
             acc[tt] += s;
         }

@@ -108,7 +108,8 @@ fn weight(gpu: &Gpu, rng: &mut Rng, ty: GgmlType, n_in: usize, n_out: usize) -> 
     (Weight::upload(gpu, "w", ty, &raw, n_out).unwrap(), w_f32)
 }
 
-/// y (+)= W[row0..]·x for the `t` rows of x with matmul.wgsl.
+/// y (+)= W[row0..]·x for the `t` rows of x with matmul.wgsl, one dispatch per uniform
+/// window of x's rows, as the engine does.
 fn run_matmul(
     gpu: &Gpu,
     (w, row0): (&Weight, u32),
@@ -118,34 +119,42 @@ fn run_matmul(
     mode: ProductMode,
 ) -> Vec<f32> {
     let (n_in, n_out) = (x.len() / t, y0.len() / t);
-    let (xb, yb) = (f32s(gpu, x), f32s(gpu, y0));
-    let p = ProductParams {
-        n_in: n_in as u32,
-        n_out: n_out as u32,
-        mode: mode as u32,
-        row0,
-    };
-    let (params, st) = (
-        gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap(),
-        step(gpu, 0, t as u32, 1),
-    );
-    let [wq, ws] = w.bindings();
-    let res = [
-        params.binding(),
-        st.binding(),
-        wq,
-        ws,
-        xb.binding(),
-        yb.binding(),
-    ];
-    let grid = [
-        (n_out as u32).div_ceil(64),
-        (t as u32).div_ceil(MATMUL_TOKENS as u32),
-        1,
-    ];
-    let numbered: Vec<_> = (0..).zip(res).collect();
-    gpu.run_resources(Kernel::Matmul, w.ty.id(), &numbered, grid)
-        .unwrap();
+    let xb = gpu.activation("x", (x.len() * 4) as u64).unwrap();
+    gpu.queue
+        .write_buffer(&xb.buffer, 0, bytemuck::cast_slice(x));
+    let yb = f32s(gpu, y0);
+    let st = step(gpu, 0, t as u32, 1);
+    let rows = window_tokens(n_in, UNIFORM_ALIGN).unwrap();
+    for t_base in (0..t).step_by(rows) {
+        let p = ProductParams {
+            n_in: n_in as u32,
+            n_out: n_out as u32,
+            mode: mode as u32,
+            row0,
+            t_base: t_base as u32,
+            t_count: rows as u32,
+            _pad: [0; 2],
+        };
+        let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
+        let [wq, ws] = w.bindings();
+        let res = [
+            params.binding(),
+            st.binding(),
+            wq,
+            ws,
+            xb.window((t_base * n_in * 4) as u64),
+            yb.binding(),
+        ];
+        let tokens = rows.min(t - t_base) as u32;
+        let grid = [
+            (n_out as u32).div_ceil(64),
+            tokens.div_ceil(MATMUL_TOKENS as u32),
+            1,
+        ];
+        let numbered: Vec<_> = (0..).zip(res).collect();
+        gpu.run_resources(Kernel::Matmul, w.ty.id(), &numbered, grid)
+            .unwrap();
+    }
     read(gpu, &yb, t * n_out)
 }
 
@@ -193,6 +202,9 @@ fn run_matvec(
         n_out: n_out as u32,
         mode: mode as u32,
         row0,
+        t_base: 0,
+        t_count: 1,
+        _pad: [0; 2],
     };
     let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
     let [wq, ws] = w.bindings();
@@ -229,6 +241,23 @@ fn matvec_matches_cpu_for_every_type() {
             assert_close(&format!("matvec {}", ty.name()), &got, &want, 1e-4);
         }
     }
+}
+
+/// Activations wider than a uniform window's worth of tokens go through several windows:
+/// 4096-wide rows (4 per 64 KiB window), 10 tokens = windows at rows 0, 4, 8, with
+/// accumulate (1e-4 relative).
+#[test]
+fn matmul_covers_tokens_past_one_window() {
+    let gpu = gpu();
+    let mut rng = Rng(15);
+    let (n_in, n_out, t) = (4096usize, 40usize, 10usize);
+    assert_eq!(window_tokens(n_in, UNIFORM_ALIGN), Some(4));
+    let (w, w_f32) = weight(gpu, &mut rng, GgmlType::Q4_1, n_in, n_out);
+    let (x, y0) = (rng.vec(t * n_in), rng.vec(t * n_out));
+    let mut want = ops::matmul(&x, &w_f32, n_in);
+    want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
+    let got = run_matmul(gpu, (&w, 0), &x, &y0, t, ProductMode::Accumulate);
+    assert_close("matmul windows", &got, &want, 1e-4);
 }
 
 /// Rows past the first texture stripe (4096 rows) are read from below it: a 4160-row

@@ -51,11 +51,12 @@ impl Buf {
     /// The first [`UNIFORM_WINDOW`] bytes as a uniform binding (the buffer must have been
     /// created with [`Gpu::activation`]).
     pub fn uniform_window(&self) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: &self.buffer,
-            offset: 0,
-            size: wgpu::BufferSize::new(UNIFORM_WINDOW),
-        })
+        self.window(0)
+    }
+    /// [`UNIFORM_WINDOW`] bytes from `offset` (a multiple of the device's uniform offset
+    /// alignment) as a uniform binding.
+    pub fn window(&self, offset: u64) -> wgpu::BindingResource<'_> {
+        self.range(offset, UNIFORM_WINDOW)
     }
 }
 
@@ -265,12 +266,13 @@ impl Gpu {
     }
 
     /// An activation buffer: read-write storage that kernels may also bind as a uniform
-    /// window ([`Buf::uniform_window`]), so at least [`UNIFORM_WINDOW`] bytes.
+    /// window from any offset below `size` ([`Buf::window`]), so `size` + [`UNIFORM_WINDOW`]
+    /// bytes.
     pub fn activation(&self, label: &str, size: u64) -> Result<Buf, GpuError> {
         use wgpu::BufferUsages as U;
         self.buffer(
             label,
-            size.max(UNIFORM_WINDOW),
+            size + UNIFORM_WINDOW,
             U::STORAGE | U::UNIFORM | U::COPY_DST | U::COPY_SRC,
         )
     }

@@ -55,9 +55,12 @@ struct KvCache {
 enum Grid {
     /// (x, T, 1)
     PerToken(u32),
-    /// (⌈n_out/64⌉, ⌈T/TT⌉, 1)
+    /// (⌈n_out/64⌉, ⌈tokens/TT⌉, 1) for the tokens of `t_base..t_base + t_count` that the
+    /// forward has; nothing if none.
     Matmul {
         n_out: u32,
+        t_base: u32,
+        t_count: u32,
     },
     /// (⌈n_out/64⌉, 1, 1)
     Matvec(u32),
@@ -389,8 +392,8 @@ impl GpuEngine {
                 Grid::Rows { last },
             );
             let store = ProductMode::Store;
-            let head_op = b.product(last, (head, 0), dim, vocab, store, &a.xb, &a.logits);
-            tails.push(vec![norm, head_op]);
+            let head_ops = b.product(last, (head, 0), dim, vocab, store, &a.xb, &a.logits);
+            tails.push([vec![norm], head_ops].concat());
         }
         let argmax_params = ArgmaxParams {
             vocab,
@@ -501,7 +504,7 @@ impl GpuEngine {
                 Grid::Reduce(nh),
             ));
             let wo = (&w.wo, 0);
-            ops.push(b.product(
+            ops.extend(b.product(
                 decode,
                 wo,
                 nh * hd,
@@ -513,7 +516,7 @@ impl GpuEngine {
             ops.push(b.rmsnorm(cfg, a, &w.ffn_norm));
             self.ffn_up_ops(b, &mut ops, w, decode);
             let down = (&w.w_down, 0);
-            ops.push(b.product(
+            ops.extend(b.product(
                 decode,
                 down,
                 ffn,
@@ -550,7 +553,7 @@ impl GpuEngine {
         let aligned = (q_rows * f).is_multiple_of(align) && (kv_rows * f).is_multiple_of(align);
         if let (true, true, Some(wt)) = (decode, aligned, w.qkv.whole()) {
             let n = (q_rows + 2 * kv_rows) as u32;
-            ops.push(b.product(true, (wt, 0), dim, n, ProductMode::Store, &a.xb, &a.qkv));
+            ops.extend(b.product(true, (wt, 0), dim, n, ProductMode::Store, &a.xb, &a.qkv));
             return [
                 a.qkv.range(0, q_rows * f),
                 a.qkv.range(q_rows * f, kv_rows * f),
@@ -563,7 +566,7 @@ impl GpuEngine {
             .enumerate()
         {
             let part = w.qkv.part(i);
-            ops.push(b.product(decode, part, dim, n as u32, ProductMode::Store, &a.xb, y));
+            ops.extend(b.product(decode, part, dim, n as u32, ProductMode::Store, &a.xb, y));
         }
         [
             a.q.binding(),
@@ -585,12 +588,12 @@ impl GpuEngine {
         let a = &self.act;
         let (dim, ffn) = (self.cfg.dim as u32, self.cfg.ffn_dim as u32);
         if let (true, Some(wt)) = (decode, w.gate_up.whole()) {
-            ops.push(b.product(true, (wt, 0), dim, ffn, ProductMode::SwiGlu, &a.xb, &a.gate));
+            ops.extend(b.product(true, (wt, 0), dim, ffn, ProductMode::SwiGlu, &a.xb, &a.gate));
             return;
         }
         for (i, y) in [&a.gate, &a.up].into_iter().enumerate() {
             let part = w.gate_up.part(i);
-            ops.push(b.product(decode, part, dim, ffn, ProductMode::Store, &a.xb, y));
+            ops.extend(b.product(decode, part, dim, ffn, ProductMode::Store, &a.xb, y));
         }
         ops.push(b.add(
             Kernel::SwiGlu,
@@ -851,6 +854,15 @@ fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
             "a matrix {widest} wide (matvec.wgsl takes up to {MATVEC_MAX_IN})"
         ));
     }
+    let inputs = [cfg.dim, cfg.ffn_dim, cfg.n_heads * cfg.head_dim];
+    if let Some(n) = inputs
+        .into_iter()
+        .find(|&n| window_tokens(n, UNIFORM_ALIGN).is_none())
+    {
+        return bad(format!(
+            "a matrix {n} wide (matmul.wgsl reads rows through 64 KiB uniform windows at 256-byte-aligned offsets, and none holds a row of it)"
+        ));
+    }
     if cfg.head_dim > ATTENTION_MAX_HEAD_DIM || !cfg.head_dim.is_multiple_of(4) {
         return bad(format!(
             "head_dim {} (the attention kernels take multiples of 4 up to {ATTENTION_MAX_HEAD_DIM})",
@@ -943,6 +955,9 @@ impl KvCache {
 impl Op {
     fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, t: u32, n_chunks: u32) {
         let [x, y, z] = self.grid.size(t, n_chunks);
+        if x * y * z == 0 {
+            return;
+        }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind, &[]);
         pass.dispatch_workgroups(x, y, z);
@@ -953,7 +968,15 @@ impl Grid {
     fn size(self, t: u32, n_chunks: u32) -> [u32; 3] {
         match self {
             Grid::PerToken(x) => [x.div_ceil(64), t, 1],
-            Grid::Matmul { n_out } => [n_out.div_ceil(64), t.div_ceil(MATMUL_TOKENS as u32), 1],
+            Grid::Matmul {
+                n_out,
+                t_base,
+                t_count,
+            } => {
+                let tokens = t.saturating_sub(t_base).min(t_count);
+                let groups = tokens.div_ceil(MATMUL_TOKENS as u32);
+                [n_out.div_ceil(64), groups, (groups > 0) as u32]
+            }
             Grid::Matvec(n_out) => [n_out.div_ceil(64), 1, 1],
             Grid::Rows { last } => [if last { 1 } else { t }, 1, 1],
             Grid::Attention(groups) => [n_chunks, groups, t],
@@ -1021,7 +1044,8 @@ impl<'a> OpBuilder<'a> {
 
     /// y (+)= W·x with W the `n_out` rows of `wt.0` from row `wt.1`: for x's row 0 through
     /// matvec.wgsl (`decode`; x bound as a uniform window), else for every token row through
-    /// matmul.wgsl.
+    /// matmul.wgsl, one op per uniform window of x's rows (an op whose window starts past
+    /// the forward's tokens is skipped when dispatched).
     #[allow(clippy::too_many_arguments)]
     fn product(
         &mut self,
@@ -1032,30 +1056,57 @@ impl<'a> OpBuilder<'a> {
         mode: ProductMode,
         x: &'a Buf,
         y: &'a Buf,
-    ) -> usize {
-        let p = ProductParams {
+    ) -> Vec<usize> {
+        let mut p = ProductParams {
             n_in,
             n_out,
             mode: mode as u32,
             row0: wt.1,
+            t_base: 0,
+            t_count: 1,
+            _pad: [0; 2],
         };
-        let (kernel, x, grid, binds) = if decode {
-            let grid = Grid::Matvec(n_out);
-            (
-                Kernel::Matvec,
-                x.uniform_window(),
-                grid,
-                Binds::ParamsNoStep,
-            )
-        } else {
-            let grid = Grid::Matmul { n_out };
-            (Kernel::Matmul, x.binding(), grid, Binds::ParamsStep)
+        if decode {
+            return vec![self.push_product(wt.0, p, Kernel::Matvec, x.uniform_window(), y)];
+        }
+        // check_shapes makes sure a window holds at least one aligned row.
+        let rows = window_tokens(n_in as usize, UNIFORM_ALIGN).unwrap_or(1);
+        let row_bytes = n_in as u64 * 4;
+        (0..PREFILL_CHUNK)
+            .step_by(rows)
+            .map(|t_base| {
+                p.t_base = t_base as u32;
+                p.t_count = rows as u32;
+                let window = x.window(t_base as u64 * row_bytes);
+                self.push_product(wt.0, p, Kernel::Matmul, window, y)
+            })
+            .collect()
+    }
+
+    fn push_product(
+        &mut self,
+        w: &'a Weight,
+        p: ProductParams,
+        kernel: Kernel,
+        x: wgpu::BindingResource<'a>,
+        y: &'a Buf,
+    ) -> usize {
+        let (grid, binds) = match kernel {
+            Kernel::Matvec => (Grid::Matvec(p.n_out), Binds::ParamsNoStep),
+            _ => {
+                let grid = Grid::Matmul {
+                    n_out: p.n_out,
+                    t_base: p.t_base,
+                    t_count: p.t_count,
+                };
+                (grid, Binds::ParamsStep)
+            }
         };
         self.specs.push(Spec {
             kernel,
-            wtype: wt.0.ty.id(),
+            wtype: w.ty.id(),
             params: bytemuck::bytes_of(&p).to_vec(),
-            resources: with_weight(wt.0, [x, y.binding()]),
+            resources: with_weight(w, [x, y.binding()]),
             grid,
             binds,
         });

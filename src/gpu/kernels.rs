@@ -89,7 +89,7 @@ pub const ATTENTION_MAX_REP: usize = 16;
 /// Largest head dimension the attention kernel holds; `MAX_HD` in attention.wgsl.
 pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
 /// Tokens per invocation in matmul.wgsl (`TT`).
-pub const MATMUL_TOKENS: usize = 4;
+pub const MATMUL_TOKENS: usize = 8;
 
 /// `Step` in common.wgsl: what changes per forward.
 #[repr(C)]
@@ -119,6 +119,35 @@ pub struct ProductParams {
     pub mode: u32,
     /// First weight row (a part of a stacked tensor).
     pub row0: u32,
+    /// matmul.wgsl: the tokens `t_base..t_base + t_count` whose rows of x are in the bound
+    /// uniform window (which starts at row `t_base`). matvec.wgsl ignores them.
+    pub t_base: u32,
+    pub t_count: u32,
+    pub _pad: [u32; 2],
+}
+
+/// WebGPU's largest `minUniformBufferOffsetAlignment` (a power of two): offsets that are
+/// multiples of it are aligned on every device.
+pub const UNIFORM_ALIGN: usize = 256;
+
+/// Token rows of an `n_in`-wide activation that one uniform window holds, from an offset
+/// that is a multiple of `align` bytes (rows `t_base`, `t_base + this`, … start windows):
+/// the most rows that fit, rounded down to a multiple that keeps every window aligned.
+/// `None` if not even one aligned step fits.
+pub fn window_tokens(n_in: usize, align: usize) -> Option<usize> {
+    let row = n_in * 4;
+    let step = align / gcd(row, align); // rows per aligned step
+    let fit = super::UNIFORM_WINDOW as usize / row;
+    let w = fit / step * step;
+    (w > 0).then_some(w)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// What a matrix product does with its result (`mode` in matvec.wgsl / matmul.wgsl).
@@ -201,4 +230,23 @@ pub struct SamplingUniform {
     pub seed: u32,
     pub step: u32,
     pub _pad: [u32; 2],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_hold_whole_aligned_rows() {
+        // SmolLM2: 576-wide rows are 2304 = 9·256 bytes, so any row starts aligned.
+        assert_eq!(window_tokens(576, 256), Some(28));
+        assert_eq!(window_tokens(1536, 256), Some(10));
+        // 128-byte rows start aligned every second row.
+        assert_eq!(window_tokens(32, 256), Some(512));
+        assert_eq!(window_tokens(96, 256), Some(170));
+        // A whole window per row.
+        assert_eq!(window_tokens(16384, 256), Some(1));
+        // 65408-byte rows: every second row is aligned, and two do not fit.
+        assert_eq!(window_tokens(16352, 256), None);
+    }
 }
