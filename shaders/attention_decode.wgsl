@@ -5,6 +5,10 @@
 // kv_store.wgsl), so they cost no memory traffic per position. Partial results (max m, sum l,
 // unnormalised acc) go to `ml` and `acc` as in attention.wgsl; attention_reduce.wgsl
 // combines the chunks.
+// The pipeline is specialised for N_REP = n_heads / groups and HD4 = head_dim / 4: with
+// constant trip counts every loop over heads and dimensions unrolls and the per-thread
+// arrays stay in registers (a dynamically indexed array goes to memory, which a software
+// rasteriser reads per invocation).
 //   q: [H][hd]   kc, vc: [G][capacity][hd]   ml: [H][max_chunks] (m, l)
 //   acc: [H][max_chunks][hd]
 struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, _a: u32, _b: u32 }
@@ -17,6 +21,8 @@ struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chu
 @group(0) @binding(5) var<storage, read_write> ml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> acc: array<vec4<f32>>;
 
+override N_REP: u32 = 3u;
+override HD4: u32 = 16u;
 const CHUNK: u32 = 64u;
 const MAX_REP: u32 = 16u;
 const MAX_HD4: u32 = 32u;
@@ -27,8 +33,8 @@ var<workgroup> e: array<f32, MAX_REP * CHUNK>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = wid.x;
     let g = wid.y;
-    let hd4 = p.head_dim / 4u;
-    let n_rep = p.n_heads / p.groups;
+    let hd4 = HD4;
+    let n_rep = N_REP;
     let pos = step.pos0;                // the query's position: it sees 0..=pos
     let start = c * CHUNK;
     let n = select(0u, min(CHUNK, pos + 1u - start), start <= pos);
@@ -70,27 +76,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     workgroupBarrier();
 
-    // 3. Weighted V: thread (d, r0) owns 4 dimensions d of heads r0, r0 + lanes, …, and
-    //    reads each position's V slice once for all of them.
-    let lanes = 64u / hd4;
-    let d = tid % hd4;
-    let r0 = tid / hd4;
-    if (r0 >= lanes) {
+    // 3. Weighted V: thread d owns 4 dimensions of every head and reads each position's V
+    //    slice once for all of them; the weights e[r][j] are the same for all these threads.
+    let d = tid;
+    if (d >= hd4) {
         return;
     }
     var a: array<vec4<f32>, MAX_REP>;
     for (var j = 0u; j < n; j++) {
         let v = vc[(g * p.capacity + start + j) * hd4 + d];
-        var i = 0u;
-        for (var r = r0; r < n_rep; r += lanes) {
-            a[i] += e[r * CHUNK + j] * v;
-            i++;
+        for (var r = 0u; r < n_rep; r++) {
+            a[r] += e[r * CHUNK + j] * v;
         }
     }
-    var i = 0u;
-    for (var r = r0; r < n_rep; r += lanes) {
+    for (var r = 0u; r < n_rep; r++) {
         let slot = (g * n_rep + r) * p.max_chunks + c;
-        acc[slot * hd4 + d] = a[i];
-        i++;
+        acc[slot * hd4 + d] = a[r];
     }
 }

@@ -565,18 +565,20 @@ fn attention_cpu(
     out
 }
 
-/// attention.wgsl (prefill, T = 3) and attention_decode.wgsl (T = 1), each followed by
-/// attention_reduce.wgsl, vs [`attention_cpu`] over 150 cached positions (3 chunks),
-/// G = 1, 3, 9 (1e-4).
+/// attention.wgsl (prefill, T = 3) and attention_decode.wgsl (T = 1; head_dim 64 and 48,
+/// as it is specialised per head size), each followed by attention_reduce.wgsl, vs
+/// [`attention_cpu`] over 131–150 cached positions (3 chunks), G = 1, 3, 9 (1e-4).
 #[test]
 fn attention_matches_cpu() {
     let gpu = gpu();
     let mut rng = Rng(6);
-    let (nh, hd, cap) = (9usize, 64usize, 160usize);
+    let (nh, cap) = (9usize, 160usize);
     let max_chunks = cap.div_ceil(ATTENTION_CHUNK);
-    for (kernel, t, pos0) in [
-        (Kernel::Attention, 3usize, 147usize),
-        (Kernel::AttentionDecode, 1, 149),
+    // attention_decode is specialised per (n_rep, head_dim): two head sizes.
+    for (kernel, t, pos0, hd) in [
+        (Kernel::Attention, 3usize, 147usize, 64usize),
+        (Kernel::AttentionDecode, 1, 149, 64),
+        (Kernel::AttentionDecode, 1, 130, 48),
     ] {
         let n_chunks = (pos0 + t).div_ceil(ATTENTION_CHUNK);
         for groups in [1usize, 3, 9] {
@@ -621,7 +623,7 @@ fn attention_matches_cpu() {
             let numbered: Vec<_> = (0..).zip(res).collect();
             gpu.run_resources(
                 kernel,
-                0,
+                attention_variant(grouping.n_rep(), hd),
                 &numbered,
                 [n_chunks as u32, groups as u32, t as u32],
             )

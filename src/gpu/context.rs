@@ -283,12 +283,14 @@ impl Gpu {
         self.buffer(label, size, U::STORAGE | U::COPY_DST | U::COPY_SRC)
     }
 
-    /// The pipeline of `kernel` for weight type `wtype` (ignored by kernels without weights).
-    pub fn pipeline(&self, kernel: Kernel, wtype: u32) -> wgpu::ComputePipeline {
-        let wtype = if kernel.reads_weights() { wtype } else { 0 };
+    /// The pipeline of `kernel` for `variant`, which sets its overridable constants
+    /// ([`Kernel::constants`]: the weight type, or attention's heads per KV head).
+    pub fn pipeline(&self, kernel: Kernel, variant: u32) -> wgpu::ComputePipeline {
+        let constants = kernel.constants(variant);
+        let variant = if constants.is_empty() { 0 } else { variant };
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((kernel, wtype))
+            .entry((kernel, variant))
             .or_insert_with(|| {
                 let module = self
                     .device
@@ -296,7 +298,6 @@ impl Gpu {
                         label: Some(kernel.name()),
                         source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
                     });
-                let constants = [("WTYPE", wtype as f64)];
                 self.device
                     .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                         label: Some(kernel.name()),
@@ -304,11 +305,7 @@ impl Gpu {
                         module: &module,
                         entry_point: Some("main"),
                         compilation_options: wgpu::PipelineCompilationOptions {
-                            constants: if kernel.reads_weights() {
-                                &constants
-                            } else {
-                                &[]
-                            },
+                            constants: &constants,
                             ..Default::default()
                         },
                         cache: None,
@@ -427,7 +424,7 @@ impl Gpu {
     pub fn run_kernel(
         &self,
         kernel: Kernel,
-        wtype: u32,
+        variant: u32,
         params: &[u8],
         step: Option<&Buf>,
         bufs: &[&Buf],
@@ -437,14 +434,14 @@ impl Gpu {
         let mut all = vec![&params];
         all.extend(step);
         all.extend_from_slice(bufs);
-        self.run_bound(kernel, wtype, &all, grid)
+        self.run_bound(kernel, variant, &all, grid)
     }
 
     /// Runs one kernel on its own with exactly `bindings` (binding 0, 1, …).
     pub fn run_bound(
         &self,
         kernel: Kernel,
-        wtype: u32,
+        variant: u32,
         bindings: &[&Buf],
         grid: [u32; 3],
     ) -> Result<(), GpuError> {
@@ -453,18 +450,18 @@ impl Gpu {
             .enumerate()
             .map(|(i, b)| (i as u32, b.binding()))
             .collect();
-        self.run_resources(kernel, wtype, &res, grid)
+        self.run_resources(kernel, variant, &res, grid)
     }
 
     /// Runs one kernel on its own with each resource at its binding number.
     pub fn run_resources(
         &self,
         kernel: Kernel,
-        wtype: u32,
+        variant: u32,
         res: &[(u32, wgpu::BindingResource<'_>)],
         grid: [u32; 3],
     ) -> Result<(), GpuError> {
-        let pipeline = self.pipeline(kernel, wtype);
+        let pipeline = self.pipeline(kernel, variant);
         let bind = self.bind_numbered(&pipeline, res);
         let mut enc = self.device.create_command_encoder(&Default::default());
         {

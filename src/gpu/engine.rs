@@ -6,7 +6,7 @@ use super::kernels::*;
 use super::weight::{Stack, Weight};
 use super::GpuError;
 use crate::engine::EngineError;
-use crate::gguf::{GgmlType, Gguf, TensorInfo};
+use crate::gguf::{Gguf, TensorInfo};
 use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
 use crate::sampling::SamplingParams;
 
@@ -362,7 +362,7 @@ impl GpuEngine {
         let (dim, vocab) = (cfg.dim as u32, cfg.vocab_size as u32);
         let embed = b.add(
             Kernel::Embed,
-            self.token_embd.ty,
+            self.token_embd.ty.id(),
             EmbedParams {
                 dim,
                 vocab,
@@ -384,13 +384,7 @@ impl GpuEngine {
                 _pad: 0,
             };
             let bufs = vec![a.x.binding(), self.output_norm.binding(), a.xb.binding()];
-            let norm = b.add(
-                Kernel::RmsNorm,
-                GgmlType::F32,
-                norm_params,
-                bufs,
-                Grid::Rows { last },
-            );
+            let norm = b.add(Kernel::RmsNorm, 0, norm_params, bufs, Grid::Rows { last });
             let store = ProductMode::Store;
             let head_ops = b.product(last, (head, 0), dim, vocab, store, &a.xb, &a.logits);
             tails.push([vec![norm], head_ops].concat());
@@ -455,7 +449,7 @@ impl GpuEngine {
                 .chain([kc.binding(), vc.binding(), q.clone()]);
             ops.push(b.add(
                 Kernel::KvStore,
-                GgmlType::F32,
+                0,
                 KvStoreParams {
                     groups,
                     native_groups: g0,
@@ -474,10 +468,11 @@ impl GpuEngine {
                 (Kernel::Attention, q)
             };
             let att_bufs = [kc, vc, &a.ml, &a.part].map(|x| x.binding());
+            let variant = attention_variant(self.grouping.n_rep(), cfg.head_dim);
             attention.push(ops.len());
             ops.push(b.add(
                 kernel,
-                GgmlType::F32,
+                variant,
                 AttentionParams {
                     n_heads: nh,
                     groups,
@@ -493,7 +488,7 @@ impl GpuEngine {
             attention.push(ops.len());
             ops.push(b.add(
                 Kernel::AttentionReduce,
-                GgmlType::F32,
+                0,
                 ReduceParams {
                     n_heads: nh,
                     head_dim: hd,
@@ -597,7 +592,7 @@ impl GpuEngine {
         }
         ops.push(b.add(
             Kernel::SwiGlu,
-            GgmlType::F32,
+            0,
             SwiGluParams {
                 ffn_dim: ffn,
                 _pad: [0; 3],
@@ -996,7 +991,8 @@ struct OpBuilder<'a> {
 
 struct Spec<'a> {
     kernel: Kernel,
-    wtype: u32,
+    /// Sets the pipeline's constants ([`Kernel::constants`]).
+    variant: u32,
     params: Vec<u8>,
     /// Bound in order after what `binds` puts first.
     resources: Vec<wgpu::BindingResource<'a>>,
@@ -1035,7 +1031,7 @@ impl<'a> OpBuilder<'a> {
         };
         self.add(
             Kernel::RmsNorm,
-            GgmlType::F32,
+            0,
             p,
             vec![a.x.binding(), weight.binding(), a.xb.binding()],
             Grid::Rows { last: false },
@@ -1104,7 +1100,7 @@ impl<'a> OpBuilder<'a> {
         };
         self.specs.push(Spec {
             kernel,
-            wtype: w.ty.id(),
+            variant: w.ty.id(),
             params: bytemuck::bytes_of(&p).to_vec(),
             resources: with_weight(w, [x, y.binding()]),
             grid,
@@ -1113,18 +1109,19 @@ impl<'a> OpBuilder<'a> {
         self.specs.len() - 1
     }
 
-    /// An op whose bindings are (params, step, resources…).
+    /// An op whose bindings are (params, step, resources…); `variant` sets the pipeline's
+    /// constants, if the kernel has any.
     fn add<P: bytemuck::Pod>(
         &mut self,
         kernel: Kernel,
-        ty: GgmlType,
+        variant: u32,
         params: P,
         resources: Vec<wgpu::BindingResource<'a>>,
         grid: Grid,
     ) -> usize {
         self.specs.push(Spec {
             kernel,
-            wtype: ty.id(),
+            variant,
             params: bytemuck::bytes_of(&params).to_vec(),
             resources,
             grid,
@@ -1142,7 +1139,7 @@ impl<'a> OpBuilder<'a> {
     ) -> usize {
         self.specs.push(Spec {
             kernel,
-            wtype: 0,
+            variant: 0,
             params: bytemuck::bytes_of(&params).to_vec(),
             resources,
             grid: Grid::Single,
@@ -1155,7 +1152,7 @@ impl<'a> OpBuilder<'a> {
     fn add_raw(&mut self, kernel: Kernel, resources: Vec<wgpu::BindingResource<'a>>) -> usize {
         self.specs.push(Spec {
             kernel,
-            wtype: 0,
+            variant: 0,
             params: Vec::new(),
             resources,
             grid: Grid::Single,
@@ -1172,7 +1169,7 @@ impl<'a> OpBuilder<'a> {
             .iter()
             .enumerate()
             .map(|(i, spec)| {
-                let pipeline = gpu.pipeline(spec.kernel, spec.wtype);
+                let pipeline = gpu.pipeline(spec.kernel, spec.variant);
                 let mut res = Vec::new();
                 if spec.binds != Binds::Raw {
                     res.push((0, uniforms.slot(i)));

@@ -75,6 +75,20 @@ impl Kernel {
         matches!(self, Kernel::Embed | Kernel::Matvec | Kernel::Matmul)
     }
 
+    /// The pipeline-overridable constants of the kernel and their values for `variant`
+    /// (a weight type id for kernels that read weights; [`attention_variant`] for
+    /// attention_decode; nothing for the others).
+    pub fn constants(self, variant: u32) -> Vec<(&'static str, f64)> {
+        match self {
+            _ if self.reads_weights() => vec![("WTYPE", variant as f64)],
+            Kernel::AttentionDecode => vec![
+                ("N_REP", (variant & 0xFF) as f64),
+                ("HD4", (variant >> 8) as f64),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
     /// The complete WGSL module.
     pub fn source(self) -> String {
         let quant = if self.reads_weights() { QUANT } else { "" };
@@ -88,6 +102,12 @@ pub const ATTENTION_CHUNK: usize = 64;
 pub const ATTENTION_MAX_REP: usize = 16;
 /// Largest head dimension the attention kernel holds; `MAX_HD` in attention.wgsl.
 pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
+/// The pipeline variant of attention_decode.wgsl for `n_rep` query heads per KV head and
+/// `head_dim` (≤ ATTENTION_MAX_REP and ATTENTION_MAX_HEAD_DIM, a multiple of 4).
+pub fn attention_variant(n_rep: usize, head_dim: usize) -> u32 {
+    (n_rep as u32) | ((head_dim as u32 / 4) << 8)
+}
+
 /// Tokens per invocation in matmul.wgsl (`TT`).
 pub const MATMUL_TOKENS: usize = 8;
 
