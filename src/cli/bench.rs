@@ -89,6 +89,7 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     }
     let mut bench = match a.backend {
         Backend::Cpu => Bench::Cpu(Box::new(CpuEngine::load(g, capacity)?)),
+        Backend::CpuQ8 => Bench::Cpu(Box::new(CpuEngine::load_quantized(g, capacity)?)),
         Backend::Gpu => Bench::Gpu(Box::new(pollster::block_on(GpuEngine::load(g, capacity))?)),
     };
     let bar = ProgressBar::new((a.groups.len() * a.contexts.len()) as u64);

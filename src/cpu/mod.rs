@@ -5,27 +5,66 @@
 //! projection weights of each new KV head are the mean of the native heads it replaces
 //! ([`crate::model::pooling_plan`]); the GPU engine instead pools projected K/V, so agreement
 //! between the two also checks that the two are the same.
+//!
+//! The same forward also runs as the `cpu-q8` backend ([`CpuEngine::load_quantized`]): weight
+//! matrices stay in their GGUF blocks and multiply int8-quantized activations
+//! ([`qmatrix`]), and K/V are regrouped by pooling the projected native heads (as the GPU
+//! does). It is faster and approximate (the activations' rounding); the oracle is the f32 one.
 
 pub mod ops;
+pub mod qmatrix;
 
 use crate::engine::{Engine, EngineError};
 use crate::gguf::Gguf;
 use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
 use ops::{add_in_place, matmul, rmsnorm, rope, softmax, swiglu};
+use qmatrix::{Q8Rows, QMatrix};
 
-/// One transformer block's weights, f32, row-major `[out][in]`.
+/// A weight matrix, row-major `[out][in]`: f32 (the oracle), or its GGUF blocks multiplied
+/// with int8-quantized activations (`cpu-q8`).
+enum Matrix {
+    F32(Vec<f32>),
+    Quant(QMatrix),
+}
+
+impl Matrix {
+    /// `[t][out]` = x `[t][n_in]` · Wᵀ.
+    fn matmul(&self, x: &[f32], n_in: usize) -> Vec<f32> {
+        match self {
+            Matrix::F32(w) => matmul(x, w, n_in),
+            Matrix::Quant(m) => m.matmul(&Q8Rows::quantize(x, n_in)),
+        }
+    }
+
+    /// Row `o` as f32 (an embedding lookup).
+    fn row(&self, o: usize, n_in: usize) -> Option<Vec<f32>> {
+        match self {
+            Matrix::F32(w) => w.get(o * n_in..(o + 1) * n_in).map(<[f32]>::to_vec),
+            Matrix::Quant(m) => m.row(o),
+        }
+    }
+}
+
+/// The K (or V) projection at the current grouping.
+enum KvWeights {
+    /// The oracle: the native heads' f32 rows `[n_kv_heads·head_dim][dim]` and, pooled from
+    /// them, the rows of the current KV heads `[G·head_dim][dim]`.
+    Pooled { native: Vec<f32>, pooled: Vec<f32> },
+    /// `cpu-q8`: the native blocks; the projected native heads are pooled instead.
+    Native(QMatrix),
+}
+
+/// One transformer block's weights.
 struct Layer {
     attn_norm: Vec<f32>, // [dim]
-    wq: Vec<f32>,        // [n_heads·head_dim][dim]
-    wk_native: Vec<f32>, // [n_kv_heads·head_dim][dim]
-    wv_native: Vec<f32>, // [n_kv_heads·head_dim][dim]
-    wk: Vec<f32>,        // [G·head_dim][dim], regrouped
-    wv: Vec<f32>,        // [G·head_dim][dim], regrouped
-    wo: Vec<f32>,        // [dim][n_heads·head_dim]
+    wq: Matrix,          // [n_heads·head_dim][dim]
+    wk: KvWeights,       // K for G KV heads from the native [n_kv_heads·head_dim][dim]
+    wv: KvWeights,       // V likewise
+    wo: Matrix,          // [dim][n_heads·head_dim]
     ffn_norm: Vec<f32>,  // [dim]
-    w_gate: Vec<f32>,    // [ffn_dim][dim]
-    w_up: Vec<f32>,      // [ffn_dim][dim]
-    w_down: Vec<f32>,    // [dim][ffn_dim]
+    w_gate: Matrix,      // [ffn_dim][dim]
+    w_up: Matrix,        // [ffn_dim][dim]
+    w_down: Matrix,      // [dim][ffn_dim]
 }
 
 /// The KV cache: K and V each `[layers][G][capacity][head_dim]`, f32.
@@ -55,60 +94,94 @@ impl KvCache {
     }
 }
 
-/// The CPU engine: f32 weights, current grouping, KV cache and the sequence length so far.
+/// The CPU engine: weights, current grouping, KV cache and the sequence length so far.
 pub struct CpuEngine {
     cfg: ModelConfig,
-    token_embd: Vec<f32>,     // [vocab][dim]
-    output: Option<Vec<f32>>, // [vocab][dim]; None when tied to token_embd
-    output_norm: Vec<f32>,    // [dim]
+    token_embd: Matrix,     // [vocab][dim]
+    output: Option<Matrix>, // [vocab][dim]; None when tied to token_embd
+    output_norm: Vec<f32>,  // [dim]
     layers: Vec<Layer>,
     grouping: Grouping,
+    /// For `KvWeights::Native`: native KV heads → current ones.
+    plan: Vec<Vec<(usize, f32)>>,
     cache: KvCache,
     len: usize,
+    quantized: bool,
 }
 
 impl CpuEngine {
-    /// Dequantizes the model's weights and allocates a KV cache for `capacity` tokens at the
-    /// native grouping.
+    /// The oracle: dequantizes the model's weights to f32 and allocates a KV cache for
+    /// `capacity` tokens at the native grouping.
     pub fn load(g: &Gguf<'_>, capacity: usize) -> Result<Self, EngineError> {
+        Self::load_as(g, capacity, false)
+    }
+
+    /// The `cpu-q8` backend: matrices of Q4_0, Q4_1 and Q8_0 stay in their blocks (others
+    /// are dequantized), products run on int8-quantized activations ([`qmatrix`]).
+    pub fn load_quantized(g: &Gguf<'_>, capacity: usize) -> Result<Self, EngineError> {
+        Self::load_as(g, capacity, true)
+    }
+
+    fn load_as(g: &Gguf<'_>, capacity: usize, quantized: bool) -> Result<Self, EngineError> {
         let cfg = ModelConfig::from_gguf(g)?;
         let t = ModelTensors::locate(g, &cfg)?;
         let deq = |ti| g.dequantize(ti).map_err(ModelError::from);
+        let blocks = |ti: &crate::gguf::TensorInfo<'_>| {
+            let rows = ti.dims.get(1).copied().unwrap_or(1) as usize;
+            QMatrix::new(ti.ggml_type, g.tensor_bytes(ti), rows).filter(|_| quantized)
+        };
+        let matrix = |ti| -> Result<Matrix, ModelError> {
+            Ok(match blocks(ti) {
+                Some(m) => Matrix::Quant(m),
+                None => Matrix::F32(deq(ti)?),
+            })
+        };
+        let kv = |ti| -> Result<KvWeights, ModelError> {
+            Ok(match blocks(ti) {
+                Some(m) => KvWeights::Native(m),
+                None => {
+                    let native = deq(ti)?;
+                    KvWeights::Pooled {
+                        pooled: native.clone(),
+                        native,
+                    }
+                }
+            })
+        };
         let layers = t
             .layers
             .iter()
             .map(|lt| {
-                let (wk, wv) = (deq(lt.wk)?, deq(lt.wv)?);
                 Ok(Layer {
                     attn_norm: deq(lt.attn_norm)?,
-                    wq: deq(lt.wq)?,
-                    wk: wk.clone(),
-                    wv: wv.clone(),
-                    wk_native: wk,
-                    wv_native: wv,
-                    wo: deq(lt.wo)?,
+                    wq: matrix(lt.wq)?,
+                    wk: kv(lt.wk)?,
+                    wv: kv(lt.wv)?,
+                    wo: matrix(lt.wo)?,
                     ffn_norm: deq(lt.ffn_norm)?,
-                    w_gate: deq(lt.w_gate)?,
-                    w_up: deq(lt.w_up)?,
-                    w_down: deq(lt.w_down)?,
+                    w_gate: matrix(lt.w_gate)?,
+                    w_up: matrix(lt.w_up)?,
+                    w_down: matrix(lt.w_down)?,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let capacity = check_capacity(&cfg, capacity)?;
         let grouping = Grouping::native(&cfg);
         Ok(CpuEngine {
-            token_embd: deq(t.token_embd)?,
+            token_embd: matrix(t.token_embd)?,
             output: if t.tied_output {
                 None
             } else {
-                Some(deq(t.output)?)
+                Some(matrix(t.output)?)
             },
             output_norm: deq(t.output_norm)?,
             layers,
+            plan: pooling_plan(grouping, grouping),
             cache: KvCache::new(cfg.n_layers, grouping.groups(), capacity, cfg.head_dim),
             grouping,
             len: 0,
             cfg,
+            quantized,
         })
     }
 
@@ -119,6 +192,7 @@ impl CpuEngine {
             layers,
             cache,
             grouping,
+            plan,
             len,
             ..
         } = self;
@@ -126,9 +200,9 @@ impl CpuEngine {
         let t = x.len() / dim;
         let layer = &layers[l];
         let xb = rmsnorm(x, &layer.attn_norm, cfg.rms_eps); // [t][dim]
-        let mut q = matmul(&xb, &layer.wq, dim); // [t][n_heads·hd]
-        let mut k = matmul(&xb, &layer.wk, dim); // [t][G·hd]
-        let v = matmul(&xb, &layer.wv, dim); // [t][G·hd]
+        let mut q = layer.wq.matmul(&xb, dim); // [t][n_heads·hd]
+        let mut k = layer.wk.project(&xb, dim, plan, hd); // [t][G·hd]
+        let v = layer.wv.project(&xb, dim, plan, hd); // [t][G·hd]
         for i in 0..t {
             let pos = *len + i;
             rope(
@@ -151,21 +225,19 @@ impl CpuEngine {
             }
         }
         let att = attention(cache, *grouping, l, *len, &q, hd); // [t][n_heads·hd]
-        add_in_place(x, &matmul(&att, &layer.wo, n_heads * hd));
+        add_in_place(x, &layer.wo.matmul(&att, n_heads * hd));
         let xb = rmsnorm(x, &layer.ffn_norm, cfg.rms_eps); // [t][dim]
-        let gate = matmul(&xb, &layer.w_gate, dim); // [t][ffn_dim]
-        let up = matmul(&xb, &layer.w_up, dim); // [t][ffn_dim]
-        add_in_place(x, &matmul(&swiglu(&gate, &up), &layer.w_down, cfg.ffn_dim));
+        let gate = layer.w_gate.matmul(&xb, dim); // [t][ffn_dim]
+        let up = layer.w_up.matmul(&xb, dim); // [t][ffn_dim]
+        let ffn = swiglu(&gate, &up); // [t][ffn_dim]
+        add_in_place(x, &layer.w_down.matmul(&ffn, cfg.ffn_dim));
     }
 
     /// Logits `[rows][vocab]` of final hidden states `[rows][dim]`.
     fn head(&self, x: &[f32]) -> Vec<f32> {
         let xf = rmsnorm(x, &self.output_norm, self.cfg.rms_eps);
-        matmul(
-            &xf,
-            self.output.as_ref().unwrap_or(&self.token_embd),
-            self.cfg.dim,
-        )
+        let head = self.output.as_ref().unwrap_or(&self.token_embd);
+        head.matmul(&xf, self.cfg.dim)
     }
 
     /// The residual stream after every block for `ids` fed from an empty cache:
@@ -188,14 +260,15 @@ impl CpuEngine {
         let dim = self.cfg.dim;
         let mut x = Vec::with_capacity(ids.len() * dim);
         for &id in ids {
-            let row = self
-                .token_embd
-                .get(id as usize * dim..(id as usize + 1) * dim)
+            let row = (id as usize)
+                .lt(&self.cfg.vocab_size)
+                .then(|| self.token_embd.row(id as usize, dim))
+                .flatten()
                 .ok_or(EngineError::TokenOutOfRange {
                     id,
                     vocab: self.cfg.vocab_size,
                 })?;
-            x.extend_from_slice(row);
+            x.extend_from_slice(&row);
         }
         Ok(x)
     }
@@ -216,21 +289,45 @@ impl CpuEngine {
     /// Recomputes each layer's K/V projection for the current grouping:
     /// row block g of the new W_k = Σ weight · row block (native head) of the native W_k.
     fn regroup_weights(&mut self) {
-        let plan = pooling_plan(Grouping::native(&self.cfg), self.grouping);
+        self.plan = pooling_plan(Grouping::native(&self.cfg), self.grouping);
         let block = self.cfg.head_dim * self.cfg.dim; // one head's rows
         for layer in &mut self.layers {
-            for (native, pooled) in [
-                (&layer.wk_native, &mut layer.wk),
-                (&layer.wv_native, &mut layer.wv),
-            ] {
-                *pooled = vec![0.0; plan.len() * block];
-                for (g, sources) in plan.iter().enumerate() {
-                    let dst = &mut pooled[g * block..(g + 1) * block];
-                    for &(src, w) in sources {
-                        let src = &native[src * block..(src + 1) * block];
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += w * s);
-                    }
+            for kv in [&mut layer.wk, &mut layer.wv] {
+                if let KvWeights::Pooled { native, pooled } = kv {
+                    *pooled = pool_rows(native, &self.plan, block);
                 }
+            }
+        }
+    }
+}
+
+/// `[G][block]` from `[G0][block]`: row block g = Σ weight · native block (the plan's sources).
+fn pool_rows(native: &[f32], plan: &[Vec<(usize, f32)>], block: usize) -> Vec<f32> {
+    let mut pooled = vec![0.0; plan.len() * block];
+    for (g, sources) in plan.iter().enumerate() {
+        let dst = &mut pooled[g * block..(g + 1) * block];
+        for &(src, w) in sources {
+            let src = &native[src * block..(src + 1) * block];
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += w * s);
+        }
+    }
+    pooled
+}
+
+impl KvWeights {
+    /// K (or V) of the current KV heads for `xb` (`[t][dim]`): `[t][G·hd]`. The oracle
+    /// multiplies by the pooled weights; `cpu-q8` pools the projected native heads, token by
+    /// token — the same thing, since the projection is linear.
+    fn project(&self, xb: &[f32], dim: usize, plan: &[Vec<(usize, f32)>], hd: usize) -> Vec<f32> {
+        match self {
+            KvWeights::Pooled { pooled, .. } => matmul(xb, pooled, dim),
+            KvWeights::Native(m) => {
+                let native = m.matmul(&Q8Rows::quantize(xb, dim)); // [t][G0·hd]
+                let g0_hd = m.rows();
+                native
+                    .chunks_exact(g0_hd)
+                    .flat_map(|row| pool_rows(row, plan, hd))
+                    .collect()
             }
         }
     }
@@ -250,23 +347,22 @@ fn attention(
     let n_heads = grouping.n_heads();
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0f32; q.len()];
-    ops::for_each_chunk(&mut out, n_heads * hd, |i, out_i| {
+    // One task per (token i, query head h): out[i][h] is `hd` long.
+    ops::for_each_chunk(&mut out, hd, |ih, o| {
+        let (i, h) = (ih / n_heads, ih % n_heads);
+        let g = grouping.kv_head(h);
+        let q_h = &q[ih * hd..(ih + 1) * hd];
         let mut scores = vec![0.0f32; len0 + i + 1]; // positions 0..=len0+i are visible
-        for h in 0..n_heads {
-            let g = grouping.kv_head(h);
-            let q_h = &q[(i * n_heads + h) * hd..(i * n_heads + h + 1) * hd];
-            for (p, s) in scores.iter_mut().enumerate() {
-                let at = cache.at(l, g, p);
-                *s = ops::dot(q_h, &cache.k[at..at + hd]) * scale;
-            }
-            softmax(&mut scores);
-            let o = &mut out_i[h * hd..(h + 1) * hd];
-            for (p, &a) in scores.iter().enumerate() {
-                let at = cache.at(l, g, p);
-                o.iter_mut()
-                    .zip(&cache.v[at..at + hd])
-                    .for_each(|(o, v)| *o += a * v);
-            }
+        for (p, s) in scores.iter_mut().enumerate() {
+            let at = cache.at(l, g, p);
+            *s = ops::dot(q_h, &cache.k[at..at + hd]) * scale;
+        }
+        softmax(&mut scores);
+        for (p, &a) in scores.iter().enumerate() {
+            let at = cache.at(l, g, p);
+            o.iter_mut()
+                .zip(&cache.v[at..at + hd])
+                .for_each(|(o, v)| *o += a * v);
         }
     });
     out
@@ -296,7 +392,11 @@ pub(crate) fn check_capacity(cfg: &ModelConfig, capacity: usize) -> Result<usize
 
 impl Engine for CpuEngine {
     fn name(&self) -> &'static str {
-        "cpu"
+        if self.quantized {
+            "cpu-q8"
+        } else {
+            "cpu"
+        }
     }
 
     fn config(&self) -> &ModelConfig {

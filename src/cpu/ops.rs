@@ -19,6 +19,14 @@ where
         .for_each(|(i, c)| f(i, c));
 }
 
+/// Worker threads [`for_each_chunk`] spreads over (1 in wasm32).
+pub fn threads() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    return rayon::current_num_threads();
+    #[cfg(target_arch = "wasm32")]
+    return 1;
+}
+
 /// Σ a[i]·b[i], with 8 running partial sums so the compiler can use SIMD lanes.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
@@ -78,10 +86,15 @@ pub fn rmsnorm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
 /// adjacent pair `(v[2i], v[2i+1])` of each head rotates by `pos · base^(−2i/head_dim)`.
 /// v: `[n_heads][head_dim]` for one token.
 pub fn rope(v: &mut [f32], head_dim: usize, pos: usize, base: f32) {
-    for head in v.chunks_exact_mut(head_dim) {
-        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+    // (cos, sin) of each pair's angle, the same for every head.
+    let turns: Vec<(f32, f32)> = (0..head_dim / 2)
+        .map(|i| {
             let theta = pos as f64 * (base as f64).powf(-2.0 * i as f64 / head_dim as f64);
-            let (sin, cos) = (theta.sin() as f32, theta.cos() as f32);
+            (theta.cos() as f32, theta.sin() as f32)
+        })
+        .collect();
+    for head in v.chunks_exact_mut(head_dim) {
+        for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(&turns) {
             let (a, b) = (pair[0], pair[1]);
             pair[0] = a * cos - b * sin;
             pair[1] = a * sin + b * cos;
