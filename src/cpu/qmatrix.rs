@@ -117,6 +117,16 @@ impl QMatrix {
         }
     }
 
+    /// Weight row `o`'s blocks.
+    fn row_blocks(&self, o: usize) -> Blocks<'_> {
+        let (nb, qb) = (self.n_in / QK, self.qb());
+        Blocks {
+            q: &self.qs[o * nb * qb..(o + 1) * nb * qb],
+            d: &self.d[o * nb..(o + 1) * nb],
+            b: &self.b[o * nb..(o + 1) * nb],
+        }
+    }
+
     /// Row `o` dequantized (an embedding lookup).
     pub fn row(&self, o: usize) -> Option<Vec<f32>> {
         let nb = self.n_in / QK;
@@ -141,30 +151,13 @@ impl QMatrix {
     pub fn matmul(&self, x: &Q8Rows) -> Vec<f32> {
         assert_eq!(x.n_in, self.n_in, "activation width");
         let t = x.d.len() * QK / self.n_in;
-        let nb = self.n_in / QK;
         // A few tasks per thread, each of at least 64 rows: a task costs a few µs to hand
         // out, a 576-wide row about 0.1 µs to compute.
         let per_task = (self.rows / (4 * super::ops::threads())).max(64);
         // As out^T ([rows][t]), so each task owns whole weight rows; then transposed.
         let mut out_t = vec![0.0f32; self.rows * t];
         super::ops::for_each_chunk(&mut out_t, per_task * t, |c, chunk| {
-            for (r, row_out) in chunk.chunks_mut(t).enumerate() {
-                let o = c * per_task + r;
-                let w = Blocks {
-                    q: &self.qs[o * nb * self.qb()..(o + 1) * nb * self.qb()],
-                    d: &self.d[o * nb..(o + 1) * nb],
-                    b: &self.b[o * nb..(o + 1) * nb],
-                };
-                for (tt, y) in row_out.iter_mut().enumerate() {
-                    let blocks = tt * nb..(tt + 1) * nb;
-                    let xr = Blocks {
-                        q: bytemuck::cast_slice(&x.q[blocks.start * QK..blocks.end * QK]),
-                        d: &x.d[blocks.clone()],
-                        b: &x.s[blocks],
-                    };
-                    *y = row_dot(self.ty == GgmlType::Q8_0, &w, &xr);
-                }
-            }
+            rows_dot(self, x, c * per_task, chunk);
         });
         if t == 1 {
             return out_t;
@@ -187,17 +180,52 @@ struct Blocks<'a> {
     b: &'a [f32],
 }
 
-/// One weight row · one quantized activation row: Σ_blocks d_w·d_x·Σq_w·q_x + b_w·s_x.
-/// `int8`: Q8_0 weights, else 4-bit (byte j holds weight j low, j + 16 high).
-fn row_dot(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
+/// `out[(o - first)·t + tt]` = W[o]·x[tt] for the weight rows from `first` that `out` covers
+/// (`[rows][t]`).
+fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above), all that `row_dot_avx2` needs.
-        return unsafe { row_dot_avx2(int8, w, x) };
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all that `rows_dot_avx2`
+        // needs.
+        return unsafe { rows_dot_avx2(m, x, first, out) };
     }
-    row_dot_plain(int8, w, x)
+    rows_dot_with(m, x, first, out, row_dot_plain)
 }
 
+/// [`rows_dot`] compiled for AVX2 and FMA, with [`row_dot_avx2`] inlined into its loop.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn rows_dot_avx2(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
+    rows_dot_with(m, x, first, out, |int8, w, xr| row_dot_avx2(int8, w, xr))
+}
+
+#[inline(always)]
+fn rows_dot_with(
+    m: &QMatrix,
+    x: &Q8Rows,
+    first: usize,
+    out: &mut [f32],
+    dot: impl Fn(bool, &Blocks<'_>, &Blocks<'_>) -> f32,
+) {
+    let nb = m.n_in / QK;
+    let t = x.d.len() / nb;
+    let int8 = m.ty == GgmlType::Q8_0;
+    for (r, row_out) in out.chunks_mut(t).enumerate() {
+        let w = m.row_blocks(first + r);
+        for (tt, y) in row_out.iter_mut().enumerate() {
+            let blocks = tt * nb..(tt + 1) * nb;
+            let xr = Blocks {
+                q: bytemuck::cast_slice(&x.q[blocks.start * QK..blocks.end * QK]),
+                d: &x.d[blocks.clone()],
+                b: &x.s[blocks],
+            };
+            *y = dot(int8, &w, &xr);
+        }
+    }
+}
+
+/// One weight row · one quantized activation row: Σ_blocks d_w·d_x·Σq_w·q_x + b_w·s_x.
+/// `int8`: Q8_0 weights, else 4-bit (byte j holds weight j low, j + 16 high).
 fn row_dot_plain(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     let qb = if int8 { QK } else { QK / 2 };
     let mut acc = 0.0f32;
@@ -219,6 +247,7 @@ fn row_dot_plain(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
 /// (`maddubs`), then in fours (`madd`), scaled in f32 lanes (llama.cpp's approach).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[inline]
 fn row_dot_avx2(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     use bytemuck::pod_read_unaligned as load;
     use std::arch::x86_64::*;
