@@ -253,35 +253,31 @@ fn row_dot_avx2(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
     let low = _mm_set1_epi8(0x0F);
-    // Block i's 8 partial sums, as f32.
-    let block = |i: usize| {
-        let xv: __m256i = load(&x.q[i * QK..(i + 1) * QK]);
-        let pairs = if int8 {
-            let wv: __m256i = load(&w.q[i * QK..(i + 1) * QK]);
+    // Σ over blocks of (8 partial sums of block i, as f32) · d_w·d_x.
+    let scaled = |pairs: __m256i, dw: f32, dx: f32, acc: __m256| {
+        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+        _mm256_fmadd_ps(sums, _mm256_set1_ps(dw * dx), acc)
+    };
+    let xs = x.q.chunks_exact(QK).zip(x.d);
+    let mut acc = _mm256_setzero_ps();
+    if int8 {
+        for ((wq, &dw), (xq, &dx)) in w.q.chunks_exact(QK).zip(w.d).zip(xs) {
+            let wv: __m256i = load(wq);
+            let xv: __m256i = load(xq);
             // |w| · (x with w's sign): maddubs wants its first operand unsigned.
-            _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv))
-        } else {
-            let raw: __m128i = load(&w.q[i * 16..(i + 1) * 16]);
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+            acc = scaled(pairs, dw, dx, acc);
+        }
+    } else {
+        for ((wq, &dw), (xq, &dx)) in w.q.chunks_exact(QK / 2).zip(w.d).zip(xs) {
+            let raw: __m128i = load(wq);
             let lo = _mm_and_si128(raw, low);
             let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
-            _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), xv)
-        };
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones))
-    };
-    // Two accumulators, so that consecutive blocks' FMAs do not wait on each other.
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let n = w.d.len();
-    let mut i = 0;
-    while i + 1 < n {
-        acc0 = _mm256_fmadd_ps(block(i), _mm256_set1_ps(w.d[i] * x.d[i]), acc0);
-        acc1 = _mm256_fmadd_ps(block(i + 1), _mm256_set1_ps(w.d[i + 1] * x.d[i + 1]), acc1);
-        i += 2;
-    }
-    if i < n {
-        acc0 = _mm256_fmadd_ps(block(i), _mm256_set1_ps(w.d[i] * x.d[i]), acc0);
+            let pairs = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), load(xq));
+            acc = scaled(pairs, dw, dx, acc);
+        }
     }
     let bias: f32 = w.b.iter().zip(x.b).map(|(b, s)| b * s).sum();
-    let acc = _mm256_add_ps(acc0, acc1);
     let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     let lanes: [f32; 4] = bytemuck::cast(half);
     lanes.iter().sum::<f32>() + bias
