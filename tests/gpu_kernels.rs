@@ -127,13 +127,9 @@ fn run_matmul(
     let rows = window_tokens(n_in, UNIFORM_ALIGN).unwrap();
     for t_base in (0..t).step_by(rows) {
         let p = ProductParams {
-            n_in: n_in as u32,
-            n_out: n_out as u32,
-            mode: mode as u32,
-            row0,
             t_base: t_base as u32,
             t_count: rows as u32,
-            _pad: [0; 2],
+            ..ProductParams::new(n_in as u32, n_out as u32, mode, row0)
         };
         let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
         let [wq, ws] = w.bindings();
@@ -197,15 +193,7 @@ fn run_matvec(
     gpu.queue
         .write_buffer(&xb.buffer, 0, bytemuck::cast_slice(x));
     let yb = f32s(gpu, y0);
-    let p = ProductParams {
-        n_in: n_in as u32,
-        n_out: n_out as u32,
-        mode: mode as u32,
-        row0,
-        t_base: 0,
-        t_count: 1,
-        _pad: [0; 2],
-    };
+    let p = ProductParams::new(n_in as u32, n_out as u32, mode, row0);
     let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
     let [wq, ws] = w.bindings();
     let res = [

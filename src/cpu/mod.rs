@@ -19,6 +19,29 @@ use crate::gguf::Gguf;
 use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
 use ops::{add_in_place, matmul, rmsnorm, rope, softmax, swiglu};
 use qmatrix::{Q8Rows, QMatrix};
+use std::cell::OnceCell;
+
+/// An activation `[t][n_in]` as the matrix products read it: f32, and its int8 form, made
+/// by the first quantized product that reads it and kept for the others (Q, K, V read one).
+struct Act<'a> {
+    x: &'a [f32],
+    n_in: usize,
+    q8: OnceCell<Q8Rows>,
+}
+
+impl<'a> Act<'a> {
+    fn new(x: &'a [f32], n_in: usize) -> Self {
+        Act {
+            x,
+            n_in,
+            q8: OnceCell::new(),
+        }
+    }
+
+    fn q8(&self) -> &Q8Rows {
+        self.q8.get_or_init(|| Q8Rows::quantize(self.x, self.n_in))
+    }
+}
 
 /// A weight matrix, row-major `[out][in]`: f32 (the oracle), or its GGUF blocks multiplied
 /// with int8-quantized activations (`cpu-q8`).
@@ -29,10 +52,10 @@ enum Matrix {
 
 impl Matrix {
     /// `[t][out]` = x `[t][n_in]` · Wᵀ.
-    fn matmul(&self, x: &[f32], n_in: usize) -> Vec<f32> {
+    fn matmul(&self, x: &Act<'_>) -> Vec<f32> {
         match self {
-            Matrix::F32(w) => matmul(x, w, n_in),
-            Matrix::Quant(m) => m.matmul(&Q8Rows::quantize(x, n_in)),
+            Matrix::F32(w) => matmul(x.x, w, x.n_in),
+            Matrix::Quant(m) => m.matmul(x.q8()),
         }
     }
 
@@ -200,9 +223,10 @@ impl CpuEngine {
         let t = x.len() / dim;
         let layer = &layers[l];
         let xb = rmsnorm(x, &layer.attn_norm, cfg.rms_eps); // [t][dim]
-        let mut q = layer.wq.matmul(&xb, dim); // [t][n_heads·hd]
-        let mut k = layer.wk.project(&xb, dim, plan, hd); // [t][G·hd]
-        let v = layer.wv.project(&xb, dim, plan, hd); // [t][G·hd]
+        let xb = Act::new(&xb, dim);
+        let mut q = layer.wq.matmul(&xb); // [t][n_heads·hd]
+        let mut k = layer.wk.project(&xb, plan, hd); // [t][G·hd]
+        let v = layer.wv.project(&xb, plan, hd); // [t][G·hd]
         for i in 0..t {
             let pos = *len + i;
             rope(
@@ -225,19 +249,20 @@ impl CpuEngine {
             }
         }
         let att = attention(cache, *grouping, l, *len, &q, hd); // [t][n_heads·hd]
-        add_in_place(x, &layer.wo.matmul(&att, n_heads * hd));
+        add_in_place(x, &layer.wo.matmul(&Act::new(&att, n_heads * hd)));
         let xb = rmsnorm(x, &layer.ffn_norm, cfg.rms_eps); // [t][dim]
-        let gate = layer.w_gate.matmul(&xb, dim); // [t][ffn_dim]
-        let up = layer.w_up.matmul(&xb, dim); // [t][ffn_dim]
+        let xb = Act::new(&xb, dim);
+        let gate = layer.w_gate.matmul(&xb); // [t][ffn_dim]
+        let up = layer.w_up.matmul(&xb); // [t][ffn_dim]
         let ffn = swiglu(&gate, &up); // [t][ffn_dim]
-        add_in_place(x, &layer.w_down.matmul(&ffn, cfg.ffn_dim));
+        add_in_place(x, &layer.w_down.matmul(&Act::new(&ffn, cfg.ffn_dim)));
     }
 
     /// Logits `[rows][vocab]` of final hidden states `[rows][dim]`.
     fn head(&self, x: &[f32]) -> Vec<f32> {
         let xf = rmsnorm(x, &self.output_norm, self.cfg.rms_eps);
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
-        head.matmul(&xf, self.cfg.dim)
+        head.matmul(&Act::new(&xf, self.cfg.dim))
     }
 
     /// The residual stream after every block for `ids` fed from an empty cache:
@@ -318,11 +343,11 @@ impl KvWeights {
     /// K (or V) of the current KV heads for `xb` (`[t][dim]`): `[t][G·hd]`. The oracle
     /// multiplies by the pooled weights; `cpu-q8` pools the projected native heads, token by
     /// token — the same thing, since the projection is linear.
-    fn project(&self, xb: &[f32], dim: usize, plan: &[Vec<(usize, f32)>], hd: usize) -> Vec<f32> {
+    fn project(&self, xb: &Act<'_>, plan: &[Vec<(usize, f32)>], hd: usize) -> Vec<f32> {
         match self {
-            KvWeights::Pooled { pooled, .. } => matmul(xb, pooled, dim),
+            KvWeights::Pooled { pooled, .. } => matmul(xb.x, pooled, xb.n_in),
             KvWeights::Native(m) => {
-                let native = m.matmul(&Q8Rows::quantize(xb, dim)); // [t][G0·hd]
+                let native = m.matmul(xb.q8()); // [t][G0·hd]
                 let g0_hd = m.rows();
                 native
                     .chunks_exact(g0_hd)

@@ -45,17 +45,27 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn matmul(x: &[f32], w: &[f32], n_in: usize) -> Vec<f32> {
     let t = x.len() / n_in;
     let n_out = w.len() / n_in;
-    const ROWS: usize = 16;
-    // Computed as out^T ([n_out][t]) so each task owns whole rows of W, then transposed.
-    let mut out_t = vec![0.0f32; n_out * t];
-    for_each_chunk(&mut out_t, ROWS * t, |c, chunk| {
+    by_weight_rows(n_out, t, 16, |o0, chunk| {
         for (r, row_out) in chunk.chunks_mut(t).enumerate() {
-            let o = c * ROWS + r;
+            let o = o0 + r;
             let w_row = &w[o * n_in..(o + 1) * n_in];
             for (tt, y) in row_out.iter_mut().enumerate() {
                 *y = dot(w_row, &x[tt * n_in..(tt + 1) * n_in]);
             }
         }
+    })
+}
+
+/// A matrix product's `[t][n_out]`, computed as its transpose (`[n_out][t]`) so that each
+/// task owns whole weight rows: `fill(o0, chunk)` writes rows `o0..` of the transpose,
+/// `rows_per_task` of them (fewer at the end), on all cores; then transposed back.
+pub fn by_weight_rows<F>(n_out: usize, t: usize, rows_per_task: usize, fill: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let mut out_t = vec![0.0f32; n_out * t];
+    for_each_chunk(&mut out_t, rows_per_task * t, |c, chunk| {
+        fill(c * rows_per_task, chunk)
     });
     if t == 1 {
         return out_t;

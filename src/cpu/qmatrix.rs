@@ -154,21 +154,9 @@ impl QMatrix {
         // A few tasks per thread, each of at least 64 rows: a task costs a few µs to hand
         // out, a 576-wide row about 0.1 µs to compute.
         let per_task = (self.rows / (4 * super::ops::threads())).max(64);
-        // As out^T ([rows][t]), so each task owns whole weight rows; then transposed.
-        let mut out_t = vec![0.0f32; self.rows * t];
-        super::ops::for_each_chunk(&mut out_t, per_task * t, |c, chunk| {
-            rows_dot(self, x, c * per_task, chunk);
-        });
-        if t == 1 {
-            return out_t;
-        }
-        let mut out = vec![0.0f32; t * self.rows];
-        for o in 0..self.rows {
-            for tt in 0..t {
-                out[tt * self.rows + o] = out_t[o * t + tt];
-            }
-        }
-        out
+        super::ops::by_weight_rows(self.rows, t, per_task, |o0, chunk| {
+            rows_dot(self, x, o0, chunk)
+        })
     }
 }
 

@@ -1053,15 +1053,7 @@ impl<'a> OpBuilder<'a> {
         x: &'a Buf,
         y: &'a Buf,
     ) -> Vec<usize> {
-        let mut p = ProductParams {
-            n_in,
-            n_out,
-            mode: mode as u32,
-            row0: wt.1,
-            t_base: 0,
-            t_count: 1,
-            _pad: [0; 2],
-        };
+        let mut p = ProductParams::new(n_in, n_out, mode, wt.1);
         if decode {
             return vec![self.push_product(wt.0, p, Kernel::Matvec, x.uniform_window(), y)];
         }

@@ -170,6 +170,22 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+impl ProductParams {
+    /// `y (+)= W[row0..row0 + n_out]·x` for one token (matvec.wgsl); matmul.wgsl's callers set
+    /// the window's `t_base`, `t_count`.
+    pub fn new(n_in: u32, n_out: u32, mode: ProductMode, row0: u32) -> Self {
+        ProductParams {
+            n_in,
+            n_out,
+            mode: mode as u32,
+            row0,
+            t_base: 0,
+            t_count: 1,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// What a matrix product does with its result (`mode` in matvec.wgsl / matmul.wgsl).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProductMode {
