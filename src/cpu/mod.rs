@@ -268,6 +268,10 @@ impl CpuEngine {
     /// The residual stream after every block for `ids` fed from an empty cache:
     /// `[n_layers][t][dim]`. For tests that compare engines layer by layer.
     pub fn hidden_states(&mut self, ids: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
+        ops::on_worker(|| self.hidden_states_here(ids))
+    }
+
+    fn hidden_states_here(&mut self, ids: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
         self.reset();
         let mut x = self.embed(ids)?;
         let mut states = Vec::with_capacity(self.cfg.n_layers);
@@ -278,6 +282,23 @@ impl CpuEngine {
         }
         self.len += ids.len();
         Ok(states)
+    }
+
+    /// [`Engine::forward`] on the calling thread.
+    fn forward_here(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
+        self.check_room(ids.len())?;
+        let mut x = self.embed(ids)?; // [t][dim]
+        for l in 0..self.cfg.n_layers {
+            self.block(l, &mut x);
+        }
+        self.len += ids.len();
+        let dim = self.cfg.dim;
+        let rows = if all_logits {
+            &x[..]
+        } else {
+            &x[x.len() - dim..]
+        };
+        Ok(self.head(rows))
     }
 
     /// Embedding rows of `ids`: `[t][dim]`.
@@ -469,18 +490,6 @@ impl Engine for CpuEngine {
     }
 
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
-        self.check_room(ids.len())?;
-        let mut x = self.embed(ids)?; // [t][dim]
-        for l in 0..self.cfg.n_layers {
-            self.block(l, &mut x);
-        }
-        self.len += ids.len();
-        let dim = self.cfg.dim;
-        let rows = if all_logits {
-            &x[..]
-        } else {
-            &x[x.len() - dim..]
-        };
-        Ok(self.head(rows))
+        ops::on_worker(|| self.forward_here(ids, all_logits))
     }
 }
