@@ -40,6 +40,7 @@ pub fn threads() -> usize {
 }
 
 /// Σ a[i]·b[i], with 8 running partial sums so the compiler can use SIMD lanes.
+#[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
