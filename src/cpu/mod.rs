@@ -271,6 +271,7 @@ impl CpuEngine {
         ops::on_worker(|| self.hidden_states_here(ids))
     }
 
+    /// [`Self::hidden_states`] on the calling thread.
     fn hidden_states_here(&mut self, ids: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
         self.reset();
         let mut x = self.embed(ids)?;
