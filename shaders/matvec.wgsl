@@ -1,12 +1,15 @@
 // Dequantizing matrix-vector product for decode (one token):
 //   y[o] (+)= Σ_i W[row0 + o][i] · x[i]      W: [rows][n_in] quantized, x: [n_in], y: [n_out]
-// One invocation per output row. x is read as a uniform: every invocation reads the same
-// x[i] at the same time, which a GPU broadcasts and a software rasteriser loads once for all
-// lanes (lavapipe turns storage reads into a per-invocation loop). Q4_1 and Q8_0 fold the
+// Each invocation computes ROWS weight rows, `s` rows apart (`s`, a multiple of LANES, is
+// `stride` below and `matvec_invocations` in kernels.rs; invocation i takes rows i, i + s, …),
+// and reads each x[i] once for all of them. x is a uniform: every invocation reads the same
+// x[i] at the same time, which a GPU broadcasts; lavapipe loads it lane by lane (the offset
+// is a loop counter's), which is why an x value serves ROWS rows. Q4_1 and Q8_0 fold the
 // scale out of the inner sum: Σ (q·d + m)·x = d·Σ q·x + m·Σ x.
 // `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up). `mode`: 0 stores,
 // 1 adds to y (residual connections), 2 is the SwiGLU of the feed-forward — the gate rows
-// row0 + o and the up rows row0 + n_out + o of a stacked gate|up tensor in one pass:
+// row0 + o and the up rows row0 + n_out + o of a stacked gate|up tensor in one pass
+// (ROWS / 2 outputs per invocation):
 //   y[o] = silu(W[row0 + o]·x) · W[row0 + n_out + o]·x
 struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32 }
 
@@ -15,63 +18,87 @@ struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32 }
 @group(0) @binding(4) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-// W[o]·x for a row of nb blocks.
-fn row_dot(o: u32, nb: u32) -> f32 {
-    var acc = 0.0;
-    for (var b = 0u; b < nb; b++) {
-        let at = block_at(o, b, nb);
-        let xb = b * 8u;
-        switch (WTYPE) {
-            case 3u: { // Q4_1
-                let dm = unpack2x16float(wscale(at));
-                let q = wtexel(at, 0u);
-                let s = dot(nib_lo(q.x), x[xb]) + dot(nib_lo(q.y), x[xb + 1u])
-                    + dot(nib_lo(q.z), x[xb + 2u]) + dot(nib_lo(q.w), x[xb + 3u])
-                    + dot(nib_hi(q.x), x[xb + 4u]) + dot(nib_hi(q.y), x[xb + 5u])
-                    + dot(nib_hi(q.z), x[xb + 6u]) + dot(nib_hi(q.w), x[xb + 7u]);
-                let xs = x[xb] + x[xb + 1u] + x[xb + 2u] + x[xb + 3u]
-                    + x[xb + 4u] + x[xb + 5u] + x[xb + 6u] + x[xb + 7u];
-                acc += s * dm.x + dot(xs, vec4<f32>(dm.y));
-            }
-            case 8u: { // Q8_0
-                let d = unpack2x16float(wscale(at)).x;
-                let q0 = wtexel(at, 0u);
-                let q1 = wtexel(at, 1u);
-                let s = dot(int8x4(q0.x), x[xb]) + dot(int8x4(q0.y), x[xb + 1u])
-                    + dot(int8x4(q0.z), x[xb + 2u]) + dot(int8x4(q0.w), x[xb + 3u])
-                    + dot(int8x4(q1.x), x[xb + 4u]) + dot(int8x4(q1.y), x[xb + 5u])
-                    + dot(int8x4(q1.z), x[xb + 6u]) + dot(int8x4(q1.w), x[xb + 7u]);
-                acc += s * d;
-            }
-            default: {
-                let w = dequant_block(o, b, nb);
-                for (var k = 0u; k < 8u; k++) {
-                    acc += dot(w[k], x[xb + k]);
-                }
-            }
-        }
-    }
-    return acc;
+const ROWS: u32 = 4u;
+
+// Invocations (and the distance between an invocation's rows) for `outputs` outputs of
+// `per` each: a multiple of LANES.
+fn stride(outputs: u32, per: u32) -> u32 {
+    return ((outputs + per - 1u) / per + LANES - 1u) / LANES * LANES;
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let o = gid.x;
-    if (o >= p.n_out) {
-        return;
-    }
-    let nb = p.n_in / 32u;
-    let a = row_dot(p.row0 + o, nb);
-    switch (p.mode) {
-        case 1u: {
-            y[o] += a;
+// Block b of row o (of nb blocks) · xv, the 32 matching values of x.
+fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>) -> f32 {
+    let at = block_at(o, b, nb);
+    switch (WTYPE) {
+        case 3u: { // Q4_1
+            let dm = unpack2x16float(wscale(at));
+            let q = wtexel(at, 0u);
+            let s = dot(nib_lo(q.x), xv[0]) + dot(nib_lo(q.y), xv[1])
+                + dot(nib_lo(q.z), xv[2]) + dot(nib_lo(q.w), xv[3])
+                + dot(nib_hi(q.x), xv[4]) + dot(nib_hi(q.y), xv[5])
+                + dot(nib_hi(q.z), xv[6]) + dot(nib_hi(q.w), xv[7]);
+            return s * dm.x + dot(xs, vec4<f32>(dm.y));
         }
-        case 2u: {
-            let u = row_dot(p.row0 + p.n_out + o, nb);
-            y[o] = a / (1.0 + exp(-a)) * u;
+        case 8u: { // Q8_0
+            let d = unpack2x16float(wscale(at)).x;
+            let q0 = wtexel(at, 0u);
+            let q1 = wtexel(at, 1u);
+            let s = dot(int8x4(q0.x), xv[0]) + dot(int8x4(q0.y), xv[1])
+                + dot(int8x4(q0.z), xv[2]) + dot(int8x4(q0.w), xv[3])
+                + dot(int8x4(q1.x), xv[4]) + dot(int8x4(q1.y), xv[5])
+                + dot(int8x4(q1.z), xv[6]) + dot(int8x4(q1.w), xv[7]);
+            return s * d;
         }
         default: {
-            y[o] = a;
+            let w = dequant_block(o, b, nb);
+            return dot(w[0], xv[0]) + dot(w[1], xv[1]) + dot(w[2], xv[2]) + dot(w[3], xv[3])
+                + dot(w[4], xv[4]) + dot(w[5], xv[5]) + dot(w[6], xv[6]) + dot(w[7], xv[7]);
+        }
+    }
+}
+
+@compute @workgroup_size(32)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let swiglu = p.mode == 2u;
+    let s = stride(p.n_out, select(ROWS, ROWS / 2u, swiglu));
+    if (i >= s) {
+        return;
+    }
+    // The weight rows: i + k·s, or for SwiGLU gate rows i, i + s and up rows n_out + i, n_out + i + s.
+    let r0 = p.row0 + i;
+    let r2 = select(r0 + 2u * s, r0 + p.n_out, swiglu);
+    let r = array<u32, 4>(r0, r0 + s, r2, r2 + s);
+    let nb = p.n_in / 32u;
+    var a0 = 0.0;
+    var a1 = 0.0;
+    var a2 = 0.0;
+    var a3 = 0.0;
+    for (var b = 0u; b < nb; b++) {
+        let xb = b * 8u;
+        let xv = array<vec4<f32>, 8>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u],
+            x[xb + 4u], x[xb + 5u], x[xb + 6u], x[xb + 7u]);
+        let xs = xv[0] + xv[1] + xv[2] + xv[3] + xv[4] + xv[5] + xv[6] + xv[7];
+        a0 += block_dot(r[0], b, nb, xv, xs);
+        a1 += block_dot(r[1], b, nb, xv, xs);
+        a2 += block_dot(r[2], b, nb, xv, xs);
+        a3 += block_dot(r[3], b, nb, xv, xs);
+    }
+    var acc = array<f32, 4>(a0, a1, a2, a3);
+    if (swiglu) {
+        for (var k = 0u; k < 2u; k++) {
+            let o = i + k * s;
+            if (o < p.n_out) {
+                let g = acc[k];
+                y[o] = g / (1.0 + exp(-g)) * acc[k + 2u];
+            }
+        }
+        return;
+    }
+    for (var k = 0u; k < ROWS; k++) {
+        let o = i + k * s;
+        if (o < p.n_out) {
+            y[o] = select(0.0, y[o], p.mode == 1u) + acc[k];
         }
     }
 }

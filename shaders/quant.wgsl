@@ -1,9 +1,11 @@
 // Dequantization of the bound weight tensor, selected by the pipeline constant WTYPE (ggml
 // type ids). The tensor is two textures (src/gpu/layout.rs): `wq` holds each 32-weight
-// block's quants as whole rgba32uint texels, `ws` its scale word. Rows lie side by side in
-// stripes of STRIPE rows. Block layouts: ggml-common.h.
+// block's quants as whole rgba32uint texels, `ws` its scale word. Rows go in groups of LANES
+// whose blocks are interleaved, so that neighbouring invocations read neighbouring texels and
+// each walks its row in order; textures are WIDTH texels wide. Block layouts: ggml-common.h.
 override WTYPE: u32 = 3u;
-const STRIPE: u32 = 4096u;
+const WIDTH: u32 = 4096u;
+const LANES: u32 = 8u;
 
 @group(0) @binding(2) var wq: texture_2d<u32>;
 @group(0) @binding(3) var ws: texture_2d<u32>;
@@ -17,19 +19,25 @@ fn texels_per_block() -> u32 {
     }
 }
 
-// Where block b of row o lies, for a tensor of nb blocks per row: (x, y of its scale).
-fn block_at(o: u32, b: u32, nb: u32) -> vec2<u32> {
-    return vec2<u32>(o % STRIPE, (o / STRIPE) * nb + b);
+// The slot of block b of row o, for a tensor of nb blocks per row.
+fn block_at(o: u32, b: u32, nb: u32) -> u32 {
+    return ((o / LANES) * nb + b) * LANES + o % LANES;
 }
 
-// Texel j of the block at `at`.
-fn wtexel(at: vec2<u32>, j: u32) -> vec4<u32> {
-    return textureLoad(wq, vec2<u32>(at.x, at.y * texels_per_block() + j), 0);
+// Where texel i of a texture lies.
+fn texel_xy(i: u32) -> vec2<u32> {
+    return vec2<u32>(i % WIDTH, i / WIDTH);
+}
+
+// Texel j of the block in slot `at`.
+fn wtexel(at: u32, j: u32) -> vec4<u32> {
+    let l = at % LANES;
+    return textureLoad(wq, texel_xy((at - l) * texels_per_block() + j * LANES + l), 0);
 }
 
 // The block's scale word.
-fn wscale(at: vec2<u32>) -> u32 {
-    return textureLoad(ws, at, 0).x;
+fn wscale(at: u32) -> u32 {
+    return textureLoad(ws, texel_xy(at), 0).x;
 }
 
 // The low / high nibbles of a word's 4 bytes.

@@ -203,7 +203,8 @@ fn run_matvec(
         (4, xb.uniform_window()),
         (5, yb.binding()),
     ];
-    let grid = [(n_out as u32).div_ceil(64), 1, 1];
+    let invocations = matvec_invocations(n_out as u32, mode == ProductMode::SwiGlu);
+    let grid = [invocations.div_ceil(MATVEC_WORKGROUP), 1, 1];
     gpu.run_resources(Kernel::Matvec, w.ty.id(), &res, grid)
         .unwrap();
     read(gpu, &yb, n_out)
@@ -248,23 +249,28 @@ fn matmul_covers_tokens_past_one_window() {
     assert_close("matmul windows", &got, &want, 1e-4);
 }
 
-/// Rows past the first texture stripe (4096 rows) are read from below it: a 4160-row
-/// matrix through matvec.wgsl against the CPU (1e-4 relative).
+/// Blocks past the first texture row (4096 texels) are read from the rows below it: a
+/// 4160-row matrix through matvec.wgsl against the CPU (1e-4 relative).
 #[test]
-fn matvec_reads_rows_past_a_stripe() {
+fn matvec_reads_past_a_texture_row() {
     let gpu = gpu();
     let mut rng = Rng(12);
-    let (n_in, n_out) = (64usize, gqa_lab::gpu::layout::STRIPE + 64);
+    let (n_in, n_out) = (64usize, gqa_lab::gpu::layout::WIDTH + 64);
     let (w, w_f32) = weight(gpu, &mut rng, GgmlType::Q4_1, n_in, n_out);
     let x = rng.vec(n_in);
     let got = run_matvec(gpu, (&w, 0), &x, &vec![0.0; n_out], ProductMode::Store);
-    assert_close("matvec stripes", &got, &ops::matmul(&x, &w_f32, n_in), 1e-4);
+    assert_close(
+        "matvec texture rows",
+        &got,
+        &ops::matmul(&x, &w_f32, n_in),
+        1e-4,
+    );
 }
 
 /// A stacked gate|up (as the engine uploads it, [`Stack`]) through matvec.wgsl: each part
 /// alone from its first row (also through matmul.wgsl), and SwiGLU mode, silu(gate·x)·(up·x) in one pass, against
 /// dequantize + ops::matmul + ops::swiglu (1e-4 relative). The parts are 70 rows of 160, so
-/// the second starts inside a stripe.
+/// the second starts inside a group of LANES rows.
 #[test]
 fn matvec_reads_stacked_parts_and_fuses_swiglu() {
     let gpu = gpu();

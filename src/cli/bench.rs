@@ -63,9 +63,14 @@ impl Bench {
         let bytes = e.weight_bytes() + kv_read;
         let attention_ms = pollster::block_on(e.time_attention(4))?;
         let overhead_us = pollster::block_on(e.time_dispatch_overhead(4))?;
+        let by_kernel: serde_json::Map<String, Value> = pollster::block_on(e.time_kernels(4))?
+            .into_iter()
+            .map(|(k, ms)| (k.to_string(), json!(ms)))
+            .collect();
         let dispatches = e.dispatches_per_token();
         Ok(json!({
             "attention_ms_per_token": attention_ms,
+            "decode_ms_per_token_by_kernel": by_kernel,
             "dispatches_per_token": dispatches,
             "dispatch_overhead_us": overhead_us,
             "dispatch_ceiling_tokens_per_second": 1e6 / (dispatches as f64 * overhead_us),
@@ -164,6 +169,15 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
             r["kv_cache_bytes"].as_u64().unwrap_or(0),
             f("attention_ms_per_token")
         );
+        if let Some(by_kernel) = r["decode_ms_per_token_by_kernel"].as_object() {
+            let mut times: Vec<(&String, f64)> = by_kernel
+                .iter()
+                .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+                .collect();
+            times.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let parts: Vec<String> = times.iter().map(|(k, ms)| format!("{k} {ms:.1}")).collect();
+            println!("{:>12} decode ms/token by kernel: {}", "", parts.join(", "));
+        }
     }
     Ok(())
 }

@@ -62,7 +62,7 @@ enum Grid {
         t_base: u32,
         t_count: u32,
     },
-    /// (⌈n_out/64⌉, 1, 1)
+    /// (⌈invocations/MATVEC_WORKGROUP⌉, 1, 1), invocations from [`matvec_invocations`]
     Matvec(u32),
     /// (T, 1, 1), or 1 when `last`.
     Rows {
@@ -78,6 +78,7 @@ enum Grid {
 }
 
 struct Op {
+    kernel: Kernel,
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
     grid: Grid,
@@ -279,6 +280,26 @@ impl GpuEngine {
             .map(|&i| &self.body_decode[i])
             .collect();
         self.time_ops(&attention, iters).await
+    }
+
+    /// Milliseconds per decode step spent in each kernel, slowest first: a decode step's
+    /// ops of one kernel submitted alone (each time includes the dispatches' overhead). For
+    /// benchmarks; like [`Self::time_attention`] it reruns ops of the last step.
+    pub async fn time_kernels(
+        &self,
+        iters: usize,
+    ) -> Result<Vec<(&'static str, f64)>, EngineError> {
+        let step: Vec<&Op> = self.body_decode.iter().chain(&self.tail_last).collect();
+        let mut kernels: Vec<Kernel> = step.iter().map(|op| op.kernel).collect();
+        kernels.sort_by_key(|k| k.name());
+        kernels.dedup();
+        let mut times = Vec::new();
+        for k in kernels {
+            let ops: Vec<&Op> = step.iter().copied().filter(|op| op.kernel == k).collect();
+            times.push((k.name(), self.time_ops(&ops, iters).await?));
+        }
+        times.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(times)
     }
 
     /// Microseconds one dispatch costs beyond its work, as the GPU runs the decode step: a
@@ -972,7 +993,7 @@ impl Grid {
                 let groups = tokens.div_ceil(MATMUL_TOKENS as u32);
                 [n_out.div_ceil(64), groups, (groups > 0) as u32]
             }
-            Grid::Matvec(n_out) => [n_out.div_ceil(64), 1, 1],
+            Grid::Matvec(invocations) => [invocations.div_ceil(MATVEC_WORKGROUP), 1, 1],
             Grid::Rows { last } => [if last { 1 } else { t }, 1, 1],
             Grid::Attention(groups) => [n_chunks, groups, t],
             Grid::Reduce(heads) => [heads, t, 1],
@@ -1080,7 +1101,13 @@ impl<'a> OpBuilder<'a> {
         y: &'a Buf,
     ) -> usize {
         let (grid, binds) = match kernel {
-            Kernel::Matvec => (Grid::Matvec(p.n_out), Binds::ParamsNoStep),
+            Kernel::Matvec => {
+                let swiglu = p.mode == ProductMode::SwiGlu as u32;
+                (
+                    Grid::Matvec(matvec_invocations(p.n_out, swiglu)),
+                    Binds::ParamsNoStep,
+                )
+            }
             _ => {
                 let grid = Grid::Matmul {
                     n_out: p.n_out,
@@ -1177,6 +1204,7 @@ impl<'a> OpBuilder<'a> {
                 res.extend((first..).zip(spec.resources.iter().cloned()));
                 let bind = gpu.bind_numbered(&pipeline, &res);
                 Some(Op {
+                    kernel: spec.kernel,
                     pipeline,
                     bind,
                     grid: spec.grid,

@@ -197,6 +197,20 @@ pub enum ProductMode {
     SwiGlu = 2,
 }
 
+/// Weight rows one matvec.wgsl invocation computes (`ROWS`).
+pub const MATVEC_ROWS: u32 = 4;
+/// matvec.wgsl's workgroup size.
+pub const MATVEC_WORKGROUP: u32 = 32;
+
+/// Invocations matvec.wgsl needs for `n_out` outputs (`stride` in matvec.wgsl): a multiple of
+/// [`LANES`](super::layout::LANES), each computing [`MATVEC_ROWS`] rows, in SwiGLU mode
+/// half as many outputs (a gate and an up row each).
+pub fn matvec_invocations(n_out: u32, swiglu: bool) -> u32 {
+    let per = if swiglu { MATVEC_ROWS / 2 } else { MATVEC_ROWS };
+    let lanes = super::layout::LANES as u32;
+    n_out.div_ceil(per).div_ceil(lanes) * lanes
+}
+
 /// Most inputs matvec.wgsl takes: its uniform `x` (4096 vec4s) fills the uniform window.
 pub const MATVEC_MAX_IN: usize = (super::UNIFORM_WINDOW / 4) as usize;
 

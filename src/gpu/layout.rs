@@ -6,10 +6,16 @@
 //! - **scales** (`r32uint`): the block's scale word — Q4_1 `d|m` (two f16), Q4_0/Q8_0 `d`
 //!   (f16 in the low half); float types have none (a 1×1 placeholder).
 //!
-//! Rows are laid side by side in stripes of [`STRIPE`] rows, so that neighbouring invocations
-//! (one per output row) read neighbouring texels: block `b` of row `o`, texel `j` is at
-//! `(o mod STRIPE, ((o div STRIPE) · n_blocks + b) · texels_per_block + j)`; its scale at
-//! `(o mod STRIPE, (o div STRIPE) · n_blocks + b)`.
+//! Blocks are laid out so that a kernel's invocations (each on its own rows) read memory
+//! in order: rows go in groups of [`LANES`], and a group's blocks are stored block by block,
+//! the `LANES` rows of block `b` side by side. Block `b` of row `o` has the **slot**
+//! `((o div LANES) · n_blocks + b) · LANES + o mod LANES`; its scale is scale texel `slot`, its
+//! payload texel `j` is payload texel `(slot − slot mod LANES) · texels_per_block + j · LANES +
+//! slot mod LANES`; texel `i` of a texture lies at `(i mod WIDTH, i div WIDTH)`. So `LANES`
+//! neighbouring invocations read `LANES` neighbouring texels, and each moves on to the next
+//! ones as it walks along its row: one stream through memory per group, where a layout with
+//! the block index as the texture row (the first one here) jumps a texture row per block and
+//! makes lavapipe miss cache and TLB on every block.
 //!
 //! Why textures and not storage buffers: the bytes are the same (only Q4_0 and Q8_0 grow, by
 //! 2 bytes of scale padding per block), but texel fetches are what software rasterisers do
@@ -21,20 +27,39 @@
 
 use crate::gguf::GgmlType;
 
-/// Rows per stripe; `STRIPE` in quant.wgsl. Texture widths are at most this.
-pub const STRIPE: usize = 4096;
+/// Texture width (texels); `WIDTH` in quant.wgsl. Narrower only when a texture has fewer texels.
+pub const WIDTH: usize = 4096;
+
+/// Rows whose blocks are interleaved; `LANES` in quant.wgsl.
+pub const LANES: usize = 8;
 
 /// A weight tensor in the GPU layout, ready for two texture uploads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeightPlanes {
-    /// Texture width (texels): min(rows, STRIPE).
-    pub width: u32,
-    /// `[payload_height][width]` texels of 4 words each.
+    /// `[payload.1][payload.0]` texels of 4 words each.
     pub payload: Vec<u32>,
-    pub payload_height: u32,
-    /// `[scale_height][width]` words; empty for float types.
+    /// Payload texture (width, height).
+    pub payload_size: (u32, u32),
+    /// `[scale_size.1][scale_size.0]` words; empty for float types.
     pub scales: Vec<u32>,
-    pub scale_height: u32,
+    /// Scale texture (width, height); (0, 0) for float types.
+    pub scale_size: (u32, u32),
+}
+
+/// The slot of block `b` of row `o` in a tensor of `nb` blocks per row (see the module doc).
+pub fn slot(o: usize, b: usize, nb: usize) -> usize {
+    ((o / LANES) * nb + b) * LANES + o % LANES
+}
+
+/// Payload texel `j` of the block in `slot`.
+fn payload_texel(slot: usize, tpb: usize, j: usize) -> usize {
+    let l = slot % LANES;
+    (slot - l) * tpb + j * LANES + l
+}
+
+/// Width and height of a texture of `texels` texels, rows of [`WIDTH`].
+fn texture_size(texels: usize) -> (usize, usize) {
+    (texels.min(WIDTH), texels.div_ceil(WIDTH))
 }
 
 /// Texels per 32-weight block in the payload texture (`texels_per_block` in quant.wgsl).
@@ -83,32 +108,30 @@ pub fn planes(ty: GgmlType, bytes: &[u8], rows: usize) -> Option<WeightPlanes> {
         return None;
     }
     let nb = bytes.len() / rows / per_block;
-    let width = rows.min(STRIPE);
-    let stripes = rows.div_ceil(STRIPE);
-    let scale_height = stripes * nb;
-    let payload_height = scale_height * tpb;
-    let mut payload = vec![0u32; payload_height * width * 4];
-    let mut scales = vec![0u32; scale_height * width];
+    let slots = rows.div_ceil(LANES) * LANES * nb;
+    let (pw, ph) = texture_size(slots * tpb);
+    let (sw, sh) = texture_size(slots);
+    let mut payload = vec![0u32; pw * ph * 4];
+    let mut scales = vec![0u32; sw * sh];
     let mut words = Vec::with_capacity(tpb * 4);
     for (i, raw) in bytes.chunks_exact(per_block).enumerate() {
-        let (o, b) = (i / nb, i % nb);
-        let (x, y) = (o % STRIPE, (o / STRIPE) * nb + b);
+        let at = slot(i / nb, i % nb, nb);
         words.clear();
         if let Some(s) = split_block(ty, raw, &mut words) {
-            scales[y * width + x] = s;
+            scales[at] = s;
         }
         for (j, texel) in words.chunks_exact(4).enumerate() {
-            let at = ((y * tpb + j) * width + x) * 4;
-            payload[at..at + 4].copy_from_slice(texel);
+            let t = payload_texel(at, tpb, j) * 4;
+            payload[t..t + 4].copy_from_slice(texel);
         }
     }
     let has_scales = matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0);
+    let size = |(w, h): (usize, usize)| (w as u32, h as u32);
     Some(WeightPlanes {
-        width: width as u32,
         payload,
-        payload_height: payload_height as u32,
+        payload_size: size((pw, ph)),
         scales: if has_scales { scales } else { Vec::new() },
-        scale_height: if has_scales { scale_height as u32 } else { 0 },
+        scale_size: if has_scales { size((sw, sh)) } else { (0, 0) },
     })
 }
 
@@ -118,40 +141,54 @@ mod tests {
 
     #[test]
     fn q8_0_blocks_split_into_scales_and_texels() {
-        // 2 rows × 1 block each.
+        // 2 rows × 1 block each: slots 0 and 1 of a group of LANES.
         let mut bytes = Vec::new();
         for r in 0..2u8 {
             bytes.extend([0x00, 0x3C]); // d = 1.0
             bytes.extend((0..32).map(|i| i + 32 * r));
         }
         let p = planes(GgmlType::Q8_0, &bytes, 2).unwrap();
-        assert_eq!((p.width, p.payload_height, p.scale_height), (2, 2, 1));
-        assert_eq!(p.scales, vec![0x3C00, 0x3C00]);
-        // Texel row 0: row 0's bytes 0..16, then row 1's bytes 32..48.
+        assert_eq!(p.payload_size, (2 * LANES as u32, 1));
+        assert_eq!(p.scale_size, (LANES as u32, 1));
+        assert_eq!(&p.scales[..3], &[0x3C00, 0x3C00, 0]);
+        // Texels 0 and 1: the first texel of rows 0 and 1 (bytes 0..16, 32..48).
         assert_eq!(p.payload[0], u32::from_le_bytes([0, 1, 2, 3]));
         assert_eq!(p.payload[4], u32::from_le_bytes([32, 33, 34, 35]));
-        // Texel row 1: the second texel of each block.
-        assert_eq!(p.payload[8], u32::from_le_bytes([16, 17, 18, 19]));
+        // Texel LANES: the second texel of row 0.
+        assert_eq!(p.payload[LANES * 4], u32::from_le_bytes([16, 17, 18, 19]));
     }
 
     #[test]
-    fn rows_past_a_stripe_go_below_it() {
-        // STRIPE + 1 rows of one Q4_1 block: row STRIPE is at (0, 1).
-        let rows = STRIPE + 1;
+    fn a_groups_blocks_follow_each_other() {
+        // 3 rows × 2 Q4_1 blocks: row 1's block 1 is slot LANES + 1.
+        let mut bytes = vec![0u8; 3 * 2 * 20];
+        bytes[3 * 20..3 * 20 + 4].copy_from_slice(&[5, 6, 7, 8]);
+        bytes[3 * 20 + 4] = 0xCD;
+        let p = planes(GgmlType::Q4_1, &bytes, 3).unwrap();
+        assert_eq!(slot(1, 1, 2), LANES + 1);
+        assert_eq!(p.scales[LANES + 1], u32::from_le_bytes([5, 6, 7, 8]));
+        assert_eq!(p.payload[(LANES + 1) * 4], 0xCD);
+    }
+
+    #[test]
+    fn texels_past_the_width_go_to_the_next_texture_row() {
+        // WIDTH + 1 rows of one Q4_1 block: row WIDTH has slot WIDTH, at (0, 1).
+        let rows = WIDTH + 1;
         let mut bytes = vec![0u8; rows * 20];
-        bytes[STRIPE * 20..STRIPE * 20 + 4].copy_from_slice(&[1, 2, 3, 4]);
-        bytes[STRIPE * 20 + 4] = 0xAB;
+        bytes[WIDTH * 20..WIDTH * 20 + 4].copy_from_slice(&[1, 2, 3, 4]);
+        bytes[WIDTH * 20 + 4] = 0xAB;
         let p = planes(GgmlType::Q4_1, &bytes, rows).unwrap();
-        assert_eq!((p.width, p.scale_height), (STRIPE as u32, 2));
-        assert_eq!(p.scales[STRIPE], u32::from_le_bytes([1, 2, 3, 4]));
-        assert_eq!(p.payload[STRIPE * 4], 0xAB);
+        assert_eq!(p.scale_size, (WIDTH as u32, 2));
+        assert_eq!(p.scales[WIDTH], u32::from_le_bytes([1, 2, 3, 4]));
+        assert_eq!(p.payload[WIDTH * 4], 0xAB);
     }
 
     #[test]
     fn float_types_have_no_scales_and_bad_shapes_are_refused() {
         let p = planes(GgmlType::F16, &[0u8; 64 * 3], 3).unwrap();
         assert!(p.scales.is_empty());
-        assert_eq!(p.payload_height, 4);
+        // 3 rows padded to LANES, 4 texels per block.
+        assert_eq!(p.payload_size, (4 * LANES as u32, 1));
         assert!(planes(GgmlType::Q4_1, &[0u8; 30], 1).is_none());
         assert!(planes(GgmlType::Q5_0, &[0u8; 22], 1).is_none());
     }

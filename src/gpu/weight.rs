@@ -27,8 +27,8 @@ impl Weight {
         let payload = gpu.texture_with(
             label,
             wgpu::TextureFormat::Rgba32Uint,
-            p.width,
-            p.payload_height,
+            p.payload_size.0,
+            p.payload_size.1,
             &p.payload,
         )?;
         let scales = if p.scales.is_empty() {
@@ -37,8 +37,8 @@ impl Weight {
             gpu.texture_with(
                 label,
                 wgpu::TextureFormat::R32Uint,
-                p.width,
-                p.scale_height,
+                p.scale_size.0,
+                p.scale_size.1,
                 &p.scales,
             )?
         };
