@@ -1,7 +1,7 @@
 // Dequantizing matrix-vector product for decode (one token):
 //   y[o] (+)= Σ_i W[row0 + o][i] · x[i]      W: [rows][n_in] quantized, x: [n_in], y: [n_out]
-// Each invocation computes ROWS weight rows, `s` rows apart (`s`, a multiple of LANES, is
-// `stride` below and `matvec_invocations` in kernels.rs; invocation i takes rows i, i + s, …),
+// Each invocation computes ROWS weight rows, `s` rows apart (`row_stride` in quant.wgsl;
+// invocation i takes rows i, i + s, …),
 // and reads each x[i] once for all of them. x is a uniform: every invocation reads the same
 // x[i] at the same time, which a GPU broadcasts; lavapipe loads it lane by lane (the offset
 // is a loop counter's), which is why an x value serves ROWS rows. Q4_1 and Q8_0 fold the
@@ -19,12 +19,6 @@ struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32 }
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
 const ROWS: u32 = 4u;
-
-// Invocations (and the distance between an invocation's rows) for `outputs` outputs of
-// `per` each: a multiple of LANES.
-fn stride(outputs: u32, per: u32) -> u32 {
-    return ((outputs + per - 1u) / per + LANES - 1u) / LANES * LANES;
-}
 
 // Block b of row o (of nb blocks) · xv, the 32 matching values of x.
 fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>) -> f32 {
@@ -61,7 +55,7 @@ fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>) ->
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
     let swiglu = p.mode == 2u;
-    let s = stride(p.n_out, select(ROWS, ROWS / 2u, swiglu));
+    let s = row_stride(p.n_out, select(ROWS, ROWS / 2u, swiglu));
     if (i >= s) {
         return;
     }

@@ -24,6 +24,14 @@ fn block_at(o: u32, b: u32, nb: u32) -> u32 {
     return ((o / LANES) * nb + b) * LANES + o % LANES;
 }
 
+// Invocations of a product kernel (matvec, matmul) that computes `per` of `outputs` outputs
+// each, `s` apart: invocation i takes outputs i, i + s, …; s is a multiple of LANES, so that
+// neighbouring invocations keep reading neighbouring texels (`product_invocations` in
+// kernels.rs).
+fn row_stride(outputs: u32, per: u32) -> u32 {
+    return ((outputs + per - 1u) / per + LANES - 1u) / LANES * LANES;
+}
+
 // Where texel i of a texture lies.
 fn texel_xy(i: u32) -> vec2<u32> {
     return vec2<u32>(i % WIDTH, i / WIDTH);

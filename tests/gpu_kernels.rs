@@ -143,7 +143,7 @@ fn run_matmul(
         ];
         let tokens = rows.min(t - t_base) as u32;
         let grid = [
-            (n_out as u32).div_ceil(64),
+            product_invocations(n_out as u32, false).div_ceil(MATMUL_WORKGROUP),
             tokens.div_ceil(MATMUL_TOKENS as u32),
             1,
         ];
@@ -203,7 +203,7 @@ fn run_matvec(
         (4, xb.uniform_window()),
         (5, yb.binding()),
     ];
-    let invocations = matvec_invocations(n_out as u32, mode == ProductMode::SwiGlu);
+    let invocations = product_invocations(n_out as u32, mode == ProductMode::SwiGlu);
     let grid = [invocations.div_ceil(MATVEC_WORKGROUP), 1, 1];
     gpu.run_resources(Kernel::Matvec, w.ty.id(), &res, grid)
         .unwrap();

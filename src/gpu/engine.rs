@@ -55,14 +55,14 @@ struct KvCache {
 enum Grid {
     /// (x, T, 1)
     PerToken(u32),
-    /// (⌈n_out/64⌉, ⌈tokens/TT⌉, 1) for the tokens of `t_base..t_base + t_count` that the
-    /// forward has; nothing if none.
+    /// (⌈invocations/MATMUL_WORKGROUP⌉, ⌈tokens/TT⌉, 1) for the tokens of
+    /// `t_base..t_base + t_count` that the forward has; nothing if none.
     Matmul {
         n_out: u32,
         t_base: u32,
         t_count: u32,
     },
-    /// (⌈invocations/MATVEC_WORKGROUP⌉, 1, 1), invocations from [`matvec_invocations`]
+    /// (⌈invocations/MATVEC_WORKGROUP⌉, 1, 1), invocations from [`product_invocations`]
     Matvec(u32),
     /// (T, 1, 1), or 1 when `last`.
     Rows {
@@ -991,7 +991,8 @@ impl Grid {
             } => {
                 let tokens = t.saturating_sub(t_base).min(t_count);
                 let groups = tokens.div_ceil(MATMUL_TOKENS as u32);
-                [n_out.div_ceil(64), groups, (groups > 0) as u32]
+                let x = product_invocations(n_out, false).div_ceil(MATMUL_WORKGROUP);
+                [x, groups, (groups > 0) as u32]
             }
             Grid::Matvec(invocations) => [invocations.div_ceil(MATVEC_WORKGROUP), 1, 1],
             Grid::Rows { last } => [if last { 1 } else { t }, 1, 1],
@@ -1104,7 +1105,7 @@ impl<'a> OpBuilder<'a> {
             Kernel::Matvec => {
                 let swiglu = p.mode == ProductMode::SwiGlu as u32;
                 (
-                    Grid::Matvec(matvec_invocations(p.n_out, swiglu)),
+                    Grid::Matvec(product_invocations(p.n_out, swiglu)),
                     Binds::ParamsNoStep,
                 )
             }

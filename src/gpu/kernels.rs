@@ -197,16 +197,23 @@ pub enum ProductMode {
     SwiGlu = 2,
 }
 
-/// Weight rows one matvec.wgsl invocation computes (`ROWS`).
-pub const MATVEC_ROWS: u32 = 4;
+/// Weight rows one matvec.wgsl or matmul.wgsl invocation computes (`ROWS`).
+pub const PRODUCT_ROWS: u32 = 4;
 /// matvec.wgsl's workgroup size.
 pub const MATVEC_WORKGROUP: u32 = 32;
+/// matmul.wgsl's workgroup size.
+pub const MATMUL_WORKGROUP: u32 = 64;
 
-/// Invocations matvec.wgsl needs for `n_out` outputs (`stride` in matvec.wgsl): a multiple of
-/// [`LANES`](super::layout::LANES), each computing [`MATVEC_ROWS`] rows, in SwiGLU mode
-/// half as many outputs (a gate and an up row each).
-pub fn matvec_invocations(n_out: u32, swiglu: bool) -> u32 {
-    let per = if swiglu { MATVEC_ROWS / 2 } else { MATVEC_ROWS };
+/// Invocations (per group of tokens) that matvec.wgsl and matmul.wgsl need for `n_out`
+/// outputs (`row_stride` in quant.wgsl): a multiple of [`LANES`](super::layout::LANES), each
+/// computing [`PRODUCT_ROWS`] rows, in matvec's SwiGLU mode half as many outputs (a gate and
+/// an up row each).
+pub fn product_invocations(n_out: u32, swiglu: bool) -> u32 {
+    let per = if swiglu {
+        PRODUCT_ROWS / 2
+    } else {
+        PRODUCT_ROWS
+    };
     let lanes = super::layout::LANES as u32;
     n_out.div_ceil(per).div_ceil(lanes) * lanes
 }
