@@ -1,9 +1,10 @@
 // Dequantizing matrix product for prefill, over the tokens of one uniform window:
 //   y[t][o] (+)= Σ_i W[row0 + o][i] · x[t][i]   W: [rows][n_in] quantized, x: [T][n_in], y: [T][n_out]
 // for t in t_base .. t_base + t_count (and < T). x is bound as a 64 KiB uniform window that
-// starts at row t_base, as matvec.wgsl binds its vector and for the same reason (a load at an
-// invocation-uniform offset is one broadcast load; software rasterisers turn storage loads
-// into per-invocation loops); the engine covers the T tokens with one dispatch per window.
+// starts at row t_base, as matvec.wgsl binds its vector and for the same reason (a GPU
+// broadcasts a load at an invocation-uniform offset; lavapipe loads it lane by lane, but from
+// a uniform without a storage load's branch per lane); the engine covers the T tokens with one
+// dispatch per window.
 // Each invocation computes ROWS weight rows, `s` rows apart (`row_stride` in quant.wgsl), for
 // TT tokens: each weight block is fetched and dequantized once for TT tokens, and each x
 // value loaded once for the ROWS rows (lavapipe loads x lane by lane; see matvec.wgsl).

@@ -1,11 +1,10 @@
 // Dequantizing matrix-vector product for decode (one token):
 //   y[o] (+)= Σ_i W[row0 + o][i] · x[i]      W: [rows][n_in] quantized, x: [n_in], y: [n_out]
-// Each invocation computes ROWS weight rows, `s` rows apart (`row_stride` in quant.wgsl;
-// invocation i takes rows i, i + s, …),
-// and reads each x[i] once for all of them. x is a uniform: every invocation reads the same
-// x[i] at the same time, which a GPU broadcasts; lavapipe loads it lane by lane (the offset
-// is a loop counter's), which is why an x value serves ROWS rows. Q4_1 and Q8_0 fold the
-// scale out of the inner sum: Σ (q·d + m)·x = d·Σ q·x + m·Σ x.
+// Each invocation computes ROWS weight rows, `s` rows apart (invocation i takes rows i, i + s,
+// …; `row_stride` in quant.wgsl), and reads each x[i] once for all of them. x is a uniform:
+// every invocation reads the same x[i] at the same time, which a GPU broadcasts; lavapipe
+// loads it lane by lane (the offset is a loop counter's), which is why an x value serves
+// ROWS rows. Q4_1 and Q8_0 fold the scale out of the inner sum: Σ (q·d + m)·x = d·Σ q·x + m·Σ x.
 // `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up). `mode`: 0 stores,
 // 1 adds to y (residual connections), 2 is the SwiGLU of the feed-forward — the gate rows
 // row0 + o and the up rows row0 + n_out + o of a stacked gate|up tensor in one pass
@@ -59,7 +58,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= s) {
         return;
     }
-    // The weight rows: i + k·s, or for SwiGLU gate rows i, i + s and up rows n_out + i, n_out + i + s.
+    // The weight rows: i + k·s, or for SwiGLU the gate rows i, i + s and the up rows
+    // n_out + i, n_out + i + s.
     let r0 = p.row0 + i;
     let r2 = select(r0 + 2u * s, r0 + p.n_out, swiglu);
     let r = array<u32, 4>(r0, r0 + s, r2, r2 + s);

@@ -47,7 +47,7 @@ pub struct WeightPlanes {
 }
 
 /// The slot of block `b` of row `o` in a tensor of `nb` blocks per row (see the module doc).
-pub fn slot(o: usize, b: usize, nb: usize) -> usize {
+fn slot(o: usize, b: usize, nb: usize) -> usize {
     ((o / LANES) * nb + b) * LANES + o % LANES
 }
 
