@@ -282,7 +282,7 @@ impl GpuEngine {
         self.time_ops(&attention, iters).await
     }
 
-    /// Milliseconds per decode step spent in each kernel, slowest first: a decode step's
+    /// Milliseconds per decode step spent in each kernel, by kernel name: a decode step's
     /// ops of one kernel submitted alone (each time includes the dispatches' overhead). For
     /// benchmarks; like [`Self::time_attention`] it reruns ops of the last step.
     pub async fn time_kernels(
@@ -298,7 +298,6 @@ impl GpuEngine {
             let ops: Vec<&Op> = step.iter().copied().filter(|op| op.kernel == k).collect();
             times.push((k.name(), self.time_ops(&ops, iters).await?));
         }
-        times.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(times)
     }
 
