@@ -9,6 +9,12 @@
 // constant trip counts every loop over heads and dimensions unrolls and the per-thread
 // arrays stay in registers (a dynamically indexed array goes to memory, which a software
 // rasteriser reads per invocation).
+// The kernel is shaped for what a software rasteriser does with it (Mesa's lavapipe, the
+// engine's CPU-only path): there a load at an offset that is not a constant is made lane by
+// lane, so what costs is the number of loads per SIMD batch of lanes, not bytes. Each thread
+// of phase 1 therefore scores two positions per load of q, and phase 3 runs on 8 threads
+// that each own 2+ slices of 4 dimensions, so that the shared weights e[r][j] are loaded by
+// one batch of lanes instead of two. On a real GPU the kernel reads the same bytes.
 //   q: [H][hd]   kc, vc: [G][capacity][hd]   ml: [H][max_chunks] (m, l)
 //   acc: [H][max_chunks][hd]
 struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, _a: u32, _b: u32 }
@@ -29,7 +35,11 @@ const MAX_HD4: u32 = 32u;
 // Scores of the chunk, then their exponentials: [r][j].
 var<workgroup> e: array<f32, MAX_REP * CHUNK>;
 
-@compute @workgroup_size(64)
+const WG: u32 = 32u;      // threads per workgroup; each scores CHUNK / WG = 2 positions
+const V_THREADS: u32 = 8u; // threads of phase 3; thread t owns slices t, t + 8, … of hd4
+const MAX_SLOTS: u32 = MAX_HD4 / V_THREADS;
+
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = wid.x;
     let g = wid.y;
@@ -40,20 +50,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let n = select(0u, min(CHUNK, pos + 1u - start), start <= pos);
     let tid = lid.x;
 
-    // 1. Scores: thread tid takes position start + tid and reads its K row once.
+    // 1. Scores: thread tid takes positions start + tid and start + tid + WG, reads their K
+    //    rows once, and each q slice once for both.
+    let j1 = tid + WG;
     if (tid < n) {
-        let row = (g * p.capacity + start + tid) * hd4;
-        var k: array<vec4<f32>, MAX_HD4>;
+        let row0 = (g * p.capacity + start + tid) * hd4;
+        // Past the chunk's end the second row is the first again (scored, never stored).
+        let row1 = select(row0, (g * p.capacity + start + j1) * hd4, j1 < n);
+        var k0: array<vec4<f32>, MAX_HD4>;
+        var k1: array<vec4<f32>, MAX_HD4>;
         for (var d = 0u; d < hd4; d++) {
-            k[d] = kc[row + d];
+            k0[d] = kc[row0 + d];
+            k1[d] = kc[row1 + d];
         }
         for (var r = 0u; r < n_rep; r++) {
             let qrow = (g * n_rep + r) * hd4;
-            var s = 0.0;
+            var s0 = 0.0;
+            var s1 = 0.0;
             for (var d = 0u; d < hd4; d++) {
-                s += dot(q[qrow + d], k[d]);
+                let qd = q[qrow + d];
+                s0 += dot(qd, k0[d]);
+                s1 += dot(qd, k1[d]);
             }
-            e[r * CHUNK + tid] = s * p.scale;
+            e[r * CHUNK + tid] = s0 * p.scale;
+            if (j1 < n) {
+                e[r * CHUNK + j1] = s1 * p.scale;
+            }
         }
     }
     workgroupBarrier();
@@ -76,21 +98,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     workgroupBarrier();
 
-    // 3. Weighted V: thread d owns 4 dimensions of every head and reads each position's V
-    //    slice once for all of them; the weights e[r][j] are the same for all these threads.
-    let d = tid;
-    if (d >= hd4) {
+    // 3. Weighted V: thread t owns the 4-dimension slices t, t + 8, … of every head and reads
+    //    each position's V slices once for all of them; each weight e[r][j] is loaded once
+    //    per position for all the slices.
+    if (tid >= V_THREADS) {
         return;
     }
-    var a: array<vec4<f32>, MAX_REP>;
+    let slots = (HD4 + V_THREADS - 1u) / V_THREADS;  // a constant, so the slot loops unroll
+    var a: array<vec4<f32>, MAX_REP * MAX_SLOTS>;  // [r][slot]
+    var w: array<f32, MAX_REP>;
     for (var j = 0u; j < n; j++) {
-        let v = vc[(g * p.capacity + start + j) * hd4 + d];
         for (var r = 0u; r < n_rep; r++) {
-            a[r] += e[r * CHUNK + j] * v;
+            w[r] = e[r * CHUNK + j];
+        }
+        let vrow = (g * p.capacity + start + j) * hd4;
+        for (var s = 0u; s < slots; s++) {
+            let d = s * V_THREADS + tid;
+            if (d < hd4) {
+                let v = vc[vrow + d];
+                for (var r = 0u; r < n_rep; r++) {
+                    a[r * MAX_SLOTS + s] += w[r] * v;
+                }
+            }
         }
     }
-    for (var r = 0u; r < n_rep; r++) {
-        let slot = (g * n_rep + r) * p.max_chunks + c;
-        acc[slot * hd4 + d] = a[r];
+    for (var s = 0u; s < slots; s++) {
+        let d = s * V_THREADS + tid;
+        if (d < hd4) {
+            for (var r = 0u; r < n_rep; r++) {
+                let slot = (g * n_rep + r) * p.max_chunks + c;
+                acc[slot * hd4 + d] = a[r * MAX_SLOTS + s];
+            }
+        }
     }
 }
