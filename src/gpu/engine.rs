@@ -118,20 +118,27 @@ pub struct GpuEngine {
     layers: Vec<LayerWeights>,
     act: Activations,
     cache: KvCache,
-    /// Kernels of the layers, in order, for one token (matvec) and for T (matmul); rebuilt
-    /// when G changes.
+    ops: Ops,
+}
+
+/// Every dispatch of a forward, bound to the engine's buffers for the current grouping
+/// ([`GpuEngine::build_ops`]); rebuilt when G changes. Empty until first built.
+#[derive(Default)]
+struct Ops {
+    /// The embedding lookup, then the kernels of the layers in order, for one token
+    /// (matvec) and for T (matmul).
     body_decode: Vec<Op>,
+    body_prefill: Vec<Op>,
     /// Where attention and its reduction are in `body_decode`.
     decode_attention: Vec<usize>,
     /// Each layer's ops in `body_decode`, `body_prefill`.
     decode_layers: Vec<std::ops::Range<usize>>,
     prefill_layers: Vec<std::ops::Range<usize>>,
-    body_prefill: Vec<Op>,
-    embed: Op,
     tail_last: Vec<Op>,   // final norm, head (last row), argmax
     tail_sample: Vec<Op>, // final norm, head (last row), temperature/top-k/top-p sampling
     tail_all: Vec<Op>,    // final norm, head (all rows)
-    _uniforms: Uniforms,
+    /// The ops' parameter uniforms (kept alive with them).
+    _uniforms: Option<Uniforms>,
 }
 
 /// Rows of a `[rows][row_len]` tensor.
@@ -210,9 +217,7 @@ impl GpuEngine {
         };
         let output_norm = upload_f32(&gpu, g, t.output_norm)?;
         gpu.check()?;
-        let placeholder = Uniforms::new(&gpu, &[])?;
         let mut e = GpuEngine {
-            embed: dummy_op(&gpu, &act)?,
             gpu,
             cfg,
             grouping,
@@ -225,17 +230,9 @@ impl GpuEngine {
             layers,
             act,
             cache,
-            body_decode: Vec::new(),
-            decode_attention: Vec::new(),
-            decode_layers: Vec::new(),
-            prefill_layers: Vec::new(),
-            body_prefill: Vec::new(),
-            tail_last: Vec::new(),
-            tail_sample: Vec::new(),
-            tail_all: Vec::new(),
-            _uniforms: placeholder,
+            ops: Ops::default(),
         };
-        e.build_ops()?;
+        e.ops = e.build_ops()?;
         Ok(e)
     }
 
@@ -256,7 +253,7 @@ impl GpuEngine {
 
     /// Kernel dispatches per decode step (one token; all in one submit).
     pub fn dispatches_per_token(&self) -> usize {
-        1 + self.body_decode.len() + self.tail_last.len()
+        self.ops.body_decode.len() + self.ops.tail_last.len()
     }
 
     /// Bytes of weights on the GPU (all read once per decode step).
@@ -274,10 +271,11 @@ impl GpuEngine {
     /// layers) at the current sequence length: those kernels alone, `iters` steps, one submit
     /// each, waited for. For benchmarks.
     pub async fn time_attention(&mut self, iters: usize) -> Result<f64, EngineError> {
-        let attention: Vec<&Op> = self
+        let ops = &self.ops;
+        let attention: Vec<&Op> = ops
             .decode_attention
             .iter()
-            .map(|&i| &self.body_decode[i])
+            .map(|&i| &ops.body_decode[i])
             .collect();
         self.time_ops(&attention, iters).await
     }
@@ -289,7 +287,8 @@ impl GpuEngine {
         &self,
         iters: usize,
     ) -> Result<Vec<(&'static str, f64)>, EngineError> {
-        let step: Vec<&Op> = self.body_decode.iter().chain(&self.tail_last).collect();
+        let ops = &self.ops;
+        let step: Vec<&Op> = ops.body_decode.iter().chain(&ops.tail_last).collect();
         let mut kernels: Vec<Kernel> = step.iter().map(|op| op.kernel).collect();
         kernels.sort_by_key(|k| k.name());
         kernels.dedup();
@@ -307,7 +306,7 @@ impl GpuEngine {
     /// step cannot run faster than `1 / (dispatches × this)`. For benchmarks; it overwrites
     /// the normalised activations, which the next forward recomputes.
     pub async fn time_dispatch_overhead(&mut self, iters: usize) -> Result<f64, EngineError> {
-        let norm = &self.tail_last[0];
+        let norm = &self.ops.tail_last[0];
         let n = self.dispatches_per_token();
         let many = vec![norm; n];
         let t_many = self.time_ops(&many, iters).await?;
@@ -361,38 +360,26 @@ impl GpuEngine {
             ))
             .into());
         }
-        self.body_decode.clear();
-        self.body_prefill.clear();
+        self.ops = Ops::default();
         // Free the old cache before allocating the new one (peak memory = the larger of the two).
         self.cache.k.clear();
         self.cache.v.clear();
         self.cache = KvCache::new(&self.gpu, &self.cfg, grouping, self.capacity)?;
         self.grouping = grouping;
         self.len = 0;
-        self.build_ops()?;
+        self.ops = self.build_ops()?;
         self.gpu.check()?;
         Ok(())
     }
 
     /// Builds every op of the forward for the current grouping.
-    fn build_ops(&mut self) -> Result<(), EngineError> {
+    fn build_ops(&self) -> Result<Ops, EngineError> {
         let mut b = OpBuilder::default();
         let cfg = &self.cfg;
         let a = &self.act;
         let (dim, vocab) = (cfg.dim as u32, cfg.vocab_size as u32);
-        let embed = b.add(
-            Kernel::Embed,
-            self.token_embd.ty.id(),
-            EmbedParams {
-                dim,
-                vocab,
-                _pad: [0; 2],
-            },
-            with_weight(&self.token_embd, [a.tokens.binding(), a.x.binding()]),
-            Grid::PerToken(dim / 32),
-        );
-        let decode = self.layer_ops(&mut b, true);
-        let prefill = self.layer_ops(&mut b, false);
+        let decode = self.body_ops(&mut b, true);
+        let prefill = self.body_ops(&mut b, false);
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
         // Three tails: last row + GPU argmax, last row + GPU sampling, every row's logits.
         let mut tails = Vec::new();
@@ -427,24 +414,24 @@ impl GpuEngine {
         tails[1].push(b.add_raw(Kernel::Sample, sample_bufs));
         let (uniforms, mut ops) = b.finish(&self.gpu, &a.step)?;
         let mut take = |spec: usize| ops[spec].take().expect("each op is taken once");
-        self.embed = take(embed);
-        self.body_decode = decode.ops.into_iter().map(&mut take).collect();
-        self.body_prefill = prefill.ops.into_iter().map(&mut take).collect();
-        self.decode_attention = decode.attention;
-        self.decode_layers = decode.layers;
-        self.prefill_layers = prefill.layers;
-        self.tail_last = tails[0].iter().map(|&i| take(i)).collect();
-        self.tail_sample = tails[1].iter().map(|&i| take(i)).collect();
-        self.tail_all = tails[2].iter().map(|&i| take(i)).collect();
-        self._uniforms = uniforms;
-        Ok(())
+        Ok(Ops {
+            body_decode: decode.ops.into_iter().map(&mut take).collect(),
+            body_prefill: prefill.ops.into_iter().map(&mut take).collect(),
+            decode_attention: decode.attention,
+            decode_layers: decode.layers,
+            prefill_layers: prefill.layers,
+            tail_last: tails[0].iter().map(|&i| take(i)).collect(),
+            tail_sample: tails[1].iter().map(|&i| take(i)).collect(),
+            tail_all: tails[2].iter().map(|&i| take(i)).collect(),
+            _uniforms: Some(uniforms),
+        })
     }
 
-    /// The ops of every layer, in order (see ARCHITECTURE.md), and where attention is among
-    /// them. Matrix products run as matvec for one token (`decode`) or matmul for T; decode
-    /// computes Q|K|V in one product and gate|up with the SwiGLU in another when the
-    /// weights are stacked (see [`Stack`]).
-    fn layer_ops<'a>(&'a self, b: &mut OpBuilder<'a>, decode: bool) -> BodySpec {
+    /// The embedding lookup and the ops of every layer, in order (see ARCHITECTURE.md), and
+    /// where each layer and attention are among them. Matrix products run as matvec for one
+    /// token (`decode`) or matmul for T; decode computes Q|K|V in one product and gate|up
+    /// with the SwiGLU in another when the weights are stacked (see [`Stack`]).
+    fn body_ops<'a>(&'a self, b: &mut OpBuilder<'a>, decode: bool) -> BodySpec {
         let cfg = &self.cfg;
         let a = &self.act;
         let (dim, hd, nh, ffn) = (
@@ -457,7 +444,18 @@ impl GpuEngine {
         let groups = self.grouping.groups() as u32;
         let cap = self.capacity as u32;
         let mc = self.max_chunks as u32;
-        let (mut ops, mut attention, mut layers) = (Vec::new(), Vec::new(), Vec::new());
+        let embed = b.add(
+            Kernel::Embed,
+            self.token_embd.ty.id(),
+            EmbedParams {
+                dim,
+                vocab: cfg.vocab_size as u32,
+                _pad: [0; 2],
+            },
+            with_weight(&self.token_embd, [a.tokens.binding(), a.x.binding()]),
+            Grid::PerToken(dim / 32),
+        );
+        let (mut ops, mut attention, mut layers) = (vec![embed], Vec::new(), Vec::new());
         for (l, w) in self.layers.iter().enumerate() {
             let first = ops.len();
             ops.push(b.rmsnorm(cfg, a, &w.attn_norm));
@@ -622,12 +620,12 @@ impl GpuEngine {
         ));
     }
 
-    /// The layers' ops for a forward of `t` tokens.
+    /// The embedding and the layers' ops for a forward of `t` tokens.
     fn body(&self, t: usize) -> &[Op] {
         if t == 1 {
-            &self.body_decode
+            &self.ops.body_decode
         } else {
-            &self.body_prefill
+            &self.ops.body_prefill
         }
     }
 
@@ -650,7 +648,7 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Records one chunk of ≤ PREFILL_CHUNK tokens at position `self.len`: the embedding,
+    /// Records one chunk of ≤ PREFILL_CHUNK tokens at position `self.len`: the embedding and
     /// the blocks (only the first `body_ops` ops if given), then `tail`.
     fn record(&self, ids: &[u32], tail: &[Op], body_ops: Option<usize>) -> wgpu::CommandEncoder {
         let t = ids.len() as u32;
@@ -680,7 +678,7 @@ impl GpuEngine {
             });
             let all = self.body(ids.len());
             let body = &all[..body_ops.unwrap_or(all.len())];
-            for op in std::iter::once(&self.embed).chain(body).chain(tail) {
+            for op in body.iter().chain(tail) {
                 op.dispatch(&mut pass, t, n_chunks);
             }
         }
@@ -696,9 +694,9 @@ impl GpuEngine {
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             let tail: &[Op] = match want {
-                Want::AllLogits => &self.tail_all,
-                Want::Sampled(..) if last => &self.tail_sample,
-                _ if last => &self.tail_last,
+                Want::AllLogits => &self.ops.tail_all,
+                Want::Sampled(..) if last => &self.ops.tail_sample,
+                _ if last => &self.ops.tail_last,
                 _ => &[],
             };
             if let (Want::Sampled(p, step), true) = (want, last) {
@@ -805,8 +803,8 @@ impl GpuEngine {
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
         let layers = match ids.len() {
-            1 => &self.decode_layers,
-            _ => &self.prefill_layers,
+            1 => &self.ops.decode_layers,
+            _ => &self.ops.prefill_layers,
         };
         let mut enc = self.record(ids, &[], Some(layers[0].end));
         for (l, ops) in layers.iter().enumerate() {
@@ -1213,21 +1211,6 @@ impl<'a> OpBuilder<'a> {
             .collect();
         Ok((uniforms, ops))
     }
-}
-
-/// An op that does nothing, to fill the slot before the real ops are built.
-fn dummy_op(gpu: &Gpu, act: &Activations) -> Result<Op, GpuError> {
-    let mut b = OpBuilder::default();
-    b.add_plain(
-        Kernel::Argmax,
-        ArgmaxParams {
-            vocab: 0,
-            _pad: [0; 3],
-        },
-        vec![act.logits.binding(), act.token_out.binding()],
-    );
-    let (_u, mut ops) = b.finish(gpu, &act.step)?;
-    Ok(ops.remove(0).expect("one op"))
 }
 
 /// Natively the engine is driven synchronously (the browser awaits the async methods).
