@@ -78,6 +78,7 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
     ui.tokenizer.set_value(Some(s.tok.clone()));
     ui.session.get_value().replace(Some(s));
     ui.info.set(Some(info));
+    ui.decode_by_groups.set(Default::default());
     ui.source.set_value(Some(source));
     ui.positions.set(None);
     ui.gpu_failed.set(false);

@@ -5,7 +5,7 @@
 
 use super::js::{now_ms, yield_now};
 use super::session::Session;
-use super::state::Ui;
+use super::state::{Measured, Ui};
 use crate::engine::{EngineError, GenerateParams, Generator};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::TokenStream;
@@ -40,7 +40,7 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
     let mut gen = Generator::with_limits(job.prompt, params, vocab, s.engine.capacity())?;
     s.engine.reset();
     let mut text = TokenStream::new();
-    let (mut decode_ms, mut decoded) = (0.0, 0usize);
+    let mut run = Measured::default();
     while !gen.is_done() {
         if ui.stop.get_untracked() {
             return Ok(Outcome::Stopped);
@@ -64,10 +64,11 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
         if prefill {
             ui.prefill_ms.set(Some(ms));
         } else {
-            decode_ms += ms;
-            decoded += 1;
-            ui.tokens_per_s
-                .set(Some(decoded as f64 * 1e3 / decode_ms.max(1e-3)));
+            run.add(ms);
+            ui.tokens_per_s.set(Some(run.tokens_per_s()));
+            let g = s.engine.grouping().groups();
+            ui.decode_by_groups
+                .update(|m| m.entry(g).or_default().add(ms));
         }
         let piece = text.push(&s.tok.token_bytes(id, false));
         ui.output.update(|o| o.push_str(&piece));

@@ -7,6 +7,7 @@ use super::url_state::Settings;
 use crate::tokenizer::Tokenizer;
 use leptos::prelude::*;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// What the page is doing; `status` shows it as `ready`, `generating`, `done`, `error: …`.
@@ -43,6 +44,25 @@ pub enum Source {
 
 pub type Slot<T> = Rc<RefCell<Option<T>>>;
 
+/// Decoded tokens and the milliseconds they took (each a forward of one token and its
+/// sampling, as the page runs them).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Measured {
+    pub tokens: usize,
+    pub ms: f64,
+}
+
+impl Measured {
+    pub fn add(&mut self, ms: f64) {
+        self.tokens += 1;
+        self.ms += ms;
+    }
+
+    pub fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 * 1e3 / self.ms.max(1e-3)
+    }
+}
+
 /// Every piece of state, as `Copy` handles.
 #[derive(Clone, Copy)]
 pub struct Ui {
@@ -60,6 +80,8 @@ pub struct Ui {
     pub ids: RwSignal<Vec<u32>>,
     pub tokens_per_s: RwSignal<Option<f64>>,
     pub prefill_ms: RwSignal<Option<f64>>,
+    /// Decode speed measured at each G on the loaded model, over this page's runs.
+    pub decode_by_groups: RwSignal<BTreeMap<usize, Measured>>,
     /// Positions in the KV cache after the last run; `None` before a run (then the prompt counts).
     pub positions: RwSignal<Option<usize>>,
     pub prompt_tokens: RwSignal<usize>,
@@ -85,6 +107,7 @@ impl Ui {
             ids: RwSignal::new(Vec::new()),
             tokens_per_s: RwSignal::new(None),
             prefill_ms: RwSignal::new(None),
+            decode_by_groups: RwSignal::new(BTreeMap::new()),
             positions: RwSignal::new(None),
             prompt_tokens: RwSignal::new(0),
             stop: RwSignal::new(false),

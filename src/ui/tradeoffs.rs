@@ -1,6 +1,7 @@
-//! What each G buys: KV bytes per token against what happens to quality. For the default model
-//! it shows the perplexities the reference implementation measured (see the fixtures), including
-//! that mean-pooled MQA without uptraining breaks this small model.
+//! What each G buys: KV bytes per token against what happens to quality and speed. For the
+//! default model it shows the perplexities the reference implementation measured (see the
+//! fixtures), including that mean-pooled MQA without uptraining breaks this small model; the
+//! speed is measured here, on the user's GPU, as they generate at each G.
 
 use super::format;
 use super::state::Ui;
@@ -11,8 +12,9 @@ use leptos::prelude::*;
 /// Austen, *Pride and Prejudice* ch. 1 opening, 463 predictions) for the default model.
 const REFERENCE_PPL: [(usize, f64); 3] = [(1, 9314.49), (3, 16.302), (9, 16.302)];
 
-/// A table of every valid G: cache per token, share of MHA's, measured perplexity; and the
-/// plain explanation of why G below the native value hurts without uptraining.
+/// A table of every valid G: cache per token, share of MHA's, measured perplexity, decode
+/// speed measured on this page; and the plain explanation of why G below the native value
+/// hurts without uptraining.
 #[component]
 pub fn Tradeoffs(
     /// Page state.
@@ -23,6 +25,7 @@ pub fn Tradeoffs(
         let c = info.cfg.clone();
         let mha = kv_cache_bytes(&c, c.n_heads, 1, 4) as f64;
         let cur = ui.groups.get();
+        let speeds = ui.decode_by_groups.get();
         Some(
             c.valid_groups()
                 .into_iter()
@@ -45,6 +48,9 @@ pub fn Tradeoffs(
                         (None, std::cmp::Ordering::Greater) => "same outputs (heads copied)".into(),
                         (None, std::cmp::Ordering::Less) => "pooled heads: expect damage".into(),
                     };
+                    let speed = speeds.get(&g).map_or("–".to_string(), |m| {
+                        format!("{:.1} tok/s", m.tokens_per_s())
+                    });
                     view! {
                         <tr class:current=g == cur>
                             <td>{gr.map(|gr| gr.label())}</td>
@@ -52,6 +58,7 @@ pub fn Tradeoffs(
                             <td class="num">{format::bytes(per_tok)}</td>
                             <td class="num">{format!("{:.0}%", per_tok as f64 * 100.0 / mha)}</td>
                             <td>{quality}</td>
+                            <td class="num" data-testid=format!("speed-g{g}")>{speed}</td>
                         </tr>
                     }
                 })
@@ -63,9 +70,9 @@ pub fn Tradeoffs(
     let is_reference = move || ui.info.with(|i| i.as_ref().is_some_and(|i| i.is_reference));
     let loaded = move || ui.info.with(Option::is_some);
     view! {
-        <Show when=loaded fallback=|| view! { <p class="muted">"Once a model is loaded: the KV cache each G needs, and what it costs in quality."</p> }>
+        <Show when=loaded fallback=|| view! { <p class="muted">"Once a model is loaded: the KV cache each G needs, and what it costs in quality and speed."</p> }>
         <table class="tradeoffs">
-            <thead><tr><th>"Grouping"</th><th class="num">"G"</th><th class="num">"KV / token"</th><th class="num">"vs MHA"</th><th>"Quality"</th></tr></thead>
+            <thead><tr><th>"Grouping"</th><th class="num">"G"</th><th class="num">"KV / token"</th><th class="num">"vs MHA"</th><th>"Quality"</th><th class="num">"Decode here"</th></tr></thead>
             <tbody>{rows}</tbody>
         </table>
         <p class="explain">
@@ -74,6 +81,11 @@ pub fn Tradeoffs(
             "and the cache grows. A smaller G mean-pools KV heads that were trained apart (GQA paper §2.1). "
             "The paper recovers quality by uptraining about 5% of the original compute; this page does not uptrain, "
             "so pooling below the native G shows what the cut costs before any training."
+        </p>
+        <p class="explain">
+            "Decode here is measured on this GPU as you generate: tokens per second at each G over this page's runs "
+            "(– until you generate at that G). Each decoded token reads every weight once and the whole KV cache so far; "
+            "G shrinks the second part, so the gap between the Gs grows with the length of the text."
         </p>
         <Show when=is_reference>
             <p class="explain warn">

@@ -99,6 +99,10 @@ for (const c of CASES) {
     assert.deepEqual(await ids(page), expected);
     assert.equal(await byId(page, 'groups-slider').inputValue(), String(c.groups));
     assert.ok(Number(await text(page, 'tokens-per-second')) > 0);
+    // The what-each-G-buys table shows the decode speed measured at this G, and only here.
+    for (const g of [1, 3, 9]) {
+      assert.match(await text(page, `speed-g${g}`), g === c.groups ? /^\d+\.\d tok\/s$/ : /^–$/);
+    }
     assert.ok((await text(page, 'output-text')).length > 0);
     const tokens = Number(await text(page, 'kv-tokens'));
     assert.equal(Number(await text(page, 'kv-cache-bytes')), kvBytes(c.groups, tokens));
@@ -156,6 +160,10 @@ test('moving the slider during generation re-prefills and continues the text', a
   const tokens = Number(await text(page, 'kv-tokens'));
   assert.equal(tokens, 5 + maxTokens - 1);
   assert.equal(Number(await text(page, 'kv-cache-bytes')), kvBytes(9, tokens));
+  // Tokens decoded before the switch count for G = 3, those after it for G = 9.
+  assert.match(await text(page, 'speed-g3'), /tok\/s$/);
+  assert.match(await text(page, 'speed-g9'), /tok\/s$/);
+  assert.equal(await text(page, 'speed-g1'), '–');
   await page.close();
 });
 
