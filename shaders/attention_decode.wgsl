@@ -13,8 +13,9 @@
 // engine's CPU-only path): there a load at an offset that is not a constant is made lane by
 // lane, so what costs is the number of loads per SIMD batch of lanes, not bytes. Each thread
 // of phase 1 therefore scores two positions per load of q, and phase 3 runs on 8 threads
-// that each own 2+ slices of 4 dimensions, so that the shared weights e[r][j] are loaded by
-// one batch of lanes instead of two. On a real GPU the kernel reads the same bytes.
+// that each own every 8th slice of 4 dimensions (2 at head_dim 64), so that the shared
+// weights e[r][j] are loaded by one batch of lanes instead of two. On a real GPU the kernel
+// reads the same bytes.
 //   q: [H][hd]   kc, vc: [G][capacity][hd]   ml: [H][max_chunks] (m, l)
 //   acc: [H][max_chunks][hd]
 struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, _a: u32, _b: u32 }

@@ -559,8 +559,8 @@ fn attention_cpu(
     out
 }
 
-/// attention.wgsl (prefill, T = 3) and attention_decode.wgsl (T = 1; head_dim 64 and 48,
-/// as it is specialised per head size), each followed by attention_reduce.wgsl, vs
+/// attention.wgsl (prefill, T = 3) and attention_decode.wgsl (T = 1; head_dim 64, 48 and
+/// 128, as it is specialised per head size), each followed by attention_reduce.wgsl, vs
 /// [`attention_cpu`] over 131–173 cached positions (3 chunks; the last one less than half
 /// full or more than half full), G = 1, 3, 9 (1e-4).
 #[test]
@@ -569,11 +569,12 @@ fn attention_matches_cpu() {
     let mut rng = Rng(6);
     let (nh, cap) = (9usize, 192usize);
     let max_chunks = cap.div_ceil(ATTENTION_CHUNK);
-    // attention_decode is specialised per (n_rep, head_dim): two head sizes.
+    // attention_decode is specialised per (n_rep, head_dim): three head sizes.
     for (kernel, t, pos0, hd) in [
         (Kernel::Attention, 3usize, 147usize, 64usize),
         (Kernel::AttentionDecode, 1, 149, 64),
         (Kernel::AttentionDecode, 1, 172, 48),
+        (Kernel::AttentionDecode, 1, 140, 128),
     ] {
         let n_chunks = (pos0 + t).div_ceil(ATTENTION_CHUNK);
         for groups in [1usize, 3, 9] {
