@@ -300,17 +300,29 @@ impl GpuEngine {
         Ok(times)
     }
 
-    /// Microseconds one dispatch costs beyond its work, as the GPU runs the decode step: a
-    /// one-workgroup kernel (the final RMSNorm of the last row) dispatched as many times as
-    /// a decode step has dispatches, in one submit, against the same kernel once. The decode
-    /// step cannot run faster than `1 / (dispatches × this)`. For benchmarks; it overwrites
-    /// the normalised activations, which the next forward recomputes.
+    /// Microseconds one dispatch costs beyond its work, as the GPU runs the decode step: the
+    /// smallest op there is — a SwiGLU of 4 elements, one workgroup whose other invocations
+    /// return at once — dispatched as many times as a decode step has dispatches, in one
+    /// submit, against once. The decode step cannot run faster than `1 / (dispatches ×
+    /// this)`. For benchmarks; it overwrites 4 gate activations, which the next forward
+    /// recomputes. (Until session 7 the probe was the final RMSNorm, whose own work on
+    /// lavapipe was most of the figure.)
     pub async fn time_dispatch_overhead(&mut self, iters: usize) -> Result<f64, EngineError> {
-        let norm = &self.ops.tail_last[0];
+        let a = &self.act;
+        let mut b = OpBuilder::default();
+        let params = SwiGluParams {
+            ffn_dim: 4,
+            _pad: [0; 3],
+        };
+        let bufs = vec![a.gate.binding(), a.up.binding()];
+        b.add(Kernel::SwiGlu, 0, params, bufs, Grid::Elementwise(4));
+        // The uniforms stay alive until the probe's submits are done.
+        let (_uniforms, mut ops) = b.finish(&self.gpu, &a.step)?;
+        let probe = ops.pop().flatten().expect("the builder made one op");
         let n = self.dispatches_per_token();
-        let many = vec![norm; n];
+        let many = vec![&probe; n];
         let t_many = self.time_ops(&many, iters).await?;
-        let t_one = self.time_ops(&[norm], iters).await?;
+        let t_one = self.time_ops(&[&probe], iters).await?;
         Ok((t_many - t_one).max(0.0) * 1e3 / (n - 1).max(1) as f64)
     }
 
