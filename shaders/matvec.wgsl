@@ -10,12 +10,31 @@
 // row0 + o and the up rows row0 + n_out + o of a stacked gate|up tensor in one pass
 // (ROWS / 2 outputs per invocation):
 //   y[o] = silu(W[row0 + o]·x) · W[row0 + n_out + o]·x
-struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32 }
+//
+// The RMSNorm between a residual add and the next product is split over the two (no dispatch
+// of its own). Mode 3 adds to y like mode 1 and also writes xn[o] = γ[o] · y[o] and, per
+// workgroup, Σ y[o]² over its outputs into parts[workgroup]. A product with `norm_parts` > 0
+// then reads xn as x and scales its sums by 1 / sqrt(Σ parts / n_in + eps): the same
+// W · (γ ⊙ y / rms(y)), since the scale is one number.
+//   γ, xn: [n_out]    parts: [⌈s / 32⌉]
+struct Params {
+    n_in: u32, n_out: u32, mode: u32, row0: u32,
+    _t_base: u32, _t_count: u32, norm_parts: u32, eps: f32,
+}
 
 @group(0) @binding(0) var<uniform> p: Params;
 // bindings 2, 3: the weight textures (quant.wgsl)
 @group(0) @binding(4) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
+// Only mode 3 reads γ and writes xn; the other modes have y bound there. (γ is only read, but
+// declared read_write so that y can stand in: a buffer bound writable may not also be bound
+// read-only.)
+@group(0) @binding(6) var<storage, read_write> gamma: array<f32>;
+@group(0) @binding(7) var<storage, read_write> xn: array<f32>;
+@group(0) @binding(8) var<storage, read_write> parts: array<f32>;
+
+const WG: u32 = 32u;
+var<workgroup> sums: array<f32, WG>;
 
 const ROWS: u32 = 4u;
 
@@ -50,14 +69,32 @@ fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>) ->
     }
 }
 
-@compute @workgroup_size(32)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32,
+        @builtin(workgroup_id) wid: vec3<u32>) {
     let i = gid.x;
-    let swiglu = p.mode == 2u;
-    let s = row_stride(p.n_out, select(ROWS, ROWS / 2u, swiglu));
-    if (i >= s) {
-        return;
+    let s = row_stride(p.n_out, select(ROWS, ROWS / 2u, p.mode == 2u));
+    var ss = 0.0;
+    if (i < s) {
+        ss = rows(i, s);
     }
+    if (p.mode == 3u) {
+        sums[li] = ss;
+        workgroupBarrier();
+        if (li == 0u) {
+            var t = 0.0;
+            for (var k = 0u; k < WG; k++) {
+                t += sums[k];
+            }
+            parts[wid.x] = t;
+        }
+    }
+}
+
+// Invocation i's rows, written out; in mode 3 returns Σ y[o]² over its outputs.
+fn rows(i: u32, s: u32) -> f32 {
+    let swiglu = p.mode == 2u;
     // The weight rows: i + k·s, or for SwiGLU the gate rows i, i + s and the up rows
     // n_out + i, n_out + i + s.
     let r0 = p.row0 + i;
@@ -78,7 +115,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         a2 += block_dot(r[2], b, nb, xv, xs);
         a3 += block_dot(r[3], b, nb, xv, xs);
     }
-    var acc = array<f32, 4>(a0, a1, a2, a3);
+    var scale = 1.0;
+    if (p.norm_parts > 0u) {
+        var t = 0.0;
+        for (var k = 0u; k < p.norm_parts; k++) {
+            t += parts[k];
+        }
+        scale = 1.0 / sqrt(t / f32(p.n_in) + p.eps);
+    }
+    let acc = array<f32, 4>(a0 * scale, a1 * scale, a2 * scale, a3 * scale);
     if (swiglu) {
         for (var k = 0u; k < 2u; k++) {
             let o = i + k * s;
@@ -87,12 +132,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 y[o] = g / (1.0 + exp(-g)) * acc[k + 2u];
             }
         }
-        return;
+        return 0.0;
     }
+    var ss = 0.0;
     for (var k = 0u; k < ROWS; k++) {
         let o = i + k * s;
         if (o < p.n_out) {
-            y[o] = select(0.0, y[o], p.mode == 1u) + acc[k];
+            let v = select(0.0, y[o], p.mode != 0u) + acc[k];
+            y[o] = v;
+            if (p.mode == 3u) {
+                xn[o] = gamma[o] * v;
+                ss += v * v;
+            }
         }
     }
+    return ss;
 }

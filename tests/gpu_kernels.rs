@@ -189,25 +189,41 @@ fn run_matvec(
     mode: ProductMode,
 ) -> Vec<f32> {
     let (n_in, n_out) = (x.len(), y0.len());
-    let xb = gpu.activation("x", (n_in * 4) as u64).unwrap();
-    gpu.queue
-        .write_buffer(&xb.buffer, 0, bytemuck::cast_slice(x));
+    let xb = activation(gpu, x);
     let yb = f32s(gpu, y0);
     let p = ProductParams::new(n_in as u32, n_out as u32, mode, row0);
+    dispatch_matvec(gpu, w, p, &xb, &yb, [&yb; 3]);
+    read(gpu, &yb, n_out)
+}
+
+/// An activation buffer (bindable as a uniform window) holding `v`.
+fn activation(gpu: &Gpu, v: &[f32]) -> Buf {
+    let b = gpu.activation("x", (v.len() * 4) as u64).unwrap();
+    gpu.queue
+        .write_buffer(&b.buffer, 0, bytemuck::cast_slice(v));
+    b
+}
+
+/// One matvec.wgsl dispatch: x as a uniform window, y, and the RMSNorm buffers γ, xn, parts
+/// (bindings 6–8; y where the mode does not use them, as the engine binds them).
+fn dispatch_matvec(gpu: &Gpu, w: &Weight, p: ProductParams, x: &Buf, y: &Buf, norm: [&Buf; 3]) {
     let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
     let [wq, ws] = w.bindings();
+    let [gamma, xn, parts] = norm.map(|b| b.binding());
     let res = [
         (0, params.binding()),
         (2, wq),
         (3, ws),
-        (4, xb.uniform_window()),
-        (5, yb.binding()),
+        (4, x.uniform_window()),
+        (5, y.binding()),
+        (6, gamma),
+        (7, xn),
+        (8, parts),
     ];
-    let invocations = product_invocations(n_out as u32, mode == ProductMode::SwiGlu);
+    let invocations = product_invocations(p.n_out, p.mode == ProductMode::SwiGlu as u32);
     let grid = [invocations.div_ceil(MATVEC_WORKGROUP), 1, 1];
     gpu.run_resources(Kernel::Matvec, w.ty.id(), &res, grid)
         .unwrap();
-    read(gpu, &yb, n_out)
 }
 
 /// matvec.wgsl (decode) vs dequantize + ops::matmul, every supported type, with and without
@@ -232,6 +248,63 @@ fn matvec_matches_cpu_for_every_type() {
             assert_close(&what, &got, &want, 1e-4);
         }
     }
+}
+
+/// Decode's RMSNorm split over two products: a product that adds to the residual stream in
+/// mode AccumulateForNorm also leaves γ ⊙ h and Σ h² by workgroup; a product that reads those
+/// (`norm_parts`) equals CPU rmsnorm then matmul, as a plain product and as the SwiGLU of a
+/// stacked gate|up. A 576-wide stream, as the default model's: 5 workgroups of partial sums,
+/// the last one part-full. Tolerance 1e-4 relative.
+#[test]
+fn matvec_splits_rmsnorm_over_two_products() {
+    let gpu = gpu();
+    let mut rng = Rng(17);
+    let (n_in, dim, n_out, eps) = (160usize, 576usize, 70usize, 1e-5f32);
+    let ty = GgmlType::Q4_1;
+    let (w1, w1_f32) = weight(gpu, &mut rng, ty, n_in, dim);
+    let (x, h0, gamma) = (rng.vec(n_in), rng.vec(dim), rng.vec(dim));
+    let mut h = ops::matmul(&x, &w1_f32, n_in);
+    h.iter_mut().zip(&h0).for_each(|(a, b)| *a += b);
+    let count = product_invocations(dim as u32, false).div_ceil(MATVEC_WORKGROUP);
+    assert_eq!(count, 5);
+    let (hb, gb, parts) = (f32s(gpu, &h0), f32s(gpu, &gamma), f32s(gpu, &[0.0; 5]));
+    let xn = activation(gpu, &vec![0.0; dim]);
+    let p = ProductParams::new(n_in as u32, dim as u32, ProductMode::AccumulateForNorm, 0);
+    dispatch_matvec(gpu, &w1, p, &activation(gpu, &x), &hb, [&gb, &xn, &parts]);
+    assert_close("residual", &read(gpu, &hb, dim), &h, 1e-4);
+    let gh: Vec<f32> = gamma.iter().zip(&h).map(|(g, v)| g * v).collect();
+    assert_close("γ ⊙ h", &read(gpu, &xn, dim), &gh, 1e-4);
+    let ss: f32 = read(gpu, &parts, 5).iter().sum();
+    assert_close("Σ h²", &[ss], &[h.iter().map(|v| v * v).sum()], 1e-4);
+
+    let xb = ops::rmsnorm(&h, &gamma, eps);
+    let consume = |w: &Weight, n_out: usize, mode: ProductMode| {
+        let mut p = ProductParams::new(dim as u32, n_out as u32, mode, 0);
+        (p.norm_parts, p.eps) = (count, eps);
+        let y = f32s(gpu, &vec![0.0; n_out]);
+        dispatch_matvec(gpu, w, p, &xn, &y, [&y, &y, &parts]);
+        read(gpu, &y, n_out)
+    };
+    let (w2, w2_f32) = weight(gpu, &mut rng, ty, dim, n_out);
+    let got = consume(&w2, n_out, ProductMode::Store);
+    assert_close(
+        "normed product",
+        &got,
+        &ops::matmul(&xb, &w2_f32, dim),
+        1e-4,
+    );
+
+    let raw: Vec<Vec<u8>> = (0..2)
+        .map(|_| random_weights(&mut rng, ty, dim * n_out))
+        .collect();
+    let stacked: Vec<_> = raw.iter().map(|r| ("w", ty, &r[..], n_out)).collect();
+    let stack = Stack::upload(gpu, "gate|up", &stacked).unwrap();
+    let [gate, up] = [0, 1].map(|i| {
+        let w_f32 = dequantize(ty, &raw[i], dim * n_out).unwrap();
+        ops::matmul(&xb, &w_f32, dim)
+    });
+    let got = consume(stack.whole().unwrap(), n_out, ProductMode::SwiGlu);
+    assert_close("normed SwiGLU", &got, &ops::swiglu(&gate, &up), 1e-4);
 }
 
 /// Activations wider than a uniform window's worth of tokens go through several windows:

@@ -24,24 +24,25 @@ struct LayerWeights {
 
 /// Activation buffers, sized for PREFILL_CHUNK tokens.
 struct Activations {
-    sampling: Buf,  // uniform SamplingUniform, written before a sampled forward
-    step: Buf,      // uniform Step
-    tokens: Buf,    // [T] u32
-    x: Buf,         // [T][dim] residual stream
-    xb: Buf,        // [T][dim] normalised (also bound as a uniform window by matvec)
-    q: Buf,         // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
-    k0: Buf,        // [T][G0][hd] native-head K projection
-    v0: Buf,        // [T][G0][hd]
-    qkv: Buf,       // decode: [n_heads·hd | G0·hd | G0·hd], q, k0, v0 of one token
-    att: Buf,       // [T][n_heads][hd] (uniform window too)
-    ml: Buf,        // [T][n_heads][max_chunks] (m, l)
-    part: Buf,      // [T][n_heads][max_chunks][hd]
-    gate: Buf,      // [T][ffn] (uniform window too)
-    up: Buf,        // [T][ffn]
-    logits: Buf,    // [T][vocab]
-    token_out: Buf, // [1] u32
-    staging: Buf,   // readback
-    rope: Buf,      // [capacity][hd/2] (cos, sin)
+    sampling: Buf,   // uniform SamplingUniform, written before a sampled forward
+    step: Buf,       // uniform Step
+    tokens: Buf,     // [T] u32
+    x: Buf,          // [T][dim] residual stream
+    xb: Buf,         // [T][dim] normalised (also bound as a uniform window by matvec)
+    norm_parts: Buf, // [⌈dim's matvec invocations / 32⌉] decode: Σ x² by workgroup (matvec.wgsl)
+    q: Buf,          // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
+    k0: Buf,         // [T][G0][hd] native-head K projection
+    v0: Buf,         // [T][G0][hd]
+    qkv: Buf,        // decode: [n_heads·hd | G0·hd | G0·hd], q, k0, v0 of one token
+    att: Buf,        // [T][n_heads][hd] (uniform window too)
+    ml: Buf,         // [T][n_heads][max_chunks] (m, l)
+    part: Buf,       // [T][n_heads][max_chunks][hd]
+    gate: Buf,       // [T][ffn] (uniform window too)
+    up: Buf,         // [T][ffn]
+    logits: Buf,     // [T][vocab]
+    token_out: Buf,  // [1] u32
+    staging: Buf,    // readback
+    rope: Buf,       // [capacity][hd/2] (cos, sin)
 }
 
 /// K and V per layer, `[G][capacity][hd]` f32 each, and the `[G][G0]` pooling matrix.
@@ -405,7 +406,8 @@ impl GpuEngine {
             let bufs = vec![a.x.binding(), self.output_norm.binding(), a.xb.binding()];
             let norm = b.add(Kernel::RmsNorm, 0, norm_params, bufs, Grid::Rows { last });
             let store = ProductMode::Store;
-            let head_ops = b.product(last, (head, 0), dim, vocab, store, &a.xb, &a.logits);
+            let xy = (&a.xb, &a.logits);
+            let head_ops = b.product(last, (head, 0), dim, vocab, store, xy, Link::None);
             tails.push([vec![norm], head_ops].concat());
         }
         let argmax_params = ArgmaxParams {
@@ -468,10 +470,26 @@ impl GpuEngine {
             Grid::PerToken(dim / 32),
         );
         let (mut ops, mut attention, mut layers) = (vec![embed], Vec::new(), Vec::new());
+        // Decode splits each RMSNorm after a residual add over the two products around it
+        // (`Link`); the first layer's comes after the embedding and keeps its dispatch.
+        let consume = Link::Consume {
+            parts: &a.norm_parts,
+            count: norm_parts(cfg),
+            eps: cfg.rms_eps,
+        };
+        let produce = |gamma| Link::Produce {
+            gamma,
+            xn: &a.xb,
+            parts: &a.norm_parts,
+        };
         for (l, w) in self.layers.iter().enumerate() {
             let first = ops.len();
-            ops.push(b.rmsnorm(cfg, a, &w.attn_norm));
-            let [q, k0, v0, q_uniform] = self.qkv_ops(b, &mut ops, w, decode);
+            let mut link = consume;
+            if !decode || l == 0 {
+                ops.push(b.rmsnorm(cfg, a, &w.attn_norm));
+                link = Link::None;
+            }
+            let [q, k0, v0, q_uniform] = self.qkv_ops(b, &mut ops, w, decode, link);
             let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
             let kv_bufs = [k0, v0, self.cache.pool.binding(), a.rope.binding()];
             let kv_bufs = kv_bufs
@@ -529,27 +547,25 @@ impl GpuEngine {
                 Grid::Reduce(nh),
             ));
             let wo = (&w.wo, 0);
-            ops.extend(b.product(
-                decode,
-                wo,
-                nh * hd,
-                dim,
-                ProductMode::Accumulate,
-                &a.att,
-                &a.x,
-            ));
-            ops.push(b.rmsnorm(cfg, a, &w.ffn_norm));
-            self.ffn_up_ops(b, &mut ops, w, decode);
+            let acc = ProductMode::Accumulate;
+            let link = if decode {
+                produce(&w.ffn_norm)
+            } else {
+                Link::None
+            };
+            ops.extend(b.product(decode, wo, nh * hd, dim, acc, (&a.att, &a.x), link));
+            if !decode {
+                ops.push(b.rmsnorm(cfg, a, &w.ffn_norm));
+            }
+            let link = if decode { consume } else { Link::None };
+            self.ffn_up_ops(b, &mut ops, w, decode, link);
             let down = (&w.w_down, 0);
-            ops.extend(b.product(
-                decode,
-                down,
-                ffn,
-                dim,
-                ProductMode::Accumulate,
-                &a.gate,
-                &a.x,
-            ));
+            // The final norm is the tail's (shared with prefill).
+            let link = match self.layers.get(l + 1) {
+                Some(next) if decode => produce(&next.attn_norm),
+                _ => Link::None,
+            };
+            ops.extend(b.product(decode, down, ffn, dim, acc, (&a.gate, &a.x), link));
             layers.push(first..ops.len());
         }
         BodySpec {
@@ -568,6 +584,7 @@ impl GpuEngine {
         ops: &mut Vec<usize>,
         w: &'a LayerWeights,
         decode: bool,
+        link: Link<'a>,
     ) -> [wgpu::BindingResource<'a>; 4] {
         let (cfg, a) = (&self.cfg, &self.act);
         let f = 4u64;
@@ -578,7 +595,8 @@ impl GpuEngine {
         let aligned = (q_rows * f).is_multiple_of(align) && (kv_rows * f).is_multiple_of(align);
         if let (true, true, Some(wt)) = (decode, aligned, w.qkv.whole()) {
             let n = (q_rows + 2 * kv_rows) as u32;
-            ops.extend(b.product(true, (wt, 0), dim, n, ProductMode::Store, &a.xb, &a.qkv));
+            let xy = (&a.xb, &a.qkv);
+            ops.extend(b.product(true, (wt, 0), dim, n, ProductMode::Store, xy, link));
             return [
                 a.qkv.range(0, q_rows * f),
                 a.qkv.range(q_rows * f, kv_rows * f),
@@ -591,7 +609,8 @@ impl GpuEngine {
             .enumerate()
         {
             let part = w.qkv.part(i);
-            ops.extend(b.product(decode, part, dim, n as u32, ProductMode::Store, &a.xb, y));
+            let store = ProductMode::Store;
+            ops.extend(b.product(decode, part, dim, n as u32, store, (&a.xb, y), link));
         }
         [
             a.q.binding(),
@@ -609,16 +628,19 @@ impl GpuEngine {
         ops: &mut Vec<usize>,
         w: &'a LayerWeights,
         decode: bool,
+        link: Link<'a>,
     ) {
         let a = &self.act;
         let (dim, ffn) = (self.cfg.dim as u32, self.cfg.ffn_dim as u32);
         if let (true, Some(wt)) = (decode, w.gate_up.whole()) {
-            ops.extend(b.product(true, (wt, 0), dim, ffn, ProductMode::SwiGlu, &a.xb, &a.gate));
+            let swiglu = ProductMode::SwiGlu;
+            ops.extend(b.product(true, (wt, 0), dim, ffn, swiglu, (&a.xb, &a.gate), link));
             return;
         }
         for (i, y) in [&a.gate, &a.up].into_iter().enumerate() {
             let part = w.gate_up.part(i);
-            ops.extend(b.product(decode, part, dim, ffn, ProductMode::Store, &a.xb, y));
+            let store = ProductMode::Store;
+            ops.extend(b.product(decode, part, dim, ffn, store, (&a.xb, y), link));
         }
         ops.push(b.add(
             Kernel::SwiGlu,
@@ -900,6 +922,33 @@ fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
     Ok(())
 }
 
+/// Partial sums of x² a decode product of the residual stream leaves for the next RMSNorm:
+/// one per workgroup of a `dim`-row matvec ([`ProductMode::AccumulateForNorm`]).
+fn norm_parts(cfg: &ModelConfig) -> u32 {
+    product_invocations(cfg.dim as u32, false).div_ceil(MATVEC_WORKGROUP)
+}
+
+/// How a decode product takes part in an RMSNorm split over two products (matvec.wgsl):
+/// the one that adds to the residual stream leaves xn = γ ⊙ x and Σ x² by workgroup, the one
+/// after reads xn as its input and scales by 1 / rms(x). Prefill keeps rmsnorm.wgsl.
+#[derive(Clone, Copy)]
+enum Link<'a> {
+    /// x is used as it is.
+    None,
+    /// Mode [`ProductMode::AccumulateForNorm`] with the next norm's γ.
+    Produce {
+        gamma: &'a Buf,
+        xn: &'a Buf,
+        parts: &'a Buf,
+    },
+    /// x is γ ⊙ h; `count` parts of Σ h².
+    Consume {
+        parts: &'a Buf,
+        count: u32,
+        eps: f32,
+    },
+}
+
 impl Activations {
     fn new(
         gpu: &Gpu,
@@ -932,6 +981,7 @@ impl Activations {
             tokens: s("tokens", t)?,
             x: s("x", t * dim)?,
             xb: gpu.activation("xb", t * dim * f)?,
+            norm_parts: s("norm parts", norm_parts(cfg) as u64)?,
             q: gpu.activation("q", t * nh * hd * f)?,
             qkv: gpu.activation("qkv", (nh + 2 * g0) * hd * f)?,
             k0: s("k0", t * g0 * hd)?,
@@ -1070,9 +1120,9 @@ impl<'a> OpBuilder<'a> {
     }
 
     /// y (+)= W·x with W the `n_out` rows of `wt.0` from row `wt.1`: for x's row 0 through
-    /// matvec.wgsl (`decode`; x bound as a uniform window), else for every token row through
-    /// matmul.wgsl, one op per uniform window of x's rows (an op whose window starts past
-    /// the forward's tokens is skipped when dispatched).
+    /// matvec.wgsl (`decode`; x bound as a uniform window; `link` its part in an RMSNorm),
+    /// else for every token row through matmul.wgsl, one op per uniform window of x's rows
+    /// (an op whose window starts past the forward's tokens is skipped when dispatched).
     #[allow(clippy::too_many_arguments)]
     fn product(
         &mut self,
@@ -1081,12 +1131,12 @@ impl<'a> OpBuilder<'a> {
         n_in: u32,
         n_out: u32,
         mode: ProductMode,
-        x: &'a Buf,
-        y: &'a Buf,
+        (x, y): (&'a Buf, &'a Buf),
+        link: Link<'a>,
     ) -> Vec<usize> {
         let mut p = ProductParams::new(n_in, n_out, mode, wt.1);
         if decode {
-            return vec![self.push_product(wt.0, p, Kernel::Matvec, x.uniform_window(), y)];
+            return vec![self.push_matvec(wt.0, p, x, y, link)];
         }
         // check_shapes makes sure a window holds at least one aligned row.
         let rows = window_tokens(n_in as usize, UNIFORM_ALIGN).unwrap_or(1);
@@ -1097,43 +1147,64 @@ impl<'a> OpBuilder<'a> {
                 p.t_base = t_base as u32;
                 p.t_count = rows as u32;
                 let window = x.window(t_base as u64 * row_bytes);
-                self.push_product(wt.0, p, Kernel::Matmul, window, y)
+                self.push_product(wt.0, p, window, y)
             })
             .collect()
+    }
+
+    /// A matvec.wgsl op; y stands in for the norm buffers a `link` does not use.
+    fn push_matvec(
+        &mut self,
+        w: &'a Weight,
+        mut p: ProductParams,
+        x: &'a Buf,
+        y: &'a Buf,
+        link: Link<'a>,
+    ) -> usize {
+        let [gamma, xn, parts] = match link {
+            Link::None => [y, y, y],
+            Link::Produce { gamma, xn, parts } => {
+                p.mode = ProductMode::AccumulateForNorm as u32;
+                [gamma, xn, parts]
+            }
+            Link::Consume { parts, count, eps } => {
+                (p.norm_parts, p.eps) = (count, eps);
+                [y, y, parts]
+            }
+        };
+        let swiglu = p.mode == ProductMode::SwiGlu as u32;
+        let rest = [x.uniform_window(), y.binding()];
+        let norm = [gamma, xn, parts].map(|b| b.binding());
+        self.specs.push(Spec {
+            kernel: Kernel::Matvec,
+            variant: w.ty.id(),
+            params: bytemuck::bytes_of(&p).to_vec(),
+            resources: with_weight(w, rest).into_iter().chain(norm).collect(),
+            grid: Grid::Matvec(product_invocations(p.n_out, swiglu)),
+            binds: Binds::ParamsNoStep,
+        });
+        self.specs.len() - 1
     }
 
     fn push_product(
         &mut self,
         w: &'a Weight,
         p: ProductParams,
-        kernel: Kernel,
         x: wgpu::BindingResource<'a>,
         y: &'a Buf,
     ) -> usize {
-        let (grid, binds) = match kernel {
-            Kernel::Matvec => {
-                let swiglu = p.mode == ProductMode::SwiGlu as u32;
-                (
-                    Grid::Matvec(product_invocations(p.n_out, swiglu)),
-                    Binds::ParamsNoStep,
-                )
-            }
-            _ => {
-                let grid = Grid::Matmul {
-                    n_out: p.n_out,
-                    t_base: p.t_base,
-                    t_count: p.t_count,
-                };
-                (grid, Binds::ParamsStep)
-            }
+        let grid = Grid::Matmul {
+            n_out: p.n_out,
+            t_base: p.t_base,
+            t_count: p.t_count,
         };
         self.specs.push(Spec {
-            kernel,
+            kernel: Kernel::Matmul,
             variant: w.ty.id(),
             params: bytemuck::bytes_of(&p).to_vec(),
             resources: with_weight(w, [x, y.binding()]),
             grid,
-            binds,
+            binds: Binds::ParamsStep,
         });
         self.specs.len() - 1
     }

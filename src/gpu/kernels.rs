@@ -143,7 +143,12 @@ pub struct ProductParams {
     /// uniform window (which starts at row `t_base`). matvec.wgsl ignores them.
     pub t_base: u32,
     pub t_count: u32,
-    pub _pad: [u32; 2],
+    /// matvec.wgsl: x is γ ⊙ h and the sums are scaled by 1 / rms(h), from this many
+    /// partial sums of h² that a [`ProductMode::AccumulateForNorm`] product wrote (0: x is
+    /// used as it is).
+    pub norm_parts: u32,
+    /// The RMSNorm's ε, with `norm_parts`.
+    pub eps: f32,
 }
 
 /// WebGPU's largest `minUniformBufferOffsetAlignment` (a power of two): offsets that are
@@ -181,7 +186,8 @@ impl ProductParams {
             row0,
             t_base: 0,
             t_count: 1,
-            _pad: [0; 2],
+            norm_parts: 0,
+            eps: 0.0,
         }
     }
 }
@@ -195,6 +201,10 @@ pub enum ProductMode {
     Accumulate = 1,
     /// y = silu(W_gate·x) · W_up·x, W_gate and W_up stacked (`n_out` rows each); matvec only.
     SwiGlu = 2,
+    /// y += W·x, then the first half of the RMSNorm that follows: xn = γ ⊙ y, and each
+    /// workgroup's Σ y² into `parts` (the second half is `norm_parts` of the next product);
+    /// matvec only.
+    AccumulateForNorm = 3,
 }
 
 /// Weight rows one matvec.wgsl or matmul.wgsl invocation computes (`ROWS`).
