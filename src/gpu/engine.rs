@@ -306,8 +306,7 @@ impl GpuEngine {
     /// return at once — dispatched as many times as a decode step has dispatches, in one
     /// submit, against once. The decode step cannot run faster than `1 / (dispatches ×
     /// this)`. For benchmarks; it overwrites 4 gate activations, which the next forward
-    /// recomputes. (Until session 7 the probe was the final RMSNorm, whose own work on
-    /// lavapipe was most of the figure.)
+    /// recomputes.
     pub async fn time_dispatch_overhead(&mut self, iters: usize) -> Result<f64, EngineError> {
         let a = &self.act;
         let mut b = OpBuilder::default();
@@ -1147,7 +1146,7 @@ impl<'a> OpBuilder<'a> {
                 p.t_base = t_base as u32;
                 p.t_count = rows as u32;
                 let window = x.window(t_base as u64 * row_bytes);
-                self.push_product(wt.0, p, window, y)
+                self.push_matmul(wt.0, p, window, y)
             })
             .collect()
     }
@@ -1164,6 +1163,7 @@ impl<'a> OpBuilder<'a> {
         let [gamma, xn, parts] = match link {
             Link::None => [y, y, y],
             Link::Produce { gamma, xn, parts } => {
+                debug_assert_eq!(p.mode, ProductMode::Accumulate as u32);
                 p.mode = ProductMode::AccumulateForNorm as u32;
                 [gamma, xn, parts]
             }
@@ -1186,7 +1186,7 @@ impl<'a> OpBuilder<'a> {
         self.specs.len() - 1
     }
 
-    fn push_product(
+    fn push_matmul(
         &mut self,
         w: &'a Weight,
         p: ProductParams,
