@@ -30,6 +30,7 @@ struct Activations {
     x: Buf,          // [T][dim] residual stream
     xb: Buf,         // [T][dim] normalised (also bound as a uniform window by matvec)
     norm_parts: Buf, // [⌈dim's matvec invocations / 32⌉] decode: Σ x² by workgroup (matvec.wgsl)
+    spare: Buf,      // 2 × 256 bytes bound where a matvec does not use its γ and xn bindings
     q: Buf,          // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
     k0: Buf,         // [T][G0][hd] native-head K projection
     v0: Buf,         // [T][G0][hd]
@@ -309,7 +310,7 @@ impl GpuEngine {
     /// recomputes.
     pub async fn time_dispatch_overhead(&mut self, iters: usize) -> Result<f64, EngineError> {
         let a = &self.act;
-        let mut b = OpBuilder::default();
+        let mut b = OpBuilder::new(&self.act);
         let params = SwiGluParams {
             ffn_dim: 4,
             _pad: [0; 3],
@@ -386,7 +387,7 @@ impl GpuEngine {
 
     /// Builds every op of the forward for the current grouping.
     fn build_ops(&self) -> Result<Ops, EngineError> {
-        let mut b = OpBuilder::default();
+        let mut b = OpBuilder::new(&self.act);
         let cfg = &self.cfg;
         let a = &self.act;
         let (dim, vocab) = (cfg.dim as u32, cfg.vocab_size as u32);
@@ -472,15 +473,10 @@ impl GpuEngine {
         // Decode splits each RMSNorm after a residual add over the two products around it
         // (`Link`); the first layer's comes after the embedding and keeps its dispatch.
         let consume = Link::Consume {
-            parts: &a.norm_parts,
             count: norm_parts(cfg),
             eps: cfg.rms_eps,
         };
-        let produce = |gamma| Link::Produce {
-            gamma,
-            xn: &a.xb,
-            parts: &a.norm_parts,
-        };
+        let produce = |gamma| Link::Produce { gamma, xn: &a.xb };
         for (l, w) in self.layers.iter().enumerate() {
             let first = ops.len();
             let mut link = consume;
@@ -927,6 +923,10 @@ fn norm_parts(cfg: &ModelConfig) -> u32 {
     product_invocations(cfg.dim as u32, false).div_ceil(MATVEC_WORKGROUP)
 }
 
+/// Bytes of each of the two ranges of `Activations::spare` (a multiple of every device's
+/// storage offset alignment, which WebGPU caps at 256).
+const SPARE_RANGE: u64 = 256;
+
 /// How a decode product takes part in an RMSNorm split over two products (matvec.wgsl):
 /// the one that adds to the residual stream leaves xn = γ ⊙ x and Σ x² by workgroup, the one
 /// after reads xn as its input and scales by 1 / rms(x). Prefill keeps rmsnorm.wgsl.
@@ -935,17 +935,9 @@ enum Link<'a> {
     /// x is used as it is.
     None,
     /// Mode [`ProductMode::AccumulateForNorm`] with the next norm's γ.
-    Produce {
-        gamma: &'a Buf,
-        xn: &'a Buf,
-        parts: &'a Buf,
-    },
+    Produce { gamma: &'a Buf, xn: &'a Buf },
     /// x is γ ⊙ h; `count` parts of Σ h².
-    Consume {
-        parts: &'a Buf,
-        count: u32,
-        eps: f32,
-    },
+    Consume { count: u32, eps: f32 },
 }
 
 impl Activations {
@@ -981,6 +973,7 @@ impl Activations {
             x: s("x", t * dim)?,
             xb: gpu.activation("xb", t * dim * f)?,
             norm_parts: s("norm parts", norm_parts(cfg) as u64)?,
+            spare: s("unused matvec bindings", 2 * SPARE_RANGE / f)?,
             q: gpu.activation("q", t * nh * hd * f)?,
             qkv: gpu.activation("qkv", (nh + 2 * g0) * hd * f)?,
             k0: s("k0", t * g0 * hd)?,
@@ -1064,9 +1057,10 @@ impl Grid {
 
 /// Collects ops and their uniform parameters, then creates the uniform buffer and the bind
 /// groups in one go.
-#[derive(Default)]
 struct OpBuilder<'a> {
     specs: Vec<Spec<'a>>,
+    /// Bound by every matvec: `spare` and `norm_parts` (see [`OpBuilder::push_matvec`]).
+    act: &'a Activations,
 }
 
 struct Spec<'a> {
@@ -1102,6 +1096,13 @@ fn with_weight<'a, const N: usize>(
 }
 
 impl<'a> OpBuilder<'a> {
+    fn new(act: &'a Activations) -> Self {
+        OpBuilder {
+            specs: Vec::new(),
+            act,
+        }
+    }
+
     fn rmsnorm(&mut self, cfg: &ModelConfig, a: &'a Activations, weight: &'a Buf) -> usize {
         let p = RmsNormParams {
             dim: cfg.dim as u32,
@@ -1135,7 +1136,7 @@ impl<'a> OpBuilder<'a> {
     ) -> Vec<usize> {
         let mut p = ProductParams::new(n_in, n_out, mode, wt.1);
         if decode {
-            return vec![self.push_matvec(wt.0, p, x, y, link)];
+            return vec![self.push_matvec(wt.0, p, (x, y), link)];
         }
         // check_shapes makes sure a window holds at least one aligned row.
         let rows = window_tokens(n_in as usize, UNIFORM_ALIGN).unwrap_or(1);
@@ -1151,30 +1152,33 @@ impl<'a> OpBuilder<'a> {
             .collect()
     }
 
-    /// A matvec.wgsl op; y stands in for the norm buffers a `link` does not use.
+    /// A matvec.wgsl op. Where `link` does not use the γ and xn bindings, two ranges of
+    /// `spare` stand in: WebGPU forbids binding one buffer range to two writable bindings of
+    /// a dispatch (wgpu natively allows it, Chromium's Dawn does not).
     fn push_matvec(
         &mut self,
         w: &'a Weight,
         mut p: ProductParams,
-        x: &'a Buf,
-        y: &'a Buf,
+        (x, y): (&'a Buf, &'a Buf),
         link: Link<'a>,
     ) -> usize {
-        let [gamma, xn, parts] = match link {
-            Link::None => [y, y, y],
-            Link::Produce { gamma, xn, parts } => {
+        let (spare, parts) = (&self.act.spare, &self.act.norm_parts);
+        let unused = || [0, 1].map(|i| spare.range(i * SPARE_RANGE, SPARE_RANGE));
+        let [gamma, xn] = match link {
+            Link::None => unused(),
+            Link::Produce { gamma, xn } => {
                 debug_assert_eq!(p.mode, ProductMode::Accumulate as u32);
                 p.mode = ProductMode::AccumulateForNorm as u32;
-                [gamma, xn, parts]
+                [gamma.binding(), xn.binding()]
             }
-            Link::Consume { parts, count, eps } => {
+            Link::Consume { count, eps } => {
                 (p.norm_parts, p.eps) = (count, eps);
-                [y, y, parts]
+                unused()
             }
         };
         let swiglu = p.mode == ProductMode::SwiGlu as u32;
         let rest = [x.uniform_window(), y.binding()];
-        let norm = [gamma, xn, parts].map(|b| b.binding());
+        let norm = [gamma, xn, parts.binding()];
         self.specs.push(Spec {
             kernel: Kernel::Matvec,
             variant: w.ty.id(),
