@@ -26,9 +26,9 @@ struct Params {
 // bindings 2, 3: the weight textures (quant.wgsl)
 @group(0) @binding(4) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
-// Only mode 3 reads γ and writes xn; the other modes have y bound there. (γ is only read, but
-// declared read_write so that y can stand in: a buffer bound writable may not also be bound
-// read-only.)
+// Only mode 3 reads γ and writes xn; for the other modes the engine binds two ranges of one
+// spare buffer there. (γ is only read, but declared read_write so that one buffer can stand
+// in for both: a buffer bound writable may not also be bound read-only.)
 @group(0) @binding(6) var<storage, read_write> gamma: array<f32>;
 @group(0) @binding(7) var<storage, read_write> xn: array<f32>;
 @group(0) @binding(8) var<storage, read_write> parts: array<f32>;
