@@ -89,6 +89,12 @@ impl Tex {
 }
 
 impl Gpu {
+    /// Whether the adapter is a GPU emulated on the CPU (lavapipe natively; in the browser the
+    /// fallback adapter, e.g. SwiftShader).
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// Opens the default adapter (`WGPU_BACKEND` etc. are honoured natively) with its real limits.
     pub async fn new() -> Result<Self, GpuError> {
         let instance =
