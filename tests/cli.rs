@@ -231,6 +231,62 @@ fn bench_prints_figures() {
     }
 }
 
+/// The GPU figures the benchmark reports per G and context, and how they hang together. No
+/// speed is asserted, only that each figure is there and is what its name says.
+#[test]
+fn gpu_bench_reports_its_figures() {
+    let v = json(&[
+        "bench",
+        "--backend",
+        "gpu",
+        "--groups",
+        "1,9",
+        "--contexts",
+        "8,16",
+        "--decode-tokens",
+        "1",
+        "--prefill-tokens",
+        "4",
+        "--json",
+    ]);
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let f = |r: &Value, k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
+    let weights = f(&rows[0], "bytes_read_per_token") - f(&rows[0], "kv_cache_bytes");
+    let dispatches = rows[0]["dispatches_per_token"].as_u64().unwrap();
+    // Each of the 30 layers: Q|K|V, kv_store, attention, its reduction, output, gate|up, down.
+    assert!(
+        dispatches >= 30 * 7,
+        "{dispatches} dispatches per decode step"
+    );
+    for r in rows {
+        // Bytes read per decode step: all weights once, plus the K and V rows so far.
+        let kv = f(r, "kv_cache_bytes");
+        assert_eq!(f(r, "bytes_read_per_token") - kv, weights, "{r}");
+        let gbps = f(r, "bytes_read_per_token") * f(r, "decode_tokens_per_second") / 1e9;
+        assert!((f(r, "effective_gb_per_second") - gbps).abs() <= 1e-9 * gbps.max(1.0));
+        assert_eq!(r["dispatches_per_token"].as_u64(), Some(dispatches));
+        assert_eq!(r["submits_per_token"], 1);
+        assert_eq!(r["readback_bytes_per_token"], 4);
+        assert!(f(r, "attention_ms_per_token") > 0.0);
+        let by_kernel = r["decode_ms_per_token_by_kernel"].as_object().unwrap();
+        for k in [
+            "attention_decode",
+            "attention_reduce",
+            "kv_store",
+            "matvec",
+            "argmax",
+        ] {
+            assert!(by_kernel[k].as_f64().unwrap() > 0.0, "{k} in {r}");
+        }
+    }
+    // G = 9 keeps 9 KV heads per layer where G = 1 keeps one.
+    assert_eq!(
+        f(&rows[2], "kv_cache_bytes"),
+        9.0 * f(&rows[0], "kv_cache_bytes")
+    );
+}
+
 #[test]
 fn bad_input_gets_a_clear_error() {
     let e = fails(&["generate", "--prompt", ""]);

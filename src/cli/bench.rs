@@ -61,9 +61,9 @@ impl Bench {
         let cfg = e.config().clone();
         let kv_read = kv_cache_bytes(&cfg, e.grouping().groups(), e.len(), 4);
         let bytes = e.weight_bytes() + kv_read;
-        let attention_ms = pollster::block_on(e.time_attention(4))?;
-        let overhead_us = pollster::block_on(e.time_dispatch_overhead(4))?;
-        let by_kernel: serde_json::Map<String, Value> = pollster::block_on(e.time_kernels(4))?
+        let attention_ms = pollster::block_on(e.time_attention(5))?;
+        let overhead_us = pollster::block_on(e.time_dispatch_overhead(5))?;
+        let by_kernel: serde_json::Map<String, Value> = pollster::block_on(e.time_kernels(5))?
             .into_iter()
             .map(|(k, ms)| (k.to_string(), json!(ms)))
             .collect();

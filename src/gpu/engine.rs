@@ -270,8 +270,8 @@ impl GpuEngine {
     }
 
     /// Milliseconds per decode step spent in attention (attention + its reduction, all
-    /// layers) at the current sequence length: those kernels alone, `iters` steps, one submit
-    /// each, waited for. For benchmarks.
+    /// layers) at the current sequence length: those kernels alone, the median of `iters` steps,
+    /// one submit each, waited for. For benchmarks.
     pub async fn time_attention(&mut self, iters: usize) -> Result<f64, EngineError> {
         let ops = &self.ops;
         let attention: Vec<&Op> = ops
@@ -327,8 +327,9 @@ impl GpuEngine {
         Ok((t_many - t_one).max(0.0) * 1e3 / (n - 1).max(1) as f64)
     }
 
-    /// Milliseconds per submit of `ops` (one compute pass, waited for by a 4-byte readback),
-    /// averaged over `iters` submits, at the current sequence length.
+    /// Milliseconds per submit of `ops` (one compute pass, waited for by a 4-byte readback) at
+    /// the current sequence length: the median of `iters` submits, so that one submit slowed
+    /// by the rest of the machine does not move the figure.
     async fn time_ops(&self, ops: &[&Op], iters: usize) -> Result<f64, EngineError> {
         let n_chunks = (self.len + 1).div_ceil(ATTENTION_CHUNK) as u32;
         let step = Step {
@@ -340,8 +341,9 @@ impl GpuEngine {
         self.gpu
             .queue
             .write_buffer(&self.act.step.buffer, 0, bytemuck::bytes_of(&step));
-        let t0 = web_time::Instant::now();
+        let mut ms = Vec::with_capacity(iters.max(1));
         for _ in 0..iters.max(1) {
+            let t0 = web_time::Instant::now();
             let mut enc = self.gpu.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -358,8 +360,10 @@ impl GpuEngine {
             self.gpu
                 .submit_and_read(enc, &self.act.staging.buffer, 4)
                 .await?;
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
         }
-        Ok(t0.elapsed().as_secs_f64() * 1e3 / iters.max(1) as f64)
+        ms.sort_by(f64::total_cmp);
+        Ok(ms[ms.len() / 2])
     }
 
     /// Regroups to `groups` KV heads: a new, empty cache at the new size and a new pooling
