@@ -69,6 +69,12 @@ pub trait Engine {
     ) -> Result<u32, EngineError> {
         Ok(sample(&self.forward(ids, false)?, p, step))
     }
+    /// The next token of `gen` (its bookkeeping updated), or `None` once done. By default
+    /// each step is fed and waited for; the GPU engine submits the step after it before
+    /// reading the token (`gpu/engine/ahead.rs`), with the same tokens.
+    fn generate_next(&mut self, gen: &mut Generator) -> Result<Option<u32>, EngineError> {
+        gen.step_waiting(self)
+    }
     /// KV-cache bytes of the live sequence.
     fn kv_cache_bytes(&self) -> u64 {
         kv_cache_bytes(
@@ -190,8 +196,23 @@ impl Generator {
             self.generated.len() >= self.params.max_tokens || Some(id) == self.params.stop_token;
     }
 
-    /// Produces the next token, or `None` once done.
+    /// Whether a token after the one sampled at `step` may be wanted (it is, unless that one
+    /// is the stop token): a backend may start on it early ([`Engine::generate_next`]).
+    pub fn may_want_after(&self, step: u32) -> bool {
+        (step as usize) + 1 < self.params.max_tokens
+    }
+
+    /// Produces the next token, or `None` once done, as the engine chooses to
+    /// ([`Engine::generate_next`]: the GPU decodes one step ahead).
     pub fn step(&mut self, engine: &mut dyn Engine) -> Result<Option<u32>, EngineError> {
+        engine.generate_next(self)
+    }
+
+    /// Produces the next token, or `None` once done: the input fed and the token waited for.
+    pub fn step_waiting<E: Engine + ?Sized>(
+        &mut self,
+        engine: &mut E,
+    ) -> Result<Option<u32>, EngineError> {
         let sampling = self.params.sampling;
         let Some((ids, step)) = self.next_input() else {
             return Ok(None);

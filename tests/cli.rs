@@ -244,7 +244,7 @@ fn gpu_bench_reports_its_figures() {
         "--contexts",
         "8,16",
         "--decode-tokens",
-        "1",
+        "2",
         "--prefill-tokens",
         "4",
         "--json",
@@ -269,6 +269,9 @@ fn gpu_bench_reports_its_figures() {
         assert_eq!(r["submits_per_token"], 1);
         assert_eq!(r["readback_bytes_per_token"], 4);
         assert!(f(r, "attention_ms_per_token") > 0.0);
+        // Decode one step ahead is measured whatever the adapter's default.
+        assert!(f(r, "decode_ahead_tokens_per_second") > 0.0);
+        assert!(r["decode_ahead_by_default"].is_boolean(), "{r}");
         let by_kernel = r["decode_ms_per_token_by_kernel"].as_object().unwrap();
         for k in [
             "attention_decode",

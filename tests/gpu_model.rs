@@ -1,6 +1,6 @@
 //! The whole model on the GPU (lavapipe in CI) against the CPU oracle and the fixtures:
-//! per-layer hidden states, greedy tokens at G = 1, 3, 9, perplexity, and memory that stays
-//! flat across 50 regroupings.
+//! per-layer hidden states, greedy tokens at G = 1, 3, 9, perplexity, decoding one step ahead
+//! against waiting for each step, and memory that stays flat across 50 regroupings.
 //!
 //! Tolerances: hidden states |Δ| ≤ 1e-3·(1 + |x|) (f32 with other summation orders, through
 //! up to 30 blocks); greedy tokens equal, except after a step whose CPU top-1/top-2 margin is
@@ -11,9 +11,10 @@ mod common;
 
 use common::{fixture, ids};
 use gqa_lab::cpu::CpuEngine;
-use gqa_lab::engine::{perplexity, Engine};
+use gqa_lab::engine::{perplexity, Engine, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
 use gqa_lab::gpu::GpuEngine;
+use gqa_lab::sampling::SamplingParams;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 const LOGIT_TOL: f32 = 1e-2;
@@ -139,6 +140,95 @@ fn perplexity_per_g_matches_the_cpu_oracle() {
             "G={groups}"
         );
     }
+}
+
+/// Generates from `prompt` at G = 3, each step fed and waited for ([`Generator::step_waiting`])
+/// or one step ahead ([`GpuEngine::next_token`]), regrouping to `regroup.1` once `regroup.0`
+/// tokens are out; returns the tokens and the positions filled at the end.
+fn generate(
+    g: &mut GpuEngine,
+    prompt: &[u32],
+    params: GenerateParams,
+    ahead: bool,
+    regroup: Option<(usize, usize)>,
+) -> (Vec<u32>, usize) {
+    g.set_groups(3).unwrap();
+    g.set_decode_ahead(ahead);
+    let mut gen = Generator::new(&mut *g, prompt.to_vec(), params).unwrap();
+    let mut regroup = regroup;
+    loop {
+        if let Some((after, groups)) = regroup.filter(|r| gen.generated().len() == r.0) {
+            assert_eq!(
+                g.in_flight(),
+                usize::from(ahead && after > 0),
+                "a step is ahead"
+            );
+            gen.regroup(&mut *g, groups).unwrap();
+            regroup = None;
+        }
+        let next = if ahead {
+            pollster::block_on(g.next_token(&mut gen))
+        } else {
+            gen.step_waiting(&mut *g)
+        };
+        if next.unwrap().is_none() {
+            break;
+        }
+    }
+    assert_eq!(g.in_flight(), 0, "nothing is left in flight once done");
+    (gen.generated().to_vec(), g.len())
+}
+
+#[test]
+fn decoding_ahead_gives_the_tokens_of_waiting() {
+    let prompt = ids(&fixture("regroup.json")["prompts"][0]["prompt_ids"]);
+    let mut g = gpu();
+    let default = g.decode_ahead();
+    let greedy = GenerateParams {
+        max_tokens: 10,
+        sampling: SamplingParams::greedy(),
+        stop_token: None,
+    };
+    let sampled = GenerateParams {
+        sampling: SamplingParams {
+            temperature: 0.9,
+            top_k: 40,
+            top_p: 0.95,
+            seed: 7,
+        },
+        ..greedy
+    };
+    let (plain, _) = generate(&mut g, &prompt, greedy, false, None);
+    // A stop token that first comes mid-run: the step submitted after it is dropped.
+    let stop_at = (2..plain.len())
+        .find(|&i| !plain[..i].contains(&plain[i]))
+        .expect("a token not seen before");
+    let stopping = GenerateParams {
+        stop_token: Some(plain[stop_at]),
+        ..greedy
+    };
+    for (name, params, regroup) in [
+        ("greedy", greedy, None),
+        ("sampled", sampled, None),
+        ("stop token", stopping, None),
+        ("G 3 → 1 after 4 tokens", greedy, Some((4, 1))),
+        ("G 3 → 9 after 6 tokens, sampled", sampled, Some((6, 9))),
+    ] {
+        let waited = generate(&mut g, &prompt, params, false, regroup);
+        let ahead = generate(&mut g, &prompt, params, true, regroup);
+        assert_eq!(ahead, waited, "{name}: tokens and positions filled");
+        assert_eq!(
+            ahead.1,
+            prompt.len() + ahead.0.len() - 1,
+            "{name}: positions"
+        );
+    }
+    assert_eq!(
+        generate(&mut g, &prompt, stopping, true, None).0.len(),
+        stop_at + 1
+    );
+    g.set_decode_ahead(default);
+    g.set_groups(3).unwrap();
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //!
 //! Per row: prefill tokens/s (a real prefill of `min(context, --prefill-tokens)` tokens), then
 //! decode tokens/s at the given context (the positions before it are taken as filled, see
-//! [`Engine::skip_to`], so a slow backend need not prefill 4096 tokens first), the KV-cache
+//! [`Engine::skip_to`], so a slow backend need not prefill 4096 tokens first; each step fed
+//! and waited for and, on the GPU, again one step ahead), the KV-cache
 //! bytes at that context and, on the GPU, attention time per token, dispatches and submits
 //! per token, the cost of one dispatch beyond its work (and the ceiling it puts on decode),
 //! bytes read per token and the effective bandwidth.
@@ -12,7 +13,7 @@ use super::{print_json, Backend};
 use anyhow::{bail, Result};
 use clap::Args;
 use gqa_lab::cpu::CpuEngine;
-use gqa_lab::engine::Engine;
+use gqa_lab::engine::{Engine, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
 use gqa_lab::gpu::GpuEngine;
 use gqa_lab::model::{kv_cache_bytes, ModelConfig};
@@ -53,6 +54,32 @@ impl Bench {
         }
     }
 
+    /// On the GPU, seconds per token of `n` greedy tokens decoded from position `ctx` one step
+    /// ahead (each step submitted before the token that feeds it is read back; see
+    /// `gpu/engine/ahead.rs`), starting from `first`, whatever the adapter's default.
+    fn decode_ahead(&mut self, ctx: usize, first: u32, n: usize) -> Result<Option<f64>> {
+        let Bench::Gpu(e) = self else {
+            return Ok(None);
+        };
+        e.skip_to(ctx)?;
+        let params = GenerateParams {
+            max_tokens: n,
+            sampling: SamplingParams::greedy(),
+            stop_token: None,
+        };
+        let room = e.capacity() - ctx;
+        let mut gen = Generator::with_limits(vec![first], params, e.config().vocab_size, room)?;
+        let default = e.decode_ahead();
+        e.set_decode_ahead(true);
+        let t = Instant::now();
+        let result = (|| {
+            while pollster::block_on(e.next_token(&mut gen))?.is_some() {}
+            Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() / n as f64)
+        })();
+        e.set_decode_ahead(default);
+        result.map(Some)
+    }
+
     /// GPU figures for a decode step at the current length that took `decode_s`.
     fn gpu_figures(&mut self, decode_s: f64) -> Result<Value> {
         let Bench::Gpu(e) = self else {
@@ -69,6 +96,7 @@ impl Bench {
             .collect();
         let dispatches = e.dispatches_per_token();
         Ok(json!({
+            "decode_ahead_by_default": e.decode_ahead(),
             "attention_ms_per_token": attention_ms,
             "decode_ms_per_token_by_kernel": by_kernel,
             "dispatches_per_token": dispatches,
@@ -124,6 +152,8 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
                 next = e.forward_sample(&[next], &greedy, step as u32 + 1)?;
             }
             let decode_s = t1.elapsed().as_secs_f64() / a.decode_tokens as f64;
+            let ahead_s = bench.decode_ahead(ctx, next, a.decode_tokens)?;
+            let e = bench.engine();
             e.skip_to(ctx)?;
             let mut row = json!({
                 "groups": groups,
@@ -134,6 +164,9 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
                 "kv_cache_bytes": kv_cache_bytes(&cfg, groups, ctx, e.kv_bytes_per_element()),
                 "kv_bytes_per_element": e.kv_bytes_per_element(),
             });
+            if let (Value::Object(r), Some(s)) = (&mut row, ahead_s) {
+                r.insert("decode_ahead_tokens_per_second".into(), json!(1.0 / s));
+            }
             if let (Value::Object(r), Value::Object(extra)) =
                 (&mut row, bench.gpu_figures(decode_s)?)
             {
@@ -155,17 +188,18 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     }
     println!("backend {} — {device}", bench.engine().name());
     println!(
-        "{:>3} {:>8} {:>14} {:>14} {:>14} {:>14}",
-        "G", "context", "prefill tok/s", "decode tok/s", "KV bytes", "attn ms/tok"
+        "{:>3} {:>8} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "G", "context", "prefill tok/s", "decode tok/s", "ahead tok/s", "KV bytes", "attn ms/tok"
     );
     for r in &rows {
         let f = |k: &str| r[k].as_f64().map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "{:>3} {:>8} {:>14} {:>14} {:>14} {:>14}",
+            "{:>3} {:>8} {:>14} {:>14} {:>14} {:>14} {:>14}",
             r["groups"].as_u64().unwrap_or(0),
             r["context"].as_u64().unwrap_or(0),
             f("prefill_tokens_per_second"),
             f("decode_tokens_per_second"),
+            f("decode_ahead_tokens_per_second"),
             r["kv_cache_bytes"].as_u64().unwrap_or(0),
             f("attention_ms_per_token")
         );

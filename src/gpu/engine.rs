@@ -10,6 +10,8 @@ use crate::gguf::{Gguf, TensorInfo};
 use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
 use crate::sampling::SamplingParams;
 
+mod ahead;
+
 /// Tokens per prefill submit; longer inputs run in several.
 pub const PREFILL_CHUNK: usize = 128;
 
@@ -95,6 +97,25 @@ struct BodySpec {
     attention: Vec<usize>,
 }
 
+/// Where a forward's input tokens come from.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// Written from the CPU.
+    Ids(&'a [u32]),
+    /// The one token the previous submit sampled, copied on the GPU from `token_out`
+    /// (decoding ahead, see `ahead.rs`).
+    Sampled,
+}
+
+impl Input<'_> {
+    fn len(self) -> usize {
+        match self {
+            Input::Ids(ids) => ids.len(),
+            Input::Sampled => 1,
+        }
+    }
+}
+
 /// What a forward returns.
 #[derive(Clone, Copy)]
 enum Want {
@@ -121,6 +142,11 @@ pub struct GpuEngine {
     act: Activations,
     cache: KvCache,
     ops: Ops,
+    /// Decoding ahead (`ahead.rs`): submitted steps whose sampled token is not read yet,
+    /// oldest first, and 4-byte readback buffers free for reuse.
+    in_flight: std::collections::VecDeque<ahead::InFlight>,
+    readbacks: Vec<Buf>,
+    decode_ahead: bool,
 }
 
 /// Every dispatch of a forward, bound to the engine's buffers for the current grouping
@@ -219,6 +245,7 @@ impl GpuEngine {
         };
         let output_norm = upload_f32(&gpu, g, t.output_norm)?;
         gpu.check()?;
+        let gpu_is_software = gpu.is_software();
         let mut e = GpuEngine {
             gpu,
             cfg,
@@ -233,6 +260,9 @@ impl GpuEngine {
             act,
             cache,
             ops: Ops::default(),
+            in_flight: Default::default(),
+            readbacks: Vec::new(),
+            decode_ahead: !gpu_is_software,
         };
         e.ops = e.build_ops()?;
         Ok(e)
@@ -377,6 +407,7 @@ impl GpuEngine {
             ))
             .into());
         }
+        self.drop_ahead();
         self.ops = Ops::default();
         // Free the old cache before allocating the new one (peak memory = the larger of the two).
         self.cache.k.clear();
@@ -683,9 +714,15 @@ impl GpuEngine {
 
     /// Records one chunk of ≤ PREFILL_CHUNK tokens at position `self.len`: the embedding and
     /// the blocks (only the first `body_ops` ops if given), then `tail`.
-    fn record(&self, ids: &[u32], tail: &[Op], body_ops: Option<usize>) -> wgpu::CommandEncoder {
-        let t = ids.len() as u32;
-        let n_chunks = (self.len + ids.len()).div_ceil(ATTENTION_CHUNK) as u32;
+    fn record(
+        &self,
+        input: Input<'_>,
+        tail: &[Op],
+        body_ops: Option<usize>,
+    ) -> wgpu::CommandEncoder {
+        let n = input.len();
+        let t = n as u32;
+        let n_chunks = (self.len + n).div_ceil(ATTENTION_CHUNK) as u32;
         let step = Step {
             pos0: self.len as u32,
             n_tokens: t,
@@ -695,21 +732,32 @@ impl GpuEngine {
         self.gpu
             .queue
             .write_buffer(&self.act.step.buffer, 0, bytemuck::bytes_of(&step));
-        self.gpu
-            .queue
-            .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids));
         let mut enc = self
             .gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("forward"),
             });
+        match input {
+            Input::Ids(ids) => {
+                self.gpu
+                    .queue
+                    .write_buffer(&self.act.tokens.buffer, 0, bytemuck::cast_slice(ids))
+            }
+            Input::Sampled => enc.copy_buffer_to_buffer(
+                &self.act.token_out.buffer,
+                0,
+                &self.act.tokens.buffer,
+                0,
+                4,
+            ),
+        }
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("forward"),
                 timestamp_writes: None,
             });
-            let all = self.body(ids.len());
+            let all = self.body(n);
             let body = &all[..body_ops.unwrap_or(all.len())];
             for op in body.iter().chain(tail) {
                 op.dispatch(&mut pass, t, n_chunks);
@@ -718,7 +766,24 @@ impl GpuEngine {
         enc
     }
 
+    /// Writes the uniform of `sample.wgsl` for the next submit.
+    fn write_sampling(&self, p: &SamplingParams, step: u32) {
+        let u = SamplingUniform {
+            vocab: self.cfg.vocab_size as u32,
+            top_k: p.top_k.min(u32::MAX as usize) as u32,
+            top_p: p.top_p,
+            temperature: p.temperature,
+            seed: p.seed,
+            step,
+            _pad: [0; 2],
+        };
+        self.gpu
+            .queue
+            .write_buffer(&self.act.sampling.buffer, 0, bytemuck::bytes_of(&u));
+    }
+
     async fn run(&mut self, ids: &[u32], want: Want) -> Result<Vec<u8>, EngineError> {
+        self.drop_ahead();
         self.validate(ids)?;
         self.gpu.check()?;
         let vocab = self.cfg.vocab_size as u64;
@@ -733,20 +798,9 @@ impl GpuEngine {
                 _ => &[],
             };
             if let (Want::Sampled(p, step), true) = (want, last) {
-                let u = SamplingUniform {
-                    vocab: vocab as u32,
-                    top_k: p.top_k.min(u32::MAX as usize) as u32,
-                    top_p: p.top_p,
-                    temperature: p.temperature,
-                    seed: p.seed,
-                    step,
-                    _pad: [0; 2],
-                };
-                self.gpu
-                    .queue
-                    .write_buffer(&self.act.sampling.buffer, 0, bytemuck::bytes_of(&u));
+                self.write_sampling(&p, step);
             }
-            let mut enc = self.record(chunk, tail, None);
+            let mut enc = self.record(Input::Ids(chunk), tail, None);
             let (src, size) = match want {
                 Want::AllLogits => (&self.act.logits, chunk.len() as u64 * vocab * 4),
                 Want::LastLogits if last => (&self.act.logits, vocab * 4),
@@ -820,7 +874,7 @@ impl GpuEngine {
     /// The residual stream after every block for `ids` fed from an empty cache:
     /// `[n_layers][T·dim]` (T ≤ PREFILL_CHUNK). One submit; for comparing with the CPU oracle.
     pub async fn hidden_states(&mut self, ids: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
-        self.len = 0;
+        self.reset();
         self.validate(ids)?;
         if ids.len() > PREFILL_CHUNK {
             return Err(EngineError::ContextFull {
@@ -839,7 +893,7 @@ impl GpuEngine {
             1 => &self.ops.decode_layers,
             _ => &self.ops.prefill_layers,
         };
-        let mut enc = self.record(ids, &[], Some(layers[0].end));
+        let mut enc = self.record(Input::Ids(ids), &[], Some(layers[0].end));
         for (l, ops) in layers.iter().enumerate() {
             if l > 0 {
                 let t = ids.len() as u32;
@@ -880,8 +934,19 @@ impl GpuEngine {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Empties the cache (a step submitted ahead is dropped).
     pub fn reset(&mut self) {
+        self.drop_ahead();
         self.len = 0;
+    }
+
+    /// Takes the sequence to be `len` tokens long (for benchmarks: the cache holds whatever it
+    /// holds, which does not change the work).
+    pub fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
+        self.drop_ahead();
+        crate::cpu::check_len(len, self.capacity)?;
+        self.len = len;
+        Ok(())
     }
 }
 
@@ -1326,15 +1391,13 @@ impl crate::engine::Engine for GpuEngine {
         self.len
     }
     fn reset(&mut self) {
-        self.len = 0;
+        GpuEngine::reset(self)
     }
     fn kv_bytes_per_element(&self) -> usize {
         4
     }
     fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
-        crate::cpu::check_len(len, self.capacity)?;
-        self.len = len;
-        Ok(())
+        GpuEngine::skip_to(self, len)
     }
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
         pollster::block_on(self.forward_logits(ids, all_logits))
@@ -1346,5 +1409,11 @@ impl crate::engine::Engine for GpuEngine {
         step: u32,
     ) -> Result<u32, EngineError> {
         pollster::block_on(self.sample_next(ids, p, step))
+    }
+    fn generate_next(
+        &mut self,
+        gen: &mut crate::engine::Generator,
+    ) -> Result<Option<u32>, EngineError> {
+        pollster::block_on(self.next_token(gen))
     }
 }

@@ -62,7 +62,8 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
         "building the tokenizer and uploading the weights to the GPU".into(),
     ));
     yield_now().await;
-    let (mut s, info) = session::open(&loaded.bytes, &name, &loaded.sha256).await?;
+    let ahead = ui.settings.with_untracked(|s| s.ahead);
+    let (mut s, info) = session::open(&loaded.bytes, &name, &loaded.sha256, ahead).await?;
     drop(loaded);
     let valid = info.cfg.valid_groups();
     let wanted = ui.groups.get_untracked();

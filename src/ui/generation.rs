@@ -41,8 +41,12 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
     s.engine.reset();
     let mut text = TokenStream::new();
     let mut run = Measured::default();
+    // When the last token came: decode speed is measured between tokens, as the page sees
+    // them (the GPU runs ahead while the page shows a token and yields).
+    let mut last_token_ms: Option<f64> = None;
     while !gen.is_done() {
         if ui.stop.get_untracked() {
+            s.engine.drop_ahead();
             return Ok(Outcome::Stopped);
         }
         if let Some(g) = ui.pending_groups.get_untracked() {
@@ -53,14 +57,15 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
             }
         }
         let prefill = gen.is_prefill_next();
-        let sampling = *gen.sampling();
-        let Some((ids, step)) = gen.next_input() else {
+        let t0 = now_ms();
+        // The GPU gets the step after this token before the token is read back (ahead.rs),
+        // so it works while the page shows the token and yields.
+        let Some(id) = s.engine.next_token(&mut gen).await? else {
             break;
         };
-        let t0 = now_ms();
-        let id = s.engine.sample_next(ids, &sampling, step).await?;
-        let ms = now_ms() - t0;
-        gen.accept(id);
+        let now = now_ms();
+        let ms = now - last_token_ms.filter(|_| !prefill).unwrap_or(t0);
+        last_token_ms = Some(now);
         if prefill {
             ui.prefill_ms.set(Some(ms));
         } else {

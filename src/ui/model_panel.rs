@@ -43,8 +43,13 @@ pub fn ModelPanel(
         ui.info.with(|i| {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
+                let decode = if i.decode_ahead {
+                    "decodes one step ahead"
+                } else {
+                    "decodes step by step"
+                };
                 format!(
-                    "{} · {} layers · {} query heads · {} KV heads (native) · head_dim {} · vocab {} · KV capacity {} · {}",
+                    "{} · {} layers · {} query heads · {} KV heads (native) · head_dim {} · vocab {} · KV capacity {} · {} · {decode}",
                     i.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, format::int(c.vocab_size as u64), i.capacity, i.adapter
                 )
             })
@@ -84,7 +89,7 @@ pub fn ModelPanel(
                 <div class="bar"><div class="fill" style:width=move || format!("{:.1}%", percent())></div></div>
                 <div class="progress-text">{progress_text}</div>
             </div>
-            <p class="facts">{facts}</p>
+            <p class="facts" data-testid="model-facts">{facts}</p>
             <label
                 class="drop"
                 class:dragging=move || dragging.get()

@@ -35,13 +35,17 @@ pub struct ModelInfo {
     pub has_chat: bool,
     /// The default model, for which the fixtures' reference measurements hold.
     pub is_reference: bool,
+    /// Whether decode submits each step before the token that feeds it is read back.
+    pub decode_ahead: bool,
 }
 
-/// Parses `bytes`, builds the tokenizer and uploads the weights to a new GPU device.
+/// Parses `bytes`, builds the tokenizer and uploads the weights to a new GPU device; `ahead`
+/// overrides the adapter's default for decoding one step ahead.
 pub async fn open(
     bytes: &[u8],
     fallback_name: &str,
     sha256: &str,
+    ahead: Option<bool>,
 ) -> Result<(Session, ModelInfo), String> {
     let g = Gguf::parse(bytes)
         .map_err(|e| format!("this is not a GGUF model file we can read: {e}"))?;
@@ -55,8 +59,11 @@ pub async fn open(
     } else {
         CAPACITY_HARDWARE
     };
-    let engine =
+    let mut engine =
         GpuEngine::load_on(gpu, &g, wanted.min(cfg.context_length)).map_err(|e| e.to_string())?;
+    if let Some(on) = ahead {
+        engine.set_decode_ahead(on);
+    }
     let name = match g.get("general.name").and_then(|v| v.to_str().ok()) {
         Some(n) if sha256 != DEFAULT_MODEL_SHA256 => format!("{n} ({fallback_name})"),
         _ => fallback_name.to_string(),
@@ -70,6 +77,7 @@ pub async fn open(
         eos_id: tok.eos_id,
         has_chat: tok.chat_template.is_some(),
         is_reference: sha256 == DEFAULT_MODEL_SHA256,
+        decode_ahead: engine.decode_ahead(),
         cfg,
     };
     Ok((

@@ -1,6 +1,6 @@
 //! The settings a person can share as a link: `?prompt=…&chat=0|1&groups=G&temperature=…
-//! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1`. Read once at start and
-//! written back (with `history.replaceState`) whenever they change.
+//! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1`. Read once at start
+//! and written back (with `history.replaceState`) whenever they change.
 
 use crate::sampling::SamplingParams;
 use web_sys::UrlSearchParams;
@@ -24,6 +24,9 @@ pub struct Settings {
     pub autorun: bool,
     /// Show developer tools (e.g. simulating a lost GPU device).
     pub debug: bool,
+    /// Decode one step ahead (`GpuEngine::decode_ahead`); `None` leaves the adapter's
+    /// default (on for a hardware GPU, off for a software one).
+    pub ahead: Option<bool>,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             ignore_eos: false,
             autorun: false,
             debug: false,
+            ahead: None,
         }
     }
 }
@@ -83,6 +87,7 @@ impl Settings {
         s.ignore_eos = flag(get("ignore_eos")).unwrap_or(false);
         s.autorun = flag(get("autorun")).unwrap_or(false);
         s.debug = flag(get("debug")).unwrap_or(false);
+        s.ahead = flag(get("ahead"));
         let mut g = 0usize;
         num(get("groups"), &mut g, "groups", &mut bad);
         s.groups = (g > 0).then_some(g);
@@ -114,6 +119,9 @@ impl Settings {
         q.append("top_p", &self.top_p.to_string());
         q.append("seed", &self.seed.to_string());
         q.append("max_tokens", &self.max_tokens.to_string());
+        if let Some(a) = self.ahead {
+            q.append("ahead", if a { "1" } else { "0" });
+        }
         for (k, on) in [
             ("ignore_eos", self.ignore_eos),
             ("autorun", self.autorun),

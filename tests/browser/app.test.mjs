@@ -77,26 +77,31 @@ test('the default model downloads with progress, then loads from Cache Storage',
 });
 
 // G = 3 runs a chat prompt that ends in EOS (the app, like the CLI, stops there unless
-// ignore_eos=1); G = 1 and G = 9 run past EOS like `--ignore-eos`.
+// ignore_eos=1); G = 1 and G = 9 run past EOS like `--ignore-eos`. `ahead: 1` decodes one step
+// ahead (a hardware GPU's default; SwiftShader's is step by step): the step after a token is
+// submitted before the token is read back, and dropped at EOS.
 const CASES = [
-  { groups: 3, prompt: 'Write a haiku about the ocean.', chat: true, maxTokens: 16, ignoreEos: false },
+  { groups: 3, prompt: 'Write a haiku about the ocean.', chat: true, maxTokens: 16, ignoreEos: false, ahead: 1 },
   { groups: 1, prompt: 'The capital of France is', chat: false, maxTokens: 16, ignoreEos: true },
   { groups: 9, prompt: 'The capital of France is', chat: false, maxTokens: 16, ignoreEos: true },
   // Sampling: the GPU's logits come back and the shared sampler draws with the same seed.
-  { groups: 3, prompt: 'Once upon a time', chat: false, maxTokens: 6, ignoreEos: true,
+  { groups: 3, prompt: 'Once upon a time', chat: false, maxTokens: 6, ignoreEos: true, ahead: 1,
     sampling: { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 } },
 ];
 
 for (const c of CASES) {
-  const how = c.sampling ? `sampled, seed ${c.sampling.seed}` : c.chat ? 'chat, stops at EOS' : 'raw, --ignore-eos';
+  const how = (c.sampling ? `sampled, seed ${c.sampling.seed}` : c.chat ? 'chat, stops at EOS' : 'raw, --ignore-eos')
+    + (c.ahead ? ', one step ahead' : '');
   test(`autorun at G=${c.groups} gives the CLI's ids (${how})`, async () => {
     const expected = cliIds(c);
     const page = await openPage(browser.context, appUrl({
       prompt: c.prompt, chat: c.chat ? 1 : 0, groups: c.groups, temperature: 0, ...c.sampling,
       max_tokens: c.maxTokens, ...(c.ignoreEos ? { ignore_eos: 1 } : {}), autorun: 1,
+      ...(c.ahead ? { ahead: 1 } : {}),
     }), errors);
     await waitStatus(page, /^done/);
     assert.deepEqual(await ids(page), expected);
+    assert.match(await text(page, 'model-facts'), c.ahead ? /decodes one step ahead$/ : /decodes step by step$/);
     assert.equal(await byId(page, 'groups-slider').inputValue(), String(c.groups));
     assert.ok(Number(await text(page, 'tokens-per-second')) > 0);
     // The what-each-G-buys table shows the decode speed measured at this G, and only here.
