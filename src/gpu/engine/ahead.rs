@@ -48,7 +48,10 @@ impl GpuEngine {
             self.drop_ahead();
             self.submit_sampled(Input::Ids(ids), &p, step)?;
         }
-        if self.decode_ahead && gen.may_want_after(step) {
+        // A step ahead only where it fits in the cache: a generator made with the cache's
+        // capacity never wants more, and one that does gets `ContextFull` on the next call,
+        // after this token, as when waiting for each step.
+        if self.decode_ahead && gen.may_want_after(step) && self.len < self.capacity {
             self.submit_sampled(Input::Sampled, &p, step + 1)?;
         }
         let id = self.read_sampled().await?;
@@ -61,9 +64,9 @@ impl GpuEngine {
 
     /// Whether [`GpuEngine::next_token`] submits the next step before reading the token. On by
     /// default on a hardware GPU; off on a software one (lavapipe, SwiftShader), where the
-    /// "GPU" is the CPU's cores: lavapipe makes a submit wait for the one before it, so
-    /// nothing overlaps, and encoding the next step only competes with the cores running this
-    /// one (−10% at context 1024 on 2 cores; benches/README, session 10).
+    /// "GPU" is the CPU's cores: on lavapipe a step submitted ahead waits for the one before
+    /// it, so nothing overlaps, and encoding the next step only competes with the cores running
+    /// this one (−10% at context 1024 on 2 cores; benches/README, session 10).
     pub fn decode_ahead(&self) -> bool {
         self.decode_ahead
     }
