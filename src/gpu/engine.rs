@@ -1248,15 +1248,14 @@ impl<'a> OpBuilder<'a> {
         let swiglu = p.mode == ProductMode::SwiGlu as u32;
         let rest = [x.uniform_window(), y.binding()];
         let norm = [gamma, xn, parts.binding()];
-        self.specs.push(Spec {
+        self.push(Spec {
             kernel: Kernel::Matvec,
             variant: w.ty.id(),
             params: bytemuck::bytes_of(&p).to_vec(),
             resources: with_weight(w, rest).into_iter().chain(norm).collect(),
             grid: Grid::Matvec(product_invocations(p.n_out, swiglu)),
             binds: Binds::ParamsNoStep,
-        });
-        self.specs.len() - 1
+        })
     }
 
     fn push_matmul(
@@ -1271,15 +1270,8 @@ impl<'a> OpBuilder<'a> {
             t_base: p.t_base,
             t_count: p.t_count,
         };
-        self.specs.push(Spec {
-            kernel: Kernel::Matmul,
-            variant: w.ty.id(),
-            params: bytemuck::bytes_of(&p).to_vec(),
-            resources: with_weight(w, [x, y.binding()]),
-            grid,
-            binds: Binds::ParamsStep,
-        });
-        self.specs.len() - 1
+        let resources = with_weight(w, [x, y.binding()]);
+        self.add(Kernel::Matmul, w.ty.id(), p, resources, grid)
     }
 
     /// An op whose bindings are (params, step, resources…); `variant` sets the pipeline's
@@ -1292,15 +1284,14 @@ impl<'a> OpBuilder<'a> {
         resources: Vec<wgpu::BindingResource<'a>>,
         grid: Grid,
     ) -> usize {
-        self.specs.push(Spec {
+        self.push(Spec {
             kernel,
             variant,
             params: bytemuck::bytes_of(&params).to_vec(),
             resources,
             grid,
             binds: Binds::ParamsStep,
-        });
-        self.specs.len() - 1
+        })
     }
 
     /// An op whose bindings are (params, resources…): no Step.
@@ -1310,27 +1301,31 @@ impl<'a> OpBuilder<'a> {
         params: P,
         resources: Vec<wgpu::BindingResource<'a>>,
     ) -> usize {
-        self.specs.push(Spec {
+        self.push(Spec {
             kernel,
             variant: 0,
             params: bytemuck::bytes_of(&params).to_vec(),
             resources,
             grid: Grid::Single,
             binds: Binds::Params,
-        });
-        self.specs.len() - 1
+        })
     }
 
     /// An op bound to `resources` alone, dispatched as one workgroup.
     fn add_raw(&mut self, kernel: Kernel, resources: Vec<wgpu::BindingResource<'a>>) -> usize {
-        self.specs.push(Spec {
+        self.push(Spec {
             kernel,
             variant: 0,
             params: Vec::new(),
             resources,
             grid: Grid::Single,
             binds: Binds::Raw,
-        });
+        })
+    }
+
+    /// Adds `spec`; returns its index.
+    fn push(&mut self, spec: Spec<'a>) -> usize {
+        self.specs.push(spec);
         self.specs.len() - 1
     }
 
