@@ -34,6 +34,12 @@ pub enum EngineError {
     Gpu(String),
     #[error("the GPU device was lost ({0}); reload the engine")]
     DeviceLost(String),
+    /// NaN or infinity where the model should have produced numbers: damaged weights, or
+    /// values past f32's range. Says where it was seen first.
+    #[error(
+        "the model produced non-finite values (NaN or infinity) {0}: its weights may be damaged"
+    )]
+    NonFinite(String),
 }
 
 /// A backend that runs the model: a KV cache of fixed capacity at the current grouping.
@@ -42,8 +48,8 @@ pub trait Engine {
     fn config(&self) -> &ModelConfig;
     fn grouping(&self) -> Grouping;
     /// Regroups the model to `groups` KV heads and rebuilds the KV cache at its new size,
-    /// empty. Errors, leaving the engine as it was, when `groups` does not divide H.
-    fn set_groups(&mut self, groups: usize) -> Result<(), EngineError>;
+    /// empty. On an error the engine is as it was (grouping, cache and sequence).
+    fn regroup(&mut self, groups: usize) -> Result<(), EngineError>;
     /// Positions the KV cache holds.
     fn capacity(&self) -> usize;
     /// Positions filled so far.
@@ -60,6 +66,10 @@ pub trait Engine {
     /// Feeds `ids` at the next positions; returns logits `[vocab]` of the last one, or
     /// `[ids.len()][vocab]` with `all_logits`.
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError>;
+    /// Feeds `ids` at the next positions and returns nothing (a chunk of a long prefill).
+    fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
+        self.forward(ids, false).map(drop)
+    }
     /// Feeds `ids` and samples the next token (the GPU engine samples on the device).
     fn forward_sample(
         &mut self,
@@ -72,7 +82,7 @@ pub trait Engine {
     /// The next token of `gen` (its bookkeeping updated), or `None` once done. By default
     /// each step is fed and waited for; the GPU engine submits the step after it before
     /// reading the token (`gpu/engine/ahead.rs`), with the same tokens.
-    fn generate_next(&mut self, gen: &mut Generator) -> Result<Option<u32>, EngineError> {
+    fn next_token(&mut self, gen: &mut Generator) -> Result<Option<u32>, EngineError> {
         gen.step_waiting(self)
     }
     /// KV-cache bytes of the live sequence.
@@ -187,6 +197,24 @@ impl Generator {
         (!self.done).then_some((&self.pending, self.generated.len() as u32))
     }
 
+    /// The first `max` tokens still to feed, when more than `max` are: a driver that must
+    /// stay responsive (the browser) feeds them alone ([`Engine::feed`]), reports
+    /// [`Generator::fed`], and can stop or regroup before the rest.
+    pub fn prefill_chunk(&self, max: usize) -> Option<&[u32]> {
+        (!self.done && self.pending.len() > max).then(|| &self.pending[..max])
+    }
+
+    /// Records that the first `n` tokens of [`Generator::prefill_chunk`] are in the cache.
+    pub fn fed(&mut self, n: usize) {
+        self.pending
+            .drain(..n.min(self.pending.len().saturating_sub(1)));
+    }
+
+    /// Tokens known but not yet in the engine's cache.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Records the token sampled after feeding [`Generator::next_input`].
     pub fn accept(&mut self, id: u32) {
         self.pending.clear();
@@ -197,15 +225,15 @@ impl Generator {
     }
 
     /// Whether a token after the one sampled at `step` may be wanted (it is, unless that one
-    /// is the stop token): a backend may start on it early ([`Engine::generate_next`]).
+    /// is the stop token): a backend may start on it early ([`Engine::next_token`]).
     pub fn may_want_after(&self, step: u32) -> bool {
         (step as usize) + 1 < self.params.max_tokens
     }
 
     /// Produces the next token, or `None` once done, as the engine chooses to
-    /// ([`Engine::generate_next`]: the GPU decodes one step ahead).
+    /// ([`Engine::next_token`]: the GPU decodes one step ahead).
     pub fn step(&mut self, engine: &mut dyn Engine) -> Result<Option<u32>, EngineError> {
-        engine.generate_next(self)
+        engine.next_token(self)
     }
 
     /// Produces the next token, or `None` once done: the input fed and the token waited for.
@@ -225,7 +253,7 @@ impl Generator {
     /// Regroups the engine mid-generation: the cache is rebuilt at the new G and the whole
     /// sequence so far is prefilled again at the next step.
     pub fn regroup(&mut self, engine: &mut dyn Engine, groups: usize) -> Result<(), EngineError> {
-        engine.set_groups(groups)?;
+        engine.regroup(groups)?;
         self.restart();
         Ok(())
     }

@@ -55,7 +55,7 @@ fn perplexity_per_g_is_near_the_reference() {
     let text = ids(&fx["ids"]);
     let mut q = engine(true);
     for (groups, tol) in [(1, 0.05), (3, 0.01), (9, 0.01)] {
-        q.set_groups(groups).unwrap();
+        q.regroup(groups).unwrap();
         let got = perplexity(&mut *q, &text).unwrap();
         let want = &fx["reference_f32"][groups.to_string()];
         let want_nll = want["mean_nll"].as_f64().unwrap();
@@ -76,8 +76,8 @@ fn perplexity_per_g_is_near_the_reference() {
 fn top1_agrees_with_the_oracle() {
     let text = &ids(&fixture("perplexity.json")["ids"])[..160];
     let (mut q, mut c) = (engine(true), engine(false));
-    q.set_groups(3).unwrap();
-    c.set_groups(3).unwrap();
+    q.regroup(3).unwrap();
+    c.regroup(3).unwrap();
     let (lq, lc) = (
         q.forward(text, true).unwrap(),
         c.forward(text, true).unwrap(),
@@ -107,8 +107,8 @@ fn greedy_tokens_follow_the_oracle_until_a_near_tie() {
     for p in fx["prompts"].as_array().unwrap().iter().take(2) {
         let prompt = ids(&p["prompt_ids"]);
         for groups in [1, 3, 9] {
-            q.set_groups(groups).unwrap();
-            c.set_groups(groups).unwrap();
+            q.regroup(groups).unwrap();
+            c.regroup(groups).unwrap();
             let mut feed = prompt.clone();
             let mut same = 0;
             for i in 0..12 {
@@ -145,9 +145,9 @@ fn greedy_tokens_follow_the_oracle_until_a_near_tie() {
 fn g9_gives_the_logits_of_g3_exactly() {
     let prompt = ids(&fixture("regroup.json")["prompts"][1]["prompt_ids"]);
     let mut q = engine(true);
-    q.set_groups(3).unwrap();
+    q.regroup(3).unwrap();
     let g3 = q.forward(&prompt, true).unwrap();
-    q.set_groups(9).unwrap();
+    q.regroup(9).unwrap();
     let g9 = q.forward(&prompt, true).unwrap();
     assert_eq!(g3, g9);
 }

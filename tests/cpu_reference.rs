@@ -93,7 +93,7 @@ fn max_diff(logits: &[f32], pairs: &Value) -> f32 {
 fn generate_fixture_prompts_match_the_f32_reference() {
     let fx = fixture("generate.json");
     let mut e = engine();
-    e.set_groups(3).unwrap();
+    e.regroup(3).unwrap();
     for p in fx["prompts"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
         let prompt = ids(&p["prompt_ids"]);
@@ -134,7 +134,7 @@ fn regrouped_models_match_the_f32_reference() {
         let prompt = ids(&p["prompt_ids"]);
         for g in ["1", "3", "9"] {
             let r = &p["G"][g];
-            e.set_groups(g.parse().unwrap()).unwrap();
+            e.regroup(g.parse().unwrap()).unwrap();
             let reference = ids(&r["ids"]);
             let forced = teacher_forced(&mut e, &prompt, &reference);
             let worst = r["top2"]
@@ -187,9 +187,9 @@ fn g9_logits_equal_g3_logits() {
         .chain(ids(&p["G"]["3"]["ids"]))
         .collect();
     let mut e = engine();
-    e.set_groups(3).unwrap();
+    e.regroup(3).unwrap();
     let g3 = e.forward(&seq, true).unwrap();
-    e.set_groups(9).unwrap();
+    e.regroup(9).unwrap();
     assert_eq!(e.kv_cache_bytes(), 0, "the regrouped cache starts empty");
     let g9 = e.forward(&seq, true).unwrap();
     assert_eq!(e.kv_cache_bytes(), 2 * 30 * 9 * 64 * seq.len() as u64 * 4);
@@ -207,7 +207,7 @@ fn perplexity_per_group_matches_the_reference() {
     let text_ids = ids(&fx["ids"]);
     let mut e = engine();
     for g in ["1", "3", "9"] {
-        e.set_groups(g.parse().unwrap()).unwrap();
+        e.regroup(g.parse().unwrap()).unwrap();
         let p = perplexity(&mut *e, &text_ids).unwrap();
         let r = &fx["reference_f32"][g];
         let (ref_nll, ref_ppl) = (r["mean_nll"].as_f64().unwrap(), r["ppl"].as_f64().unwrap());
@@ -240,7 +240,7 @@ fn intermediates_match_the_reference() {
     let prompt = ids(&fx["prompt_ids"]);
     let g = gguf();
     let mut e = engine();
-    e.set_groups(3).unwrap();
+    e.regroup(3).unwrap();
     let states = e.hidden_states(&prompt).unwrap(); // [layers][t][dim]
     let dim = e.config().dim;
     for (key, layer) in [("resid_after_layer0", 0), ("resid_after_last_layer", 29)] {
@@ -316,9 +316,9 @@ fn changing_g_mid_generation_continues_the_text() {
     let fx = fixture("regroup.json");
     let prompt = ids(&fx["prompts"][1]["prompt_ids"]);
     let mut e = engine();
-    e.set_groups(3).unwrap();
+    e.regroup(3).unwrap();
     let straight = greedy(&mut e, &prompt, 16);
-    e.set_groups(3).unwrap();
+    e.regroup(3).unwrap();
     let params = GenerateParams {
         max_tokens: 16,
         sampling: SamplingParams::greedy(),
@@ -344,7 +344,7 @@ fn changing_g_mid_generation_continues_the_text() {
 fn seeded_sampling_is_deterministic() {
     let prompt = ids(&fixture("generate.json")["prompts"][1]["prompt_ids"]);
     let mut e = engine();
-    e.set_groups(3).unwrap();
+    e.regroup(3).unwrap();
     let mut run = |seed| {
         let sampling = SamplingParams {
             temperature: 1.0,
@@ -369,8 +369,8 @@ fn seeded_sampling_is_deterministic() {
 #[test]
 fn engine_errors_leave_the_engine_usable() {
     let mut e = engine();
-    e.set_groups(3).unwrap();
-    let err = e.set_groups(2).unwrap_err();
+    e.regroup(3).unwrap();
+    let err = e.regroup(2).unwrap_err();
     assert_eq!(
         err.to_string(),
         "G = 2 does not divide the 9 query heads; valid G: [1, 3, 9]"

@@ -46,8 +46,8 @@ fn hidden_states_match_the_cpu_layer_by_layer() {
     let prompt = ids(&fixture("intermediates.json")["prompt_ids"]);
     let mut g = gpu();
     let mut c = cpu();
-    g.set_groups(3).unwrap();
-    c.set_groups(3).unwrap();
+    g.regroup(3).unwrap();
+    c.regroup(3).unwrap();
     // The whole prompt goes through prefill's ops; its first token alone through decode's
     // (matvec, the RMSNorms split over the products around them).
     for ids in [&prompt[..], &prompt[..1]] {
@@ -80,7 +80,8 @@ fn compare_greedy(name: &str, g: &mut GpuEngine, c: &mut CpuEngine, prompt: &[u3
         let mut sorted = logits.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
         let want = gqa_lab::sampling::argmax(&logits);
-        let got = pollster::block_on(g.forward_argmax(&feed)).unwrap();
+        let got = pollster::block_on(g.forward_sample(&feed, &SamplingParams::greedy(), i as u32))
+            .unwrap();
         if got != want {
             let margin = sorted[0] - sorted[1];
             assert!(
@@ -102,8 +103,8 @@ fn greedy_tokens_match_the_cpu_at_every_g() {
     for p in fx["prompts"].as_array().unwrap().iter().take(2) {
         let prompt = ids(&p["prompt_ids"]);
         for groups in [1, 3, 9] {
-            g.set_groups(groups).unwrap();
-            c.set_groups(groups).unwrap();
+            g.regroup(groups).unwrap();
+            c.regroup(groups).unwrap();
             compare_greedy(
                 &format!("{} G={groups}", p["name"]),
                 &mut g,
@@ -125,8 +126,8 @@ fn perplexity_per_g_matches_the_cpu_oracle() {
     let mut g = gpu();
     let mut c = cpu();
     for groups in [1, 3, 9] {
-        g.set_groups(groups).unwrap();
-        c.set_groups(groups).unwrap();
+        g.regroup(groups).unwrap();
+        c.regroup(groups).unwrap();
         let (pg, pc) = (
             perplexity(&mut *g, text).unwrap(),
             perplexity(&mut *c, text).unwrap(),
@@ -152,7 +153,7 @@ fn generate(
     ahead: bool,
     regroup: Option<(usize, usize)>,
 ) -> (Vec<u32>, usize) {
-    g.set_groups(3).unwrap();
+    g.regroup(3).unwrap();
     g.set_decode_ahead(ahead);
     let mut gen = Generator::new(&mut *g, prompt.to_vec(), params).unwrap();
     let mut regroup = regroup;
@@ -228,18 +229,18 @@ fn decoding_ahead_gives_the_tokens_of_waiting() {
         stop_at + 1
     );
     g.set_decode_ahead(default);
-    g.set_groups(3).unwrap();
+    g.regroup(3).unwrap();
 }
 
 #[test]
 fn fifty_regroupings_leave_gpu_memory_flat() {
     let mut g = gpu();
-    g.set_groups(3).unwrap();
+    g.regroup(3).unwrap();
     let before = g.gpu().allocated_bytes();
     for i in 0..50 {
-        g.set_groups([1, 9, 3][i % 3]).unwrap();
+        g.regroup([1, 9, 3][i % 3]).unwrap();
     }
-    g.set_groups(3).unwrap();
+    g.regroup(3).unwrap();
     assert_eq!(
         g.gpu().allocated_bytes(),
         before,
@@ -247,12 +248,12 @@ fn fifty_regroupings_leave_gpu_memory_flat() {
     );
     // The cache is the formula's size, 2 · layers · G · capacity · head_dim · 4, plus the
     // G×G0 pooling matrix.
-    g.set_groups(1).unwrap();
+    g.regroup(1).unwrap();
     let g1 = g.gpu().allocated_bytes();
-    g.set_groups(9).unwrap();
+    g.regroup(9).unwrap();
     let g9 = g.gpu().allocated_bytes();
     assert_eq!(g9 - g1, 2 * 30 * (9 - 1) * 512 * 64 * 4 + (9 - 1) * 3 * 4);
-    let err = g.set_groups(2).unwrap_err();
+    let err = g.regroup(2).unwrap_err();
     assert!(err.to_string().contains("valid G: [1, 3, 9]"));
     assert_eq!(g.grouping().groups(), 9, "a refused G changes nothing");
 }

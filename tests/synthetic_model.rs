@@ -122,7 +122,7 @@ fn logits(bytes: &[u8], groups: Option<usize>, ids: &[u32]) -> Vec<f32> {
     let g = Gguf::parse(bytes).unwrap();
     let mut e = CpuEngine::load(&g, 32).unwrap();
     if let Some(groups) = groups {
-        e.set_groups(groups).unwrap();
+        e.regroup(groups).unwrap();
     }
     e.forward(ids, true).unwrap()
 }

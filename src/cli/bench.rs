@@ -137,7 +137,7 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     let greedy = SamplingParams::greedy();
     let mut rows = Vec::new();
     for &groups in &a.groups {
-        bench.engine().set_groups(groups)?;
+        bench.engine().regroup(groups)?;
         for &ctx in &a.contexts {
             bar.set_message(format!("G={groups} context={ctx}"));
             let e = bench.engine();

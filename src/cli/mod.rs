@@ -135,7 +135,7 @@ pub fn load_engine(gguf: &Gguf<'_>, run: &RunArgs, capacity: usize) -> Result<Bo
         ))?),
     };
     if let Some(g) = run.groups {
-        engine.set_groups(g)?;
+        engine.regroup(g)?;
     }
     Ok(engine)
 }

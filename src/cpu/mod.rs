@@ -462,7 +462,7 @@ impl Engine for CpuEngine {
         self.grouping
     }
 
-    fn set_groups(&mut self, groups: usize) -> Result<(), EngineError> {
+    fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
         let grouping = Grouping::new(self.cfg.n_heads, groups)?;
         if grouping != self.grouping {
             self.grouping = grouping;

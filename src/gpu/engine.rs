@@ -125,6 +125,8 @@ enum Want {
     Sampled(SamplingParams, u32),
     LastLogits,
     AllLogits,
+    /// Nothing: the forward is only waited for (a chunk of a long prefill).
+    Nothing,
 }
 
 /// The model on the GPU at one grouping, with a KV cache of fixed capacity.
@@ -793,6 +795,7 @@ impl GpuEngine {
             let last = i + 1 == chunks.len();
             let tail: &[Op] = match want {
                 Want::AllLogits => &self.ops.tail_all,
+                Want::Nothing => &[],
                 Want::Sampled(..) if last => &self.ops.tail_sample,
                 _ if last => &self.ops.tail_last,
                 _ => &[],
@@ -804,7 +807,7 @@ impl GpuEngine {
             let (src, size) = match want {
                 Want::AllLogits => (&self.act.logits, chunk.len() as u64 * vocab * 4),
                 Want::LastLogits if last => (&self.act.logits, vocab * 4),
-                Want::Token | Want::Sampled(..) if last => (&self.act.token_out, 4),
+                Want::Token | Want::Sampled(..) | Want::Nothing if last => (&self.act.token_out, 4),
                 _ => (&self.act.token_out, 0),
             };
             if size > 0 {
@@ -823,15 +826,9 @@ impl GpuEngine {
         Ok(out)
     }
 
-    /// Feeds `ids` and returns the greedy next token, sampled on the GPU.
-    pub async fn forward_argmax(&mut self, ids: &[u32]) -> Result<u32, EngineError> {
-        let bytes = self.run(ids, Want::Token).await?;
-        Ok(bytemuck::pod_read_unaligned(&bytes[..4]))
-    }
-
     /// Feeds `ids` and samples the next token on the GPU (argmax.wgsl when greedy, else
     /// sample.wgsl, the twin of [`crate::sampling::sample`]); 4 bytes are read back.
-    pub async fn sample_next(
+    pub async fn forward_sample(
         &mut self,
         ids: &[u32],
         p: &SamplingParams,
@@ -847,17 +844,19 @@ impl GpuEngine {
         Ok(bytemuck::pod_read_unaligned(&bytes[..4]))
     }
 
+    /// Feeds `ids` and waits for the GPU to be done with them; nothing is computed past the
+    /// last layer (a chunk of a long prefill, between which a page can stop or regroup).
+    pub async fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
+        self.run(ids, Want::Nothing).await.map(drop)
+    }
+
     /// KV-cache bytes of the live sequence (f32 elements).
     pub fn kv_cache_bytes(&self) -> u64 {
         crate::model::kv_cache_bytes(&self.cfg, self.grouping.groups(), self.len, 4)
     }
 
     /// Feeds `ids` and returns logits `[vocab]` of the last token, or `[T][vocab]` of all.
-    pub async fn forward_logits(
-        &mut self,
-        ids: &[u32],
-        all: bool,
-    ) -> Result<Vec<f32>, EngineError> {
+    pub async fn forward(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>, EngineError> {
         let bytes = self
             .run(
                 ids,
@@ -1376,8 +1375,11 @@ impl crate::engine::Engine for GpuEngine {
     fn grouping(&self) -> Grouping {
         self.grouping
     }
-    fn set_groups(&mut self, groups: usize) -> Result<(), EngineError> {
-        self.regroup(groups)
+    fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
+        GpuEngine::regroup(self, groups)
+    }
+    fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
+        pollster::block_on(GpuEngine::feed(self, ids))
     }
     fn capacity(&self) -> usize {
         self.capacity
@@ -1395,7 +1397,7 @@ impl crate::engine::Engine for GpuEngine {
         GpuEngine::skip_to(self, len)
     }
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
-        pollster::block_on(self.forward_logits(ids, all_logits))
+        pollster::block_on(GpuEngine::forward(self, ids, all_logits))
     }
     fn forward_sample(
         &mut self,
@@ -1403,12 +1405,12 @@ impl crate::engine::Engine for GpuEngine {
         p: &crate::sampling::SamplingParams,
         step: u32,
     ) -> Result<u32, EngineError> {
-        pollster::block_on(self.sample_next(ids, p, step))
+        pollster::block_on(GpuEngine::forward_sample(self, ids, p, step))
     }
-    fn generate_next(
+    fn next_token(
         &mut self,
         gen: &mut crate::engine::Generator,
     ) -> Result<Option<u32>, EngineError> {
-        pollster::block_on(self.next_token(gen))
+        pollster::block_on(GpuEngine::next_token(self, gen))
     }
 }
