@@ -16,13 +16,12 @@ struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chu
 @group(0) @binding(5) var<storage, read_write> ml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> acc: array<f32>;
 
-const CHUNK: u32 = 64u;
-const MAX_REP: u32 = 16u;
-const MAX_HD: u32 = 128u;
+// One thread per position of a chunk.
+const_assert CHUNK == WG;
 var<workgroup> qs: array<f32, MAX_REP * MAX_HD>;
 var<workgroup> e: array<f32, MAX_REP * CHUNK>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = wid.x;
     let g = wid.y;
@@ -37,7 +36,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // Load the n_rep query heads that read KV head g.
     for (var r = 0u; r < n_rep; r++) {
         let h = g * n_rep + r;
-        for (var d = tid; d < hd; d += 64u) {
+        for (var d = tid; d < hd; d += WG) {
             qs[r * hd + d] = q[(t * p.n_heads + h) * hd + d];
         }
     }
@@ -77,7 +76,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             ml[slot] = vec2<f32>(select(-3.0e38, m, n > 0u), l);
         }
         // Weighted V: thread tid owns dimension d, reading V rows once for this chunk.
-        for (var d = tid; d < hd; d += 64u) {
+        for (var d = tid; d < hd; d += WG) {
             var a = 0.0;
             for (var j = 0u; j < n; j++) {
                 a += e[r * CHUNK + j] * vc[(g * p.capacity + start + j) * hd + d];

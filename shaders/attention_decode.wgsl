@@ -30,13 +30,12 @@ struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chu
 
 override N_REP: u32 = 3u;
 override HD4: u32 = 16u;
-const CHUNK: u32 = 64u;
-const MAX_REP: u32 = 16u;
-const MAX_HD4: u32 = 32u;
+const MAX_HD4: u32 = MAX_HD / 4u;
 // Scores of the chunk, then their exponentials: [r][j].
 var<workgroup> e: array<f32, MAX_REP * CHUNK>;
 
-const WG: u32 = 32u;      // threads per workgroup; each scores CHUNK / WG = 2 positions
+// Each of the WG threads scores two positions of the chunk.
+const_assert CHUNK == 2u * WG;
 const V_THREADS: u32 = 8u; // threads of phase 3; thread t owns slices t, t + 8, … of hd4
 const MAX_SLOTS: u32 = MAX_HD4 / V_THREADS;
 

@@ -1,5 +1,5 @@
 // Combines attention chunks: with M = max_c m_c, out = Σ_c acc_c · e^(m_c − M) / Σ_c l_c · e^(m_c − M).
-// Workgroup (h, t) combines head h of token t with 8 threads: thread i owns the 4-dimension
+// Workgroup (h, t) combines head h of token t with WG (8) threads: thread i owns the 4-dimension
 // slices i, i + 8, … of the head. (Eight threads, not one per dimension: on a software
 // rasteriser each lane's loads of m_c and l_c are made one by one, so fewer lanes per head
 // cost less, and one head per workgroup spreads the heads over the CPU's threads; on a GPU
@@ -13,9 +13,7 @@ struct Params { n_heads: u32, head_dim: u32, max_chunks: u32, _a: u32 }
 @group(0) @binding(3) var<storage, read> acc: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
-const LANES: u32 = 8u;         // threads per head
-
-@compute @workgroup_size(8)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let h = wid.x;
     let t = wid.y;
@@ -31,7 +29,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         l += v.y * exp(v.x - m);
     }
     let hd4 = p.head_dim / 4u;
-    for (var d = lid.x; d < hd4; d += LANES) {
+    for (var d = lid.x; d < hd4; d += WG) {
         var a = vec4<f32>(0.0);
         for (var c = 0u; c < step.n_chunks; c++) {
             a += acc[(base + c) * hd4 + d] * exp(ml[base + c].x - m);

@@ -5,3 +5,9 @@ struct Step {
     n_chunks: u32,  // attention chunks covering positions 0..pos0+T
     _pad: u32,
 }
+
+// Whether x is NaN or ±∞ (all exponent bits set). Read from the bits: WGSL lets an
+// implementation assume that floating-point values are finite, so `x != x` may not hold.
+fn non_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+}

@@ -1,5 +1,5 @@
 // Embedding lookup: x[t] = dequant(token_embd row tokens[t]).   x: [T][dim]
-struct Params { dim: u32, vocab: u32, _a: u32, _b: u32 }
+struct Params { dim: u32, _a: u32, _b: u32, _c: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -7,7 +7,7 @@ struct Params { dim: u32, vocab: u32, _a: u32, _b: u32 }
 @group(0) @binding(4) var<storage, read> tokens: array<u32>;
 @group(0) @binding(5) var<storage, read_write> x: array<vec4<f32>>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = gid.x;
     let t = gid.y;

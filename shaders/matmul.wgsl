@@ -11,17 +11,14 @@
 // `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up).
 // `mode`: 0 stores, 1 adds to y (residual connections); matvec.wgsl's mode 2 is not taken here.
 // Decode (T = 1) uses matvec.wgsl instead.
-struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32, t_base: u32, t_count: u32, _a: u32, _b: u32 }
+// `norm_parts` and `eps` are matvec.wgsl's (the same Params struct on the host); unused here.
+struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32, t_base: u32, t_count: u32, norm_parts: u32, eps: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 // bindings 2, 3: the weight textures (quant.wgsl)
 @group(0) @binding(4) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
-
-const TT: u32 = 8u;
-
-const ROWS: u32 = 4u;
 
 // y[t][o] (+)= v, if o is an output.
 fn put(t: u32, o: u32, v: f32) {
@@ -31,7 +28,7 @@ fn put(t: u32, o: u32, v: f32) {
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let o = gid.x;
     let s = row_stride(p.n_out, ROWS);

@@ -19,7 +19,7 @@
 //   γ, xn: [n_out]    parts: [⌈s / 32⌉]
 struct Params {
     n_in: u32, n_out: u32, mode: u32, row0: u32,
-    _t_base: u32, _t_count: u32, norm_parts: u32, eps: f32,
+    t_base: u32, t_count: u32, norm_parts: u32, eps: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,10 +33,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> xn: array<f32>;
 @group(0) @binding(8) var<storage, read_write> parts: array<f32>;
 
-const WG: u32 = 32u;
 var<workgroup> sums: array<f32, WG>;
-
-const ROWS: u32 = 4u;
 
 // Block b of row o (of nb blocks) · xv, the 32 matching values of x.
 fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>) -> f32 {

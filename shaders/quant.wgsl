@@ -4,8 +4,6 @@
 // whose blocks are interleaved, so that neighbouring invocations read neighbouring texels and
 // each walks its row in order; textures are WIDTH texels wide. Block layouts: ggml-common.h.
 override WTYPE: u32 = 3u;
-const WIDTH: u32 = 4096u;
-const LANES: u32 = 8u;
 
 @group(0) @binding(2) var wq: texture_2d<u32>;
 @group(0) @binding(3) var ws: texture_2d<u32>;

@@ -1,8 +1,8 @@
 // RMSNorm of each row: out[t] = x[t] / sqrt(mean(x[t]²) + eps) · weight.   x, out: [T][dim]
 // One workgroup per row. With `last_row_only`, only x's last row is normalised, into out's
-// row 0 (what the output head's matvec.wgsl reads). 32 threads: a row is a few hundred
-// values, and on lavapipe each barrier of the reduction costs per batch of 8 threads (with 256
-// threads the kernel took ~75 µs a row there, with 32 ~40; benches/README.md, session 7).
+// row 0 (what the output head's matvec.wgsl reads). WG = 32 threads: a row is a few hundred
+// values, and on lavapipe each barrier of the reduction costs per batch of 8 threads (32
+// threads take about half the time of 256 there; benches/README.md).
 struct Params { dim: u32, eps: f32, last_row_only: u32, _a: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -11,10 +11,9 @@ struct Params { dim: u32, eps: f32, last_row_only: u32, _a: u32 }
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-const WG: u32 = 32u;
 var<workgroup> partial: array<f32, WG>;
 
-@compute @workgroup_size(32)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     var row = wid.x;
     if (p.last_row_only != 0u) {

@@ -1,16 +1,17 @@
 // Temperature / top-k / top-p sampling on the GPU, the twin of `sampling::sample`: one
 // workgroup; thresholds found by a 32-step bitwise search over order-preserving keys, each
 // step one reduction; then the token where the running sum of kept weights, in id order,
-// passes u · Σ kept, with u = uniform(seed, step) from the same PCG hash as the host.
+// passes u · Σ kept, with u = uniform(seed, step) from the same PCG hash as the host. A NaN
+// or infinite logit makes the token 0xFFFFFFFF (the host reports non-finite values).
 struct Sampling { vocab: u32, top_k: u32, top_p: f32, temperature: f32, seed: u32, step: u32, _a: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> s: Sampling;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> token: array<u32>;
 
-const WG: u32 = 256u;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> shared_k: u32;
+var<workgroup> bad: atomic<u32>;
 
 fn order_key(x: f32) -> u32 {
     let b = bitcast<u32>(x);
@@ -60,13 +61,16 @@ fn weight(i: u32) -> f32 {
     return select(0.0, exp((l - m_logit) / s.temperature), order_key(l) >= k_min);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
     let tid = lid.x;
     let n = s.vocab;
     var m = -3.4e38;
     for (var i = tid; i < n; i += WG) {
         m = max(m, logits[i]);
+        if (non_finite(logits[i])) {
+            atomicOr(&bad, 1u);
+        }
     }
     m_logit = max_all(tid, m);
 
@@ -164,6 +168,6 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
     workgroupBarrier();
     if (tid == 0u) {
-        token[0] = shared_k;
+        token[0] = select(shared_k, 0xFFFFFFFFu, atomicLoad(&bad) != 0u);
     }
 }

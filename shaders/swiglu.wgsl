@@ -6,9 +6,9 @@ struct Params { ffn_dim: u32, _a: u32, _b: u32, _c: u32 }
 @group(0) @binding(2) var<storage, read_write> gate: array<f32>;
 @group(0) @binding(3) var<storage, read> up: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * 65535u * 256u;
+    let i = gid.x + gid.y * 65535u * WG;
     if (i >= step.n_tokens * p.ffn_dim) {
         return;
     }

@@ -96,6 +96,45 @@ pub trait Engine {
     }
 }
 
+/// A cache capacity must be positive and within the model's trained context.
+pub fn check_capacity(cfg: &ModelConfig, capacity: usize) -> Result<usize, EngineError> {
+    if capacity == 0 || capacity > cfg.context_length {
+        return Err(EngineError::BadCapacity {
+            capacity,
+            context_length: cfg.context_length,
+        });
+    }
+    Ok(capacity)
+}
+
+/// A sequence of `len` positions must fit a cache of `capacity`.
+pub fn check_len(len: usize, capacity: usize) -> Result<(), EngineError> {
+    if len > capacity {
+        return Err(EngineError::ContextFull {
+            needed: len,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
+/// `ids` fed after `len` positions of a cache of `capacity`: some tokens, each in the
+/// vocabulary, and room for all of them.
+pub fn check_input(
+    ids: &[u32],
+    vocab: usize,
+    len: usize,
+    capacity: usize,
+) -> Result<(), EngineError> {
+    if ids.is_empty() {
+        return Err(EngineError::EmptyInput);
+    }
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(EngineError::TokenOutOfRange { id, vocab });
+    }
+    check_len(len + ids.len(), capacity)
+}
+
 /// Settings of one generation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct GenerateParams {

@@ -8,8 +8,9 @@ use common::Rng;
 use gqa_lab::cpu::ops;
 use gqa_lab::gguf::{dequantize, GgmlType};
 use gqa_lab::gpu::kernels::*;
+use gqa_lab::gpu::ops::{self as gpu_ops, *};
 use gqa_lab::gpu::{Buf, Gpu, Stack, Weight};
-use gqa_lab::model::{pooling_plan, Grouping};
+use gqa_lab::model::{pooling_matrix, pooling_plan, rope_table, Grouping};
 use gqa_lab::sampling;
 use half::f16;
 use std::sync::OnceLock;
@@ -31,14 +32,16 @@ fn read(gpu: &Gpu, b: &Buf, n: usize) -> Vec<f32> {
     bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4])
 }
 
-fn step(gpu: &Gpu, pos0: u32, n_tokens: u32, n_chunks: u32) -> Buf {
-    gpu.uniform_with(bytemuck::bytes_of(&Step {
-        pos0,
-        n_tokens,
-        n_chunks,
-        _pad: 0,
-    }))
-    .unwrap()
+/// The Step uniform of a forward of `n_tokens` tokens from position `pos0`.
+fn step(gpu: &Gpu, pos0: usize, n_tokens: usize) -> Buf {
+    gpu.uniform_with(bytemuck::bytes_of(&Step::new(pos0, n_tokens)))
+        .unwrap()
+}
+
+/// Runs one op as the engine builds it, for `t` tokens over the chunks of `st`.
+fn run(gpu: &Gpu, spec: &OpSpec<'_>, st: Option<&Buf>, pos0: usize, t: usize) {
+    let n_chunks = Step::new(pos0, t).n_chunks;
+    gpu_ops::run(gpu, spec, st, t as u32, n_chunks).unwrap();
 }
 
 fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
@@ -54,9 +57,7 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
 #[test]
 fn every_shader_validates_with_naga() {
     for k in Kernel::ALL {
-        let src = k.source();
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}: {}", k.name(), e.emit_to_string(&src)));
+        let module = parse(k);
         // unpack2x16float (core WGSL) is what naga files under SHADER_FLOAT16_IN_FLOAT32.
         naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
@@ -65,6 +66,81 @@ fn every_shader_validates_with_naga() {
         .validate(&module)
         .unwrap_or_else(|e| panic!("{}: {e:?}", k.name()));
     }
+}
+
+fn parse(k: Kernel) -> naga::Module {
+    let src = k.source();
+    naga::front::wgsl::parse_str(&src)
+        .unwrap_or_else(|e| panic!("{}: {}", k.name(), e.emit_to_string(&src)))
+}
+
+/// What a WGSL global binds, in the terms of [`Slot`] (`Params` and `Step` are uniforms).
+fn slot_of(v: &naga::GlobalVariable) -> &'static str {
+    use naga::{AddressSpace, StorageAccess};
+    match v.space {
+        AddressSpace::Uniform => "uniform",
+        AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => "read_write",
+        AddressSpace::Storage { .. } => "read",
+        AddressSpace::Handle => "texture",
+        _ => "other",
+    }
+}
+
+/// Each kernel's bindings (numbers and kinds) are those of [`Kernel::bindings`], which the
+/// op constructors fill; each parameter struct's named fields lie at the offsets and have the
+/// sizes of its WGSL twin, and the structs are the same size (naga's reflection).
+#[test]
+fn bindings_and_parameter_structs_match_the_shaders() {
+    for k in Kernel::ALL {
+        let module = parse(k);
+        let mut found: Vec<(u32, &str)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, v)| Some((v.binding.as_ref()?.binding, slot_of(v))))
+            .collect();
+        found.sort();
+        let want: Vec<(u32, &str)> = k
+            .bindings()
+            .iter()
+            .map(|&(n, slot)| {
+                let kind = match slot {
+                    Slot::Params | Slot::Step | Slot::Uniform => "uniform",
+                    Slot::Read => "read",
+                    Slot::ReadWrite => "read_write",
+                    Slot::Texture => "texture",
+                };
+                (n, kind)
+            })
+            .collect();
+        assert_eq!(found, want, "{}: bindings", k.name());
+    }
+    let mut checked = 0;
+    for (wgsl, kernels, size, fields) in params_layouts() {
+        for &k in kernels {
+            let module = parse(k);
+            let mut layouter = naga::proc::Layouter::default();
+            layouter.update(module.to_ctx()).unwrap();
+            let (_, ty) = module
+                .types
+                .iter()
+                .find(|(_, t)| t.name.as_deref() == Some(wgsl))
+                .unwrap_or_else(|| panic!("{}: no struct {wgsl}", k.name()));
+            let naga::TypeInner::Struct { members, span } = &ty.inner else {
+                panic!("{}: {wgsl} is not a struct", k.name());
+            };
+            assert_eq!(*span as usize, size, "{}: size of {wgsl}", k.name());
+            for (name, offset, bytes) in fields.iter().filter(|f| !f.0.starts_with('_')) {
+                let m = members
+                    .iter()
+                    .find(|m| m.name.as_deref() == Some(*name))
+                    .unwrap_or_else(|| panic!("{}: {wgsl} has no field {name}", k.name()));
+                let at = (m.offset as usize, layouter[m.ty].size as usize);
+                assert_eq!(at, (*offset, *bytes), "{}: {wgsl}.{name}", k.name());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40, "only {checked} fields checked");
 }
 
 /// Random GGUF bytes for `n` weights of type `ty` (valid scales).
@@ -109,7 +185,7 @@ fn weight(gpu: &Gpu, rng: &mut Rng, ty: GgmlType, n_in: usize, n_out: usize) -> 
 }
 
 /// y (+)= W[row0..]·x for the `t` rows of x with matmul.wgsl, one dispatch per uniform
-/// window of x's rows, as the engine does.
+/// window of x's rows (the engine's constructor).
 fn run_matmul(
     gpu: &Gpu,
     (w, row0): (&Weight, u32),
@@ -123,33 +199,10 @@ fn run_matmul(
     gpu.queue
         .write_buffer(&xb.buffer, 0, bytemuck::cast_slice(x));
     let yb = f32s(gpu, y0);
-    let st = step(gpu, 0, t as u32, 1);
-    let rows = window_tokens(n_in, UNIFORM_ALIGN).unwrap();
-    for t_base in (0..t).step_by(rows) {
-        let p = ProductParams {
-            t_base: t_base as u32,
-            t_count: rows as u32,
-            ..ProductParams::new(n_in as u32, n_out as u32, mode, row0)
-        };
-        let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
-        let [wq, ws] = w.bindings();
-        let res = [
-            params.binding(),
-            st.binding(),
-            wq,
-            ws,
-            xb.window((t_base * n_in * 4) as u64),
-            yb.binding(),
-        ];
-        let tokens = rows.min(t - t_base) as u32;
-        let grid = [
-            product_invocations(n_out as u32, false).div_ceil(MATMUL_WORKGROUP),
-            tokens.div_ceil(MATMUL_TOKENS as u32),
-            1,
-        ];
-        let numbered: Vec<_> = (0..).zip(res).collect();
-        gpu.run_resources(Kernel::Matmul, w.ty.id(), &numbered, grid)
-            .unwrap();
+    let st = step(gpu, 0, t);
+    let p = ProductParams::new(n_in as u32, n_out as u32, mode, row0);
+    for spec in gpu_ops::matmul(w, p, &xb, &yb, t) {
+        run(gpu, &spec, Some(&st), 0, t);
     }
     read(gpu, &yb, t * n_out)
 }
@@ -214,23 +267,15 @@ fn activation(gpu: &Gpu, v: &[f32]) -> Buf {
 /// One matvec.wgsl dispatch: x as a uniform window, y, and the RMSNorm buffers γ, xn, parts
 /// (bindings 6–8).
 fn dispatch_matvec(gpu: &Gpu, w: &Weight, p: ProductParams, x: &Buf, y: &Buf, norm: [&Buf; 3]) {
-    let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
-    let [wq, ws] = w.bindings();
     let [gamma, xn, parts] = norm.map(|b| b.binding());
-    let res = [
-        (0, params.binding()),
-        (2, wq),
-        (3, ws),
-        (4, x.uniform_window()),
-        (5, y.binding()),
-        (6, gamma),
-        (7, xn),
-        (8, parts),
-    ];
-    let invocations = product_invocations(p.n_out, p.mode == ProductMode::SwiGlu as u32);
-    let grid = [invocations.div_ceil(MATVEC_WORKGROUP), 1, 1];
-    gpu.run_resources(Kernel::Matvec, w.ty.id(), &res, grid)
-        .unwrap();
+    let norm = NormBinds { gamma, xn, parts };
+    run(
+        gpu,
+        &gpu_ops::matvec(w, p, x.uniform_window(), y, norm),
+        None,
+        0,
+        1,
+    );
 }
 
 /// matvec.wgsl (decode) vs dequantize + ops::matmul, every supported type, with and without
@@ -272,7 +317,7 @@ fn matvec_splits_rmsnorm_over_two_products() {
     let (x, h0, gamma) = (rng.vec(n_in), rng.vec(dim), rng.vec(dim));
     let mut h = ops::matmul(&x, &w1_f32, n_in);
     h.iter_mut().zip(&h0).for_each(|(a, b)| *a += b);
-    let count = product_invocations(dim as u32, false).div_ceil(MATVEC_WORKGROUP);
+    let count = norm_parts(dim as u32);
     assert_eq!(count, 5);
     let (hb, gb, parts) = (f32s(gpu, &h0), f32s(gpu, &gamma), f32s(gpu, &[0.0; 5]));
     let xn = activation(gpu, &vec![0.0; dim]);
@@ -434,25 +479,14 @@ fn embed_matches_dequantized_rows() {
     let ids = [3u32, 49, 0, 17];
     let tokens = gpu.storage_with("ids", bytemuck::cast_slice(&ids)).unwrap();
     let x = gpu.storage("x", (ids.len() * dim * 4) as u64).unwrap();
-    let p = EmbedParams {
-        dim: dim as u32,
-        vocab: vocab as u32,
-        _pad: [0; 2],
-    };
-    let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
-    let st = step(gpu, 0, 4, 1);
-    let [wq, ws] = w.bindings();
-    let res = [
-        params.binding(),
-        st.binding(),
-        wq,
-        ws,
-        tokens.binding(),
-        x.binding(),
-    ];
-    let numbered: Vec<_> = (0..).zip(res).collect();
-    gpu.run_resources(Kernel::Embed, 8, &numbered, [1, 4, 1])
-        .unwrap();
+    let st = step(gpu, 0, ids.len());
+    run(
+        gpu,
+        &gpu_ops::embed(&w, dim as u32, &tokens, &x),
+        Some(&st),
+        0,
+        ids.len(),
+    );
     let want: Vec<f32> = ids
         .iter()
         .flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec())
@@ -474,15 +508,9 @@ fn rmsnorm_matches_cpu() {
         last_row_only: 0,
         _pad: 0,
     };
-    gpu.run_kernel(
-        Kernel::RmsNorm,
-        0,
-        bytemuck::bytes_of(&p),
-        Some(&step(gpu, 0, t as u32, 1)),
-        &[&f32s(gpu, &x), &f32s(gpu, &wt), &out],
-        [t as u32, 1, 1],
-    )
-    .unwrap();
+    let (xb, wb) = (f32s(gpu, &x), f32s(gpu, &wt));
+    let st = step(gpu, 0, t);
+    run(gpu, &gpu_ops::rmsnorm(p, &xb, &wb, &out), Some(&st), 0, t);
     assert_close(
         "rmsnorm",
         &read(gpu, &out, t * dim),
@@ -498,33 +526,10 @@ fn swiglu_matches_cpu() {
     let mut rng = Rng(4);
     let (t, f) = (2usize, 1536usize);
     let (g, u) = (rng.vec(t * f), rng.vec(t * f));
-    let gb = f32s(gpu, &g);
-    let p = SwiGluParams {
-        ffn_dim: f as u32,
-        _pad: [0; 3],
-    };
-    gpu.run_kernel(
-        Kernel::SwiGlu,
-        0,
-        bytemuck::bytes_of(&p),
-        Some(&step(gpu, 0, t as u32, 1)),
-        &[&gb, &f32s(gpu, &u)],
-        [(t * f).div_ceil(256) as u32, 1, 1],
-    )
-    .unwrap();
+    let (gb, ub) = (f32s(gpu, &g), f32s(gpu, &u));
+    let st = step(gpu, 0, t);
+    run(gpu, &gpu_ops::swiglu(f as u32, &gb, &ub), Some(&st), 0, t);
     assert_close("swiglu", &read(gpu, &gb, t * f), &ops::swiglu(&g, &u), 1e-5);
-}
-
-/// RoPE table as the engine builds it: [positions][hd/2] (cos, sin), from f64.
-fn rope_table(positions: usize, hd: usize, base: f64) -> Vec<f32> {
-    (0..positions)
-        .flat_map(|p| {
-            (0..hd / 2).flat_map(move |i| {
-                let th = p as f64 * base.powf(-2.0 * i as f64 / hd as f64);
-                [th.cos() as f32, th.sin() as f32]
-            })
-        })
-        .collect()
 }
 
 /// kv_store.wgsl vs pooling_plan + ops::rope, regrouping 3 native heads to G = 1, 3, 9 (1e-5).
@@ -542,12 +547,10 @@ fn kv_store_pools_ropes_and_appends() {
             Grouping::new(9, 3).unwrap(),
             Grouping::new(9, groups).unwrap(),
         );
-        let mut pool = vec![0.0f32; groups * g0];
-        for (g, srcs) in plan.iter().enumerate() {
-            for &(j, w) in srcs {
-                pool[g * g0 + j] = w;
-            }
-        }
+        let pool = pooling_matrix(
+            Grouping::new(9, 3).unwrap(),
+            Grouping::new(9, groups).unwrap(),
+        );
         let kc = gpu.storage("kc", (groups * cap * hd * 4) as u64).unwrap();
         let vc = gpu.storage("vc", (groups * cap * hd * 4) as u64).unwrap();
         let p = KvStoreParams {
@@ -558,24 +561,18 @@ fn kv_store_pools_ropes_and_appends() {
             n_heads: nh as u32,
             _pad: [0; 3],
         };
-        let bufs = [
-            &f32s(gpu, &k0),
-            &f32s(gpu, &v0),
-            &f32s(gpu, &pool),
-            &rope,
-            &kc,
-            &vc,
-            &qb,
-        ];
-        gpu.run_kernel(
-            Kernel::KvStore,
-            0,
-            bytemuck::bytes_of(&p),
-            Some(&step(gpu, pos0 as u32, t as u32, 1)),
-            &bufs,
-            [((nh * hd / 2) as u32).div_ceil(64), t as u32, 1],
-        )
-        .unwrap();
+        let (k0b, v0b, poolb) = (f32s(gpu, &k0), f32s(gpu, &v0), f32s(gpu, &pool));
+        let binds = KvStoreBinds {
+            k0: k0b.binding(),
+            v0: v0b.binding(),
+            pool: &poolb,
+            rope: &rope,
+            kc: &kc,
+            vc: &vc,
+            q: qb.binding(),
+        };
+        let st = step(gpu, pos0, t);
+        run(gpu, &gpu_ops::kv_store(p, binds), Some(&st), pos0, t);
         let (kg, vg) = (
             read(gpu, &kc, groups * cap * hd),
             read(gpu, &vc, groups * cap * hd),
@@ -659,7 +656,6 @@ fn attention_matches_cpu() {
         (Kernel::AttentionDecode, 1, 172, 48),
         (Kernel::AttentionDecode, 1, 140, 128),
     ] {
-        let n_chunks = (pos0 + t).div_ceil(ATTENTION_CHUNK);
         for groups in [1usize, 3, 9] {
             let grouping = Grouping::new(nh, groups).unwrap();
             let q = rng.vec(t * nh * hd);
@@ -670,7 +666,7 @@ fn attention_matches_cpu() {
                 .storage("part", (t * nh * max_chunks * hd * 4) as u64)
                 .unwrap();
             let out = gpu.storage("out", (t * nh * hd * 4) as u64).unwrap();
-            let st = step(gpu, pos0 as u32, t as u32, n_chunks as u32);
+            let st = step(gpu, pos0, t);
             let p = AttentionParams {
                 n_heads: nh as u32,
                 groups: groups as u32,
@@ -680,48 +676,38 @@ fn attention_matches_cpu() {
                 scale: 1.0 / (hd as f32).sqrt(),
                 _pad: [0; 2],
             };
-            let params = gpu.uniform_with(bytemuck::bytes_of(&p)).unwrap();
             let qb = gpu.activation("q", (q.len() * 4) as u64).unwrap();
             gpu.queue
                 .write_buffer(&qb.buffer, 0, bytemuck::cast_slice(&q));
             let (kb, vb) = (f32s(gpu, &kc), f32s(gpu, &vc));
-            let q_res = if kernel == Kernel::AttentionDecode {
-                qb.uniform_window()
-            } else {
-                qb.binding()
+            let decode = kernel == Kernel::AttentionDecode;
+            let binds = AttentionBinds {
+                q: if decode {
+                    qb.uniform_window()
+                } else {
+                    qb.binding()
+                },
+                kc: &kb,
+                vc: &vb,
+                ml: &ml,
+                part: &part,
             };
-            let res = [
-                params.binding(),
-                st.binding(),
-                q_res,
-                kb.binding(),
-                vb.binding(),
-                ml.binding(),
-                part.binding(),
-            ];
-            let numbered: Vec<_> = (0..).zip(res).collect();
-            gpu.run_resources(
-                kernel,
-                attention_variant(grouping.n_rep(), hd),
-                &numbered,
-                [n_chunks as u32, groups as u32, t as u32],
-            )
-            .unwrap();
+            let attention = gpu_ops::attention(p, binds, decode);
+            assert_eq!(attention.kernel, kernel);
+            run(gpu, &attention, Some(&st), pos0, t);
             let rp = ReduceParams {
                 n_heads: nh as u32,
                 head_dim: hd as u32,
                 max_chunks: max_chunks as u32,
                 _pad: 0,
             };
-            gpu.run_kernel(
-                Kernel::AttentionReduce,
-                0,
-                bytemuck::bytes_of(&rp),
+            run(
+                gpu,
+                &gpu_ops::attention_reduce(rp, &ml, &part, &out),
                 Some(&st),
-                &[&ml, &part, &out],
-                [nh as u32, t as u32, 1],
-            )
-            .unwrap();
+                pos0,
+                t,
+            );
             let got = read(gpu, &out, t * nh * hd);
             for tt in 0..t {
                 for h in 0..nh {
@@ -750,19 +736,13 @@ fn argmax_matches_cpu() {
     logits[40_000] = 5.0;
     let lb = f32s(gpu, &logits);
     let tok = gpu.storage("token", 4).unwrap();
-    let p = ArgmaxParams {
-        vocab: logits.len() as u32,
-        _pad: [0; 3],
-    };
-    gpu.run_kernel(
-        Kernel::Argmax,
-        0,
-        bytemuck::bytes_of(&p),
+    run(
+        gpu,
+        &gpu_ops::argmax(logits.len() as u32, &lb, &tok),
         None,
-        &[&lb, &tok],
-        [1, 1, 1],
-    )
-    .unwrap();
+        0,
+        1,
+    );
     let got: u32 = bytemuck::pod_read_unaligned(&pollster::block_on(gpu.read(&tok)).unwrap()[..4]);
     assert_eq!(got, sampling::argmax(&logits));
     assert_eq!(got, 31_000);
@@ -803,8 +783,7 @@ fn sampling_matches_cpu() {
                 _pad: [0; 2],
             };
             let ub = gpu.uniform_with(bytemuck::bytes_of(&u)).unwrap();
-            gpu.run_bound(Kernel::Sample, 0, &[&ub, &lb, &tok], [1, 1, 1])
-                .unwrap();
+            run(gpu, &gpu_ops::sample(&ub, &lb, &tok), None, 0, 1);
             let got: u32 =
                 bytemuck::pod_read_unaligned(&pollster::block_on(gpu.read(&tok)).unwrap()[..4]);
             assert_eq!(

@@ -175,6 +175,15 @@ fn generate(
         if next.unwrap().is_none() {
             break;
         }
+        // The cache holds the text seen so far, but its last token (sampled, not yet fed):
+        // a step submitted ahead is not counted until its token is read.
+        let seen = gen.prompt().len() + gen.generated().len();
+        assert_eq!(
+            g.len(),
+            seen - 1,
+            "positions after {} tokens",
+            gen.generated().len()
+        );
     }
     assert_eq!(g.in_flight(), 0, "nothing is left in flight once done");
     (gen.generated().to_vec(), g.len())
@@ -256,4 +265,94 @@ fn fifty_regroupings_leave_gpu_memory_flat() {
     let err = g.regroup(2).unwrap_err();
     assert!(err.to_string().contains("valid G: [1, 3, 9]"));
     assert_eq!(g.grouping().groups(), 9, "a refused G changes nothing");
+}
+
+/// A regroup whose cache the GPU cannot hold (here: a memory budget that leaves room for the
+/// G = 3 cache but not for G = 9's) fails with an error naming memory, and the engine goes on
+/// at its previous G with the same tokens as before.
+#[test]
+fn a_failed_regroup_leaves_the_engine_at_its_previous_grouping() {
+    let prompt = ids(&fixture("regroup.json")["prompts"][0]["prompt_ids"]);
+    let mut g = gpu();
+    g.regroup(3).unwrap();
+    let params = GenerateParams {
+        max_tokens: 6,
+        sampling: SamplingParams::greedy(),
+        stop_token: None,
+    };
+    let run = |g: &mut GpuEngine| {
+        let mut gen = Generator::new(&mut *g, prompt.clone(), params).unwrap();
+        while gen.step(&mut *g).unwrap().is_some() {}
+        gen.generated().to_vec()
+    };
+    let before = run(&mut g);
+    let g3_cache = 2 * 30 * 3 * 512 * 64 * 4;
+    let budget = g.gpu().allocated_bytes() + g3_cache / 2;
+    g.set_memory_budget(Some(budget));
+    let err = g.regroup(9).unwrap_err();
+    g.set_memory_budget(None);
+    assert!(err.to_string().contains("out of memory"), "{err}");
+    assert_eq!(g.grouping().groups(), 3);
+    assert_eq!(g.len(), 0, "the cache was rebuilt empty");
+    assert_eq!(run(&mut g), before, "tokens after the failed regroup");
+}
+
+/// The `[128][vocab]` logits of every row (and their staging twin, ~50 MB) are made on the
+/// first forward that wants every row's logits (perplexity), not at load.
+#[test]
+fn the_logits_of_every_row_are_allocated_on_first_use() {
+    let mut e = pollster::block_on(GpuEngine::load(&gguf(), 64)).unwrap();
+    let prompt = ids(&fixture("intermediates.json")["prompt_ids"]);
+    let at_load = e.gpu().allocated_bytes();
+    pollster::block_on(e.forward(&prompt, false)).unwrap();
+    assert_eq!(
+        e.gpu().allocated_bytes(),
+        at_load,
+        "last-row logits need nothing new"
+    );
+    e.reset();
+    pollster::block_on(e.forward(&prompt, true)).unwrap();
+    let grown = e.gpu().allocated_bytes() - at_load;
+    assert!(grown >= 2 * 128 * 49152 * 4, "grew by {grown} bytes");
+    e.reset();
+    pollster::block_on(e.forward(&prompt, true)).unwrap();
+    assert_eq!(e.gpu().allocated_bytes() - at_load, grown, "made once");
+}
+
+/// A model whose weights hold a NaN: every GPU path says the model produced non-finite
+/// values (the sampler's token, greedy and sampled; the logits) instead of returning a token.
+#[test]
+fn non_finite_logits_are_reported() {
+    let bytes = common::model_bytes();
+    let g = gguf();
+    let norm = g
+        .tensors
+        .iter()
+        .find(|t| t.name == "output_norm.weight")
+        .unwrap();
+    let at = g.tensor_bytes(norm).as_ptr() as usize - bytes.as_ptr() as usize;
+    let mut damaged = bytes.to_vec();
+    damaged[at + 40..at + 44].copy_from_slice(&f32::NAN.to_le_bytes());
+    let mut e = pollster::block_on(GpuEngine::load(&Gguf::parse(&damaged).unwrap(), 64)).unwrap();
+    let prompt = ids(&fixture("intermediates.json")["prompt_ids"]);
+    let sampled = SamplingParams {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.9,
+        seed: 1,
+    };
+    for p in [SamplingParams::greedy(), sampled] {
+        e.reset();
+        let err = pollster::block_on(e.forward_sample(&prompt, &p, 0)).unwrap_err();
+        assert!(
+            matches!(err, gqa_lab::engine::EngineError::NonFinite(_)),
+            "{err}"
+        );
+    }
+    e.reset();
+    let err = pollster::block_on(e.forward(&prompt, false)).unwrap_err();
+    assert!(
+        err.to_string().contains("in the logits at position 4"),
+        "{err}"
+    );
 }

@@ -14,7 +14,7 @@
 pub mod ops;
 pub mod qmatrix;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{check_capacity, check_input, check_len, Engine, EngineError};
 use crate::gguf::Gguf;
 use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
 use ops::{add_in_place, matmul, rmsnorm, rope, softmax, swiglu};
@@ -150,8 +150,7 @@ impl CpuEngine {
         let t = ModelTensors::locate(g, &cfg)?;
         let deq = |ti| g.dequantize(ti).map_err(ModelError::from);
         let blocks = |ti: &crate::gguf::TensorInfo<'_>| {
-            let rows = ti.dims.get(1).copied().unwrap_or(1) as usize;
-            QMatrix::new(ti.ggml_type, g.tensor_bytes(ti), rows).filter(|_| quantized)
+            QMatrix::new(ti.ggml_type, g.tensor_bytes(ti), ti.rows()).filter(|_| quantized)
         };
         let matrix = |ti| -> Result<Matrix, ModelError> {
             Ok(match blocks(ti) {
@@ -276,7 +275,7 @@ impl CpuEngine {
         self.reset();
         let mut x = self.embed(ids)?;
         let mut states = Vec::with_capacity(self.cfg.n_layers);
-        self.check_room(ids.len())?;
+        self.check_room(ids)?;
         for l in 0..self.cfg.n_layers {
             self.block(l, &mut x);
             states.push(x.clone());
@@ -287,7 +286,7 @@ impl CpuEngine {
 
     /// [`Engine::forward`] on the calling thread.
     fn forward_here(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
-        self.check_room(ids.len())?;
+        self.check_room(ids)?;
         let mut x = self.embed(ids)?; // [t][dim]
         for l in 0..self.cfg.n_layers {
             self.block(l, &mut x);
@@ -320,17 +319,8 @@ impl CpuEngine {
         Ok(x)
     }
 
-    fn check_room(&self, t: usize) -> Result<(), EngineError> {
-        if t == 0 {
-            return Err(EngineError::EmptyInput);
-        }
-        if self.len + t > self.cache.capacity {
-            return Err(EngineError::ContextFull {
-                needed: self.len + t,
-                capacity: self.cache.capacity,
-            });
-        }
-        Ok(())
+    fn check_room(&self, ids: &[u32]) -> Result<(), EngineError> {
+        check_input(ids, self.cfg.vocab_size, self.len, self.cache.capacity)
     }
 
     /// Recomputes each layer's K/V projection for the current grouping:
@@ -421,28 +411,6 @@ fn attend(q_h: &[f32], k: &[f32], v: &[f32], scale: f32, o: &mut [f32]) {
     for (&a, v_p) in scores.iter().zip(v.chunks_exact(hd)) {
         o.iter_mut().zip(v_p).for_each(|(o, v)| *o += a * v);
     }
-}
-
-/// A sequence length must fit the cache.
-pub(crate) fn check_len(len: usize, capacity: usize) -> Result<(), EngineError> {
-    if len > capacity {
-        return Err(EngineError::ContextFull {
-            needed: len,
-            capacity,
-        });
-    }
-    Ok(())
-}
-
-/// A cache capacity must be positive and within the model's trained context.
-pub(crate) fn check_capacity(cfg: &ModelConfig, capacity: usize) -> Result<usize, EngineError> {
-    if capacity == 0 || capacity > cfg.context_length {
-        return Err(EngineError::BadCapacity {
-            capacity,
-            context_length: cfg.context_length,
-        });
-    }
-    Ok(capacity)
 }
 
 impl Engine for CpuEngine {

@@ -110,12 +110,7 @@ pub fn rmsnorm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
 /// v: `[n_heads][head_dim]` for one token.
 pub fn rope(v: &mut [f32], head_dim: usize, pos: usize, base: f32) {
     // (cos, sin) of each pair's angle, the same for every head.
-    let turns: Vec<(f32, f32)> = (0..head_dim / 2)
-        .map(|i| {
-            let theta = pos as f64 * (base as f64).powf(-2.0 * i as f64 / head_dim as f64);
-            (theta.cos() as f32, theta.sin() as f32)
-        })
-        .collect();
+    let turns = crate::model::rope_turns(pos, head_dim, base);
     for head in v.chunks_exact_mut(head_dim) {
         for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(&turns) {
             let (a, b) = (pair[0], pair[1]);

@@ -44,6 +44,11 @@ pub struct TensorInfo<'a> {
 }
 
 impl TensorInfo<'_> {
+    /// Rows of a `[rows][row_len]` matrix (1 for a vector).
+    pub fn rows(&self) -> usize {
+        self.dims.get(1).copied().unwrap_or(1) as usize
+    }
+
     /// Number of elements (the product of the dimensions; checked at parse time).
     pub fn n_elements(&self) -> u64 {
         self.dims.iter().product()

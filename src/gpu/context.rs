@@ -15,6 +15,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     allocated: Arc<AtomicU64>,
+    /// Most bytes the engine may hold in buffers and textures (`None`: the device's limits).
+    budget: Option<u64>,
     fault: Arc<Mutex<Option<GpuError>>>,
     pipelines: Mutex<HashMap<(Kernel, u32), wgpu::ComputePipeline>>,
 }
@@ -142,6 +144,7 @@ impl Gpu {
             info,
             limits,
             allocated: Arc::new(AtomicU64::new(0)),
+            budget: None,
             fault,
             pipelines: Mutex::new(HashMap::new()),
         })
@@ -158,6 +161,24 @@ impl Gpu {
     /// Bytes in live buffers.
     pub fn allocated_bytes(&self) -> u64 {
         self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// Caps the bytes of live buffers and textures: an allocation past `bytes` fails with
+    /// [`GpuError::OutOfMemory`] before the device is asked, as one would on a GPU that has
+    /// no more (browsers do not say how much memory a GPU has). `None` lifts the cap.
+    pub fn set_budget(&mut self, bytes: Option<u64>) {
+        self.budget = bytes;
+    }
+
+    /// Room for `size` more bytes within the budget.
+    fn reserve(&self, label: &str, size: u64) -> Result<(), GpuError> {
+        let used = self.allocated_bytes();
+        match self.budget {
+            Some(budget) if used + size > budget => Err(GpuError::OutOfMemory(format!(
+                "{label} needs {size} bytes, and {used} of the budget of {budget} are in use"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// A zeroed buffer of at least `size` bytes (rounded up to 4, at least 16).
@@ -178,6 +199,7 @@ impl Gpu {
                 limit: self.limits.max_storage_buffer_binding_size,
             });
         }
+        self.reserve(label, size)?;
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -236,6 +258,7 @@ impl Gpu {
                 words.len()
             )));
         }
+        self.reserve(label, size)?;
         let extent = wgpu::Extent3d {
             width,
             height,
@@ -318,20 +341,6 @@ impl Gpu {
                     })
             })
             .clone()
-    }
-
-    /// A bind group for `pipeline` binding `resources` in order (binding 0, 1, …).
-    pub fn bind(
-        &self,
-        pipeline: &wgpu::ComputePipeline,
-        resources: &[wgpu::BindingResource<'_>],
-    ) -> wgpu::BindGroup {
-        let numbered: Vec<_> = resources
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i as u32, r.clone()))
-            .collect();
-        self.bind_numbered(pipeline, &numbered)
     }
 
     /// A bind group for `pipeline` with each resource at its binding number.
@@ -425,61 +434,6 @@ impl Uniforms {
 }
 
 impl Gpu {
-    /// Runs one kernel on its own (one submit): bindings are (params, [step], buffers…).
-    /// For kernel tests and tools; the engine records its kernels into one pass instead.
-    pub fn run_kernel(
-        &self,
-        kernel: Kernel,
-        variant: u32,
-        params: &[u8],
-        step: Option<&Buf>,
-        bufs: &[&Buf],
-        grid: [u32; 3],
-    ) -> Result<(), GpuError> {
-        let params = self.uniform_with(params)?;
-        let mut all = vec![&params];
-        all.extend(step);
-        all.extend_from_slice(bufs);
-        self.run_bound(kernel, variant, &all, grid)
-    }
-
-    /// Runs one kernel on its own with exactly `bindings` (binding 0, 1, …).
-    pub fn run_bound(
-        &self,
-        kernel: Kernel,
-        variant: u32,
-        bindings: &[&Buf],
-        grid: [u32; 3],
-    ) -> Result<(), GpuError> {
-        let res: Vec<_> = bindings
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (i as u32, b.binding()))
-            .collect();
-        self.run_resources(kernel, variant, &res, grid)
-    }
-
-    /// Runs one kernel on its own with each resource at its binding number.
-    pub fn run_resources(
-        &self,
-        kernel: Kernel,
-        variant: u32,
-        res: &[(u32, wgpu::BindingResource<'_>)],
-        grid: [u32; 3],
-    ) -> Result<(), GpuError> {
-        let pipeline = self.pipeline(kernel, variant);
-        let bind = self.bind_numbered(&pipeline, res);
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
-        }
-        self.queue.submit([enc.finish()]);
-        self.check()
-    }
-
     /// The contents of a storage buffer (created with [`Gpu::storage`]).
     pub async fn read(&self, buf: &Buf) -> Result<Vec<u8>, GpuError> {
         let staging = self.buffer(

@@ -1,11 +1,31 @@
-//! Every WGSL kernel of the engine, embedded from `shaders/`, and their parameter structs.
-//! A kernel's module is `common.wgsl` + (for kernels that read weights) `quant.wgsl` + its
-//! own file. Parameter structs mirror the WGSL `Params` of each file, padded to 16 bytes.
+//! Every WGSL kernel of the engine, embedded from `shaders/`, with what the Rust side and the
+//! WGSL side must agree on, stated once here:
+//!
+//! - the constants both use (chunk length, most heads per KV head, rows per invocation, the
+//!   texture layout's `WIDTH` and `LANES`) and each kernel's workgroup size, written into a
+//!   generated prelude ahead of the kernel's source ([`Kernel::source`]), so that no WGSL file
+//!   repeats a number the host also uses;
+//! - the binding layout of each kernel ([`Kernel::bindings`]), which the op constructors of
+//!   [`super::ops`] fill and a test checks against the shader (naga reflection).
+//!
+//! A kernel's module is the prelude + `common.wgsl` + (for kernels that read weights)
+//! `quant.wgsl` + its own file.
 
-use bytemuck::{Pod, Zeroable};
+use super::layout;
 
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 pub const QUANT: &str = include_str!("../../shaders/quant.wgsl");
+
+/// Attention chunk length (positions per workgroup); `CHUNK` in the attention kernels.
+pub const ATTENTION_CHUNK: usize = 64;
+/// Most query heads per KV head the attention kernels hold; `MAX_REP`.
+pub const ATTENTION_MAX_REP: usize = 16;
+/// Largest head dimension the attention kernels hold; `MAX_HD`.
+pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
+/// Weight rows one matvec.wgsl or matmul.wgsl invocation computes; `ROWS`.
+pub const PRODUCT_ROWS: u32 = 4;
+/// Tokens per invocation in matmul.wgsl; `TT`.
+pub const MATMUL_TOKENS: usize = 8;
 
 /// One compute kernel: its file and whether it dequantizes weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,6 +42,25 @@ pub enum Kernel {
     Argmax,
     Sample,
 }
+
+/// What a binding of a kernel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// The kernel's `Params` uniform (one 256-byte slot of the engine's uniform buffer).
+    Params,
+    /// The `Step` uniform of common.wgsl, written once per forward.
+    Step,
+    /// Another uniform (an activation window, or a uniform written per submit).
+    Uniform,
+    /// A read-only storage buffer.
+    Read,
+    /// A read-write storage buffer.
+    ReadWrite,
+    /// A `texture_2d<u32>` (a weight's two textures, quant.wgsl).
+    Texture,
+}
+
+use Slot as S;
 
 impl Kernel {
     pub const ALL: [Kernel; 11] = [
@@ -70,6 +109,99 @@ impl Kernel {
         }
     }
 
+    /// Threads per workgroup; `WG` in the kernel's source.
+    pub fn workgroup_size(self) -> u32 {
+        match self {
+            Kernel::AttentionReduce => 8,
+            Kernel::Matvec | Kernel::RmsNorm | Kernel::AttentionDecode => 32,
+            Kernel::Embed | Kernel::Matmul | Kernel::KvStore | Kernel::Attention => 64,
+            Kernel::SwiGlu | Kernel::Argmax | Kernel::Sample => 256,
+        }
+    }
+
+    /// The kernel's bindings of group 0, by binding number.
+    pub fn bindings(self) -> &'static [(u32, Slot)] {
+        match self {
+            Kernel::Embed => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::Texture),
+                (3, S::Texture),
+                (4, S::Read),
+                (5, S::ReadWrite),
+            ],
+            Kernel::Matvec => &[
+                (0, S::Params),
+                (2, S::Texture),
+                (3, S::Texture),
+                (4, S::Uniform),
+                (5, S::ReadWrite),
+                (6, S::ReadWrite),
+                (7, S::ReadWrite),
+                (8, S::ReadWrite),
+            ],
+            Kernel::Matmul => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::Texture),
+                (3, S::Texture),
+                (4, S::Uniform),
+                (5, S::ReadWrite),
+            ],
+            Kernel::RmsNorm => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::Read),
+                (3, S::Read),
+                (4, S::ReadWrite),
+            ],
+            Kernel::SwiGlu => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::ReadWrite),
+                (3, S::Read),
+            ],
+            Kernel::KvStore => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::ReadWrite),
+                (3, S::ReadWrite),
+                (4, S::Read),
+                (5, S::Read),
+                (6, S::ReadWrite),
+                (7, S::ReadWrite),
+                (8, S::ReadWrite),
+            ],
+            Kernel::Attention => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::Read),
+                (3, S::Read),
+                (4, S::Read),
+                (5, S::ReadWrite),
+                (6, S::ReadWrite),
+            ],
+            Kernel::AttentionDecode => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::Uniform),
+                (3, S::Read),
+                (4, S::Read),
+                (5, S::ReadWrite),
+                (6, S::ReadWrite),
+            ],
+            Kernel::AttentionReduce => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::Read),
+                (3, S::Read),
+                (4, S::ReadWrite),
+            ],
+            Kernel::Argmax => &[(0, S::Params), (1, S::Read), (2, S::ReadWrite)],
+            Kernel::Sample => &[(0, S::Uniform), (1, S::Read), (2, S::ReadWrite)],
+        }
+    }
+
     /// Whether the kernel reads quantized weights (and so takes the WTYPE constant).
     pub fn reads_weights(self) -> bool {
         matches!(self, Kernel::Embed | Kernel::Matvec | Kernel::Matmul)
@@ -89,231 +221,35 @@ impl Kernel {
         }
     }
 
+    /// The constants shared with the host, and this kernel's workgroup size as `WG`.
+    pub fn prelude(self) -> String {
+        let consts: [(&str, usize); 8] = [
+            ("WG", self.workgroup_size() as usize),
+            ("CHUNK", ATTENTION_CHUNK),
+            ("MAX_REP", ATTENTION_MAX_REP),
+            ("MAX_HD", ATTENTION_MAX_HEAD_DIM),
+            ("ROWS", PRODUCT_ROWS as usize),
+            ("TT", MATMUL_TOKENS),
+            ("WIDTH", layout::WIDTH),
+            ("LANES", layout::LANES),
+        ];
+        let mut s =
+            String::from("// Generated by src/gpu/kernels.rs: constants shared with the host.\n");
+        for (name, v) in consts {
+            s.push_str(&format!("const {name}: u32 = {v}u;\n"));
+        }
+        s
+    }
+
     /// The complete WGSL module.
     pub fn source(self) -> String {
         let quant = if self.reads_weights() { QUANT } else { "" };
-        format!("{COMMON}\n{quant}\n{}", self.file())
+        format!("{}{COMMON}\n{quant}\n{}", self.prelude(), self.file())
     }
 }
 
-/// Attention chunk length (positions per workgroup); `CHUNK` in attention*.wgsl.
-pub const ATTENTION_CHUNK: usize = 64;
-/// Most query heads per KV head the attention kernel holds; `MAX_REP` in attention.wgsl.
-pub const ATTENTION_MAX_REP: usize = 16;
-/// Largest head dimension the attention kernel holds; `MAX_HD` in attention.wgsl.
-pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
 /// The pipeline variant of attention_decode.wgsl for `n_rep` query heads per KV head and
 /// `head_dim` (≤ ATTENTION_MAX_REP and ATTENTION_MAX_HEAD_DIM, a multiple of 4).
 pub fn attention_variant(n_rep: usize, head_dim: usize) -> u32 {
     (n_rep as u32) | ((head_dim as u32 / 4) << 8)
-}
-
-/// Tokens per invocation in matmul.wgsl (`TT`).
-pub const MATMUL_TOKENS: usize = 8;
-
-/// `Step` in common.wgsl: what changes per forward.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct Step {
-    pub pos0: u32,
-    pub n_tokens: u32,
-    pub n_chunks: u32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct EmbedParams {
-    pub dim: u32,
-    pub vocab: u32,
-    pub _pad: [u32; 2],
-}
-
-/// `Params` of matmul.wgsl and matvec.wgsl: `y (+)= W[row0..row0 + n_out]·x`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct ProductParams {
-    pub n_in: u32,
-    pub n_out: u32,
-    /// A [`ProductMode`] as u32.
-    pub mode: u32,
-    /// First weight row (a part of a stacked tensor).
-    pub row0: u32,
-    /// matmul.wgsl: the tokens `t_base..t_base + t_count` whose rows of x are in the bound
-    /// uniform window (which starts at row `t_base`). matvec.wgsl ignores them.
-    pub t_base: u32,
-    pub t_count: u32,
-    /// matvec.wgsl: x is γ ⊙ h and the sums are scaled by 1 / rms(h), from this many
-    /// partial sums of h² that a [`ProductMode::AccumulateForNorm`] product wrote (0: x is
-    /// used as it is).
-    pub norm_parts: u32,
-    /// The RMSNorm's ε, with `norm_parts`.
-    pub eps: f32,
-}
-
-/// WebGPU's largest `minUniformBufferOffsetAlignment` (a power of two): offsets that are
-/// multiples of it are aligned on every device.
-pub const UNIFORM_ALIGN: usize = 256;
-
-/// Token rows of an `n_in`-wide activation that one uniform window holds, from an offset
-/// that is a multiple of `align` bytes (rows `t_base`, `t_base + this`, … start windows):
-/// the most rows that fit, rounded down to a multiple that keeps every window aligned.
-/// `None` if not even one aligned step fits.
-pub fn window_tokens(n_in: usize, align: usize) -> Option<usize> {
-    let row = n_in * 4;
-    let step = align / gcd(row, align); // rows per aligned step
-    let fit = super::UNIFORM_WINDOW as usize / row;
-    let w = fit / step * step;
-    (w > 0).then_some(w)
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-impl ProductParams {
-    /// `y (+)= W[row0..row0 + n_out]·x` for one token (matvec.wgsl); matmul.wgsl's callers set
-    /// the window's `t_base`, `t_count`.
-    pub fn new(n_in: u32, n_out: u32, mode: ProductMode, row0: u32) -> Self {
-        ProductParams {
-            n_in,
-            n_out,
-            mode: mode as u32,
-            row0,
-            t_base: 0,
-            t_count: 1,
-            norm_parts: 0,
-            eps: 0.0,
-        }
-    }
-}
-
-/// What a matrix product does with its result (`mode` in matvec.wgsl / matmul.wgsl).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProductMode {
-    /// y = W·x
-    Store = 0,
-    /// y += W·x (residual connections)
-    Accumulate = 1,
-    /// y = silu(W_gate·x) · W_up·x, W_gate and W_up stacked (`n_out` rows each); matvec only.
-    SwiGlu = 2,
-    /// y += W·x, then the first half of the RMSNorm that follows: xn = γ ⊙ y, and each
-    /// workgroup's Σ y² into `parts` (the second half is `norm_parts` of the next product);
-    /// matvec only.
-    AccumulateForNorm = 3,
-}
-
-/// Weight rows one matvec.wgsl or matmul.wgsl invocation computes (`ROWS`).
-pub const PRODUCT_ROWS: u32 = 4;
-/// matvec.wgsl's workgroup size.
-pub const MATVEC_WORKGROUP: u32 = 32;
-/// matmul.wgsl's workgroup size.
-pub const MATMUL_WORKGROUP: u32 = 64;
-
-/// Invocations (per group of tokens) that matvec.wgsl and matmul.wgsl need for `n_out`
-/// outputs (`row_stride` in quant.wgsl): a multiple of [`LANES`](super::layout::LANES), each
-/// computing [`PRODUCT_ROWS`] rows, in matvec's SwiGLU mode half as many outputs (a gate and
-/// an up row each).
-pub fn product_invocations(n_out: u32, swiglu: bool) -> u32 {
-    let per = if swiglu {
-        PRODUCT_ROWS / 2
-    } else {
-        PRODUCT_ROWS
-    };
-    let lanes = super::layout::LANES as u32;
-    n_out.div_ceil(per).div_ceil(lanes) * lanes
-}
-
-/// Most inputs matvec.wgsl takes: its uniform `x` (4096 vec4s) fills the uniform window.
-pub const MATVEC_MAX_IN: usize = (super::UNIFORM_WINDOW / 4) as usize;
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct RmsNormParams {
-    pub dim: u32,
-    pub eps: f32,
-    pub last_row_only: u32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct SwiGluParams {
-    pub ffn_dim: u32,
-    pub _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct KvStoreParams {
-    pub groups: u32,
-    pub native_groups: u32,
-    pub head_dim: u32,
-    pub capacity: u32,
-    pub n_heads: u32,
-    pub _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct AttentionParams {
-    pub n_heads: u32,
-    pub groups: u32,
-    pub head_dim: u32,
-    pub capacity: u32,
-    pub max_chunks: u32,
-    pub scale: f32,
-    pub _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct ReduceParams {
-    pub n_heads: u32,
-    pub head_dim: u32,
-    pub max_chunks: u32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct ArgmaxParams {
-    pub vocab: u32,
-    pub _pad: [u32; 3],
-}
-
-/// `Sampling` in sample.wgsl: written before each sampled forward.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub struct SamplingUniform {
-    pub vocab: u32,
-    pub top_k: u32,
-    pub top_p: f32,
-    pub temperature: f32,
-    pub seed: u32,
-    pub step: u32,
-    pub _pad: [u32; 2],
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_hold_whole_aligned_rows() {
-        // SmolLM2: 576-wide rows are 2304 = 9·256 bytes, so any row starts aligned.
-        assert_eq!(window_tokens(576, 256), Some(28));
-        assert_eq!(window_tokens(1536, 256), Some(10));
-        // 128-byte rows start aligned every second row.
-        assert_eq!(window_tokens(32, 256), Some(512));
-        assert_eq!(window_tokens(96, 256), Some(170));
-        // A whole window per row.
-        assert_eq!(window_tokens(16384, 256), Some(1));
-        // 65408-byte rows: every second row is aligned, and two do not fit.
-        assert_eq!(window_tokens(16352, 256), None);
-    }
 }

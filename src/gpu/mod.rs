@@ -13,10 +13,11 @@ mod context;
 mod engine;
 pub mod kernels;
 pub mod layout;
+pub mod ops;
 mod weight;
 
 pub use context::{Buf, Gpu, Tex, UNIFORM_WINDOW};
-pub use engine::GpuEngine;
+pub use engine::{GpuEngine, PREFILL_CHUNK};
 pub use weight::{Stack, Weight};
 
 use thiserror::Error;

@@ -10,6 +10,8 @@ pub struct Weight {
     pub payload: Tex,
     pub scales: Tex,
     pub ty: GgmlType,
+    /// Elements per row: the input width of a product with this weight.
+    pub row_len: usize,
 }
 
 impl Weight {
@@ -42,10 +44,13 @@ impl Weight {
                 &p.scales,
             )?
         };
+        let (block, block_bytes) = ty.block();
+        let row_bytes = bytes.len() / rows.max(1);
         Ok(Weight {
             payload,
             scales,
             ty,
+            row_len: (row_bytes as u64 / block_bytes.max(1) * block) as usize,
         })
     }
 

@@ -130,9 +130,4 @@ impl ModelConfig {
     pub fn valid_groups(&self) -> Vec<usize> {
         valid_groups(self.n_heads)
     }
-
-    /// Width of the K (or V) projection output at `groups` KV heads.
-    pub fn kv_dim(&self, groups: usize) -> usize {
-        groups * self.head_dim
-    }
 }

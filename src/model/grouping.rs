@@ -97,6 +97,18 @@ pub fn pooling_plan(native: Grouping, target: Grouping) -> Vec<Vec<(usize, f32)>
         .collect()
 }
 
+/// [`pooling_plan`] as a dense `[G][G0]` matrix (what kv_store.wgsl reads).
+pub fn pooling_matrix(native: Grouping, target: Grouping) -> Vec<f32> {
+    let g0 = native.groups();
+    let mut pool = vec![0.0f32; target.groups() * g0];
+    for (g, sources) in pooling_plan(native, target).iter().enumerate() {
+        for &(j, w) in sources {
+            pool[g * g0 + j] = w;
+        }
+    }
+    pool
+}
+
 /// KV-cache bytes for one sequence: `2 · layers · G · head_dim · tokens · bytes_per_element`
 /// (the 2 is K and V).
 pub fn kv_cache_bytes(

@@ -1,6 +1,7 @@
 //! The model as the engines see it: hyper-parameters read from GGUF metadata ([`ModelConfig`]),
 //! where each weight lives ([`ModelTensors`]), KV-head grouping and checkpoint regrouping
-//! ([`Grouping`], [`pooling_plan`]) and KV-cache arithmetic ([`kv_cache_bytes`]).
+//! ([`Grouping`], [`pooling_plan`]), KV-cache arithmetic ([`kv_cache_bytes`]) and the RoPE
+//! angles ([`rope_turns`]).
 //!
 //! Pure: no GPU, no DOM. The architecture is llama (Touvron et al. 2023, "LLaMA"), with
 //! grouped-query attention as in Ainslie et al. 2023, "GQA: Training Generalized Multi-Query
@@ -8,10 +9,12 @@
 
 mod config;
 mod grouping;
+mod rope;
 mod tensors;
 
 pub use config::ModelConfig;
-pub use grouping::{kv_cache_bytes, pooling_plan, valid_groups, Grouping};
+pub use grouping::{kv_cache_bytes, pooling_matrix, pooling_plan, valid_groups, Grouping};
+pub use rope::{rope_table, rope_turns};
 pub use tensors::{LayerTensors, ModelTensors};
 
 use crate::gguf::GgufError;

@@ -11,7 +11,8 @@
 //! is not wanted after all (the stop token came, the last of `max_tokens`, Stop, a change of G)
 //! is dropped: its positions are given back, and the next submit overwrites what it wrote.
 
-use super::{GpuEngine, Input, PREFILL_CHUNK};
+use super::submit::Input;
+use super::{GpuEngine, PREFILL_CHUNK};
 use crate::engine::{EngineError, Generator};
 use crate::gpu::{Buf, GpuError};
 use crate::sampling::SamplingParams;
@@ -28,7 +29,7 @@ pub(super) struct InFlight {
     /// The generation step whose token it samples.
     step: u32,
     /// Positions the submit added to the cache.
-    fed: usize,
+    pub(super) fed: usize,
 }
 
 impl GpuEngine {
@@ -51,7 +52,7 @@ impl GpuEngine {
         // A step ahead only where it fits in the cache: a generator made with the cache's
         // capacity never wants more, and one that does gets `ContextFull` on the next call,
         // after this token, as when waiting for each step.
-        if self.decode_ahead && gen.may_want_after(step) && self.len < self.capacity {
+        if self.decode_ahead && gen.may_want_after(step) && self.pos < self.capacity {
             self.submit_sampled(Input::Sampled, &p, step + 1)?;
         }
         let id = self.read_sampled().await?;
@@ -66,7 +67,8 @@ impl GpuEngine {
     /// default on a hardware GPU; off on a software one (lavapipe, SwiftShader), where the
     /// "GPU" is the CPU's cores: on lavapipe a step submitted ahead waits for the one before
     /// it, so nothing overlaps, and encoding the next step only competes with the cores running
-    /// this one (−10% at context 1024 on 2 cores; benches/README, session 10).
+    /// this one (measured in benches/README.md: "decoding one step ahead, and why lavapipe
+    /// gains nothing from it").
     pub fn decode_ahead(&self) -> bool {
         self.decode_ahead
     }
@@ -83,7 +85,7 @@ impl GpuEngine {
     /// Drops the submitted steps whose tokens were not read, giving back their positions.
     pub fn drop_ahead(&mut self) {
         for f in self.in_flight.drain(..) {
-            self.len = self.len.saturating_sub(f.fed);
+            self.pos = self.pos.saturating_sub(f.fed);
         }
     }
 
@@ -101,7 +103,7 @@ impl GpuEngine {
                 self.validate(ids)?;
                 self.gpu.check()?;
                 let split = (ids.len() - 1) / PREFILL_CHUNK * PREFILL_CHUNK;
-                self.prefill_chunks(&ids[..split]);
+                self.prefill_chunks(&ids[..split])?;
                 Input::Ids(&ids[split..])
             }
             Input::Sampled if self.in_flight.is_empty() => {
@@ -109,22 +111,23 @@ impl GpuEngine {
                     GpuError::Internal("no submitted step to decode ahead from".into()).into(),
                 )
             }
-            Input::Sampled if self.len >= self.capacity => {
+            Input::Sampled if self.pos >= self.capacity => {
                 return Err(EngineError::ContextFull {
-                    needed: self.len + 1,
+                    needed: self.pos + 1,
                     capacity: self.capacity,
                 })
             }
             Input::Sampled => Input::Sampled,
         };
         let readback = self.take_readback()?;
+        let program = self.program()?;
         let tail = if p.is_greedy() {
-            &self.ops.tail_last
+            &program.tail_token
         } else {
             self.write_sampling(p, step);
-            &self.ops.tail_sample
+            &program.tail_sample
         };
-        let mut enc = self.record(last, tail, None);
+        let mut enc = self.record(last, tail, None)?;
         enc.copy_buffer_to_buffer(&self.act.token_out.buffer, 0, &readback.buffer, 0, 4);
         let index = self.gpu.queue.submit([enc.finish()]);
         let (tx, mapped) = futures_channel::oneshot::channel();
@@ -134,7 +137,7 @@ impl GpuEngine {
             .map_async(wgpu::MapMode::Read, move |r| {
                 let _ = tx.send(r);
             });
-        self.len += last.len();
+        self.pos += last.len();
         let fed = input.len();
         self.in_flight.push_back(InFlight {
             readback,
@@ -147,12 +150,13 @@ impl GpuEngine {
     }
 
     /// Submits `ids` (whole chunks of PREFILL_CHUNK) without a tail.
-    fn prefill_chunks(&mut self, ids: &[u32]) {
+    fn prefill_chunks(&mut self, ids: &[u32]) -> Result<(), EngineError> {
         for chunk in ids.chunks(PREFILL_CHUNK) {
-            let enc = self.record(Input::Ids(chunk), &[], None);
+            let enc = self.record(Input::Ids(chunk), &[], None)?;
             self.gpu.queue.submit([enc.finish()]);
-            self.len += chunk.len();
+            self.pos += chunk.len();
         }
+        Ok(())
     }
 
     /// A free 4-byte readback buffer.
@@ -173,11 +177,11 @@ impl GpuEngine {
         let Some(f) = self.in_flight.pop_front() else {
             return Err(GpuError::Internal("no submitted step to read".into()).into());
         };
-        let fed = f.fed;
+        let (fed, step) = (f.fed, f.step);
         match self.read_token(f).await {
-            Ok(id) => Ok(id),
+            Ok(id) => self.checked_token(id, step),
             Err(e) => {
-                self.len = self.len.saturating_sub(fed);
+                self.pos = self.pos.saturating_sub(fed);
                 self.drop_ahead();
                 Err(e.into())
             }
@@ -210,11 +214,6 @@ impl GpuEngine {
         };
         f.readback.buffer.unmap();
         self.readbacks.push(f.readback);
-        if id as usize >= self.cfg.vocab_size {
-            return Err(GpuError::Internal(format!(
-                "the sampler returned token {id}, outside the vocabulary"
-            )));
-        }
         Ok(id)
     }
 }

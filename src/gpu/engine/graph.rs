@@ -1,0 +1,475 @@
+//! The forward pass as GPU ops, top to bottom — read [`Graph::body`] beside
+//! `cpu::CpuEngine::block` (llama2.c's `forward`): the same steps, each one or two kernels.
+//! Built once per grouping into a [`Program`]; `submit.rs` records its ops per forward.
+//!
+//! Decode (one token) and prefill (a chunk of up to PREFILL_CHUNK tokens) differ in their
+//! kernels: decode multiplies with matvec.wgsl and splits each RMSNorm after a residual add
+//! over the two products around it ([`Link`]; ARCHITECTURE.md, "One decode step"), prefill
+//! uses matmul.wgsl and rmsnorm.wgsl.
+
+use super::resources::{Activations, KvCache, LayerWeights, ModelWeights};
+use super::PREFILL_CHUNK;
+use crate::gpu::context::{Buf, Gpu, Uniforms};
+use crate::gpu::ops::{self, Op, OpList, OpSpec, ProductMode, ProductParams};
+use crate::gpu::{GpuError, Weight};
+use crate::model::ModelConfig;
+use std::ops::Range;
+
+/// Every op of a forward at one grouping, bound to the engine's buffers.
+pub(super) struct Program {
+    /// The embedding lookup and the layers, for one token and for a prefill chunk.
+    pub decode: Body,
+    pub prefill: Body,
+    /// Final norm (last row), head, argmax: the greedy token (and the last row's logits).
+    pub tail_token: Vec<Op>,
+    /// Final norm (last row), head, temperature / top-k / top-p sampling.
+    pub tail_sample: Vec<Op>,
+    /// The ops' parameter uniforms (kept alive with them).
+    _uniforms: Uniforms,
+}
+
+/// The embedding and the layers' ops, and where each layer and attention are among them.
+pub(super) struct Body {
+    pub ops: Vec<Op>,
+    pub layers: Vec<Range<usize>>,
+    /// Attention and its chunk reduction, in every layer.
+    pub attention: Vec<usize>,
+}
+
+/// Op indices of a [`Body`] while it is built.
+#[derive(Default)]
+struct BodySpec {
+    ops: Vec<usize>,
+    layers: Vec<Range<usize>>,
+    attention: Vec<usize>,
+}
+
+/// How a decode product takes part in an RMSNorm split over two products (matvec.wgsl):
+/// the one that adds to the residual stream leaves xn = γ ⊙ x and Σ x² by workgroup, the one
+/// after reads xn as its input and scales by 1 / rms(x).
+#[derive(Clone, Copy)]
+enum Link<'a> {
+    /// x is used as it is.
+    None,
+    /// Mode [`ProductMode::AccumulateForNorm`] with the next norm's γ.
+    Produce { gamma: &'a Buf },
+    /// x is γ ⊙ h; its Σ h² in `count` parts.
+    Consume { count: u32, eps: f32 },
+}
+
+/// Where a layer's q, k0, v0 are after its Q, K, V products.
+#[derive(Clone)]
+struct Qkv<'a> {
+    /// `[T][H][hd]`, read-write (kv_store rotates it in place).
+    q: wgpu::BindingResource<'a>,
+    k0: wgpu::BindingResource<'a>,
+    v0: wgpu::BindingResource<'a>,
+    /// q as a uniform window (what attention_decode reads).
+    q_uniform: wgpu::BindingResource<'a>,
+}
+
+/// What the graph binds, and the op list it fills.
+pub(super) struct Graph<'a> {
+    pub cfg: &'a ModelConfig,
+    pub m: &'a ModelWeights,
+    pub a: &'a Activations,
+    pub cache: &'a KvCache,
+    pub capacity: usize,
+    pub max_chunks: usize,
+    /// Whether q, k0 and v0 of one token can be bound as ranges of one buffer (their
+    /// offsets are multiples of the device's storage offset alignment).
+    pub qkv_aligned: bool,
+    list: OpList<'a>,
+}
+
+impl Program {
+    /// Builds every op of the forward for `cache`'s grouping.
+    pub fn build(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        m: &ModelWeights,
+        a: &Activations,
+        cache: &KvCache,
+        capacity: usize,
+    ) -> Result<Program, GpuError> {
+        let align = gpu.device.limits().min_storage_buffer_offset_alignment as usize;
+        let (q_bytes, kv_bytes) = (
+            cfg.n_heads * cfg.head_dim * 4,
+            cfg.n_kv_heads * cfg.head_dim * 4,
+        );
+        let mut g = Graph {
+            cfg,
+            m,
+            a,
+            cache,
+            capacity,
+            max_chunks: capacity.div_ceil(crate::gpu::kernels::ATTENTION_CHUNK),
+            qkv_aligned: q_bytes.is_multiple_of(align) && kv_bytes.is_multiple_of(align),
+            list: OpList::default(),
+        };
+        let decode = g.body(true);
+        let prefill = g.body(false);
+        let tail_token = g.tail(false);
+        let tail_sample = g.tail(true);
+        let (uniforms, ops) = g.list.finish(gpu, &a.step)?;
+        let mut ops: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
+        let mut take = |i: usize| {
+            ops[i]
+                .take()
+                .ok_or_else(|| GpuError::Internal("an op was used twice".into()))
+        };
+        let mut body = |spec: BodySpec| -> Result<Body, GpuError> {
+            Ok(Body {
+                ops: spec
+                    .ops
+                    .into_iter()
+                    .map(&mut take)
+                    .collect::<Result<_, _>>()?,
+                layers: spec.layers,
+                attention: spec.attention,
+            })
+        };
+        Ok(Program {
+            decode: body(decode)?,
+            prefill: body(prefill)?,
+            tail_token: tail_token
+                .into_iter()
+                .map(&mut take)
+                .collect::<Result<_, _>>()?,
+            tail_sample: tail_sample
+                .into_iter()
+                .map(&mut take)
+                .collect::<Result<_, _>>()?,
+            _uniforms: uniforms,
+        })
+    }
+
+    /// The embedding and the layers' ops for a forward of `t` tokens.
+    pub fn body(&self, t: usize) -> &Body {
+        if t == 1 {
+            &self.decode
+        } else {
+            &self.prefill
+        }
+    }
+}
+
+impl<'a> Graph<'a> {
+    /// The forward from token ids to the residual stream after the last layer, for one token
+    /// (`decode`) or a prefill chunk. Shapes: x `[T][dim]`, xb `[T][dim]`, q `[T][H][hd]`,
+    /// k0, v0 `[T][G0][hd]`, K, V `[G][capacity][hd]` per layer, att `[T][H][hd]`,
+    /// gate `[T][ffn]`.
+    fn body(&mut self, decode: bool) -> BodySpec {
+        let (a, m) = (self.a, self.m);
+        let mut b = BodySpec::default();
+        // x = token_embd[tokens]
+        let embed = ops::embed(&m.token_embd, self.cfg.dim as u32, &a.tokens, &a.x);
+        b.ops.push(self.list.push(embed));
+        for (l, w) in m.layers.iter().enumerate() {
+            let first = b.ops.len();
+            // xb = rmsnorm(x) ⊙ attn_norm
+            let link = self.attn_norm(&mut b, w, l, decode);
+            // q | k0 | v0 = W_q|k|v · xb
+            let qkv = self.qkv(&mut b, w, decode, link);
+            // K, V of the G heads → the cache at the forward's positions; RoPE on K and q
+            self.push(&mut b, self.kv_store(l, qkv.clone()));
+            // per query head h: softmax(q_h · K_g / √hd) · V_g with g its KV head, by chunks
+            let q = if decode { qkv.q_uniform } else { qkv.q };
+            b.attention.push(b.ops.len());
+            self.push(&mut b, self.attention(l, q, decode));
+            // att = the chunks combined
+            b.attention.push(b.ops.len());
+            self.push(&mut b, self.reduce());
+            // x += W_o · att
+            let link = self.link_produce(decode, Some(&w.ffn_norm));
+            self.add_to_x(&mut b, decode, &w.wo, &a.att, link);
+            // xb = rmsnorm(x) ⊙ ffn_norm
+            let link = self.ffn_norm(&mut b, w, decode);
+            // gate = silu(W_gate · xb) ⊙ (W_up · xb)
+            self.ffn_up(&mut b, w, decode, link);
+            // x += W_down · gate
+            let next = m.layers.get(l + 1).map(|n| &n.attn_norm);
+            let link = self.link_produce(decode, next);
+            self.add_to_x(&mut b, decode, &w.w_down, &a.gate, link);
+            b.layers.push(first..b.ops.len());
+        }
+        b
+    }
+
+    /// After the layers: the final norm of the last row, the head, and the greedy token (or,
+    /// with `sample`, a sampled one) into `token_out`.
+    fn tail(&mut self, sample: bool) -> Vec<usize> {
+        let (a, cfg) = (self.a, self.cfg);
+        let mut ids = vec![self.list.push(self.rmsnorm(&self.m.output_norm, true))];
+        let mut p =
+            ProductParams::new(cfg.dim as u32, cfg.vocab_size as u32, ProductMode::Store, 0);
+        let norm = self.norm_binds(Link::None, &mut p);
+        let head = ops::matvec(self.m.head(), p, a.xb.uniform_window(), &a.logits, norm);
+        ids.push(self.list.push(head));
+        let pick = match sample {
+            false => ops::argmax(cfg.vocab_size as u32, &a.logits, &a.token_out),
+            true => ops::sample(&a.sampling, &a.logits, &a.token_out),
+        };
+        ids.push(self.list.push(pick));
+        ids
+    }
+
+    fn push(&mut self, b: &mut BodySpec, spec: OpSpec<'a>) {
+        b.ops.push(self.list.push(spec));
+    }
+
+    /// RMSNorm before attention: its own op in prefill and in decode's first layer; from
+    /// decode's second layer on, the previous layer's down product did its first half.
+    fn attn_norm(
+        &mut self,
+        b: &mut BodySpec,
+        w: &'a LayerWeights,
+        l: usize,
+        decode: bool,
+    ) -> Link<'a> {
+        if decode && l > 0 {
+            return self.link_consume();
+        }
+        self.push(b, self.rmsnorm(&w.attn_norm, false));
+        Link::None
+    }
+
+    /// RMSNorm before the feed-forward: its own op in prefill; in decode the output
+    /// projection did its first half.
+    fn ffn_norm(&mut self, b: &mut BodySpec, w: &'a LayerWeights, decode: bool) -> Link<'a> {
+        if decode {
+            return self.link_consume();
+        }
+        self.push(b, self.rmsnorm(&w.ffn_norm, false));
+        Link::None
+    }
+
+    fn link_consume(&self) -> Link<'a> {
+        Link::Consume {
+            count: ops::norm_parts(self.cfg.dim as u32),
+            eps: self.cfg.rms_eps,
+        }
+    }
+
+    /// A decode product that adds to x produces the next norm's first half (if there is a
+    /// next norm in the body: the final norm is the tail's own op).
+    fn link_produce(&self, decode: bool, gamma: Option<&'a Buf>) -> Link<'a> {
+        match gamma {
+            Some(gamma) if decode => Link::Produce { gamma },
+            _ => Link::None,
+        }
+    }
+
+    fn rmsnorm(&self, gamma: &'a Buf, last_row_only: bool) -> OpSpec<'a> {
+        let p = ops::RmsNormParams {
+            dim: self.cfg.dim as u32,
+            eps: self.cfg.rms_eps,
+            last_row_only: last_row_only as u32,
+            _pad: 0,
+        };
+        let out = &self.a.xb;
+        ops::rmsnorm(p, &self.a.x, gamma, out)
+    }
+
+    /// The Q, K, V projections. Decode with a stacked Q|K|V computes all three in one matvec
+    /// into `qkv` and binds its parts; otherwise three products into q, k0, v0.
+    fn qkv(
+        &mut self,
+        b: &mut BodySpec,
+        w: &'a LayerWeights,
+        decode: bool,
+        link: Link<'a>,
+    ) -> Qkv<'a> {
+        let (a, cfg) = (self.a, self.cfg);
+        let f = 4u64;
+        let q_rows = (cfg.n_heads * cfg.head_dim) as u64;
+        let kv_rows = (cfg.n_kv_heads * cfg.head_dim) as u64;
+        if let (true, true, Some(wt)) = (decode, self.qkv_aligned, w.qkv.whole()) {
+            let n = (q_rows + 2 * kv_rows) as u32;
+            self.product_n(
+                b,
+                true,
+                (wt, 0),
+                n,
+                ProductMode::Store,
+                (&a.xb, &a.qkv),
+                link,
+            );
+            return Qkv {
+                q: a.qkv.range(0, q_rows * f),
+                k0: a.qkv.range(q_rows * f, kv_rows * f),
+                v0: a.qkv.range((q_rows + kv_rows) * f, kv_rows * f),
+                q_uniform: a.qkv.uniform_window(),
+            };
+        }
+        for (i, (y, n)) in [(&a.q, q_rows), (&a.k0, kv_rows), (&a.v0, kv_rows)]
+            .into_iter()
+            .enumerate()
+        {
+            self.product_n(
+                b,
+                decode,
+                w.qkv.part(i),
+                n as u32,
+                ProductMode::Store,
+                (&a.xb, y),
+                link,
+            );
+        }
+        Qkv {
+            q: a.q.binding(),
+            k0: a.k0.binding(),
+            v0: a.v0.binding(),
+            q_uniform: a.q.uniform_window(),
+        }
+    }
+
+    /// kv_store.wgsl for layer `l`: the G heads pooled from the native ones, RoPE on K and q,
+    /// K and V appended to the layer's cache.
+    fn kv_store(&self, l: usize, qkv: Qkv<'a>) -> OpSpec<'a> {
+        let cfg = self.cfg;
+        let p = ops::KvStoreParams {
+            groups: self.cache.grouping.groups() as u32,
+            native_groups: cfg.n_kv_heads as u32,
+            head_dim: cfg.head_dim as u32,
+            capacity: self.capacity as u32,
+            n_heads: cfg.n_heads as u32,
+            _pad: [0; 3],
+        };
+        let binds = ops::KvStoreBinds {
+            k0: qkv.k0,
+            v0: qkv.v0,
+            pool: &self.cache.pool,
+            rope: &self.a.rope,
+            kc: &self.cache.k[l],
+            vc: &self.cache.v[l],
+            q: qkv.q,
+        };
+        ops::kv_store(p, binds)
+    }
+
+    /// Attention of layer `l` over its cache, by chunks of positions.
+    fn attention(&self, l: usize, q: wgpu::BindingResource<'a>, decode: bool) -> OpSpec<'a> {
+        let cfg = self.cfg;
+        let p = ops::AttentionParams {
+            n_heads: cfg.n_heads as u32,
+            groups: self.cache.grouping.groups() as u32,
+            head_dim: cfg.head_dim as u32,
+            capacity: self.capacity as u32,
+            max_chunks: self.max_chunks as u32,
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            _pad: [0; 2],
+        };
+        let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
+        let binds = ops::AttentionBinds {
+            q,
+            kc,
+            vc,
+            ml: &self.a.ml,
+            part: &self.a.part,
+        };
+        ops::attention(p, binds, decode)
+    }
+
+    fn reduce(&self) -> OpSpec<'a> {
+        let p = ops::ReduceParams {
+            n_heads: self.cfg.n_heads as u32,
+            head_dim: self.cfg.head_dim as u32,
+            max_chunks: self.max_chunks as u32,
+            _pad: 0,
+        };
+        ops::attention_reduce(p, &self.a.ml, &self.a.part, &self.a.att)
+    }
+
+    /// gate = silu(W_gate·xb) ⊙ W_up·xb: decode with a stacked gate|up in one matvec (SwiGLU
+    /// mode), otherwise two products and swiglu.wgsl.
+    fn ffn_up(&mut self, b: &mut BodySpec, w: &'a LayerWeights, decode: bool, link: Link<'a>) {
+        let (a, ffn) = (self.a, self.cfg.ffn_dim as u32);
+        if let (true, Some(wt)) = (decode, w.gate_up.whole()) {
+            self.product_n(
+                b,
+                true,
+                (wt, 0),
+                ffn,
+                ProductMode::SwiGlu,
+                (&a.xb, &a.gate),
+                link,
+            );
+            return;
+        }
+        for (i, y) in [&a.gate, &a.up].into_iter().enumerate() {
+            self.product_n(
+                b,
+                decode,
+                w.gate_up.part(i),
+                ffn,
+                ProductMode::Store,
+                (&a.xb, y),
+                link,
+            );
+        }
+        self.push(b, ops::swiglu(ffn, &a.gate, &a.up));
+    }
+
+    /// x += W·input: a product that adds to the residual stream (`dim` rows).
+    fn add_to_x(
+        &mut self,
+        b: &mut BodySpec,
+        decode: bool,
+        w: &'a Weight,
+        input: &'a Buf,
+        link: Link<'a>,
+    ) {
+        let (dim, acc) = (self.cfg.dim as u32, ProductMode::Accumulate);
+        self.product_n(b, decode, (w, 0), dim, acc, (input, &self.a.x), link);
+    }
+
+    /// y (+)= W·x with W the `n_out` rows of `wt.0` from row `wt.1` and x as wide as W's
+    /// rows: matvec.wgsl for one token (`link` its part in an RMSNorm), else matmul.wgsl.
+    #[allow(clippy::too_many_arguments)]
+    fn product_n(
+        &mut self,
+        b: &mut BodySpec,
+        decode: bool,
+        (w, row0): (&'a Weight, u32),
+        n_out: u32,
+        mode: ProductMode,
+        (x, y): (&'a Buf, &'a Buf),
+        link: Link<'a>,
+    ) {
+        let mut p = ProductParams::new(w.row_len as u32, n_out, mode, row0);
+        if decode {
+            let norm = self.norm_binds(link, &mut p);
+            self.push(b, ops::matvec(w, p, x.uniform_window(), y, norm));
+            return;
+        }
+        for spec in ops::matmul(w, p, x, y, PREFILL_CHUNK) {
+            self.push(b, spec);
+        }
+    }
+
+    /// The γ, xn and parts bindings of a matvec for its part in a norm (`p` takes the mode
+    /// and the consumer's settings). Where γ and xn are not used, two ranges of `spare` stand
+    /// in: WebGPU forbids binding one buffer range to two writable bindings of a dispatch
+    /// (wgpu natively allows it, Chromium's Dawn does not).
+    fn norm_binds(&self, link: Link<'a>, p: &mut ProductParams) -> ops::NormBinds<'a> {
+        let a = self.a;
+        let (gamma, xn) = match link {
+            Link::Produce { gamma } => {
+                debug_assert_eq!(p.mode, ProductMode::Accumulate as u32);
+                p.mode = ProductMode::AccumulateForNorm as u32;
+                (gamma.binding(), a.xb.binding())
+            }
+            Link::Consume { count, eps } => {
+                (p.norm_parts, p.eps) = (count, eps);
+                (a.spare_range(0), a.spare_range(1))
+            }
+            Link::None => (a.spare_range(0), a.spare_range(1)),
+        };
+        ops::NormBinds {
+            gamma,
+            xn,
+            parts: a.norm_parts.binding(),
+        }
+    }
+}

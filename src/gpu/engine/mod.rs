@@ -1,0 +1,318 @@
+//! [`GpuEngine`]: the model on the GPU at one grouping, with a KV cache of fixed capacity.
+//!
+//! - `resources.rs`: weights, activations, the KV cache;
+//! - `graph.rs`: the forward as a list of ops, top to bottom (read it beside `cpu::forward`);
+//! - `submit.rs`: recording and submitting forwards, reading results back;
+//! - `ahead.rs`: decoding one step ahead;
+//! - `timing.rs`: kernel timings for the benchmark.
+//!
+//! The async methods are the API; natively the [`Engine`] trait drives the same methods
+//! through `pollster`, under the same names.
+
+mod ahead;
+mod graph;
+mod resources;
+mod submit;
+mod timing;
+
+use super::context::Gpu;
+use super::kernels::{ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM, ATTENTION_MAX_REP};
+use super::ops::{window_tokens, MATVEC_MAX_IN, UNIFORM_ALIGN};
+use super::GpuError;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::engine::Engine;
+use crate::engine::{check_capacity, check_len, EngineError};
+use crate::gguf::Gguf;
+use crate::model::{Grouping, ModelConfig, ModelTensors};
+use graph::Program;
+use resources::{Activations, KvCache, ModelWeights};
+use submit::AllLogits;
+
+/// Tokens per prefill submit; longer inputs run in several.
+pub const PREFILL_CHUNK: usize = 128;
+
+/// The model on the GPU at one grouping, with a KV cache of fixed capacity.
+pub struct GpuEngine {
+    gpu: Gpu,
+    cfg: ModelConfig,
+    capacity: usize,
+    model: ModelWeights,
+    act: Activations,
+    /// The cache and the ops bound to it: `None` after a regroup that failed and could not
+    /// put the previous grouping back (every call then says so, until a regroup succeeds).
+    state: Option<(KvCache, Program)>,
+    /// The grouping of `state` (or the one last asked for, when `state` is `None`).
+    grouping: Grouping,
+    /// The all-logits tail (perplexity), made on first use.
+    all_logits: Option<AllLogits>,
+    /// Positions submitted to the GPU: where the next forward writes. Steps submitted ahead
+    /// and not yet read are counted here, not in [`GpuEngine::len`].
+    pos: usize,
+    /// Decoding ahead (`ahead.rs`): submitted steps whose sampled token is not read yet,
+    /// oldest first, and 4-byte readback buffers free for reuse.
+    in_flight: std::collections::VecDeque<ahead::InFlight>,
+    readbacks: Vec<super::Buf>,
+    decode_ahead: bool,
+}
+
+impl GpuEngine {
+    /// Opens the GPU, uploads the model and allocates a KV cache for `capacity` tokens at the
+    /// native grouping.
+    pub async fn load(g: &Gguf<'_>, capacity: usize) -> Result<Self, EngineError> {
+        let gpu = Gpu::new().await?;
+        Self::load_on(gpu, g, capacity)
+    }
+
+    /// As [`GpuEngine::load`], on an opened device.
+    pub fn load_on(gpu: Gpu, g: &Gguf<'_>, capacity: usize) -> Result<Self, EngineError> {
+        let cfg = ModelConfig::from_gguf(g)?;
+        let capacity = check_capacity(&cfg, capacity)?;
+        check_shapes(&cfg)?;
+        let t = ModelTensors::locate(g, &cfg)?;
+        let model = ModelWeights::upload(&gpu, g, &t)?;
+        let act = Activations::new(&gpu, &cfg, capacity, capacity.div_ceil(ATTENTION_CHUNK))?;
+        let grouping = Grouping::native(&cfg);
+        let state = Self::build_state(&gpu, &cfg, &model, &act, grouping, capacity)?;
+        gpu.check()?;
+        let decode_ahead = !gpu.is_software();
+        Ok(GpuEngine {
+            gpu,
+            cfg,
+            capacity,
+            model,
+            act,
+            state: Some(state),
+            grouping,
+            all_logits: None,
+            pos: 0,
+            in_flight: Default::default(),
+            readbacks: Vec::new(),
+            decode_ahead,
+        })
+    }
+
+    /// A KV cache at `grouping` and the ops bound to it.
+    fn build_state(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        model: &ModelWeights,
+        act: &Activations,
+        grouping: Grouping,
+        capacity: usize,
+    ) -> Result<(KvCache, Program), GpuError> {
+        let cache = KvCache::new(gpu, cfg, grouping, capacity)?;
+        let program = Program::build(gpu, cfg, model, act, &cache, capacity)?;
+        gpu.check()?;
+        Ok((cache, program))
+    }
+
+    /// Regroups to `groups` KV heads: a new, empty cache at the new size and a new pooling
+    /// matrix; the weights stay as they are. The old cache is freed first (peak memory is the
+    /// larger of the two, not their sum). If the new one cannot be made, the previous grouping
+    /// is put back, with an empty cache, and the error returned; if even that fails, every
+    /// call fails with that error until a regroup succeeds.
+    pub fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
+        let grouping = Grouping::new(self.cfg.n_heads, groups)?;
+        if grouping.n_rep() > ATTENTION_MAX_REP {
+            return Err(GpuError::Unsupported(format!(
+                "{} query heads per KV head (the attention kernel holds up to {ATTENTION_MAX_REP})",
+                grouping.n_rep()
+            ))
+            .into());
+        }
+        self.drop_ahead();
+        let previous = self.grouping;
+        self.state = None;
+        self.pos = 0;
+        let (cfg, model, act) = (&self.cfg, &self.model, &self.act);
+        match Self::build_state(&self.gpu, cfg, model, act, grouping, self.capacity) {
+            Ok(state) => {
+                (self.state, self.grouping) = (Some(state), grouping);
+                Ok(())
+            }
+            Err(e) => {
+                let back = Self::build_state(&self.gpu, cfg, model, act, previous, self.capacity);
+                self.state = back.ok();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The cache and ops, or why there are none.
+    fn state(&self) -> Result<&(KvCache, Program), EngineError> {
+        self.state.as_ref().ok_or_else(|| {
+            GpuError::Internal(
+                "the engine has no KV cache: a regroup failed and the previous grouping could \
+                 not be restored; choose G again"
+                    .into(),
+            )
+            .into()
+        })
+    }
+
+    fn program(&self) -> Result<&Program, EngineError> {
+        Ok(&self.state()?.1)
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Caps the GPU memory the engine may hold ([`Gpu::set_budget`]): a regroup whose cache
+    /// would not fit then fails cleanly and leaves the engine at its previous grouping.
+    pub fn set_memory_budget(&mut self, bytes: Option<u64>) {
+        self.gpu.set_budget(bytes);
+    }
+
+    /// A description of the adapter, for reports.
+    pub fn adapter(&self) -> String {
+        let info = &self.gpu.info;
+        let name = if info.name.is_empty() {
+            "WebGPU adapter"
+        } else {
+            &info.name
+        };
+        format!("{name} ({:?}, {:?})", info.device_type, info.backend)
+    }
+
+    /// Kernel dispatches per decode step (one token; all in one submit).
+    pub fn dispatches_per_token(&self) -> usize {
+        self.program()
+            .map_or(0, |p| p.decode.ops.len() + p.tail_token.len())
+    }
+
+    /// Bytes of weights on the GPU (all read once per decode step).
+    pub fn weight_bytes(&self) -> u64 {
+        self.model.bytes()
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn grouping(&self) -> Grouping {
+        self.grouping
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Positions of the sequence in the cache. A step submitted ahead (`ahead.rs`) is not
+    /// counted until its token is read: the cache holds the text the caller has seen.
+    pub fn len(&self) -> usize {
+        self.pos - self.in_flight.iter().map(|f| f.fed).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// KV-cache bytes of the live sequence (f32 elements).
+    pub fn kv_cache_bytes(&self) -> u64 {
+        crate::model::kv_cache_bytes(&self.cfg, self.grouping.groups(), self.len(), 4)
+    }
+
+    /// Empties the cache (a step submitted ahead is dropped).
+    pub fn reset(&mut self) {
+        self.drop_ahead();
+        self.pos = 0;
+    }
+
+    /// Takes the sequence to be `len` tokens long (for benchmarks: the cache holds whatever it
+    /// holds, which does not change the work).
+    pub fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
+        self.drop_ahead();
+        check_len(len, self.capacity)?;
+        self.pos = len;
+        Ok(())
+    }
+}
+
+/// Shapes the kernels assume.
+fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
+    let bad = |m: String| Err(GpuError::Unsupported(m));
+    if !cfg.dim.is_multiple_of(32)
+        || !cfg.ffn_dim.is_multiple_of(32)
+        || !(cfg.n_heads * cfg.head_dim).is_multiple_of(32)
+    {
+        return bad("dimensions must be multiples of 32".into());
+    }
+    let widest = cfg.dim.max(cfg.ffn_dim).max(cfg.n_heads * cfg.head_dim);
+    if widest > MATVEC_MAX_IN {
+        return bad(format!(
+            "a matrix {widest} wide (matvec.wgsl takes up to {MATVEC_MAX_IN})"
+        ));
+    }
+    let inputs = [cfg.dim, cfg.ffn_dim, cfg.n_heads * cfg.head_dim];
+    if let Some(n) = inputs
+        .into_iter()
+        .find(|&n| window_tokens(n, UNIFORM_ALIGN).is_none())
+    {
+        return bad(format!(
+            "a matrix {n} wide (matmul.wgsl reads rows through 64 KiB uniform windows at 256-byte-aligned offsets, and none holds a row of it)"
+        ));
+    }
+    if cfg.head_dim > ATTENTION_MAX_HEAD_DIM || !cfg.head_dim.is_multiple_of(4) {
+        return bad(format!(
+            "head_dim {} (the attention kernels take multiples of 4 up to {ATTENTION_MAX_HEAD_DIM})",
+            cfg.head_dim
+        ));
+    }
+    if cfg.native_n_rep() > ATTENTION_MAX_REP {
+        return bad(format!("{} query heads per KV head", cfg.native_n_rep()));
+    }
+    Ok(())
+}
+
+/// Natively the engine is driven synchronously (the browser awaits the async methods).
+#[cfg(not(target_arch = "wasm32"))]
+impl Engine for GpuEngine {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    fn grouping(&self) -> Grouping {
+        self.grouping
+    }
+    fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
+        GpuEngine::regroup(self, groups)
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn len(&self) -> usize {
+        GpuEngine::len(self)
+    }
+    fn reset(&mut self) {
+        GpuEngine::reset(self)
+    }
+    fn kv_bytes_per_element(&self) -> usize {
+        4
+    }
+    fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
+        GpuEngine::skip_to(self, len)
+    }
+    fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
+        pollster::block_on(GpuEngine::forward(self, ids, all_logits))
+    }
+    fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
+        pollster::block_on(GpuEngine::feed(self, ids))
+    }
+    fn forward_sample(
+        &mut self,
+        ids: &[u32],
+        p: &crate::sampling::SamplingParams,
+        step: u32,
+    ) -> Result<u32, EngineError> {
+        pollster::block_on(GpuEngine::forward_sample(self, ids, p, step))
+    }
+    fn next_token(
+        &mut self,
+        gen: &mut crate::engine::Generator,
+    ) -> Result<Option<u32>, EngineError> {
+        pollster::block_on(GpuEngine::next_token(self, gen))
+    }
+}

@@ -1,0 +1,216 @@
+//! What the engine keeps on the GPU: the model's weights ([`ModelWeights`]), the activation
+//! buffers of one forward ([`Activations`]), and the KV cache at the current grouping with its
+//! pooling matrix ([`KvCache`]). Shapes for the default model in ARCHITECTURE.md.
+
+use super::PREFILL_CHUNK;
+use crate::engine::EngineError;
+use crate::gguf::{Gguf, TensorInfo};
+use crate::gpu::context::{Buf, Gpu};
+use crate::gpu::ops::norm_parts;
+use crate::gpu::weight::{Stack, Weight};
+use crate::gpu::GpuError;
+use crate::model::{pooling_matrix, rope_table, Grouping, ModelConfig, ModelError, ModelTensors};
+
+/// One transformer block's weights.
+pub(super) struct LayerWeights {
+    pub attn_norm: Buf, // [dim] f32
+    pub qkv: Stack,     // Q [n_heads·hd][dim] | K [G0·hd][dim] | V [G0·hd][dim]
+    pub wo: Weight,     // [dim][n_heads·hd]
+    pub ffn_norm: Buf,  // [dim] f32
+    pub gate_up: Stack, // gate [ffn][dim] | up [ffn][dim]
+    pub w_down: Weight, // [dim][ffn]
+}
+
+/// The model's weights, quantized as in the file (see `layout.rs`); norms as f32.
+pub(super) struct ModelWeights {
+    pub token_embd: Weight,     // [vocab][dim]
+    pub output: Option<Weight>, // [vocab][dim]; None when tied to token_embd
+    pub output_norm: Buf,       // [dim] f32
+    pub layers: Vec<LayerWeights>,
+}
+
+impl ModelWeights {
+    pub fn upload(gpu: &Gpu, g: &Gguf<'_>, t: &ModelTensors<'_, '_>) -> Result<Self, EngineError> {
+        let layers = t
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Ok(LayerWeights {
+                    attn_norm: upload_f32(gpu, g, l.attn_norm)?,
+                    qkv: upload_stack(gpu, g, &format!("blk.{i}.qkv"), &[l.wq, l.wk, l.wv])?,
+                    wo: upload(gpu, g, l.wo)?,
+                    ffn_norm: upload_f32(gpu, g, l.ffn_norm)?,
+                    gate_up: upload_stack(
+                        gpu,
+                        g,
+                        &format!("blk.{i}.gate_up"),
+                        &[l.w_gate, l.w_up],
+                    )?,
+                    w_down: upload(gpu, g, l.w_down)?,
+                })
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        Ok(ModelWeights {
+            token_embd: upload(gpu, g, t.token_embd)?,
+            output: match t.tied_output {
+                true => None,
+                false => Some(upload(gpu, g, t.output)?),
+            },
+            output_norm: upload_f32(gpu, g, t.output_norm)?,
+            layers,
+        })
+    }
+
+    /// The output head: its own matrix, or the embedding table when tied.
+    pub fn head(&self) -> &Weight {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// Bytes of weights on the GPU (all read once per decode step).
+    pub fn bytes(&self) -> u64 {
+        let mut n = self.token_embd.bytes() + self.output_norm.size();
+        n += self.output.as_ref().map_or(0, |w| w.bytes());
+        for l in &self.layers {
+            n += l.attn_norm.size() + l.ffn_norm.size();
+            n += l.qkv.bytes() + l.gate_up.bytes() + l.wo.bytes() + l.w_down.bytes();
+        }
+        n
+    }
+}
+
+/// Uploads a `[rows][row_len]` weight in the texture layout of `layout.rs`.
+fn upload(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Weight, GpuError> {
+    Weight::upload(gpu, t.name, t.ggml_type, g.tensor_bytes(t), t.rows())
+}
+
+/// Uploads tensors of one row length stacked (see [`Stack`]).
+fn upload_stack(
+    gpu: &Gpu,
+    g: &Gguf<'_>,
+    label: &str,
+    ts: &[&TensorInfo<'_>],
+) -> Result<Stack, GpuError> {
+    let parts: Vec<_> = ts
+        .iter()
+        .map(|t| (t.name, t.ggml_type, g.tensor_bytes(t), t.rows()))
+        .collect();
+    Stack::upload(gpu, label, &parts)
+}
+
+/// Norm weights are uploaded as f32 whatever their file type.
+fn upload_f32(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Buf, EngineError> {
+    let v = g.dequantize(t).map_err(ModelError::from)?;
+    Ok(gpu.storage_with(t.name, bytemuck::cast_slice(&v))?)
+}
+
+/// Bytes of each of the two ranges of [`Activations::spare`] (a multiple of every device's
+/// storage offset alignment, which WebGPU caps at 256).
+pub(super) const SPARE_RANGE: u64 = 256;
+
+/// Activation buffers, sized for PREFILL_CHUNK tokens (T). The logits of every row of a
+/// prefill, which only the all-logits forward reads (perplexity), live in [`AllLogits`],
+/// made on first use.
+pub(super) struct Activations {
+    pub sampling: Buf,   // uniform SamplingUniform, written before a sampled forward
+    pub step: Buf,       // uniform Step
+    pub tokens: Buf,     // [T] u32
+    pub x: Buf,          // [T][dim] residual stream
+    pub xb: Buf,         // [T][dim] normalised (also bound as a uniform window by matvec)
+    pub norm_parts: Buf, // decode: Σ x² by workgroup of a dim-row matvec (matvec.wgsl)
+    pub spare: Buf,      // 2 × SPARE_RANGE, bound where a matvec does not use its γ and xn
+    pub q: Buf,          // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
+    pub k0: Buf,         // [T][G0][hd] native-head K projection
+    pub v0: Buf,         // [T][G0][hd]
+    pub qkv: Buf,        // decode: [n_heads·hd | G0·hd | G0·hd], q, k0, v0 of one token
+    pub att: Buf,        // [T][n_heads][hd] (uniform window too)
+    pub ml: Buf,         // [T][n_heads][max_chunks] (m, l)
+    pub part: Buf,       // [T][n_heads][max_chunks][hd]
+    pub gate: Buf,       // [T][ffn] (uniform window too)
+    pub up: Buf,         // [T][ffn]
+    pub logits: Buf,     // [vocab]: the last row's
+    pub token_out: Buf,  // [1] u32
+    pub staging: Buf,    // readback of logits [vocab]
+    pub rope: Buf,       // [capacity][hd/2] (cos, sin)
+}
+
+impl Activations {
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        capacity: usize,
+        max_chunks: usize,
+    ) -> Result<Self, GpuError> {
+        let t = PREFILL_CHUNK as u64;
+        let f = 4u64;
+        let (dim, hd, nh, g0) = (
+            cfg.dim as u64,
+            cfg.head_dim as u64,
+            cfg.n_heads as u64,
+            cfg.n_kv_heads as u64,
+        );
+        let (ffn, vocab, mc) = (cfg.ffn_dim as u64, cfg.vocab_size as u64, max_chunks as u64);
+        let s = |label: &str, n: u64| gpu.storage(label, n * f);
+        let table = rope_table(capacity, cfg.head_dim, cfg.rope_base);
+        use wgpu::BufferUsages as U;
+        Ok(Activations {
+            step: gpu.buffer("step", 16, U::UNIFORM | U::COPY_DST)?,
+            sampling: gpu.buffer("sampling", 32, U::UNIFORM | U::COPY_DST)?,
+            tokens: s("tokens", t)?,
+            x: s("x", t * dim)?,
+            xb: gpu.activation("xb", t * dim * f)?,
+            norm_parts: s("norm parts", norm_parts(cfg.dim as u32) as u64)?,
+            spare: s("unused matvec bindings", 2 * SPARE_RANGE / f)?,
+            q: gpu.activation("q", t * nh * hd * f)?,
+            qkv: gpu.activation("qkv", (nh + 2 * g0) * hd * f)?,
+            k0: s("k0", t * g0 * hd)?,
+            v0: s("v0", t * g0 * hd)?,
+            att: gpu.activation("att", t * nh * hd * f)?,
+            ml: s("attention m,l", t * nh * mc * 2)?,
+            part: s("attention partials", t * nh * mc * hd)?,
+            gate: gpu.activation("gate", t * ffn * f)?,
+            up: s("up", t * ffn)?,
+            logits: s("logits", vocab)?,
+            token_out: s("token", 4)?,
+            staging: gpu.buffer("staging", vocab * f, U::MAP_READ | U::COPY_DST)?,
+            rope: gpu.storage_with("rope table", bytemuck::cast_slice(&table))?,
+        })
+    }
+
+    /// One of the two ranges of `spare` that stand in for a matvec's unused γ and xn.
+    pub fn spare_range(&self, i: u64) -> wgpu::BindingResource<'_> {
+        self.spare.range(i * SPARE_RANGE, SPARE_RANGE)
+    }
+}
+
+/// K and V per layer, `[G][capacity][hd]` f32 each, at one grouping, and the `[G][G0]`
+/// pooling matrix that kv_store.wgsl applies to the native heads' projections.
+pub(super) struct KvCache {
+    pub grouping: Grouping,
+    pub k: Vec<Buf>,
+    pub v: Vec<Buf>,
+    pub pool: Buf,
+}
+
+impl KvCache {
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        grouping: Grouping,
+        capacity: usize,
+    ) -> Result<Self, GpuError> {
+        let bytes = (grouping.groups() * capacity * cfg.head_dim * 4) as u64;
+        let per_layer = |kind: &str| {
+            (0..cfg.n_layers)
+                .map(|l| gpu.storage(&format!("{kind} cache {l}"), bytes))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let pool = pooling_matrix(Grouping::native(cfg), grouping);
+        Ok(KvCache {
+            grouping,
+            k: per_layer("K")?,
+            v: per_layer("V")?,
+            pool: gpu.storage_with("pooling matrix", bytemuck::cast_slice(&pool))?,
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! Attention: the KV-cache append with regrouping and RoPE (kv_store.wgsl), GQA attention
+//! split over the context (attention.wgsl for a prefill chunk, attention_decode.wgsl for one
+//! token) and the reduction of its chunks (attention_reduce.wgsl).
+
+use super::{params_struct, Grid, OpSpec};
+use crate::gpu::context::Buf;
+use crate::gpu::kernels::{attention_variant, Kernel};
+
+params_struct! {
+    /// `Params` of kv_store.wgsl.
+    KvStoreParams = "Params" for [KvStore] {
+        /// KV heads after regrouping (G).
+        groups: u32,
+        /// The checkpoint's KV heads (G0): k0 and v0 hold these.
+        native_groups: u32,
+        head_dim: u32,
+        capacity: u32,
+        n_heads: u32,
+        _pad: [u32; 3],
+    }
+}
+
+params_struct! {
+    /// `Params` of attention.wgsl and attention_decode.wgsl.
+    AttentionParams = "Params" for [Attention, AttentionDecode] {
+        n_heads: u32,
+        groups: u32,
+        head_dim: u32,
+        capacity: u32,
+        max_chunks: u32,
+        scale: f32,
+        _pad: [u32; 2],
+    }
+}
+
+params_struct! {
+    /// `Params` of attention_reduce.wgsl.
+    ReduceParams = "Params" for [AttentionReduce] {
+        n_heads: u32,
+        head_dim: u32,
+        max_chunks: u32,
+        _pad: u32,
+    }
+}
+
+/// What kv_store.wgsl reads and writes. k0, v0: `[T][G0][hd]`, the native heads' projections;
+/// pool: `[G][G0]`; rope: `[capacity][hd/2]` (cos, sin); kc, vc: `[G][capacity][hd]`;
+/// q: `[T][H][hd]`, rotated in place.
+pub struct KvStoreBinds<'a> {
+    pub k0: wgpu::BindingResource<'a>,
+    pub v0: wgpu::BindingResource<'a>,
+    pub pool: &'a Buf,
+    pub rope: &'a Buf,
+    pub kc: &'a Buf,
+    pub vc: &'a Buf,
+    pub q: wgpu::BindingResource<'a>,
+}
+
+/// kv_store.wgsl: pools the native heads' K and V to the G heads, rotates K and q (RoPE) and
+/// appends K and V to the cache at the forward's positions.
+pub fn kv_store<'a>(p: KvStoreParams, b: KvStoreBinds<'a>) -> OpSpec<'a> {
+    let resources = vec![
+        b.k0,
+        b.v0,
+        b.pool.binding(),
+        b.rope.binding(),
+        b.kc.binding(),
+        b.vc.binding(),
+        b.q,
+    ];
+    let pairs = p.n_heads * p.head_dim / 2;
+    OpSpec::new(Kernel::KvStore, 0, &p, resources, Grid::PerToken(pairs))
+}
+
+/// What the attention kernels read and write. q: `[T][H][hd]` (for decode a uniform window);
+/// kc, vc: `[G][capacity][hd]`; ml: `[T][H][max_chunks]` (m, l); part:
+/// `[T][H][max_chunks][hd]`.
+pub struct AttentionBinds<'a> {
+    pub q: wgpu::BindingResource<'a>,
+    pub kc: &'a Buf,
+    pub vc: &'a Buf,
+    pub ml: &'a Buf,
+    pub part: &'a Buf,
+}
+
+/// GQA attention over the cache, one workgroup per (chunk, KV head, token): attention.wgsl
+/// for a prefill chunk, or (`decode`) attention_decode.wgsl for one token, specialised for
+/// `n_heads / groups` query heads per KV head and the head size.
+pub fn attention<'a>(p: AttentionParams, b: AttentionBinds<'a>, decode: bool) -> OpSpec<'a> {
+    let (kernel, variant) = if decode {
+        let n_rep = (p.n_heads / p.groups.max(1)) as usize;
+        let variant = attention_variant(n_rep, p.head_dim as usize);
+        (Kernel::AttentionDecode, variant)
+    } else {
+        (Kernel::Attention, 0)
+    };
+    let resources = vec![
+        b.q,
+        b.kc.binding(),
+        b.vc.binding(),
+        b.ml.binding(),
+        b.part.binding(),
+    ];
+    OpSpec::new(kernel, variant, &p, resources, Grid::Attention(p.groups))
+}
+
+/// attention_reduce.wgsl: combines each head's chunks into `out` (`[T][H][hd]`).
+pub fn attention_reduce<'a>(
+    p: ReduceParams,
+    ml: &'a Buf,
+    part: &'a Buf,
+    out: &'a Buf,
+) -> OpSpec<'a> {
+    let resources = vec![ml.binding(), part.binding(), out.binding()];
+    OpSpec::new(
+        Kernel::AttentionReduce,
+        0,
+        &p,
+        resources,
+        Grid::Reduce(p.n_heads),
+    )
+}

@@ -1,0 +1,116 @@
+//! The small kernels: the embedding lookup, RMSNorm, SwiGLU, and sampling (argmax, and
+//! temperature / top-k / top-p).
+
+use super::{params_struct, Grid, OpSpec};
+use crate::gpu::context::Buf;
+use crate::gpu::kernels::Kernel;
+use crate::gpu::Weight;
+
+params_struct! {
+    /// `Params` of embed.wgsl.
+    EmbedParams = "Params" for [Embed] {
+        dim: u32,
+        _pad: [u32; 3],
+    }
+}
+
+params_struct! {
+    /// `Params` of rmsnorm.wgsl.
+    RmsNormParams = "Params" for [RmsNorm] {
+        dim: u32,
+        eps: f32,
+        /// Normalise only the forward's last row, into row 0 of the output.
+        last_row_only: u32,
+        _pad: u32,
+    }
+}
+
+params_struct! {
+    /// `Params` of swiglu.wgsl.
+    SwiGluParams = "Params" for [SwiGlu] {
+        ffn_dim: u32,
+        _pad: [u32; 3],
+    }
+}
+
+params_struct! {
+    /// `Params` of argmax.wgsl.
+    ArgmaxParams = "Params" for [Argmax] {
+        vocab: u32,
+        _pad: [u32; 3],
+    }
+}
+
+params_struct! {
+    /// `Sampling` in sample.wgsl: a uniform written before each sampled forward.
+    SamplingUniform = "Sampling" for [Sample] {
+        vocab: u32,
+        top_k: u32,
+        top_p: f32,
+        temperature: f32,
+        seed: u32,
+        step: u32,
+        _pad: [u32; 2],
+    }
+}
+
+/// What argmax.wgsl and sample.wgsl write when a logit is NaN or infinite: no token.
+pub const NON_FINITE_TOKEN: u32 = u32::MAX;
+
+/// embed.wgsl: x (`[T][dim]`) = the rows of the embedding table `w` for `tokens` (`[T]`).
+pub fn embed<'a>(w: &'a Weight, dim: u32, tokens: &'a Buf, x: &'a Buf) -> OpSpec<'a> {
+    let [wq, ws] = w.bindings();
+    let resources = vec![wq, ws, tokens.binding(), x.binding()];
+    let p = EmbedParams { dim, _pad: [0; 3] };
+    OpSpec::new(
+        Kernel::Embed,
+        w.ty.id(),
+        &p,
+        resources,
+        Grid::PerToken(dim / 32),
+    )
+}
+
+/// rmsnorm.wgsl: out = x / rms(x) ⊙ γ for each row of x (`[T][dim]`), or with `last_row_only`
+/// for the forward's last row, into row 0 of out.
+pub fn rmsnorm<'a>(p: RmsNormParams, x: &'a Buf, gamma: &'a Buf, out: &'a Buf) -> OpSpec<'a> {
+    let resources = vec![x.binding(), gamma.binding(), out.binding()];
+    let grid = Grid::Rows {
+        last: p.last_row_only != 0,
+    };
+    OpSpec::new(Kernel::RmsNorm, 0, &p, resources, grid)
+}
+
+/// swiglu.wgsl: gate = silu(gate) ⊙ up, over `[T][ffn_dim]`.
+pub fn swiglu<'a>(ffn_dim: u32, gate: &'a Buf, up: &'a Buf) -> OpSpec<'a> {
+    let p = SwiGluParams {
+        ffn_dim,
+        _pad: [0; 3],
+    };
+    let grid = Grid::Elementwise(ffn_dim);
+    OpSpec::new(
+        Kernel::SwiGlu,
+        0,
+        &p,
+        vec![gate.binding(), up.binding()],
+        grid,
+    )
+}
+
+/// argmax.wgsl: token[0] = the index of the largest of `vocab` logits (the lowest on ties),
+/// or [`NON_FINITE_TOKEN`].
+pub fn argmax<'a>(vocab: u32, logits: &'a Buf, token: &'a Buf) -> OpSpec<'a> {
+    let p = ArgmaxParams {
+        vocab,
+        _pad: [0; 3],
+    };
+    let resources = vec![logits.binding(), token.binding()];
+    OpSpec::new(Kernel::Argmax, 0, &p, resources, Grid::Single)
+}
+
+/// sample.wgsl: token[0] = a token drawn from the logits with the settings in `sampling` (a
+/// [`SamplingUniform`]), or [`NON_FINITE_TOKEN`].
+pub fn sample<'a>(sampling: &'a Buf, logits: &'a Buf, token: &'a Buf) -> OpSpec<'a> {
+    let resources = vec![sampling.binding(), logits.binding(), token.binding()];
+    OpSpec::bare(Kernel::Sample, resources, Grid::Single)
+}
