@@ -1,11 +1,11 @@
 // GQA attention, split over the context (flash-decoding): workgroup (chunk c, KV head g,
-// query token t) scores the CHUNK positions of chunk c for all n_rep query heads that share
-// KV head g. Each K and V row is read once for all of them: the shared head is indexed, never
+// query token t) scores the CHUNK positions of chunk c for all query heads that share KV head
+// g: `starts[g] .. starts[g + 1]`, a contiguous run (groups may differ in size). Each K and V row is read once for all of them: the shared head is indexed, never
 // repeated. Query heads arrive rotated (kv_store.wgsl). Partial results (max m, sum l,
 // unnormalised acc) go to `ml` and `acc`; attention_reduce.wgsl combines the chunks.
 // This kernel serves prefill (T query tokens); decode uses attention_decode.wgsl.
 //   q: [T][H][hd]   kc, vc: [G][capacity][hd]
-//   ml: [T][H][n_chunks] (m, l)   acc: [T][H][n_chunks][hd]
+//   ml: [T][H][n_chunks] (m, l)   acc: [T][H][n_chunks][hd]   starts: [G + 1]
 struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, _a: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -15,6 +15,7 @@ struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chu
 @group(0) @binding(4) var<storage, read> vc: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> acc: array<f32>;
+@group(0) @binding(7) var<storage, read> starts: array<u32>;
 
 // One thread per position of a chunk.
 const_assert CHUNK == WG;
@@ -27,7 +28,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let g = wid.y;
     let t = wid.z;
     let hd = p.head_dim;
-    let n_rep = p.n_heads / p.groups;
+    let first = starts[g];
+    let n_rep = starts[g + 1u] - first;
     let pos = step.pos0 + t;           // this query's position: it sees 0..=pos
     let start = c * CHUNK;
     let n = select(0u, min(CHUNK, pos + 1u - start), start <= pos);
@@ -35,7 +37,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
     // Load the n_rep query heads that read KV head g.
     for (var r = 0u; r < n_rep; r++) {
-        let h = g * n_rep + r;
+        let h = first + r;
         for (var d = tid; d < hd; d += WG) {
             qs[r * hd + d] = q[(t * p.n_heads + h) * hd + d];
         }
@@ -70,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var j = 0u; j < n; j++) {
             l += e[r * CHUNK + j];
         }
-        let h = g * n_rep + r;
+        let h = first + r;
         let slot = (t * p.n_heads + h) * p.max_chunks + c;
         if (tid == 0u) {
             ml[slot] = vec2<f32>(select(-3.0e38, m, n > 0u), l);

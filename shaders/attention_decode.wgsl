@@ -1,11 +1,12 @@
 // GQA attention for one query token (decode), split over the context (flash-decoding):
-// workgroup (chunk c, KV head g) scores the CHUNK positions of chunk c for the n_rep query
-// heads that share KV head g. Each K and V row is read once, for all of those heads: the
+// workgroup (chunk c, KV head g) scores the CHUNK positions of chunk c for the query heads
+// that share KV head g: `starts[g] .. starts[g + 1]`, a contiguous run (groups may differ in
+// size: src/model/grouping.rs). Each K and V row is read once, for all of those heads: the
 // shared head is indexed, never repeated. The query heads come from a uniform (rotated by
 // kv_store.wgsl), so they cost no memory traffic per position. Partial results (max m, sum l,
 // unnormalised acc) go to `ml` and `acc` as in attention.wgsl; attention_reduce.wgsl
 // combines the chunks.
-// The pipeline is specialised for N_REP = n_heads / groups and HD4 = head_dim / 4: with
+// The pipeline is specialised for N_REP = the largest group and HD4 = head_dim / 4: with
 // constant trip counts every loop over heads and dimensions unrolls and the per-thread
 // arrays stay in registers (a dynamically indexed array goes to memory, which a software
 // rasteriser reads per invocation).
@@ -17,7 +18,7 @@
 // weights e[r][j] are loaded by one batch of lanes instead of two. On a real GPU the kernel
 // reads the same bytes.
 //   q: [H][hd]   kc, vc: [G][capacity][hd]   ml: [H][max_chunks] (m, l)
-//   acc: [H][max_chunks][hd]
+//   acc: [H][max_chunks][hd]   starts: [G + 1]
 struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, _a: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,6 +28,7 @@ struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chu
 @group(0) @binding(4) var<storage, read> vc: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> ml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> acc: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> starts: array<u32>;
 
 override N_REP: u32 = 3u;
 override HD4: u32 = 16u;
@@ -45,6 +47,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let g = wid.y;
     let hd4 = HD4;
     let n_rep = N_REP;
+    let first = starts[g];                // the group's query heads: first .. first + count
+    let count = starts[g + 1u] - first;
     let pos = step.pos0;                // the query's position: it sees 0..=pos
     let start = c * CHUNK;
     let n = select(0u, min(CHUNK, pos + 1u - start), start <= pos);
@@ -64,7 +68,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             k1[d] = kc[row1 + d];
         }
         for (var r = 0u; r < n_rep; r++) {
-            let qrow = (g * n_rep + r) * hd4;
+            let qrow = (first + min(r, count - 1u)) * hd4;
             var s0 = 0.0;
             var s1 = 0.0;
             for (var d = 0u; d < hd4; d++) {
@@ -81,7 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     workgroupBarrier();
 
     // 2. Thread r (one per query head): max over the chunk, exponentials, their sum.
-    if (tid < n_rep) {
+    if (tid < count) {
         let base = tid * CHUNK;
         var m = -3.0e38;
         for (var j = 0u; j < n; j++) {
@@ -93,7 +97,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             e[base + j] = x;
             l += x;
         }
-        let slot = (g * n_rep + tid) * p.max_chunks + c;
+        let slot = (first + tid) * p.max_chunks + c;
         ml[slot] = vec2<f32>(select(-3.0e38, m, n > 0u), l);
     }
     workgroupBarrier();
@@ -126,8 +130,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let d = s * V_THREADS + tid;
         if (d < hd4) {
             for (var r = 0u; r < n_rep; r++) {
-                let slot = (g * n_rep + r) * p.max_chunks + c;
-                acc[slot * hd4 + d] = a[r * MAX_SLOTS + s];
+                if (r < count) {
+                    let slot = (first + r) * p.max_chunks + c;
+                    acc[slot * hd4 + d] = a[r * MAX_SLOTS + s];
+                }
             }
         }
     }

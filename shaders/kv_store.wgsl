@@ -1,11 +1,20 @@
 // KV-cache append with regrouping, and RoPE of K and q. The projections k0, v0 come from the
-// checkpoint's native KV heads (G0); new KV head g is Σ_j pool[g][j] · native head j (the GQA
-// paper's mean pooling — equal to pooling the weights, since the projection and RoPE are
-// linear). K is then rotated (RoPE, adjacent pairs, angles from the host's table) and both are
-// written at pos0 + t. The query heads are rotated in place, so attention reads them as they are.
-//   k0, v0: [T][G0][hd]    pool: [G][G0]    rope: [capacity][hd/2] (cos, sin)
-//   kc, vc: [G][capacity][hd]    q: [T][H][hd]
-struct Params { groups: u32, native_groups: u32, head_dim: u32, capacity: u32, n_heads: u32, _a: u32, _b: u32, _c: u32 }
+// checkpoint's native KV heads (G0); the G heads of the cache are made from them by the
+// layer's maps (src/model/regroup.rs is the CPU twin):
+//   K: pair f of head g = Σ_j kmap[g][j][f] · k0_j,f   (complex; RoPE commutes with it)
+//   V: pool mode   v_g = Σ_j vmap[g][j] · v0_j          (the GQA paper's mean pooling)
+//      dense mode  v_g[d] = Σ_{j,e} vmap[g][d][j·hd + e] · v0_j[e]   (a calibrated merge)
+//   q: pair f of query head h times qmap[h][f] (complex), when the merge has a q map.
+// K is then rotated (RoPE, adjacent pairs, angles from the host's table) and both are written
+// at pos0 + t. The query heads are rotated in place, so attention reads them as they are.
+// The maps of every layer are in one buffer each; `layer` picks this op's.
+//   k0, v0: [T][G0][hd]    kmap: [L][G][G0][hd/2] (re, im)
+//   vmap: [L][G][G0] (pool) or [L][G][hd][G0·hd] (dense)    qmap: [L][H][hd/2] (re, im)
+//   rope: [capacity][hd/2] (cos, sin)    kc, vc: [G][capacity][hd]    q: [T][H][hd]
+struct Params {
+    groups: u32, native_groups: u32, head_dim: u32, capacity: u32,
+    n_heads: u32, layer: u32, dense_v: u32, map_q: u32,
+}
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -14,14 +23,40 @@ struct Params { groups: u32, native_groups: u32, head_dim: u32, capacity: u32, n
 // not also be bound read-only.
 @group(0) @binding(2) var<storage, read_write> k0: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> v0: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read> pool: array<f32>;
-@group(0) @binding(5) var<storage, read> rope: array<vec2<f32>>;
-@group(0) @binding(6) var<storage, read_write> kc: array<vec2<f32>>;
-@group(0) @binding(7) var<storage, read_write> vc: array<vec2<f32>>;
-@group(0) @binding(8) var<storage, read_write> q: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read> kmap: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read> vmap: array<f32>;
+@group(0) @binding(6) var<storage, read> qmap: array<vec2<f32>>;
+@group(0) @binding(7) var<storage, read> rope: array<vec2<f32>>;
+@group(0) @binding(8) var<storage, read_write> kc: array<vec2<f32>>;
+@group(0) @binding(9) var<storage, read_write> vc: array<vec2<f32>>;
+@group(0) @binding(10) var<storage, read_write> q: array<vec2<f32>>;
 
 fn rotate(v: vec2<f32>, cs: vec2<f32>) -> vec2<f32> {
     return vec2<f32>(v.x * cs.x - v.y * cs.y, v.x * cs.y + v.y * cs.x);
+}
+
+// Pair i of value head g for token t: pooled, or through the dense map.
+fn value(g: u32, i: u32, t: u32) -> vec2<f32> {
+    let pairs = p.head_dim / 2u;
+    let g0 = p.native_groups;
+    let src = t * g0 * pairs;
+    var v = vec2<f32>(0.0);
+    if (p.dense_v == 0u) {
+        let base = p.layer * p.groups * g0;
+        for (var j = 0u; j < g0; j++) {
+            v += vmap[base + g * g0 + j] * v0[src + j * pairs + i];
+        }
+        return v;
+    }
+    let width = g0 * p.head_dim;
+    let row = (p.layer * p.groups + g) * p.head_dim + 2u * i; // the map's row of dimension 2i
+    for (var e = 0u; e < g0 * pairs; e++) {
+        let x = v0[src + e];
+        let a = row * width + 2u * e;
+        v += vec2<f32>(vmap[a] * x.x + vmap[a + 1u] * x.y,
+                       vmap[a + width] * x.x + vmap[a + width + 1u] * x.y);
+    }
+    return v;
 }
 
 @compute @workgroup_size(WG)
@@ -36,19 +71,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let pos = step.pos0 + t;
     let cs = rope[pos * pairs + i];
     let qi = (t * p.n_heads + g) * pairs + i; // g counts query heads here
-    q[qi] = rotate(q[qi], cs);
+    var qv = q[qi];
+    if (p.map_q != 0u) {
+        qv = cmul(qmap[(p.layer * p.n_heads + g) * pairs + i], qv);
+    }
+    q[qi] = rotate(qv, cs);
     if (g >= p.groups) {
         return;
     }
+    let g0 = p.native_groups;
     var k = vec2<f32>(0.0);
-    var v = vec2<f32>(0.0);
-    for (var j = 0u; j < p.native_groups; j++) {
-        let wj = pool[g * p.native_groups + j];
-        let src = (t * p.native_groups + j) * pairs + i;
-        k += wj * k0[src];
-        v += wj * v0[src];
+    for (var j = 0u; j < g0; j++) {
+        let c = kmap[((p.layer * p.groups + g) * g0 + j) * pairs + i];
+        k += cmul(c, k0[(t * g0 + j) * pairs + i]);
     }
     let dst = (g * p.capacity + pos) * pairs + i;
     kc[dst] = rotate(k, cs);
-    vc[dst] = v;
+    vc[dst] = value(g, i, t);
 }

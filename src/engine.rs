@@ -2,9 +2,10 @@
 //! step-wise generation that survives a change of G mid-sequence ([`Generator`]) and
 //! perplexity ([`perplexity`]). The CLI, the benchmarks, the tests and the browser all use these.
 
-use crate::model::{kv_cache_bytes, Grouping, ModelConfig, ModelError};
+use crate::model::{kv_cache_bytes, Grouping, Method, ModelConfig, ModelError, Regrouping};
 use crate::sampling::{sample, SamplingParams};
 use serde::Serialize;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -46,10 +47,20 @@ pub enum EngineError {
 pub trait Engine {
     fn name(&self) -> &'static str;
     fn config(&self) -> &ModelConfig;
-    fn grouping(&self) -> Grouping;
-    /// Regroups the model to `groups` KV heads and rebuilds the KV cache at its new size,
-    /// empty. On an error the engine is as it was (grouping, cache and sequence).
-    fn regroup(&mut self, groups: usize) -> Result<(), EngineError>;
+    /// The current regrouping: the grouping, how it was made, each layer's maps.
+    fn regrouping(&self) -> Arc<Regrouping>;
+    fn grouping(&self) -> Grouping {
+        self.regrouping().grouping
+    }
+    /// Regroups the model as `r` says and rebuilds the KV cache at its new size, empty. On
+    /// an error the engine keeps its grouping (with an empty cache).
+    fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError>;
+    /// Regroups to `groups` KV heads the GQA paper's way: mean-pooled K and V (exact copies
+    /// of native heads for G ≥ G0).
+    fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
+        let grouping = Grouping::of(self.config(), groups)?;
+        self.regroup_with(Arc::new(Regrouping::mean(self.config(), grouping)))
+    }
     /// Positions the KV cache holds.
     fn capacity(&self) -> usize;
     /// Positions filled so far.
@@ -312,6 +323,8 @@ pub struct Perplexity {
     pub nll: f64,
     pub perplexity: f64,
     pub groups: usize,
+    /// How the grouping was made (mean-pooling, or the calibrated merge).
+    pub method: Method,
 }
 
 /// Runs `ids` through the engine from an empty cache and scores each next token.
@@ -334,6 +347,7 @@ pub fn perplexity(engine: &mut dyn Engine, ids: &[u32]) -> Result<Perplexity, En
         nll,
         perplexity: nll.exp(),
         groups: engine.grouping().groups(),
+        method: engine.regrouping().method,
     })
 }
 

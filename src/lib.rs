@@ -4,8 +4,10 @@
 //! Data flows one way (see ARCHITECTURE.md): GGUF bytes → [`gguf`] (parse, no copies) →
 //! [`model`] (config, tensors, regrouping, cache arithmetic) → [`cpu`] or the GPU engine →
 //! [`engine`] (generation, perplexity) → tokens → the UI. [`tokenizer`] turns text into ids
-//! and back. A module never reaches back up this line.
+//! and back; [`calibration`] fits a calibrated regrouping by walking an engine through the
+//! layers. A module never reaches back up this line.
 
+pub mod calibration;
 pub mod cpu;
 pub mod engine;
 pub mod gguf;

@@ -11,6 +11,7 @@ fn gqa(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gqa-lab"))
         .args(args)
         .current_dir(common::root())
+        .env("GQA_LAB_CACHE", common::root().join("target/test-cache"))
         .output()
         .expect("the binary runs")
 }
@@ -38,7 +39,10 @@ fn info_reports_the_model() {
     assert_eq!(v["config"]["n_heads"], 9);
     assert_eq!(v["config"]["n_kv_heads"], 3);
     assert_eq!(v["config"]["n_layers"], 30);
-    assert_eq!(v["valid_groups"], serde_json::json!([1, 3, 9]));
+    assert_eq!(
+        v["valid_groups"],
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    );
     assert_eq!(
         v["tensor_types"],
         serde_json::json!({"F32": 61, "Q4_1": 210, "Q8_0": 1})
@@ -80,12 +84,16 @@ fn generate_json_matches_the_reference() {
             &prompt.join(","),
             "--groups",
             g,
+            "--regroup",
+            "mean",
             "--max-tokens",
             "8",
             "--ignore-eos",
             "--json",
         ]);
+        // The fixtures regroup the GQA paper's way: mean-pooling.
         assert_eq!(ids(&v["ids"]), ids(&p["G"][g]["ids"])[..8], "G={g}");
+        assert_eq!(v["regroup"], "mean");
         assert_eq!(ids(&v["prompt_ids"]), ids(&p["prompt_ids"]));
         assert_eq!(v["groups"], g.parse::<u64>().unwrap());
         let tokens = 5 + 7; // prompt + generated tokens fed (the last is sampled, not fed)
@@ -299,8 +307,18 @@ fn bad_input_gets_a_clear_error() {
     let long = vec!["504"; 8193].join(",");
     let e = fails(&["generate", "--prompt-ids", &long, "--max-tokens", "1"]);
     assert!(e.contains("past the model's context"), "{e}");
-    let e = fails(&["generate", "--prompt", "hi", "--groups", "2"]);
-    assert!(e.contains("valid G: [1, 3, 9]"), "{e}");
+    let e = fails(&["generate", "--prompt", "hi", "--groups", "10"]);
+    assert!(e.contains("G is 1..=9"), "{e}");
+    let e = fails(&[
+        "generate",
+        "--prompt",
+        "hi",
+        "--groups",
+        "1",
+        "--regroup",
+        "median",
+    ]);
+    assert!(e.contains("median"), "{e}");
     let e = fails(&["generate", "--prompt", "hi", "--no-such-flag"]);
     assert!(e.contains("--no-such-flag"), "{e}");
     let e = fails(&["generate", "--prompt-ids", "1,x"]);
@@ -325,7 +343,57 @@ fn bad_input_gets_a_clear_error() {
         "--backend",
         "gpu",
         "--groups",
-        "4",
+        "0",
     ]);
-    assert!(e.contains("valid G: [1, 3, 9]"), "{e}");
+    assert!(e.contains("G is 1..=9"), "{e}");
+}
+
+/// `gqa-lab calibrate` fits a G below the model's own, prints each layer's fit error and
+/// caches the maps; a run with `--groups` at that setting then uses the cached maps (no fit)
+/// and says it runs the calibrated merge. (128 calibration tokens: a smoke test of the path;
+/// the quality of a full calibration is tests/regrouping.rs's.)
+#[test]
+fn calibrate_fits_and_caches_the_maps() {
+    let v = json(&[
+        "calibrate",
+        "--groups",
+        "1,4",
+        "--tokens",
+        "128",
+        "--force",
+        "--json",
+    ]);
+    let runs = v["calibrations"].as_array().unwrap();
+    assert_eq!(runs[0]["groups"], 1);
+    assert_eq!(runs[0]["fitted"], true);
+    let layers = runs[0]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 30);
+    for e in layers {
+        let (k, v) = (e["k"].as_f64().unwrap(), e["v"].as_f64().unwrap());
+        assert!((0.0..1.0).contains(&k) && (0.0..1.0).contains(&v), "{e}");
+    }
+    assert_eq!(
+        runs[1]["merges"], false,
+        "G = 4 splits native groups: nothing to fit"
+    );
+    let args = [
+        "generate",
+        "--prompt",
+        "The capital of France is",
+        "--groups",
+        "1",
+    ];
+    let out = gqa(&[
+        &args[..],
+        &["--calibration-tokens", "128", "--max-tokens", "4", "--json"],
+    ]
+    .concat());
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("calibrating"),
+        "used the cache"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["regroup"], "calibrated");
+    assert_eq!(v["groups"], 1);
 }

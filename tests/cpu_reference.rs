@@ -370,10 +370,10 @@ fn seeded_sampling_is_deterministic() {
 fn engine_errors_leave_the_engine_usable() {
     let mut e = engine();
     e.regroup(3).unwrap();
-    let err = e.regroup(2).unwrap_err();
+    let err = e.regroup(10).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "G = 2 does not divide the 9 query heads; valid G: [1, 3, 9]"
+        "G = 10 is not a number of KV heads for 9 query heads: G is 1..=9"
     );
     assert_eq!(e.grouping().groups(), 3);
     e.reset();

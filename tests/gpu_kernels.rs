@@ -10,7 +10,7 @@ use gqa_lab::gguf::{dequantize, GgmlType};
 use gqa_lab::gpu::kernels::*;
 use gqa_lab::gpu::ops::{self as gpu_ops, *};
 use gqa_lab::gpu::{Buf, Gpu, Stack, Weight};
-use gqa_lab::model::{pooling_matrix, pooling_plan, rope_table, Grouping};
+use gqa_lab::model::{pooling_matrix, rope_table, Grouping, LayerMaps, VMap};
 use gqa_lab::sampling;
 use half::f16;
 use std::sync::OnceLock;
@@ -532,40 +532,78 @@ fn swiglu_matches_cpu() {
     assert_close("swiglu", &read(gpu, &gb, t * f), &ops::swiglu(&g, &u), 1e-5);
 }
 
-/// kv_store.wgsl vs pooling_plan + ops::rope, regrouping 3 native heads to G = 1, 3, 9 (1e-5).
+/// Layer maps for `grouping` (`model/regroup.rs`): the GQA paper's mean-pooling, or random
+/// maps of every kind a calibrated merge has (complex K scalars, a dense V map, q and output
+/// maps).
+fn maps(rng: &mut Rng, grouping: Grouping, hd: usize, random: bool) -> LayerMaps {
+    let mut m = LayerMaps::pooled(grouping, hd);
+    if random {
+        let (g0, h) = (grouping.native_groups(), grouping.n_heads());
+        m.k = (0..grouping.groups() * g0 * hd / 2)
+            .map(|_| [rng.f(), rng.f()])
+            .collect();
+        m.v = VMap::Dense(rng.vec(grouping.groups() * hd * g0 * hd));
+        m.q = Some((0..h * hd / 2).map(|_| [rng.f(), rng.f()]).collect());
+        m.o = Some(rng.vec(h * hd * hd));
+    }
+    m
+}
+
+/// kv_store.wgsl vs its CPU twin (`LayerMaps::map_q`, `map_k`, `map_v`, then ops::rope),
+/// regrouping 3 native heads to G = 1, 2, 3, 5, 9, with the paper's mean-pooling and with
+/// random calibrated-merge maps; the maps of the second of two layers (1e-4 relative).
 #[test]
-fn kv_store_pools_ropes_and_appends() {
+fn kv_store_maps_ropes_and_appends() {
     let gpu = gpu();
     let mut rng = Rng(5);
     let (hd, g0, cap, t, pos0, nh) = (64usize, 3usize, 16usize, 2usize, 5usize, 9usize);
     let rope = f32s(gpu, &rope_table(cap, hd, 10_000.0));
-    for groups in [1usize, 3, 9] {
+    for (groups, random) in [
+        (1, false),
+        (1, true),
+        (2, true),
+        (3, false),
+        (5, false),
+        (9, false),
+        (2, false),
+    ] {
+        let grouping = Grouping::new(nh, g0, groups).unwrap();
+        let layers = [
+            maps(&mut rng, grouping, hd, random),
+            maps(&mut rng, grouping, hd, random),
+        ];
+        let m = &layers[1];
         let (k0, v0) = (rng.vec(t * g0 * hd), rng.vec(t * g0 * hd));
         let q = rng.vec(t * nh * hd);
         let qb = f32s(gpu, &q);
-        let plan = pooling_plan(
-            Grouping::new(9, 3).unwrap(),
-            Grouping::new(9, groups).unwrap(),
-        );
-        let pool = pooling_matrix(
-            Grouping::new(9, 3).unwrap(),
-            Grouping::new(9, groups).unwrap(),
-        );
         let kc = gpu.storage("kc", (groups * cap * hd * 4) as u64).unwrap();
         let vc = gpu.storage("vc", (groups * cap * hd * 4) as u64).unwrap();
+        let flat = |f: &dyn Fn(&LayerMaps) -> Vec<f32>| {
+            f32s(gpu, &layers.iter().flat_map(f).collect::<Vec<_>>())
+        };
+        let kmap = flat(&|m| m.k.iter().flatten().copied().collect());
+        let vmap = flat(&|m| match random {
+            true => m.v_dense(grouping, hd),
+            false => pooling_matrix(grouping),
+        });
+        let qmap = flat(&|m| m.q_or_identity(nh, hd).into_iter().flatten().collect());
         let p = KvStoreParams {
             groups: groups as u32,
             native_groups: g0 as u32,
             head_dim: hd as u32,
             capacity: cap as u32,
             n_heads: nh as u32,
-            _pad: [0; 3],
+            layer: 1,
+            dense_v: random as u32,
+            map_q: random as u32,
         };
-        let (k0b, v0b, poolb) = (f32s(gpu, &k0), f32s(gpu, &v0), f32s(gpu, &pool));
+        let (k0b, v0b) = (f32s(gpu, &k0), f32s(gpu, &v0));
         let binds = KvStoreBinds {
             k0: k0b.binding(),
             v0: v0b.binding(),
-            pool: &poolb,
+            kmap: &kmap,
+            vmap: &vmap,
+            qmap: &qmap,
             rope: &rope,
             kc: &kc,
             vc: &vc,
@@ -578,35 +616,41 @@ fn kv_store_pools_ropes_and_appends() {
             read(gpu, &vc, groups * cap * hd),
         );
         let qg = read(gpu, &qb, t * nh * hd);
+        let mut want_q = q.clone();
+        m.map_q(&mut want_q, nh, hd);
+        let (mut want_k, want_v) = (m.map_k(&k0, grouping, hd), m.map_v(&v0, grouping, hd));
         for tt in 0..t {
-            for h in 0..nh {
-                let at = (tt * nh + h) * hd;
-                let mut want = q[at..at + hd].to_vec();
-                ops::rope(&mut want, hd, pos0 + tt, 10_000.0);
-                assert_close(&format!("q t={tt} h={h}"), &qg[at..at + hd], &want, 1e-5);
-            }
-            for (g, srcs) in plan.iter().enumerate() {
-                let mut k = vec![0.0f32; hd];
-                let mut v = vec![0.0f32; hd];
-                for &(j, w) in srcs {
-                    for d in 0..hd {
-                        k[d] += w * k0[(tt * g0 + j) * hd + d];
-                        v[d] += w * v0[(tt * g0 + j) * hd + d];
-                    }
-                }
-                ops::rope(&mut k, hd, pos0 + tt, 10_000.0);
+            let row = |v: &mut [f32], n: usize| {
+                ops::rope(
+                    &mut v[tt * n * hd..(tt + 1) * n * hd],
+                    hd,
+                    pos0 + tt,
+                    10_000.0,
+                )
+            };
+            row(&mut want_q, nh);
+            row(&mut want_k, groups);
+            let what = format!("G={groups} random={random} t={tt}");
+            assert_close(
+                &format!("q {what}"),
+                &qg[tt * nh * hd..][..nh * hd],
+                &want_q[tt * nh * hd..][..nh * hd],
+                1e-4,
+            );
+            for g in 0..groups {
                 let at = (g * cap + pos0 + tt) * hd;
+                let want = (tt * groups + g) * hd;
                 assert_close(
-                    &format!("K G={groups} g={g} t={tt}"),
+                    &format!("K g={g} {what}"),
                     &kg[at..at + hd],
-                    &k,
-                    1e-5,
+                    &want_k[want..want + hd],
+                    1e-4,
                 );
                 assert_close(
-                    &format!("V G={groups} g={g} t={tt}"),
+                    &format!("V g={g} {what}"),
                     &vg[at..at + hd],
-                    &v,
-                    1e-5,
+                    &want_v[want..want + hd],
+                    1e-4,
                 );
             }
         }
@@ -614,7 +658,7 @@ fn kv_store_pools_ropes_and_appends() {
 }
 
 /// Plain causal GQA attention on the CPU: query head h (already rotated) at position `pos`
-/// reads KV head h / n_rep over positions 0..=pos.
+/// reads KV head `g` over positions 0..=pos.
 fn attention_cpu(
     q: &[f32],
     kc: &[f32],
@@ -642,22 +686,29 @@ fn attention_cpu(
 /// attention.wgsl (prefill, T = 3) and attention_decode.wgsl (T = 1; head_dim 64, 48 and
 /// 128, as it is specialised per head size), each followed by attention_reduce.wgsl, vs
 /// [`attention_cpu`] over 131–173 cached positions (3 chunks; the last one less than half
-/// full or more than half full), G = 1, 3, 9 (1e-4).
+/// full or more than half full), G = 1, 2, 3, 4, 9 (2 and 4 with groups of unequal sizes),
+/// and with an output map (a calibrated merge's) on the reduction (1e-4).
 #[test]
 fn attention_matches_cpu() {
     let gpu = gpu();
     let mut rng = Rng(6);
     let (nh, cap) = (9usize, 192usize);
     let max_chunks = cap.div_ceil(ATTENTION_CHUNK);
-    // attention_decode is specialised per (n_rep, head_dim): three head sizes.
+    // attention_decode is specialised per (largest group, head_dim): three head sizes.
     for (kernel, t, pos0, hd) in [
         (Kernel::Attention, 3usize, 147usize, 64usize),
         (Kernel::AttentionDecode, 1, 149, 64),
         (Kernel::AttentionDecode, 1, 172, 48),
         (Kernel::AttentionDecode, 1, 140, 128),
     ] {
-        for groups in [1usize, 3, 9] {
-            let grouping = Grouping::new(nh, groups).unwrap();
+        for (groups, map_o) in [
+            (1usize, false),
+            (2, true),
+            (3, false),
+            (4, false),
+            (9, true),
+        ] {
+            let grouping = Grouping::new(nh, 3, groups).unwrap();
             let q = rng.vec(t * nh * hd);
             let kc = rng.vec(groups * cap * hd);
             let vc = rng.vec(groups * cap * hd);
@@ -680,6 +731,13 @@ fn attention_matches_cpu() {
             gpu.queue
                 .write_buffer(&qb.buffer, 0, bytemuck::cast_slice(&q));
             let (kb, vb) = (f32s(gpu, &kc), f32s(gpu, &vc));
+            let starts: Vec<u32> = (0..groups)
+                .map(|g| grouping.members(g).start as u32)
+                .chain([nh as u32])
+                .collect();
+            let starts = gpu
+                .storage_with("starts", bytemuck::cast_slice(&starts))
+                .unwrap();
             let decode = kernel == Kernel::AttentionDecode;
             let binds = AttentionBinds {
                 q: if decode {
@@ -691,37 +749,40 @@ fn attention_matches_cpu() {
                 vc: &vb,
                 ml: &ml,
                 part: &part,
+                starts: &starts,
             };
-            let attention = gpu_ops::attention(p, binds, decode);
+            let attention = gpu_ops::attention(p, binds, decode, grouping.max_rep());
             assert_eq!(attention.kernel, kernel);
             run(gpu, &attention, Some(&st), pos0, t);
+            // The output maps of two layers; the op reads the second's.
+            let o = maps(&mut rng, grouping, hd, true).o.unwrap();
+            let omap = f32s(gpu, &[rng.vec(nh * hd * hd), o.clone()].concat());
             let rp = ReduceParams {
                 n_heads: nh as u32,
                 head_dim: hd as u32,
                 max_chunks: max_chunks as u32,
-                _pad: 0,
+                map_o: map_o as u32,
+                layer: 1,
+                _pad: [0; 3],
             };
-            run(
-                gpu,
-                &gpu_ops::attention_reduce(rp, &ml, &part, &out),
-                Some(&st),
-                pos0,
-                t,
-            );
+            let reduce = gpu_ops::attention_reduce(rp, &ml, &part, &omap, &out);
+            run(gpu, &reduce, Some(&st), pos0, t);
             let got = read(gpu, &out, t * nh * hd);
-            for tt in 0..t {
-                for h in 0..nh {
+            let mut want: Vec<f32> = (0..t)
+                .flat_map(|tt| (0..nh).map(move |h| (tt, h)))
+                .flat_map(|(tt, h)| {
                     let at = (tt * nh + h) * hd;
                     let g = grouping.kv_head(h);
-                    let want = attention_cpu(&q[at..at + hd], &kc, &vc, cap, hd, pos0 + tt, g);
-                    assert_close(
-                        &format!("{} G={groups} t={tt} h={h}", kernel.name()),
-                        &got[at..at + hd],
-                        &want,
-                        1e-4,
-                    );
-                }
+                    attention_cpu(&q[at..at + hd], &kc, &vc, cap, hd, pos0 + tt, g)
+                })
+                .collect();
+            if map_o {
+                let mut m = LayerMaps::pooled(grouping, hd);
+                m.o = Some(o);
+                m.map_o(&mut want, nh, hd);
             }
+            let what = format!("{} G={groups} map_o={map_o}", kernel.name());
+            assert_close(&what, &got, &want, 1e-4);
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Tokens decoded per row.
     #[arg(long, default_value_t = 8)]
     decode_tokens: usize,
+    /// How a G below the model's own is made (the calibrated merge adds small maps).
+    #[arg(long, value_enum, default_value_t = super::regroup::RegroupMethod::Calibrated)]
+    regroup: super::regroup::RegroupMethod,
 }
 
 /// The engine under test, with the GPU's extra counters when it is the GPU.
@@ -137,7 +140,10 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     let greedy = SamplingParams::greedy();
     let mut rows = Vec::new();
     for &groups in &a.groups {
-        bench.engine().regroup(groups)?;
+        let how = (a.regroup, gqa_lab::calibration::DEFAULT_TOKENS);
+        let r = super::regroup::regrouping_for(g, &cfg, groups, how)?;
+        let method = r.method;
+        bench.engine().regroup_with(r)?;
         for &ctx in &a.contexts {
             bar.set_message(format!("G={groups} context={ctx}"));
             let e = bench.engine();
@@ -157,6 +163,7 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
             e.skip_to(ctx)?;
             let mut row = json!({
                 "groups": groups,
+                "regroup": method,
                 "context": ctx,
                 "prefill_tokens": n_prefill,
                 "prefill_tokens_per_second": n_prefill as f64 / prefill_s,

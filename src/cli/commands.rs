@@ -196,6 +196,7 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
         "ids": gen.generated(),
         "text": tok.decode(gen.generated(), true),
         "groups": engine.grouping().groups(),
+        "regroup": engine.regrouping().method,
         "backend": engine.name(),
         "kv_cache_bytes": engine.kv_cache_bytes(),
         "kv_bytes_per_element": engine.kv_bytes_per_element(),
@@ -255,8 +256,12 @@ pub fn perplexity(
         return print_json(&serde_json::to_value(p)?);
     }
     println!(
-        "{} tokens, G={}: NLL {:.5}, perplexity {:.3}",
-        p.tokens, p.groups, p.nll, p.perplexity
+        "{} tokens, G={} ({}): NLL {:.5}, perplexity {:.3}",
+        p.tokens,
+        p.groups,
+        p.method.name(),
+        p.nll,
+        p.perplexity
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod commands;
+mod regroup;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -71,14 +72,24 @@ enum Command {
     },
     /// Prefill and decode speed and KV-cache bytes per G and context.
     Bench(bench::BenchArgs),
+    /// Fit (and cache) the calibrated merge for G below the model's own, printing each
+    /// layer's fit error.
+    Calibrate(regroup::CalibrateArgs),
 }
 
 /// Options shared by the commands that run the model.
 #[derive(Args, Clone)]
 pub struct RunArgs {
-    /// KV groups G (a divisor of the query-head count); default: the model's own.
+    /// KV groups G, 1 to the query-head count; default: the model's own.
     #[arg(long)]
     groups: Option<usize>,
+    /// How a G below the model's own is made: fitted maps (cached after the first fit) or the
+    /// GQA paper's mean-pooling.
+    #[arg(long, value_enum, default_value_t = regroup::RegroupMethod::Calibrated)]
+    regroup: regroup::RegroupMethod,
+    /// Tokens of the built-in text a calibrated merge is fitted on.
+    #[arg(long, default_value_t = gqa_lab::calibration::DEFAULT_TOKENS)]
+    calibration_tokens: usize,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
 }
@@ -135,7 +146,9 @@ pub fn load_engine(gguf: &Gguf<'_>, run: &RunArgs, capacity: usize) -> Result<Bo
         ))?),
     };
     if let Some(g) = run.groups {
-        engine.regroup(g)?;
+        let how = (run.regroup, run.calibration_tokens);
+        let r = regroup::regrouping_for(gguf, engine.config(), g, how)?;
+        engine.regroup_with(r)?;
     }
     Ok(engine)
 }
@@ -170,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
             run,
         } => commands::perplexity(&gguf, text_file, ids_file, &run, json),
         Command::Bench(args) => bench::bench(&gguf, &args, json),
+        Command::Calibrate(args) => regroup::calibrate(&gguf, &args, json),
     }
 }
 

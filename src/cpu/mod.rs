@@ -1,25 +1,26 @@
 //! The CPU reference engine: a plain f32 llama forward pass (llama2.c's `forward`, with
 //! batched prefill), used as the oracle for the GPU engine and as a backend of its own.
 //!
-//! Weights are dequantized once to f32. Regrouping follows the GQA paper literally: the K and V
-//! projection weights of each new KV head are the mean of the native heads it replaces
-//! ([`crate::model::pooling_plan`]); the GPU engine instead pools projected K/V, so agreement
-//! between the two also checks that the two are the same.
+//! Weights are dequantized once to f32. Regrouping applies a [`Regrouping`]'s maps to the
+//! projected native heads (`model/regroup.rs`): K and V of the G heads from the native ones,
+//! the query and output maps of a calibrated merge — for the GQA paper's mean-pooling the same
+//! as pooling the K/V weights, since the projection and RoPE are linear.
 //!
 //! The same forward also runs as the `cpu-q8` backend ([`CpuEngine::load_quantized`]): weight
 //! matrices stay in their GGUF blocks and multiply int8-quantized activations
-//! ([`qmatrix`]), and K/V are regrouped by pooling the projected native heads (as the GPU
-//! does). It is faster and approximate (the activations' rounding); the oracle is the f32 one.
+//! ([`qmatrix`]). It is faster and approximate (the activations' rounding); the oracle is the
+//! f32 one.
 
 pub mod ops;
 pub mod qmatrix;
 
 use crate::engine::{check_capacity, check_input, check_len, Engine, EngineError};
 use crate::gguf::Gguf;
-use crate::model::{pooling_plan, Grouping, ModelConfig, ModelError, ModelTensors};
+use crate::model::{Grouping, LayerMaps, ModelConfig, ModelError, ModelTensors, Regrouping};
 use ops::{add_in_place, matmul, rmsnorm, rope, softmax, swiglu};
 use qmatrix::{Q8Rows, QMatrix};
 use std::cell::OnceCell;
+use std::sync::Arc;
 
 /// An activation `[t][n_in]` as the matrix products read it: f32, and its int8 form, made
 /// by the first quantized product that reads it and kept for the others (Q, K, V read one).
@@ -68,21 +69,12 @@ impl Matrix {
     }
 }
 
-/// The K (or V) projection at the current grouping.
-enum KvWeights {
-    /// The oracle: the native heads' f32 rows `[n_kv_heads·head_dim][dim]` and, pooled from
-    /// them, the rows of the current KV heads `[G·head_dim][dim]`.
-    Pooled { native: Vec<f32>, pooled: Vec<f32> },
-    /// `cpu-q8`: the native blocks; the projected native heads are pooled instead.
-    Native(QMatrix),
-}
-
 /// One transformer block's weights.
 struct Layer {
     attn_norm: Vec<f32>, // [dim]
     wq: Matrix,          // [n_heads·head_dim][dim]
-    wk: KvWeights,       // K for G KV heads from the native [n_kv_heads·head_dim][dim]
-    wv: KvWeights,       // V likewise
+    wk: Matrix,          // [n_kv_heads·head_dim][dim], the native KV heads
+    wv: Matrix,          // [n_kv_heads·head_dim][dim]
     wo: Matrix,          // [dim][n_heads·head_dim]
     ffn_norm: Vec<f32>,  // [dim]
     w_gate: Matrix,      // [ffn_dim][dim]
@@ -124,9 +116,8 @@ pub struct CpuEngine {
     output: Option<Matrix>, // [vocab][dim]; None when tied to token_embd
     output_norm: Vec<f32>,  // [dim]
     layers: Vec<Layer>,
-    grouping: Grouping,
-    /// For `KvWeights::Native`: native KV heads → current ones.
-    plan: Vec<Vec<(usize, f32)>>,
+    /// The grouping and each layer's maps from the native heads to it.
+    regrouping: Arc<Regrouping>,
     cache: KvCache,
     len: usize,
     quantized: bool,
@@ -158,18 +149,6 @@ impl CpuEngine {
                 None => Matrix::F32(deq(ti)?),
             })
         };
-        let kv = |ti| -> Result<KvWeights, ModelError> {
-            Ok(match blocks(ti) {
-                Some(m) => KvWeights::Native(m),
-                None => {
-                    let native = deq(ti)?;
-                    KvWeights::Pooled {
-                        pooled: native.clone(),
-                        native,
-                    }
-                }
-            })
-        };
         let layers = t
             .layers
             .iter()
@@ -177,8 +156,8 @@ impl CpuEngine {
                 Ok(Layer {
                     attn_norm: deq(lt.attn_norm)?,
                     wq: matrix(lt.wq)?,
-                    wk: kv(lt.wk)?,
-                    wv: kv(lt.wv)?,
+                    wk: matrix(lt.wk)?,
+                    wv: matrix(lt.wv)?,
                     wo: matrix(lt.wo)?,
                     ffn_norm: deq(lt.ffn_norm)?,
                     w_gate: matrix(lt.w_gate)?,
@@ -198,9 +177,8 @@ impl CpuEngine {
             },
             output_norm: deq(t.output_norm)?,
             layers,
-            plan: pooling_plan(grouping, grouping),
+            regrouping: Arc::new(Regrouping::native(&cfg)),
             cache: KvCache::new(cfg.n_layers, grouping.groups(), capacity, cfg.head_dim),
-            grouping,
             len: 0,
             cfg,
             quantized,
@@ -213,19 +191,17 @@ impl CpuEngine {
             cfg,
             layers,
             cache,
-            grouping,
-            plan,
+            regrouping,
             len,
             ..
         } = self;
-        let (dim, hd, n_heads, groups) = (cfg.dim, cfg.head_dim, cfg.n_heads, grouping.groups());
+        let (dim, hd, n_heads) = (cfg.dim, cfg.head_dim, cfg.n_heads);
+        let grouping = regrouping.grouping;
+        let groups = grouping.groups();
+        let (layer, maps) = (&layers[l], &regrouping.layers[l]);
         let t = x.len() / dim;
-        let layer = &layers[l];
         let xb = rmsnorm(x, &layer.attn_norm, cfg.rms_eps); // [t][dim]
-        let xb = Act::new(&xb, dim);
-        let mut q = layer.wq.matmul(&xb); // [t][n_heads·hd]
-        let mut k = layer.wk.project(&xb, plan, hd); // [t][G·hd]
-        let v = layer.wv.project(&xb, plan, hd); // [t][G·hd]
+        let (mut q, k, v) = project_qkv(layer, maps, &Act::new(&xb, dim), grouping, hd);
         for i in 0..t {
             let pos = *len + i;
             rope(
@@ -234,20 +210,19 @@ impl CpuEngine {
                 pos,
                 cfg.rope_base,
             );
-            rope(
-                &mut k[i * groups * hd..(i + 1) * groups * hd],
-                hd,
-                pos,
-                cfg.rope_base,
+            let (mut k_i, v_i) = (
+                k[i * groups * hd..(i + 1) * groups * hd].to_vec(),
+                &v[i * groups * hd..(i + 1) * groups * hd],
             );
+            rope(&mut k_i, hd, pos, cfg.rope_base);
             for g in 0..groups {
                 let at = cache.at(l, g, pos);
-                let src = (i * groups + g) * hd..(i * groups + g + 1) * hd;
-                cache.k[at..at + hd].copy_from_slice(&k[src.clone()]);
-                cache.v[at..at + hd].copy_from_slice(&v[src]);
+                cache.k[at..at + hd].copy_from_slice(&k_i[g * hd..(g + 1) * hd]);
+                cache.v[at..at + hd].copy_from_slice(&v_i[g * hd..(g + 1) * hd]);
             }
         }
-        let att = attention(cache, *grouping, l, *len, &q, hd); // [t][n_heads·hd]
+        let mut att = attention(cache, grouping, l, *len, &q, hd); // [t][n_heads·hd]
+        maps.map_o(&mut att, n_heads, hd);
         add_in_place(x, &layer.wo.matmul(&Act::new(&att, n_heads * hd)));
         let xb = rmsnorm(x, &layer.ffn_norm, cfg.rms_eps); // [t][dim]
         let xb = Act::new(&xb, dim);
@@ -322,52 +297,25 @@ impl CpuEngine {
     fn check_room(&self, ids: &[u32]) -> Result<(), EngineError> {
         check_input(ids, self.cfg.vocab_size, self.len, self.cache.capacity)
     }
-
-    /// Recomputes each layer's K/V projection for the current grouping:
-    /// row block g of the new W_k = Σ weight · row block (native head) of the native W_k.
-    fn regroup_weights(&mut self) {
-        self.plan = pooling_plan(Grouping::native(&self.cfg), self.grouping);
-        let block = self.cfg.head_dim * self.cfg.dim; // one head's rows
-        for layer in &mut self.layers {
-            for kv in [&mut layer.wk, &mut layer.wv] {
-                if let KvWeights::Pooled { native, pooled } = kv {
-                    *pooled = pool_rows(native, &self.plan, block);
-                }
-            }
-        }
-    }
 }
 
-/// `[G][block]` from `[G0][block]`: row block g = Σ weight · native block (the plan's sources).
-fn pool_rows(native: &[f32], plan: &[Vec<(usize, f32)>], block: usize) -> Vec<f32> {
-    let mut pooled = vec![0.0; plan.len() * block];
-    for (g, sources) in plan.iter().enumerate() {
-        let dst = &mut pooled[g * block..(g + 1) * block];
-        for &(src, w) in sources {
-            let src = &native[src * block..(src + 1) * block];
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d += w * s);
-        }
-    }
-    pooled
-}
-
-impl KvWeights {
-    /// K (or V) of the current KV heads for `xb` (`[t][dim]`): `[t][G·hd]`. The oracle
-    /// multiplies by the pooled weights; `cpu-q8` pools the projected native heads, token by
-    /// token — the same thing, since the projection is linear.
-    fn project(&self, xb: &Act<'_>, plan: &[Vec<(usize, f32)>], hd: usize) -> Vec<f32> {
-        match self {
-            KvWeights::Pooled { pooled, .. } => matmul(xb.x, pooled, xb.n_in),
-            KvWeights::Native(m) => {
-                let native = m.matmul(xb.q8()); // [t][G0·hd]
-                let g0_hd = m.rows();
-                native
-                    .chunks_exact(g0_hd)
-                    .flat_map(|row| pool_rows(row, plan, hd))
-                    .collect()
-            }
-        }
-    }
+/// Layer `layer`'s q, K and V at the current grouping for its normalised input `xb`: the
+/// native projections through the layer's maps. q `[t][H·hd]`, K and V `[t][G·hd]`, before
+/// RoPE.
+fn project_qkv(
+    layer: &Layer,
+    maps: &LayerMaps,
+    xb: &Act<'_>,
+    grouping: Grouping,
+    hd: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut q = layer.wq.matmul(xb); // [t][H·hd]
+    let k0 = layer.wk.matmul(xb); // [t][G0·hd]
+    let v0 = layer.wv.matmul(xb); // [t][G0·hd]
+    maps.map_q(&mut q, grouping.n_heads(), hd);
+    let k = maps.map_k(&k0, grouping, hd); // [t][G·hd]
+    let v = maps.map_v(&v0, grouping, hd); // [t][G·hd]
+    (q, k, v)
 }
 
 /// Causal attention of new queries at positions `len0..` over the cache; q: `[t][n_heads·hd]`
@@ -426,20 +374,18 @@ impl Engine for CpuEngine {
         &self.cfg
     }
 
-    fn grouping(&self) -> Grouping {
-        self.grouping
+    fn regrouping(&self) -> Arc<Regrouping> {
+        self.regrouping.clone()
     }
 
-    fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
-        let grouping = Grouping::new(self.cfg.n_heads, groups)?;
-        if grouping != self.grouping {
-            self.grouping = grouping;
-            self.regroup_weights();
-        }
+    fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
+        r.check(&self.cfg)?;
         // The cache is rebuilt at its new size even when G is unchanged: the sequence restarts.
         let capacity = self.cache.capacity;
         self.cache = KvCache::new(0, 0, 0, 0);
-        self.cache = KvCache::new(self.cfg.n_layers, groups, capacity, self.cfg.head_dim);
+        let (layers, hd) = (self.cfg.n_layers, self.cfg.head_dim);
+        self.cache = KvCache::new(layers, r.groups(), capacity, hd);
+        self.regrouping = r;
         self.len = 0;
         Ok(())
     }
@@ -469,4 +415,51 @@ impl Engine for CpuEngine {
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
         ops::on_worker(|| self.forward_here(ids, all_logits))
     }
+}
+
+/// Calibration walks the f32 oracle (or `cpu-q8`) through the layers one at a time.
+impl crate::calibration::LayerWalk for CpuEngine {
+    fn start(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
+        self.regroup_with(r)
+    }
+
+    async fn embed_rows(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
+        self.embed(ids)
+    }
+
+    async fn native_qkv(&mut self, l: usize, x: &[f32]) -> Result<[Vec<f32>; 3], EngineError> {
+        let layer = self.layers.get(l).ok_or_else(|| no_layer(l))?;
+        let (eps, dim) = (self.cfg.rms_eps, self.cfg.dim);
+        Ok(ops::on_worker(|| {
+            let xb = rmsnorm(x, &layer.attn_norm, eps); // [t][dim]
+            let xb = Act::new(&xb, dim);
+            [
+                layer.wq.matmul(&xb),
+                layer.wk.matmul(&xb),
+                layer.wv.matmul(&xb),
+            ]
+        }))
+    }
+
+    async fn run_layer(&mut self, l: usize, x: &mut [f32]) -> Result<(), EngineError> {
+        if l >= self.cfg.n_layers {
+            return Err(no_layer(l));
+        }
+        check_len(x.len() / self.cfg.dim, self.cache.capacity)?;
+        self.len = 0;
+        ops::on_worker(|| self.block(l, x));
+        self.len = 0;
+        Ok(())
+    }
+
+    fn set_layer_maps(&mut self, l: usize, maps: &LayerMaps) -> Result<(), EngineError> {
+        let r = Arc::make_mut(&mut self.regrouping);
+        *r.layers.get_mut(l).ok_or_else(|| no_layer(l))? = maps.clone();
+        r.check(&self.cfg)?;
+        Ok(())
+    }
+}
+
+fn no_layer(l: usize) -> EngineError {
+    EngineError::Model(ModelError::BadConfig(format!("the model has no layer {l}")))
 }

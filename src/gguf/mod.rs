@@ -69,6 +69,11 @@ pub struct Gguf<'a> {
 }
 
 impl<'a> Gguf<'a> {
+    /// The whole file's bytes (for a fingerprint of the model).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// Parses and validates the header, metadata and tensor infos of `bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, GgufError> {
         let mut r = Reader::new(bytes);

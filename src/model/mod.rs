@@ -1,19 +1,24 @@
 //! The model as the engines see it: hyper-parameters read from GGUF metadata ([`ModelConfig`]),
 //! where each weight lives ([`ModelTensors`]), KV-head grouping and checkpoint regrouping
-//! ([`Grouping`], [`pooling_plan`]), KV-cache arithmetic ([`kv_cache_bytes`]) and the RoPE
-//! angles ([`rope_turns`]).
+//! ([`Grouping`]: every G from 1 to H), regrouping as maps around attention ([`Regrouping`]:
+//! the GQA paper's mean-pooling, or the calibrated merge fitted in [`calibrate`]), KV-cache
+//! arithmetic ([`kv_cache_bytes`]) and the RoPE angles ([`rope_turns`]).
 //!
 //! Pure: no GPU, no DOM. The architecture is llama (Touvron et al. 2023, "LLaMA"), with
 //! grouped-query attention as in Ainslie et al. 2023, "GQA: Training Generalized Multi-Query
 //! Transformer Models from Multi-Head Checkpoints" (arXiv:2305.13245).
 
+pub mod calibrate;
 mod config;
 mod grouping;
+pub mod regroup;
 mod rope;
 mod tensors;
 
+pub use calibrate::{FitError, LayerStats};
 pub use config::ModelConfig;
 pub use grouping::{kv_cache_bytes, pooling_matrix, pooling_plan, valid_groups, Grouping};
+pub use regroup::{LayerMaps, Method, Regrouping, VMap};
 pub use rope::{rope_table, rope_turns};
 pub use tensors::{LayerTensors, ModelTensors};
 
@@ -29,12 +34,10 @@ pub enum ModelError {
     NotLlama(String),
     #[error("invalid hyper-parameters: {0}")]
     BadConfig(String),
-    #[error("G = {groups} does not divide the {n_heads} query heads; valid G: {valid:?}")]
-    BadGroups {
-        groups: usize,
-        n_heads: usize,
-        valid: Vec<usize>,
-    },
+    #[error(
+        "G = {groups} is not a number of KV heads for {n_heads} query heads: G is 1..={n_heads}"
+    )]
+    BadGroups { groups: usize, n_heads: usize },
     #[error("tensor {0:?} is missing")]
     MissingTensor(String),
     #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]

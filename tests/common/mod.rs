@@ -81,3 +81,52 @@ impl Rng {
         (0..n).map(|_| self.f()).collect()
     }
 }
+
+/// Calibration tokens the tests fit on (the CLI's default is more; see benches/README.md for
+/// what the full calibration gives).
+pub const CALIBRATION_TOKENS: usize = 2048;
+
+/// The calibrated merge of the default model at `groups`, fitted on the f32 oracle over the
+/// first [`CALIBRATION_TOKENS`] of the built-in text. Fitted once per test run: the maps are
+/// kept in `target/test-maps/` (written whole, then renamed), so later test binaries read them.
+pub fn calibrated(groups: usize) -> std::sync::Arc<gqa_lab::model::Regrouping> {
+    use gqa_lab::calibration;
+    use gqa_lab::cpu::CpuEngine;
+    use gqa_lab::engine::Engine;
+    use gqa_lab::gguf::Gguf;
+    use gqa_lab::model::Grouping;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static FITTED: OnceLock<Mutex<HashMap<usize, Arc<gqa_lab::model::Regrouping>>>> =
+        OnceLock::new();
+    let fitted = FITTED.get_or_init(Default::default);
+    let mut fitted = fitted.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = fitted.get(&groups) {
+        return r.clone();
+    }
+    let g = Gguf::parse(model_bytes()).unwrap();
+    let dir = root().join("target/test-maps");
+    let path = dir.join(format!("G{groups}-{CALIBRATION_TOKENS}.bin"));
+    let cfg = gqa_lab::model::ModelConfig::from_gguf(&g).unwrap();
+    let cached = std::fs::read(&path)
+        .ok()
+        .and_then(|b| calibration::from_bytes(&b, &cfg).ok());
+    let r = cached.unwrap_or_else(|| {
+        let tok = gqa_lab::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+        let ids = tok.encode(calibration::TEXT, false).unwrap();
+        let mut walk = CpuEngine::load(&g, calibration::SEQUENCE).unwrap();
+        let grouping = Grouping::of(walk.config(), groups).unwrap();
+        let ids = &ids[..CALIBRATION_TOKENS];
+        let mut quiet = |_| {};
+        let fit = calibration::calibrate(&mut walk, &g, grouping, ids, &mut quiet);
+        let r = pollster::block_on(fit).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = path.with_extension(format!("{}.part", std::process::id()));
+        std::fs::write(&tmp, calibration::to_bytes(&r)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        r
+    });
+    let r = Arc::new(r);
+    fitted.insert(groups, r.clone());
+    r
+}

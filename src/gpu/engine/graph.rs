@@ -34,6 +34,8 @@ pub(super) struct Body {
     pub layers: Vec<Range<usize>>,
     /// Attention and its chunk reduction, in every layer.
     pub attention: Vec<usize>,
+    /// Each layer's kv_store op: the layer's ops before it compute the native q, k0, v0.
+    pub kv_store: Vec<usize>,
 }
 
 /// Op indices of a [`Body`] while it is built.
@@ -42,6 +44,7 @@ struct BodySpec {
     ops: Vec<usize>,
     layers: Vec<Range<usize>>,
     attention: Vec<usize>,
+    kv_store: Vec<usize>,
 }
 
 /// How a decode product takes part in an RMSNorm split over two products (matvec.wgsl):
@@ -127,6 +130,7 @@ impl Program {
                     .collect::<Result<_, _>>()?,
                 layers: spec.layers,
                 attention: spec.attention,
+                kv_store: spec.kv_store,
             })
         };
         Ok(Program {
@@ -171,15 +175,17 @@ impl<'a> Graph<'a> {
             let link = self.attn_norm(&mut b, w, l, decode);
             // q | k0 | v0 = W_q|k|v · xb
             let qkv = self.qkv(&mut b, w, decode, link);
-            // K, V of the G heads → the cache at the forward's positions; RoPE on K and q
+            // K, V of the G heads (the layer's maps of the native ones) → the cache at the
+            // forward's positions; the q map, RoPE on K and q
+            b.kv_store.push(b.ops.len());
             self.push(&mut b, self.kv_store(l, qkv.clone()));
-            // per query head h: softmax(q_h · K_g / √hd) · V_g with g its KV head, by chunks
+            // per query head h: softmax(q_h · K_g / √hd) · V_g with g = kv_head(h), by chunks
             let q = if decode { qkv.q_uniform } else { qkv.q };
             b.attention.push(b.ops.len());
             self.push(&mut b, self.attention(l, q, decode));
-            // att = the chunks combined
+            // att = the chunks combined (and, after a calibrated merge, each head's output map)
             b.attention.push(b.ops.len());
-            self.push(&mut b, self.reduce());
+            self.push(&mut b, self.reduce(l));
             // x += W_o · att
             let link = self.link_produce(decode, Some(&w.ffn_norm));
             self.add_to_x(&mut b, decode, &w.wo, &a.att, link);
@@ -324,22 +330,26 @@ impl<'a> Graph<'a> {
         }
     }
 
-    /// kv_store.wgsl for layer `l`: the G heads pooled from the native ones, RoPE on K and q,
-    /// K and V appended to the layer's cache.
+    /// kv_store.wgsl for layer `l`: the G heads made from the native ones by the layer's
+    /// maps, RoPE on K and q, K and V appended to the layer's cache.
     fn kv_store(&self, l: usize, qkv: Qkv<'a>) -> OpSpec<'a> {
-        let cfg = self.cfg;
+        let (cfg, c) = (self.cfg, self.cache);
         let p = ops::KvStoreParams {
-            groups: self.cache.grouping.groups() as u32,
+            groups: c.grouping().groups() as u32,
             native_groups: cfg.n_kv_heads as u32,
             head_dim: cfg.head_dim as u32,
             capacity: self.capacity as u32,
             n_heads: cfg.n_heads as u32,
-            _pad: [0; 3],
+            layer: l as u32,
+            dense_v: c.dense_v as u32,
+            map_q: c.qmap.is_some() as u32,
         };
         let binds = ops::KvStoreBinds {
             k0: qkv.k0,
             v0: qkv.v0,
-            pool: &self.cache.pool,
+            kmap: &c.kmap,
+            vmap: &c.vmap,
+            qmap: c.qmap.as_ref().unwrap_or(&c.none),
             rope: &self.a.rope,
             kc: &self.cache.k[l],
             vc: &self.cache.v[l],
@@ -353,7 +363,7 @@ impl<'a> Graph<'a> {
         let cfg = self.cfg;
         let p = ops::AttentionParams {
             n_heads: cfg.n_heads as u32,
-            groups: self.cache.grouping.groups() as u32,
+            groups: self.cache.grouping().groups() as u32,
             head_dim: cfg.head_dim as u32,
             capacity: self.capacity as u32,
             max_chunks: self.max_chunks as u32,
@@ -367,18 +377,24 @@ impl<'a> Graph<'a> {
             vc,
             ml: &self.a.ml,
             part: &self.a.part,
+            starts: &self.cache.starts,
         };
-        ops::attention(p, binds, decode)
+        ops::attention(p, binds, decode, self.cache.grouping().max_rep())
     }
 
-    fn reduce(&self) -> OpSpec<'a> {
+    /// The chunks of layer `l`'s attention combined, through its output map if it has one.
+    fn reduce(&self, l: usize) -> OpSpec<'a> {
+        let c = self.cache;
         let p = ops::ReduceParams {
             n_heads: self.cfg.n_heads as u32,
             head_dim: self.cfg.head_dim as u32,
             max_chunks: self.max_chunks as u32,
-            _pad: 0,
+            map_o: c.omap.is_some() as u32,
+            layer: l as u32,
+            _pad: [0; 3],
         };
-        ops::attention_reduce(p, &self.a.ml, &self.a.part, &self.a.att)
+        let omap = c.omap.as_ref().unwrap_or(&c.none);
+        ops::attention_reduce(p, &self.a.ml, &self.a.part, omap, &self.a.att)
     }
 
     /// gate = silu(W_gate·xb) ⊙ W_up·xb: decode with a stacked gate|up in one matvec (SwiGLU

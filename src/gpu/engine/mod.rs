@@ -4,7 +4,8 @@
 //! - `graph.rs`: the forward as a list of ops, top to bottom (read it beside `cpu::forward`);
 //! - `submit.rs`: recording and submitting forwards, reading results back;
 //! - `ahead.rs`: decoding one step ahead;
-//! - `timing.rs`: kernel timings for the benchmark.
+//! - `timing.rs`: kernel timings for the benchmark;
+//! - `walk.rs`: calibration of a merge on the GPU, one layer at a time.
 //!
 //! The async methods are the API; natively the [`Engine`] trait drives the same methods
 //! through `pollster`, under the same names.
@@ -14,6 +15,7 @@ mod graph;
 mod resources;
 mod submit;
 mod timing;
+mod walk;
 
 use super::context::Gpu;
 use super::kernels::{ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM, ATTENTION_MAX_REP};
@@ -23,9 +25,10 @@ use super::GpuError;
 use crate::engine::Engine;
 use crate::engine::{check_capacity, check_len, EngineError};
 use crate::gguf::Gguf;
-use crate::model::{Grouping, ModelConfig, ModelTensors};
+use crate::model::{Grouping, ModelConfig, ModelTensors, Regrouping};
 use graph::Program;
 use resources::{Activations, KvCache, ModelWeights};
+use std::sync::Arc;
 use submit::AllLogits;
 
 /// Tokens per prefill submit; longer inputs run in several.
@@ -41,8 +44,8 @@ pub struct GpuEngine {
     /// The cache and the ops bound to it: `None` after a regroup that failed and could not
     /// put the previous grouping back (every call then says so, until a regroup succeeds).
     state: Option<(KvCache, Program)>,
-    /// The grouping of `state` (or the one last asked for, when `state` is `None`).
-    grouping: Grouping,
+    /// The regrouping of `state` (or of the last one that worked, when `state` is `None`).
+    regrouping: Arc<Regrouping>,
     /// The all-logits tail (perplexity), made on first use.
     all_logits: Option<AllLogits>,
     /// Positions submitted to the GPU: where the next forward writes. Steps submitted ahead
@@ -71,8 +74,8 @@ impl GpuEngine {
         let t = ModelTensors::locate(g, &cfg)?;
         let model = ModelWeights::upload(&gpu, g, &t)?;
         let act = Activations::new(&gpu, &cfg, capacity, capacity.div_ceil(ATTENTION_CHUNK))?;
-        let grouping = Grouping::native(&cfg);
-        let state = Self::build_state(&gpu, &cfg, &model, &act, grouping, capacity)?;
+        let regrouping = Arc::new(Regrouping::native(&cfg));
+        let state = Self::build_state(&gpu, &cfg, &model, &act, regrouping.clone(), capacity)?;
         gpu.check()?;
         let decode_ahead = !gpu.is_software();
         Ok(GpuEngine {
@@ -82,7 +85,7 @@ impl GpuEngine {
             model,
             act,
             state: Some(state),
-            grouping,
+            regrouping,
             all_logits: None,
             pos: 0,
             in_flight: Default::default(),
@@ -91,43 +94,50 @@ impl GpuEngine {
         })
     }
 
-    /// A KV cache at `grouping` and the ops bound to it.
+    /// A KV cache and maps for `regrouping`, and the ops bound to them.
     fn build_state(
         gpu: &Gpu,
         cfg: &ModelConfig,
         model: &ModelWeights,
         act: &Activations,
-        grouping: Grouping,
+        regrouping: Arc<Regrouping>,
         capacity: usize,
     ) -> Result<(KvCache, Program), GpuError> {
-        let cache = KvCache::new(gpu, cfg, grouping, capacity)?;
+        let cache = KvCache::new(gpu, cfg, regrouping, capacity)?;
         let program = Program::build(gpu, cfg, model, act, &cache, capacity)?;
         gpu.check()?;
         Ok((cache, program))
     }
 
-    /// Regroups to `groups` KV heads: a new, empty cache at the new size and a new pooling
-    /// matrix; the weights stay as they are. The old cache is freed first (peak memory is the
-    /// larger of the two, not their sum). If the new one cannot be made, the previous grouping
-    /// is put back, with an empty cache, and the error returned; if even that fails, every
-    /// call fails with that error until a regroup succeeds.
+    /// Regroups to `groups` KV heads the GQA paper's way: mean-pooled K and V (exact copies
+    /// of native heads for G ≥ G0). See [`GpuEngine::regroup_with`].
     pub fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
-        let grouping = Grouping::new(self.cfg.n_heads, groups)?;
-        if grouping.n_rep() > ATTENTION_MAX_REP {
+        let grouping = Grouping::of(&self.cfg, groups)?;
+        self.regroup_with(Arc::new(Regrouping::mean(&self.cfg, grouping)))
+    }
+
+    /// Regroups as `r` says: a new, empty cache at its size and its maps on the GPU; the
+    /// weights stay as they are. The old cache is freed first (peak memory is the larger of
+    /// the two, not their sum). If the new one cannot be made, the previous regrouping is put
+    /// back, with an empty cache, and the error returned; if even that fails, every call
+    /// fails with that error until a regroup succeeds.
+    pub fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
+        r.check(&self.cfg)?;
+        let max_rep = r.grouping.max_rep();
+        if max_rep > ATTENTION_MAX_REP {
             return Err(GpuError::Unsupported(format!(
-                "{} query heads per KV head (the attention kernel holds up to {ATTENTION_MAX_REP})",
-                grouping.n_rep()
+                "{max_rep} query heads per KV head (the attention kernel holds up to {ATTENTION_MAX_REP})"
             ))
             .into());
         }
         self.drop_ahead();
-        let previous = self.grouping;
+        let previous = self.regrouping.clone();
         self.state = None;
         self.pos = 0;
         let (cfg, model, act) = (&self.cfg, &self.model, &self.act);
-        match Self::build_state(&self.gpu, cfg, model, act, grouping, self.capacity) {
+        match Self::build_state(&self.gpu, cfg, model, act, r.clone(), self.capacity) {
             Ok(state) => {
-                (self.state, self.grouping) = (Some(state), grouping);
+                (self.state, self.regrouping) = (Some(state), r);
                 Ok(())
             }
             Err(e) => {
@@ -191,7 +201,12 @@ impl GpuEngine {
     }
 
     pub fn grouping(&self) -> Grouping {
-        self.grouping
+        self.regrouping.grouping
+    }
+
+    /// The current regrouping (grouping, method, maps).
+    pub fn regrouping(&self) -> Arc<Regrouping> {
+        self.regrouping.clone()
     }
 
     pub fn capacity(&self) -> usize {
@@ -210,7 +225,7 @@ impl GpuEngine {
 
     /// KV-cache bytes of the live sequence (f32 elements).
     pub fn kv_cache_bytes(&self) -> u64 {
-        crate::model::kv_cache_bytes(&self.cfg, self.grouping.groups(), self.len(), 4)
+        crate::model::kv_cache_bytes(&self.cfg, self.grouping().groups(), self.len(), 4)
     }
 
     /// Empties the cache (a step submitted ahead is dropped).
@@ -274,11 +289,11 @@ impl Engine for GpuEngine {
     fn config(&self) -> &ModelConfig {
         &self.cfg
     }
-    fn grouping(&self) -> Grouping {
-        self.grouping
+    fn regrouping(&self) -> Arc<Regrouping> {
+        self.regrouping.clone()
     }
-    fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
-        GpuEngine::regroup(self, groups)
+    fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
+        GpuEngine::regroup_with(self, r)
     }
     fn capacity(&self) -> usize {
         self.capacity

@@ -9,7 +9,8 @@ use crate::gpu::context::{Buf, Gpu};
 use crate::gpu::ops::norm_parts;
 use crate::gpu::weight::{Stack, Weight};
 use crate::gpu::GpuError;
-use crate::model::{pooling_matrix, rope_table, Grouping, ModelConfig, ModelError, ModelTensors};
+use crate::model::{rope_table, Grouping, ModelConfig, ModelError, ModelTensors, Regrouping, VMap};
+use std::sync::Arc;
 
 /// One transformer block's weights.
 pub(super) struct LayerWeights {
@@ -183,34 +184,95 @@ impl Activations {
     }
 }
 
-/// K and V per layer, `[G][capacity][hd]` f32 each, at one grouping, and the `[G][G0]`
-/// pooling matrix that kv_store.wgsl applies to the native heads' projections.
+/// K and V per layer, `[G][capacity][hd]` f32 each, at one regrouping, and the maps that
+/// kv_store.wgsl and attention_reduce.wgsl apply (`model/regroup.rs`), every layer's in one
+/// buffer each.
 pub(super) struct KvCache {
-    pub grouping: Grouping,
+    pub regrouping: Arc<Regrouping>,
     pub k: Vec<Buf>,
     pub v: Vec<Buf>,
-    pub pool: Buf,
+    /// `[G + 1]` u32: KV head g serves query heads `starts[g] .. starts[g + 1]`.
+    pub starts: Buf,
+    /// `[L][G][G0][hd/2]` complex.
+    pub kmap: Buf,
+    /// `[L][G][G0]` pooling weights, or with `dense_v` `[L][G][hd][G0·hd]`.
+    pub vmap: Buf,
+    pub dense_v: bool,
+    /// `[L][H][hd/2]` complex, `[L][H][hd][hd]`: the query and output maps of a calibrated
+    /// merge, if any layer has them.
+    pub qmap: Option<Buf>,
+    pub omap: Option<Buf>,
+    /// Bound where a map is not used.
+    pub none: Buf,
 }
 
 impl KvCache {
     pub fn new(
         gpu: &Gpu,
         cfg: &ModelConfig,
-        grouping: Grouping,
+        regrouping: Arc<Regrouping>,
         capacity: usize,
     ) -> Result<Self, GpuError> {
-        let bytes = (grouping.groups() * capacity * cfg.head_dim * 4) as u64;
+        let r = &regrouping;
+        let (grouping, hd, h) = (r.grouping, cfg.head_dim, cfg.n_heads);
+        let bytes = (grouping.groups() * capacity * hd * 4) as u64;
         let per_layer = |kind: &str| {
             (0..cfg.n_layers)
                 .map(|l| gpu.storage(&format!("{kind} cache {l}"), bytes))
                 .collect::<Result<Vec<_>, _>>()
         };
-        let pool = pooling_matrix(Grouping::native(cfg), grouping);
+        let starts: Vec<u32> = (0..grouping.groups())
+            .map(|g| grouping.members(g).start as u32)
+            .chain([h as u32])
+            .collect();
+        let f32s = |label: &str, v: Vec<f32>| gpu.storage_with(label, bytemuck::cast_slice(&v));
+        let kmap: Vec<f32> = r
+            .layers
+            .iter()
+            .flat_map(|m| m.k.iter().flatten())
+            .copied()
+            .collect();
+        let dense_v = r.layers.iter().any(|m| matches!(m.v, VMap::Dense(_)));
+        let vmap: Vec<f32> = match dense_v {
+            true => r
+                .layers
+                .iter()
+                .flat_map(|m| m.v_dense(grouping, hd))
+                .collect(),
+            false => r
+                .layers
+                .iter()
+                .flat_map(|m| match &m.v {
+                    VMap::Pool(w) => w.clone(),
+                    VMap::Dense(_) => Vec::new(),
+                })
+                .collect(),
+        };
+        let qmap = r.layers.iter().any(|m| m.q.is_some()).then(|| {
+            let q = r.layers.iter().flat_map(|m| m.q_or_identity(h, hd));
+            q.flatten().collect::<Vec<f32>>()
+        });
+        let omap = r.layers.iter().any(|m| m.o.is_some()).then(|| {
+            r.layers
+                .iter()
+                .flat_map(|m| m.o_or_identity(h, hd))
+                .collect::<Vec<f32>>()
+        });
         Ok(KvCache {
-            grouping,
             k: per_layer("K")?,
             v: per_layer("V")?,
-            pool: gpu.storage_with("pooling matrix", bytemuck::cast_slice(&pool))?,
+            starts: gpu.storage_with("group starts", bytemuck::cast_slice(&starts))?,
+            kmap: f32s("K maps", kmap)?,
+            vmap: f32s("V maps", vmap)?,
+            dense_v,
+            qmap: qmap.map(|q| f32s("q maps", q)).transpose()?,
+            omap: omap.map(|o| f32s("output maps", o)).transpose()?,
+            none: gpu.storage("no map", 16)?,
+            regrouping,
         })
+    }
+
+    pub fn grouping(&self) -> Grouping {
+        self.regrouping.grouping
     }
 }

@@ -16,7 +16,12 @@ params_struct! {
         head_dim: u32,
         capacity: u32,
         n_heads: u32,
-        _pad: [u32; 3],
+        /// Which layer's maps to read.
+        layer: u32,
+        /// 1: the V map is dense (`[G][hd][G0·hd]` per layer), 0: pooling weights (`[G][G0]`).
+        dense_v: u32,
+        /// 1: multiply the query pairs by the layer's q map.
+        map_q: u32,
     }
 }
 
@@ -39,17 +44,24 @@ params_struct! {
         n_heads: u32,
         head_dim: u32,
         max_chunks: u32,
-        _pad: u32,
+        /// 1: map each head's result through the layer's output map.
+        map_o: u32,
+        layer: u32,
+        _pad: [u32; 3],
     }
 }
 
 /// What kv_store.wgsl reads and writes. k0, v0: `[T][G0][hd]`, the native heads' projections;
-/// pool: `[G][G0]`; rope: `[capacity][hd/2]` (cos, sin); kc, vc: `[G][capacity][hd]`;
-/// q: `[T][H][hd]`, rotated in place.
+/// the maps of every layer (`model/regroup.rs`): kmap `[L][G][G0][hd/2]` complex, vmap
+/// `[L][G][G0]` or `[L][G][hd][G0·hd]`, qmap `[L][H][hd/2]` complex (any buffer when unused);
+/// rope: `[capacity][hd/2]` (cos, sin); kc, vc: `[G][capacity][hd]`; q: `[T][H][hd]`, rotated
+/// in place.
 pub struct KvStoreBinds<'a> {
     pub k0: wgpu::BindingResource<'a>,
     pub v0: wgpu::BindingResource<'a>,
-    pub pool: &'a Buf,
+    pub kmap: &'a Buf,
+    pub vmap: &'a Buf,
+    pub qmap: &'a Buf,
     pub rope: &'a Buf,
     pub kc: &'a Buf,
     pub vc: &'a Buf,
@@ -62,7 +74,9 @@ pub fn kv_store<'a>(p: KvStoreParams, b: KvStoreBinds<'a>) -> OpSpec<'a> {
     let resources = vec![
         b.k0,
         b.v0,
-        b.pool.binding(),
+        b.kmap.binding(),
+        b.vmap.binding(),
+        b.qmap.binding(),
         b.rope.binding(),
         b.kc.binding(),
         b.vc.binding(),
@@ -74,22 +88,28 @@ pub fn kv_store<'a>(p: KvStoreParams, b: KvStoreBinds<'a>) -> OpSpec<'a> {
 
 /// What the attention kernels read and write. q: `[T][H][hd]` (for decode a uniform window);
 /// kc, vc: `[G][capacity][hd]`; ml: `[T][H][max_chunks]` (m, l); part:
-/// `[T][H][max_chunks][hd]`.
+/// `[T][H][max_chunks][hd]`; starts: `[G + 1]` u32, KV head g's query heads being
+/// `starts[g] .. starts[g + 1]`.
 pub struct AttentionBinds<'a> {
     pub q: wgpu::BindingResource<'a>,
     pub kc: &'a Buf,
     pub vc: &'a Buf,
     pub ml: &'a Buf,
     pub part: &'a Buf,
+    pub starts: &'a Buf,
 }
 
 /// GQA attention over the cache, one workgroup per (chunk, KV head, token): attention.wgsl
 /// for a prefill chunk, or (`decode`) attention_decode.wgsl for one token, specialised for
-/// `n_heads / groups` query heads per KV head and the head size.
-pub fn attention<'a>(p: AttentionParams, b: AttentionBinds<'a>, decode: bool) -> OpSpec<'a> {
+/// groups of up to `max_rep` query heads and the head size.
+pub fn attention<'a>(
+    p: AttentionParams,
+    b: AttentionBinds<'a>,
+    decode: bool,
+    max_rep: usize,
+) -> OpSpec<'a> {
     let (kernel, variant) = if decode {
-        let n_rep = (p.n_heads / p.groups.max(1)) as usize;
-        let variant = attention_variant(n_rep, p.head_dim as usize);
+        let variant = attention_variant(max_rep, p.head_dim as usize);
         (Kernel::AttentionDecode, variant)
     } else {
         (Kernel::Attention, 0)
@@ -100,23 +120,21 @@ pub fn attention<'a>(p: AttentionParams, b: AttentionBinds<'a>, decode: bool) ->
         b.vc.binding(),
         b.ml.binding(),
         b.part.binding(),
+        b.starts.binding(),
     ];
     OpSpec::new(kernel, variant, &p, resources, Grid::Attention(p.groups))
 }
 
-/// attention_reduce.wgsl: combines each head's chunks into `out` (`[T][H][hd]`).
+/// attention_reduce.wgsl: combines each head's chunks into `out` (`[T][H][hd]`), through the
+/// layer's output map `omap` (`[L][H][hd][hd]`; any buffer when unused).
 pub fn attention_reduce<'a>(
     p: ReduceParams,
     ml: &'a Buf,
     part: &'a Buf,
+    omap: &'a Buf,
     out: &'a Buf,
 ) -> OpSpec<'a> {
-    let resources = vec![ml.binding(), part.binding(), out.binding()];
-    OpSpec::new(
-        Kernel::AttentionReduce,
-        0,
-        &p,
-        resources,
-        Grid::Reduce(p.n_heads),
-    )
+    let resources = vec![ml.binding(), part.binding(), omap.binding(), out.binding()];
+    let grid = Grid::Reduce(p.n_heads);
+    OpSpec::new(Kernel::AttentionReduce, 0, &p, resources, grid)
 }

@@ -1,0 +1,197 @@
+//! Regrouping from the command line: `--groups G --regroup calibrated|mean`, the cache of
+//! fitted maps (one file per model, G and calibration setting, in `$GQA_LAB_CACHE`, else
+//! `$XDG_CACHE_HOME/gqa-lab`, else `~/.cache/gqa-lab`), and `gqa-lab calibrate`.
+//!
+//! Natively the maps are always fitted on the f32 CPU oracle (the exact activations), then
+//! applied by whichever backend runs: the same maps on the CPU and the GPU.
+
+use super::print_json;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use gqa_lab::calibration::{self, Progress};
+use gqa_lab::cpu::CpuEngine;
+use gqa_lab::gguf::Gguf;
+use gqa_lab::model::{Grouping, Method, ModelConfig, Regrouping};
+use gqa_lab::tokenizer::Tokenizer;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How a G below the checkpoint's is made.
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum, Default)]
+pub enum RegroupMethod {
+    /// Maps fitted on the built-in calibration text (RoPE-aware; no training).
+    #[default]
+    Calibrated,
+    /// The GQA paper's conversion: the mean of the heads a group replaces.
+    Mean,
+}
+
+impl RegroupMethod {
+    fn method(self) -> Method {
+        match self {
+            RegroupMethod::Calibrated => Method::Calibrated,
+            RegroupMethod::Mean => Method::Mean,
+        }
+    }
+}
+
+/// `gqa-lab calibrate`.
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// KV groups to fit, comma-separated (each below the model's own; others need no fit).
+    #[arg(long, value_delimiter = ',', required = true)]
+    groups: Vec<usize>,
+    /// Calibration tokens (from the start of the built-in text).
+    #[arg(long, default_value_t = calibration::DEFAULT_TOKENS)]
+    tokens: usize,
+    /// Fit again even when the cache has the maps.
+    #[arg(long)]
+    force: bool,
+}
+
+/// The regrouping `--groups`/`--regroup` ask for: mean-pooling, the exact split for G ≥ G0,
+/// or calibrated maps from the cache (fitted and cached first if missing).
+pub fn regrouping_for(
+    gguf: &Gguf<'_>,
+    cfg: &ModelConfig,
+    groups: usize,
+    (method, tokens): (RegroupMethod, usize),
+) -> Result<Arc<Regrouping>> {
+    let grouping = Grouping::of(cfg, groups)?;
+    if method.method() == Method::Mean || !grouping.merges() {
+        return Ok(Arc::new(Regrouping::mean(cfg, grouping)));
+    }
+    let path = cache_path(gguf, groups, tokens)?;
+    if let Some(r) = read_cached(&path, cfg) {
+        return Ok(Arc::new(r));
+    }
+    eprintln!(
+        "calibrating G = {groups} on {tokens} tokens of the built-in text (once; cached in {})",
+        path.display()
+    );
+    let r = fit(gguf, grouping, tokens, &mut |_| {})?;
+    write_cached(&path, &r)?;
+    Ok(Arc::new(r))
+}
+
+/// Fits the calibrated merge to `grouping` on the f32 oracle.
+fn fit(
+    gguf: &Gguf<'_>,
+    grouping: Grouping,
+    tokens: usize,
+    on_layer: &mut dyn FnMut(Progress),
+) -> Result<Regrouping> {
+    let tok = Tokenizer::from_gguf(gguf)?;
+    let ids = tok.encode(calibration::TEXT, false)?;
+    let ids = &ids[..tokens.min(ids.len())];
+    let mut walk = CpuEngine::load(gguf, calibration::SEQUENCE)?;
+    let fit = calibration::calibrate(&mut walk, gguf, grouping, ids, on_layer);
+    Ok(pollster::block_on(fit)?)
+}
+
+fn read_cached(path: &PathBuf, cfg: &ModelConfig) -> Option<Regrouping> {
+    let bytes = std::fs::read(path).ok()?;
+    match calibration::from_bytes(&bytes, cfg) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("ignoring {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn write_cached(path: &PathBuf, r: &Regrouping) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, calibration::to_bytes(r))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The cache file of the maps for this model, G and calibration setting.
+fn cache_path(gguf: &Gguf<'_>, groups: usize, tokens: usize) -> Result<PathBuf> {
+    let model = hex(&Sha256::digest(gguf.bytes())[..8]);
+    let mut setting = Sha256::new();
+    setting.update(calibration::TEXT);
+    setting.update(format!("{tokens}/{}/v1", calibration::SEQUENCE));
+    let setting = hex(&setting.finalize()[..4]);
+    let name = format!("maps-{model}-{setting}-G{groups}.bin");
+    Ok(cache_dir()?.join(name))
+}
+
+fn cache_dir() -> Result<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = env("GQA_LAB_CACHE") {
+        return Ok(dir);
+    }
+    let base = env("XDG_CACHE_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".cache")))
+        .context("no cache directory: set GQA_LAB_CACHE")?;
+    Ok(base.join("gqa-lab"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `gqa-lab calibrate --groups …`: fits and caches each G's maps, printing each layer's fit
+/// error (relative, 0 = exact) and the time taken.
+pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<()> {
+    let cfg = ModelConfig::from_gguf(gguf)?;
+    let mut results = Vec::new();
+    for &groups in &a.groups {
+        let grouping = Grouping::of(&cfg, groups)?;
+        let path = cache_path(gguf, groups, a.tokens)?;
+        let t0 = std::time::Instant::now();
+        let mut layers = Vec::new();
+        let mut on_layer = |p: Progress| {
+            if !json_out {
+                eprintln!(
+                    "G = {groups}: layer {:>2}/{}: K error {:.4}, V error {:.4}",
+                    p.layer + 1,
+                    p.layers,
+                    p.error.k,
+                    p.error.v
+                );
+            }
+            layers.push(p.error);
+        };
+        let cached = (!a.force).then(|| read_cached(&path, &cfg)).flatten();
+        let fitted = cached.is_none() && grouping.merges();
+        if fitted {
+            let r = fit(gguf, grouping, a.tokens, &mut on_layer)?;
+            write_cached(&path, &r)?;
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        if !json_out {
+            let what = match (grouping.merges(), fitted) {
+                (false, _) => "nothing to fit (it splits native groups: exact)",
+                (true, true) => "fitted",
+                (true, false) => "already cached",
+            };
+            println!("G = {groups}: {what} in {seconds:.1} s: {}", path.display());
+        }
+        results.push(serde_json::json!({
+            "groups": groups,
+            "method": Method::Calibrated,
+            "merges": grouping.merges(),
+            "fitted": fitted,
+            "seconds": seconds,
+            "tokens": a.tokens,
+            "text": calibration::TEXT_SOURCE,
+            "cache": path,
+            "layers": layers,
+        }));
+    }
+    if json_out {
+        print_json(&serde_json::json!({ "calibrations": results }))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Every G from 1 to H on the real model, with the GQA paper's mean-pooling and with the
+//! calibrated merge (fitted on the first 2048 tokens of the built-in text, on the f32
+//! oracle), scored on the fixture passage (`perplexity.json`, the f32 reference's ids):
+//!
+//! - G ≥ G0 splits native groups only: both methods give the native model within 1e-4 nats;
+//! - mean-pooling is unchanged (G = 1: the fixture's 9,314);
+//! - the calibrated merge keeps the model alive: G = 1 ≤ 100, G = 2 ≤ 40, and it is never worse
+//!   than mean-pooling;
+//! - fitted maps survive their file format, and a damaged file is refused.
+
+mod common;
+
+use common::{calibrated, fixture, ids};
+use gqa_lab::calibration::{from_bytes, to_bytes};
+use gqa_lab::cpu::CpuEngine;
+use gqa_lab::engine::{perplexity, Engine};
+use gqa_lab::gguf::Gguf;
+use gqa_lab::model::{Method, Regrouping};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+fn cpu() -> MutexGuard<'static, CpuEngine> {
+    static E: OnceLock<Mutex<CpuEngine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let g = Gguf::parse(common::model_bytes()).unwrap();
+        Mutex::new(CpuEngine::load(&g, 512).unwrap())
+    })
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
+}
+
+fn passage() -> Vec<u32> {
+    ids(&fixture("perplexity.json")["ids"])
+}
+
+/// Mean NLL of the passage under `r`.
+fn nll(e: &mut CpuEngine, r: Arc<Regrouping>) -> f64 {
+    e.regroup_with(r).unwrap();
+    perplexity(e, &passage()).unwrap().nll
+}
+
+#[test]
+fn g_at_or_above_the_native_count_is_exact_for_both_methods() {
+    let reference = fixture("perplexity.json")["reference_f32"]["3"]["mean_nll"]
+        .as_f64()
+        .unwrap();
+    let mut e = cpu();
+    for groups in 3..=9 {
+        e.regroup(groups).unwrap();
+        let mean = perplexity(&mut *e, &passage()).unwrap();
+        assert!(
+            (mean.nll - reference).abs() < 1e-4,
+            "G={groups}: {}",
+            mean.nll
+        );
+        // Nothing to fit: the calibrated regrouping is the exact split.
+        let r = calibrated(groups);
+        assert_eq!(r.method, Method::Mean, "G={groups}");
+        assert_eq!(*r, Regrouping::mean(e.config(), r.grouping));
+    }
+}
+
+#[test]
+fn the_calibrated_merge_keeps_the_model_alive() {
+    let fixture_g1 = fixture("perplexity.json")["reference_f32"]["1"]["mean_nll"]
+        .as_f64()
+        .unwrap();
+    let mut e = cpu();
+    let cfg = e.config().clone();
+    for (groups, target) in [(1usize, 100.0f64), (2, 40.0)] {
+        let grouping = gqa_lab::model::Grouping::of(&cfg, groups).unwrap();
+        let mean = nll(&mut e, Arc::new(Regrouping::mean(&cfg, grouping)));
+        if groups == 1 {
+            assert!((mean - fixture_g1).abs() < 1e-4, "mean-pooled G=1: {mean}");
+        }
+        let r = calibrated(groups);
+        assert_eq!(r.method, Method::Calibrated);
+        let fitted = nll(&mut e, r);
+        eprintln!(
+            "G={groups}: mean-pooled perplexity {:.1}, calibrated {:.1}",
+            mean.exp(),
+            fitted.exp()
+        );
+        assert!(fitted.exp() <= target, "G={groups}: {}", fitted.exp());
+        assert!(
+            fitted < mean,
+            "G={groups}: calibrated {fitted} vs mean {mean}"
+        );
+    }
+}
+
+#[test]
+fn fitted_maps_survive_their_file_and_damage_is_refused() {
+    let r = calibrated(2);
+    let cfg = cpu().config().clone();
+    let bytes = to_bytes(&r);
+    assert_eq!(from_bytes(&bytes, &cfg).unwrap(), *r);
+    for cut in [0, 7, 12, 40, bytes.len() / 2, bytes.len() - 1] {
+        assert!(from_bytes(&bytes[..cut], &cfg).is_err(), "cut at {cut}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(from_bytes(&longer, &cfg).is_err(), "trailing byte");
+    let mut nan = bytes.clone();
+    let at = nan.len() - 8;
+    nan[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(from_bytes(&nan, &cfg).is_err(), "a NaN in the maps");
+    let mut other = cfg.clone();
+    other.n_layers -= 1;
+    assert!(from_bytes(&bytes, &other).is_err(), "another model");
+}
