@@ -22,6 +22,7 @@ pub use quant::{dequantize, GgmlType};
 pub use value::{Array, Value, ValueType};
 
 use reader::Reader;
+use std::collections::HashMap;
 
 /// Magic bytes at the start of every GGUF file.
 pub const MAGIC: &[u8; 4] = b"GGUF";
@@ -56,6 +57,8 @@ pub struct Gguf<'a> {
     pub version: u32,
     /// Metadata in file order.
     pub metadata: Vec<(&'a str, Value<'a>)>,
+    /// Each key's index in `metadata`, for [`Gguf::get`].
+    index: HashMap<&'a str, usize>,
     pub tensors: Vec<TensorInfo<'a>>,
     pub alignment: u64,
     /// Absolute file offset where the data section starts.
@@ -81,8 +84,13 @@ impl<'a> Gguf<'a> {
         }
         let tensor_count = r.u64("tensor_count")?;
         let kv_count = r.u64("metadata_kv_count")?;
-        let metadata = read_metadata(&mut r, kv_count)?;
-        let alignment = alignment_of(&metadata)?;
+        let (metadata, index) = read_metadata(&mut r, kv_count)?;
+        let alignment = alignment_of(
+            index
+                .get("general.alignment")
+                .and_then(|&i| metadata.get(i))
+                .map(|(_, v)| v),
+        )?;
         let infos = read_tensor_infos(&mut r, tensor_count)?;
         let data_offset = align_up(r.position() as u64, alignment)
             .ok_or(GgufError::Overflow("data section offset"))?;
@@ -91,6 +99,7 @@ impl<'a> Gguf<'a> {
         Ok(Gguf {
             version,
             metadata,
+            index,
             tensors,
             alignment,
             data_offset,
@@ -100,9 +109,9 @@ impl<'a> Gguf<'a> {
 
     /// The metadata value stored under `key`, if any.
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
-        self.metadata
-            .iter()
-            .find(|(k, _)| *k == key)
+        self.index
+            .get(key)
+            .and_then(|&i| self.metadata.get(i))
             .map(|(_, v)| v)
     }
 
@@ -163,15 +172,19 @@ pub fn align_up(x: u64, align: u64) -> Option<u64> {
 /// Most nested array levels accepted: real files use one; the bound keeps recursion shallow.
 const MAX_ARRAY_DEPTH: usize = 8;
 
-fn read_metadata<'a>(
-    r: &mut Reader<'a>,
-    count: u64,
-) -> Result<Vec<(&'a str, Value<'a>)>, GgufError> {
+/// Metadata in file order, and each key's index in it.
+type Metadata<'a> = (Vec<(&'a str, Value<'a>)>, HashMap<&'a str, usize>);
+
+/// Reads `count` key-value pairs; a key seen before is an error (found in a hash set, so a
+/// file with many keys costs linear time).
+fn read_metadata<'a>(r: &mut Reader<'a>, count: u64) -> Result<Metadata<'a>, GgufError> {
     // Each pair needs at least a key length (8), one key byte and a type (4).
-    let mut out = Vec::with_capacity(r.capacity_for(count, 13));
+    let cap = r.capacity_for(count, 13);
+    let mut out = Vec::with_capacity(cap);
+    let mut index = HashMap::with_capacity(cap);
     for i in 0..count {
         let key = r.string(|| format!("metadata key #{i}"))?;
-        if out.iter().any(|(k, _)| *k == key) {
+        if index.insert(key, out.len()).is_some() {
             return Err(GgufError::DuplicateKey(key.to_string()));
         }
         let ty = r.u32("metadata value type")?;
@@ -182,11 +195,12 @@ fn read_metadata<'a>(
         let value = value::read_value(r, ty, key, MAX_ARRAY_DEPTH)?;
         out.push((key, value));
     }
-    Ok(out)
+    Ok((out, index))
 }
 
-fn alignment_of(metadata: &[(&str, Value<'_>)]) -> Result<u64, GgufError> {
-    let Some((_, v)) = metadata.iter().find(|(k, _)| *k == "general.alignment") else {
+/// The data section's alignment: `general.alignment` (its value, if present) or the default.
+fn alignment_of(value: Option<&Value<'_>>) -> Result<u64, GgufError> {
+    let Some(v) = value else {
         return Ok(DEFAULT_ALIGNMENT);
     };
     let a = v.to_u64().map_err(|e| e.at("general.alignment"))?;
