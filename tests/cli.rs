@@ -329,3 +329,45 @@ fn bad_input_gets_a_clear_error() {
     ]);
     assert!(e.contains("valid G: [1, 3, 9]"), "{e}");
 }
+
+/// A sparse file of `len` bytes that starts with `head` (it takes no room on the disk).
+fn sparse_file(name: &str, head: &[u8], len: u64) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let f = std::fs::File::create(&path).expect("a file in the target's temp dir");
+    std::io::Write::write_all(&mut &f, head).expect("written");
+    f.set_len(len).expect("a sparse file");
+    path
+}
+
+/// `--model` names something endless or huge that is no model: refused from its first bytes
+/// and its file type and size, never read whole (`/dev/zero` would never end; the sparse
+/// files would not fit in memory).
+#[test]
+fn endless_or_huge_files_are_refused_before_reading_them() {
+    let e = fails(&["info", "--model", "/dev/zero"]);
+    assert!(e.contains("/dev/zero is not a regular file"), "{e}");
+    let junk = sparse_file("junk.gguf", b"not a model", 48 << 30);
+    let e = fails(&["info", "--model", junk.to_str().expect("a UTF-8 path")]);
+    assert!(e.contains("not a GGUF file"), "{e}");
+    let header = [&b"GGUF"[..], &3u32.to_le_bytes(), &[0; 16]].concat();
+    let huge = sparse_file("huge.gguf", &header, (64 << 30) + 1);
+    let e = fails(&["info", "--model", huge.to_str().expect("a UTF-8 path")]);
+    let limit = format!("past the {} a model file may have", 64u64 << 30);
+    assert!(e.contains(&limit), "{e}");
+    let claims = [
+        &b"GGUF"[..],
+        &3u32.to_le_bytes(),
+        &[0; 8],
+        &(1u64 << 40).to_le_bytes(),
+    ]
+    .concat();
+    let short = sparse_file("claims.gguf", &claims, 1 << 20);
+    let e = fails(&["info", "--model", short.to_str().expect("a UTF-8 path")]);
+    assert!(
+        e.contains("1099511627776 metadata pairs and 0 tensor infos"),
+        "{e}"
+    );
+    for f in [junk, huge, short] {
+        let _ = std::fs::remove_file(f);
+    }
+}

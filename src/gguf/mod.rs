@@ -30,6 +30,49 @@ pub const MAGIC: &[u8; 4] = b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Most dimensions a tensor may have (ggml's GGML_MAX_DIMS).
 pub const MAX_DIMS: usize = 4;
+/// Bytes of the fixed header: magic, version, tensor count, metadata count.
+pub const HEADER_BYTES: usize = 24;
+
+/// Checks the fixed header at the start of a file of `file_len` bytes (`first`: its first
+/// [`HEADER_BYTES`] bytes, or all of a shorter file): the magic, the version, and counts of
+/// metadata pairs and tensor infos that the file could hold. Lets a reader refuse a file
+/// that is no GGUF model before reading the rest of it.
+pub fn check_header(first: &[u8], file_len: u64) -> Result<(), GgufError> {
+    let mut r = Reader::new(first);
+    let (_, tensor_count, kv_count) = read_header(&mut r)?;
+    // Each pair needs at least 13 bytes, each tensor info 24 (see the readers below).
+    let needed = kv_count
+        .saturating_mul(13)
+        .saturating_add(tensor_count.saturating_mul(24));
+    let room = file_len.saturating_sub(HEADER_BYTES as u64);
+    if needed > room {
+        return Err(GgufError::Truncated {
+            what: format!("{kv_count} metadata pairs and {tensor_count} tensor infos"),
+            offset: HEADER_BYTES as u64,
+            needed,
+        });
+    }
+    Ok(())
+}
+
+/// Magic and version (checked), then the tensor and metadata counts.
+fn read_header(r: &mut Reader<'_>) -> Result<(u32, u64, u64), GgufError> {
+    let magic = r.bytes(4, "magic")?;
+    if magic != MAGIC {
+        return Err(GgufError::BadMagic {
+            found: magic.try_into().unwrap_or([0; 4]),
+        });
+    }
+    let version = r.u32("version")?;
+    match version {
+        2 | 3 => {}
+        v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => return Err(GgufError::BigEndian),
+        v => return Err(GgufError::UnsupportedVersion(v)),
+    }
+    let tensor_count = r.u64("tensor_count")?;
+    let kv_count = r.u64("metadata_kv_count")?;
+    Ok((version, tensor_count, kv_count))
+}
 
 /// One tensor's header entry, validated against the data section.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,20 +113,7 @@ impl<'a> Gguf<'a> {
     /// Parses and validates the header, metadata and tensor infos of `bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, GgufError> {
         let mut r = Reader::new(bytes);
-        let magic = r.bytes(4, "magic")?;
-        if magic != MAGIC {
-            return Err(GgufError::BadMagic {
-                found: magic.try_into().unwrap_or([0; 4]),
-            });
-        }
-        let version = r.u32("version")?;
-        match version {
-            2 | 3 => {}
-            v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => return Err(GgufError::BigEndian),
-            v => return Err(GgufError::UnsupportedVersion(v)),
-        }
-        let tensor_count = r.u64("tensor_count")?;
-        let kv_count = r.u64("metadata_kv_count")?;
+        let (version, tensor_count, kv_count) = read_header(&mut r)?;
         let (metadata, index) = read_metadata(&mut r, kv_count)?;
         let alignment = alignment_of(
             index
