@@ -47,7 +47,7 @@ pub fn App() -> impl IntoView {
             <div class="status" data-testid="status" data-state=state role="status">{move || ui.status.get().text()}</div>
         </header>
         {(!url_problems.is_empty()).then(|| view! {
-            <p class="notice">{format!("Ignored in the URL: {}", url_problems.join("; "))}</p>
+            <p class="notice" data-testid="url-notice">{format!("Ignored in the URL: {}", url_problems.join("; "))}</p>
         })}
         <Show when=move || ui.no_webgpu.with(Option::is_some)>
             <section class="notice error" data-testid="no-webgpu">

@@ -1,5 +1,6 @@
 //! The generated text as it streams in, its token ids, and the speed.
 
+use super::format;
 use super::state::{Status, Ui};
 use leptos::prelude::*;
 
@@ -29,7 +30,9 @@ pub fn Output(
                 <span>
                     "prefill "<span class="stat-num">{move || ui.prefill_ms.get().map_or("–".to_string(), |t| format!("{t:.0}"))}</span>" ms"
                 </span>
-                <span><span class="stat-num">{move || ui.ids.with(Vec::len)}</span>" tokens"</span>
+                <span data-testid="token-count">
+                    <span class="stat-num">{move || ui.ids.with(Vec::len)}</span>" "{move || format::plural(ui.ids.with(Vec::len), "token")}
+                </span>
             </div>
             <details class="ids">
                 <summary>"Token ids"</summary>

@@ -238,6 +238,21 @@ test('without WebGPU the page says so and which browser to use', async () => {
   }
 });
 
+test('groups=0 in the URL is reported and ignored; a count of one is "1 token"', async () => {
+  const page = await openPage(browser.context, appUrl({
+    prompt: 'Hello', chat: 0, groups: 0, temperature: 0, max_tokens: 1, ignore_eos: 1, autorun: 1,
+  }), errors);
+  assert.match(await text(page, 'url-notice'), /^Ignored in the URL: groups="0" is not a valid G/);
+  await waitStatus(page, /^done/);
+  assert.equal(await byId(page, 'groups-slider').inputValue(), '3', 'the native G');
+  assert.equal((await ids(page)).length, 1);
+  assert.equal((await text(page, 'token-count')).trim(), '1 token');
+  // "Hello" is one token, fed once: the meter counts one position.
+  assert.equal(Number(await text(page, 'kv-tokens')), 1);
+  assert.match(await page.locator('.kv-meter').textContent(), /· 1 token · .*1 position in the KV cache.*now: 1 token(?!s)/s);
+  await page.close();
+});
+
 test('no page errors or panics', () => {
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
 });
