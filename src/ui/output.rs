@@ -1,7 +1,7 @@
 //! The generated text as it streams in, its token ids, and the speed.
 
 use super::format;
-use super::state::{Status, Ui};
+use super::state::Ui;
 use leptos::prelude::*;
 
 /// Output text, ids, tokens/s and prefill time.
@@ -14,7 +14,7 @@ pub fn Output(
         ui.ids
             .with(|v| v.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
     };
-    let caret = move || ui.status.get() == Status::Generating;
+    let caret = move || ui.is_generating();
     view! {
         <div class="output" aria-live="polite">
             <div class="output-text" data-testid="output-text">

@@ -253,6 +253,69 @@ test('groups=0 in the URL is reported and ignored; a count of one is "1 token"',
   await page.close();
 });
 
+/** A page with a run in progress: autorun with `params`, once `n` ids have streamed in. */
+async function midRun(params, n) {
+  const page = await openPage(browser.context, appUrl({ temperature: 0, ignore_eos: 1, autorun: 1, ...params }), errors);
+  await page.waitForFunction((n) => (document.querySelector('[data-testid="output-ids"]')?.textContent ?? '').split(',').filter(Boolean).length >= n,
+    n, { timeout: 300_000 });
+  // From now on, every change of the status line and of the ids, in order.
+  await page.evaluate(() => {
+    window.events = [];
+    for (const id of ['status', 'output-ids']) {
+      const el = document.querySelector(`[data-testid="${id}"]`);
+      new MutationObserver(() => window.events.push([id, el.textContent]))
+        .observe(el, { childList: true, characterData: true, subtree: true });
+    }
+  });
+  return page;
+}
+
+/** Ids shown after a model load began: none when the run was stopped before the load. */
+const idsDuringLoad = (page) => page.evaluate(() => {
+  const start = window.events.findIndex(([id, t]) => id === 'status' && t.startsWith('loading'));
+  return start < 0 ? ['no load seen'] : window.events.slice(start).filter(([id]) => id === 'output-ids');
+});
+
+/** Generate `c.prompt` with the page's other settings; its ids must be the CLI's. */
+async function generatesLikeTheCli(page, c) {
+  await byId(page, 'prompt-input').fill(c.prompt);
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^done/);
+  assert.deepEqual(await ids(page), cliIds(c));
+}
+
+// A run of 8 tokens, stopped after its first; then another prompt with the same settings.
+const RUN = { prompt: 'Once upon a time', chat: 0, max_tokens: 8 };
+const NEXT = { prompt: 'The capital of France is', chat: false, groups: 3, maxTokens: 8, ignoreEos: true };
+
+// Choosing a model stops a running generation first, then loads it (issue 18, defect 9).
+test('a model file chosen during a generation stops it, then loads, and the page stays in step', async () => {
+  const page = await midRun(RUN, 1);
+  await byId(page, 'model-file').setInputFiles(path.join(ROOT, 'static', MODEL_PATH));
+  await waitStatus(page, /^ready$/);
+  assert.match(await text(page, 'model-facts'), /^SmolLM2-135M-Instruct\.Q4_1\.gguf · /);
+  assert.deepEqual(await idsDuringLoad(page), [], 'the run went on while the model loaded');
+  assert.ok((await ids(page)).length < RUN.max_tokens);
+  assert.ok(await byId(page, 'stop-button').isDisabled());
+  await generatesLikeTheCli(page, NEXT);
+  await page.close();
+});
+
+// "Reload the engine" during a run stops it first (issue 18, defect 2).
+test('reloading the engine during a generation stops it first', async () => {
+  const hits = modelHits();
+  const page = await midRun({ ...RUN, debug: 1 }, 1);
+  await byId(page, 'fail-gpu').click();
+  await byId(page, 'reload-engine').click();
+  await waitStatus(page, /^ready$/);
+  assert.deepEqual(await idsDuringLoad(page), [], 'the run went on while the engine reloaded');
+  assert.ok((await ids(page)).length < RUN.max_tokens);
+  assert.equal(await byId(page, 'device-lost').count(), 0);
+  await generatesLikeTheCli(page, NEXT);
+  assert.equal(modelHits(), hits);
+  await page.close();
+});
+
 test('no page errors or panics', () => {
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
 });
