@@ -33,15 +33,18 @@ after(async () => {
 const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams(params)}`;
 const modelHits = () => srv.hits.get(MODEL_PATH) ?? 0;
 
-/** `gqa-lab generate --backend cpu --json`: the native oracle's ids. */
-function cliIds({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {} }) {
+/** `gqa-lab generate --backend cpu --json`: the native oracle's run (`ids`, `text`, …). */
+function cliRun({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {} }) {
   const args = ['--model', path.join(ROOT, 'static', MODEL_PATH), 'generate', '--backend', 'cpu', '--json',
     '--prompt', prompt, '--groups', String(groups), '--max-tokens', String(maxTokens)];
   for (const [k, v] of Object.entries(sampling)) args.push(`--${k.replace('_', '-')}`, String(v));
   if (chat) args.push('--chat');
   if (ignoreEos) args.push('--ignore-eos');
-  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' })).ids;
+  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' }));
 }
+
+/** The native oracle's ids. */
+const cliIds = (c) => cliRun(c).ids;
 
 const ids = async (page) => (await text(page, 'output-ids')).split(',').filter(Boolean).map(Number);
 
@@ -313,6 +316,30 @@ test('reloading the engine during a generation stops it first', async () => {
   assert.equal(await byId(page, 'device-lost').count(), 0);
   await generatesLikeTheCli(page, NEXT);
   assert.equal(modelHits(), hits);
+  await page.close();
+});
+
+// However a run ends, the text is flushed (issue 18, defect 4): stopped right after a token
+// that ends inside a character, the page shows what the CLI prints for the same tokens.
+test('Stop after a token that ends inside a character keeps its bytes, as the CLI does', async () => {
+  const c = { prompt: 'Write the Japanese word for cat.', chat: true, groups: 3, maxTokens: 3 };
+  const cli = cliRun(c);
+  assert.ok(cli.text.endsWith('\uFFFD'), `the case needs a cut character: ${JSON.stringify(cli.text)}`);
+  const page = await openPage(browser.context, appUrl({ prompt: c.prompt, chat: 1, temperature: 0, max_tokens: 16 }), errors);
+  await waitStatus(page, /^ready$/);
+  // Stop as soon as the third id is shown: the click lands before the run's next step.
+  await page.evaluate((k) => {
+    const shown = document.querySelector('[data-testid="output-ids"]');
+    new MutationObserver(() => {
+      if (shown.textContent.split(',').filter(Boolean).length >= k) {
+        document.querySelector('[data-testid="stop-button"]').click();
+      }
+    }).observe(shown, { childList: true, characterData: true, subtree: true });
+  }, c.maxTokens);
+  await byId(page, 'generate-button').click();
+  assert.match(await waitStatus(page, /^done/), /stopped/);
+  assert.deepEqual(await ids(page), cli.ids);
+  assert.equal(await text(page, 'output-text'), cli.text);
   await page.close();
 });
 
