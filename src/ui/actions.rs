@@ -228,12 +228,13 @@ fn finish(ui: Ui, result: Result<Outcome, EngineError>) {
     }
 }
 
-/// Asks a running generation to stop after its current token.
+/// Asks a running generation to stop after its current step (a token, or a chunk of its
+/// prefill).
 pub fn stop(ui: Ui) {
     ui.stop.set(true);
 }
 
-/// Changes G: at once when no generation runs (the KV cache is rebuilt), or between two tokens
+/// Changes G: at once when no generation runs (the KV cache is rebuilt), or between two steps
 /// of a running generation (which then prefills its text so far under the new G and goes on).
 pub fn set_groups(ui: Ui, g: usize) {
     let Some(info) = ui.info.get_untracked() else {

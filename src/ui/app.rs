@@ -33,7 +33,7 @@ pub fn App() -> impl IntoView {
     actions::boot(ui);
     let state = move || match ui.status.get() {
         Status::Ready => "ready",
-        Status::Generating => "generating",
+        Status::Generating | Status::Prefilling { .. } => "generating",
         Status::Done(_) => "done",
         Status::Error(_) => "error",
         _ => "loading",

@@ -1,7 +1,8 @@
 //! The page's state: signals the components read, the loaded session, what the engine is
 //! doing ([`Activity`]), and the requests (stop, regroup, a model to load next) that a run
-//! picks up between tokens.
+//! picks up between its steps.
 
+use super::format;
 use super::loader::Progress;
 use super::session::{ModelInfo, Session};
 use super::url_state::Settings;
@@ -11,13 +12,19 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-/// What the status line says: `ready`, `generating`, `done`, `error: …`. Only
+/// What the status line says: `ready`, `prefilling …`, `generating`, `done`, `error: …`. Only
 /// words for people: whether the engine is busy is [`Activity`]'s.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
     Starting,
     Loading(String),
     Ready,
+    /// Feeding the prompt (or, after a change of G, the text so far): tokens in the cache of
+    /// those to feed.
+    Prefilling {
+        fed: usize,
+        total: usize,
+    },
     Generating,
     Done(String),
     Error(String),
@@ -29,6 +36,9 @@ impl Status {
             Status::Starting => "starting".into(),
             Status::Loading(what) => format!("loading: {what}"),
             Status::Ready => "ready".into(),
+            Status::Prefilling { fed, total } => {
+                format!("prefilling {fed} / {}", format::count(*total, "token"))
+            }
             Status::Generating => "generating".into(),
             Status::Done(how) if how.is_empty() => "done".into(),
             Status::Done(how) => format!("done ({how})"),

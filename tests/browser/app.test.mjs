@@ -319,6 +319,26 @@ test('reloading the engine during a generation stops it first', async () => {
   await page.close();
 });
 
+// A long prompt is fed in chunks with its progress in the status line; Stop ends the run
+// between two chunks (issue 18, defect 12).
+test('Stop interrupts a long prefill, and the page is usable afterwards', async () => {
+  const prompt = 'The quick brown fox jumps over the lazy dog. '.repeat(48);
+  const page = await openPage(browser.context, appUrl({ prompt, chat: 0, temperature: 0, max_tokens: 2, ignore_eos: 1 }), errors);
+  await waitStatus(page, /^ready$/);
+  const promptTokens = Number(await text(page, 'kv-tokens'));
+  assert.ok(promptTokens > 400, `${promptTokens} prompt tokens`);
+  await byId(page, 'generate-button').click();
+  const progress = await waitStatus(page, /^prefilling [1-9]\d* \/ \d+ tokens$/, 120_000);
+  assert.match(progress, new RegExp(` / ${promptTokens} tokens$`));
+  await byId(page, 'stop-button').click();
+  assert.match(await waitStatus(page, /^done/, 120_000), /stopped/);
+  assert.equal((await ids(page)).length, 0, 'no token: the prefill was cut short');
+  const fed = Number(await text(page, 'kv-tokens'));
+  assert.ok(fed > 0 && fed < promptTokens, `${fed} of ${promptTokens} fed`);
+  await generatesLikeTheCli(page, { ...NEXT, maxTokens: 2 });
+  await page.close();
+});
+
 // However a run ends, the text is flushed (issue 18, defect 4): stopped right after a token
 // that ends inside a character, the page shows what the CLI prints for the same tokens.
 test('Stop after a token that ends inside a character keeps its bytes, as the CLI does', async () => {
