@@ -335,6 +335,11 @@ pub fn perplexity(engine: &mut dyn Engine, ids: &[u32]) -> Result<Perplexity, En
     engine.reset();
     let logits = engine.forward(&ids[..ids.len() - 1], true)?; // [t-1][vocab]
     let vocab = engine.config().vocab_size;
+    if let Some(p) = first_non_finite_row(&logits, vocab) {
+        return Err(EngineError::NonFinite(format!(
+            "in the logits at position {p}"
+        )));
+    }
     let total: f64 = logits
         .chunks_exact(vocab)
         .zip(&ids[1..])
@@ -349,6 +354,12 @@ pub fn perplexity(engine: &mut dyn Engine, ids: &[u32]) -> Result<Perplexity, En
         groups: engine.grouping().groups(),
         method: engine.regrouping().method,
     })
+}
+
+/// The first row of `x` (rows of `width` values) that holds a NaN or an infinity.
+pub fn first_non_finite_row(x: &[f32], width: usize) -> Option<usize> {
+    x.chunks(width.max(1))
+        .position(|row| !row.iter().all(|v| v.is_finite()))
 }
 
 /// `log softmax(row)[i]`, in f64.

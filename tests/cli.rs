@@ -3,6 +3,10 @@
 
 mod common;
 
+use common::gguf_writer::{file, TensorSpec};
+use common::synthetic::{
+    metadata_with_tokenizer, model_with_nan_embedding, model_with_nan_output_norm, KV_HEADS,
+};
 use common::{fixture, ids};
 use serde_json::Value;
 use std::process::{Command, Output};
@@ -396,4 +400,98 @@ fn calibrate_fits_and_caches_the_maps() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["regroup"], "calibrated");
     assert_eq!(v["groups"], 1);
+}
+
+/// A sparse file of `len` bytes that starts with `head` (it takes no room on the disk).
+fn sparse_file(name: &str, head: &[u8], len: u64) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let f = std::fs::File::create(&path).expect("a file in the target's temp dir");
+    std::io::Write::write_all(&mut &f, head).expect("written");
+    f.set_len(len).expect("a sparse file");
+    path
+}
+
+/// `--model` names something endless or huge that is no model: refused from its first bytes
+/// and its file type and size, never read whole (`/dev/zero` would never end; the sparse
+/// files would not fit in memory).
+#[test]
+fn endless_or_huge_files_are_refused_before_reading_them() {
+    let e = fails(&["info", "--model", "/dev/zero"]);
+    assert!(e.contains("/dev/zero is not a regular file"), "{e}");
+    let junk = sparse_file("junk.gguf", b"not a model", 48 << 30);
+    let e = fails(&["info", "--model", junk.to_str().expect("a UTF-8 path")]);
+    assert!(e.contains("not a GGUF file"), "{e}");
+    let header = [&b"GGUF"[..], &3u32.to_le_bytes(), &[0; 16]].concat();
+    let huge = sparse_file("huge.gguf", &header, (64 << 30) + 1);
+    let e = fails(&["info", "--model", huge.to_str().expect("a UTF-8 path")]);
+    let limit = format!("past the {} a model file may have", 64u64 << 30);
+    assert!(e.contains(&limit), "{e}");
+    let claims = [
+        &b"GGUF"[..],
+        &3u32.to_le_bytes(),
+        &[0; 8],
+        &(1u64 << 40).to_le_bytes(),
+    ]
+    .concat();
+    let short = sparse_file("claims.gguf", &claims, 1 << 20);
+    let e = fails(&["info", "--model", short.to_str().expect("a UTF-8 path")]);
+    assert!(
+        e.contains("1099511627776 metadata pairs and 0 tensor infos"),
+        "{e}"
+    );
+    for f in [junk, huge, short] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// A synthetic model written where the binary can read it.
+fn model_file(name: &str, tensors: &[TensorSpec]) -> String {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, file(&metadata_with_tokenizer(KV_HEADS), tensors)).expect("written");
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// Weights with a NaN: generate, logits and perplexity exit non-zero and say where the
+/// non-finite values appeared (token 63's embedding is NaN: the prompt's position 2), instead
+/// of printing tokens or a NaN perplexity.
+#[test]
+fn nan_weights_fail_with_where_they_surface() {
+    let m = model_file("nan-embedding.gguf", &model_with_nan_embedding(63));
+    let ids_file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("nan-ids.txt");
+    std::fs::write(&ids_file, "3,17,63,5").expect("written");
+    let ids_path = ids_file.to_str().expect("a UTF-8 path");
+    for backend in ["cpu", "cpu-q8"] {
+        let runs: [&[&str]; 3] = [
+            &["generate", "--prompt-ids", "3,17,63,5", "--max-tokens", "4"],
+            &["logits", "--prompt-ids", "3,17,63,5"],
+            &["perplexity", "--ids-file", ids_path],
+        ];
+        for args in runs {
+            let e = fails(&[&["--model", &m], args, &["--backend", backend]].concat());
+            assert!(
+                e.contains("non-finite values (NaN or infinity) at layer 0, position 2"),
+                "{args:?} on {backend}: {e}"
+            );
+        }
+    }
+    let m = model_file("nan-output-norm.gguf", &model_with_nan_output_norm());
+    let e = fails(&[
+        "--model",
+        &m,
+        "generate",
+        "--prompt-ids",
+        "3,17",
+        "--max-tokens",
+        "2",
+    ]);
+    assert!(e.contains("in the logits at position 1"), "{e}");
+    let e = fails(&[
+        "--model",
+        &m,
+        "perplexity",
+        "--ids-file",
+        ids_path,
+        "--json",
+    ]);
+    assert!(e.contains("in the logits at position 0"), "{e}");
 }

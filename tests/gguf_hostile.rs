@@ -265,6 +265,33 @@ fn absurd_counts_are_rejected_without_allocating() {
     assert!(matches!(parse_err(&h), GgufError::Truncated { .. }));
 }
 
+/// A header of `n` distinct one-byte-valued keys `k0000000`, `k0000001`, …, then `tail`.
+fn many_keys(n: usize, tail: &str) -> Vec<u8> {
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i:07}")).collect();
+    let mut kvs: Vec<(&str, Value<'_>)> = keys.iter().map(|k| (k.as_str(), Value::U8(1))).collect();
+    kvs.push((tail, Value::U8(2)));
+    header(&kvs, &[])
+}
+
+/// The duplicate-key check and `Gguf::get` are linear in the key count. A check that compares
+/// each key with every earlier one would make 5·10¹¹ string comparisons on this file (many
+/// minutes, so this test would not finish: it has no clock of its own); a hash set makes 10⁶
+/// lookups. The last key, a duplicate of the first, still gets its own error.
+#[test]
+fn a_million_keys_parse_in_linear_time() {
+    const N: usize = 1_000_000;
+    let bytes = many_keys(N, "last");
+    let g = Gguf::parse(&bytes).expect("a million distinct keys parse");
+    assert_eq!(g.metadata.len(), N + 1);
+    assert_eq!(g.get("last"), Some(&Value::U8(2)));
+    assert_eq!(g.get("k0999999"), Some(&Value::U8(1)));
+    assert_eq!(g.get("k1000000"), None);
+    assert_eq!(
+        parse_err(&many_keys(N, "k0000000")),
+        GgufError::DuplicateKey("k0000000".into())
+    );
+}
+
 #[test]
 fn nesting_is_bounded() {
     let mut v = Value::Array(Array::new(ValueType::U8, vec![]));

@@ -5,88 +5,14 @@
 mod common;
 
 use common::gguf_writer::{file, TensorSpec};
-use common::Rng;
+use common::synthetic::{
+    metadata, model, model_with_nan_embedding, model_with_nan_output_norm, DIM, HEADS, KV_HEADS,
+    VOCAB,
+};
 use gqa_lab::cpu::CpuEngine;
-use gqa_lab::engine::Engine;
-use gqa_lab::gguf::{Gguf, Value};
-use half::{bf16, f16};
-
-const DIM: u64 = 64;
-const HEADS: u32 = 4;
-const KV_HEADS: u32 = 2;
-const FFN: u64 = 96;
-const VOCAB: u64 = 64;
-const LAYERS: usize = 2;
-
-fn tensor(name: &str, dims: &[u64], type_id: u32, rng: &mut Rng) -> TensorSpec {
-    let n = dims.iter().product::<u64>() as usize;
-    let mut data = Vec::new();
-    match type_id {
-        0 => (0..n).for_each(|_| data.extend((rng.f() * 0.2).to_le_bytes())),
-        1 => (0..n).for_each(|_| data.extend(f16::from_f32(rng.f() * 0.2).to_le_bytes())),
-        30 => (0..n).for_each(|_| data.extend(bf16::from_f32(rng.f() * 0.2).to_le_bytes())),
-        2 => (0..n / 32).for_each(|_| {
-            data.extend(f16::from_f32(0.03).to_le_bytes());
-            (0..16).for_each(|_| data.push(rng.next() as u8));
-        }),
-        3 => (0..n / 32).for_each(|_| {
-            data.extend(f16::from_f32(0.02).to_le_bytes());
-            data.extend(f16::from_f32(-0.15).to_le_bytes());
-            (0..16).for_each(|_| data.push(rng.next() as u8));
-        }),
-        8 => (0..n / 32).for_each(|_| {
-            data.extend(f16::from_f32(0.002).to_le_bytes());
-            (0..32).for_each(|_| data.push(rng.next() as u8));
-        }),
-        _ => unreachable!(),
-    }
-    TensorSpec {
-        name: name.into(),
-        dims: dims.to_vec(),
-        type_id,
-        data,
-    }
-}
-
-fn metadata(kv_heads: u32) -> Vec<(&'static str, Value<'static>)> {
-    vec![
-        ("general.architecture", Value::String("llama")),
-        ("llama.block_count", Value::U32(LAYERS as u32)),
-        ("llama.context_length", Value::U32(64)),
-        ("llama.embedding_length", Value::U32(DIM as u32)),
-        ("llama.feed_forward_length", Value::U32(FFN as u32)),
-        ("llama.attention.head_count", Value::U32(HEADS)),
-        ("llama.attention.head_count_kv", Value::U32(kv_heads)),
-        ("llama.rope.freq_base", Value::F32(10_000.0)),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("llama.vocab_size", Value::U32(VOCAB as u32)),
-    ]
-}
-
-/// A random model with one tensor type per role, plus an untied output head.
-fn model() -> Vec<TensorSpec> {
-    let mut rng = Rng(2024);
-    let hd = DIM / HEADS as u64;
-    let kv = hd * KV_HEADS as u64;
-    let mut t = vec![
-        tensor("token_embd.weight", &[DIM, VOCAB], 8, &mut rng),
-        tensor("output_norm.weight", &[DIM], 0, &mut rng),
-        tensor("output.weight", &[DIM, VOCAB], 1, &mut rng),
-    ];
-    for l in 0..LAYERS {
-        let n = |s: &str| format!("blk.{l}.{s}.weight");
-        t.push(tensor(&n("attn_norm"), &[DIM], 0, &mut rng));
-        t.push(tensor(&n("attn_q"), &[DIM, DIM], 2, &mut rng));
-        t.push(tensor(&n("attn_k"), &[DIM, kv], 0, &mut rng));
-        t.push(tensor(&n("attn_v"), &[DIM, kv], 0, &mut rng));
-        t.push(tensor(&n("attn_output"), &[DIM, DIM], 8, &mut rng));
-        t.push(tensor(&n("ffn_norm"), &[DIM], 0, &mut rng));
-        t.push(tensor(&n("ffn_gate"), &[DIM, FFN], 1, &mut rng));
-        t.push(tensor(&n("ffn_up"), &[DIM, FFN], 30, &mut rng));
-        t.push(tensor(&n("ffn_down"), &[FFN, DIM], 3, &mut rng));
-    }
-    t
-}
+use gqa_lab::engine::{perplexity, Engine, EngineError, GenerateParams, Generator};
+use gqa_lab::gguf::Gguf;
+use gqa_lab::sampling::SamplingParams;
 
 /// The same model with K and V mean-pooled to one head by hand (F32 rows).
 fn mqa_by_hand(tensors: &[TensorSpec]) -> Vec<TensorSpec> {
@@ -173,4 +99,50 @@ fn prefill_equals_token_by_token_decode() {
         last = e.forward(&[id], false).unwrap();
     }
     assert!(max_diff(&batch, &last) <= 1e-5);
+}
+
+/// Both CPU backends of a synthetic model's bytes.
+fn cpu_engines(bytes: &[u8]) -> Vec<CpuEngine> {
+    let g = Gguf::parse(bytes).unwrap();
+    vec![
+        CpuEngine::load(&g, 32).unwrap(),
+        CpuEngine::load_quantized(&g, 32).unwrap(),
+    ]
+}
+
+/// NaN weights give an error that says where the first non-finite value appeared, from a
+/// forward, from generation and from perplexity — never a token or a number. Token 63's
+/// embedding is NaN: position 4 of `IDS` (positions 0–3 stay finite: attention is causal).
+#[test]
+fn nan_weights_are_reported_where_they_surface() {
+    let at = EngineError::NonFinite("at layer 0, position 4".into());
+    assert_eq!(IDS[4], 63);
+    for mut e in cpu_engines(&file(&metadata(KV_HEADS), &model_with_nan_embedding(63))) {
+        assert_eq!(
+            e.forward(&IDS[..4], false).map(|l| l.len()),
+            Ok(VOCAB as usize)
+        );
+        e.reset();
+        assert_eq!(e.forward(&IDS, false), Err(at.clone()), "{}", e.name());
+        assert_eq!(perplexity(&mut e, &IDS), Err(at.clone()), "{}", e.name());
+        let params = GenerateParams {
+            max_tokens: 4,
+            sampling: SamplingParams::greedy(),
+            stop_token: None,
+        };
+        let mut gen = Generator::new(&mut e, IDS.to_vec(), params).unwrap();
+        assert_eq!(gen.step(&mut e), Err(at.clone()), "{}", e.name());
+    }
+}
+
+/// A NaN after the last layer (the final norm) shows in the logits: perplexity reports the
+/// first position it scores, a forward the position whose logits it returns.
+#[test]
+fn nan_in_the_logits_is_reported() {
+    for mut e in cpu_engines(&file(&metadata(KV_HEADS), &model_with_nan_output_norm())) {
+        let last = EngineError::NonFinite(format!("in the logits at position {}", IDS.len() - 1));
+        assert_eq!(e.forward(&IDS, false), Err(last), "{}", e.name());
+        let first = EngineError::NonFinite("in the logits at position 0".into());
+        assert_eq!(perplexity(&mut e, &IDS), Err(first), "{}", e.name());
+    }
 }

@@ -10,8 +10,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::Engine;
-use gqa_lab::gguf::Gguf;
-use std::path::PathBuf;
+use gqa_lab::gguf::{check_header, Gguf, HEADER_BYTES};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -125,15 +127,48 @@ fn parse_ids(s: &str) -> Result<Ids, String> {
     Ok(Ids(ids))
 }
 
-/// The model file's bytes, with a message that says how to get it when it is missing.
-pub fn read_model(path: &PathBuf) -> Result<Vec<u8>> {
+/// The largest model file read (far past any model this tool can hold in memory as f32).
+const MAX_MODEL_BYTES: u64 = 64 << 30;
+
+/// The model file's bytes, with a message that says how to get it when it is missing. What
+/// is not a regular file of a plausible size, or does not start with a GGUF header, is
+/// refused before the rest is read (`--model /dev/zero` would never end).
+pub fn read_model(path: &Path) -> Result<Vec<u8>> {
     if !path.exists() {
         bail!(
             "model file not found: {}\n  fetch the default model with `scripts/setup.sh model` (or `make serve` / `make test`), or pass --model PATH",
             path.display()
         );
     }
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    let shown = path.display();
+    let file = File::open(path).with_context(|| format!("opening {shown}"))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {shown}"))?;
+    if !meta.is_file() {
+        bail!("{shown} is not a regular file: a model is a GGUF file");
+    }
+    let len = meta.len();
+    if len > MAX_MODEL_BYTES {
+        bail!("{shown} has {len} bytes, past the {MAX_MODEL_BYTES} a model file may have here");
+    }
+    let mut bytes = Vec::new();
+    let mut file = file.take(len);
+    (&mut file)
+        .take(HEADER_BYTES as u64)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {shown}"))?;
+    check_header(&bytes, len).with_context(|| format!("reading {shown}"))?;
+    let rest = usize::try_from(len)?.saturating_sub(bytes.len());
+    bytes
+        .try_reserve_exact(rest)
+        .with_context(|| format!("{shown}: no memory for its {len} bytes"))?;
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {shown}"))?;
+    if bytes.len() as u64 != len {
+        bail!("{shown} changed size while it was read");
+    }
+    Ok(bytes)
 }
 
 /// A loaded engine for `run`, with a KV cache of `capacity` positions.

@@ -14,7 +14,8 @@
 pub mod ops;
 pub mod qmatrix;
 
-use crate::engine::{check_capacity, check_input, check_len, Engine, EngineError};
+use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row};
+use crate::engine::{Engine, EngineError};
 use crate::gguf::Gguf;
 use crate::model::{Grouping, LayerMaps, ModelConfig, ModelError, ModelTensors, Regrouping};
 use ops::{add_in_place, matmul, rmsnorm, rope, softmax, swiglu};
@@ -259,21 +260,31 @@ impl CpuEngine {
         Ok(states)
     }
 
-    /// [`Engine::forward`] on the calling thread.
+    /// [`Engine::forward`] on the calling thread. NaN or infinity in the residual stream after
+    /// a block, or in the logits, is an error that says where it appeared first.
     fn forward_here(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
         self.check_room(ids)?;
+        let dim = self.cfg.dim;
         let mut x = self.embed(ids)?; // [t][dim]
         for l in 0..self.cfg.n_layers {
             self.block(l, &mut x);
+            if let Some(i) = first_non_finite_row(&x, dim) {
+                let pos = self.len + i;
+                return Err(EngineError::NonFinite(format!(
+                    "at layer {l}, position {pos}"
+                )));
+            }
+        }
+        let first = if all_logits { 0 } else { ids.len() - 1 };
+        let logits = self.head(&x[first * dim..]); // [rows][vocab]
+        if let Some(i) = first_non_finite_row(&logits, self.cfg.vocab_size) {
+            let pos = self.len + first + i;
+            return Err(EngineError::NonFinite(format!(
+                "in the logits at position {pos}"
+            )));
         }
         self.len += ids.len();
-        let dim = self.cfg.dim;
-        let rows = if all_logits {
-            &x[..]
-        } else {
-            &x[x.len() - dim..]
-        };
-        Ok(self.head(rows))
+        Ok(logits)
     }
 
     /// Embedding rows of `ids`: `[t][dim]`.

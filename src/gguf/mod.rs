@@ -22,6 +22,7 @@ pub use quant::{dequantize, GgmlType};
 pub use value::{Array, Value, ValueType};
 
 use reader::Reader;
+use std::collections::HashMap;
 
 /// Magic bytes at the start of every GGUF file.
 pub const MAGIC: &[u8; 4] = b"GGUF";
@@ -29,6 +30,49 @@ pub const MAGIC: &[u8; 4] = b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Most dimensions a tensor may have (ggml's GGML_MAX_DIMS).
 pub const MAX_DIMS: usize = 4;
+/// Bytes of the fixed header: magic, version, tensor count, metadata count.
+pub const HEADER_BYTES: usize = 24;
+
+/// Checks the fixed header at the start of a file of `file_len` bytes (`first`: its first
+/// [`HEADER_BYTES`] bytes, or all of a shorter file): the magic, the version, and counts of
+/// metadata pairs and tensor infos that the file could hold. Lets a reader refuse a file
+/// that is no GGUF model before reading the rest of it.
+pub fn check_header(first: &[u8], file_len: u64) -> Result<(), GgufError> {
+    let mut r = Reader::new(first);
+    let (_, tensor_count, kv_count) = read_header(&mut r)?;
+    // Each pair needs at least 13 bytes, each tensor info 24 (see the readers below).
+    let needed = kv_count
+        .saturating_mul(13)
+        .saturating_add(tensor_count.saturating_mul(24));
+    let room = file_len.saturating_sub(HEADER_BYTES as u64);
+    if needed > room {
+        return Err(GgufError::Truncated {
+            what: format!("{kv_count} metadata pairs and {tensor_count} tensor infos"),
+            offset: HEADER_BYTES as u64,
+            needed,
+        });
+    }
+    Ok(())
+}
+
+/// Magic and version (checked), then the tensor and metadata counts.
+fn read_header(r: &mut Reader<'_>) -> Result<(u32, u64, u64), GgufError> {
+    let magic = r.bytes(4, "magic")?;
+    if magic != MAGIC {
+        return Err(GgufError::BadMagic {
+            found: magic.try_into().unwrap_or([0; 4]),
+        });
+    }
+    let version = r.u32("version")?;
+    match version {
+        2 | 3 => {}
+        v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => return Err(GgufError::BigEndian),
+        v => return Err(GgufError::UnsupportedVersion(v)),
+    }
+    let tensor_count = r.u64("tensor_count")?;
+    let kv_count = r.u64("metadata_kv_count")?;
+    Ok((version, tensor_count, kv_count))
+}
 
 /// One tensor's header entry, validated against the data section.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +105,8 @@ pub struct Gguf<'a> {
     pub version: u32,
     /// Metadata in file order.
     pub metadata: Vec<(&'a str, Value<'a>)>,
+    /// Each key's index in `metadata`, for [`Gguf::get`].
+    index: HashMap<&'a str, usize>,
     pub tensors: Vec<TensorInfo<'a>>,
     pub alignment: u64,
     /// Absolute file offset where the data section starts.
@@ -77,22 +123,14 @@ impl<'a> Gguf<'a> {
     /// Parses and validates the header, metadata and tensor infos of `bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, GgufError> {
         let mut r = Reader::new(bytes);
-        let magic = r.bytes(4, "magic")?;
-        if magic != MAGIC {
-            return Err(GgufError::BadMagic {
-                found: magic.try_into().unwrap_or([0; 4]),
-            });
-        }
-        let version = r.u32("version")?;
-        match version {
-            2 | 3 => {}
-            v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => return Err(GgufError::BigEndian),
-            v => return Err(GgufError::UnsupportedVersion(v)),
-        }
-        let tensor_count = r.u64("tensor_count")?;
-        let kv_count = r.u64("metadata_kv_count")?;
-        let metadata = read_metadata(&mut r, kv_count)?;
-        let alignment = alignment_of(&metadata)?;
+        let (version, tensor_count, kv_count) = read_header(&mut r)?;
+        let (metadata, index) = read_metadata(&mut r, kv_count)?;
+        let alignment = alignment_of(
+            index
+                .get("general.alignment")
+                .and_then(|&i| metadata.get(i))
+                .map(|(_, v)| v),
+        )?;
         let infos = read_tensor_infos(&mut r, tensor_count)?;
         let data_offset = align_up(r.position() as u64, alignment)
             .ok_or(GgufError::Overflow("data section offset"))?;
@@ -101,6 +139,7 @@ impl<'a> Gguf<'a> {
         Ok(Gguf {
             version,
             metadata,
+            index,
             tensors,
             alignment,
             data_offset,
@@ -110,9 +149,9 @@ impl<'a> Gguf<'a> {
 
     /// The metadata value stored under `key`, if any.
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
-        self.metadata
-            .iter()
-            .find(|(k, _)| *k == key)
+        self.index
+            .get(key)
+            .and_then(|&i| self.metadata.get(i))
             .map(|(_, v)| v)
     }
 
@@ -173,15 +212,19 @@ pub fn align_up(x: u64, align: u64) -> Option<u64> {
 /// Most nested array levels accepted: real files use one; the bound keeps recursion shallow.
 const MAX_ARRAY_DEPTH: usize = 8;
 
-fn read_metadata<'a>(
-    r: &mut Reader<'a>,
-    count: u64,
-) -> Result<Vec<(&'a str, Value<'a>)>, GgufError> {
+/// Metadata in file order, and each key's index in it.
+type Metadata<'a> = (Vec<(&'a str, Value<'a>)>, HashMap<&'a str, usize>);
+
+/// Reads `count` key-value pairs; a key seen before is an error (found in a hash set, so a
+/// file with many keys costs linear time).
+fn read_metadata<'a>(r: &mut Reader<'a>, count: u64) -> Result<Metadata<'a>, GgufError> {
     // Each pair needs at least a key length (8), one key byte and a type (4).
-    let mut out = Vec::with_capacity(r.capacity_for(count, 13));
+    let cap = r.capacity_for(count, 13);
+    let mut out = Vec::with_capacity(cap);
+    let mut index = HashMap::with_capacity(cap);
     for i in 0..count {
         let key = r.string(|| format!("metadata key #{i}"))?;
-        if out.iter().any(|(k, _)| *k == key) {
+        if index.insert(key, out.len()).is_some() {
             return Err(GgufError::DuplicateKey(key.to_string()));
         }
         let ty = r.u32("metadata value type")?;
@@ -192,11 +235,12 @@ fn read_metadata<'a>(
         let value = value::read_value(r, ty, key, MAX_ARRAY_DEPTH)?;
         out.push((key, value));
     }
-    Ok(out)
+    Ok((out, index))
 }
 
-fn alignment_of(metadata: &[(&str, Value<'_>)]) -> Result<u64, GgufError> {
-    let Some((_, v)) = metadata.iter().find(|(k, _)| *k == "general.alignment") else {
+/// The data section's alignment: `general.alignment` (its value, if present) or the default.
+fn alignment_of(value: Option<&Value<'_>>) -> Result<u64, GgufError> {
+    let Some(v) = value else {
         return Ok(DEFAULT_ALIGNMENT);
     };
     let a = v.to_u64().map_err(|e| e.at("general.alignment"))?;

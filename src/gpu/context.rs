@@ -189,16 +189,7 @@ impl Gpu {
         usage: wgpu::BufferUsages,
     ) -> Result<Buf, GpuError> {
         let size = size.max(16).div_ceil(4) * 4;
-        if size > self.limits.max_buffer_size
-            || (usage.contains(wgpu::BufferUsages::STORAGE)
-                && size > self.limits.max_storage_buffer_binding_size)
-        {
-            return Err(GpuError::TooLarge {
-                what: label.to_string(),
-                bytes: size,
-                limit: self.limits.max_storage_buffer_binding_size,
-            });
-        }
+        check_size(&self.limits, label, size, usage)?;
         self.reserve(label, size)?;
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -455,5 +446,81 @@ impl Gpu {
         )?;
         self.queue.write_buffer(&b.buffer, 0, bytes);
         Ok(b)
+    }
+}
+
+/// A buffer of `size` bytes for `usage` must fit the device's limits; the error names the
+/// limit passed (the tighter one when both were) and gives its value.
+fn check_size(
+    limits: &wgpu::Limits,
+    label: &str,
+    size: u64,
+    usage: wgpu::BufferUsages,
+) -> Result<(), GpuError> {
+    let storage = usage.contains(wgpu::BufferUsages::STORAGE);
+    let passed = [
+        ("max_buffer_size", limits.max_buffer_size, true),
+        (
+            "max_storage_buffer_binding_size",
+            limits.max_storage_buffer_binding_size,
+            storage,
+        ),
+    ]
+    .into_iter()
+    .filter(|&(_, limit, applies)| applies && size > limit)
+    .min_by_key(|&(_, limit, _)| limit);
+    match passed {
+        Some((name, limit, _)) => Err(GpuError::TooLarge {
+            what: format!("{label} (the device's {name})"),
+            bytes: size,
+            limit,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::BufferUsages as U;
+
+    fn limits(buffer: u64, binding: u64) -> wgpu::Limits {
+        wgpu::Limits {
+            max_buffer_size: buffer,
+            max_storage_buffer_binding_size: binding,
+            ..wgpu::Limits::default()
+        }
+    }
+
+    /// The error names the limit that was passed and gives its value (the tighter one when
+    /// both were); a size within the limits passes.
+    #[test]
+    fn too_large_names_the_limit_passed() {
+        const BINDING: &str = "max_storage_buffer_binding_size";
+        let (small, big) = (1u64 << 16, 1u64 << 20);
+        // (max_buffer_size, max_storage_buffer_binding_size, size, usage, the limit passed)
+        let cases = [
+            (big, small, 2 * big, U::MAP_READ, "max_buffer_size", big),
+            (small, big, 2 * small, U::STORAGE, "max_buffer_size", small),
+            (big, small, 2 * small, U::STORAGE, BINDING, small),
+            (big, small, 2 * big, U::STORAGE, BINDING, small),
+        ];
+        for (buffer, binding, size, usage, name, limit) in cases {
+            let e = check_size(&limits(buffer, binding), "cache", size, usage);
+            let want = GpuError::TooLarge {
+                what: format!("cache (the device's {name})"),
+                bytes: size,
+                limit,
+            };
+            assert_eq!(e, Err(want), "{buffer} {binding} {size} {usage:?}");
+        }
+        assert_eq!(
+            check_size(&limits(big, small), "x", small, U::STORAGE),
+            Ok(())
+        );
+        assert_eq!(
+            check_size(&limits(big, small), "x", big, U::COPY_DST),
+            Ok(())
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! What the page does in answer to a person or to the URL: load a model, generate, change G,
 //! stop. Each action reads and writes the [`Ui`] state; errors end up in `status`, never in a
-//! panic.
+//! panic. One thing at a time holds the engine ([`Activity`]): a model asked for while a
+//! generation runs stops the run and loads when it has ended; one asked for during a load
+//! loads after it.
 
 use super::generation::{self, Job, Outcome};
 use super::js::{probe_webgpu, yield_now};
 use super::loader::{self, DEFAULT_MODEL_NAME};
 use super::session;
-use super::state::{Source, Status, Ui};
+use super::state::{Activity, LoadRequest, Source, Status, Ui};
 use crate::engine::EngineError;
 use leptos::prelude::*;
 use wasm_bindgen_futures::spawn_local;
@@ -20,9 +22,12 @@ pub fn boot(ui: Ui) {
             ui.no_webgpu.set(Some(why.clone()));
             ui.status
                 .set(Status::Error(format!("WebGPU is not available: {why}")));
+            become_idle(ui);
             return;
         }
-        if load(ui, Source::Default).await && ui.settings.get_untracked().autorun {
+        let loaded = load(ui, Source::Default).await;
+        become_idle(ui);
+        if loaded && ui.settings.get_untracked().autorun {
             generate(ui);
         }
     });
@@ -91,26 +96,61 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
     Ok(())
 }
 
-/// Loads the current model again on a fresh GPU device (after a device loss).
-pub fn reload_engine(ui: Ui) {
-    let source = ui.source.get_value().unwrap_or(Source::Default);
-    ui.session.get_value().replace(None);
+/// Loads a model now if the engine is free, else as soon as it is: a running generation is
+/// asked to stop first, a load in progress ends first (the latest request wins).
+fn request_load(ui: Ui, req: LoadRequest) {
+    match ui.activity.get_untracked() {
+        Activity::Idle => start_load(ui, req),
+        busy => {
+            ui.queued_load.set_value(Some(req));
+            if busy == Activity::Generating {
+                ui.stop.set(true);
+            }
+        }
+    }
+}
+
+fn start_load(ui: Ui, req: LoadRequest) {
+    ui.activity.set(Activity::Loading);
+    if req.fresh_device {
+        ui.session.get_value().replace(None);
+    }
     spawn_local(async move {
-        load(ui, source).await;
+        load(ui, req.source).await;
+        become_idle(ui);
     });
 }
 
-/// Loads a model file the person dropped or picked.
-pub fn open_file(ui: Ui, file: web_sys::File) {
-    if ui.is_busy() {
-        ui.status.set(Status::Error(
-            "stop the generation (or wait for the load) before opening another model".into(),
-        ));
-        return;
+/// The engine is free again: a model asked for meanwhile loads now.
+fn become_idle(ui: Ui) {
+    ui.activity.set(Activity::Idle);
+    if let Some(req) = ui.queued_load.try_update_value(Option::take).flatten() {
+        start_load(ui, req);
     }
-    spawn_local(async move {
-        load(ui, Source::File(file)).await;
-    });
+}
+
+/// Loads the current model again on a fresh GPU device (after a device loss); a running
+/// generation is stopped first.
+pub fn reload_engine(ui: Ui) {
+    let source = ui.source.get_value().unwrap_or(Source::Default);
+    request_load(
+        ui,
+        LoadRequest {
+            source,
+            fresh_device: true,
+        },
+    );
+}
+
+/// Loads a model file the person dropped or picked; a running generation is stopped first.
+pub fn open_file(ui: Ui, file: web_sys::File) {
+    request_load(
+        ui,
+        LoadRequest {
+            source: Source::File(file),
+            fresh_device: false,
+        },
+    );
 }
 
 /// Starts generating from the current settings, unless something else is running.
@@ -149,6 +189,7 @@ pub fn generate(ui: Ui) {
     ui.tokens_per_s.set(None);
     ui.prefill_ms.set(None);
     ui.positions.set(Some(0));
+    ui.activity.set(Activity::Generating);
     ui.status.set(Status::Generating);
     spawn_local(async move {
         let result = generation::run(ui, &mut s, job).await;
@@ -163,6 +204,7 @@ pub fn generate(ui: Ui) {
         };
         slot.replace(Some(s));
         finish(ui, result);
+        become_idle(ui);
     });
 }
 
@@ -186,13 +228,14 @@ fn finish(ui: Ui, result: Result<Outcome, EngineError>) {
     }
 }
 
-/// Asks a running generation to stop after its current token.
+/// Asks a running generation to stop after its current step (a token, or a chunk of its
+/// prefill).
 pub fn stop(ui: Ui) {
     ui.stop.set(true);
 }
 
-/// Changes G: at once when idle (the KV cache is rebuilt), or between two tokens of a running
-/// generation (which then prefills its text so far under the new G and goes on).
+/// Changes G: at once when no generation runs (the KV cache is rebuilt), or between two steps
+/// of a running generation (which then prefills its text so far under the new G and goes on).
 pub fn set_groups(ui: Ui, g: usize) {
     let Some(info) = ui.info.get_untracked() else {
         return;
@@ -202,7 +245,7 @@ pub fn set_groups(ui: Ui, g: usize) {
     }
     ui.groups.set(g);
     ui.settings.update(|s| s.groups = Some(g));
-    if ui.status.get_untracked() == Status::Generating {
+    if ui.activity.get_untracked() == Activity::Generating {
         ui.pending_groups.set(Some(g));
         return;
     }
@@ -240,4 +283,10 @@ pub fn lose_device(ui: Ui) {
     if let Some(s) = ui.session.get_value().borrow().as_ref() {
         s.engine.gpu().device.destroy();
     }
+}
+
+/// Developer tool (`?debug=1`): offers "Reload the engine" as a failed GPU call would (a
+/// regroup out of memory, say), while the device goes on working.
+pub fn fail_gpu(ui: Ui) {
+    ui.gpu_failed.set(true);
 }

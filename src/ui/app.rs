@@ -7,7 +7,7 @@ use super::diagram::GroupingDiagram;
 use super::kv_meter::KvMeter;
 use super::model_panel::{guard_window_drops, ModelPanel};
 use super::output::Output;
-use super::state::{Status, Ui};
+use super::state::{Activity, Status, Ui};
 use super::tradeoffs::Tradeoffs;
 use super::url_state::Settings;
 use leptos::prelude::*;
@@ -26,14 +26,14 @@ pub fn App() -> impl IntoView {
         prompt_key.track();
         ui.info.track();
         actions::count_prompt(ui);
-        if ui.status.get_untracked() != Status::Generating {
+        if ui.activity.get_untracked() != Activity::Generating {
             ui.positions.set(None);
         }
     });
     actions::boot(ui);
     let state = move || match ui.status.get() {
         Status::Ready => "ready",
-        Status::Generating => "generating",
+        Status::Generating | Status::Prefilling { .. } => "generating",
         Status::Done(_) => "done",
         Status::Error(_) => "error",
         _ => "loading",
@@ -47,7 +47,7 @@ pub fn App() -> impl IntoView {
             <div class="status" data-testid="status" data-state=state role="status">{move || ui.status.get().text()}</div>
         </header>
         {(!url_problems.is_empty()).then(|| view! {
-            <p class="notice">{format!("Ignored in the URL: {}", url_problems.join("; "))}</p>
+            <p class="notice" data-testid="url-notice">{format!("Ignored in the URL: {}", url_problems.join("; "))}</p>
         })}
         <Show when=move || ui.no_webgpu.with(Option::is_some)>
             <section class="notice error" data-testid="no-webgpu">
@@ -95,6 +95,8 @@ pub fn App() -> impl IntoView {
                     <section class="card">
                         <h2>"Developer"</h2>
                         <button data-testid="lose-device" on:click=move |_| actions::lose_device(ui)>"Simulate a lost GPU device"</button>
+                        " "
+                        <button data-testid="fail-gpu" on:click=move |_| actions::fail_gpu(ui)>"Simulate a failed GPU call"</button>
                     </section>
                 </Show>
             </div>

@@ -2,7 +2,7 @@
 //! and the G slider ([`GroupSlider`]), which steps through the divisors of the query heads.
 
 use super::actions;
-use super::state::{Status, Ui};
+use super::state::{Activity, Ui};
 use super::url_state::Settings;
 use crate::model::Grouping;
 use leptos::ev;
@@ -63,14 +63,8 @@ pub fn PromptControls(
     /// Page state.
     ui: Ui,
 ) -> impl IntoView {
-    let generating = move || ui.status.get() == Status::Generating;
-    let can_generate = move || {
-        ui.info.with(Option::is_some)
-            && !matches!(
-                ui.status.get(),
-                Status::Generating | Status::Loading(_) | Status::Starting
-            )
-    };
+    let generating = move || ui.is_generating();
+    let can_generate = move || ui.info.with(Option::is_some) && ui.activity.get() == Activity::Idle;
     let has_chat = move || ui.info.with(|i| i.as_ref().is_none_or(|i| i.has_chat));
     let on_key = move |e: ev::KeyboardEvent| {
         if e.key() == "Enter" && (e.ctrl_key() || e.meta_key()) {

@@ -1,4 +1,4 @@
-//! Number formatting for people: thousands separators and binary byte units.
+//! Number formatting for people: thousands separators, binary byte units, counted nouns.
 
 /// `1234567` → `"1,234,567"`.
 pub fn int(n: u64) -> String {
@@ -26,5 +26,19 @@ pub fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", units[u])
+    }
+}
+
+/// `n` and the noun, plural unless `n` is 1: `1 token`, `1,024 tokens`.
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{} {}", int(n as u64), plural(n, noun))
+}
+
+/// The noun for `n` of it: `token` for 1, `tokens` otherwise (nouns with a plain plural).
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        noun.to_string()
+    } else {
+        format!("{noun}s")
     }
 }

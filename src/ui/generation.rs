@@ -1,15 +1,26 @@
-//! Generation in the browser: [`crate::engine::Generator`] driven asynchronously, one token
-//! per step with a turn of the event loop in between, so tokens appear as they are produced and
+//! Generation in the browser: [`crate::engine::Generator`] driven asynchronously, one step at a
+//! time with a turn of the event loop in between, so tokens appear as they are produced and
 //! the page can stop the run or change G mid-sequence (the whole text so far is prefilled again
-//! under the new grouping, and generation goes on).
+//! under the new grouping, and generation goes on). A long prefill is fed in chunks sized to
+//! take about [`CHUNK_MS`] each, so that Stop and a new G are honoured within it too.
 
 use super::js::{now_ms, yield_now};
 use super::session::Session;
-use super::state::{Measured, Ui};
+use super::state::{Measured, Status, Ui};
 use crate::engine::{EngineError, GenerateParams, Generator};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::TokenStream;
 use leptos::prelude::*;
+
+/// Milliseconds a chunk of a long prefill should take at most: the page answers Stop within
+/// about that. On SwiftShader one token takes 0.2–0.4 s and two 0.8–1.4 s (its prefill kernels
+/// cost more per token than its decode ones), so chunks stay at one token there; on a hardware
+/// GPU they grow to [`MAX_CHUNK`].
+const CHUNK_MS: f64 = 400.0;
+/// Tokens in the first chunk of a prefill; each next one is sized from the time of the last.
+const FIRST_CHUNK: usize = 1;
+/// The most tokens in one chunk (the GPU engine's own prefill chunk).
+const MAX_CHUNK: usize = 128;
 
 /// One run's input.
 pub struct Job {
@@ -29,7 +40,9 @@ pub enum Outcome {
 }
 
 /// Runs `job` on the session, streaming text, ids, speed and cache positions into `ui`.
-/// The token bookkeeping is [`Generator`]'s, the same as the CLI's.
+/// The token bookkeeping is [`Generator`]'s, the same as the CLI's. However the run ends
+/// (its last token, EOS, Stop, an error), the text is flushed: a character the last token
+/// began shows as U+FFFD, as in the CLI.
 pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineError> {
     let params = GenerateParams {
         max_tokens: job.max_tokens,
@@ -40,10 +53,37 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
     let mut gen = Generator::with_limits(job.prompt, params, vocab, s.engine.capacity())?;
     s.engine.reset();
     let mut text = TokenStream::new();
-    let mut run = Measured::default();
-    // When the last token came: decode speed is measured between tokens, as the page sees
-    // them (the GPU runs ahead while the page shows a token and yields).
-    let mut last_token_ms: Option<f64> = None;
+    let outcome = drive(ui, s, &mut gen, &mut text, job.stop_token).await;
+    let rest = text.finish();
+    ui.output.update(|o| o.push_str(&rest));
+    outcome
+}
+
+/// The run's clocks: decode speed is measured between tokens as the page sees them (the GPU
+/// may run ahead while the page shows a token and yields); a prefill from its first chunk to
+/// the token after it.
+struct Clock {
+    run: Measured,
+    last_token_ms: Option<f64>,
+    prefill_since: Option<f64>,
+    chunk: usize,
+}
+
+/// The steps of a run until it ends (its last token, EOS, Stop, an error); the text streams
+/// through `text`.
+async fn drive(
+    ui: Ui,
+    s: &mut Session,
+    gen: &mut Generator,
+    text: &mut TokenStream,
+    stop_token: Option<u32>,
+) -> Result<Outcome, EngineError> {
+    let mut clock = Clock {
+        run: Measured::default(),
+        last_token_ms: None,
+        prefill_since: None,
+        chunk: FIRST_CHUNK,
+    };
     while !gen.is_done() {
         if ui.stop.get_untracked() {
             s.engine.drop_ahead();
@@ -56,35 +96,87 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
                 gen.restart();
             }
         }
-        let prefill = gen.is_prefill_next();
-        let t0 = now_ms();
-        // The GPU gets the step after this token before the token is read back (ahead.rs),
-        // so it works while the page shows the token and yields.
-        let Some(id) = s.engine.next_token(&mut gen).await? else {
+        if feed_chunk(ui, s, gen, &mut clock).await? {
+            yield_now().await;
+            continue;
+        }
+        let Some(id) = step(ui, s, gen, &mut clock).await? else {
             break;
         };
-        let now = now_ms();
-        let ms = now - last_token_ms.filter(|_| !prefill).unwrap_or(t0);
-        last_token_ms = Some(now);
-        if prefill {
-            ui.prefill_ms.set(Some(ms));
-        } else {
-            run.add(ms);
-            ui.tokens_per_s.set(Some(run.tokens_per_s()));
-            let g = s.engine.grouping().groups();
-            ui.decode_by_groups
-                .update(|m| m.entry(g).or_default().add(ms));
-        }
         let piece = text.push(&s.tok.token_bytes(id, false));
         ui.output.update(|o| o.push_str(&piece));
         ui.ids.set(gen.generated().to_vec());
         ui.positions.set(Some(s.engine.len()));
-        if Some(id) == job.stop_token {
+        if Some(id) == stop_token {
             return Ok(Outcome::Eos);
         }
         yield_now().await;
     }
-    let rest = text.finish();
-    ui.output.update(|o| o.push_str(&rest));
     Ok(Outcome::MaxTokens)
+}
+
+/// Feeds the next chunk of a long prefill, if more than one chunk is left; returns whether
+/// it did. The status line shows how far the prefill has come.
+async fn feed_chunk(
+    ui: Ui,
+    s: &mut Session,
+    gen: &mut Generator,
+    clock: &mut Clock,
+) -> Result<bool, EngineError> {
+    let Some(ids) = gen.prefill_chunk(clock.chunk) else {
+        return Ok(false);
+    };
+    let (n, t0) = (ids.len(), now_ms());
+    clock.prefill_since.get_or_insert(t0);
+    let total = s.engine.len() + gen.pending();
+    ui.status.set(Status::Prefilling {
+        fed: s.engine.len(),
+        total,
+    });
+    s.engine.feed(ids).await?;
+    gen.fed(n);
+    clock.chunk = next_chunk(n, now_ms() - t0);
+    ui.status.set(Status::Prefilling {
+        fed: s.engine.len(),
+        total,
+    });
+    ui.positions.set(Some(s.engine.len()));
+    Ok(true)
+}
+
+/// The size of the next chunk, from the last one's: about [`CHUNK_MS`], at most twice as many
+/// tokens, within 1..=[`MAX_CHUNK`].
+fn next_chunk(n: usize, ms: f64) -> usize {
+    let fit = (n as f64 * CHUNK_MS / ms.max(1.0)).floor() as usize;
+    fit.clamp(1, (2 * n).clamp(1, MAX_CHUNK))
+}
+
+/// Produces the next token (the rest of a prefill fed with it) and records its time.
+async fn step(
+    ui: Ui,
+    s: &mut Session,
+    gen: &mut Generator,
+    clock: &mut Clock,
+) -> Result<Option<u32>, EngineError> {
+    let prefill = clock.prefill_since.is_some() || gen.is_prefill_next();
+    let t0 = clock.prefill_since.take().unwrap_or_else(now_ms);
+    // The GPU gets the step after this token before the token is read back (ahead.rs),
+    // so it works while the page shows the token and yields.
+    let Some(id) = s.engine.next_token(gen).await? else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    if prefill {
+        ui.prefill_ms.set(Some(now - t0));
+        ui.status.set(Status::Generating);
+    } else {
+        let ms = now - clock.last_token_ms.unwrap_or(t0);
+        clock.run.add(ms);
+        ui.tokens_per_s.set(Some(clock.run.tokens_per_s()));
+        let g = s.engine.grouping().groups();
+        ui.decode_by_groups
+            .update(|m| m.entry(g).or_default().add(ms));
+    }
+    clock.last_token_ms = Some(now);
+    Ok(Some(id))
 }

@@ -34,18 +34,24 @@ pub fn KvMeter(
             i.as_ref().map(|i| {
                 let c = &i.cfg;
                 format!(
-                    "2 (K and V) · {} layers · G = {} · {} head_dim · {} tokens · {BYTES_PER_ELEMENT} bytes",
+                    "2 (K and V) · {} layers · G = {} · {} head_dim · {} · {BYTES_PER_ELEMENT} bytes",
                     c.n_layers,
                     ui.groups.get(),
                     c.head_dim,
-                    format::int(ui.seq_tokens() as u64)
+                    format::count(ui.seq_tokens(), "token")
                 )
             })
         })
     };
     let what = move || match ui.positions.get() {
-        Some(_) => "positions in the KV cache (prompt + generated)",
-        None => "prompt tokens (not run yet)",
+        Some(n) => format!(
+            "{} in the KV cache (prompt + generated)",
+            format::plural(n, "position")
+        ),
+        None => format!(
+            "{} (not run yet)",
+            format::plural(ui.prompt_tokens.get(), "prompt token")
+        ),
     };
     let loaded = move || ui.info.with(Option::is_some);
     view! {
@@ -109,11 +115,11 @@ fn KvChart(
             <text x=L - 6.0 y=T + 8.0 text-anchor="end" class="tick-text">{format::bytes(ymax as u64)}</text>
             <text x=L - 6.0 y=H - B text-anchor="end" class="tick-text">"0"</text>
             <text x=L y=H - 8.0 class="tick-text">"0"</text>
-            <text x=W - 8.0 y=H - 8.0 text-anchor="end" class="tick-text">{format!("{cap} tokens (this page's KV capacity)")}</text>
+            <text x=W - 8.0 y=H - 8.0 text-anchor="end" class="tick-text">{format!("{} (this page's KV capacity)", format::count(cap, "token"))}</text>
             {lines}
             <line class="marker" x1=x(n) y1=T x2=x(n) y2=H - B />
             <circle class="marker-dot" cx=x(n) cy=y(here) r=5.0 />
-            <text x=x(n) + 8.0 y=T + 10.0 class="tick-text">{format!("now: {n} tokens")}</text>
+            <text x=x(n) + 8.0 y=T + 10.0 class="tick-text">{format!("now: {}", format::count(n, "token"))}</text>
         })
     };
     let full = move || {
@@ -150,7 +156,7 @@ fn KvChart(
             {chart}
         </svg>
         <p class="muted small">
-            "At the model's full context ("{move || format::int(ctx() as u64)}" tokens): "{full}
+            "At the model's full context ("{move || format::count(ctx(), "token")}"): "{full}
         </p>
     }
 }

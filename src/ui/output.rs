@@ -1,6 +1,7 @@
 //! The generated text as it streams in, its token ids, and the speed.
 
-use super::state::{Status, Ui};
+use super::format;
+use super::state::Ui;
 use leptos::prelude::*;
 
 /// Output text, ids, tokens/s and prefill time.
@@ -13,7 +14,7 @@ pub fn Output(
         ui.ids
             .with(|v| v.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
     };
-    let caret = move || ui.status.get() == Status::Generating;
+    let caret = move || ui.is_generating();
     view! {
         <div class="output" aria-live="polite">
             <div class="output-text" data-testid="output-text">
@@ -29,7 +30,9 @@ pub fn Output(
                 <span>
                     "prefill "<span class="stat-num">{move || ui.prefill_ms.get().map_or("–".to_string(), |t| format!("{t:.0}"))}</span>" ms"
                 </span>
-                <span><span class="stat-num">{move || ui.ids.with(Vec::len)}</span>" tokens"</span>
+                <span data-testid="token-count">
+                    <span class="stat-num">{move || ui.ids.with(Vec::len)}</span>" "{move || format::plural(ui.ids.with(Vec::len), "token")}
+                </span>
             </div>
             <details class="ids">
                 <summary>"Token ids"</summary>

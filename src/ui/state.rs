@@ -1,6 +1,8 @@
-//! The page's state: signals the components read, the loaded session, and the requests
-//! (stop, regroup) a running generation picks up between tokens.
+//! The page's state: signals the components read, the loaded session, what the engine is
+//! doing ([`Activity`]), and the requests (stop, regroup, a model to load next) that a run
+//! picks up between its steps.
 
+use super::format;
 use super::loader::Progress;
 use super::session::{ModelInfo, Session};
 use super::url_state::Settings;
@@ -10,12 +12,19 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-/// What the page is doing; `status` shows it as `ready`, `generating`, `done`, `error: …`.
+/// What the status line says: `ready`, `prefilling …`, `generating`, `done`, `error: …`. Only
+/// words for people: whether the engine is busy is [`Activity`]'s.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
     Starting,
     Loading(String),
     Ready,
+    /// Feeding the prompt (or, after a change of G, the text so far): tokens in the cache of
+    /// those to feed.
+    Prefilling {
+        fed: usize,
+        total: usize,
+    },
     Generating,
     Done(String),
     Error(String),
@@ -27,6 +36,9 @@ impl Status {
             Status::Starting => "starting".into(),
             Status::Loading(what) => format!("loading: {what}"),
             Status::Ready => "ready".into(),
+            Status::Prefilling { fed, total } => {
+                format!("prefilling {fed} / {}", format::count(*total, "token"))
+            }
             Status::Generating => "generating".into(),
             Status::Done(how) if how.is_empty() => "done".into(),
             Status::Done(how) => format!("done ({how})"),
@@ -35,11 +47,31 @@ impl Status {
     }
 }
 
+/// What holds the engine: a fact of the session, set by the actions that start and end each
+/// piece of work, never read from the status text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// Nothing: a generation may start, a model load, a change of G apply at once.
+    Idle,
+    /// A model is being loaded (or the page is starting).
+    Loading,
+    /// A generation holds the engine.
+    Generating,
+}
+
 /// Where the loaded model came from, to load it again after a lost device.
 #[derive(Clone)]
 pub enum Source {
     Default,
     File(web_sys::File),
+}
+
+/// A model to load: a new one, or the current one again on a fresh GPU device.
+#[derive(Clone)]
+pub struct LoadRequest {
+    pub source: Source,
+    /// Drop the current engine first (its device is lost or failed).
+    pub fresh_device: bool,
 }
 
 pub type Slot<T> = Rc<RefCell<Option<T>>>;
@@ -67,6 +99,8 @@ impl Measured {
 #[derive(Clone, Copy)]
 pub struct Ui {
     pub settings: RwSignal<Settings>,
+    /// What holds the engine now.
+    pub activity: RwSignal<Activity>,
     /// The grouping shown and used (a divisor of the query heads once a model is loaded).
     pub groups: RwSignal<usize>,
     pub status: RwSignal<Status>,
@@ -89,6 +123,8 @@ pub struct Ui {
     /// A G chosen while generating, applied by the generation loop before its next token.
     pub pending_groups: RwSignal<Option<usize>>,
     pub session: StoredValue<Slot<Session>, LocalStorage>,
+    /// A model asked for while the engine was busy, loaded as soon as it is free.
+    pub queued_load: StoredValue<Option<LoadRequest>, LocalStorage>,
     pub tokenizer: StoredValue<Option<Rc<Tokenizer>>, LocalStorage>,
     pub source: StoredValue<Option<Source>, LocalStorage>,
 }
@@ -98,6 +134,7 @@ impl Ui {
         Ui {
             groups: RwSignal::new(settings.groups.unwrap_or(0)),
             settings: RwSignal::new(settings),
+            activity: RwSignal::new(Activity::Loading),
             status: RwSignal::new(Status::Starting),
             progress: RwSignal::new(None),
             info: RwSignal::new(None),
@@ -113,6 +150,7 @@ impl Ui {
             stop: RwSignal::new(false),
             pending_groups: RwSignal::new(None),
             session: StoredValue::new_local(Rc::new(RefCell::new(None))),
+            queued_load: StoredValue::new_local(None),
             tokenizer: StoredValue::new_local(None),
             source: StoredValue::new_local(None),
         }
@@ -125,10 +163,13 @@ impl Ui {
             .unwrap_or_else(|| self.prompt_tokens.get())
     }
 
+    /// Whether a load or a generation holds the engine (not tracked).
     pub fn is_busy(&self) -> bool {
-        matches!(
-            self.status.get_untracked(),
-            Status::Generating | Status::Loading(_) | Status::Starting
-        )
+        self.activity.get_untracked() != Activity::Idle
+    }
+
+    /// Whether a generation runs (tracked: for the controls).
+    pub fn is_generating(&self) -> bool {
+        self.activity.get() == Activity::Generating
     }
 }

@@ -91,6 +91,11 @@ impl Settings {
         let mut g = 0usize;
         num(get("groups"), &mut g, "groups", &mut bad);
         s.groups = (g > 0).then_some(g);
+        if let Some(v) = get("groups").filter(|v| v.trim().parse() == Ok(0usize)) {
+            bad.push(format!(
+                "groups={v:?} is not a valid G (at least 1 KV group)"
+            ));
+        }
         num(
             get("temperature"),
             &mut s.temperature,

@@ -33,15 +33,18 @@ after(async () => {
 const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams(params)}`;
 const modelHits = () => srv.hits.get(MODEL_PATH) ?? 0;
 
-/** `gqa-lab generate --backend cpu --json`: the native oracle's ids. */
-function cliIds({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {} }) {
+/** `gqa-lab generate --backend cpu --json`: the native oracle's run (`ids`, `text`, …). */
+function cliRun({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {} }) {
   const args = ['--model', path.join(ROOT, 'static', MODEL_PATH), 'generate', '--backend', 'cpu', '--json',
     '--prompt', prompt, '--groups', String(groups), '--max-tokens', String(maxTokens)];
   for (const [k, v] of Object.entries(sampling)) args.push(`--${k.replace('_', '-')}`, String(v));
   if (chat) args.push('--chat');
   if (ignoreEos) args.push('--ignore-eos');
-  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' })).ids;
+  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' }));
 }
+
+/** The native oracle's ids. */
+const cliIds = (c) => cliRun(c).ids;
 
 const ids = async (page) => (await text(page, 'output-ids')).split(',').filter(Boolean).map(Number);
 
@@ -236,6 +239,128 @@ test('without WebGPU the page says so and which browser to use', async () => {
   } finally {
     await plain.close();
   }
+});
+
+test('groups=0 in the URL is reported and ignored; a count of one is "1 token"', async () => {
+  const page = await openPage(browser.context, appUrl({
+    prompt: 'Hello', chat: 0, groups: 0, temperature: 0, max_tokens: 1, ignore_eos: 1, autorun: 1,
+  }), errors);
+  assert.match(await text(page, 'url-notice'), /^Ignored in the URL: groups="0" is not a valid G/);
+  await waitStatus(page, /^done/);
+  assert.equal(await byId(page, 'groups-slider').inputValue(), '3', 'the native G');
+  assert.equal((await ids(page)).length, 1);
+  assert.equal((await text(page, 'token-count')).trim(), '1 token');
+  // "Hello" is one token, fed once: the meter counts one position.
+  assert.equal(Number(await text(page, 'kv-tokens')), 1);
+  assert.match(await page.locator('.kv-meter').textContent(), /· 1 token · .*1 position in the KV cache.*now: 1 token(?!s)/s);
+  await page.close();
+});
+
+/** A page with a run in progress: autorun with `params`, once `n` ids have streamed in. */
+async function midRun(params, n) {
+  const page = await openPage(browser.context, appUrl({ temperature: 0, ignore_eos: 1, autorun: 1, ...params }), errors);
+  await page.waitForFunction((n) => (document.querySelector('[data-testid="output-ids"]')?.textContent ?? '').split(',').filter(Boolean).length >= n,
+    n, { timeout: 300_000 });
+  // From now on, every change of the status line and of the ids, in order.
+  await page.evaluate(() => {
+    window.events = [];
+    for (const id of ['status', 'output-ids']) {
+      const el = document.querySelector(`[data-testid="${id}"]`);
+      new MutationObserver(() => window.events.push([id, el.textContent]))
+        .observe(el, { childList: true, characterData: true, subtree: true });
+    }
+  });
+  return page;
+}
+
+/** Ids shown after a model load began: none when the run was stopped before the load. */
+const idsDuringLoad = (page) => page.evaluate(() => {
+  const start = window.events.findIndex(([id, t]) => id === 'status' && t.startsWith('loading'));
+  return start < 0 ? ['no load seen'] : window.events.slice(start).filter(([id]) => id === 'output-ids');
+});
+
+/** Generate `c.prompt` with the page's other settings; its ids must be the CLI's. */
+async function generatesLikeTheCli(page, c) {
+  await byId(page, 'prompt-input').fill(c.prompt);
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^done/);
+  assert.deepEqual(await ids(page), cliIds(c));
+}
+
+// A run of 8 tokens, stopped after its first; then another prompt with the same settings.
+const RUN = { prompt: 'Once upon a time', chat: 0, max_tokens: 8 };
+const NEXT = { prompt: 'The capital of France is', chat: false, groups: 3, maxTokens: 8, ignoreEos: true };
+
+// Choosing a model stops a running generation first, then loads it (issue 18, defect 9).
+test('a model file chosen during a generation stops it, then loads, and the page stays in step', async () => {
+  const page = await midRun(RUN, 1);
+  await byId(page, 'model-file').setInputFiles(path.join(ROOT, 'static', MODEL_PATH));
+  await waitStatus(page, /^ready$/);
+  assert.match(await text(page, 'model-facts'), /^SmolLM2-135M-Instruct\.Q4_1\.gguf · /);
+  assert.deepEqual(await idsDuringLoad(page), [], 'the run went on while the model loaded');
+  assert.ok((await ids(page)).length < RUN.max_tokens);
+  assert.ok(await byId(page, 'stop-button').isDisabled());
+  await generatesLikeTheCli(page, NEXT);
+  await page.close();
+});
+
+// "Reload the engine" during a run stops it first (issue 18, defect 2).
+test('reloading the engine during a generation stops it first', async () => {
+  const hits = modelHits();
+  const page = await midRun({ ...RUN, debug: 1 }, 1);
+  await byId(page, 'fail-gpu').click();
+  await byId(page, 'reload-engine').click();
+  await waitStatus(page, /^ready$/);
+  assert.deepEqual(await idsDuringLoad(page), [], 'the run went on while the engine reloaded');
+  assert.ok((await ids(page)).length < RUN.max_tokens);
+  assert.equal(await byId(page, 'device-lost').count(), 0);
+  await generatesLikeTheCli(page, NEXT);
+  assert.equal(modelHits(), hits);
+  await page.close();
+});
+
+// A long prompt is fed in chunks with its progress in the status line; Stop ends the run
+// between two chunks (issue 18, defect 12).
+test('Stop interrupts a long prefill, and the page is usable afterwards', async () => {
+  const prompt = 'The quick brown fox jumps over the lazy dog. '.repeat(48);
+  const page = await openPage(browser.context, appUrl({ prompt, chat: 0, temperature: 0, max_tokens: 2, ignore_eos: 1 }), errors);
+  await waitStatus(page, /^ready$/);
+  const promptTokens = Number(await text(page, 'kv-tokens'));
+  assert.ok(promptTokens > 400, `${promptTokens} prompt tokens`);
+  await byId(page, 'generate-button').click();
+  const progress = await waitStatus(page, /^prefilling [1-9]\d* \/ \d+ tokens$/, 120_000);
+  assert.match(progress, new RegExp(` / ${promptTokens} tokens$`));
+  await byId(page, 'stop-button').click();
+  assert.match(await waitStatus(page, /^done/, 120_000), /stopped/);
+  assert.equal((await ids(page)).length, 0, 'no token: the prefill was cut short');
+  const fed = Number(await text(page, 'kv-tokens'));
+  assert.ok(fed > 0 && fed < promptTokens, `${fed} of ${promptTokens} fed`);
+  await generatesLikeTheCli(page, { ...NEXT, maxTokens: 2 });
+  await page.close();
+});
+
+// However a run ends, the text is flushed (issue 18, defect 4): stopped right after a token
+// that ends inside a character, the page shows what the CLI prints for the same tokens.
+test('Stop after a token that ends inside a character keeps its bytes, as the CLI does', async () => {
+  const c = { prompt: 'Write the Japanese word for cat.', chat: true, groups: 3, maxTokens: 3 };
+  const cli = cliRun(c);
+  assert.ok(cli.text.endsWith('\uFFFD'), `the case needs a cut character: ${JSON.stringify(cli.text)}`);
+  const page = await openPage(browser.context, appUrl({ prompt: c.prompt, chat: 1, temperature: 0, max_tokens: 16 }), errors);
+  await waitStatus(page, /^ready$/);
+  // Stop as soon as the third id is shown: the click lands before the run's next step.
+  await page.evaluate((k) => {
+    const shown = document.querySelector('[data-testid="output-ids"]');
+    new MutationObserver(() => {
+      if (shown.textContent.split(',').filter(Boolean).length >= k) {
+        document.querySelector('[data-testid="stop-button"]').click();
+      }
+    }).observe(shown, { childList: true, characterData: true, subtree: true });
+  }, c.maxTokens);
+  await byId(page, 'generate-button').click();
+  assert.match(await waitStatus(page, /^done/), /stopped/);
+  assert.deepEqual(await ids(page), cli.ids);
+  assert.equal(await text(page, 'output-text'), cli.text);
+  await page.close();
 });
 
 test('no page errors or panics', () => {
