@@ -23,6 +23,16 @@ use std::sync::Arc;
 /// not the evaluation passage (Austen, `../shared/fixtures/perplexity.json`) nor any fixture.
 pub const TEXT: &str = include_str!("../static/calibration/around-the-world-in-80-days.txt");
 
+/// A passage the page scores each regrouping on: Wilkie Collins, *The Moonstone* (1868), the
+/// prologue's opening, public domain, from Project Gutenberg eBook #155 as the `htmlescape`
+/// 0.3.1 crate ships it. Another book than the calibration text, and not the fixtures'
+/// evaluation passage (which the CLI and the tests score).
+pub const EVALUATION: &str = include_str!("../static/calibration/evaluation.txt");
+
+/// Where [`EVALUATION`] comes from, for reports.
+pub const EVALUATION_SOURCE: &str =
+    "Wilkie Collins, The Moonstone (1868), prologue, public domain (Project Gutenberg #155)";
+
 /// Where [`TEXT`] comes from, for reports.
 pub const TEXT_SOURCE: &str = "Jules Verne, Around the World in Eighty Days (1873), ch. I–V, public domain (Project Gutenberg #103)";
 

@@ -126,7 +126,7 @@ impl ModelConfig {
         self.n_heads / self.n_kv_heads
     }
 
-    /// Every G the model can be regrouped to: the divisors of the query-head count.
+    /// Every G the model can be regrouped to: 1 to the query-head count.
     pub fn valid_groups(&self) -> Vec<usize> {
         valid_groups(self.n_heads)
     }

@@ -109,10 +109,12 @@ impl Grouping {
 
     /// The query heads that KV head `g` serves (a contiguous run).
     pub fn members(&self, g: usize) -> Range<usize> {
-        let mut heads = (0..self.n_heads).filter(|&h| self.kv_head(h) == g);
-        let start = heads.next().unwrap_or(self.n_heads);
-        let end = heads.last().map_or(start + 1, |h| h + 1).min(self.n_heads);
-        start..end.max(start)
+        let start = (0..self.n_heads).find(|&h| self.kv_head(h) == g);
+        let end = (0..self.n_heads).rev().find(|&h| self.kv_head(h) == g);
+        match (start, end) {
+            (Some(s), Some(e)) => s..e + 1,
+            _ => self.n_heads..self.n_heads,
+        }
     }
 
     /// The native KV heads that KV head `g` is made from: one for G ≥ G0 (a copy), the run

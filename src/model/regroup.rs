@@ -19,7 +19,7 @@ use super::{pooling_matrix, Grouping, ModelConfig, ModelError};
 use serde::Serialize;
 
 /// How merged KV heads (G < G0) are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// The GQA paper's conversion: the mean of the heads a group replaces.
@@ -196,7 +196,7 @@ impl LayerMaps {
     pub fn o_or_identity(&self, n_heads: usize, hd: usize) -> Vec<f32> {
         self.o.clone().unwrap_or_else(|| {
             (0..n_heads * hd * hd)
-                .map(|i| f32::from(i % (hd * hd) % (hd + 1) == 0))
+                .map(|i| f32::from((i % (hd * hd)).is_multiple_of(hd + 1)))
                 .collect()
         })
     }

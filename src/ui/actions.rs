@@ -9,7 +9,9 @@ use super::js::{probe_webgpu, yield_now};
 use super::loader::{self, DEFAULT_MODEL_NAME};
 use super::session;
 use super::state::{Activity, LoadRequest, Source, Status, Ui};
+use super::{quality, regrouping};
 use crate::engine::EngineError;
+use crate::model::Method;
 use leptos::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 
@@ -68,8 +70,8 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
     ));
     yield_now().await;
     let ahead = ui.settings.with_untracked(|s| s.ahead);
-    let (mut s, info) = session::open(&loaded.bytes, &name, &loaded.sha256, ahead).await?;
-    drop(loaded);
+    let (bytes, sha256) = (loaded.bytes, loaded.sha256);
+    let (mut s, info) = session::open(bytes, &name, &sha256, ahead).await?;
     let valid = info.cfg.valid_groups();
     let wanted = ui.groups.get_untracked();
     let g = if valid.contains(&wanted) {
@@ -77,10 +79,14 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
     } else {
         info.cfg.n_kv_heads
     };
-    if g != s.engine.grouping().groups() {
-        s.engine.regroup(g).map_err(|e| e.to_string())?;
-    }
     ui.groups.set(g);
+    ui.quality.set(Default::default());
+    ui.calibration_s.set(Default::default());
+    let method = ui.method.get_untracked();
+    if !regrouping::is_current(&s, g, method) {
+        let applied = regrouping::apply(ui, &mut s, g, method).await;
+        applied.map_err(|e| e.to_string())?;
+    }
     ui.tokenizer.set_value(Some(s.tok.clone()));
     ui.session.get_value().replace(Some(s));
     ui.info.set(Some(info));
@@ -90,7 +96,8 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
     ui.gpu_failed.set(false);
     if wanted != 0 && wanted != g {
         return Err(format!(
-            "groups={wanted} is not a divisor of the query heads; valid G: {valid:?}"
+            "groups={wanted} is not a number of KV groups for this model: G is 1..={}",
+            valid.len()
         ));
     }
     Ok(())
@@ -193,18 +200,11 @@ pub fn generate(ui: Ui) {
     ui.status.set(Status::Generating);
     spawn_local(async move {
         let result = generation::run(ui, &mut s, job).await;
-        // A G chosen after the last token is applied now.
-        let late = ui.pending_groups.get_untracked();
-        ui.pending_groups.set(None);
-        let result = match late {
-            Some(g) if g != s.engine.grouping().groups() => {
-                result.and_then(|o| s.engine.regroup(g).map(|_| o))
-            }
-            _ => result,
-        };
         slot.replace(Some(s));
         finish(ui, result);
         become_idle(ui);
+        // A G or method chosen after the last token is applied now.
+        reconcile(ui);
     });
 }
 
@@ -234,8 +234,9 @@ pub fn stop(ui: Ui) {
     ui.stop.set(true);
 }
 
-/// Changes G: at once when no generation runs (the KV cache is rebuilt), or between two steps
-/// of a running generation (which then prefills its text so far under the new G and goes on).
+/// Changes G: at once when the engine is free (the KV cache is rebuilt; a calibrated merge
+/// not fitted yet is fitted first), or between two steps of a running generation (which then
+/// prefills its text so far under the new G and goes on).
 pub fn set_groups(ui: Ui, g: usize) {
     let Some(info) = ui.info.get_untracked() else {
         return;
@@ -245,21 +246,73 @@ pub fn set_groups(ui: Ui, g: usize) {
     }
     ui.groups.set(g);
     ui.settings.update(|s| s.groups = Some(g));
-    if ui.activity.get_untracked() == Activity::Generating {
-        ui.pending_groups.set(Some(g));
+    reconcile(ui);
+}
+
+/// Changes how a G below the model's own is made, as [`set_groups`] changes G.
+pub fn set_method(ui: Ui, method: Method) {
+    if method == ui.method.get_untracked() {
+        return;
+    }
+    ui.method.set(method);
+    ui.settings.update(|s| s.regroup = method);
+    reconcile(ui);
+}
+
+/// Brings the engine to the G and method the page shows. A running generation does it
+/// between two steps; a load, when it ends; otherwise a task holds the engine meanwhile (a
+/// calibration takes a while) and checks again when done, in case they changed.
+fn reconcile(ui: Ui) {
+    if ui.activity.get_untracked() != Activity::Idle {
         return;
     }
     let slot = ui.session.get_value();
-    let mut guard = slot.borrow_mut();
-    if let Some(s) = guard.as_mut() {
-        if let Err(e) = s.engine.regroup(g) {
-            ui.gpu_failed.set(matches!(
-                e,
-                EngineError::Gpu(_) | EngineError::DeviceLost(_)
-            ));
-            ui.status.set(Status::Error(e.to_string()));
+    let Some(mut s) = slot.borrow_mut().take() else {
+        return;
+    };
+    ui.activity.set(Activity::Working);
+    spawn_local(async move {
+        let mut failed = None;
+        loop {
+            let (g, method) = (ui.groups.get_untracked(), ui.method.get_untracked());
+            if regrouping::is_current(&s, g, method) {
+                break;
+            }
+            if let Err(e) = regrouping::apply(ui, &mut s, g, method).await {
+                failed = Some(e);
+                break;
+            }
+            ui.status.set(Status::Ready);
         }
+        slot.replace(Some(s));
+        if let Some(e) = failed {
+            finish(ui, Err(e));
+        }
+        become_idle(ui);
+    });
+}
+
+/// Measures "What each G buys" on the built-in passage (fitting any calibrated merge not
+/// fitted yet), when the engine is free.
+pub fn measure_quality(ui: Ui) {
+    if ui.activity.get_untracked() != Activity::Idle {
+        return;
     }
+    let slot = ui.session.get_value();
+    let Some(mut s) = slot.borrow_mut().take() else {
+        return;
+    };
+    ui.activity.set(Activity::Working);
+    let tokens = ui.settings.with_untracked(|st| st.quality_tokens);
+    spawn_local(async move {
+        let result = quality::measure(ui, &mut s, tokens).await;
+        slot.replace(Some(s));
+        match result {
+            Ok(()) => ui.status.set(Status::Done("quality measured".into())),
+            Err(e) => finish(ui, Err(e)),
+        }
+        become_idle(ui);
+    });
 }
 
 /// Counts the prompt's tokens (as the model will see them) for the KV meter.

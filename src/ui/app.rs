@@ -2,7 +2,7 @@
 //! slider, grouping diagram, KV-cache meter and trade-offs on the right.
 
 use super::actions;
-use super::controls::{GroupSlider, PromptControls};
+use super::controls::{GroupSlider, MethodSwitch, PromptControls};
 use super::diagram::GroupingDiagram;
 use super::kv_meter::KvMeter;
 use super::model_panel::{guard_window_drops, ModelPanel};
@@ -81,6 +81,7 @@ pub fn App() -> impl IntoView {
                 <section class="card">
                     <h2>"KV groups"</h2>
                     <GroupSlider ui />
+                    <MethodSwitch ui />
                     <GroupingDiagram ui />
                 </section>
                 <section class="card">

@@ -1,10 +1,12 @@
 //! The controls: prompt, chat toggle, sampling settings, Generate/Stop ([`PromptControls`]),
-//! and the G slider ([`GroupSlider`]), which steps through the divisors of the query heads.
+//! the G slider ([`GroupSlider`]), which steps through every G from 1 to H, and the regrouping
+//! method ([`MethodSwitch`]).
 
 use super::actions;
 use super::state::{Activity, Ui};
 use super::url_state::Settings;
 use crate::model::Grouping;
+use crate::model::Method;
 use leptos::ev;
 use leptos::prelude::*;
 
@@ -163,7 +165,7 @@ fn snap(valid: &[usize], cur: usize, v: usize) -> usize {
 }
 
 /// The G slider: an `input[type=range]` whose value is G, with a labelled stop (MQA, GQA-G,
-/// MHA) at each divisor of the query heads. Keyboard: arrow keys step between divisors.
+/// MHA) at each G from 1 to H. Keyboard: arrow keys step between them.
 #[component]
 pub fn GroupSlider(
     /// Page state.
@@ -174,10 +176,19 @@ pub fn GroupSlider(
         ui.info
             .with(|i| i.as_ref().map(|i| i.cfg.valid_groups()).unwrap_or_default())
     };
-    let label = move |g: usize| {
-        Grouping::new(heads(), g)
-            .map(|gr| gr.label())
-            .unwrap_or_default()
+    let grouping = move |g: usize| {
+        ui.info
+            .with(|i| i.as_ref().and_then(|i| Grouping::of(&i.cfg, g).ok()))
+    };
+    let label = move |g: usize| grouping(g).map(|gr| gr.label()).unwrap_or_default();
+    let per_kv = move |g: usize| {
+        let Some(gr) = grouping(g) else {
+            return String::new();
+        };
+        match gr.is_even() {
+            true => format!("{} query heads per KV head", gr.max_rep()),
+            false => format!("up to {} query heads per KV head", gr.max_rep()),
+        }
     };
     let on_change = move |e: ev::Event| {
         let v = event_target_value(&e).parse().unwrap_or(0);
@@ -201,7 +212,7 @@ pub fn GroupSlider(
                     true => view! {
                         "KV groups "<b>"G = "{ui.groups.get()}</b>
                         " · "{label(ui.groups.get())}
-                        " · "{heads() / ui.groups.get().max(1)}" query heads per KV head"
+                        " · "{per_kv(ui.groups.get())}
                     }.into_any(),
                     false => view! { "KV groups G (available once a model is loaded)" }.into_any(),
                 }}
@@ -232,6 +243,35 @@ pub fn GroupSlider(
                     </button>
                 }).collect_view()}
             </div>
+        </div>
+    }
+}
+
+/// How a G below the model's own is made: the calibrated merge (the default) or the GQA
+/// paper's mean-pooling. A select, mirrored in the URL as `regroup=`.
+#[component]
+pub fn MethodSwitch(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let on_change = move |e: ev::Event| {
+        if let Some(m) = Method::parse(&event_target_value(&e)) {
+            actions::set_method(ui, m);
+        }
+    };
+    let native = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_kv_heads));
+    view! {
+        <div class="method">
+            <label for="regroup" class="field-label">"Below G = "{native}": "</label>
+            <select
+                id="regroup"
+                data-testid="regroup-method"
+                prop:value=move || ui.method.get().name()
+                on:change=on_change
+            >
+                <option value="calibrated">"calibrated merge (fitted, no training)"</option>
+                <option value="mean">"mean-pool (GQA paper, before uptraining)"</option>
+            </select>
         </div>
     }
 }

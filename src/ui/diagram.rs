@@ -32,8 +32,9 @@ pub fn GroupingDiagram(
     ui: Ui,
 ) -> impl IntoView {
     let grouping = move || {
-        let heads = ui.info.with(|i| i.as_ref().map(|i| i.cfg.n_heads))?;
-        Grouping::new(heads, ui.groups.get()).ok()
+        let g = ui.groups.get();
+        ui.info
+            .with(|i| i.as_ref().and_then(|i| Grouping::of(&i.cfg, g).ok()))
     };
     let body = move || {
         let Some(gr) = grouping() else {
@@ -77,18 +78,7 @@ pub fn GroupingDiagram(
         }
         .into_any()
     };
-    let caption = move || {
-        grouping().map(|gr| {
-            format!(
-                "{} query heads share {} KV head{} ({}): query head h reads KV head ⌊h / {}⌋.",
-                gr.n_heads(),
-                gr.groups(),
-                if gr.groups() == 1 { "" } else { "s" },
-                gr.label(),
-                gr.n_rep()
-            )
-        })
-    };
+    let caption = move || grouping().map(|gr| caption(&gr));
     view! {
         <figure class="diagram">
             <svg
@@ -103,4 +93,26 @@ pub fn GroupingDiagram(
             <figcaption>{caption}</figcaption>
         </figure>
     }
+}
+
+/// What the diagram shows, in words: with equal groups query head h reads KV head
+/// ⌊h / n_rep⌋; with unequal ones (G not dividing H, or merging/splitting native groups
+/// unevenly) which runs of query heads share each KV head.
+fn caption(gr: &Grouping) -> String {
+    let (h, g) = (gr.n_heads(), gr.groups());
+    let plural = if g == 1 { "" } else { "s" };
+    let head = format!("{h} query heads share {g} KV head{plural} ({})", gr.label());
+    if gr.is_even() {
+        return format!("{head}: query head h reads KV head ⌊h / {}⌋.", gr.max_rep());
+    }
+    let runs: Vec<String> = (0..g)
+        .map(|k| {
+            let m = gr.members(k);
+            match m.len() {
+                1 => format!("Q{} → KV{k}", m.start),
+                _ => format!("Q{}–Q{} → KV{k}", m.start, m.end - 1),
+            }
+        })
+        .collect();
+    format!("{head}, in groups of unequal size: {}.", runs.join(", "))
 }

@@ -5,6 +5,7 @@
 //! take about [`CHUNK_MS`] each, so that Stop and a new G are honoured within it too.
 
 use super::js::{now_ms, yield_now};
+use super::regrouping;
 use super::session::Session;
 use super::state::{Measured, Status, Ui};
 use crate::engine::{EngineError, GenerateParams, Generator};
@@ -89,12 +90,11 @@ async fn drive(
             s.engine.drop_ahead();
             return Ok(Outcome::Stopped);
         }
-        if let Some(g) = ui.pending_groups.get_untracked() {
-            ui.pending_groups.set(None);
-            if g != s.engine.grouping().groups() {
-                s.engine.regroup(g)?;
-                gen.restart();
-            }
+        let (g, method) = (ui.groups.get_untracked(), ui.method.get_untracked());
+        if !regrouping::is_current(s, g, method) {
+            regrouping::apply(ui, s, g, method).await?;
+            ui.status.set(Status::Generating);
+            gen.restart();
         }
         if feed_chunk(ui, s, gen, &mut clock).await? {
             yield_now().await;

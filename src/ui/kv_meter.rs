@@ -97,7 +97,7 @@ fn KvChart(
             .enumerate()
             .map(|(i, &g)| {
                 let end = kv_cache_bytes(cfg, g, cap, BYTES_PER_ELEMENT);
-                let label = Grouping::new(cfg.n_heads, g).map(|gr| gr.label()).unwrap_or_default();
+                let label = Grouping::of(cfg, g).map(|gr| gr.label()).unwrap_or_default();
                 view! {
                     <g class="series" class:current=g == cur_g>
                         <line x1=x(0) y1=y(0) x2=x(cap) y2=y(end) stroke=group_colour(i, valid.len()) />
@@ -129,9 +129,7 @@ fn KvChart(
                 c.valid_groups()
                     .into_iter()
                     .map(|g| {
-                        let label = Grouping::new(c.n_heads, g)
-                            .map(|gr| gr.label())
-                            .unwrap_or_default();
+                        let label = Grouping::of(c, g).map(|gr| gr.label()).unwrap_or_default();
                         format!(
                             "{label} {}",
                             format::bytes(kv_cache_bytes(

@@ -15,6 +15,8 @@ mod kv_meter;
 mod loader;
 mod model_panel;
 mod output;
+mod quality;
+mod regrouping;
 mod session;
 mod state;
 mod tradeoffs;

@@ -5,9 +5,11 @@ use super::loader::DEFAULT_MODEL_SHA256;
 use crate::engine::EngineError;
 use crate::gguf::Gguf;
 use crate::gpu::{Gpu, GpuEngine};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, Regrouping};
 use crate::tokenizer::Tokenizer;
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// KV-cache positions the page asks for on a software GPU (SwiftShader, lavapipe; bounded by
 /// the model's context): modest, so that every G fits and a long text does not crawl.
@@ -17,10 +19,15 @@ pub const CAPACITY_SOFTWARE: usize = 512;
 /// its native G = 3, 189 MB).
 pub const CAPACITY_HARDWARE: usize = 4096;
 
-/// The engine and tokenizer of the loaded model.
+/// The engine and tokenizer of the loaded model, its bytes (calibration reads the output
+/// projections from them) and the calibrated regroupings fitted or loaded so far.
 pub struct Session {
     pub engine: GpuEngine,
     pub tok: Rc<Tokenizer>,
+    pub bytes: Rc<Vec<u8>>,
+    pub sha256: String,
+    /// Calibrated maps by (G, calibration tokens).
+    pub maps: HashMap<(usize, usize), Arc<Regrouping>>,
 }
 
 /// What the page shows about the loaded model (plain data, for signals).
@@ -42,12 +49,12 @@ pub struct ModelInfo {
 /// Parses `bytes`, builds the tokenizer and uploads the weights to a new GPU device; `ahead`
 /// overrides the adapter's default for decoding one step ahead.
 pub async fn open(
-    bytes: &[u8],
+    bytes: Vec<u8>,
     fallback_name: &str,
     sha256: &str,
     ahead: Option<bool>,
 ) -> Result<(Session, ModelInfo), String> {
-    let g = Gguf::parse(bytes)
+    let g = Gguf::parse(&bytes)
         .map_err(|e| format!("this is not a GGUF model file we can read: {e}"))?;
     let cfg = ModelConfig::from_gguf(&g).map_err(|e| e.to_string())?;
     let tok = Tokenizer::from_gguf(&g).map_err(|e| format!("tokenizer: {e}"))?;
@@ -80,11 +87,13 @@ pub async fn open(
         decode_ahead: engine.decode_ahead(),
         cfg,
     };
-    Ok((
-        Session {
-            engine,
-            tok: Rc::new(tok),
-        },
-        info,
-    ))
+    drop(g);
+    let session = Session {
+        engine,
+        tok: Rc::new(tok),
+        bytes: Rc::new(bytes),
+        sha256: sha256.to_string(),
+        maps: HashMap::new(),
+    };
+    Ok((session, info))
 }

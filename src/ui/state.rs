@@ -6,6 +6,7 @@ use super::format;
 use super::loader::Progress;
 use super::session::{ModelInfo, Session};
 use super::url_state::Settings;
+use crate::model::Method;
 use crate::tokenizer::Tokenizer;
 use leptos::prelude::*;
 use std::cell::RefCell;
@@ -25,6 +26,17 @@ pub enum Status {
         fed: usize,
         total: usize,
     },
+    /// Fitting the calibrated merge to G: layers fitted of all.
+    Calibrating {
+        groups: usize,
+        layer: usize,
+        layers: usize,
+    },
+    /// Scoring the built-in passage for "What each G buys": runs done of all.
+    Measuring {
+        done: usize,
+        of: usize,
+    },
     Generating,
     Done(String),
     Error(String),
@@ -39,6 +51,12 @@ impl Status {
             Status::Prefilling { fed, total } => {
                 format!("prefilling {fed} / {}", format::count(*total, "token"))
             }
+            Status::Calibrating {
+                groups,
+                layer,
+                layers,
+            } => format!("calibrating G = {groups}: {layer} / {layers} layers"),
+            Status::Measuring { done, of } => format!("measuring quality: {done} / {of}"),
             Status::Generating => "generating".into(),
             Status::Done(how) if how.is_empty() => "done".into(),
             Status::Done(how) => format!("done ({how})"),
@@ -57,6 +75,8 @@ pub enum Activity {
     Loading,
     /// A generation holds the engine.
     Generating,
+    /// A regroup (maybe a calibration) or a quality measurement holds the engine.
+    Working,
 }
 
 /// Where the loaded model came from, to load it again after a lost device.
@@ -101,7 +121,7 @@ pub struct Ui {
     pub settings: RwSignal<Settings>,
     /// What holds the engine now.
     pub activity: RwSignal<Activity>,
-    /// The grouping shown and used (a divisor of the query heads once a model is loaded).
+    /// The grouping shown and used (1 ..= the query heads once a model is loaded).
     pub groups: RwSignal<usize>,
     pub status: RwSignal<Status>,
     pub progress: RwSignal<Option<Progress>>,
@@ -120,8 +140,13 @@ pub struct Ui {
     pub positions: RwSignal<Option<usize>>,
     pub prompt_tokens: RwSignal<usize>,
     pub stop: RwSignal<bool>,
-    /// A G chosen while generating, applied by the generation loop before its next token.
-    pub pending_groups: RwSignal<Option<usize>>,
+    /// How a G below the model's own is made; a change is applied as a change of G is.
+    pub method: RwSignal<Method>,
+    /// Perplexity of the built-in passage measured here, by (G, method); G ≥ G0 is measured
+    /// once, at the native G, with [`Method::Mean`] (every such G gives the same model).
+    pub quality: RwSignal<BTreeMap<(usize, Method), f64>>,
+    /// Seconds each calibrated G took to fit on this page (absent: loaded from the cache).
+    pub calibration_s: RwSignal<BTreeMap<usize, f64>>,
     pub session: StoredValue<Slot<Session>, LocalStorage>,
     /// A model asked for while the engine was busy, loaded as soon as it is free.
     pub queued_load: StoredValue<Option<LoadRequest>, LocalStorage>,
@@ -131,6 +156,7 @@ pub struct Ui {
 
 impl Ui {
     pub fn new(settings: Settings) -> Self {
+        let settings_method = settings.regroup;
         Ui {
             groups: RwSignal::new(settings.groups.unwrap_or(0)),
             settings: RwSignal::new(settings),
@@ -148,7 +174,9 @@ impl Ui {
             positions: RwSignal::new(None),
             prompt_tokens: RwSignal::new(0),
             stop: RwSignal::new(false),
-            pending_groups: RwSignal::new(None),
+            method: RwSignal::new(settings_method),
+            quality: RwSignal::new(BTreeMap::new()),
+            calibration_s: RwSignal::new(BTreeMap::new()),
             session: StoredValue::new_local(Rc::new(RefCell::new(None))),
             queued_load: StoredValue::new_local(None),
             tokenizer: StoredValue::new_local(None),

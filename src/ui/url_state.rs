@@ -1,7 +1,10 @@
-//! The settings a person can share as a link: `?prompt=…&chat=0|1&groups=G&temperature=…
+//! The settings a person can share as a link: `?prompt=…&chat=0|1&groups=G&regroup=calibrated|mean
+//! &calib_tokens=N&quality_tokens=N&temperature=…
 //! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1`. Read once at start
 //! and written back (with `history.replaceState`) whenever they change.
 
+use crate::calibration::MIN_TOKENS;
+use crate::model::Method;
 use crate::sampling::SamplingParams;
 use web_sys::UrlSearchParams;
 
@@ -13,6 +16,13 @@ pub struct Settings {
     pub chat: bool,
     /// KV groups asked for; `None` means the model's own.
     pub groups: Option<usize>,
+    /// How a G below the model's own is made (`regroup=calibrated|mean`).
+    pub regroup: Method,
+    /// Calibration tokens (`calib_tokens=N`, at least 64); `None`: the page's default for the
+    /// adapter.
+    pub calib_tokens: Option<usize>,
+    /// Tokens of the built-in passage "What each G buys" scores (`quality_tokens=N`).
+    pub quality_tokens: usize,
     pub temperature: f32,
     pub top_k: usize,
     pub top_p: f32,
@@ -35,6 +45,9 @@ impl Default for Settings {
             prompt: "Explain in two sentences why the sky is blue.".into(),
             chat: true,
             groups: None,
+            regroup: Method::Calibrated,
+            calib_tokens: None,
+            quality_tokens: 128,
             temperature: 0.0,
             top_k: 40,
             top_p: 0.95,
@@ -106,6 +119,31 @@ impl Settings {
         num(get("top_p"), &mut s.top_p, "top_p", &mut bad);
         num(get("seed"), &mut s.seed, "seed", &mut bad);
         num(get("max_tokens"), &mut s.max_tokens, "max_tokens", &mut bad);
+        if let Some(v) = get("regroup") {
+            match Method::parse(v.trim()) {
+                Some(m) => s.regroup = m,
+                None => bad.push(format!("regroup={v:?} is not calibrated or mean")),
+            }
+        }
+        let mut calib = 0usize;
+        num(get("calib_tokens"), &mut calib, "calib_tokens", &mut bad);
+        match calib {
+            0 => {}
+            n if n < MIN_TOKENS => bad.push(format!(
+                "calib_tokens={n} is below the {MIN_TOKENS} calibration needs"
+            )),
+            n => s.calib_tokens = Some(n),
+        }
+        num(
+            get("quality_tokens"),
+            &mut s.quality_tokens,
+            "quality_tokens",
+            &mut bad,
+        );
+        if s.quality_tokens < 2 {
+            bad.push("quality_tokens must be at least 2".into());
+            s.quality_tokens = Settings::default().quality_tokens;
+        }
         (s, bad)
     }
 
@@ -118,6 +156,13 @@ impl Settings {
         q.append("chat", if self.chat { "1" } else { "0" });
         if let Some(g) = self.groups {
             q.append("groups", &g.to_string());
+        }
+        q.append("regroup", self.regroup.name());
+        if let Some(n) = self.calib_tokens {
+            q.append("calib_tokens", &n.to_string());
+        }
+        if self.quality_tokens != Settings::default().quality_tokens {
+            q.append("quality_tokens", &self.quality_tokens.to_string());
         }
         q.append("temperature", &self.temperature.to_string());
         q.append("top_k", &self.top_k.to_string());

@@ -34,9 +34,9 @@ const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams(params)}`;
 const modelHits = () => srv.hits.get(MODEL_PATH) ?? 0;
 
 /** `gqa-lab generate --backend cpu --json`: the native oracle's run (`ids`, `text`, …). */
-function cliRun({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {} }) {
+function cliRun({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {}, regroup = 'calibrated' }) {
   const args = ['--model', path.join(ROOT, 'static', MODEL_PATH), 'generate', '--backend', 'cpu', '--json',
-    '--prompt', prompt, '--groups', String(groups), '--max-tokens', String(maxTokens)];
+    '--prompt', prompt, '--groups', String(groups), '--max-tokens', String(maxTokens), '--regroup', regroup];
   for (const [k, v] of Object.entries(sampling)) args.push(`--${k.replace('_', '-')}`, String(v));
   if (chat) args.push('--chat');
   if (ignoreEos) args.push('--ignore-eos');
@@ -85,7 +85,9 @@ test('the default model downloads with progress, then loads from Cache Storage',
 // submitted before the token is read back, and dropped at EOS.
 const CASES = [
   { groups: 3, prompt: 'Write a haiku about the ocean.', chat: true, maxTokens: 16, ignoreEos: false, ahead: 1 },
-  { groups: 1, prompt: 'The capital of France is', chat: false, maxTokens: 16, ignoreEos: true },
+  // The GQA paper's mean-pooling, as the fixtures define G = 1 (the calibrated merge has its
+  // own test below).
+  { groups: 1, prompt: 'The capital of France is', chat: false, maxTokens: 16, ignoreEos: true, regroup: 'mean' },
   { groups: 9, prompt: 'The capital of France is', chat: false, maxTokens: 16, ignoreEos: true },
   // Sampling: the GPU's logits come back and the shared sampler draws with the same seed.
   { groups: 3, prompt: 'Once upon a time', chat: false, maxTokens: 6, ignoreEos: true, ahead: 1,
@@ -100,7 +102,7 @@ for (const c of CASES) {
     const page = await openPage(browser.context, appUrl({
       prompt: c.prompt, chat: c.chat ? 1 : 0, groups: c.groups, temperature: 0, ...c.sampling,
       max_tokens: c.maxTokens, ...(c.ignoreEos ? { ignore_eos: 1 } : {}), autorun: 1,
-      ...(c.ahead ? { ahead: 1 } : {}),
+      ...(c.ahead ? { ahead: 1 } : {}), ...(c.regroup ? { regroup: c.regroup } : {}),
     }), errors);
     await waitStatus(page, /^done/);
     assert.deepEqual(await ids(page), expected);
@@ -122,13 +124,14 @@ for (const c of CASES) {
 }
 
 test('the G slider regroups: diagram, KV bytes and URL follow (keyboard)', async () => {
-  const page = await openPage(browser.context, appUrl({ prompt: 'The capital of France is', chat: 0 }), errors);
+  // Mean-pooling: no calibration to wait for at G = 1 and 2 (the calibrated merge has its own test).
+  const page = await openPage(browser.context, appUrl({ prompt: 'The capital of France is', chat: 0, regroup: 'mean' }), errors);
   await waitStatus(page, /^ready$/);
   const slider = byId(page, 'groups-slider');
   assert.equal(await slider.inputValue(), '3');
   const tokens = Number(await text(page, 'kv-tokens'));
   assert.equal(tokens, 5, 'the prompt has 5 tokens');
-  for (const [key, g] of [['ArrowRight', 9], ['ArrowLeft', 3], ['ArrowLeft', 1], ['ArrowRight', 3], ['End', 9]]) {
+  for (const [key, g] of [['ArrowRight', 4], ['ArrowLeft', 3], ['ArrowLeft', 2], ['Home', 1], ['ArrowRight', 2], ['End', 9]]) {
     await slider.focus();
     await page.keyboard.press(key);
     await page.waitForFunction((g) => document.querySelector('[data-testid="grouping-diagram"]')?.getAttribute('data-groups') === String(g), g);
@@ -137,6 +140,7 @@ test('the G slider regroups: diagram, KV bytes and URL follow (keyboard)', async
     assert.equal(await page.locator('[data-testid="grouping-diagram"] .edge').count(), 9);
     assert.equal(Number(await text(page, 'kv-cache-bytes')), kvBytes(g, tokens));
     assert.match(page.url(), new RegExp(`groups=${g}(&|$)`));
+    await waitStatus(page, /^ready$/);
   }
   // Query head h reads KV head h / (9 / G): at G = 9 each its own.
   const edges = await page.locator('[data-testid="grouping-diagram"] .edge').evaluateAll(
@@ -157,20 +161,21 @@ test('moving the slider during generation re-prefills and continues the text', a
   const before = await text(page, 'output-text');
   const slider = byId(page, 'groups-slider');
   await slider.focus();
-  await page.keyboard.press('ArrowRight'); // 3 → 9 mid-generation
-  assert.equal(await slider.inputValue(), '9');
-  assert.equal(await page.locator('[data-testid="grouping-diagram"] .kv-head').count(), 9);
+  await page.keyboard.press('ArrowRight'); // 3 → 4 mid-generation
+  assert.equal(await slider.inputValue(), '4');
+  assert.equal(await page.locator('[data-testid="grouping-diagram"] .kv-head').count(), 4);
   await waitStatus(page, /^done/);
   const after = await text(page, 'output-text');
   assert.ok(after.startsWith(before), `text was lost: ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
-  // G = 9 copies the native heads, so the sequence is the same as G = 3 throughout.
+  // G = 4 splits a native group (its KV heads are copies of native ones), so the sequence is
+  // the same as G = 3 throughout.
   assert.deepEqual(await ids(page), expected);
   const tokens = Number(await text(page, 'kv-tokens'));
   assert.equal(tokens, 5 + maxTokens - 1);
-  assert.equal(Number(await text(page, 'kv-cache-bytes')), kvBytes(9, tokens));
-  // Tokens decoded before the switch count for G = 3, those after it for G = 9.
+  assert.equal(Number(await text(page, 'kv-cache-bytes')), kvBytes(4, tokens));
+  // Tokens decoded before the switch count for G = 3, those after it for G = 4.
   assert.match(await text(page, 'speed-g3'), /tok\/s$/);
-  assert.match(await text(page, 'speed-g9'), /tok\/s$/);
+  assert.match(await text(page, 'speed-g4'), /tok\/s$/);
   assert.equal(await text(page, 'speed-g1'), '–');
   await page.close();
 });
@@ -360,6 +365,66 @@ test('Stop after a token that ends inside a character keeps its bytes, as the CL
   assert.match(await waitStatus(page, /^done/), /stopped/);
   assert.deepEqual(await ids(page), cli.ids);
   assert.equal(await text(page, 'output-text'), cli.text);
+  await page.close();
+});
+
+/** The KV head each query head reads, from the diagram. */
+const diagramHeads = (page) => page.locator('[data-testid="grouping-diagram"] .edge').evaluateAll(
+  (ls) => ls.map((l) => Number(l.dataset.kv)));
+
+test('the slider stops at every G; groups of unequal size are drawn and explained', async () => {
+  const page = await openPage(browser.context, appUrl({ prompt: 'Hello', chat: 0, regroup: 'mean' }), errors);
+  await waitStatus(page, /^ready$/);
+  assert.equal(await page.locator('.ticks .tick').count(), 9, 'a stop for each G from 1 to 9');
+  for (const [g, heads] of [[2, [0, 0, 0, 0, 0, 0, 1, 1, 1]], [4, [0, 0, 1, 2, 2, 2, 3, 3, 3]], [7, [0, 1, 2, 3, 3, 4, 5, 5, 6]]]) {
+    await page.locator('.ticks .tick').nth(g - 1).click();
+    await page.waitForFunction((g) => document.querySelector('[data-testid="grouping-diagram"]')?.getAttribute('data-groups') === String(g), g);
+    await waitStatus(page, /^ready$/);
+    assert.deepEqual(await diagramHeads(page), heads, `G=${g}`);
+    assert.match(await page.locator('.diagram figcaption').textContent(), /unequal size: Q0/);
+  }
+  await screenshot(page, 'uneven-groups.png');
+  await page.close();
+});
+
+test('the calibrated merge is fitted on the GPU at G = 2 and 1, generates, and the table measures both methods', async () => {
+  const prompt = 'The capital of France is';
+  const page = await openPage(browser.context, appUrl({
+    prompt, chat: 0, groups: 2, regroup: 'calibrated', calib_tokens: 64, quality_tokens: 24,
+    temperature: 0, max_tokens: 6, ignore_eos: 1, autorun: 1,
+  }), errors);
+  await waitStatus(page, /^done/, 900_000);
+  assert.equal((await ids(page)).length, 6);
+  assert.match(await page.locator('.measure').textContent(), /Calibration here took G = 2 \d+ s/);
+  assert.equal(await byId(page, 'regroup-method').inputValue(), 'calibrated');
+  // G = 1: fitted when chosen (the status line says so), then it generates.
+  await page.locator('.ticks .tick').nth(0).click();
+  await waitStatus(page, /^calibrating G = 1: \d+ \/ 30 layers$/, 120_000);
+  await waitStatus(page, /^ready$/, 900_000);
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^done/, 300_000);
+  const mqa = await ids(page);
+  assert.equal(mqa.length, 6);
+  assert.ok(mqa.some((id) => id !== 29), `calibrated MQA writes more than "-": ${mqa}`);
+  // Both methods scored on the built-in passage: the calibrated merge beats mean-pooling below
+  // the native G; at and above it every G is the native model (scored once).
+  await byId(page, 'measure-quality').click();
+  await waitStatus(page, /^done \(quality measured\)$/, 900_000);
+  const ppl = async (g, m) => Number(await byId(page, `quality-g${g}-${m}`).getAttribute('data-ppl'));
+  for (const g of [1, 2]) {
+    const [mean, cal] = [await ppl(g, 'mean'), await ppl(g, 'calibrated')];
+    assert.ok(cal > 1 && cal < mean, `G=${g}: calibrated ${cal} vs mean-pooled ${mean}`);
+  }
+  assert.ok((await ppl(3, 'mean')) > 1);
+  assert.equal(await ppl(9, 'calibrated'), await ppl(3, 'mean'));
+  assert.match(await text(page, 'quality-g9-mean'), /\(exact\)$/);
+  assert.equal(await page.locator('td.current-method[data-testid="quality-g1-calibrated"]').count(), 1);
+  await screenshot(page, 'calibrated.png');
+  // The method switch: mean-pooling at G = 1, in the URL and the table.
+  await byId(page, 'regroup-method').selectOption('mean');
+  await waitStatus(page, /^(ready|done.*)$/);
+  assert.match(page.url(), /regroup=mean(&|$)/);
+  assert.equal(await page.locator('td.current-method[data-testid="quality-g1-mean"]').count(), 1);
   await page.close();
 });
 

@@ -1,0 +1,72 @@
+//! "What each G buys", measured here: the perplexity of the built-in passage
+//! (`calibration::EVALUATION`) at the native G — every G above it gives the same model — and,
+//! for each G below it, with mean-pooling and with the calibrated merge (fitted first if this
+//! page has not yet). The engine then goes back to the person's G and method.
+
+use super::regrouping;
+use super::session::Session;
+use super::state::{Status, Ui};
+use crate::calibration::EVALUATION;
+use crate::engine::{log_softmax_at, EngineError};
+use crate::model::{Method, ModelError};
+use leptos::prelude::*;
+
+/// The (G, method) pairs to score for a model of `g0` KV heads: the native G once, then each
+/// G below it with both methods.
+pub fn runs(g0: usize) -> Vec<(usize, Method)> {
+    let below = (1..g0).flat_map(|g| [(g, Method::Mean), (g, Method::Calibrated)]);
+    std::iter::once((g0, Method::Mean)).chain(below).collect()
+}
+
+/// Scores every run of [`runs`] on the first `tokens` of the passage into `ui.quality`.
+pub async fn measure(ui: Ui, s: &mut Session, tokens: usize) -> Result<(), EngineError> {
+    let ids = s.tok.encode(EVALUATION, false).map_err(|e| {
+        EngineError::Model(ModelError::BadConfig(format!(
+            "tokenizing the passage: {e}"
+        )))
+    })?;
+    let ids = &ids[..tokens.clamp(2, ids.len().max(2)).min(ids.len())];
+    let back = (ui.groups.get_untracked(), ui.method.get_untracked());
+    let all = runs(s.engine.config().n_kv_heads);
+    let result = score_all(ui, s, ids, &all).await;
+    let restored = regrouping::apply(ui, s, back.0, back.1).await;
+    result.and(restored)
+}
+
+async fn score_all(
+    ui: Ui,
+    s: &mut Session,
+    ids: &[u32],
+    all: &[(usize, Method)],
+) -> Result<(), EngineError> {
+    for (i, &(g, method)) in all.iter().enumerate() {
+        ui.status.set(Status::Measuring {
+            done: i,
+            of: all.len(),
+        });
+        regrouping::apply(ui, s, g, method).await?;
+        ui.status.set(Status::Measuring {
+            done: i,
+            of: all.len(),
+        });
+        let ppl = perplexity(s, ids).await?;
+        ui.quality.update(|q| {
+            q.insert((g, method), ppl);
+        });
+    }
+    Ok(())
+}
+
+/// Perplexity of `ids` (every token after the first, given its prefix) from an empty cache.
+async fn perplexity(s: &mut Session, ids: &[u32]) -> Result<f64, EngineError> {
+    s.engine.reset();
+    let logits = s.engine.forward(&ids[..ids.len() - 1], true).await?; // [t-1][vocab]
+    let vocab = s.engine.config().vocab_size;
+    let nll: f64 = logits
+        .chunks_exact(vocab)
+        .zip(&ids[1..])
+        .map(|(row, &next)| -log_softmax_at(row, next as usize))
+        .sum();
+    s.engine.reset();
+    Ok((nll / (ids.len() - 1) as f64).exp())
+}

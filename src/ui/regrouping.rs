@@ -1,0 +1,160 @@
+//! Regrouping on the page: the GQA paper's mean-pooling, or the calibrated merge, whose maps
+//! come from this session, from Cache Storage (per model sha256, calibration setting and G),
+//! or are fitted here on the GPU — calibration walks the engine through the layers over the
+//! built-in text (`crate::calibration`), with its progress in the status line — and kept for
+//! the next visit.
+
+use super::js::{describe, now_ms};
+use super::session::Session;
+use super::state::{Status, Ui};
+use crate::calibration::{self, Progress};
+use crate::engine::EngineError;
+use crate::gguf::Gguf;
+use crate::model::{Grouping, Method, ModelError, Regrouping};
+use leptos::prelude::*;
+use std::sync::Arc;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Cache, Response};
+
+const MAPS_CACHE: &str = "gqa-lab-maps-v1";
+
+/// Calibration tokens on a software adapter (SwiftShader), where the fit runs on the CPU's
+/// cores under emulation: enough for a merge that works, far from the hardware default.
+pub const SOFTWARE_TOKENS: usize = 512;
+
+/// Tokens the page fits a calibrated merge on: `?calib_tokens`, else the CLI's default on a
+/// hardware GPU (the same maps) and [`SOFTWARE_TOKENS`] on a software one.
+pub fn calibration_tokens(ui: Ui, s: &Session) -> usize {
+    let asked = ui.settings.with_untracked(|st| st.calib_tokens);
+    let default = match s.engine.gpu().is_software() {
+        true => SOFTWARE_TOKENS,
+        false => calibration::DEFAULT_TOKENS,
+    };
+    asked.unwrap_or(default)
+}
+
+/// The regrouping to G with `method` (mean-pooling for G ≥ G0, where every method is the
+/// exact split of native groups).
+pub async fn regrouping_for(
+    ui: Ui,
+    s: &mut Session,
+    groups: usize,
+    method: Method,
+) -> Result<Arc<Regrouping>, EngineError> {
+    let cfg = s.engine.config().clone();
+    let grouping = Grouping::of(&cfg, groups)?;
+    if method == Method::Mean || !grouping.merges() {
+        return Ok(Arc::new(Regrouping::mean(&cfg, grouping)));
+    }
+    let tokens = calibration_tokens(ui, s);
+    if let Some(r) = s.maps.get(&(groups, tokens)) {
+        return Ok(r.clone());
+    }
+    let key = format!("/maps/{}/{tokens}/G{groups}.bin", s.sha256);
+    let cached = match read_cached(&key).await {
+        Some(bytes) => calibration::from_bytes(&bytes, &cfg).ok(),
+        None => None,
+    };
+    let r = match cached {
+        Some(r) => Arc::new(r),
+        None => {
+            let r = Arc::new(calibrate(ui, s, grouping, tokens).await?);
+            store(&key, calibration::to_bytes(&r)).await;
+            r
+        }
+    };
+    s.maps.insert((groups, tokens), r.clone());
+    Ok(r)
+}
+
+/// Regroups the session's engine to G with `method`; its cache restarts empty. The status
+/// line says when a merge is being calibrated.
+pub async fn apply(
+    ui: Ui,
+    s: &mut Session,
+    groups: usize,
+    method: Method,
+) -> Result<(), EngineError> {
+    let r = regrouping_for(ui, s, groups, method).await?;
+    s.engine.regroup_with(r)
+}
+
+/// Whether the engine already runs G with `method` (for G ≥ G0 every method is the same).
+pub fn is_current(s: &Session, groups: usize, method: Method) -> bool {
+    let r = s.engine.regrouping();
+    r.groups() == groups && (!r.grouping.merges() || r.method == method)
+}
+
+/// Fits the calibrated merge to `grouping` on the GPU, over the first `tokens` of the
+/// built-in text.
+async fn calibrate(
+    ui: Ui,
+    s: &mut Session,
+    grouping: Grouping,
+    tokens: usize,
+) -> Result<Regrouping, EngineError> {
+    let bytes = s.bytes.clone();
+    let g = Gguf::parse(&bytes).map_err(ModelError::from)?;
+    let ids = s.tok.encode(calibration::TEXT, false).map_err(|e| {
+        EngineError::Model(ModelError::BadConfig(format!(
+            "tokenizing the calibration text: {e}"
+        )))
+    })?;
+    let ids = &ids[..tokens.min(ids.len())];
+    let groups = grouping.groups();
+    let mut on_layer = |p: Progress| {
+        ui.status.set(Status::Calibrating {
+            groups,
+            layer: p.layer + 1,
+            layers: p.layers,
+        })
+    };
+    ui.status.set(Status::Calibrating {
+        groups,
+        layer: 0,
+        layers: s.engine.config().n_layers,
+    });
+    let t0 = now_ms();
+    let r = calibration::calibrate(&mut s.engine, &g, grouping, ids, &mut on_layer).await;
+    let seconds = (now_ms() - t0) / 1e3;
+    ui.calibration_s.update(|m| {
+        m.insert(groups, seconds);
+    });
+    r
+}
+
+async fn open_cache() -> Option<Cache> {
+    // Cache Storage exists only in secure contexts (https, localhost, 127.0.0.1).
+    let caches = web_sys::window()?.caches().ok()?;
+    JsFuture::from(caches.open(MAPS_CACHE))
+        .await
+        .ok()?
+        .dyn_into()
+        .ok()
+}
+
+async fn read_cached(key: &str) -> Option<Vec<u8>> {
+    let cache = open_cache().await?;
+    let hit: Response = JsFuture::from(cache.match_with_str(key))
+        .await
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let buf = JsFuture::from(hit.array_buffer().ok()?).await.ok()?;
+    Some(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+/// Keeps fitted maps for the next visit; a full quota only costs that visit a new fit.
+async fn store(key: &str, mut bytes: Vec<u8>) {
+    let Some(cache) = open_cache().await else {
+        return;
+    };
+    let Ok(resp) = Response::new_with_opt_u8_array(Some(&mut bytes)) else {
+        return;
+    };
+    if let Err(e) = JsFuture::from(cache.put_with_str(key, &resp)).await {
+        let why = format!("could not keep the calibrated maps: {}", describe(&e));
+        web_sys::console::warn_1(&why.into());
+    }
+}
