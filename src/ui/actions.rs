@@ -81,6 +81,7 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
     };
     ui.groups.set(g);
     ui.quality.set(Default::default());
+    quality::restore(ui, &s);
     ui.calibration_s.set(Default::default());
     let method = ui.method.get_untracked();
     if !regrouping::is_current(&s, g, method) {

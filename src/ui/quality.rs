@@ -1,7 +1,9 @@
 //! "What each G buys", measured here: the perplexity of the built-in passage
 //! (`calibration::EVALUATION`) at the native G — every G above it gives the same model — and,
 //! for each G below it, with mean-pooling and with the calibrated merge (fitted first if this
-//! page has not yet). The engine then goes back to the person's G and method.
+//! page has not yet). The engine then goes back to the person's G and method. The figures are
+//! kept in the browser's local storage per model and setting, and shown again on the next
+//! visit.
 
 use super::regrouping;
 use super::session::Session;
@@ -10,6 +12,7 @@ use crate::calibration::EVALUATION;
 use crate::engine::{log_softmax_at, EngineError};
 use crate::model::{Method, ModelError};
 use leptos::prelude::*;
+use std::collections::BTreeMap;
 
 /// The (G, method) pairs to score for a model of `g0` KV heads: the native G once, then each
 /// G below it with both methods.
@@ -30,7 +33,44 @@ pub async fn measure(ui: Ui, s: &mut Session, tokens: usize) -> Result<(), Engin
     let all = runs(s.engine.config().n_kv_heads);
     let result = score_all(ui, s, ids, &all).await;
     let restored = regrouping::apply(ui, s, back.0, back.1).await;
+    if result.is_ok() {
+        save(&storage_key(ui, s), &ui.quality.get_untracked());
+    }
     result.and(restored)
+}
+
+/// Where the figures for this model and setting are kept.
+fn storage_key(ui: Ui, s: &Session) -> String {
+    let tokens = ui.settings.with_untracked(|st| st.quality_tokens);
+    let calib = regrouping::calibration_tokens(ui, s);
+    format!("gqa-lab-quality/{}/{calib}/{tokens}", s.sha256)
+}
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+fn save(key: &str, q: &BTreeMap<(usize, Method), f64>) {
+    let rows: Vec<(usize, &str, f64)> = q.iter().map(|(&(g, m), &p)| (g, m.name(), p)).collect();
+    if let (Some(st), Ok(json)) = (local_storage(), serde_json::to_string(&rows)) {
+        let _ = st.set_item(key, &json);
+    }
+}
+
+/// The figures kept from an earlier visit, if any (anything unreadable is ignored).
+pub fn restore(ui: Ui, s: &Session) {
+    let Some(json) = local_storage().and_then(|st| st.get_item(&storage_key(ui, s)).ok()?) else {
+        return;
+    };
+    let Ok(rows) = serde_json::from_str::<Vec<(usize, String, f64)>>(&json) else {
+        return;
+    };
+    let q = rows
+        .into_iter()
+        .filter_map(|(g, m, p)| Some(((g, Method::parse(&m)?), p)))
+        .filter(|(_, p)| p.is_finite())
+        .collect();
+    ui.quality.set(q);
 }
 
 async fn score_all(

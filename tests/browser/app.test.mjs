@@ -425,7 +425,13 @@ test('the calibrated merge is fitted on the GPU at G = 2 and 1, generates, and t
   await waitStatus(page, /^(ready|done.*)$/);
   assert.match(page.url(), /regroup=mean(&|$)/);
   assert.equal(await page.locator('td.current-method[data-testid="quality-g1-mean"]').count(), 1);
+  const measured = await ppl(1, 'calibrated');
   await page.close();
+  // The next visit with the same settings shows the figures again without measuring.
+  const again = await openPage(browser.context, appUrl({ prompt, chat: 0, calib_tokens: 64, quality_tokens: 24 }), errors);
+  await waitStatus(again, /^ready$/);
+  assert.equal(Number(await byId(again, 'quality-g1-calibrated').getAttribute('data-ppl')), measured);
+  await again.close();
 });
 
 test('no page errors or panics', () => {
