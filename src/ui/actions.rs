@@ -264,52 +264,53 @@ pub fn set_method(ui: Ui, method: Method) {
 /// between two steps; a load, when it ends; otherwise a task holds the engine meanwhile (a
 /// calibration takes a while) and checks again when done, in case they changed.
 fn reconcile(ui: Ui) {
-    if ui.activity.get_untracked() != Activity::Idle {
-        return;
-    }
-    let slot = ui.session.get_value();
-    let Some(mut s) = slot.borrow_mut().take() else {
-        return;
-    };
-    ui.activity.set(Activity::Working);
-    spawn_local(async move {
-        let mut failed = None;
+    work(ui, move |mut s| async move {
         loop {
             let (g, method) = (ui.groups.get_untracked(), ui.method.get_untracked());
             if regrouping::is_current(&s, g, method) {
-                break;
+                return (s, Ok(None));
             }
             if let Err(e) = regrouping::apply(ui, &mut s, g, method).await {
-                failed = Some(e);
-                break;
+                return (s, Err(e));
             }
             ui.status.set(Status::Ready);
         }
-        slot.replace(Some(s));
-        if let Some(e) = failed {
-            finish(ui, Err(e));
-        }
-        become_idle(ui);
     });
 }
 
 /// Measures "What each G buys" on the built-in passage (fitting any calibrated merge not
 /// fitted yet), when the engine is free.
 pub fn measure_quality(ui: Ui) {
+    let tokens = ui.settings.with_untracked(|st| st.quality_tokens);
+    work(ui, move |mut s| async move {
+        let result = quality::measure(ui, &mut s, tokens).await;
+        (s, result.map(|()| Some("quality measured")))
+    });
+}
+
+/// Runs `task` on the session when the engine is free (nothing happens otherwise), holding
+/// it meanwhile ([`Activity::Working`]); the task's error, or the outcome it names, goes to
+/// the status line.
+fn work<F, Fut>(ui: Ui, task: F)
+where
+    F: FnOnce(session::Session) -> Fut + 'static,
+    Fut:
+        std::future::Future<Output = (session::Session, Result<Option<&'static str>, EngineError>)>,
+{
     if ui.activity.get_untracked() != Activity::Idle {
         return;
     }
     let slot = ui.session.get_value();
-    let Some(mut s) = slot.borrow_mut().take() else {
+    let Some(s) = slot.borrow_mut().take() else {
         return;
     };
     ui.activity.set(Activity::Working);
-    let tokens = ui.settings.with_untracked(|st| st.quality_tokens);
     spawn_local(async move {
-        let result = quality::measure(ui, &mut s, tokens).await;
+        let (s, result) = task(s).await;
         slot.replace(Some(s));
         match result {
-            Ok(()) => ui.status.set(Status::Done("quality measured".into())),
+            Ok(Some(done)) => ui.status.set(Status::Done(done.into())),
+            Ok(None) => {}
             Err(e) => finish(ui, Err(e)),
         }
         become_idle(ui);

@@ -117,9 +117,14 @@ pub async fn load_file(
 }
 
 async fn open_cache() -> Option<Cache> {
-    // Cache Storage exists only in secure contexts (https, localhost, 127.0.0.1).
+    open_named_cache(CACHE_NAME).await
+}
+
+/// The Cache Storage cache `name`; `None` where there is none (Cache Storage exists only in
+/// secure contexts: https, localhost, 127.0.0.1).
+pub async fn open_named_cache(name: &str) -> Option<Cache> {
     let caches = web_sys::window()?.caches().ok()?;
-    JsFuture::from(caches.open(CACHE_NAME))
+    JsFuture::from(caches.open(name))
         .await
         .ok()?
         .dyn_into()

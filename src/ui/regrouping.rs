@@ -125,13 +125,7 @@ async fn calibrate(
 }
 
 async fn open_cache() -> Option<Cache> {
-    // Cache Storage exists only in secure contexts (https, localhost, 127.0.0.1).
-    let caches = web_sys::window()?.caches().ok()?;
-    JsFuture::from(caches.open(MAPS_CACHE))
-        .await
-        .ok()?
-        .dyn_into()
-        .ok()
+    super::loader::open_named_cache(MAPS_CACHE).await
 }
 
 async fn read_cached(key: &str) -> Option<Vec<u8>> {
