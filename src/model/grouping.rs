@@ -111,7 +111,10 @@ impl Grouping {
     pub fn members(&self, g: usize) -> Range<usize> {
         let mut heads = (0..self.n_heads).filter(|&h| self.kv_head(h) == g);
         let start = heads.next().unwrap_or(self.n_heads);
-        let end = heads.last().map_or(start + 1, |h| h + 1).min(self.n_heads);
+        let end = heads
+            .next_back()
+            .map_or(start + 1, |h| h + 1)
+            .min(self.n_heads);
         start..end.max(start)
     }
 

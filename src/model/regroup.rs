@@ -196,7 +196,7 @@ impl LayerMaps {
     pub fn o_or_identity(&self, n_heads: usize, hd: usize) -> Vec<f32> {
         self.o.clone().unwrap_or_else(|| {
             (0..n_heads * hd * hd)
-                .map(|i| f32::from(i % (hd * hd) % (hd + 1) == 0))
+                .map(|i| f32::from((i % (hd * hd)).is_multiple_of(hd + 1)))
                 .collect()
         })
     }
