@@ -47,6 +47,9 @@ pub struct FitError {
     /// Output-weighted V error, relative: the stacked values' energy outside the kept
     /// directions.
     pub v: f64,
+    /// The O refit (`orefit.rs`), where one was made: the error of the layer's attention
+    /// contribution with the base O maps and with the refitted ones.
+    pub o: Option<super::OutputFit>,
 }
 
 impl LayerStats {
@@ -169,6 +172,7 @@ impl LayerStats {
             FitError {
                 k: err.k / weight,
                 v: err.v / weight,
+                o: None,
             },
         ))
     }
