@@ -106,7 +106,8 @@ pub fn calibrated(groups: usize) -> std::sync::Arc<gqa_lab::model::Regrouping> {
     }
     let g = Gguf::parse(model_bytes()).unwrap();
     let dir = root().join("target/test-maps");
-    let path = dir.join(format!("G{groups}-{CALIBRATION_TOKENS}.bin"));
+    let settings = calibration::FitSettings::default().label();
+    let path = dir.join(format!("G{groups}-{CALIBRATION_TOKENS}-{settings}.bin"));
     let cfg = gqa_lab::model::ModelConfig::from_gguf(&g).unwrap();
     let cached = std::fs::read(&path)
         .ok()
