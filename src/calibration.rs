@@ -8,6 +8,17 @@
 //! with them to give the next layer's input. (On SmolLM2-135M at G = 1 this gives a
 //! perplexity of ~95 where fitting every layer on the native model's activations gives ~116:
 //! the NumPy reference.)
+//!
+//! Between the fit and the run, the layer's O maps are refitted by least squares
+//! (`model/orefit.rs`, on by default: [`FitSettings`]). Its statistics need the layer's
+//! attention outputs, natively and through the fitted K, q and V maps; both are computed here
+//! on the CPU from the native projections the walk already gave ([`LayerWalk::native_qkv`]:
+//! RoPE, then causal attention within each sequence from position 0, with `cpu::ops`), so
+//! every engine that walks (the CPU oracle, the GPU engine) gets the refit without a method
+//! of its own. Cost on 2 cores: at 8192 tokens ~45% more than the base fit (123 s per G
+//! instead of 85 s), mostly the statistics (two attentions and three `[H·hd]²` products per
+//! sequence); at 2048 tokens about twice (35–41 s instead of ~20 s: with fewer tokens the
+//! system is worse conditioned and the conjugate gradients take more steps).
 
 use crate::cpu::ops;
 use crate::engine::EngineError;
@@ -141,7 +152,7 @@ pub struct FitSettings {
 }
 
 /// The O refit's ridge by default (ARCHITECTURE.md has the measurements behind it).
-pub const DEFAULT_O_RIDGE: f64 = 1e-1;
+pub const DEFAULT_O_RIDGE: f64 = 1.0;
 
 impl Default for FitSettings {
     fn default() -> Self {

@@ -34,8 +34,10 @@
 
 use nalgebra::{DMatrix, SymmetricEigen};
 
-/// The relative residual `‖r‖ / ‖rhs‖` at which the conjugate gradients stop.
-const TOLERANCE: f64 = 1e-6;
+/// The relative residual `‖r‖ / ‖rhs‖` at which the conjugate gradients stop. Measured on
+/// SmolLM2-135M (G = 1, 2048 tokens, ρ = 1): 1e-4 and 1e-6 give the same perplexity (46.83,
+/// 46.82), 1e-4 in about a third fewer iterations.
+const TOLERANCE: f64 = 1e-4;
 /// Most conjugate-gradient iterations (the iterate is returned where it is).
 const MAX_ITERATIONS: usize = 500;
 

@@ -82,8 +82,8 @@ impl Rng {
     }
 }
 
-/// Calibration tokens the tests fit on (the CLI's default is more; see benches/README.md for
-/// what the full calibration gives).
+/// Calibration tokens the tests fit on (the CLI's default is more; ARCHITECTURE.md's
+/// regrouping section has what each gives).
 pub const CALIBRATION_TOKENS: usize = 2048;
 
 /// The calibrated merge of the default model at `groups`, fitted on the f32 oracle over the
