@@ -8,12 +8,24 @@
 //! with them to give the next layer's input. (On SmolLM2-135M at G = 1 this gives a
 //! perplexity of ~95 where fitting every layer on the native model's activations gives ~116:
 //! the NumPy reference.)
+//!
+//! Between the fit and the run, the layer's O maps are refitted by least squares
+//! (`model/orefit.rs`, on by default: [`FitSettings`]). Its statistics need the layer's
+//! attention outputs, natively and through the fitted K, q and V maps; both are computed here
+//! on the CPU from the native projections the walk already gave ([`LayerWalk::native_qkv`]:
+//! RoPE, then causal attention within each sequence from position 0, with `cpu::ops`), so
+//! every engine that walks (the CPU oracle, the GPU engine) gets the refit without a method
+//! of its own. Cost on 2 cores: at 8192 tokens ~45% more than the base fit (123 s per G
+//! instead of 85 s), mostly the statistics (two attentions and three `[H·hd]²` products per
+//! sequence); at 2048 tokens about twice (35–41 s instead of ~20 s: with fewer tokens the
+//! system is worse conditioned and the conjugate gradients take more steps).
 
+use crate::cpu::ops;
 use crate::engine::EngineError;
 use crate::gguf::Gguf;
 use crate::model::{
     FitError, Grouping, LayerMaps, LayerStats, Method, ModelConfig, ModelError, ModelTensors,
-    Regrouping, VMap,
+    OutputStats, Regrouping, VMap,
 };
 use std::sync::Arc;
 
@@ -66,16 +78,30 @@ pub struct Progress {
     pub error: FitError,
 }
 
-/// Fits the calibrated merge to `grouping` on `ids` (cut into sequences of [`SEQUENCE`]
-/// tokens, or fewer than that if there are fewer: at least 64), reporting each layer. The
-/// walk is left regrouped as fitted, its cache empty; give the result to the engine that
-/// will run it. For G ≥ G0 there is nothing to fit: the result is the exact copy of the
-/// native heads.
+/// Fits the calibrated merge to `grouping` on `ids` with the default [`FitSettings`]: see
+/// [`calibrate_with`].
 pub async fn calibrate<W: LayerWalk>(
     walk: &mut W,
     gguf: &Gguf<'_>,
     grouping: Grouping,
     ids: &[u32],
+    on_layer: &mut dyn FnMut(Progress),
+) -> Result<Regrouping, EngineError> {
+    let settings = FitSettings::default();
+    calibrate_with(walk, gguf, grouping, ids, settings, on_layer).await
+}
+
+/// Fits the calibrated merge to `grouping` on `ids` (cut into sequences of [`SEQUENCE`]
+/// tokens, or fewer than that if there are fewer: at least 64), reporting each layer. The
+/// walk is left regrouped as fitted, its cache empty; give the result to the engine that
+/// will run it. For G ≥ G0 there is nothing to fit: the result is the exact copy of the
+/// native heads.
+pub async fn calibrate_with<W: LayerWalk>(
+    walk: &mut W,
+    gguf: &Gguf<'_>,
+    grouping: Grouping,
+    ids: &[u32],
+    settings: FitSettings,
     on_layer: &mut dyn FnMut(Progress),
 ) -> Result<Regrouping, EngineError> {
     let cfg = ModelConfig::from_gguf(gguf)?;
@@ -98,15 +124,19 @@ pub async fn calibrate<W: LayerWalk>(
         xs.push(walk.embed_rows(s).await?);
     }
     for l in 0..cfg.n_layers {
-        let mut stats = LayerStats::new(grouping, cfg.head_dim);
+        let mut native = Vec::with_capacity(xs.len());
         for x in &xs {
-            let [q, k0, v0] = walk.native_qkv(l, x).await?;
-            stats.add(&q, &k0, &v0);
+            native.push(walk.native_qkv(l, x).await?);
         }
         let wo = gguf
             .dequantize(tensors.layers[l].wo)
             .map_err(ModelError::from)?;
-        let (maps, error) = stats.fit(&wo).map_err(calibration_error)?;
+        let layer = Layer {
+            cfg: &cfg,
+            grouping,
+            native: &native,
+        };
+        let (maps, error) = layer.fit(&wo, settings)?;
         walk.set_layer_maps(l, &maps)?;
         r.layers[l] = maps;
         for x in &mut xs {
@@ -121,6 +151,152 @@ pub async fn calibrate<W: LayerWalk>(
     }
     r.method = Method::Calibrated;
     Ok(r)
+}
+
+/// How a calibrated merge is fitted, besides its tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitSettings {
+    /// The ridge ρ of the O refit (`model/orefit.rs`: λ = ρ · tr(C) / (H·hd), towards the
+    /// base O maps); `None` keeps the base O maps.
+    pub o_ridge: Option<f64>,
+}
+
+/// The O refit's ridge by default (ARCHITECTURE.md has the measurements behind it).
+pub const DEFAULT_O_RIDGE: f64 = 1.0;
+
+impl Default for FitSettings {
+    fn default() -> Self {
+        FitSettings {
+            o_ridge: Some(DEFAULT_O_RIDGE),
+        }
+    }
+}
+
+impl FitSettings {
+    /// A short name, for cache keys and reports: `o-ridge=0.1`, or `base`.
+    pub fn label(&self) -> String {
+        match self.o_ridge {
+            Some(r) => format!("o-ridge={r:e}"),
+            None => "base".into(),
+        }
+    }
+}
+
+/// One layer's native projections over the calibration sequences, as
+/// [`LayerWalk::native_qkv`] gives them (one `[q, k0, v0]` per sequence).
+struct Layer<'a> {
+    cfg: &'a ModelConfig,
+    grouping: Grouping,
+    native: &'a [[Vec<f32>; 3]],
+}
+
+impl Layer<'_> {
+    /// The layer's maps from its output projection `wo` (`[dim][H·hd]`): the base fit
+    /// (`model/calibrate.rs`), then the O refit if `settings` ask for one.
+    fn fit(&self, wo: &[f32], settings: FitSettings) -> Result<(LayerMaps, FitError), EngineError> {
+        let mut stats = LayerStats::new(self.grouping, self.cfg.head_dim);
+        for [q, k0, v0] in self.native {
+            stats.add(q, k0, v0);
+        }
+        let (mut maps, mut error) = stats.fit(wo).map_err(calibration_error)?;
+        if let Some(ridge) = settings.o_ridge {
+            let base = maps.o_or_identity(self.cfg.n_heads, self.cfg.head_dim);
+            let stats = self.output_stats(&maps);
+            let (o, fit) = stats.refit(wo, &base, ridge).map_err(calibration_error)?;
+            maps.o = Some(o);
+            error.o = Some(fit);
+        }
+        Ok((maps, error))
+    }
+
+    /// The O refit's statistics: per sequence, the native attention outputs o and the merged
+    /// ones a (through `maps`' K, q and V), and their products `Σ a aᵀ`, `Σ o aᵀ`, `Σ o oᵀ`
+    /// summed in f32 over the sequence by `ops::matmul` (SIMD dot products on all cores; 512
+    /// terms, each sum's rounding ~1e-6 relative, far inside the ridge), then added in f64
+    /// across sequences: an f64 sum per token would be ~4× the time of these products, which
+    /// are already most of the refit's cost.
+    fn output_stats(&self, maps: &LayerMaps) -> OutputStats {
+        let (g, hd, n_heads) = (self.grouping, self.cfg.head_dim, self.cfg.n_heads);
+        let native = Grouping::native(self.cfg);
+        let width = n_heads * hd;
+        let attend =
+            |q, k, v, grouping| attention_outputs(q, k, v, grouping, hd, self.cfg.rope_base);
+        let mut stats = OutputStats::new(n_heads, hd);
+        for [q, k0, v0] in self.native {
+            let o = attend(q.clone(), k0.clone(), v0.clone(), native);
+            let mut qm = q.clone();
+            maps.map_q(&mut qm, n_heads, hd);
+            let a = attend(qm, maps.map_k(k0, g, hd), maps.map_v(v0, g, hd), g);
+            let (ot, at, t) = (transpose(&o, width), transpose(&a, width), o.len() / width);
+            let aa = ops::matmul(&at, &at, t);
+            let oa = ops::matmul(&ot, &at, t);
+            stats.add_products(&aa, &oa, &ops::matmul(&ot, &ot, t), t);
+        }
+        stats
+    }
+}
+
+/// Causal attention over one calibration sequence (positions from 0), as the engines compute
+/// it: q `[t][H·hd]` and K, V `[t][G·hd]` of `grouping`'s heads, before RoPE (turned here).
+/// Returns each query head's output, before any O map: `[t][H·hd]`.
+fn attention_outputs(
+    mut q: Vec<f32>,
+    mut k: Vec<f32>,
+    v: Vec<f32>,
+    grouping: Grouping,
+    hd: usize,
+    rope_base: f32,
+) -> Vec<f32> {
+    let (n_heads, groups) = (grouping.n_heads(), grouping.groups());
+    let t = k.len() / (groups * hd);
+    for (i, (qi, ki)) in q
+        .chunks_exact_mut(n_heads * hd)
+        .zip(k.chunks_exact_mut(groups * hd))
+        .enumerate()
+    {
+        ops::rope(qi, hd, i, rope_base);
+        ops::rope(ki, hd, i, rope_base);
+    }
+    // K and V head by head: `[G][t][hd]`, so a query's visible rows are contiguous.
+    let (k, v) = (by_head(&k, groups, hd), by_head(&v, groups, hd));
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0.0f32; q.len()];
+    ops::for_each_chunk(&mut out, hd, |ih, o| {
+        let (i, h) = (ih / n_heads, ih % n_heads);
+        let rows = grouping.kv_head(h) * t * hd..(grouping.kv_head(h) * t + i + 1) * hd;
+        ops::attend(
+            &q[ih * hd..(ih + 1) * hd],
+            &k[rows.clone()],
+            &v[rows],
+            scale,
+            o,
+        );
+    });
+    out
+}
+
+/// `[t][heads·hd]` as `[heads][t][hd]`.
+fn by_head(x: &[f32], heads: usize, hd: usize) -> Vec<f32> {
+    let t = x.len() / (heads * hd);
+    let mut out = Vec::with_capacity(x.len());
+    for h in 0..heads {
+        for i in 0..t {
+            out.extend_from_slice(&x[(i * heads + h) * hd..][..hd]);
+        }
+    }
+    out
+}
+
+/// `[rows][cols]` as `[cols][rows]`.
+fn transpose(x: &[f32], cols: usize) -> Vec<f32> {
+    let rows = x.len() / cols;
+    let mut out = vec![0.0f32; x.len()];
+    for (r, row) in x.chunks_exact(cols).enumerate() {
+        for (c, &value) in row.iter().enumerate() {
+            out[c * rows + r] = value;
+        }
+    }
+    out
 }
 
 /// Fewest calibration tokens [`calibrate`] takes (a smoke test's worth; the fit wants

@@ -4,8 +4,9 @@
 //!
 //! - G ≥ G0 splits native groups only: both methods give the native model within 1e-4 nats;
 //! - mean-pooling is unchanged (G = 1: the fixture's 9,314);
-//! - the calibrated merge keeps the model alive: G = 1 ≤ 100, G = 2 ≤ 40, and it is never worse
-//!   than mean-pooling;
+//! - the calibrated merge keeps the model alive: G = 1 ≤ 60, G = 2 ≤ 30 (measured with the O
+//!   refit at ρ = 1: 46.8 and 22.3; 66.6 and 26.3 without it), and it is never worse than
+//!   mean-pooling;
 //! - fitted maps survive their file format, and a damaged file is refused.
 
 mod common;
@@ -66,7 +67,7 @@ fn the_calibrated_merge_keeps_the_model_alive() {
         .unwrap();
     let mut e = cpu();
     let cfg = e.config().clone();
-    for (groups, target) in [(1usize, 100.0f64), (2, 40.0)] {
+    for (groups, target) in [(1usize, 60.0f64), (2, 30.0)] {
         let grouping = gqa_lab::model::Grouping::of(&cfg, groups).unwrap();
         let mean = nll(&mut e, Arc::new(Regrouping::mean(&cfg, grouping)));
         if groups == 1 {

@@ -140,8 +140,11 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     let greedy = SamplingParams::greedy();
     let mut rows = Vec::new();
     for &groups in &a.groups {
-        let how = (a.regroup, gqa_lab::calibration::DEFAULT_TOKENS);
-        let r = super::regroup::regrouping_for(g, &cfg, groups, how)?;
+        let how = super::regroup::Calibration {
+            tokens: gqa_lab::calibration::DEFAULT_TOKENS,
+            settings: Default::default(),
+        };
+        let r = super::regroup::regrouping_for(g, &cfg, groups, a.regroup, how)?;
         let method = r.method;
         bench.engine().regroup_with(r)?;
         for &ctx in &a.contexts {

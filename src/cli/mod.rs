@@ -92,6 +92,8 @@ pub struct RunArgs {
     /// Tokens of the built-in text a calibrated merge is fitted on.
     #[arg(long, default_value_t = gqa_lab::calibration::DEFAULT_TOKENS)]
     calibration_tokens: usize,
+    #[command(flatten)]
+    fit: regroup::FitArgs,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
 }
@@ -181,8 +183,11 @@ pub fn load_engine(gguf: &Gguf<'_>, run: &RunArgs, capacity: usize) -> Result<Bo
         ))?),
     };
     if let Some(g) = run.groups {
-        let how = (run.regroup, run.calibration_tokens);
-        let r = regroup::regrouping_for(gguf, engine.config(), g, how)?;
+        let how = regroup::Calibration {
+            tokens: run.calibration_tokens,
+            settings: run.fit.settings(),
+        };
+        let r = regroup::regrouping_for(gguf, engine.config(), g, run.regroup, how)?;
         engine.regroup_with(r)?;
     }
     Ok(engine)

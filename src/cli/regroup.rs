@@ -8,7 +8,7 @@
 use super::print_json;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use gqa_lab::calibration::{self, Progress};
+use gqa_lab::calibration::{self, FitSettings, Progress};
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::gguf::Gguf;
 use gqa_lab::model::{Grouping, Method, ModelConfig, Regrouping};
@@ -48,6 +48,35 @@ pub struct CalibrateArgs {
     /// Fit again even when the cache has the maps.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    fit: FitArgs,
+}
+
+/// How calibrated maps are fitted, besides their tokens (`calibration::FitSettings`).
+#[derive(Args, Clone, Copy)]
+pub struct FitArgs {
+    /// Ridge of the least-squares refit of the O maps, relative to the merged outputs' mean
+    /// energy (towards the base maps; smaller trusts the calibration text more).
+    #[arg(long, default_value_t = calibration::DEFAULT_O_RIDGE)]
+    o_ridge: f64,
+    /// Keep the base O maps (no least-squares refit).
+    #[arg(long)]
+    no_o_refit: bool,
+}
+
+impl FitArgs {
+    pub fn settings(&self) -> FitSettings {
+        FitSettings {
+            o_ridge: (!self.no_o_refit).then_some(self.o_ridge),
+        }
+    }
+}
+
+/// What a calibrated regrouping is made from: how many tokens of the built-in text, how.
+#[derive(Clone, Copy)]
+pub struct Calibration {
+    pub tokens: usize,
+    pub settings: FitSettings,
 }
 
 /// The regrouping `--groups`/`--regroup` ask for: mean-pooling, the exact split for G ≥ G0,
@@ -56,21 +85,24 @@ pub fn regrouping_for(
     gguf: &Gguf<'_>,
     cfg: &ModelConfig,
     groups: usize,
-    (method, tokens): (RegroupMethod, usize),
+    method: RegroupMethod,
+    how: Calibration,
 ) -> Result<Arc<Regrouping>> {
     let grouping = Grouping::of(cfg, groups)?;
     if method.method() == Method::Mean || !grouping.merges() {
         return Ok(Arc::new(Regrouping::mean(cfg, grouping)));
     }
-    let path = cache_path(gguf, groups, tokens)?;
+    let path = cache_path(gguf, groups, how)?;
     if let Some(r) = read_cached(&path, cfg) {
         return Ok(Arc::new(r));
     }
     eprintln!(
-        "calibrating G = {groups} on {tokens} tokens of the built-in text (once; cached in {})",
+        "calibrating G = {groups} on {} tokens of the built-in text, {} (once; cached in {})",
+        how.tokens,
+        how.settings.label(),
         path.display()
     );
-    let r = fit(gguf, grouping, tokens, &mut |_| {})?;
+    let r = fit(gguf, grouping, how, &mut |_| {})?;
     write_cached(&path, &r)?;
     Ok(Arc::new(r))
 }
@@ -79,14 +111,14 @@ pub fn regrouping_for(
 fn fit(
     gguf: &Gguf<'_>,
     grouping: Grouping,
-    tokens: usize,
+    how: Calibration,
     on_layer: &mut dyn FnMut(Progress),
 ) -> Result<Regrouping> {
     let tok = Tokenizer::from_gguf(gguf)?;
     let ids = tok.encode(calibration::TEXT, false)?;
-    let ids = &ids[..tokens.min(ids.len())];
+    let ids = &ids[..how.tokens.min(ids.len())];
     let mut walk = CpuEngine::load(gguf, calibration::SEQUENCE)?;
-    let fit = calibration::calibrate(&mut walk, gguf, grouping, ids, on_layer);
+    let fit = calibration::calibrate_with(&mut walk, gguf, grouping, ids, how.settings, on_layer);
     Ok(pollster::block_on(fit)?)
 }
 
@@ -112,11 +144,12 @@ fn write_cached(path: &PathBuf, r: &Regrouping) -> Result<()> {
 }
 
 /// The cache file of the maps for this model, G and calibration setting.
-fn cache_path(gguf: &Gguf<'_>, groups: usize, tokens: usize) -> Result<PathBuf> {
+fn cache_path(gguf: &Gguf<'_>, groups: usize, how: Calibration) -> Result<PathBuf> {
     let model = hex(&Sha256::digest(gguf.bytes())[..8]);
     let mut setting = Sha256::new();
     setting.update(calibration::TEXT);
-    setting.update(format!("{tokens}/{}/v1", calibration::SEQUENCE));
+    let (tokens, fit) = (how.tokens, how.settings.label());
+    setting.update(format!("{tokens}/{}/{fit}/v2", calibration::SEQUENCE));
     let setting = hex(&setting.finalize()[..4]);
     let name = format!("maps-{model}-{setting}-G{groups}.bin");
     Ok(cache_dir()?.join(name))
@@ -148,25 +181,23 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
     let mut results = Vec::new();
     for &groups in &a.groups {
         let grouping = Grouping::of(&cfg, groups)?;
-        let path = cache_path(gguf, groups, a.tokens)?;
+        let how = Calibration {
+            tokens: a.tokens,
+            settings: a.fit.settings(),
+        };
+        let path = cache_path(gguf, groups, how)?;
         let t0 = std::time::Instant::now();
         let mut layers = Vec::new();
         let mut on_layer = |p: Progress| {
             if !json_out {
-                eprintln!(
-                    "G = {groups}: layer {:>2}/{}: K error {:.4}, V error {:.4}",
-                    p.layer + 1,
-                    p.layers,
-                    p.error.k,
-                    p.error.v
-                );
+                eprintln!("G = {groups}: {}", layer_line(&p));
             }
             layers.push(p.error);
         };
         let cached = (!a.force).then(|| read_cached(&path, &cfg)).flatten();
         let fitted = cached.is_none() && grouping.merges();
         if fitted {
-            let r = fit(gguf, grouping, a.tokens, &mut on_layer)?;
+            let r = fit(gguf, grouping, how, &mut on_layer)?;
             write_cached(&path, &r)?;
         }
         let seconds = t0.elapsed().as_secs_f64();
@@ -185,6 +216,7 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
             "fitted": fitted,
             "seconds": seconds,
             "tokens": a.tokens,
+            "fit": how.settings.label(),
             "text": calibration::TEXT_SOURCE,
             "cache": path,
             "layers": layers,
@@ -194,4 +226,20 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
         print_json(&serde_json::json!({ "calibrations": results }))?;
     }
     Ok(())
+}
+
+/// One layer's fit errors, for the terminal.
+fn layer_line(p: &Progress) -> String {
+    let (layer, e) = (p.layer + 1, p.error);
+    let mut line = format!(
+        "layer {layer:>2}/{}: K error {:.4}, V error {:.4}",
+        p.layers, e.k, e.v
+    );
+    if let Some(o) = e.o {
+        line += &format!(
+            ", attention output error {:.4} → {:.4} by the O refit ({} iterations)",
+            o.base, o.refit, o.iterations
+        );
+    }
+    line
 }

@@ -18,7 +18,7 @@ use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row
 use crate::engine::{Engine, EngineError};
 use crate::gguf::Gguf;
 use crate::model::{Grouping, LayerMaps, ModelConfig, ModelError, ModelTensors, Regrouping};
-use ops::{add_in_place, matmul, rmsnorm, rope, softmax, swiglu};
+use ops::{add_in_place, attend, matmul, rmsnorm, rope, swiglu};
 use qmatrix::{Q8Rows, QMatrix};
 use std::cell::OnceCell;
 use std::sync::Arc;
@@ -352,24 +352,6 @@ fn attention(
         attend(&q[ih * hd..(ih + 1) * hd], k, v, scale, o);
     });
     out
-}
-
-/// One query head's attention: `o` (`[hd]`) = Σ_p softmax_p(scale · q·k_p) · v_p over the
-/// rows of k and v (`[positions][hd]`). Compiled twice, plainly and for AVX2 + FMA, and the
-/// second chosen at run time where the CPU has them (the `multiversion` crate): the same
-/// arithmetic in the same order, 8 lanes wide instead of 4 (Rust fuses no multiply-add by
-/// itself, so the results are identical).
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn attend(q_h: &[f32], k: &[f32], v: &[f32], scale: f32, o: &mut [f32]) {
-    let hd = q_h.len();
-    let mut scores: Vec<f32> = k
-        .chunks_exact(hd)
-        .map(|k_p| ops::dot(q_h, k_p) * scale)
-        .collect();
-    softmax(&mut scores);
-    for (&a, v_p) in scores.iter().zip(v.chunks_exact(hd)) {
-        o.iter_mut().zip(v_p).for_each(|(o, v)| *o += a * v);
-    }
 }
 
 impl Engine for CpuEngine {

@@ -15,6 +15,13 @@
 //!   top `head_dim` principal directions P of the stacked `y = [L_jᵀ v_j]_j` give the merged
 //!   `v' = Σ_j P_jᵀ L_jᵀ v_j` and `v_j ≈ L_j⁻ᵀ P_j v'`, so head h (native j) maps its attention
 //!   output through `L_j⁻ᵀ P_j` before `W_o`.
+//! - **O, refitted.** The maps above are fitted one by one, each against its own proxy error.
+//!   `orefit.rs` then refits every query head's O map jointly, by ridge least squares on
+//!   the attention outputs the layer really gives with its fitted K, q and V against the
+//!   native ones, towards `L_j⁻ᵀ P_j` (the NumPy prototype's O refit). It is part of the
+//!   default fit (`crate::calibration::FitSettings`): on SmolLM2-135M, 8192 tokens of the
+//!   built-in text, it takes G = 1 from a perplexity of 64 to 38 and G = 2 from 26.5 to 21
+//!   (ARCHITECTURE.md's regrouping section has the measurements).
 //!
 //! Statistics are second moments (uncentred) in f64; RoPE turns pair f of every head by the
 //! same angle at a position, so the K statistics are the same before and after it. Fitting
@@ -47,6 +54,9 @@ pub struct FitError {
     /// Output-weighted V error, relative: the stacked values' energy outside the kept
     /// directions.
     pub v: f64,
+    /// The O refit (`orefit.rs`), where one was made: the error of the layer's attention
+    /// contribution with the base O maps and with the refitted ones.
+    pub o: Option<super::OutputFit>,
 }
 
 impl LayerStats {
@@ -169,6 +179,7 @@ impl LayerStats {
             FitError {
                 k: err.k / weight,
                 v: err.v / weight,
+                o: None,
             },
         ))
     }

@@ -11,6 +11,7 @@
 pub mod calibrate;
 mod config;
 mod grouping;
+pub mod orefit;
 pub mod regroup;
 mod rope;
 mod tensors;
@@ -18,6 +19,7 @@ mod tensors;
 pub use calibrate::{FitError, LayerStats};
 pub use config::ModelConfig;
 pub use grouping::{kv_cache_bytes, pooling_matrix, pooling_plan, valid_groups, Grouping};
+pub use orefit::{OutputFit, OutputStats};
 pub use regroup::{LayerMaps, Method, Regrouping, VMap};
 pub use rope::{rope_table, rope_turns};
 pub use tensors::{LayerTensors, ModelTensors};

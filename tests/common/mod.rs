@@ -83,8 +83,8 @@ impl Rng {
     }
 }
 
-/// Calibration tokens the tests fit on (the CLI's default is more; see benches/README.md for
-/// what the full calibration gives).
+/// Calibration tokens the tests fit on (the CLI's default is more; ARCHITECTURE.md's
+/// regrouping section has what each gives).
 pub const CALIBRATION_TOKENS: usize = 2048;
 
 /// The calibrated merge of the default model at `groups`, fitted on the f32 oracle over the
@@ -107,7 +107,8 @@ pub fn calibrated(groups: usize) -> std::sync::Arc<gqa_lab::model::Regrouping> {
     }
     let g = Gguf::parse(model_bytes()).unwrap();
     let dir = root().join("target/test-maps");
-    let path = dir.join(format!("G{groups}-{CALIBRATION_TOKENS}.bin"));
+    let settings = calibration::FitSettings::default().label();
+    let path = dir.join(format!("G{groups}-{CALIBRATION_TOKENS}-{settings}.bin"));
     let cfg = gqa_lab::model::ModelConfig::from_gguf(&g).unwrap();
     let cached = std::fs::read(&path)
         .ok()
