@@ -48,6 +48,10 @@ pub struct CalibrateArgs {
     /// Fit again even when the cache has the maps.
     #[arg(long)]
     force: bool,
+    /// Where the calibration runs: the f32 CPU oracle, or the GPU engine (lavapipe where
+    /// there is no GPU; what the browser does). The maps go to the same cache either way.
+    #[arg(long, value_enum, default_value_t = Walk::Cpu)]
+    walk: Walk,
     #[command(flatten)]
     fit: FitArgs,
 }
@@ -102,24 +106,44 @@ pub fn regrouping_for(
         how.settings.label(),
         path.display()
     );
-    let r = fit(gguf, grouping, how, &mut |_| {})?;
+    let r = fit(gguf, grouping, how, Walk::Cpu, &mut |_| {})?;
     write_cached(&path, &r)?;
     Ok(Arc::new(r))
 }
 
 /// Fits the calibrated merge to `grouping` on the f32 oracle.
+/// The engine a calibration walks through the layers.
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum Walk {
+    Cpu,
+    Gpu,
+}
+
 fn fit(
     gguf: &Gguf<'_>,
     grouping: Grouping,
     how: Calibration,
+    walk: Walk,
     on_layer: &mut dyn FnMut(Progress),
 ) -> Result<Regrouping> {
     let tok = Tokenizer::from_gguf(gguf)?;
     let ids = tok.encode(calibration::TEXT, false)?;
     let ids = &ids[..how.tokens.min(ids.len())];
-    let mut walk = CpuEngine::load(gguf, calibration::SEQUENCE)?;
-    let fit = calibration::calibrate_with(&mut walk, gguf, grouping, ids, how.settings, on_layer);
-    Ok(pollster::block_on(fit)?)
+    let settings = how.settings;
+    let r = match walk {
+        Walk::Cpu => {
+            let mut e = CpuEngine::load(gguf, calibration::SEQUENCE)?;
+            let fit = calibration::calibrate_with(&mut e, gguf, grouping, ids, settings, on_layer);
+            pollster::block_on(fit)?
+        }
+        Walk::Gpu => {
+            let load = gqa_lab::gpu::GpuEngine::load(gguf, calibration::SEQUENCE);
+            let mut e = pollster::block_on(load)?;
+            let fit = calibration::calibrate_with(&mut e, gguf, grouping, ids, settings, on_layer);
+            pollster::block_on(fit)?
+        }
+    };
+    Ok(r)
 }
 
 fn read_cached(path: &PathBuf, cfg: &ModelConfig) -> Option<Regrouping> {
@@ -197,7 +221,7 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
         let cached = (!a.force).then(|| read_cached(&path, &cfg)).flatten();
         let fitted = cached.is_none() && grouping.merges();
         if fitted {
-            let r = fit(gguf, grouping, how, &mut on_layer)?;
+            let r = fit(gguf, grouping, how, a.walk, &mut on_layer)?;
             write_cached(&path, &r)?;
         }
         let seconds = t0.elapsed().as_secs_f64();
