@@ -43,6 +43,35 @@ pub enum EngineError {
     NonFinite(String),
 }
 
+/// What the attention view shows: one layer's attention weights for the last token fed,
+/// every query head over the positions it sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionWeights {
+    pub layer: usize,
+    /// Positions seen by the last token (its own included): `0..positions`.
+    pub positions: usize,
+    /// `[H][positions]`: row h is softmax_p(q_h · k_p / √hd) over KV head `kv_head(h)`.
+    pub weights: Vec<f32>,
+}
+
+impl AttentionWeights {
+    /// Query head `h`'s row.
+    pub fn row(&self, h: usize) -> &[f32] {
+        &self.weights[h * self.positions..(h + 1) * self.positions]
+    }
+}
+
+/// The layer an attention probe may watch: one the model has.
+pub fn check_probe_layer(cfg: &ModelConfig, layer: Option<usize>) -> Result<(), EngineError> {
+    match layer {
+        Some(l) if l >= cfg.n_layers => Err(EngineError::Model(ModelError::BadConfig(format!(
+            "layer {l} is not in the model (it has {})",
+            cfg.n_layers
+        )))),
+        _ => Ok(()),
+    }
+}
+
 /// A backend that runs the model: a KV cache of fixed capacity at the current grouping.
 pub trait Engine {
     fn name(&self) -> &'static str;
@@ -96,6 +125,12 @@ pub trait Engine {
     fn next_token(&mut self, gen: &mut Generator) -> Result<Option<u32>, EngineError> {
         gen.step_waiting(self)
     }
+    /// Watches layer `layer`'s attention (or nothing): each forward from now on keeps its last
+    /// token's weights for [`Engine::attention_weights`]. Off, a forward does nothing extra.
+    fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError>;
+    /// The watched layer's weights for the last token fed, if a forward ran since the probe
+    /// was set (and the cache was not emptied since).
+    fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError>;
     /// KV-cache bytes of the live sequence.
     fn kv_cache_bytes(&self) -> u64 {
         kv_cache_bytes(

@@ -63,6 +63,27 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// The `k` most likely tokens and their probabilities (softmax of all the logits), most likely
+/// first; the lower id first on a tie, as in [`argmax`].
+pub fn top_probabilities(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+    let k = k.min(ids.len());
+    if k > 0 && k < ids.len() {
+        ids.select_nth_unstable_by(k - 1, |a, b| by_logit(a, b).then(a.cmp(b)));
+    }
+    ids.truncate(k);
+    ids.sort_by(|a, b| by_logit(a, b).then(a.cmp(b)));
+    ids.into_iter()
+        .map(|id| {
+            let p = f64::from(logits[id as usize] - max).exp() / sum;
+            (id, p as f32)
+        })
+        .collect()
+}
+
 /// PCG-RXS-M-XS 32-bit hash.
 pub fn pcg_hash(x: u32) -> u32 {
     let state = x.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
@@ -161,6 +182,21 @@ pub fn sample(logits: &[f32], p: &SamplingParams, step: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_probabilities_are_the_softmax_of_the_largest_logits() {
+        let logits = [0.0f32, 2.0, 1.0, 2.0, -1.0];
+        let top = top_probabilities(&logits, 3);
+        let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, [1, 3, 2], "ties: the lower id first, as argmax");
+        assert_eq!(top[0].0, argmax(&logits));
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        for (id, p) in top {
+            assert!((p - logits[id as usize].exp() / z).abs() < 1e-6);
+        }
+        assert_eq!(top_probabilities(&logits, 9).len(), 5);
+        assert!(top_probabilities(&logits, 0).is_empty());
+    }
 
     #[test]
     fn greedy_takes_the_first_maximum() {

@@ -787,6 +787,56 @@ fn attention_matches_cpu() {
     }
 }
 
+/// attention_probe.wgsl vs cpu::ops::attention_weights: the last token's weights of every
+/// query head over its KV head's positions (1e-5), for equal and unequal groups, a decode
+/// step and a prefill chunk, contexts shorter and longer than a workgroup; each row sums to 1.
+#[test]
+fn attention_probe_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(16);
+    let (nh, cap, hd) = (9usize, 300usize, 64usize);
+    for (t, pos0) in [(1usize, 0usize), (1, 40), (1, 257), (4, 90)] {
+        for groups in [1usize, 2, 3, 9] {
+            let grouping = Grouping::new(nh, 3, groups).unwrap();
+            let q = rng.vec(t * nh * hd);
+            let kc = rng.vec(groups * cap * hd);
+            let qb = f32s(gpu, &q);
+            let kb = f32s(gpu, &kc);
+            let starts: Vec<u32> = (0..groups)
+                .map(|g| grouping.members(g).start as u32)
+                .chain([nh as u32])
+                .collect();
+            let starts = gpu
+                .storage_with("starts", bytemuck::cast_slice(&starts))
+                .unwrap();
+            let out = gpu.storage("out", (nh * cap * 4) as u64).unwrap();
+            let p = ProbeParams {
+                n_heads: nh as u32,
+                groups: groups as u32,
+                head_dim: hd as u32,
+                capacity: cap as u32,
+                scale: 1.0 / (hd as f32).sqrt(),
+                _pad: [0; 3],
+            };
+            let probe = gpu_ops::attention_probe(p, qb.binding(), &kb, &starts, &out);
+            run(gpu, &probe, Some(&step(gpu, pos0, t)), pos0, t);
+            let got = read(gpu, &out, nh * cap);
+            let seen = pos0 + t; // positions 0 ..= pos0 + t - 1
+            for h in 0..nh {
+                let g = grouping.kv_head(h);
+                let at = ((t - 1) * nh + h) * hd;
+                let k = &kc[g * cap * hd..(g * cap + seen) * hd];
+                let want = ops::attention_weights(&q[at..at + hd], k, p.scale);
+                let row = &got[h * cap..h * cap + seen];
+                let what = format!("probe T={t} pos0={pos0} G={groups} head {h}");
+                assert_close(&what, row, &want, 1e-5);
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-4, "{what}: weights sum to {sum}");
+            }
+        }
+    }
+}
+
 /// argmax.wgsl vs sampling::argmax, including a tie (the lowest index wins).
 #[test]
 fn argmax_matches_cpu() {

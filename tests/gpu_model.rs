@@ -431,3 +431,84 @@ fn calibration_on_the_gpu_fits_what_the_cpu_fits() {
     );
     c.regroup(3).unwrap();
 }
+
+/// The attention view's probe: the GPU's weights of a watched layer for the last token equal
+/// the CPU oracle's (|Δ| ≤ 1e-4; weights in [0, 1]) after a prefill and after decode steps, at
+/// calibrated G = 1, G = 3 (native) and G = 9, each row summing to 1 within 1e-4. Unwatched, a
+/// decode step is one submit and reading the weights gives nothing and submits nothing;
+/// watched, the read is one more submit, and no step is decoded ahead.
+#[test]
+fn attention_probe_matches_the_cpu_and_costs_nothing_when_off() {
+    let prompt = ids(&fixture("intermediates.json")["prompt_ids"]);
+    let mut g = gpu();
+    let mut c = cpu();
+    for (groups, layer) in [(1usize, 7usize), (3, 0), (9, 29)] {
+        let r = match groups {
+            1 => common::calibrated(1),
+            _ => std::sync::Arc::new(gqa_lab::model::Regrouping::mean(
+                c.config(),
+                gqa_lab::model::Grouping::of(c.config(), groups).unwrap(),
+            )),
+        };
+        g.regroup_with(r.clone()).unwrap();
+        c.regroup_with(r).unwrap();
+        Engine::set_attention_probe(&mut *g, Some(layer)).unwrap();
+        c.set_attention_probe(Some(layer)).unwrap();
+        let mut feed = prompt.clone();
+        for step in 0..3 {
+            let logits = c.forward(&feed, false).unwrap();
+            Engine::forward(&mut *g, &feed, false).unwrap();
+            let gw = Engine::attention_weights(&mut *g).unwrap().unwrap();
+            let cw = c.attention_weights().unwrap().unwrap();
+            let what = format!("G={groups} layer {layer} step {step}");
+            assert_eq!((gw.layer, gw.positions), (layer, c.len()), "{what}");
+            assert_eq!(gw.positions, cw.positions, "{what}");
+            for (i, (a, b)) in gw.weights.iter().zip(&cw.weights).enumerate() {
+                assert!((a - b).abs() <= 1e-4, "{what}[{i}]: GPU {a} vs CPU {b}");
+            }
+            for h in 0..c.config().n_heads {
+                let sum: f32 = gw.row(h).iter().sum();
+                assert!((sum - 1.0).abs() < 1e-4, "{what}: head {h} sums to {sum}");
+            }
+            feed = vec![gqa_lab::sampling::argmax(&logits)];
+        }
+        Engine::set_attention_probe(&mut *g, None).unwrap();
+        c.set_attention_probe(None).unwrap();
+    }
+    g.regroup(3).unwrap();
+    c.regroup(3).unwrap();
+    let id = prompt[0];
+    // Unwatched: one submit per decode step, nothing to read.
+    Engine::forward(&mut *g, &prompt, false).unwrap();
+    let before = g.gpu().submits();
+    Engine::forward(&mut *g, &[id], false).unwrap();
+    assert_eq!(Engine::attention_weights(&mut *g).unwrap(), None);
+    assert_eq!(g.gpu().submits() - before, 1, "an unwatched decode step");
+    // Watched: the read is one more submit.
+    Engine::set_attention_probe(&mut *g, Some(3)).unwrap();
+    let before = g.gpu().submits();
+    Engine::forward(&mut *g, &[id], false).unwrap();
+    assert!(Engine::attention_weights(&mut *g).unwrap().is_some());
+    assert_eq!(
+        g.gpu().submits() - before,
+        2,
+        "a watched decode step and its read"
+    );
+    // Watched, nothing is decoded ahead (that step would overwrite the weights).
+    g.set_decode_ahead(true);
+    let params = GenerateParams {
+        max_tokens: 4,
+        sampling: SamplingParams::greedy(),
+        stop_token: None,
+    };
+    let mut gen =
+        Generator::with_limits(prompt.clone(), params, c.config().vocab_size, 512).unwrap();
+    g.reset();
+    Engine::next_token(&mut *g, &mut gen).unwrap();
+    assert_eq!(g.in_flight(), 0);
+    Engine::set_attention_probe(&mut *g, None).unwrap();
+    let decode_ahead = !g.gpu().is_software();
+    g.set_decode_ahead(decode_ahead);
+    let err = Engine::set_attention_probe(&mut *g, Some(30)).unwrap_err();
+    assert!(err.to_string().contains("layer 30"), "{err}");
+}

@@ -15,7 +15,7 @@ pub mod ops;
 pub mod qmatrix;
 
 use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{check_probe_layer, AttentionWeights, Engine, EngineError};
 use crate::gguf::Gguf;
 use crate::model::{Grouping, LayerMaps, ModelConfig, ModelError, ModelTensors, Regrouping};
 use ops::{add_in_place, attend, matmul, rmsnorm, rope, swiglu};
@@ -122,6 +122,9 @@ pub struct CpuEngine {
     cache: KvCache,
     len: usize,
     quantized: bool,
+    /// The layer the attention view watches, and its weights for the last token fed.
+    probe: Option<usize>,
+    probe_weights: Option<AttentionWeights>,
 }
 
 impl CpuEngine {
@@ -183,6 +186,8 @@ impl CpuEngine {
             len: 0,
             cfg,
             quantized,
+            probe: None,
+            probe_weights: None,
         })
     }
 
@@ -194,6 +199,8 @@ impl CpuEngine {
             cache,
             regrouping,
             len,
+            probe,
+            probe_weights,
             ..
         } = self;
         let (dim, hd, n_heads) = (cfg.dim, cfg.head_dim, cfg.n_heads);
@@ -221,6 +228,10 @@ impl CpuEngine {
                 cache.k[at..at + hd].copy_from_slice(&k_i[g * hd..(g + 1) * hd]);
                 cache.v[at..at + hd].copy_from_slice(&v_i[g * hd..(g + 1) * hd]);
             }
+        }
+        if *probe == Some(l) {
+            let last = &q[(t - 1) * n_heads * hd..]; // [n_heads·hd]
+            *probe_weights = Some(attention_weights(cache, grouping, l, *len + t, last, hd));
         }
         let mut att = attention(cache, grouping, l, *len, &q, hd); // [t][n_heads·hd]
         maps.map_o(&mut att, n_heads, hd);
@@ -354,6 +365,31 @@ fn attention(
     out
 }
 
+/// Layer `l`'s attention weights for one query `q` (`[n_heads·hd]`, after RoPE) at position
+/// `positions - 1`: `[n_heads][positions]`, head h over KV head `kv_head(h)`'s rows.
+fn attention_weights(
+    cache: &KvCache,
+    grouping: Grouping,
+    l: usize,
+    positions: usize,
+    q: &[f32],
+    hd: usize,
+) -> AttentionWeights {
+    let scale = 1.0 / (hd as f32).sqrt();
+    let weights = (0..grouping.n_heads())
+        .flat_map(|h| {
+            let g = grouping.kv_head(h);
+            let k = &cache.k[cache.at(l, g, 0)..cache.at(l, g, positions)]; // [positions][hd]
+            ops::attention_weights(&q[h * hd..(h + 1) * hd], k, scale)
+        })
+        .collect();
+    AttentionWeights {
+        layer: l,
+        positions,
+        weights,
+    }
+}
+
 impl Engine for CpuEngine {
     fn name(&self) -> &'static str {
         if self.quantized {
@@ -380,6 +416,7 @@ impl Engine for CpuEngine {
         self.cache = KvCache::new(layers, r.groups(), capacity, hd);
         self.regrouping = r;
         self.len = 0;
+        self.probe_weights = None;
         Ok(())
     }
 
@@ -393,6 +430,7 @@ impl Engine for CpuEngine {
 
     fn reset(&mut self) {
         self.len = 0;
+        self.probe_weights = None;
     }
 
     fn kv_bytes_per_element(&self) -> usize {
@@ -402,11 +440,22 @@ impl Engine for CpuEngine {
     fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
         check_len(len, self.cache.capacity)?;
         self.len = len;
+        self.probe_weights = None;
         Ok(())
     }
 
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
         ops::on_worker(|| self.forward_here(ids, all_logits))
+    }
+
+    fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError> {
+        check_probe_layer(&self.cfg, layer)?;
+        (self.probe, self.probe_weights) = (layer, None);
+        Ok(())
+    }
+
+    fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError> {
+        Ok(self.probe_weights.clone())
     }
 }
 

@@ -151,6 +151,18 @@ pub fn attend(q_h: &[f32], k: &[f32], v: &[f32], scale: f32, o: &mut [f32]) {
     }
 }
 
+/// One query head's attention weights over the rows of k (`[positions][hd]`):
+/// softmax_p(scale · q·k_p). What the page's attention view shows; the CPU twin of
+/// attention_probe.wgsl (and the weights [`attend`] uses).
+pub fn attention_weights(q_h: &[f32], k: &[f32], scale: f32) -> Vec<f32> {
+    let mut scores: Vec<f32> = k
+        .chunks_exact(q_h.len())
+        .map(|k_p| dot(q_h, k_p) * scale)
+        .collect();
+    softmax(&mut scores);
+    scores
+}
+
 /// SwiGLU (Shazeer 2020): `silu(gate) · up`, element-wise.
 pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
     gate.iter()

@@ -19,6 +19,8 @@ pub struct Gpu {
     budget: Option<u64>,
     fault: Arc<Mutex<Option<GpuError>>>,
     pipelines: Mutex<HashMap<(Kernel, u32), wgpu::ComputePipeline>>,
+    /// Command buffers submitted so far ([`Gpu::submit`]).
+    submits: AtomicU64,
 }
 
 /// A buffer whose bytes are counted while it lives, and which is destroyed when dropped.
@@ -147,7 +149,20 @@ impl Gpu {
             budget: None,
             fault,
             pipelines: Mutex::new(HashMap::new()),
+            submits: AtomicU64::new(0),
         })
+    }
+
+    /// Submits one encoder's commands (every submit of the engine goes through here, so that
+    /// [`Gpu::submits`] counts them).
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.submits.fetch_add(1, Ordering::Relaxed);
+        self.queue.submit([encoder.finish()])
+    }
+
+    /// Submits made so far: what a test counts to see that nothing runs that should not.
+    pub fn submits(&self) -> u64 {
+        self.submits.load(Ordering::Relaxed)
     }
 
     /// The first error the device reported since the last check, if any.
@@ -362,7 +377,7 @@ impl Gpu {
         staging: &wgpu::Buffer,
         size: u64,
     ) -> Result<Vec<u8>, GpuError> {
-        self.queue.submit([encoder.finish()]);
+        self.submit(encoder);
         let slice = staging.slice(..size);
         let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {

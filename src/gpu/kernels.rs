@@ -39,6 +39,7 @@ pub enum Kernel {
     Attention,
     AttentionDecode,
     AttentionReduce,
+    AttentionProbe,
     Argmax,
     Sample,
 }
@@ -63,7 +64,7 @@ pub enum Slot {
 use Slot as S;
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 12] = [
         Kernel::Embed,
         Kernel::Matvec,
         Kernel::Matmul,
@@ -73,6 +74,7 @@ impl Kernel {
         Kernel::Attention,
         Kernel::AttentionDecode,
         Kernel::AttentionReduce,
+        Kernel::AttentionProbe,
         Kernel::Argmax,
         Kernel::Sample,
     ];
@@ -88,6 +90,7 @@ impl Kernel {
             Kernel::Attention => "attention",
             Kernel::AttentionDecode => "attention_decode",
             Kernel::AttentionReduce => "attention_reduce",
+            Kernel::AttentionProbe => "attention_probe",
             Kernel::Argmax => "argmax",
             Kernel::Sample => "sample",
         }
@@ -104,6 +107,7 @@ impl Kernel {
             Kernel::Attention => include_str!("../../shaders/attention.wgsl"),
             Kernel::AttentionDecode => include_str!("../../shaders/attention_decode.wgsl"),
             Kernel::AttentionReduce => include_str!("../../shaders/attention_reduce.wgsl"),
+            Kernel::AttentionProbe => include_str!("../../shaders/attention_probe.wgsl"),
             Kernel::Argmax => include_str!("../../shaders/argmax.wgsl"),
             Kernel::Sample => include_str!("../../shaders/sample.wgsl"),
         }
@@ -114,7 +118,11 @@ impl Kernel {
         match self {
             Kernel::AttentionReduce => 8,
             Kernel::Matvec | Kernel::RmsNorm | Kernel::AttentionDecode => 32,
-            Kernel::Embed | Kernel::Matmul | Kernel::KvStore | Kernel::Attention => 64,
+            Kernel::Embed
+            | Kernel::Matmul
+            | Kernel::KvStore
+            | Kernel::Attention
+            | Kernel::AttentionProbe => 64,
             Kernel::SwiGlu | Kernel::Argmax | Kernel::Sample => 256,
         }
     }
@@ -195,6 +203,14 @@ impl Kernel {
                 (7, S::Read),
             ],
             Kernel::AttentionReduce => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::Read),
+                (3, S::Read),
+                (4, S::Read),
+                (5, S::ReadWrite),
+            ],
+            Kernel::AttentionProbe => &[
                 (0, S::Params),
                 (1, S::Step),
                 (2, S::Read),

@@ -192,21 +192,6 @@ pub fn pooling_matrix(target: Grouping) -> Vec<f32> {
     pool
 }
 
-/// KV-cache bytes for one sequence: `2 · layers · G · head_dim · tokens · bytes_per_element`
-/// (the 2 is K and V).
-pub fn kv_cache_bytes(
-    cfg: &ModelConfig,
-    groups: usize,
-    tokens: usize,
-    bytes_per_element: usize,
-) -> u64 {
-    2 * cfg.n_layers as u64
-        * groups as u64
-        * cfg.head_dim as u64
-        * tokens as u64
-        * bytes_per_element as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! where each weight lives ([`ModelTensors`]), KV-head grouping and checkpoint regrouping
 //! ([`Grouping`]: every G from 1 to H), regrouping as maps around attention ([`Regrouping`]:
 //! the GQA paper's mean-pooling, or the calibrated merge fitted in [`calibrate`]), KV-cache
-//! arithmetic ([`kv_cache_bytes`]) and the RoPE angles ([`rope_turns`]).
+//! arithmetic ([`kv_cache`]: the engines' figures and the page's calculator) and the RoPE angles ([`rope_turns`]).
 //!
 //! Pure: no GPU, no DOM. The architecture is llama (Touvron et al. 2023, "LLaMA"), with
 //! grouped-query attention as in Ainslie et al. 2023, "GQA: Training Generalized Multi-Query
@@ -11,6 +11,7 @@
 pub mod calibrate;
 mod config;
 mod grouping;
+pub mod kv_cache;
 pub mod orefit;
 pub mod regroup;
 mod rope;
@@ -18,7 +19,8 @@ mod tensors;
 
 pub use calibrate::{FitError, LayerStats};
 pub use config::ModelConfig;
-pub use grouping::{kv_cache_bytes, pooling_matrix, pooling_plan, valid_groups, Grouping};
+pub use grouping::{pooling_matrix, pooling_plan, valid_groups, Grouping};
+pub use kv_cache::{kv_cache_bytes, CacheShape, ElementType, Hyper};
 pub use orefit::{OutputFit, OutputStats};
 pub use regroup::{LayerMaps, Method, Regrouping, VMap};
 pub use rope::{rope_table, rope_turns};

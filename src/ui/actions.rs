@@ -9,7 +9,7 @@ use super::js::{probe_webgpu, yield_now};
 use super::loader::{self, DEFAULT_MODEL_NAME};
 use super::session;
 use super::state::{Activity, LoadRequest, Source, Status, Ui};
-use super::{quality, regrouping};
+use super::{compare, quality, regrouping};
 use crate::engine::EngineError;
 use crate::model::Method;
 use leptos::prelude::*;
@@ -172,16 +172,11 @@ pub fn generate(ui: Ui) {
         return;
     };
     let st = ui.settings.get_untracked();
-    let text = if st.chat {
-        s.tok.chat_prompt(&st.prompt, None)
-    } else {
-        Ok(st.prompt.clone())
-    };
-    let prompt = match text.and_then(|t| s.tok.encode_prompt(&t)) {
+    let prompt = match prompt_ids(ui, &s) {
         Ok(ids) => ids,
         Err(e) => {
             slot.replace(Some(s));
-            ui.status.set(Status::Error(e.to_string()));
+            ui.status.set(Status::Error(e));
             return;
         }
     };
@@ -206,6 +201,35 @@ pub fn generate(ui: Ui) {
         become_idle(ui);
         // A G or method chosen after the last token is applied now.
         reconcile(ui);
+    });
+}
+
+/// The prompt's ids as the model sees them (in the chat template when chat is on).
+fn prompt_ids(ui: Ui, s: &session::Session) -> Result<Vec<u32>, String> {
+    let st = ui.settings.get_untracked();
+    let text = if st.chat {
+        s.tok.chat_prompt(&st.prompt, None)
+    } else {
+        Ok(st.prompt.clone())
+    };
+    text.and_then(|t| s.tok.encode_prompt(&t))
+        .map_err(|e| e.to_string())
+}
+
+/// Generates the prompt greedily at each G of `gs` side by side (`compare.rs`), when the
+/// engine is free.
+pub fn compare(ui: Ui, gs: Vec<usize>, tokens: usize) {
+    ui.stop.set(false);
+    work(ui, move |mut s| async move {
+        let prompt = match prompt_ids(ui, &s) {
+            Ok(p) => p,
+            Err(e) => {
+                ui.status.set(Status::Error(e));
+                return (s, Ok(None));
+            }
+        };
+        let result = compare::run(ui, &mut s, prompt, gs, tokens).await;
+        (s, result.map(|()| Some("compared")))
     });
 }
 

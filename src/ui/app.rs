@@ -2,12 +2,16 @@
 //! slider, grouping diagram, KV-cache meter and trade-offs on the right.
 
 use super::actions;
+use super::attention_view::AttentionView;
+use super::calculator::Calculator;
+use super::compare::CompareView;
 use super::controls::{GroupSlider, MethodSwitch, PromptControls};
 use super::diagram::GroupingDiagram;
 use super::kv_meter::KvMeter;
 use super::model_panel::{guard_window_drops, ModelPanel};
 use super::output::Output;
 use super::state::{Activity, Status, Ui};
+use super::tradeoff_plot::TradeoffPlot;
 use super::tradeoffs::Tradeoffs;
 use super::url_state::Settings;
 use leptos::prelude::*;
@@ -33,7 +37,7 @@ pub fn App() -> impl IntoView {
     actions::boot(ui);
     let state = move || match ui.status.get() {
         Status::Ready => "ready",
-        Status::Generating | Status::Prefilling { .. } => "generating",
+        Status::Generating | Status::Prefilling { .. } | Status::Comparing { .. } => "generating",
         Status::Done(_) => "done",
         Status::Error(_) => "error",
         _ => "loading",
@@ -102,6 +106,12 @@ pub fn App() -> impl IntoView {
                 </Show>
             </div>
         </main>
+        <div class="wide-stack">
+            <AttentionView ui />
+            <CompareView ui />
+            <TradeoffPlot ui />
+            <Calculator ui />
+        </div>
         <footer>
             "gqa-lab · SmolLM2-135M-Instruct (Apache-2.0) in WGSL compute shaders through wgpu · "
             "GQA: Ainslie et al. 2023, arXiv:2305.13245"

@@ -13,9 +13,9 @@ pub fn int(n: u64) -> String {
     out
 }
 
-/// Bytes in B, KiB, MiB or GiB.
+/// Bytes in B, KiB, MiB, GiB or TiB.
 pub fn bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB"];
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
     while v >= 1024.0 && u + 1 < units.len() {

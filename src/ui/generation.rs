@@ -7,7 +7,7 @@
 use super::js::{now_ms, yield_now};
 use super::regrouping;
 use super::session::Session;
-use super::state::{Measured, Status, Ui};
+use super::state::{AttentionShown, Measured, Status, Ui};
 use crate::engine::{EngineError, GenerateParams, Generator};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::TokenStream;
@@ -96,6 +96,10 @@ async fn drive(
             ui.status.set(Status::Generating);
             gen.restart();
         }
+        let probe = ui.probe_wanted();
+        if s.engine.attention_probe() != probe {
+            s.engine.set_attention_probe(probe)?;
+        }
         if feed_chunk(ui, s, gen, &mut clock).await? {
             yield_now().await;
             continue;
@@ -107,12 +111,37 @@ async fn drive(
         ui.output.update(|o| o.push_str(&piece));
         ui.ids.set(gen.generated().to_vec());
         ui.positions.set(Some(s.engine.len()));
+        show_attention(ui, s, gen).await?;
         if Some(id) == stop_token {
             return Ok(Outcome::Eos);
         }
         yield_now().await;
     }
     Ok(Outcome::MaxTokens)
+}
+
+/// While the attention view is open: the watched layer's weights for the token just fed,
+/// with the text of every position it saw (read back only then: `gpu/engine/probe.rs`).
+async fn show_attention(ui: Ui, s: &mut Session, gen: &Generator) -> Result<(), EngineError> {
+    if s.engine.attention_probe().is_none() {
+        return Ok(());
+    }
+    let Some(weights) = s.engine.attention_weights().await? else {
+        return Ok(());
+    };
+    ui.attention_reads.update(|n| *n += 1);
+    let seq = gen.prompt().iter().chain(gen.generated());
+    let labels = seq
+        .take(weights.positions)
+        .map(|&id| String::from_utf8_lossy(&s.tok.token_bytes(id, true)).into_owned())
+        .collect();
+    let grouping = s.engine.grouping();
+    ui.attention.set(Some(AttentionShown {
+        weights,
+        grouping,
+        labels,
+    }));
+    Ok(())
 }
 
 /// Feeds the next chunk of a long prefill, if more than one chunk is left; returns whether
@@ -173,9 +202,12 @@ async fn step(
         let ms = now - clock.last_token_ms.unwrap_or(t0);
         clock.run.add(ms);
         ui.tokens_per_s.set(Some(clock.run.tokens_per_s()));
+        // (Not while the attention view reads weights back each step: that is its cost, not G's.)
         let g = s.engine.grouping().groups();
-        ui.decode_by_groups
-            .update(|m| m.entry(g).or_default().add(ms));
+        if s.engine.attention_probe().is_none() {
+            ui.decode_by_groups
+                .update(|m| m.entry(g).or_default().add(ms));
+        }
     }
     clock.last_token_ms = Some(now);
     Ok(Some(id))

@@ -1,11 +1,17 @@
 //! The browser app (wasm32 only): a Leptos client-side UI over the GPU engine. The only module
 //! that touches leptos, web-sys and js-sys. Data flows one way: the model bytes ([`loader`]) →
 //! an engine and tokenizer ([`session`]) → tokens ([`generation`]) → signals ([`state`]) →
-//! DOM and SVG ([`app`], [`controls`], [`diagram`], [`kv_meter`], [`tradeoffs`]).
+//! DOM and SVG ([`app`], [`controls`], [`diagram`], [`kv_meter`], [`tradeoffs`]), and the
+//! views that explain GQA: attention by KV group ([`attention_view`]), G side by side
+//! ([`compare`]), quality against memory and speed ([`tradeoff_plot`]), the cache calculator
+//! ([`calculator`]).
 //! Settings live in the URL ([`url_state`]).
 
 mod actions;
 mod app;
+mod attention_view;
+mod calculator;
+mod compare;
 mod controls;
 mod diagram;
 mod format;
@@ -19,6 +25,7 @@ mod quality;
 mod regrouping;
 mod session;
 mod state;
+mod tradeoff_plot;
 mod tradeoffs;
 mod url_state;
 

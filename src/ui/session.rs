@@ -35,6 +35,8 @@ pub struct Session {
 pub struct ModelInfo {
     pub name: String,
     pub cfg: ModelConfig,
+    /// Parameters (elements of every tensor in the file).
+    pub params: u64,
     pub capacity: usize,
     pub adapter: String,
     pub sha256: String,
@@ -78,6 +80,7 @@ pub async fn open(
     let adapter = engine.adapter();
     let info = ModelInfo {
         name,
+        params: g.tensors.iter().map(|t| t.n_elements()).sum(),
         capacity: engine.capacity(),
         adapter,
         sha256: sha256.to_string(),

@@ -2,11 +2,13 @@
 //! doing ([`Activity`]), and the requests (stop, regroup, a model to load next) that a run
 //! picks up between its steps.
 
+use super::compare::Comparison;
 use super::format;
 use super::loader::Progress;
 use super::session::{ModelInfo, Session};
 use super::url_state::Settings;
-use crate::model::Method;
+use crate::engine::AttentionWeights;
+use crate::model::{Grouping, Method};
 use crate::tokenizer::Tokenizer;
 use leptos::prelude::*;
 use std::cell::RefCell;
@@ -37,6 +39,11 @@ pub enum Status {
         done: usize,
         of: usize,
     },
+    /// Generating side by side: columns done of all.
+    Comparing {
+        done: usize,
+        of: usize,
+    },
     Generating,
     Done(String),
     Error(String),
@@ -57,6 +64,7 @@ impl Status {
                 layers,
             } => format!("calibrating G = {groups}: {layer} / {layers} layers"),
             Status::Measuring { done, of } => format!("measuring quality: {done} / {of}"),
+            Status::Comparing { done, of } => format!("comparing: {done} / {of} columns"),
             Status::Generating => "generating".into(),
             Status::Done(how) if how.is_empty() => "done".into(),
             Status::Done(how) => format!("done ({how})"),
@@ -115,6 +123,15 @@ impl Measured {
     }
 }
 
+/// One read of the attention view: a layer's weights for the last token fed, the grouping
+/// they were computed at, and the text of each position's token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionShown {
+    pub weights: AttentionWeights,
+    pub grouping: Grouping,
+    pub labels: Vec<String>,
+}
+
 /// Every piece of state, as `Copy` handles.
 #[derive(Clone, Copy)]
 pub struct Ui {
@@ -147,6 +164,14 @@ pub struct Ui {
     pub quality: RwSignal<BTreeMap<(usize, Method), f64>>,
     /// Seconds each calibrated G took to fit on this page (absent: loaded from the cache).
     pub calibration_s: RwSignal<BTreeMap<usize, f64>>,
+    /// The attention view: open or not, the layer it shows, what it shows, and how many times
+    /// weights were read back from the engine (never while it is closed).
+    pub attention_open: RwSignal<bool>,
+    pub attention_layer: RwSignal<usize>,
+    pub attention: RwSignal<Option<AttentionShown>>,
+    pub attention_reads: RwSignal<u64>,
+    /// The side-by-side generation at several G: its last result.
+    pub comparison: RwSignal<Option<Comparison>>,
     pub session: StoredValue<Slot<Session>, LocalStorage>,
     /// A model asked for while the engine was busy, loaded as soon as it is free.
     pub queued_load: StoredValue<Option<LoadRequest>, LocalStorage>,
@@ -177,6 +202,11 @@ impl Ui {
             method: RwSignal::new(settings_method),
             quality: RwSignal::new(BTreeMap::new()),
             calibration_s: RwSignal::new(BTreeMap::new()),
+            attention_open: RwSignal::new(false),
+            attention_layer: RwSignal::new(0),
+            attention: RwSignal::new(None),
+            attention_reads: RwSignal::new(0),
+            comparison: RwSignal::new(None),
             session: StoredValue::new_local(Rc::new(RefCell::new(None))),
             queued_load: StoredValue::new_local(None),
             tokenizer: StoredValue::new_local(None),
@@ -194,6 +224,13 @@ impl Ui {
     /// Whether a load or a generation holds the engine (not tracked).
     pub fn is_busy(&self) -> bool {
         self.activity.get_untracked() != Activity::Idle
+    }
+
+    /// The layer the engine should watch for the attention view: its layer while it is open.
+    pub fn probe_wanted(&self) -> Option<usize> {
+        self.attention_open
+            .get_untracked()
+            .then(|| self.attention_layer.get_untracked())
     }
 
     /// Whether a generation runs (tracked: for the controls).

@@ -420,6 +420,18 @@ test('the calibrated merge is fitted on the GPU at G = 2 and 1, generates, and t
   assert.match(await text(page, 'quality-g9-mean'), /\(exact\)$/);
   assert.equal(await page.locator('td.current-method[data-testid="quality-g1-calibrated"]').count(), 1);
   await screenshot(page, 'calibrated.png');
+  // The plot: every measured (G, method) at its KV bytes per token, and the decode speed
+  // measured here at the G generated at (2 and 1).
+  const points = await page.locator('[data-testid="plot-point"]').evaluateAll((els) => els.map((e) => ({
+    g: Number(e.dataset.groups), method: e.dataset.method, ppl: Number(e.dataset.ppl), bytes: Number(e.dataset.bytes), ms: e.dataset.ms,
+  })));
+  assert.equal(points.length, 9 + 2, 'G = 1 and 2 with both methods, G = 3 to 9 once');
+  for (const p of points) {
+    assert.equal(p.bytes, kvBytes(p.g, 1));
+    assert.equal(p.ppl, await ppl(p.g >= 3 ? 3 : p.g, p.g >= 3 ? 'mean' : p.method));
+    assert.equal(p.ms !== '', p.g <= 2, `G=${p.g}: decode ms measured only where it generated`);
+  }
+  await screenshot(page, 'tradeoff-plot.png', 'plot-card');
   // The method switch: mean-pooling at G = 1, in the URL and the table.
   await byId(page, 'regroup-method').selectOption('mean');
   await waitStatus(page, /^(ready|done.*)$/);
@@ -432,6 +444,135 @@ test('the calibrated merge is fitted on the GPU at G = 2 and 1, generates, and t
   await waitStatus(again, /^ready$/);
   assert.equal(Number(await byId(again, 'quality-g1-calibrated').getAttribute('data-ppl')), measured);
   await again.close();
+});
+
+// The views of issue 20: attention by KV group, G side by side, the plot, the calculator.
+
+/** Every attention-head row: its head, KV head and weights. */
+const attentionRows = (page) => page.locator('[data-testid="attention-head"]').evaluateAll((els) => els.map((e) => ({
+  head: Number(e.dataset.head), kv: Number(e.dataset.kvHead), weights: e.dataset.weights.split(',').map(Number),
+})));
+
+test('the attention view shows each query head by its KV head at G = 1, 3 and 9, and reads nothing while closed', async () => {
+  const page = await openPage(browser.context, appUrl({
+    prompt: 'The capital of France is', chat: 0, regroup: 'mean', temperature: 0, max_tokens: 3, ignore_eos: 1,
+  }), errors);
+  await waitStatus(page, /^ready$/);
+  const view = byId(page, 'attention-view');
+  assert.equal(await view.getAttribute('data-open'), 'false');
+  // Closed: a generation reads no weights back.
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^done/);
+  assert.equal(await view.getAttribute('data-reads'), '0');
+  assert.equal(await page.locator('[data-testid="attention-head"]').count(), 0);
+  await byId(page, 'attention-toggle').click();
+  assert.equal(await view.getAttribute('data-open'), 'true');
+  for (const [g, layer, nRep] of [[3, 0, 3], [1, 5, 9], [9, 29, 1]]) {
+    await page.locator('.ticks .tick').nth(g - 1).click();
+    await waitStatus(page, /^(ready|done.*)$/);
+    await byId(page, 'attention-layer').selectOption(String(layer));
+    const reads = Number(await view.getAttribute('data-reads'));
+    await byId(page, 'generate-button').click();
+    await waitStatus(page, /^done/);
+    assert.equal(await view.getAttribute('data-layer'), String(layer));
+    // One read per generated token (the first comes with the prefill).
+    assert.equal(Number(await view.getAttribute('data-reads')) - reads, 3, `G=${g}`);
+    const rows = await attentionRows(page);
+    assert.deepEqual(rows.map((r) => r.head), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(rows.map((r) => r.kv), rows.map((r) => Math.floor(r.head / nRep)), `G=${g}: KV head of each query head`);
+    const positions = Number(await text(page, 'kv-tokens')); // positions fed (not the last token)
+    for (const r of rows) {
+      assert.equal(r.weights.length, positions, `G=${g} head ${r.head}: one weight per position seen`);
+      const sum = r.weights.reduce((a, b) => a + b, 0);
+      assert.ok(Math.abs(sum - 1) < 1e-4, `G=${g} layer ${layer} head ${r.head}: weights sum to ${sum}`);
+    }
+    if (g === 3) await screenshot(page, 'attention-view.png', 'attention-view');
+  }
+  // Closed again: generating reads nothing more.
+  await byId(page, 'attention-toggle').click();
+  const reads = await view.getAttribute('data-reads');
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^done/);
+  assert.equal(await view.getAttribute('data-reads'), reads);
+  await page.close();
+});
+
+test('side by side: the native column is the CLI\'s, G above it the same, the first departure marked', async () => {
+  const prompt = 'The capital of France is';
+  const page = await openPage(browser.context, appUrl({ prompt, chat: 0, regroup: 'mean' }), errors);
+  await waitStatus(page, /^ready$/);
+  await byId(page, 'compare-tokens').fill('6');
+  await byId(page, 'compare-tokens').dispatchEvent('change');
+  // Keep G = 1 and 9 (the native G = 3 always runs).
+  for (const g of [2, 4, 5, 6, 7, 8]) await page.locator(`[data-testid="compare-pick"][data-groups="${g}"]`).click();
+  await byId(page, 'compare-run').click();
+  await waitStatus(page, /^done \(compared\)$/, 600_000);
+  const columns = await page.locator('[data-testid="compare-column"]').evaluateAll((els) => els.map((e) => ({
+    g: Number(e.dataset.groups), ids: e.dataset.ids.split(',').filter(Boolean).map(Number), departs: e.dataset.departs,
+    tops: e.querySelectorAll('[data-testid="compare-top"]').length,
+  })));
+  assert.deepEqual(columns.map((c) => c.g), [3, 1, 9]);
+  const native = cliIds({ prompt, chat: false, groups: 3, maxTokens: 6, ignoreEos: false, regroup: 'mean' });
+  assert.deepEqual(columns[0].ids, native);
+  assert.deepEqual(columns[2].ids, native, 'G = 9 splits native groups: the same model');
+  assert.equal(columns[2].departs, '');
+  const mqa = cliIds({ prompt, chat: false, groups: 1, maxTokens: 6, ignoreEos: false, regroup: 'mean' });
+  assert.deepEqual(columns[1].ids, mqa);
+  const d = columns[1].ids.findIndex((id, i) => id !== native[i]);
+  assert.equal(columns[1].departs, String(d));
+  assert.equal(columns[1].tops, 2, 'top-5 of G = 1 and of the native G where G = 1 departs');
+  assert.equal(await page.locator('[data-testid="compare-column"][data-groups="1"] .departs').count(), 1);
+  // The engine is back at the person's G.
+  assert.equal(await byId(page, 'groups-slider').inputValue(), '3');
+  await screenshot(page, 'compare-view.png', 'compare-view');
+  await page.close();
+});
+
+test('the cache calculator gives exact bytes for every preset and G', async () => {
+  const page = await openPage(browser.context, appUrl(), errors);
+  await waitStatus(page, /^ready$/);
+  const presets = {
+    'Llama-2-70B': [80, 64, 128], 'Llama-3-8B': [32, 32, 128], 'Llama-3.1-405B': [126, 128, 128],
+    'Mistral-7B': [32, 32, 128], 'Qwen2.5-0.5B': [24, 14, 64],
+  };
+  const bars = () => page.locator('[data-testid="calc-bytes"]').evaluateAll((els) => els.map((e) => [Number(e.dataset.groups), e.dataset.bytes]));
+  for (const [name, [layers, heads, hd]] of Object.entries(presets)) {
+    await byId(page, 'calc-preset').selectOption(name);
+    for (const [ctx, batch, dtype, bytes] of [[8192, 1, 'fp16', 2], [32768, 4, 'fp32', 4]]) {
+      await byId(page, 'calc-context').fill(String(ctx));
+      await byId(page, 'calc-context').dispatchEvent('change');
+      await byId(page, 'calc-batch').fill(String(batch));
+      await byId(page, 'calc-batch').dispatchEvent('change');
+      await byId(page, 'calc-dtype').selectOption(dtype);
+      const want = [];
+      for (let g = 1; g <= heads; g++) {
+        if (heads % g === 0) want.push([g, String(BigInt(2 * layers * g * hd) * BigInt(ctx * batch * bytes))]);
+      }
+      assert.deepEqual(await bars(), want, `${name} ${ctx} tokens × ${batch}, ${dtype}`);
+    }
+  }
+  // The issue's hand-computed figure, and q4 (Q4_0: 18 bytes per 32 values).
+  await byId(page, 'calc-preset').selectOption('Llama-3-8B');
+  await byId(page, 'calc-context').fill('8192');
+  await byId(page, 'calc-context').dispatchEvent('change');
+  await byId(page, 'calc-batch').fill('1');
+  await byId(page, 'calc-batch').dispatchEvent('change');
+  await byId(page, 'calc-dtype').selectOption('fp16');
+  const g8 = page.locator('[data-testid="calc-bytes"][data-groups="8"]');
+  assert.equal(await g8.getAttribute('data-bytes'), '1073741824');
+  // 16.06 GB of fp16 weights and a 1 GiB cache fit 16 GiB (17.18 GB); MHA's 4 GiB do not.
+  const fit = (g, gib) => page.locator(`[data-testid="calc-bytes"][data-groups="${g}"] [data-testid="calc-fit"][data-gib="${gib}"]`).getAttribute('data-fits');
+  assert.deepEqual([await fit(8, 8), await fit(8, 16), await fit(8, 24), await fit(8, 80)], ['false', 'true', 'true', 'true']);
+  assert.deepEqual([await fit(32, 16), await fit(32, 24)], ['false', 'true']);
+  await byId(page, 'calc-dtype').selectOption('q4');
+  assert.equal(await g8.getAttribute('data-bytes'), String(2 * 32 * 8 * 8192 * 128 / 32 * 18));
+  // The loaded model: every G it runs, 1 to 9.
+  await byId(page, 'calc-preset').selectOption('loaded');
+  await byId(page, 'calc-dtype').selectOption('fp32');
+  assert.deepEqual((await bars()).map(([g]) => g), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(await page.locator('[data-testid="calc-bytes"][data-groups="3"]').getAttribute('data-bytes'), String(kvBytes(3, 8192)));
+  await screenshot(page, 'calculator.png', 'calculator');
+  await page.close();
 });
 
 test('no page errors or panics', () => {

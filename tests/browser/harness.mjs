@@ -59,9 +59,11 @@ export async function waitStatus(page, re, timeout = 300_000) {
   return text(page, 'status');
 }
 
-export async function screenshot(page, name) {
+/** A screenshot of the whole page, or with `testid` of that element alone, into artifacts/. */
+export async function screenshot(page, name, testid) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const file = path.join(ARTIFACTS, name);
-  await page.screenshot({ path: file, fullPage: true });
+  if (testid) await byId(page, testid).screenshot({ path: file });
+  else await page.screenshot({ path: file, fullPage: true });
   return file;
 }

@@ -52,7 +52,10 @@ impl GpuEngine {
         // A step ahead only where it fits in the cache: a generator made with the cache's
         // capacity never wants more, and one that does gets `ContextFull` on the next call,
         // after this token, as when waiting for each step.
-        if self.decode_ahead && gen.may_want_after(step) && self.pos < self.capacity {
+        // (Not while the attention view reads each step's weights: the step ahead would
+        // overwrite them before they are read.)
+        let ahead = self.decode_ahead && self.probe.is_none();
+        if ahead && gen.may_want_after(step) && self.pos < self.capacity {
             self.submit_sampled(Input::Sampled, &p, step + 1)?;
         }
         let id = self.read_sampled().await?;
@@ -129,7 +132,7 @@ impl GpuEngine {
         };
         let mut enc = self.record(last, tail, None)?;
         enc.copy_buffer_to_buffer(&self.act.token_out.buffer, 0, &readback.buffer, 0, 4);
-        let index = self.gpu.queue.submit([enc.finish()]);
+        let index = self.gpu.submit(enc);
         let (tx, mapped) = futures_channel::oneshot::channel();
         readback
             .buffer
@@ -138,6 +141,7 @@ impl GpuEngine {
                 let _ = tx.send(r);
             });
         self.pos += last.len();
+        self.probe_fed();
         let fed = input.len();
         self.in_flight.push_back(InFlight {
             readback,
@@ -153,8 +157,9 @@ impl GpuEngine {
     fn prefill_chunks(&mut self, ids: &[u32]) -> Result<(), EngineError> {
         for chunk in ids.chunks(PREFILL_CHUNK) {
             let enc = self.record(Input::Ids(chunk), &[], None)?;
-            self.gpu.queue.submit([enc.finish()]);
+            self.gpu.submit(enc);
             self.pos += chunk.len();
+            self.probe_fed();
         }
         Ok(())
     }

@@ -36,6 +36,10 @@ pub(super) struct Body {
     pub attention: Vec<usize>,
     /// Each layer's kv_store op: the layer's ops before it compute the native q, k0, v0.
     pub kv_store: Vec<usize>,
+    /// Per layer, attention_probe.wgsl on the layer's q and K (not in `ops`: `submit.rs`
+    /// records the one of the layer the attention view shows, after that layer's kv_store,
+    /// and only while the view is open).
+    pub probe: Vec<Op>,
 }
 
 /// Op indices of a [`Body`] while it is built.
@@ -45,6 +49,7 @@ struct BodySpec {
     layers: Vec<Range<usize>>,
     attention: Vec<usize>,
     kv_store: Vec<usize>,
+    probe: Vec<usize>,
 }
 
 /// How a decode product takes part in an RMSNorm split over two products (matvec.wgsl):
@@ -128,6 +133,11 @@ impl Program {
                     .into_iter()
                     .map(&mut take)
                     .collect::<Result<_, _>>()?,
+                probe: spec
+                    .probe
+                    .into_iter()
+                    .map(&mut take)
+                    .collect::<Result<_, _>>()?,
                 layers: spec.layers,
                 attention: spec.attention,
                 kv_store: spec.kv_store,
@@ -179,6 +189,8 @@ impl<'a> Graph<'a> {
             // forward's positions; the q map, RoPE on K and q
             b.kv_store.push(b.ops.len());
             self.push(&mut b, self.kv_store(l, qkv.clone()));
+            // (the attention view, when open: the last token's softmax weights per head)
+            b.probe.push(self.list.push(self.probe(l, qkv.q.clone())));
             // per query head h: softmax(q_h · K_g / √hd) · V_g with g = kv_head(h), by chunks
             let q = if decode { qkv.q_uniform } else { qkv.q };
             b.attention.push(b.ops.len());
@@ -380,6 +392,21 @@ impl<'a> Graph<'a> {
             starts: &self.cache.starts,
         };
         ops::attention(p, binds, decode, self.cache.grouping().max_rep())
+    }
+
+    /// The attention weights of layer `l` for the forward's last token, into `probe`.
+    fn probe(&self, l: usize, q: wgpu::BindingResource<'a>) -> OpSpec<'a> {
+        let cfg = self.cfg;
+        let p = ops::ProbeParams {
+            n_heads: cfg.n_heads as u32,
+            groups: self.cache.grouping().groups() as u32,
+            head_dim: cfg.head_dim as u32,
+            capacity: self.capacity as u32,
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            _pad: [0; 3],
+        };
+        let (kc, starts) = (&self.cache.k[l], &self.cache.starts);
+        ops::attention_probe(p, q, kc, starts, &self.a.probe)
     }
 
     /// The chunks of layer `l`'s attention combined, through its output map if it has one.

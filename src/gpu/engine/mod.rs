@@ -4,6 +4,7 @@
 //! - `graph.rs`: the forward as a list of ops, top to bottom (read it beside `cpu::forward`);
 //! - `submit.rs`: recording and submitting forwards, reading results back;
 //! - `ahead.rs`: decoding one step ahead;
+//! - `probe.rs`: the attention view's weights, read back only while it is open;
 //! - `timing.rs`: kernel timings for the benchmark;
 //! - `walk.rs`: calibration of a merge on the GPU, one layer at a time.
 //!
@@ -12,6 +13,7 @@
 
 mod ahead;
 mod graph;
+mod probe;
 mod resources;
 mod submit;
 mod timing;
@@ -56,6 +58,10 @@ pub struct GpuEngine {
     in_flight: std::collections::VecDeque<ahead::InFlight>,
     readbacks: Vec<super::Buf>,
     decode_ahead: bool,
+    /// The layer whose attention weights each forward keeps (`probe.rs`), and the positions
+    /// the last kept weights cover.
+    probe: Option<usize>,
+    probe_seen: Option<usize>,
 }
 
 impl GpuEngine {
@@ -91,6 +97,8 @@ impl GpuEngine {
             in_flight: Default::default(),
             readbacks: Vec::new(),
             decode_ahead,
+            probe: None,
+            probe_seen: None,
         })
     }
 
@@ -134,6 +142,7 @@ impl GpuEngine {
         let previous = self.regrouping.clone();
         self.state = None;
         self.pos = 0;
+        self.probe_seen = None;
         let (cfg, model, act) = (&self.cfg, &self.model, &self.act);
         match Self::build_state(&self.gpu, cfg, model, act, r.clone(), self.capacity) {
             Ok(state) => {
@@ -232,6 +241,7 @@ impl GpuEngine {
     pub fn reset(&mut self) {
         self.drop_ahead();
         self.pos = 0;
+        self.probe_seen = None;
     }
 
     /// Takes the sequence to be `len` tokens long (for benchmarks: the cache holds whatever it
@@ -240,6 +250,7 @@ impl GpuEngine {
         self.drop_ahead();
         check_len(len, self.capacity)?;
         self.pos = len;
+        self.probe_seen = None;
         Ok(())
     }
 }
@@ -329,5 +340,13 @@ impl Engine for GpuEngine {
         gen: &mut crate::engine::Generator,
     ) -> Result<Option<u32>, EngineError> {
         pollster::block_on(GpuEngine::next_token(self, gen))
+    }
+    fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError> {
+        GpuEngine::set_attention_probe(self, layer)
+    }
+    fn attention_weights(
+        &mut self,
+    ) -> Result<Option<crate::engine::AttentionWeights>, EngineError> {
+        pollster::block_on(GpuEngine::attention_weights(self))
     }
 }

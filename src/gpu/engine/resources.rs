@@ -133,6 +133,7 @@ pub(super) struct Activations {
     pub token_out: Buf,  // [1] u32
     pub staging: Buf,    // readback of logits [vocab]
     pub rope: Buf,       // [capacity][hd/2] (cos, sin)
+    pub probe: Buf,      // [n_heads][capacity]: the attention view's weights (probe.rs)
 }
 
 impl Activations {
@@ -175,6 +176,7 @@ impl Activations {
             token_out: s("token", 4)?,
             staging: gpu.buffer("staging", vocab * f, U::MAP_READ | U::COPY_DST)?,
             rope: gpu.storage_with("rope table", bytemuck::cast_slice(&table))?,
+            probe: s("attention weights", nh * capacity as u64)?,
         })
     }
 

@@ -77,14 +77,26 @@ impl GpuEngine {
                 enc.copy_buffer_to_buffer(from, 0, to, 0, 4)
             }
         }
-        let all = &self.program()?.body(n).ops;
+        let program = self.program()?.body(n);
+        let all = &program.ops;
         let body = &all[..body_ops.unwrap_or(all.len()).min(all.len())];
+        // The attention view's probe, after its layer's kv_store (whole forwards only).
+        let probe = match (self.probe, body_ops) {
+            (Some(l), None) => program.kv_store.get(l).zip(program.probe.get(l)),
+            _ => None,
+        };
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("forward"),
                 timestamp_writes: None,
             });
-            for op in body.iter().chain(tail) {
+            for (i, op) in body.iter().enumerate() {
+                op.dispatch(&mut pass, n as u32, step.n_chunks);
+                if let Some((_, probe)) = probe.filter(|(&at, _)| at == i) {
+                    probe.dispatch(&mut pass, n as u32, step.n_chunks);
+                }
+            }
+            for op in tail {
                 op.dispatch(&mut pass, n as u32, step.n_chunks);
             }
         }
@@ -146,9 +158,10 @@ impl GpuEngine {
                 let bytes = self.gpu.submit_and_read(enc, &staging.buffer, size).await?;
                 out.extend(bytes);
             } else {
-                self.gpu.queue.submit([enc.finish()]);
+                self.gpu.submit(enc);
             }
             self.pos += chunk.len();
+            self.probe_fed();
         }
         self.gpu.check()?;
         Ok(out)

@@ -51,6 +51,18 @@ params_struct! {
     }
 }
 
+params_struct! {
+    /// `Params` of attention_probe.wgsl.
+    ProbeParams = "Params" for [AttentionProbe] {
+        n_heads: u32,
+        groups: u32,
+        head_dim: u32,
+        capacity: u32,
+        scale: f32,
+        _pad: [u32; 3],
+    }
+}
+
 /// What kv_store.wgsl reads and writes. k0, v0: `[T][G0][hd]`, the native heads' projections;
 /// the maps of every layer (`model/regroup.rs`): kmap `[L][G][G0][hd/2]` complex, vmap
 /// `[L][G][G0]` or `[L][G][hd][G0·hd]`, qmap `[L][H][hd/2]` complex (any buffer when unused);
@@ -137,4 +149,24 @@ pub fn attention_reduce<'a>(
     let resources = vec![ml.binding(), part.binding(), omap.binding(), out.binding()];
     let grid = Grid::Reduce(p.n_heads);
     OpSpec::new(Kernel::AttentionReduce, 0, &p, resources, grid)
+}
+
+/// attention_probe.wgsl: the attention weights of the forward's last token, every query head
+/// over positions `0 ..= pos`, into `out` (`[H][capacity]`). q: `[T][H][hd]` after kv_store;
+/// kc: `[G][capacity][hd]`; starts: `[G + 1]`.
+pub fn attention_probe<'a>(
+    p: ProbeParams,
+    q: wgpu::BindingResource<'a>,
+    kc: &'a Buf,
+    starts: &'a Buf,
+    out: &'a Buf,
+) -> OpSpec<'a> {
+    let resources = vec![q, kc.binding(), starts.binding(), out.binding()];
+    OpSpec::new(
+        Kernel::AttentionProbe,
+        0,
+        &p,
+        resources,
+        Grid::Each(p.n_heads),
+    )
 }

@@ -113,6 +113,8 @@ pub enum Grid {
     Elementwise(u32),
     /// One workgroup.
     Single,
+    /// (n, 1, 1): one workgroup per item, whatever the tokens.
+    Each(u32),
 }
 
 impl Grid {
@@ -135,6 +137,7 @@ impl Grid {
             Grid::Reduce(heads) => [heads, t, 1],
             Grid::Elementwise(n) => [(t * n).div_ceil(wg), 1, 1],
             Grid::Single => [1, 1, 1],
+            Grid::Each(n) => [n, 1, 1],
         }
     }
 }
@@ -234,7 +237,7 @@ pub fn run(
         let mut pass = enc.begin_compute_pass(&Default::default());
         op.dispatch(&mut pass, t, n_chunks);
     }
-    gpu.queue.submit([enc.finish()]);
+    gpu.submit(enc);
     gpu.check()
 }
 
@@ -274,7 +277,7 @@ pub(crate) use params_struct;
 
 params_struct! {
     /// `Step` in common.wgsl: what changes per forward (one uniform, written per submit).
-    Step = "Step" for [Embed, Matmul, RmsNorm, SwiGlu, KvStore, Attention, AttentionDecode, AttentionReduce] {
+    Step = "Step" for [Embed, Matmul, RmsNorm, SwiGlu, KvStore, Attention, AttentionDecode, AttentionReduce, AttentionProbe] {
         pos0: u32,
         n_tokens: u32,
         n_chunks: u32,
@@ -308,6 +311,7 @@ pub fn params_layouts() -> Vec<(&'static str, &'static [Kernel], usize, Vec<Fiel
         one::<KvStoreParams>(),
         one::<AttentionParams>(),
         one::<ReduceParams>(),
+        one::<ProbeParams>(),
         one::<ArgmaxParams>(),
         one::<SamplingUniform>(),
     ]

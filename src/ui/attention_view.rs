@@ -1,0 +1,186 @@
+//! The attention view: for one layer and the token just fed, the attention weights of every
+//! query head over the context, a heatmap row per head, the rows of the query heads that share
+//! a KV head together and in that KV head's colour (as in the grouping diagram). Under GQA the
+//! heads of a group read the same keys, yet each has its own query, so each row differs: what
+//! grouping shares is the cache, not the attention pattern.
+//!
+//! The weights come from the engine's probe (`gpu/engine/probe.rs`), which the generation loop
+//! turns on only while the view is open: closed, decoding reads back nothing more.
+
+use super::diagram::group_colour;
+use super::state::{AttentionShown, Ui};
+use leptos::prelude::*;
+
+/// Positions drawn at most; a longer context shows its first [`HEAD`] and its last ones.
+const SHOWN: usize = 64;
+const HEAD: usize = 4;
+const CELL: f64 = 18.0;
+const ROW: f64 = 18.0;
+
+/// The positions drawn for a context of `n`: every one, or the first few, a gap (`None`) and
+/// the last ones.
+fn columns(n: usize) -> Vec<Option<usize>> {
+    if n <= SHOWN {
+        return (0..n).map(Some).collect();
+    }
+    let tail = n - (SHOWN - HEAD - 1);
+    (0..HEAD)
+        .map(Some)
+        .chain([None])
+        .chain((tail..n).map(Some))
+        .collect()
+}
+
+/// A token's text as a short label (whitespace made visible).
+fn label(text: &str) -> String {
+    let t: String = text
+        .chars()
+        .map(|c| match c {
+            ' ' => '·',
+            '\n' => '↵',
+            c => c,
+        })
+        .take(8)
+        .collect();
+    if t.is_empty() {
+        "∅".into()
+    } else {
+        t
+    }
+}
+
+/// One query head's row: a cell per drawn position, its opacity the weight's square root (so
+/// that small weights still show), in the colour of the head's KV group.
+fn head_row(shown: &AttentionShown, h: usize, cols: &[Option<usize>]) -> impl IntoView {
+    let w = shown.weights.row(h);
+    let gr = shown.grouping;
+    let g = gr.kv_head(h);
+    let colour = group_colour(g, gr.groups());
+    let fill = colour.clone();
+    let cells = cols
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.map(|p| (i, p, w[p])))
+        .map(|(i, p, a)| {
+            let title = format!("Q{h} → position {p}: {a:.4}");
+            view! {
+                <rect x=i as f64 * CELL y=0.0 width=CELL - 1.0 height=ROW - 1.0 fill=fill.clone() fill-opacity=format!("{:.3}", a.max(0.0).sqrt())>
+                    <title>{title}</title>
+                </rect>
+            }
+        })
+        .collect_view();
+    let weights: Vec<String> = w.iter().map(|a| format!("{a:.6}")).collect();
+    let width = cols.len() as f64 * CELL;
+    view! {
+        <div class="attn-row" data-testid="attention-head" data-head=h data-kv-head=g data-weights=weights.join(",")>
+            <span class="attn-label" style:color=colour>{format!("Q{h}")}</span>
+            <svg width=width height=ROW viewBox=format!("0 0 {width} {ROW}")>{cells}</svg>
+        </div>
+    }
+}
+
+/// The rows, grouped by KV head, and the tokens as column labels.
+fn heatmap(shown: AttentionShown) -> impl IntoView {
+    let cols = columns(shown.weights.positions);
+    let gr = shown.grouping;
+    let groups = (0..gr.groups())
+        .map(|g| {
+            let rows = gr
+                .members(g)
+                .map(|h| head_row(&shown, h, &cols))
+                .collect_view();
+            let (border, colour) = (group_colour(g, gr.groups()), group_colour(g, gr.groups()));
+            view! {
+                <div class="attn-group" style:border-left-color=border>
+                    <span class="attn-kv" style:color=colour>{format!("KV{g}")}</span>
+                    {rows}
+                </div>
+            }
+        })
+        .collect_view();
+    let labels = cols
+        .iter()
+        .map(|c| match c {
+            Some(p) => {
+                let text = shown.labels.get(*p).map_or("", String::as_str);
+                view! { <span class="attn-token" title=format!("position {p}: {text:?}")>{label(text)}</span> }.into_any()
+            }
+            None => view! { <span class="attn-token gap">"…"</span> }.into_any(),
+        })
+        .collect_view();
+    let n = shown.weights.positions;
+    let note = (n > SHOWN).then(|| {
+        format!(
+            "Positions 0–{} and {}–{} of {n} are drawn; every weight is in the row's data.",
+            HEAD - 1,
+            n - (SHOWN - HEAD - 1),
+            n - 1
+        )
+    });
+    view! {
+        <div class="attn-map">
+            {groups}
+            <div class="attn-tokens">{labels}</div>
+        </div>
+        <p class="muted small">
+            {format!("Layer {}, the query at position {} (the last token fed) over the {n} positions it sees. ", shown.weights.layer, n - 1)}
+            {note}
+        </p>
+    }
+}
+
+/// The view: its toggle, layer selector, heatmap and explanation.
+#[component]
+pub fn AttentionView(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let layers = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_layers));
+    let options = move || {
+        (0..layers())
+            .map(|l| view! { <option value=l selected=move || ui.attention_layer.get() == l>{format!("layer {l}")}</option> })
+            .collect_view()
+    };
+    let on_layer = move |ev: leptos::ev::Event| {
+        if let Ok(l) = event_target_value(&ev).parse::<usize>() {
+            ui.attention_layer.set(l);
+            ui.attention.set(None);
+        }
+    };
+    let toggle = move |_| {
+        ui.attention_open.update(|o| *o = !*o);
+        ui.attention.set(None);
+    };
+    let shown = move || ui.attention.get();
+    view! {
+        <section class="card wide" data-testid="attention-view" data-layer=move || ui.attention_layer.get() data-open=move || ui.attention_open.get().to_string() data-reads=move || ui.attention_reads.get()>
+            <div class="card-head">
+                <h2>"Inside attention"</h2>
+                <button data-testid="attention-toggle" aria-expanded=move || ui.attention_open.get().to_string() on:click=toggle>
+                    {move || if ui.attention_open.get() { "Hide" } else { "Show the attention weights" }}
+                </button>
+                <label>
+                    " Layer "
+                    <select data-testid="attention-layer" on:change=on_layer prop:value=move || ui.attention_layer.get().to_string()>{options}</select>
+                </label>
+            </div>
+            <Show when=move || ui.attention_open.get() fallback=|| view! {
+                <p class="muted small">"Closed, the engine reads nothing back for this view: each decoded token is one submit and a 4-byte read, as without it. Open, each token adds one small kernel and a read of the layer's weights (and a hardware GPU stops running a step ahead), so the speed table leaves those tokens out."</p>
+            }>
+                {move || match shown() {
+                    Some(s) => heatmap(s).into_any(),
+                    None => view! { <p class="muted">"Generate (or keep generating) to see this layer's weights for each new token."</p> }.into_any(),
+                }}
+            </Show>
+            <p class="explain">
+                "Each row is one query head's softmax(q·k / √d) over the positions so far: where it looks while the next token is chosen. "
+                "Rows in one coloured block share a KV head: they score the same keys and mix the same values, yet each has its own query, so their patterns differ. "
+                "With G = 1 (multi-query attention) every row reads one cache; with G = H (multi-head) each has its own. "
+                "Meta's reference code copies the shared K/V head once per query head ("<code>"repeat_kv"</code>"); "
+                "this engine's kernels index the shared head instead, so a smaller G really reads and stores less. "
+                <a href="https://arxiv.org/abs/2305.13245" target="_blank" rel="noopener">"GQA paper (arXiv:2305.13245)"</a>
+            </p>
+        </section>
+    }
+}

@@ -1,0 +1,181 @@
+//! Quality against memory and against speed, as the GQA paper plots time against quality
+//! (its Figure 3 and Table 1): for every G and each regrouping method, the perplexity of the
+//! built-in passage measured here ("What each G buys") against the KV bytes per token, and
+//! against the decode milliseconds per token measured on this page at that G. The paper's own
+//! T5-XXL figures sit beside it, for scale.
+
+use super::diagram::group_colour;
+use super::format;
+use super::state::Ui;
+use crate::model::{kv_cache_bytes, Method};
+use leptos::prelude::*;
+
+const W: f64 = 300.0;
+const H: f64 = 210.0;
+const L: f64 = 46.0;
+const B: f64 = 34.0;
+const T: f64 = 12.0;
+const R: f64 = 10.0;
+
+/// One measured point.
+#[derive(Debug, Clone, PartialEq)]
+struct Point {
+    groups: usize,
+    method: Method,
+    ppl: f64,
+    bytes: u64,
+    /// Decode ms per token at this G, if measured.
+    ms: Option<f64>,
+}
+
+/// Every (G, method) with a perplexity measured (G at or above the native one are the
+/// native model, scored once).
+fn points(ui: Ui) -> (Vec<Point>, usize) {
+    let Some(info) = ui.info.get() else {
+        return (Vec::new(), 0);
+    };
+    let (cfg, g0) = (&info.cfg, info.cfg.n_kv_heads);
+    let quality = ui.quality.get();
+    let speed = ui.decode_by_groups.get();
+    let mut out = Vec::new();
+    for g in cfg.valid_groups() {
+        let methods: &[Method] = if g >= g0 {
+            &[Method::Mean]
+        } else {
+            &[Method::Mean, Method::Calibrated]
+        };
+        for &method in methods {
+            let key = if g >= g0 {
+                (g0, Method::Mean)
+            } else {
+                (g, method)
+            };
+            if let Some(&ppl) = quality.get(&key) {
+                out.push(Point {
+                    groups: g,
+                    method,
+                    ppl,
+                    bytes: kv_cache_bytes(cfg, g, 1, 4),
+                    ms: speed.get(&g).map(|m| 1e3 / m.tokens_per_s()),
+                });
+            }
+        }
+    }
+    (out, cfg.n_heads)
+}
+
+/// A log scale from [lo, hi] onto [a, b].
+fn log_scale(v: f64, lo: f64, hi: f64, a: f64, b: f64) -> f64 {
+    let t = (v.ln() - lo.ln()) / (hi.ln() - lo.ln()).max(1e-9);
+    a + t.clamp(0.0, 1.0) * (b - a)
+}
+
+fn linear(v: f64, lo: f64, hi: f64, a: f64, b: f64) -> f64 {
+    let t = (v - lo) / (hi - lo).max(1e-9);
+    a + t.clamp(0.0, 1.0) * (b - a)
+}
+
+/// One panel: perplexity (log) against `x` of each point.
+fn panel(
+    title: &'static str,
+    pts: &[Point],
+    heads: usize,
+    x: fn(&Point) -> Option<f64>,
+    x_text: fn(f64) -> String,
+) -> impl IntoView {
+    let xs: Vec<f64> = pts.iter().filter_map(x).collect();
+    let (xlo, xhi) = xs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (xlo, xhi) = if xs.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (xlo * 0.9, xhi * 1.05)
+    };
+    let (ylo, yhi) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
+        (a.min(p.ppl), b.max(p.ppl))
+    });
+    let (ylo, yhi) = (ylo.max(1.0) * 0.8, yhi.max(ylo + 1.0) * 1.25);
+    let px = move |v: f64| linear(v, xlo, xhi, L, W - R);
+    let py = move |v: f64| log_scale(v, ylo, yhi, H - B, T);
+    let dots = pts
+        .iter()
+        .filter_map(|p| x(p).map(|xv| (p, px(xv), py(p.ppl))))
+        .map(|(p, cx, cy)| {
+            let colour = group_colour(p.groups.saturating_sub(1), heads);
+            let title = format!("G = {}, {}: perplexity {:.1}", p.groups, p.method.name(), p.ppl);
+            let shape = match p.method {
+                Method::Calibrated => view! { <circle cx=cx cy=cy r=5.0 fill=colour /> }.into_any(),
+                Method::Mean => view! { <rect x=cx - 4.5 y=cy - 4.5 width=9.0 height=9.0 fill="none" stroke=colour stroke-width=2.0 /> }.into_any(),
+            };
+            view! {
+                <g data-testid="plot-point" data-groups=p.groups data-method=p.method.name() data-ppl=format!("{:.4}", p.ppl)
+                   data-bytes=p.bytes.to_string() data-ms=p.ms.map(|m| format!("{m:.3}")).unwrap_or_default()>
+                    <title>{title}</title>
+                    {shape}
+                    <text x=cx + 7.0 y=cy - 6.0 class="tick">{format!("G{}", p.groups)}</text>
+                </g>
+            }
+        })
+        .collect_view();
+    let yticks = [ylo, (ylo * yhi).sqrt(), yhi]
+        .map(|v| view! { <text x=L - 4.0 y=py(v) + 4.0 text-anchor="end" class="tick">{format!("{v:.0}")}</text> });
+    let xticks = (!xs.is_empty()).then(|| {
+        [xlo, (xlo + xhi) / 2.0, xhi].map(|v| view! { <text x=px(v) y=H - B + 16.0 text-anchor="middle" class="tick">{x_text(v)}</text> })
+    });
+    let empty = xs.is_empty().then(|| view! { <text x=(L + W - R) / 2.0 y=H / 2.0 text-anchor="middle" class="tick">"not measured yet"</text> });
+    view! {
+        <figure class="plot">
+            <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label=title>
+                <line x1=L y1=T x2=L y2=H - B class="axis" />
+                <line x1=L y1=H - B x2=W - R y2=H - B class="axis" />
+                {yticks}{xticks}{dots}{empty}
+                <text x=(L + W - R) / 2.0 y=H - 4.0 text-anchor="middle" class="tick">{title}</text>
+                <text x=10.0 y=T + 4.0 class="tick" transform=format!("rotate(-90 10 {})", T + 4.0) text-anchor="end">"perplexity (log)"</text>
+            </svg>
+        </figure>
+    }
+}
+
+/// The plot (two panels), its legend, and the paper's figures.
+#[component]
+pub fn TradeoffPlot(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let body = move || {
+        let (pts, heads) = points(ui);
+        let n = pts.len();
+        view! {
+            <div class="plots" data-testid="tradeoff-plot" data-points=n>
+                {panel("KV cache per token", &pts, heads, |p| Some(p.bytes as f64), |v| format::bytes(v as u64))}
+                {panel("decode ms per token, measured here", &pts, heads, |p| p.ms, |v| format!("{v:.1}"))}
+            </div>
+        }
+    };
+    view! {
+        <section class="card wide" data-testid="plot-card">
+            <h2>"Quality, memory, speed"</h2>
+            {body}
+            <p class="muted small">"■ mean-pooled, ● calibrated; lower is better. Points appear as "<b>"Measure quality"</b>" runs and as you generate at each G."</p>
+            <div class="paper">
+                <table class="paper-table">
+                    <caption>"GQA paper, Table 1 (T5-XXL, uptrained 5%)"</caption>
+                    <thead><tr><th>"model"</th><th class="num">"time / sample"</th><th class="num">"average score"</th></tr></thead>
+                    <tbody>
+                        <tr><td>"MHA-XXL"</td><td class="num">"1.51 s"</td><td class="num">"47.2"</td></tr>
+                        <tr><td>"GQA-8-XXL"</td><td class="num">"0.28 s"</td><td class="num">"47.1"</td></tr>
+                        <tr><td>"MQA-XXL"</td><td class="num">"0.24 s"</td><td class="num">"46.6"</td></tr>
+                    </tbody>
+                </table>
+                <p class="explain">
+                    "The paper's score is an average over summarisation, translation and question answering (higher is better); here it is perplexity (lower is better). "
+                    "There, GQA-8 keeps MHA's quality at MQA's speed. "
+                    "Here the small model pays far more at G = 1: SmolLM2-135M has only 3 KV heads of 64 dimensions, and merging them without any uptraining removes trained capacity that T5-XXL's 64 heads relearn on 5% of their pre-training compute — the calibrated merge recovers much of it, not all. "
+                    "And on a 135M model the weights, not the cache, are most of the bytes a token reads, so the speed gained by a smaller G is small until the context is long. "
+                    <a href="https://arxiv.org/abs/2305.13245" target="_blank" rel="noopener">"arXiv:2305.13245"</a>
+                </p>
+            </div>
+        </section>
+    }
+}
