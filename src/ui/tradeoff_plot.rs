@@ -77,6 +77,7 @@ fn linear(v: f64, lo: f64, hi: f64, a: f64, b: f64) -> f64 {
 
 /// One panel: perplexity (log) against `x` of each point.
 fn panel(
+    testid: &'static str,
     title: &'static str,
     pts: &[Point],
     heads: usize,
@@ -92,9 +93,12 @@ fn panel(
     } else {
         (xlo * 0.9, xhi * 1.05)
     };
-    let (ylo, yhi) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
-        (a.min(p.ppl), b.max(p.ppl))
-    });
+    let (ylo, yhi) = match pts.is_empty() {
+        true => (10.0, 100.0),
+        false => pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
+            (a.min(p.ppl), b.max(p.ppl))
+        }),
+    };
     let (ylo, yhi) = (ylo.max(1.0) * 0.8, yhi.max(ylo + 1.0) * 1.25);
     let px = move |v: f64| linear(v, xlo, xhi, L, W - R);
     let py = move |v: f64| log_scale(v, ylo, yhi, H - B, T);
@@ -125,7 +129,7 @@ fn panel(
     });
     let empty = xs.is_empty().then(|| view! { <text x=(L + W - R) / 2.0 y=H / 2.0 text-anchor="middle" class="tick">"not measured yet"</text> });
     view! {
-        <figure class="plot">
+        <figure class="plot" data-testid=testid>
             <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label=title>
                 <line x1=L y1=T x2=L y2=H - B class="axis" />
                 <line x1=L y1=H - B x2=W - R y2=H - B class="axis" />
@@ -148,8 +152,8 @@ pub fn TradeoffPlot(
         let n = pts.len();
         view! {
             <div class="plots" data-testid="tradeoff-plot" data-points=n>
-                {panel("KV cache per token", &pts, heads, |p| Some(p.bytes as f64), |v| format::bytes(v as u64))}
-                {panel("decode ms per token, measured here", &pts, heads, |p| p.ms, |v| format!("{v:.1}"))}
+                {panel("plot-bytes", "KV cache per token", &pts, heads, |p| Some(p.bytes as f64), |v| format::bytes(v as u64))}
+                {panel("plot-ms", "decode ms per token, measured here", &pts, heads, |p| p.ms, |v| format!("{v:.1}"))}
             </div>
         }
     };

@@ -422,7 +422,7 @@ test('the calibrated merge is fitted on the GPU at G = 2 and 1, generates, and t
   await screenshot(page, 'calibrated.png');
   // The plot: every measured (G, method) at its KV bytes per token, and the decode speed
   // measured here at the G generated at (2 and 1).
-  const points = await page.locator('[data-testid="plot-point"]').evaluateAll((els) => els.map((e) => ({
+  const points = await page.locator('[data-testid="plot-bytes"] [data-testid="plot-point"]').evaluateAll((els) => els.map((e) => ({
     g: Number(e.dataset.groups), method: e.dataset.method, ppl: Number(e.dataset.ppl), bytes: Number(e.dataset.bytes), ms: e.dataset.ms,
   })));
   assert.equal(points.length, 9 + 2, 'G = 1 and 2 with both methods, G = 3 to 9 once');
@@ -431,6 +431,7 @@ test('the calibrated merge is fitted on the GPU at G = 2 and 1, generates, and t
     assert.equal(p.ppl, await ppl(p.g >= 3 ? 3 : p.g, p.g >= 3 ? 'mean' : p.method));
     assert.equal(p.ms !== '', p.g <= 2, `G=${p.g}: decode ms measured only where it generated`);
   }
+  assert.equal(await page.locator('[data-testid="plot-ms"] [data-testid="plot-point"]').count(), 4);
   await screenshot(page, 'tradeoff-plot.png', 'plot-card');
   // The method switch: mean-pooling at G = 1, in the URL and the table.
   await byId(page, 'regroup-method').selectOption('mean');
