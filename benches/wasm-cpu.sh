@@ -6,9 +6,11 @@
 #
 #   benches/wasm-cpu.sh            both wasm builds
 #   benches/wasm-cpu.sh simd       the SIMD128 build only
+#   COMPARE_ONLY=1 benches/wasm-cpu.sh   compare the last runs' ids again, building nothing
 #
-# Builds take the shared build lock (/tmp/gqa-build.lock); the measurements hold it too, so no
-# build of another checkout runs beside them on this 2-core machine.
+# Builds take the shared build lock (/tmp/gqa-build.lock); the wasm measurements hold it too, so
+# no build of another checkout runs beside them on this 2-core machine (the native runs only
+# give ids, which load does not change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCK=/tmp/gqa-build.lock
@@ -17,9 +19,10 @@ mkdir -p "$OUT"
 builds=${1:-simd scalar}
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-flock "$LOCK" cargo build --release --bin gqa-lab
+[ -n "${COMPARE_ONLY:-}" ] || flock "$LOCK" cargo build --release --bin gqa-lab
 
 for b in $builds; do
+  [ -n "${COMPARE_ONLY:-}" ] && break # reuse the last runs' output in $OUT
   case $b in
     simd) flags=(); dir=target ;;
     scalar) flags=(RUSTFLAGS="-C target-feature=-simd128"); dir=target/wasm-scalar ;;
@@ -38,7 +41,7 @@ python3 - "$OUT" $builds <<'PY'
 import json, subprocess, sys
 out, builds = sys.argv[1], sys.argv[2:]
 def native(ids, n):
-    r = subprocess.run(["flock", "/tmp/gqa-build.lock", "target/release/gqa-lab", "--json", "generate",
+    r = subprocess.run(["target/release/gqa-lab", "--json", "generate",
                         "--backend", "cpu-q8", "--ignore-eos", "--prompt-ids", ",".join(map(str, ids)),
                         "--max-tokens", str(n)], check=True, capture_output=True, text=True)
     return json.loads(r.stdout)["ids"]
