@@ -8,7 +8,7 @@
 //! s_x = d_x·Σ_i q_x,i. The error against f32 is the activations' rounding (≤ d_x/2 per value).
 //!
 //! Written by hand: the crates that multiply GGUF blocks (candle, ggml bindings) are large or
-//! need a C toolchain. The kernel is plain Rust ([`row_dot_plain`], the reference), with an
+//! need a C toolchain. The kernel is plain Rust (`row_dot_plain`, the reference), with an
 //! AVX2 version chosen at run time on x86_64 (the only `unsafe` of the crate: calling it after
 //! the CPU check) and a SIMD128 one chosen at build time for wasm32 (`simd128.rs`).
 //!
@@ -18,7 +18,8 @@
 //! over activations 4k..4k+3 — and scaled by a multiply and an add, never a fused
 //! multiply-add, which WebAssembly lacks (its relaxed-SIMD `madd` may or may not fuse). Until
 //! session 13 the AVX2 kernel fused them and the plain loop summed whole blocks, within 1e-5
-//! of each other; dropping the FMA cost native decode nothing measurable (benches/README.md).
+//! of each other. Dropping the FMA cost native decode nothing measurable; prefill may be a few %
+//! slower, within the noise (benches/README.md, session 13).
 
 use crate::gguf::GgmlType;
 use half::f16;

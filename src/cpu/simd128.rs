@@ -1,6 +1,6 @@
 //! The `cpu-q8` block dot product for WebAssembly with SIMD128 (`core::arch::wasm32`), chosen
 //! at build time: `.cargo/config.toml` turns `simd128` on for every wasm32 build. Its
-//! arithmetic is [`row_dot_plain`](super::qmatrix)'s to the bit, and so the AVX2 kernel's:
+//! arithmetic is `qmatrix::row_dot_plain`'s to the bit, and so the AVX2 kernel's:
 //! per block, eight exact integer lane sums (lane k: activations 4k..4k+3), each scaled in f32
 //! and added to its own running sum without a fused multiply-add (WebAssembly's only one,
 //! `relaxed_madd`, may or may not round in between), then the same final sum. So the browser
