@@ -94,9 +94,17 @@ setup_vulkan() {
   apt_install mesa-vulkan-drivers libvulkan1
 }
 
+# The wasm32 unit tests run in node through wasm-bindgen-test-runner (.cargo/config.toml),
+# which comes with wasm-bindgen-cli.
+setup_wasm_runner() {
+  command -v node >/dev/null 2>&1 || apt_install nodejs
+  cargo_tool wasm-bindgen-test-runner "$WASM_BINDGEN_VERSION" wasm-bindgen-cli@"$WASM_BINDGEN_VERSION"
+}
+
 setup_test() {
   setup_model
   setup_wasm_target
+  setup_wasm_runner
   setup_vulkan
 }
 

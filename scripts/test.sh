@@ -17,8 +17,11 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 step "native tests (release build: the suite runs the real 135M model; GPU tests on lavapipe)"
 cargo test --release --all-targets
 
-step "the library builds for the browser (wasm32)"
+step "the library builds for the browser (wasm32, SIMD128: .cargo/config.toml)"
 cargo build --release --lib --target wasm32-unknown-unknown
+
+step "wasm32 unit tests in node (the SIMD128 cpu-q8 kernel against the plain one)"
+cargo test --release --lib --target wasm32-unknown-unknown
 
 step "browser app in chromium (WebGPU on SwiftShader; screenshots in artifacts/)"
 scripts/browser-test.sh

@@ -13,6 +13,8 @@
 
 pub mod ops;
 pub mod qmatrix;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
 
 use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row};
 use crate::engine::{check_probe_layer, AttentionWeights, Engine, EngineError};

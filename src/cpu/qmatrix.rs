@@ -8,14 +8,24 @@
 //! s_x = d_x·Σ_i q_x,i. The error against f32 is the activations' rounding (≤ d_x/2 per value).
 //!
 //! Written by hand: the crates that multiply GGUF blocks (candle, ggml bindings) are large or
-//! need a C toolchain. The kernel is plain Rust, with an AVX2 version chosen at run time on
-//! x86_64 (the only `unsafe` of the crate: calling it after the CPU check).
+//! need a C toolchain. The kernel is plain Rust (`row_dot_plain`, the reference), with an
+//! AVX2 version chosen at run time on x86_64 (the only `unsafe` of the crate: calling it after
+//! the CPU check) and a SIMD128 one chosen at build time for wasm32 (`simd128.rs`).
+//!
+//! All three give the same f32, bit for bit (tests: `*_is_the_plain_one_to_the_bit`, the
+//! SIMD128 one in node), so the browser's greedy tokens are the native ones: the float order is
+//! fixed as AVX2 computes it most cheaply — eight lanes per block, lane k the exact integer sum
+//! over activations 4k..4k+3 — and scaled by a multiply and an add, never a fused
+//! multiply-add, which WebAssembly lacks (its relaxed-SIMD `madd` may or may not fuse). Until
+//! session 13 the AVX2 kernel fused them and the plain loop summed whole blocks, within 1e-5
+//! of each other. Dropping the FMA cost native decode nothing measurable; prefill may be a few %
+//! slower, within the noise (benches/README.md, session 13).
 
 use crate::gguf::GgmlType;
 use half::f16;
 
 /// Values per quantization block.
-const QK: usize = 32;
+pub(super) const QK: usize = 32;
 
 /// A `[rows][n_in]` weight matrix from its GGUF blocks: per block the quants as they are
 /// (16 bytes of nibbles or 32 × i8) and its scale d and offset b as f32 (converted from f16
@@ -165,27 +175,30 @@ impl QMatrix {
 
 /// A row's blocks: quants, scales and offsets (none for Q8_0 weights; for activations: i8
 /// quants as bytes, d, and s = d·Σq).
-struct Blocks<'a> {
-    q: &'a [u8],
-    d: &'a [f32],
-    b: &'a [f32],
+pub(super) struct Blocks<'a> {
+    pub(super) q: &'a [u8],
+    pub(super) d: &'a [f32],
+    pub(super) b: &'a [f32],
 }
 
 /// `out[(o - first)·t + tt]` = W[o]·x[tt] for the weight rows from `first` that `out` covers
-/// (`[rows][t]`).
+/// (`[rows][t]`). The kernel is chosen at build time for wasm32 with SIMD128, at run time on
+/// x86_64 (AVX2); all of them give the same f32 ([`row_dot_plain`] says how).
 fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return rows_dot_with(m, x, first, out, super::simd128::row_dot);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above), all that `rows_dot_avx2`
-        // needs.
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above), all that `rows_dot_avx2` needs.
         return unsafe { rows_dot_avx2(m, x, first, out) };
     }
+    #[allow(unreachable_code)] // wasm32 with SIMD128 returned above
     rows_dot_with(m, x, first, out, row_dot_plain)
 }
 
-/// [`rows_dot`] compiled for AVX2 and FMA, with [`row_dot_avx2`] inlined into its loop.
+/// [`rows_dot`] compiled for AVX2, with [`row_dot_avx2`] inlined into its loop.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 fn rows_dot_avx2(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
     rows_dot_with(m, x, first, out, |int8, w, xr| row_dot_avx2(int8, w, xr))
 }
@@ -215,39 +228,61 @@ fn rows_dot_with(
     }
 }
 
+/// Running f32 sums of a row's dot product: lane k takes activations 4k..4k+3 of each block.
+pub(super) const LANES: usize = 8;
+
 /// One weight row · one quantized activation row: Σ_blocks d_w·d_x·Σq_w·q_x + b_w·s_x.
 /// `int8`: Q8_0 weights, else 4-bit (byte j holds weight j low, j + 16 high).
+///
+/// Every kernel computes exactly this, so that they all give the same f32 (the browser's greedy
+/// tokens are then the native ones): per block, eight integer sums, lane k = Σ q_w·q_x over
+/// activations 4k..4k+3 (exact); lane k's f32 sum grows by `(lane as f32)·(d_w·d_x)`, rounded
+/// after the product and after the sum (no fused multiply-add: WebAssembly has none that is
+/// deterministic); then [`finish`].
 fn row_dot_plain(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     let qb = if int8 { QK } else { QK / 2 };
-    let mut acc = 0.0f32;
+    let mut acc = [0.0f32; LANES];
     for (i, (wq, xq)) in w.q.chunks_exact(qb).zip(x.q.chunks_exact(QK)).enumerate() {
-        let xi = |j: usize| xq[j] as i8 as i32;
-        let isum: i32 = if int8 {
-            (0..QK).map(|j| wq[j] as i8 as i32 * xi(j)).sum()
-        } else {
-            (0..QK / 2)
-                .map(|j| (wq[j] & 15) as i32 * xi(j) + (wq[j] >> 4) as i32 * xi(j + 16))
-                .sum()
+        let weight = |j: usize| match (int8, j < QK / 2) {
+            (true, _) => wq[j] as i8 as i32,
+            (false, true) => (wq[j] & 15) as i32,
+            (false, false) => (wq[j - QK / 2] >> 4) as i32,
         };
-        acc += w.d[i] * x.d[i] * isum as f32;
+        let dd = w.d[i] * x.d[i];
+        for (k, a) in acc.iter_mut().enumerate() {
+            let lane: i32 = (4 * k..4 * k + 4)
+                .map(|j| weight(j) * xq[j] as i8 as i32)
+                .sum();
+            *a += lane as f32 * dd;
+        }
     }
-    acc + w.b.iter().zip(x.b).map(|(b, s)| b * s).sum::<f32>()
+    finish(acc, w, x)
+}
+
+/// The end of every kernel: `(acc_0 + acc_4) + (acc_1 + acc_5) + …` summed in order, then
+/// Σ b_w·s_x over the blocks in order.
+#[inline(always)]
+pub(super) fn finish(acc: [f32; LANES], w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
+    let half: [f32; LANES / 2] = std::array::from_fn(|k| acc[k] + acc[k + LANES / 2]);
+    let bias: f32 = w.b.iter().zip(x.b).map(|(b, s)| b * s).sum();
+    half.iter().sum::<f32>() + bias
 }
 
 /// [`row_dot_plain`] with AVX2: per block, 32 products u8·i8 summed in pairs
-/// (`maddubs`), then in fours (`madd`), scaled in f32 lanes (llama.cpp's approach).
+/// (`maddubs`), then in fours (`madd`): lane k of the 256-bit result is activations 4k..4k+3
+/// (llama.cpp's approach); scaled in f32 lanes with a multiply and an add.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 #[inline]
 fn row_dot_avx2(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     use bytemuck::pod_read_unaligned as load;
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
     let low = _mm_set1_epi8(0x0F);
-    // Σ over blocks of (8 partial sums of block i, as f32) · d_w·d_x.
+    // Σ over blocks of (8 lane sums of block i, as f32) · d_w·d_x.
     let scaled = |pairs: __m256i, dw: f32, dx: f32, acc: __m256| {
         let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-        _mm256_fmadd_ps(sums, _mm256_set1_ps(dw * dx), acc)
+        _mm256_add_ps(acc, _mm256_mul_ps(sums, _mm256_set1_ps(dw * dx)))
     };
     let xs = x.q.chunks_exact(QK).zip(x.d);
     let mut acc = _mm256_setzero_ps();
@@ -268,10 +303,7 @@ fn row_dot_avx2(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
             acc = scaled(pairs, dw, dx, acc);
         }
     }
-    let bias: f32 = w.b.iter().zip(x.b).map(|(b, s)| b * s).sum();
-    let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let lanes: [f32; 4] = bytemuck::cast(half);
-    lanes.iter().sum::<f32>() + bias
+    finish(bytemuck::cast(acc), w, x)
 }
 
 #[cfg(test)]
@@ -313,7 +345,8 @@ mod tests {
 
     /// The quantized product against dequantize + f32 matmul, for every block type, 3 tokens:
     /// within 1% of the largest output (the int8 rounding of the activations).
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn quantized_matmul_matches_f32() {
         let (rows, n_in, t) = (37, 96, 3);
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
@@ -332,7 +365,8 @@ mod tests {
     }
 
     /// Quantizing then dequantizing an activation block is off by at most half a step.
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn activation_rounding_is_half_a_step() {
         let x = noise(11, 64);
         let q = Q8Rows::quantize(&x, 64);
@@ -346,42 +380,72 @@ mod tests {
         }
     }
 
-    /// The AVX2 kernel and the plain one agree (integer sums exact; f32 lanes summed in another
-    /// order: 1e-5 relative).
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx2_build_agrees_with_plain() {
-        if !std::arch::is_x86_feature_detected!("avx2")
-            || !std::arch::is_x86_feature_detected!("fma")
-        {
-            return;
+    /// `kernel` against [`row_dot_plain`] on seeded random rows of every block type, with
+    /// the extremes of the quants (weights −128 and 15, activations ±127) in some rows: the
+    /// same f32, bit for bit. Returns how many products it compared.
+    fn same_as_plain(kernel: impl Fn(bool, &Blocks<'_>, &Blocks<'_>) -> f32) -> usize {
+        let mut compared = 0;
+        for (seed, ty) in (1..).zip([GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0]) {
+            let (rows, n_in) = (24, 576);
+            let mut raw = blocks(ty, rows, n_in, seed);
+            let bb = ty.block().1 as usize;
+            let payload = if ty == GgmlType::Q4_1 { 4 } else { 2 };
+            // Row 0: every quant at its largest magnitude (Q8_0: −128).
+            for blk in raw[..n_in / QK * bb].chunks_exact_mut(bb) {
+                blk[payload..].fill(if ty == GgmlType::Q8_0 { 0x80 } else { 0xFF });
+            }
+            let m = QMatrix::new(ty, &raw, rows).expect("a supported type");
+            let mut xs = noise(seed + 100, 3 * n_in);
+            xs[..n_in].iter_mut().for_each(|v| *v = v.signum()); // all ±127
+            xs[n_in..n_in + QK].fill(0.0); // a block of zeros: scale 0
+            let x = Q8Rows::quantize(&xs, n_in);
+            let nb = n_in / QK;
+            for o in 0..rows {
+                let w = m.row_blocks(o);
+                for tt in 0..3 {
+                    let xr = Blocks {
+                        q: bytemuck::cast_slice(&x.q[tt * n_in..(tt + 1) * n_in]),
+                        d: &x.d[tt * nb..(tt + 1) * nb],
+                        b: &x.s[tt * nb..(tt + 1) * nb],
+                    };
+                    let int8 = ty == GgmlType::Q8_0;
+                    let (plain, fast) = (row_dot_plain(int8, &w, &xr), kernel(int8, &w, &xr));
+                    assert_eq!(
+                        plain.to_bits(),
+                        fast.to_bits(),
+                        "{} row {o} token {tt}: {plain} vs {fast}",
+                        ty.name()
+                    );
+                    compared += 1;
+                }
+            }
         }
-        for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
-            let m = QMatrix::new(ty, &blocks(ty, 1, 256, 5), 1).unwrap();
-            let x = Q8Rows::quantize(&noise(9, 256), 256);
-            let w = Blocks {
-                q: &m.qs,
-                d: &m.d,
-                b: &m.b,
-            };
-            let xr = Blocks {
-                q: bytemuck::cast_slice(&x.q),
-                d: &x.d,
-                b: &x.s,
-            };
-            let int8 = ty == GgmlType::Q8_0;
-            let plain = row_dot_plain(int8, &w, &xr);
-            // SAFETY: AVX2 and FMA were detected above.
-            let fast = unsafe { row_dot_avx2(int8, &w, &xr) };
-            assert!(
-                (plain - fast).abs() <= 1e-5 * plain.abs().max(1.0),
-                "{}",
-                ty.name()
-            );
-        }
+        compared
     }
 
+    /// The AVX2 kernel gives the plain one's f32 exactly (same lane sums, same order).
+    #[cfg(target_arch = "x86_64")]
     #[test]
+    fn avx2_kernel_is_the_plain_one_to_the_bit() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        // SAFETY: AVX2 was detected above.
+        let n = same_as_plain(|int8, w, x| unsafe { row_dot_avx2(int8, w, x) });
+        assert_eq!(n, 3 * 24 * 3);
+    }
+
+    /// The SIMD128 kernel gives the plain one's f32 exactly (run by `wasm-bindgen-test-runner`:
+    /// scripts/test.sh, "wasm32 tests").
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    #[wasm_bindgen_test::wasm_bindgen_test]
+    fn simd128_kernel_is_the_plain_one_to_the_bit() {
+        let n = same_as_plain(super::super::simd128::row_dot);
+        assert_eq!(n, 3 * 24 * 3);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn other_types_are_not_taken() {
         assert!(QMatrix::new(GgmlType::F32, &[0; 128], 1).is_none());
         assert!(QMatrix::new(GgmlType::Q4_1, &[0; 19], 1).is_none());
