@@ -128,6 +128,8 @@ pub trait Engine {
     /// Watches layer `layer`'s attention (or nothing): each forward from now on keeps its last
     /// token's weights for [`Engine::attention_weights`]. Off, a forward does nothing extra.
     fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError>;
+    /// The watched layer, if any.
+    fn attention_probe(&self) -> Option<usize>;
     /// The watched layer's weights for the last token fed, if a forward ran since the probe
     /// was set (and the cache was not emptied since).
     fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError>;

@@ -456,6 +456,10 @@ impl Engine for CpuEngine {
         Ok(())
     }
 
+    fn attention_probe(&self) -> Option<usize> {
+        self.probe
+    }
+
     fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError> {
         Ok(self.probe_weights.clone())
     }

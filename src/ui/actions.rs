@@ -6,6 +6,7 @@
 
 use super::generation::{self, Job, Outcome};
 use super::js::{probe_webgpu, yield_now};
+use super::engine::BackendChoice;
 use super::loader::{self, DEFAULT_MODEL_NAME};
 use super::session;
 use super::state::{Activity, LoadRequest, Source, Status, Ui};
@@ -15,18 +16,10 @@ use crate::model::Method;
 use leptos::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 
-/// Checks for WebGPU, then loads the default model (and starts generating if the URL asks).
+/// Loads the default model on the backend the URL asks for (and starts generating if the URL
+/// asks).
 pub fn boot(ui: Ui) {
     spawn_local(async move {
-        ui.status
-            .set(Status::Loading("looking for a WebGPU adapter".into()));
-        if let Err(why) = probe_webgpu().await {
-            ui.no_webgpu.set(Some(why.clone()));
-            ui.status
-                .set(Status::Error(format!("WebGPU is not available: {why}")));
-            become_idle(ui);
-            return;
-        }
         let loaded = load(ui, Source::Default).await;
         become_idle(ui);
         if loaded && ui.settings.get_untracked().autorun {
@@ -69,9 +62,17 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
         "building the tokenizer and uploading the weights to the GPU".into(),
     ));
     yield_now().await;
-    let ahead = ui.settings.with_untracked(|s| s.ahead);
+    let (ahead, choice) = ui.settings.with_untracked(|s| (s.ahead, s.backend));
     let (bytes, sha256) = (loaded.bytes, loaded.sha256);
-    let (mut s, info) = session::open(bytes, &name, &sha256, ahead).await?;
+    let webgpu = match choice {
+        BackendChoice::Cpu => Err("not asked for".into()),
+        _ => probe_webgpu().await,
+    };
+    if let (BackendChoice::Gpu, Err(why)) = (choice, &webgpu) {
+        ui.no_webgpu.set(Some(why.clone()));
+    }
+    let (mut s, info) = session::open(bytes, &name, &sha256, ahead, choice, webgpu).await?;
+    ui.no_webgpu.set(None);
     let valid = info.cfg.valid_groups();
     let wanted = ui.groups.get_untracked();
     let g = if valid.contains(&wanted) {
@@ -148,6 +149,12 @@ pub fn reload_engine(ui: Ui) {
             fresh_device: true,
         },
     );
+}
+
+/// Loads the current model again on the backend `choice` (`auto`, `gpu`, `cpu`).
+pub fn set_backend(ui: Ui, choice: BackendChoice) {
+    ui.settings.update(|s| s.backend = choice);
+    reload_engine(ui);
 }
 
 /// Loads a model file the person dropped or picked; a running generation is stopped first.
@@ -360,7 +367,7 @@ pub fn count_prompt(ui: Ui) {
 /// Developer tool (`?debug=1`): destroys the GPU device, as a driver reset would.
 pub fn lose_device(ui: Ui) {
     if let Some(s) = ui.session.get_value().borrow().as_ref() {
-        s.engine.gpu().device.destroy();
+        s.engine.lose_device();
     }
 }
 

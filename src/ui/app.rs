@@ -7,6 +7,7 @@ use super::calculator::Calculator;
 use super::compare::CompareView;
 use super::controls::{GroupSlider, MethodSwitch, PromptControls};
 use super::diagram::GroupingDiagram;
+use super::engine::BackendChoice;
 use super::kv_meter::KvMeter;
 use super::model_panel::{guard_window_drops, ModelPanel};
 use super::output::Output;
@@ -15,6 +16,46 @@ use super::tradeoff_plot::TradeoffPlot;
 use super::tradeoffs::Tradeoffs;
 use super::url_state::Settings;
 use leptos::prelude::*;
+
+/// Which engine runs the model and why, and a control to choose (`backend=auto|gpu|cpu`).
+#[component]
+fn BackendLine(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let backend = move || ui.info.with(|i| i.as_ref().map_or("", |i| i.backend));
+    let line = move || {
+        ui.info.with(|i| {
+            i.as_ref().map(|i| {
+                let on = if i.backend == "cpu" { "CPU" } else { "GPU" };
+                format!("{on}: {}", i.backend_why)
+            })
+        })
+    };
+    let choice = move || ui.settings.with(|s| s.backend.name());
+    let choose = move |ev: leptos::ev::Event| {
+        if let Some(b) = BackendChoice::parse(&event_target_value(&ev)) {
+            actions::set_backend(ui, b);
+        }
+    };
+    let options = ["auto", "gpu", "cpu"].map(|b| {
+        let label = match b {
+            "auto" => "auto (GPU if a hardware one, else CPU)",
+            "gpu" => "GPU (WebGPU)",
+            _ => "CPU (WebAssembly)",
+        };
+        view! { <option value=b selected=move || choice() == b>{label}</option> }
+    });
+    view! {
+        <div class="backend" data-testid="backend" data-backend=backend>
+            <span data-testid="backend-why">{line}</span>
+            <label>
+                " Engine "
+                <select data-testid="backend-select" prop:value=choice on:change=choose prop:disabled=move || ui.activity.get() != Activity::Idle>{options}</select>
+            </label>
+        </div>
+    }
+}
 
 /// The whole app. Reads its settings from the URL, keeps the URL up to date, and loads the
 /// default model on start.
@@ -48,7 +89,10 @@ pub fn App() -> impl IntoView {
                 <h1>"gqa-lab"</h1>
                 <p class="tagline">"Grouped-query attention, live: change how many KV heads a real language model uses while it writes."</p>
             </div>
-            <div class="status" data-testid="status" data-state=state role="status">{move || ui.status.get().text()}</div>
+            <div class="top-right">
+                <div class="status" data-testid="status" data-state=state role="status">{move || ui.status.get().text()}</div>
+                <BackendLine ui />
+            </div>
         </header>
         {(!url_problems.is_empty()).then(|| view! {
             <p class="notice" data-testid="url-notice">{format!("Ignored in the URL: {}", url_problems.join("; "))}</p>
@@ -64,6 +108,10 @@ pub fn App() -> impl IntoView {
                     <code>"chrome://flags/#enable-unsafe-webgpu"</code>
                     " (or the command-line flag "<code>"--enable-unsafe-webgpu"</code>"); "
                     "check that "<code>"chrome://gpu"</code>" lists WebGPU as hardware accelerated or enabled."
+                </p>
+                <p>
+                    "Or run the model on this computer's CPU (WebAssembly): "
+                    <button class="primary" data-testid="use-cpu" on:click=move |_| actions::set_backend(ui, BackendChoice::Cpu)>"Run it on the CPU"</button>
                 </p>
             </section>
         </Show>

@@ -18,6 +18,9 @@ use leptos::prelude::*;
 /// cost more per token than its decode ones), so chunks stay at one token there; on a hardware
 /// GPU they grow to [`MAX_CHUNK`].
 const CHUNK_MS: f64 = 400.0;
+/// The same on the CPU backend, which runs on the page's own thread: short enough that a
+/// click or a key is answered within about a tenth of a second.
+const CPU_CHUNK_MS: f64 = 60.0;
 /// Tokens in the first chunk of a prefill; each next one is sized from the time of the last.
 const FIRST_CHUNK: usize = 1;
 /// The most tokens in one chunk (the GPU engine's own prefill chunk).
@@ -164,7 +167,12 @@ async fn feed_chunk(
     });
     s.engine.feed(ids).await?;
     gen.fed(n);
-    clock.chunk = next_chunk(n, now_ms() - t0);
+    let target = if s.engine.is_cpu() {
+        CPU_CHUNK_MS
+    } else {
+        CHUNK_MS
+    };
+    clock.chunk = next_chunk(n, now_ms() - t0, target);
     ui.status.set(Status::Prefilling {
         fed: s.engine.len(),
         total,
@@ -173,10 +181,10 @@ async fn feed_chunk(
     Ok(true)
 }
 
-/// The size of the next chunk, from the last one's: about [`CHUNK_MS`], at most twice as many
+/// The size of the next chunk, from the last one's: about `target` ms, at most twice as many
 /// tokens, within 1..=[`MAX_CHUNK`].
-fn next_chunk(n: usize, ms: f64) -> usize {
-    let fit = (n as f64 * CHUNK_MS / ms.max(1.0)).floor() as usize;
+fn next_chunk(n: usize, ms: f64, target: f64) -> usize {
+    let fit = (n as f64 * target / ms.max(1.0)).floor() as usize;
     fit.clamp(1, (2 * n).clamp(1, MAX_CHUNK))
 }
 

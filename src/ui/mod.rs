@@ -14,6 +14,7 @@ mod calculator;
 mod compare;
 mod controls;
 mod diagram;
+mod engine;
 mod format;
 mod generation;
 mod js;

@@ -27,7 +27,7 @@ pub const SOFTWARE_TOKENS: usize = 512;
 /// hardware GPU (the same maps) and [`SOFTWARE_TOKENS`] on a software one.
 pub fn calibration_tokens(ui: Ui, s: &Session) -> usize {
     let asked = ui.settings.with_untracked(|st| st.calib_tokens);
-    let default = match s.engine.gpu().is_software() {
+    let default = match s.engine.is_software() {
         true => SOFTWARE_TOKENS,
         false => calibration::DEFAULT_TOKENS,
     };

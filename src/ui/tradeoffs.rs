@@ -1,7 +1,7 @@
 //! What each G buys: KV bytes per token against what happens to quality and speed, all
 //! measured here. Quality is the perplexity of the built-in passage (`quality.rs`) for the
 //! GQA paper's mean-pooling and for the calibrated merge — every G at or above the native
-//! one is the same model, scored once; speed is the decode rate measured on this GPU as the
+//! one is the same model, scored once; speed is the decode rate measured on this engine as the
 //! person generates at each G.
 
 use super::actions;
@@ -123,7 +123,7 @@ pub fn Tradeoffs(
             "conversion costs before any training."
         </p>
         <p class="explain">
-            "Decode here is measured on this GPU as you generate: tokens per second at each G over this page's runs "
+            "Decode here is measured on this engine (the GPU, or the CPU backend) as you generate: tokens per second at each G over this page's runs on it "
             "(– until you generate at that G). Each decoded token reads every weight once and the whole KV cache so far; "
             "G shrinks the second part, so the gap between the Gs grows with the length of the text."
         </p>

@@ -1,8 +1,9 @@
 //! The settings a person can share as a link: `?prompt=…&chat=0|1&groups=G&regroup=calibrated|mean
 //! &calib_tokens=N&quality_tokens=N&temperature=…
-//! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1`. Read once at start
+//! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1&backend=auto|gpu|cpu`. Read once at start
 //! and written back (with `history.replaceState`) whenever they change.
 
+use super::engine::BackendChoice;
 use crate::calibration::MIN_TOKENS;
 use crate::model::Method;
 use crate::sampling::SamplingParams;
@@ -37,6 +38,8 @@ pub struct Settings {
     /// Decode one step ahead (`GpuEngine::decode_ahead`); `None` leaves the adapter's
     /// default (on for a hardware GPU, off for a software one).
     pub ahead: Option<bool>,
+    /// Which engine runs the model (`backend=auto|gpu|cpu`, `auto` by default).
+    pub backend: BackendChoice,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             autorun: false,
             debug: false,
             ahead: None,
+            backend: BackendChoice::Auto,
         }
     }
 }
@@ -125,6 +129,12 @@ impl Settings {
                 None => bad.push(format!("regroup={v:?} is not calibrated or mean")),
             }
         }
+        if let Some(v) = get("backend") {
+            match BackendChoice::parse(v.trim()) {
+                Some(b) => s.backend = b,
+                None => bad.push(format!("backend={v:?} is not auto, gpu or cpu")),
+            }
+        }
         let mut calib = 0usize;
         num(get("calib_tokens"), &mut calib, "calib_tokens", &mut bad);
         match calib {
@@ -169,6 +179,9 @@ impl Settings {
         q.append("top_p", &self.top_p.to_string());
         q.append("seed", &self.seed.to_string());
         q.append("max_tokens", &self.max_tokens.to_string());
+        if self.backend != BackendChoice::Auto {
+            q.append("backend", self.backend.name());
+        }
         if let Some(a) = self.ahead {
             q.append("ahead", if a { "1" } else { "0" });
         }

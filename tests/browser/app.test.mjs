@@ -29,13 +29,14 @@ after(async () => {
   await srv?.close();
 });
 
-/** The app's URL for these settings. */
-const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams(params)}`;
+/** The app's URL for these settings: on the GPU engine unless `backend` says otherwise
+ * (`auto` picks the CPU on SwiftShader, a software adapter). */
+const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams({ backend: 'gpu', ...params })}`;
 const modelHits = () => srv.hits.get(MODEL_PATH) ?? 0;
 
 /** `gqa-lab generate --backend cpu --json`: the native oracle's run (`ids`, `text`, …). */
-function cliRun({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {}, regroup = 'calibrated' }) {
-  const args = ['--model', path.join(ROOT, 'static', MODEL_PATH), 'generate', '--backend', 'cpu', '--json',
+function cliRun({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {}, regroup = 'calibrated', backend = 'cpu' }) {
+  const args = ['--model', path.join(ROOT, 'static', MODEL_PATH), 'generate', '--backend', backend, '--json',
     '--prompt', prompt, '--groups', String(groups), '--max-tokens', String(maxTokens), '--regroup', regroup];
   for (const [k, v] of Object.entries(sampling)) args.push(`--${k.replace('_', '-')}`, String(v));
   if (chat) args.push('--chat');
@@ -229,21 +230,70 @@ test('a lost GPU device can be reloaded without reloading the page', async () =>
   await page.close();
 });
 
-test('without WebGPU the page says so and which browser to use', async () => {
+test('without WebGPU the page generates on the CPU; asked for the GPU it says which browser to use and offers the CPU', async () => {
   const plain = await launch({ webgpu: false });
+  const c = { prompt: 'The capital of France is', chat: false, groups: 3, maxTokens: 8, ignoreEos: true, backend: 'cpu-q8' };
   try {
-    const hits = modelHits();
-    const page = await openPage(plain.context, appUrl());
-    await byId(page, 'no-webgpu').waitFor({ timeout: 60_000 });
-    const msg = await text(page, 'no-webgpu');
+    const page = await openPage(plain.context, appUrl({ backend: 'auto', prompt: c.prompt, chat: 0, max_tokens: 8, ignore_eos: 1, temperature: 0, autorun: 1 }), errors);
+    await waitStatus(page, /^done/);
+    assert.equal(await byId(page, 'backend').getAttribute('data-backend'), 'cpu');
+    assert.match(await text(page, 'backend-why'), /^CPU: no WebGPU here/);
+    assert.equal(await byId(page, 'no-webgpu').count(), 0);
+    assert.deepEqual(await ids(page), cliIds(c));
+    await page.close();
+    // backend=gpu: the notice, and a button that runs it on the CPU instead.
+    const gpu = await openPage(plain.context, appUrl({ backend: 'gpu' }));
+    await byId(gpu, 'no-webgpu').waitFor({ timeout: 60_000 });
+    const msg = await text(gpu, 'no-webgpu');
     assert.match(msg, /WebGPU/);
     assert.match(msg, /Chrome/);
-    assert.match(await text(page, 'status'), /^error: WebGPU is not available/);
-    assert.equal(modelHits(), hits, 'the model should not be downloaded without WebGPU');
-    await screenshot(page, 'no-webgpu.png');
+    await waitStatus(gpu, /^error: WebGPU is not available/);
+    await screenshot(gpu, 'no-webgpu.png');
+    await byId(gpu, 'use-cpu').click();
+    await waitStatus(gpu, /^ready$/);
+    assert.equal(await byId(gpu, 'backend').getAttribute('data-backend'), 'cpu');
+    assert.match(gpu.url(), /backend=cpu(&|$)/);
+    assert.equal(await byId(gpu, 'no-webgpu').count(), 0);
+    await gpu.close();
   } finally {
     await plain.close();
   }
+});
+
+// The CPU backend (issue 21): the native cpu-q8 engine compiled to WebAssembly gives the native
+// engine's ids, at every kind of G.
+for (const [groups, regroup] of [[1, 'mean'], [3, 'mean'], [9, 'mean']]) {
+  test(`backend=cpu at G=${groups} gives the native cpu-q8 ids`, async () => {
+    const c = { prompt: 'The capital of France is', chat: false, groups, maxTokens: 12, ignoreEos: true, regroup, backend: 'cpu-q8' };
+    const page = await openPage(browser.context, appUrl({
+      backend: 'cpu', prompt: c.prompt, chat: 0, groups, regroup, temperature: 0, max_tokens: 12, ignore_eos: 1, autorun: 1,
+    }), errors);
+    await waitStatus(page, /^done/);
+    assert.equal(await byId(page, 'backend').getAttribute('data-backend'), 'cpu');
+    assert.deepEqual(await ids(page), cliIds(c));
+    assert.ok(Number(await text(page, 'tokens-per-second')) > 0);
+    if (groups === 3) await screenshot(page, 'cpu-backend.png');
+    await page.close();
+  });
+}
+
+test('on the CPU backend a click is answered within 100 ms during a long prefill', async () => {
+  const prompt = 'The quick brown fox jumps over the lazy dog. '.repeat(48);
+  const page = await openPage(browser.context, appUrl({ backend: 'cpu', prompt, chat: 0, temperature: 0, max_tokens: 2, ignore_eos: 1 }), errors);
+  await waitStatus(page, /^ready$/);
+  // The time from each pointer event's creation to its handler: how long the page kept it waiting.
+  await page.evaluate(() => {
+    window.__waits = [];
+    document.addEventListener('pointerdown', (e) => window.__waits.push(performance.now() - e.timeStamp), true);
+  });
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^prefilling [1-9]\d* \/ \d+ tokens$/, 120_000);
+  await byId(page, 'stop-button').click();
+  assert.match(await waitStatus(page, /^done/, 120_000), /stopped/);
+  const waits = await page.evaluate(() => window.__waits);
+  assert.equal(waits.length, 2);
+  assert.ok(waits[1] < 100, `the Stop click waited ${waits[1].toFixed(0)} ms`);
+  await page.close();
 });
 
 test('groups=0 in the URL is reported and ignored; a count of one is "1 token"', async () => {

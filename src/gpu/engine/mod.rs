@@ -344,6 +344,9 @@ impl Engine for GpuEngine {
     fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError> {
         GpuEngine::set_attention_probe(self, layer)
     }
+    fn attention_probe(&self) -> Option<usize> {
+        GpuEngine::attention_probe(self)
+    }
     fn attention_weights(
         &mut self,
     ) -> Result<Option<crate::engine::AttentionWeights>, EngineError> {
