@@ -4,9 +4,9 @@
 //! generation runs stops the run and loads when it has ended; one asked for during a load
 //! loads after it.
 
+use super::engine::BackendChoice;
 use super::generation::{self, Job, Outcome};
 use super::js::{probe_webgpu, yield_now};
-use super::engine::BackendChoice;
 use super::loader::{self, DEFAULT_MODEL_NAME};
 use super::session;
 use super::state::{Activity, LoadRequest, Source, Status, Ui};

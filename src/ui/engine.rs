@@ -40,9 +40,10 @@ impl BackendChoice {
     }
 }
 
+/// One engine per loaded model (boxed: the two differ much in size).
 pub enum PageEngine {
-    Gpu(GpuEngine),
-    Cpu(CpuEngine),
+    Gpu(Box<GpuEngine>),
+    Cpu(Box<CpuEngine>),
 }
 
 use PageEngine::{Cpu, Gpu};
@@ -75,28 +76,28 @@ impl PageEngine {
     pub fn config(&self) -> &ModelConfig {
         match self {
             Gpu(e) => e.config(),
-            Cpu(e) => Engine::config(e),
+            Cpu(e) => Engine::config(&**e),
         }
     }
 
     pub fn capacity(&self) -> usize {
         match self {
             Gpu(e) => e.capacity(),
-            Cpu(e) => Engine::capacity(e),
+            Cpu(e) => Engine::capacity(&**e),
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
             Gpu(e) => e.len(),
-            Cpu(e) => Engine::len(e),
+            Cpu(e) => Engine::len(&**e),
         }
     }
 
     pub fn reset(&mut self) {
         match self {
             Gpu(e) => e.reset(),
-            Cpu(e) => Engine::reset(e),
+            Cpu(e) => Engine::reset(&mut **e),
         }
     }
 
@@ -107,14 +108,14 @@ impl PageEngine {
     pub fn regrouping(&self) -> Arc<Regrouping> {
         match self {
             Gpu(e) => e.regrouping(),
-            Cpu(e) => Engine::regrouping(e),
+            Cpu(e) => Engine::regrouping(&**e),
         }
     }
 
     pub fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
         match self {
             Gpu(e) => e.regroup_with(r),
-            Cpu(e) => Engine::regroup_with(e, r),
+            Cpu(e) => Engine::regroup_with(&mut **e, r),
         }
     }
 
@@ -135,42 +136,42 @@ impl PageEngine {
     pub async fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
         match self {
             Gpu(e) => e.feed(ids).await,
-            Cpu(e) => Engine::feed(e, ids),
+            Cpu(e) => Engine::feed(&mut **e, ids),
         }
     }
 
     pub async fn forward(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>, EngineError> {
         match self {
             Gpu(e) => e.forward(ids, all).await,
-            Cpu(e) => Engine::forward(e, ids, all),
+            Cpu(e) => Engine::forward(&mut **e, ids, all),
         }
     }
 
     pub async fn next_token(&mut self, gen: &mut Generator) -> Result<Option<u32>, EngineError> {
         match self {
             Gpu(e) => e.next_token(gen).await,
-            Cpu(e) => Engine::next_token(e, gen),
+            Cpu(e) => Engine::next_token(&mut **e, gen),
         }
     }
 
     pub fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError> {
         match self {
             Gpu(e) => e.set_attention_probe(layer),
-            Cpu(e) => Engine::set_attention_probe(e, layer),
+            Cpu(e) => Engine::set_attention_probe(&mut **e, layer),
         }
     }
 
     pub fn attention_probe(&self) -> Option<usize> {
         match self {
             Gpu(e) => e.attention_probe(),
-            Cpu(e) => Engine::attention_probe(e),
+            Cpu(e) => Engine::attention_probe(&**e),
         }
     }
 
     pub async fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError> {
         match self {
             Gpu(e) => e.attention_weights().await,
-            Cpu(e) => Engine::attention_weights(e),
+            Cpu(e) => Engine::attention_weights(&mut **e),
         }
     }
 
@@ -188,7 +189,7 @@ impl LayerWalk for PageEngine {
     fn start(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
         match self {
             Gpu(e) => e.start(r),
-            Cpu(e) => e.start(r),
+            Cpu(e) => e.as_mut().start(r),
         }
     }
 

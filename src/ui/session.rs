@@ -1,11 +1,11 @@
 //! A loaded model: the engine (GPU or CPU, `engine.rs`) and the tokenizer, built from GGUF bytes, plus what the page
 //! shows about it ([`ModelInfo`]). Anything wrong with the file becomes a readable message.
 
+use super::engine::{BackendChoice, PageEngine};
 use super::loader::DEFAULT_MODEL_SHA256;
+use crate::cpu::CpuEngine;
 use crate::engine::EngineError;
 use crate::gguf::Gguf;
-use super::engine::{BackendChoice, PageEngine};
-use crate::cpu::CpuEngine;
 use crate::gpu::{Gpu, GpuEngine};
 use crate::model::{ModelConfig, Regrouping};
 use crate::tokenizer::Tokenizer;
@@ -116,7 +116,7 @@ async fn engine_for(
     let cpu = |why: String| -> Result<(PageEngine, String), String> {
         let e = CpuEngine::load_quantized(g, CAPACITY_CPU.min(cfg.context_length))
             .map_err(|e| e.to_string())?;
-        Ok((PageEngine::Cpu(e), why))
+        Ok((PageEngine::Cpu(Box::new(e)), why))
     };
     let gpu = match (choice, webgpu) {
         (BackendChoice::Cpu, _) => return cpu("chosen (backend=cpu)".into()),
@@ -138,7 +138,7 @@ async fn engine_for(
         BackendChoice::Gpu => "chosen (backend=gpu)".to_string(),
         _ => "a hardware WebGPU adapter".to_string(),
     };
-    let engine = GpuEngine::load_on(gpu, g, wanted.min(cfg.context_length))
-        .map_err(|e| e.to_string())?;
-    Ok((PageEngine::Gpu(engine), why))
+    let engine =
+        GpuEngine::load_on(gpu, g, wanted.min(cfg.context_length)).map_err(|e| e.to_string())?;
+    Ok((PageEngine::Gpu(Box::new(engine)), why))
 }
