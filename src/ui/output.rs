@@ -21,7 +21,13 @@ pub fn Output(
                 {move || ui.output.get()}
                 <Show when=caret><span class="caret" aria-hidden="true"></span></Show>
             </div>
-            <div class="stats">
+            <div
+                class="stats"
+                data-testid="run-stats"
+                data-prompt-tokens=move || ui.prompt_tokens.get()
+                data-prefill-ms=move || ui.prefill_ms.get().map(|t| format!("{t:.1}")).unwrap_or_default()
+                data-decode-tps=move || ui.tokens_per_s.get().map(|t| format!("{t:.3}")).unwrap_or_default()
+            >
                 <span>
                     <span class="stat-num" data-testid="tokens-per-second">
                         {move || ui.tokens_per_s.get().map_or("–".to_string(), |t| format!("{t:.1}"))}

@@ -117,25 +117,25 @@ fn panel(
                    data-bytes=p.bytes.to_string() data-ms=p.ms.map(|m| format!("{m:.3}")).unwrap_or_default()>
                     <title>{title}</title>
                     {shape}
-                    <text x=cx + 7.0 y=cy - 6.0 class="tick">{format!("G{}", p.groups)}</text>
+                    <text x=cx + 7.0 y=cy - 6.0 class="tick-text">{format!("G{}", p.groups)}</text>
                 </g>
             }
         })
         .collect_view();
     let yticks = [ylo, (ylo * yhi).sqrt(), yhi]
-        .map(|v| view! { <text x=L - 4.0 y=py(v) + 4.0 text-anchor="end" class="tick">{format!("{v:.0}")}</text> });
+        .map(|v| view! { <text x=L - 4.0 y=py(v) + 4.0 text-anchor="end" class="tick-text">{format!("{v:.0}")}</text> });
     let xticks = (!xs.is_empty()).then(|| {
-        [xlo, (xlo + xhi) / 2.0, xhi].map(|v| view! { <text x=px(v) y=H - B + 16.0 text-anchor="middle" class="tick">{x_text(v)}</text> })
+        [xlo, (xlo + xhi) / 2.0, xhi].map(|v| view! { <text x=px(v) y=H - B + 16.0 text-anchor="middle" class="tick-text">{x_text(v)}</text> })
     });
-    let empty = xs.is_empty().then(|| view! { <text x=(L + W - R) / 2.0 y=H / 2.0 text-anchor="middle" class="tick">"not measured yet"</text> });
+    let empty = xs.is_empty().then(|| view! { <text x=(L + W - R) / 2.0 y=H / 2.0 text-anchor="middle" class="tick-text">"not measured yet"</text> });
     view! {
         <figure class="plot" data-testid=testid>
             <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label=title>
                 <line x1=L y1=T x2=L y2=H - B class="axis" />
                 <line x1=L y1=H - B x2=W - R y2=H - B class="axis" />
                 {yticks}{xticks}{dots}{empty}
-                <text x=(L + W - R) / 2.0 y=H - 4.0 text-anchor="middle" class="tick">{title}</text>
-                <text x=10.0 y=T + 4.0 class="tick" transform=format!("rotate(-90 10 {})", T + 4.0) text-anchor="end">"perplexity (log)"</text>
+                <text x=(L + W - R) / 2.0 y=H - 4.0 text-anchor="middle" class="tick-text">{title}</text>
+                <text x=10.0 y=T + 4.0 class="tick-text" transform=format!("rotate(-90 10 {})", T + 4.0) text-anchor="end">"perplexity (log)"</text>
             </svg>
         </figure>
     }
