@@ -731,13 +731,7 @@ fn attention_matches_cpu() {
             gpu.queue
                 .write_buffer(&qb.buffer, 0, bytemuck::cast_slice(&q));
             let (kb, vb) = (f32s(gpu, &kc), f32s(gpu, &vc));
-            let starts: Vec<u32> = (0..groups)
-                .map(|g| grouping.members(g).start as u32)
-                .chain([nh as u32])
-                .collect();
-            let starts = gpu
-                .storage_with("starts", bytemuck::cast_slice(&starts))
-                .unwrap();
+            let starts = starts_table(gpu, grouping);
             let decode = kernel == Kernel::AttentionDecode;
             let binds = AttentionBinds {
                 q: if decode {
@@ -787,6 +781,17 @@ fn attention_matches_cpu() {
     }
 }
 
+/// The `starts` table of the attention kernels for `grouping`: `[G + 1]`, KV head g's query
+/// heads being `starts[g] .. starts[g + 1]`.
+fn starts_table(gpu: &Gpu, grouping: Grouping) -> Buf {
+    let starts: Vec<u32> = (0..grouping.groups())
+        .map(|g| grouping.members(g).start as u32)
+        .chain([grouping.n_heads() as u32])
+        .collect();
+    gpu.storage_with("starts", bytemuck::cast_slice(&starts))
+        .unwrap()
+}
+
 /// attention_probe.wgsl vs cpu::ops::attention_weights: the last token's weights of every
 /// query head over its KV head's positions (1e-5), for equal and unequal groups, a decode
 /// step and a prefill chunk, contexts shorter and longer than a workgroup; each row sums to 1.
@@ -802,13 +807,7 @@ fn attention_probe_matches_cpu() {
             let kc = rng.vec(groups * cap * hd);
             let qb = f32s(gpu, &q);
             let kb = f32s(gpu, &kc);
-            let starts: Vec<u32> = (0..groups)
-                .map(|g| grouping.members(g).start as u32)
-                .chain([nh as u32])
-                .collect();
-            let starts = gpu
-                .storage_with("starts", bytemuck::cast_slice(&starts))
-                .unwrap();
+            let starts = starts_table(gpu, grouping);
             let out = gpu.storage("out", (nh * cap * 4) as u64).unwrap();
             let p = ProbeParams {
                 n_heads: nh as u32,

@@ -14,8 +14,16 @@ use leptos::prelude::*;
 /// Positions drawn at most; a longer context shows its first [`HEAD`] and its last ones.
 const SHOWN: usize = 64;
 const HEAD: usize = 4;
-const CELL: f64 = 18.0;
+/// Row height, and the narrowest and widest cell (cells share about [`WIDTH`] pixels).
 const ROW: f64 = 18.0;
+const MIN_CELL: f64 = 18.0;
+const MAX_CELL: f64 = 44.0;
+const WIDTH: f64 = 900.0;
+
+/// The width of a cell when `n` columns are drawn.
+fn cell_width(n: usize) -> f64 {
+    (WIDTH / n.max(1) as f64).clamp(MIN_CELL, MAX_CELL)
+}
 
 /// The positions drawn for a context of `n`: every one, or the first few, a gap (`None`) and
 /// the last ones.
@@ -51,7 +59,7 @@ fn label(text: &str) -> String {
 
 /// One query head's row: a cell per drawn position, its opacity the weight's square root (so
 /// that small weights still show), in the colour of the head's KV group.
-fn head_row(shown: &AttentionShown, h: usize, cols: &[Option<usize>]) -> impl IntoView {
+fn head_row(shown: &AttentionShown, h: usize, cols: &[Option<usize>], cell: f64) -> impl IntoView {
     let w = shown.weights.row(h);
     let gr = shown.grouping;
     let g = gr.kv_head(h);
@@ -64,14 +72,14 @@ fn head_row(shown: &AttentionShown, h: usize, cols: &[Option<usize>]) -> impl In
         .map(|(i, p, a)| {
             let title = format!("Q{h} → position {p}: {a:.4}");
             view! {
-                <rect x=i as f64 * CELL y=0.0 width=CELL - 1.0 height=ROW - 1.0 fill=fill.clone() fill-opacity=format!("{:.3}", a.max(0.0).sqrt())>
+                <rect x=i as f64 * cell y=0.0 width=cell - 1.0 height=ROW - 1.0 fill=fill.clone() fill-opacity=format!("{:.3}", a.max(0.0).sqrt())>
                     <title>{title}</title>
                 </rect>
             }
         })
         .collect_view();
     let weights: Vec<String> = w.iter().map(|a| format!("{a:.6}")).collect();
-    let width = cols.len() as f64 * CELL;
+    let width = cols.len() as f64 * cell;
     view! {
         <div class="attn-row" data-testid="attention-head" data-head=h data-kv-head=g data-weights=weights.join(",")>
             <span class="attn-label" style:color=colour>{format!("Q{h}")}</span>
@@ -83,12 +91,13 @@ fn head_row(shown: &AttentionShown, h: usize, cols: &[Option<usize>]) -> impl In
 /// The rows, grouped by KV head, and the tokens as column labels.
 fn heatmap(shown: AttentionShown) -> impl IntoView {
     let cols = columns(shown.weights.positions);
+    let cell = cell_width(cols.len());
     let gr = shown.grouping;
     let groups = (0..gr.groups())
         .map(|g| {
             let rows = gr
                 .members(g)
-                .map(|h| head_row(&shown, h, &cols))
+                .map(|h| head_row(&shown, h, &cols, cell))
                 .collect_view();
             let (border, colour) = (group_colour(g, gr.groups()), group_colour(g, gr.groups()));
             view! {
@@ -104,9 +113,9 @@ fn heatmap(shown: AttentionShown) -> impl IntoView {
         .map(|c| match c {
             Some(p) => {
                 let text = shown.labels.get(*p).map_or("", String::as_str);
-                view! { <span class="attn-token" title=format!("position {p}: {text:?}")>{label(text)}</span> }.into_any()
+                view! { <span class="attn-token" style:width=format!("{cell}px") title=format!("position {p}: {text:?}")>{label(text)}</span> }.into_any()
             }
-            None => view! { <span class="attn-token gap">"…"</span> }.into_any(),
+            None => view! { <span class="attn-token gap" style:width=format!("{cell}px")>"…"</span> }.into_any(),
         })
         .collect_view();
     let n = shown.weights.positions;

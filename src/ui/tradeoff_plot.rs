@@ -125,7 +125,7 @@ fn panel(
     let yticks = [ylo, (ylo * yhi).sqrt(), yhi]
         .map(|v| view! { <text x=L - 4.0 y=py(v) + 4.0 text-anchor="end" class="tick-text">{format!("{v:.0}")}</text> });
     let xticks = (!xs.is_empty()).then(|| {
-        [xlo, (xlo + xhi) / 2.0, xhi].map(|v| view! { <text x=px(v) y=H - B + 16.0 text-anchor="middle" class="tick-text">{x_text(v)}</text> })
+        [(xlo, "start"), ((xlo + xhi) / 2.0, "middle"), (xhi, "end")].map(|(v, anchor)| view! { <text x=px(v) y=H - B + 16.0 text-anchor=anchor class="tick-text">{x_text(v)}</text> })
     });
     let empty = xs.is_empty().then(|| view! { <text x=(L + W - R) / 2.0 y=H / 2.0 text-anchor="middle" class="tick-text">"not measured yet"</text> });
     view! {
