@@ -1,0 +1,74 @@
+// The page's own timings, run by hand (never in CI), in headless Chromium with WebGPU on
+// SwiftShader, `dist/` of `trunk build --release` served locally:
+//   - load to ready with the model in Cache Storage (a second visit), per backend;
+//   - decode tokens/s with the attention view closed and open, per backend (the view reads its
+//     weights back each token only while open).
+// Prints one JSON line per figure. Needs `scripts/setup.sh browser` and a trunk build.
+//
+//   node benches/page.mjs [--rounds N (3)] [--tokens N (32)]
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { serve } from '../tests/browser/server.mjs';
+import { ROOT, launch, byId } from '../tests/browser/harness.mjs';
+
+const { values: opt } = parseArgs({
+  options: { rounds: { type: 'string', default: '3' }, tokens: { type: 'string', default: '32' } },
+});
+const rounds = Number(opt.rounds);
+const tokens = Number(opt.tokens);
+
+const srv = await serve(path.join(ROOT, 'dist'));
+const { context, close } = await launch();
+const url = (q) => `${srv.url}?${new URLSearchParams(q)}`;
+const ready = (page) => page.waitForSelector('[data-testid="status"][data-state="ready"]', { timeout: 600e3 });
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Milliseconds from navigation to "ready" (the model already in Cache Storage). */
+async function loadMs(backend) {
+  const page = await context.newPage();
+  const t0 = Date.now();
+  await page.goto(url({ backend }));
+  await ready(page);
+  const ms = Date.now() - t0;
+  await page.close();
+  return ms;
+}
+
+/** Decode tokens/s of one greedy run, the attention view open or closed. */
+async function decode(backend, open) {
+  const page = await context.newPage();
+  await page.goto(url({ backend, prompt: 'The capital of France is', chat: 0, temperature: 0, max_tokens: tokens, ignore_eos: 1 }));
+  await ready(page);
+  if (open) await byId(page, 'attention-toggle').click();
+  await byId(page, 'generate-button').click();
+  await page.waitForSelector('[data-testid="status"][data-state="done"]', { timeout: 600e3 });
+  const tps = Number(await byId(page, 'run-stats').getAttribute('data-decode-tps'));
+  const reads = Number(await byId(page, 'attention-view').getAttribute('data-reads'));
+  await page.close();
+  return { tps, reads };
+}
+
+try {
+  await loadMs('gpu'); // the first visit downloads the model into Cache Storage
+  for (const backend of ['gpu', 'cpu']) {
+    const ms = [];
+    for (let i = 0; i < rounds; i++) ms.push(await loadMs(backend));
+    console.log(JSON.stringify({ backend, measures: 'load to ready, model cached', median_ms: median(ms), ms }));
+  }
+  for (const backend of ['gpu', 'cpu']) {
+    const runs = { closed: [], open: [] };
+    for (let i = 0; i < rounds; i++) {
+      for (const open of [false, true]) runs[open ? 'open' : 'closed'].push(await decode(backend, open));
+    }
+    const tps = (rs) => rs.map((r) => r.tps);
+    console.log(JSON.stringify({
+      backend, measures: `decode tok/s, ${tokens} tokens, attention view closed vs open`,
+      closed_median: median(tps(runs.closed)), open_median: median(tps(runs.open)),
+      closed: tps(runs.closed), open: tps(runs.open),
+      reads_closed: runs.closed.map((r) => r.reads), reads_open: runs.open.map((r) => r.reads),
+    }));
+  }
+} finally {
+  await close();
+  await srv.close();
+}
