@@ -277,22 +277,29 @@ for (const [groups, regroup] of [[1, 'mean'], [3, 'mean'], [9, 'mean']]) {
   });
 }
 
-test('on the CPU backend a click is answered within 100 ms during a long prefill', async () => {
+test('on the CPU backend the slider and Stop are answered within 100 ms during a long prefill', async () => {
   const prompt = 'The quick brown fox jumps over the lazy dog. '.repeat(48);
   const page = await openPage(browser.context, appUrl({ backend: 'cpu', prompt, chat: 0, temperature: 0, max_tokens: 2, ignore_eos: 1 }), errors);
   await waitStatus(page, /^ready$/);
   // The time from each pointer event's creation to its handler: how long the page kept it waiting.
   await page.evaluate(() => {
     window.__waits = [];
-    document.addEventListener('pointerdown', (e) => window.__waits.push(performance.now() - e.timeStamp), true);
+    for (const type of ['pointerdown', 'keydown']) {
+      document.addEventListener(type, (e) => window.__waits.push([type, performance.now() - e.timeStamp]), true);
+    }
   });
   await byId(page, 'generate-button').click();
   await waitStatus(page, /^prefilling [1-9]\d* \/ \d+ tokens$/, 120_000);
+  // The slider moves to G = 4 (the run re-prefills under it), then Stop.
+  await byId(page, 'groups-slider').focus();
+  await page.keyboard.press('ArrowRight');
+  await waitStatus(page, /^prefilling [1-9]\d* \/ \d+ tokens$/, 120_000);
   await byId(page, 'stop-button').click();
   assert.match(await waitStatus(page, /^done/, 120_000), /stopped/);
+  assert.equal(await byId(page, 'groups-slider').inputValue(), '4');
   const waits = await page.evaluate(() => window.__waits);
-  assert.equal(waits.length, 2);
-  assert.ok(waits[1] < 100, `the Stop click waited ${waits[1].toFixed(0)} ms`);
+  assert.deepEqual(waits.map((w) => w[0]), ['pointerdown', 'keydown', 'pointerdown']);
+  for (const [type, ms] of waits.slice(1)) assert.ok(ms < 100, `a ${type} waited ${ms.toFixed(0)} ms`);
   await page.close();
 });
 
