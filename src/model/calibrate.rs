@@ -325,17 +325,7 @@ fn identity(hd: usize) -> Vec<f32> {
 mod tests {
     use super::*;
     use crate::model::regroup::LayerMaps;
-
-    /// Deterministic pseudo-random numbers in [-1, 1).
-    fn rng(seed: u64) -> impl FnMut() -> f32 {
-        let mut s = seed;
-        move || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-    }
+    use crate::model::test_rng as rng;
 
     /// Three identical native heads merge exactly: every query head's scores and every
     /// output through W_o come back as they were.

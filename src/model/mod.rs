@@ -51,3 +51,15 @@ pub enum ModelError {
         expected: Vec<u64>,
     },
 }
+
+/// Deterministic pseudo-random numbers in [-1, 1), for the unit tests of the fits.
+#[cfg(test)]
+fn test_rng(seed: u64) -> impl FnMut() -> f32 {
+    let mut s = seed;
+    move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}

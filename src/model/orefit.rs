@@ -332,17 +332,7 @@ fn axpy(y: &mut Blocks, alpha: f64, x: &Blocks) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random numbers in [-1, 1).
-    fn rng(seed: u64) -> impl FnMut() -> f32 {
-        let mut s = seed;
-        move || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-    }
+    use crate::model::test_rng as rng;
 
     const H: usize = 3;
     const HD: usize = 4;

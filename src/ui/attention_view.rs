@@ -89,7 +89,8 @@ fn head_row(shown: &AttentionShown, h: usize, cols: &[Option<usize>], cell: f64)
 }
 
 /// The rows, grouped by KV head, and the tokens as column labels.
-fn heatmap(shown: AttentionShown) -> impl IntoView {
+fn heatmap(ui: Ui, shown: AttentionShown) -> impl IntoView {
+    let tok = ui.tokenizer.get_value();
     let cols = columns(shown.weights.positions);
     let cell = cell_width(cols.len());
     let gr = shown.grouping;
@@ -112,8 +113,11 @@ fn heatmap(shown: AttentionShown) -> impl IntoView {
         .iter()
         .map(|c| match c {
             Some(p) => {
-                let text = shown.labels.get(*p).map_or("", String::as_str);
-                view! { <span class="attn-token" style:width=format!("{cell}px") title=format!("position {p}: {text:?}")>{label(text)}</span> }.into_any()
+                let text = match (&tok, shown.ids.get(*p)) {
+                    (Some(t), Some(&id)) => String::from_utf8_lossy(&t.token_bytes(id, true)).into_owned(),
+                    _ => String::new(),
+                };
+                view! { <span class="attn-token" style:width=format!("{cell}px") title=format!("position {p}: {text:?}")>{label(&text)}</span> }.into_any()
             }
             None => view! { <span class="attn-token gap" style:width=format!("{cell}px")>"…"</span> }.into_any(),
         })
@@ -178,7 +182,7 @@ pub fn AttentionView(
                 <p class="muted small">"Closed, the engine reads nothing back for this view: each decoded token is one submit and a 4-byte read, as without it. Open, each token adds one small kernel and a read of the layer's weights (and a hardware GPU stops running a step ahead), so the speed table leaves those tokens out."</p>
             }>
                 {move || match shown() {
-                    Some(s) => heatmap(s).into_any(),
+                    Some(s) => heatmap(ui, s).into_any(),
                     None => view! { <p class="muted">"Generate (or keep generating) to see this layer's weights for each new token."</p> }.into_any(),
                 }}
             </Show>

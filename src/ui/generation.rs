@@ -124,7 +124,7 @@ async fn drive(
 }
 
 /// While the attention view is open: the watched layer's weights for the token just fed,
-/// with the text of every position it saw (read back only then: `gpu/engine/probe.rs`).
+/// with the token of every position it saw (read back only then: `gpu/engine/probe.rs`).
 async fn show_attention(ui: Ui, s: &mut Session, gen: &Generator) -> Result<(), EngineError> {
     if s.engine.attention_probe().is_none() {
         return Ok(());
@@ -134,15 +134,12 @@ async fn show_attention(ui: Ui, s: &mut Session, gen: &Generator) -> Result<(), 
     };
     ui.attention_reads.update(|n| *n += 1);
     let seq = gen.prompt().iter().chain(gen.generated());
-    let labels = seq
-        .take(weights.positions)
-        .map(|&id| String::from_utf8_lossy(&s.tok.token_bytes(id, true)).into_owned())
-        .collect();
+    let ids = seq.take(weights.positions).copied().collect();
     let grouping = s.engine.grouping();
     ui.attention.set(Some(AttentionShown {
         weights,
         grouping,
-        labels,
+        ids,
     }));
     Ok(())
 }

@@ -124,12 +124,12 @@ impl Measured {
 }
 
 /// One read of the attention view: a layer's weights for the last token fed, the grouping
-/// they were computed at, and the text of each position's token.
+/// they were computed at, and the token at each position (the view decodes those it draws).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttentionShown {
     pub weights: AttentionWeights,
     pub grouping: Grouping,
-    pub labels: Vec<String>,
+    pub ids: Vec<u32>,
 }
 
 /// Every piece of state, as `Copy` handles.

@@ -1,6 +1,7 @@
 //! The attention view's readback: while a layer is watched, each forward also runs
 //! attention_probe.wgsl after that layer's kv_store (one more dispatch in the same pass) and
-//! [`GpuEngine::attention_weights`] copies its `[H][capacity]` weights back (one more submit).
+//! [`GpuEngine::attention_weights`] copies its `[H][capacity]` weights back through a staging
+//! buffer made once (one more submit).
 //! Unwatched, a forward records, submits and reads exactly what it did before; while watched,
 //! decode does not run a step ahead (`ahead.rs`: that step would overwrite the weights first).
 
@@ -35,12 +36,16 @@ impl GpuEngine {
         let (Some(layer), Some(positions)) = (self.probe, self.probe_seen) else {
             return Ok(None);
         };
-        let bytes = self.gpu.read(&self.act.probe).await?;
-        let all: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-        let weights = all
-            .chunks_exact(self.capacity)
-            .take(self.cfg.n_heads)
-            .flat_map(|row| &row[..positions])
+        // Rows of `capacity` floats: read up to the last row's `positions`.
+        let (cap, nh) = (self.capacity, self.cfg.n_heads);
+        let size = (((nh - 1) * cap + positions) * 4) as u64;
+        let (probe, staging) = (&self.act.probe.buffer, &self.act.probe_staging.buffer);
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(probe, 0, staging, 0, size);
+        let bytes = self.gpu.submit_and_read(enc, staging, size).await?;
+        let all: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes); // [H][cap], the last row cut
+        let weights = (0..nh)
+            .flat_map(|h| &all[h * cap..h * cap + positions])
             .copied()
             .collect();
         Ok(Some(AttentionWeights {

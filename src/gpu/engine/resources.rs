@@ -113,27 +113,28 @@ pub(super) const SPARE_RANGE: u64 = 256;
 /// prefill, which only the all-logits forward reads (perplexity), live in [`AllLogits`],
 /// made on first use.
 pub(super) struct Activations {
-    pub sampling: Buf,   // uniform SamplingUniform, written before a sampled forward
-    pub step: Buf,       // uniform Step
-    pub tokens: Buf,     // [T] u32
-    pub x: Buf,          // [T][dim] residual stream
-    pub xb: Buf,         // [T][dim] normalised (also bound as a uniform window by matvec)
-    pub norm_parts: Buf, // decode: Σ x² by workgroup of a dim-row matvec (matvec.wgsl)
-    pub spare: Buf,      // 2 × SPARE_RANGE, bound where a matvec does not use its γ and xn
-    pub q: Buf,          // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
-    pub k0: Buf,         // [T][G0][hd] native-head K projection
-    pub v0: Buf,         // [T][G0][hd]
-    pub qkv: Buf,        // decode: [n_heads·hd | G0·hd | G0·hd], q, k0, v0 of one token
-    pub att: Buf,        // [T][n_heads][hd] (uniform window too)
-    pub ml: Buf,         // [T][n_heads][max_chunks] (m, l)
-    pub part: Buf,       // [T][n_heads][max_chunks][hd]
-    pub gate: Buf,       // [T][ffn] (uniform window too)
-    pub up: Buf,         // [T][ffn]
-    pub logits: Buf,     // [vocab]: the last row's
-    pub token_out: Buf,  // [1] u32
-    pub staging: Buf,    // readback of logits [vocab]
-    pub rope: Buf,       // [capacity][hd/2] (cos, sin)
-    pub probe: Buf,      // [n_heads][capacity]: the attention view's weights (probe.rs)
+    pub sampling: Buf,      // uniform SamplingUniform, written before a sampled forward
+    pub step: Buf,          // uniform Step
+    pub tokens: Buf,        // [T] u32
+    pub x: Buf,             // [T][dim] residual stream
+    pub xb: Buf,            // [T][dim] normalised (also bound as a uniform window by matvec)
+    pub norm_parts: Buf,    // decode: Σ x² by workgroup of a dim-row matvec (matvec.wgsl)
+    pub spare: Buf,         // 2 × SPARE_RANGE, bound where a matvec does not use its γ and xn
+    pub q: Buf,             // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
+    pub k0: Buf,            // [T][G0][hd] native-head K projection
+    pub v0: Buf,            // [T][G0][hd]
+    pub qkv: Buf,           // decode: [n_heads·hd | G0·hd | G0·hd], q, k0, v0 of one token
+    pub att: Buf,           // [T][n_heads][hd] (uniform window too)
+    pub ml: Buf,            // [T][n_heads][max_chunks] (m, l)
+    pub part: Buf,          // [T][n_heads][max_chunks][hd]
+    pub gate: Buf,          // [T][ffn] (uniform window too)
+    pub up: Buf,            // [T][ffn]
+    pub logits: Buf,        // [vocab]: the last row's
+    pub token_out: Buf,     // [1] u32
+    pub staging: Buf,       // readback of logits [vocab]
+    pub rope: Buf,          // [capacity][hd/2] (cos, sin)
+    pub probe: Buf,         // [n_heads][capacity]: the attention view's weights (probe.rs)
+    pub probe_staging: Buf, // readback of `probe`
 }
 
 impl Activations {
@@ -177,6 +178,11 @@ impl Activations {
             staging: gpu.buffer("staging", vocab * f, U::MAP_READ | U::COPY_DST)?,
             rope: gpu.storage_with("rope table", bytemuck::cast_slice(&table))?,
             probe: s("attention weights", nh * capacity as u64)?,
+            probe_staging: gpu.buffer(
+                "attention weights readback",
+                nh * capacity as u64 * f,
+                U::MAP_READ | U::COPY_DST,
+            )?,
         })
     }
 
