@@ -4,7 +4,7 @@
 
 use crate::model::{kv_cache_bytes, Grouping, Method, ModelConfig, ModelError, Regrouping};
 use crate::sampling::{sample, SamplingParams};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -41,11 +41,17 @@ pub enum EngineError {
         "the model produced non-finite values (NaN or infinity) {0}: its weights may be damaged"
     )]
     NonFinite(String),
+    /// An error the engine's Web Worker met, as its text (`crate::protocol`).
+    #[error("{0}")]
+    Relayed(String),
+    /// The engine's Web Worker stopped (a crash, memory exhausted): the engine is gone.
+    #[error("the engine's worker stopped ({0}); reload the engine")]
+    WorkerLost(String),
 }
 
 /// What the attention view shows: one layer's attention weights for the last token fed,
 /// every query head over the positions it sees.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttentionWeights {
     pub layer: usize,
     /// Positions seen by the last token (its own included): `0..positions`.
@@ -184,7 +190,7 @@ pub fn check_input(
 }
 
 /// Settings of one generation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GenerateParams {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
@@ -195,7 +201,7 @@ pub struct GenerateParams {
 /// Step-wise generation: one token per [`Generator::step`], so a UI can yield between tokens
 /// and change G in the middle ([`Generator::regroup`]): the text so far is prefilled again
 /// under the new grouping and generation goes on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generator {
     prompt: Vec<u32>,
     generated: Vec<u32>,

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod gguf;
 pub mod gpu;
 pub mod model;
+pub mod protocol;
 pub mod sampling;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]

@@ -13,3 +13,11 @@ fn main() -> std::process::ExitCode {
 fn main() {
     gqa_lab::ui::mount();
 }
+
+/// The engine's Web Worker's entry point (`static/worker.js` calls it after instantiating this
+/// module there); exported from the binary itself so that wasm-bindgen keeps it.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn engine_worker() {
+    gqa_lab::ui::engine_worker();
+}

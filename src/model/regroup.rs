@@ -16,10 +16,10 @@
 //! arithmetic and the twins of kv_store.wgsl and attention_reduce.wgsl.
 
 use super::{pooling_matrix, Grouping, ModelConfig, ModelError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How merged KV heads (G < G0) are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// The GQA paper's conversion: the mean of the heads a group replaces.

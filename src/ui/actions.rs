@@ -4,7 +4,7 @@
 //! generation runs stops the run and loads when it has ended; one asked for during a load
 //! loads after it.
 
-use super::engine::BackendChoice;
+use super::engine::{BackendChoice, PageEngine};
 use super::generation::{self, Job, Outcome};
 use super::js::{probe_webgpu, yield_now};
 use super::loader::{self, DEFAULT_MODEL_NAME};
@@ -13,6 +13,7 @@ use super::state::{Activity, LoadRequest, Source, Status, Ui};
 use super::{compare, quality, regrouping};
 use crate::engine::EngineError;
 use crate::model::Method;
+use futures_util::future::join;
 use leptos::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 
@@ -51,18 +52,34 @@ pub async fn load(ui: Ui, source: Source) -> bool {
 async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
     ui.status.set(Status::Loading("reading the model".into()));
     let progress = move |p| ui.progress.set(Some(p));
-    let (loaded, name) = match &source {
-        Source::Default => (
-            loader::load_default(&progress).await?,
-            DEFAULT_MODEL_NAME.to_string(),
-        ),
-        Source::File(f) => (loader::load_file(f, &progress).await?, f.name()),
+    let wanted = ui.settings.with_untracked(|s| session::Wanted {
+        choice: s.backend,
+        ahead: s.ahead,
+        worker: s.worker,
+    });
+    // The engine's worker starts while the model is read.
+    let worker = async move {
+        match wanted.worker {
+            true => Some(PageEngine::start_worker().await),
+            false => None,
+        }
     };
+    let read = async {
+        match &source {
+            Source::Default => Ok::<_, String>((
+                loader::load_default(&progress).await?,
+                DEFAULT_MODEL_NAME.to_string(),
+            )),
+            Source::File(f) => Ok((loader::load_file(f, &progress).await?, f.name())),
+        }
+    };
+    let (worker, read) = join(worker, read).await;
+    let (loaded, name): (_, String) = read?;
     ui.status.set(Status::Loading(
-        "building the tokenizer and uploading the weights to the GPU".into(),
+        "building the tokenizer and loading the weights into the engine".into(),
     ));
     yield_now().await;
-    let (ahead, choice) = ui.settings.with_untracked(|s| (s.ahead, s.backend));
+    let choice = wanted.choice;
     let (bytes, sha256) = (loaded.bytes, loaded.sha256);
     let webgpu = match choice {
         BackendChoice::Cpu => Err("not asked for".into()),
@@ -71,7 +88,7 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
     if let (BackendChoice::Gpu, Err(why)) = (choice, &webgpu) {
         ui.no_webgpu.set(Some(why.clone()));
     }
-    let (mut s, info) = session::open(bytes, &name, &sha256, ahead, choice, webgpu).await?;
+    let (mut s, info) = session::open(bytes, &name, &sha256, wanted, webgpu, worker).await?;
     ui.no_webgpu.set(None);
     let valid = info.cfg.valid_groups();
     let wanted = ui.groups.get_untracked();
@@ -90,9 +107,16 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
         applied.map_err(|e| e.to_string())?;
     }
     ui.tokenizer.set_value(Some(s.tok.clone()));
+    let same_model = ui
+        .info
+        .with_untracked(|i| i.as_ref().map(|i| i.sha256.clone()))
+        == Some(info.sha256.clone());
+    if !same_model {
+        // Speeds are kept per backend across reloads of the same model only.
+        ui.decode_by_groups.set(Default::default());
+    }
     ui.session.get_value().replace(Some(s));
     ui.info.set(Some(info));
-    ui.decode_by_groups.set(Default::default());
     ui.source.set_value(Some(source));
     ui.positions.set(None);
     ui.gpu_failed.set(false);
@@ -253,7 +277,7 @@ fn finish(ui: Ui, result: Result<Outcome, EngineError>) {
         Err(e) => {
             ui.gpu_failed.set(matches!(
                 e,
-                EngineError::Gpu(_) | EngineError::DeviceLost(_)
+                EngineError::Gpu(_) | EngineError::DeviceLost(_) | EngineError::WorkerLost(_)
             ));
             ui.status.set(Status::Error(e.to_string()));
         }
@@ -366,9 +390,19 @@ pub fn count_prompt(ui: Ui) {
 
 /// Developer tool (`?debug=1`): destroys the GPU device, as a driver reset would.
 pub fn lose_device(ui: Ui) {
-    if let Some(s) = ui.session.get_value().borrow().as_ref() {
-        s.engine.lose_device();
-    }
+    work(ui, move |mut s| async move {
+        let result = s.engine.lose_device().await;
+        (s, result.map(|()| None))
+    });
+}
+
+/// Developer tool (`?debug=1`): makes the engine's worker panic (`memory`: run out of memory),
+/// as a bug or a too-large model would.
+pub fn crash_worker(ui: Ui, memory: bool) {
+    work(ui, move |mut s| async move {
+        let result = s.engine.crash_worker(memory).await;
+        (s, result.map(|()| None))
+    });
 }
 
 /// Developer tool (`?debug=1`): offers "Reload the engine" as a failed GPU call would (a

@@ -32,6 +32,15 @@ fn BackendLine(
             })
         })
     };
+    let worker = move || ui.info.with(|i| i.as_ref().map(|i| i.worker.to_string()));
+    let thread = move || {
+        ui.info.with(|i| {
+            i.as_ref().map(|i| match i.worker {
+                true => "It runs in a Web Worker: the page stays responsive.".to_string(),
+                false => format!("It runs {}.", i.thread_why),
+            })
+        })
+    };
     let choice = move || ui.settings.with(|s| s.backend.name());
     let choose = move |ev: leptos::ev::Event| {
         if let Some(b) = BackendChoice::parse(&event_target_value(&ev)) {
@@ -49,6 +58,8 @@ fn BackendLine(
     view! {
         <div class="backend" data-testid="backend" data-backend=backend>
             <span data-testid="backend-why">{line}</span>
+            " "
+            <span data-testid="engine-thread" data-worker=worker>{thread}</span>
             <label>
                 " Engine "
                 <select data-testid="backend-select" prop:value=choice on:change=choose prop:disabled=move || ui.activity.get() != Activity::Idle>{options}</select>
@@ -117,8 +128,8 @@ pub fn App() -> impl IntoView {
         </Show>
         <Show when=move || ui.gpu_failed.get()>
             <section class="notice error" data-testid="device-lost">
-                <h2>"The GPU stopped working"</h2>
-                <p>"The GPU device was lost or failed (a driver reset, the tab in the background too long, or too little memory). Your settings and text are kept."</p>
+                <h2>"The engine stopped working"</h2>
+                <p>"The GPU device was lost or failed (a driver reset, the tab in the background too long, or too little memory), or the engine's worker stopped (a crash, or its memory ran out): the status line says which. Your settings and text are kept."</p>
                 <button class="primary" data-testid="reload-engine" on:click=move |_| actions::reload_engine(ui)>"Reload the engine"</button>
             </section>
         </Show>
@@ -150,6 +161,10 @@ pub fn App() -> impl IntoView {
                         <button data-testid="lose-device" on:click=move |_| actions::lose_device(ui)>"Simulate a lost GPU device"</button>
                         " "
                         <button data-testid="fail-gpu" on:click=move |_| actions::fail_gpu(ui)>"Simulate a failed GPU call"</button>
+                        " "
+                        <button data-testid="crash-worker" on:click=move |_| actions::crash_worker(ui, false)>"Crash the engine's worker"</button>
+                        " "
+                        <button data-testid="exhaust-worker" on:click=move |_| actions::crash_worker(ui, true)>"Exhaust the worker's memory"</button>
                     </section>
                 </Show>
             </div>

@@ -66,7 +66,7 @@ pub async fn run(
     gs: Vec<usize>,
     tokens: usize,
 ) -> Result<(), EngineError> {
-    s.engine.set_attention_probe(None)?;
+    s.engine.set_attention_probe(None).await?;
     let method = ui.method.get_untracked();
     let native = s.engine.config().n_kv_heads;
     let mut result = Comparison {
@@ -108,7 +108,7 @@ async fn column(
     tokens: usize,
     groups: usize,
 ) -> Result<Column, EngineError> {
-    s.engine.reset();
+    s.engine.reset().await?;
     let mut c = Column {
         groups,
         ids: Vec::new(),
@@ -129,7 +129,7 @@ async fn column(
         feed = vec![id];
         super::js::yield_now().await;
     }
-    s.engine.reset();
+    s.engine.reset().await?;
     Ok(c)
 }
 

@@ -224,7 +224,12 @@ pub fn GroupSlider(
                 min="1"
                 max=move || heads().to_string()
                 step="1"
-                prop:value=move || ui.groups.get().to_string()
+                // Set again when `max` changes: a value above the old max was clamped to it
+                // (G is set before a new model's head count reaches the slider).
+                prop:value=move || {
+                    heads();
+                    ui.groups.get().to_string()
+                }
                 prop:disabled=move || ui.info.with(Option::is_none)
                 aria-valuetext=move || format!("G = {} ({})", ui.groups.get(), label(ui.groups.get()))
                 on:change=on_change

@@ -18,8 +18,8 @@ use leptos::prelude::*;
 /// cost more per token than its decode ones), so chunks stay at one token there; on a hardware
 /// GPU they grow to [`MAX_CHUNK`].
 const CHUNK_MS: f64 = 400.0;
-/// The same on the CPU backend, which runs on the page's own thread: short enough that a
-/// click or a key is answered within about a tenth of a second.
+/// The same on the CPU backend where it runs on the page's own thread (not in a worker):
+/// short enough that a click or a key is answered within about a tenth of a second.
 const CPU_CHUNK_MS: f64 = 60.0;
 /// Tokens in the first chunk of a prefill; each next one is sized from the time of the last.
 const FIRST_CHUNK: usize = 1;
@@ -55,7 +55,7 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
     };
     let vocab = s.engine.config().vocab_size;
     let mut gen = Generator::with_limits(job.prompt, params, vocab, s.engine.capacity())?;
-    s.engine.reset();
+    s.engine.reset().await?;
     let mut text = TokenStream::new();
     let outcome = drive(ui, s, &mut gen, &mut text, job.stop_token).await;
     let rest = text.finish();
@@ -90,7 +90,7 @@ async fn drive(
     };
     while !gen.is_done() {
         if ui.stop.get_untracked() {
-            s.engine.drop_ahead();
+            s.engine.drop_ahead().await?;
             return Ok(Outcome::Stopped);
         }
         let (g, method) = (ui.groups.get_untracked(), ui.method.get_untracked());
@@ -101,7 +101,7 @@ async fn drive(
         }
         let probe = ui.probe_wanted();
         if s.engine.attention_probe() != probe {
-            s.engine.set_attention_probe(probe)?;
+            s.engine.set_attention_probe(probe).await?;
         }
         if feed_chunk(ui, s, gen, &mut clock).await? {
             yield_now().await;
@@ -164,10 +164,9 @@ async fn feed_chunk(
     });
     s.engine.feed(ids).await?;
     gen.fed(n);
-    let target = if s.engine.is_cpu() {
-        CPU_CHUNK_MS
-    } else {
-        CHUNK_MS
+    let target = match s.engine.is_cpu() && !s.engine.thread.worker {
+        true => CPU_CHUNK_MS,
+        false => CHUNK_MS,
     };
     clock.chunk = next_chunk(n, now_ms() - t0, target);
     ui.status.set(Status::Prefilling {
@@ -208,10 +207,13 @@ async fn step(
         clock.run.add(ms);
         ui.tokens_per_s.set(Some(clock.run.tokens_per_s()));
         // (Not while the attention view reads weights back each step: that is its cost, not G's.)
-        let g = s.engine.grouping().groups();
+        let key = (
+            if s.engine.is_cpu() { "cpu" } else { "gpu" },
+            s.engine.grouping().groups(),
+        );
         if s.engine.attention_probe().is_none() {
             ui.decode_by_groups
-                .update(|m| m.entry(g).or_default().add(ms));
+                .update(|m| m.entry(key).or_default().add(ms));
         }
     }
     clock.last_token_ms = Some(now);

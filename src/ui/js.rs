@@ -29,9 +29,10 @@ pub fn describe(e: &JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-/// Checks that `navigator.gpu` exists and gives an adapter; the error says why not.
+/// Checks that `navigator.gpu` exists and gives an adapter — on the page or in a worker —;
+/// the error says why not.
 pub async fn probe_webgpu() -> Result<(), String> {
-    let nav = web_sys::window().ok_or("no window")?.navigator();
+    let nav = Reflect::get(&js_sys::global(), &"navigator".into()).map_err(|e| describe(&e))?;
     let gpu = Reflect::get(&nav, &"gpu".into()).unwrap_or(JsValue::UNDEFINED);
     if gpu.is_undefined() || gpu.is_null() {
         return Err("this browser exposes no WebGPU (navigator.gpu is missing)".into());

@@ -2,7 +2,7 @@
 //! verified by sha256, kept in Cache Storage and read from there on the next visit; a cached
 //! copy whose hash is wrong is dropped and fetched again), or a file the person picked.
 
-use super::js::{describe, now_ms};
+use super::js::{describe, now_ms, yield_now};
 use js_sys::{Reflect, Uint8Array};
 use sha2::{Digest, Sha256};
 use wasm_bindgen::{JsCast, JsValue};
@@ -154,13 +154,18 @@ async fn store(cache: &Cache, bytes: &mut [u8]) {
     }
 }
 
-/// Reads the default model's bytes and checks their size and sha256.
+/// Reads the default model's bytes and checks their size and sha256: a cached copy whole,
+/// hashed by the browser's own SHA-256 off the page's thread where there is one (WebCrypto),
+/// a download as it streams in.
 async fn read_verified(
     resp: Response,
     phase: Phase,
     on_progress: &dyn Fn(Progress),
 ) -> Result<Vec<u8>, String> {
-    let (bytes, sha) = read_stream(resp, phase, Some(DEFAULT_MODEL_BYTES), on_progress).await?;
+    let (bytes, sha) = match phase {
+        Phase::Cache if subtle().is_some() => read_whole(resp, on_progress).await?,
+        _ => read_stream(resp, phase, Some(DEFAULT_MODEL_BYTES), on_progress).await?,
+    };
     if sha != DEFAULT_MODEL_SHA256 {
         return Err(format!(
             "sha256 mismatch: got {sha} for {} bytes, expected {DEFAULT_MODEL_SHA256}",
@@ -168,6 +173,53 @@ async fn read_verified(
         ));
     }
     Ok(bytes)
+}
+
+/// Bytes copied or hashed between two turns of the event loop: a chunk from Cache Storage
+/// may be the whole file, whose copy and hash in one go would hold the page for most of a
+/// second.
+const SLICE: usize = 4 << 20;
+
+/// WebCrypto's digest API (only in secure contexts, as Cache Storage).
+fn subtle() -> Option<web_sys::SubtleCrypto> {
+    Some(web_sys::window()?.crypto().ok()?.subtle())
+}
+
+/// Reads a cached response whole: the browser hashes it (off the page's thread) while it is
+/// copied into memory a slice at a time.
+async fn read_whole(
+    resp: Response,
+    on_progress: &dyn Fn(Progress),
+) -> Result<(Vec<u8>, String), String> {
+    let start = now_ms();
+    let failed = |e: JsValue| format!("reading the cached model failed: {}", describe(&e));
+    let buf = JsFuture::from(resp.array_buffer().map_err(failed)?)
+        .await
+        .map_err(failed)?;
+    let subtle = subtle().ok_or("no WebCrypto")?;
+    let digest = subtle
+        .digest_with_str_and_buffer_source("SHA-256", buf.unchecked_ref::<js_sys::Object>())
+        .map_err(failed)?;
+    let all = Uint8Array::new(&buf);
+    let mut bytes = vec![0u8; all.length() as usize];
+    for (i, part) in bytes.chunks_mut(SLICE).enumerate() {
+        let at = (i * SLICE) as u32;
+        all.subarray(at, at + part.len() as u32).copy_to(part);
+        on_progress(Progress {
+            phase: Phase::Cache,
+            loaded: at as u64 + part.len() as u64,
+            total: Some(all.length() as u64),
+            elapsed_ms: now_ms() - start,
+        });
+        yield_now().await;
+    }
+    let digest = JsFuture::from(digest).await.map_err(failed)?;
+    let sha = Uint8Array::new(&digest)
+        .to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((bytes, sha))
 }
 
 /// Streams a response body into memory, hashing each chunk and reporting progress.
@@ -205,10 +257,17 @@ async fn read_stream(
             .unwrap_or(JsValue::UNDEFINED)
             .dyn_into()
             .map_err(|_| "the stream gave something other than bytes")?;
-        let at = bytes.len();
-        bytes.resize(at + value.length() as usize, 0);
-        value.copy_to(&mut bytes[at..]);
-        hasher.update(&bytes[at..]);
+        let big = value.length() as usize > SLICE;
+        for from in (0..value.length()).step_by(SLICE) {
+            let to = (from + SLICE as u32).min(value.length());
+            let at = bytes.len();
+            bytes.resize(at + (to - from) as usize, 0);
+            value.subarray(from, to).copy_to(&mut bytes[at..]);
+            hasher.update(&bytes[at..]);
+            if big {
+                yield_now().await;
+            }
+        }
         let now = now_ms();
         if now - last_report > 100.0 {
             last_report = now;

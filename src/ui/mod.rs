@@ -30,8 +30,14 @@ mod tradeoff_plot;
 mod tradeoffs;
 mod url_state;
 
-/// Mounts the app on `<body>`; called by the wasm `main`.
+pub use engine::worker::engine_worker;
+
+/// Mounts the app on `<body>`; called by the wasm `main`. In the engine's worker (no
+/// window) it does nothing: [`engine_worker`] runs there.
 pub fn mount() {
+    if web_sys::window().is_none() {
+        return;
+    }
     console_error_panic_hook::set_once();
     leptos::mount::mount_to_body(app::App);
 }

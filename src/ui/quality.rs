@@ -9,7 +9,7 @@ use super::regrouping;
 use super::session::Session;
 use super::state::{Status, Ui};
 use crate::calibration::EVALUATION;
-use crate::engine::{log_softmax_at, EngineError};
+use crate::engine::EngineError;
 use crate::model::{Method, ModelError};
 use leptos::prelude::*;
 use std::collections::BTreeMap;
@@ -89,24 +89,10 @@ async fn score_all(
             done: i,
             of: all.len(),
         });
-        let ppl = perplexity(s, ids).await?;
+        let ppl = s.engine.perplexity(ids).await?;
         ui.quality.update(|q| {
             q.insert((g, method), ppl);
         });
     }
     Ok(())
-}
-
-/// Perplexity of `ids` (every token after the first, given its prefix) from an empty cache.
-async fn perplexity(s: &mut Session, ids: &[u32]) -> Result<f64, EngineError> {
-    s.engine.reset();
-    let logits = s.engine.forward(&ids[..ids.len() - 1], true).await?; // [t-1][vocab]
-    let vocab = s.engine.config().vocab_size;
-    let nll: f64 = logits
-        .chunks_exact(vocab)
-        .zip(&ids[1..])
-        .map(|(row, &next)| -log_softmax_at(row, next as usize))
-        .sum();
-    s.engine.reset();
-    Ok((nll / (ids.len() - 1) as f64).exp())
 }

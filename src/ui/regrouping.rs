@@ -7,9 +7,8 @@
 use super::js::{describe, now_ms};
 use super::session::Session;
 use super::state::{Status, Ui};
-use crate::calibration::{self, Progress};
+use crate::calibration;
 use crate::engine::EngineError;
-use crate::gguf::Gguf;
 use crate::model::{Grouping, Method, ModelError, Regrouping};
 use leptos::prelude::*;
 use std::sync::Arc;
@@ -59,7 +58,7 @@ pub async fn regrouping_for(
     let r = match cached {
         Some(r) => Arc::new(r),
         None => {
-            let r = Arc::new(calibrate(ui, s, grouping, tokens).await?);
+            let r = calibrate(ui, s, grouping, tokens).await?;
             store(&key, calibration::to_bytes(&r)).await;
             r
         }
@@ -77,7 +76,7 @@ pub async fn apply(
     method: Method,
 ) -> Result<(), EngineError> {
     let r = regrouping_for(ui, s, groups, method).await?;
-    s.engine.regroup_with(r)
+    s.engine.regroup_with(r).await
 }
 
 /// Whether the engine already runs G with `method` (for G ≥ G0 every method is the same).
@@ -86,28 +85,26 @@ pub fn is_current(s: &Session, groups: usize, method: Method) -> bool {
     r.groups() == groups && (!r.grouping.merges() || r.method == method)
 }
 
-/// Fits the calibrated merge to `grouping` on the GPU, over the first `tokens` of the
-/// built-in text.
+/// Fits the calibrated merge to `grouping` where the engine runs, over the first `tokens` of
+/// the built-in text.
 async fn calibrate(
     ui: Ui,
     s: &mut Session,
     grouping: Grouping,
     tokens: usize,
-) -> Result<Regrouping, EngineError> {
-    let bytes = s.bytes.clone();
-    let g = Gguf::parse(&bytes).map_err(ModelError::from)?;
+) -> Result<Arc<Regrouping>, EngineError> {
     let ids = s.tok.encode(calibration::TEXT, false).map_err(|e| {
         EngineError::Model(ModelError::BadConfig(format!(
             "tokenizing the calibration text: {e}"
         )))
     })?;
-    let ids = &ids[..tokens.min(ids.len())];
+    let ids = ids[..tokens.min(ids.len())].to_vec();
     let groups = grouping.groups();
-    let mut on_layer = |p: Progress| {
+    let mut on_layer = |layer: usize, layers: usize| {
         ui.status.set(Status::Calibrating {
             groups,
-            layer: p.layer + 1,
-            layers: p.layers,
+            layer: layer + 1,
+            layers,
         })
     };
     ui.status.set(Status::Calibrating {
@@ -116,7 +113,7 @@ async fn calibrate(
         layers: s.engine.config().n_layers,
     });
     let t0 = now_ms();
-    let r = calibration::calibrate(&mut s.engine, &g, grouping, ids, &mut on_layer).await;
+    let r = s.engine.calibrate(groups, ids, &mut on_layer).await;
     let seconds = (now_ms() - t0) / 1e3;
     ui.calibration_s.update(|m| {
         m.insert(groups, seconds);

@@ -151,8 +151,9 @@ pub struct Ui {
     pub ids: RwSignal<Vec<u32>>,
     pub tokens_per_s: RwSignal<Option<f64>>,
     pub prefill_ms: RwSignal<Option<f64>>,
-    /// Decode speed measured at each G on the loaded model, over this page's runs.
-    pub decode_by_groups: RwSignal<BTreeMap<usize, Measured>>,
+    /// Decode speed measured on the loaded model by (backend: `gpu` or `cpu`, G), over this
+    /// page's runs: kept when the person switches backend, so both can be compared.
+    pub decode_by_groups: RwSignal<BTreeMap<(&'static str, usize), Measured>>,
     /// Positions in the KV cache after the last run; `None` before a run (then the prompt counts).
     pub positions: RwSignal<Option<usize>>,
     pub prompt_tokens: RwSignal<usize>,
@@ -180,6 +181,21 @@ pub struct Ui {
 }
 
 impl Ui {
+    /// The decode speeds measured at each G on `backend` (`gpu` or `cpu`).
+    pub fn speeds_on(&self, backend: &str) -> BTreeMap<usize, Measured> {
+        self.decode_by_groups.with(|m| {
+            m.iter()
+                .filter(|((b, _), _)| *b == backend)
+                .map(|(&(_, g), &v)| (g, v))
+                .collect()
+        })
+    }
+
+    /// The backend the loaded model runs on (`gpu` or `cpu`; `""` before one loads).
+    pub fn backend(&self) -> &'static str {
+        self.info.with(|i| i.as_ref().map_or("", |i| i.backend))
+    }
+
     pub fn new(settings: Settings) -> Self {
         let settings_method = settings.regroup;
         Ui {

@@ -58,7 +58,7 @@ pub fn Tradeoffs(
         let c = info.cfg.clone();
         let mha = kv_cache_bytes(&c, c.n_heads, 1, 4) as f64;
         let cur = ui.groups.get();
-        let speeds = ui.decode_by_groups.get();
+        let speeds = ui.speeds_on(ui.backend());
         let g0 = c.n_kv_heads;
         let rows = c.valid_groups().into_iter().map(|g| {
             let gr = Grouping::of(&c, g).ok();
@@ -81,6 +81,10 @@ pub fn Tradeoffs(
         Some(rows.collect_view())
     };
     let native = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_kv_heads));
+    let on = move || match ui.backend() {
+        "cpu" => "CPU",
+        _ => "GPU",
+    };
     let heads = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_heads));
     let loaded = move || ui.info.with(Option::is_some);
     let tokens = move || ui.settings.with(|s| s.quality_tokens);
@@ -99,10 +103,11 @@ pub fn Tradeoffs(
                 <th>"Grouping"</th><th class="num">"G"</th><th class="num">"KV / token"</th><th class="num">"vs MHA"</th>
                 <th class="num" title="perplexity of the built-in passage, K/V heads mean-pooled (GQA paper §2.1)">"Mean-pool"</th>
                 <th class="num" title="perplexity of the built-in passage, calibrated RoPE-aware merge">"Calibrated"</th>
-                <th class="num">"Decode here"</th>
+                <th class="num">"Decode here ("{on}")"</th>
             </tr></thead>
             <tbody>{rows}</tbody>
         </table>
+        <OtherBackend ui />
         <p class="measure">
             <button data-testid="measure-quality" prop:disabled=move || !idle() on:click=move |_| actions::measure_quality(ui)>
                 "Measure quality"
@@ -124,9 +129,32 @@ pub fn Tradeoffs(
         </p>
         <p class="explain">
             "Decode here is measured on this engine (the GPU, or the CPU backend) as you generate: tokens per second at each G over this page's runs on it "
-            "(– until you generate at that G). Each decoded token reads every weight once and the whole KV cache so far; "
+            "(– until you generate at that G); switch the engine above and the other one's figures stay below the table. Each decoded token reads every weight once and the whole KV cache so far; "
             "G shrinks the second part, so the gap between the Gs grows with the length of the text."
         </p>
         </Show>
     }
+}
+
+/// The decode speeds measured earlier on the other backend (kept across a switch of backend),
+/// so that the two engines can be compared at each G.
+#[component]
+fn OtherBackend(
+    /// Page state.
+    ui: Ui,
+) -> impl IntoView {
+    let line = move || {
+        let (other, name) = match ui.backend() {
+            "cpu" => ("gpu", "the GPU"),
+            "gpu" => ("cpu", "the CPU backend"),
+            _ => return None,
+        };
+        let speeds = ui.speeds_on(other);
+        let each: Vec<String> = speeds
+            .iter()
+            .map(|(g, m)| format!("G = {g} {:.1} tok/s", m.tokens_per_s()))
+            .collect();
+        (!each.is_empty()).then(|| format!("Measured earlier on {name}: {}.", each.join(", ")))
+    };
+    view! { <p class="muted small" data-testid="speed-other">{line}</p> }
 }

@@ -1,6 +1,7 @@
 //! The settings a person can share as a link: `?prompt=…&chat=0|1&groups=G&regroup=calibrated|mean
 //! &calib_tokens=N&quality_tokens=N&temperature=…
-//! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1&backend=auto|gpu|cpu`. Read once at start
+//! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1&backend=auto|gpu|cpu
+//! &worker=0|1`. Read once at start
 //! and written back (with `history.replaceState`) whenever they change.
 
 use super::engine::BackendChoice;
@@ -40,6 +41,9 @@ pub struct Settings {
     pub ahead: Option<bool>,
     /// Which engine runs the model (`backend=auto|gpu|cpu`, `auto` by default).
     pub backend: BackendChoice,
+    /// Run the engine in a Web Worker where the browser can (`worker=0`: on the page's
+    /// thread, as before session 14; for comparing the two).
+    pub worker: bool,
 }
 
 impl Default for Settings {
@@ -61,6 +65,7 @@ impl Default for Settings {
             debug: false,
             ahead: None,
             backend: BackendChoice::Auto,
+            worker: true,
         }
     }
 }
@@ -105,6 +110,7 @@ impl Settings {
         s.autorun = flag(get("autorun")).unwrap_or(false);
         s.debug = flag(get("debug")).unwrap_or(false);
         s.ahead = flag(get("ahead"));
+        s.worker = flag(get("worker")).unwrap_or(true);
         let mut g = 0usize;
         num(get("groups"), &mut g, "groups", &mut bad);
         s.groups = (g > 0).then_some(g);
@@ -184,6 +190,9 @@ impl Settings {
         }
         if let Some(a) = self.ahead {
             q.append("ahead", if a { "1" } else { "0" });
+        }
+        if !self.worker {
+            q.append("worker", "0");
         }
         for (k, on) in [
             ("ignore_eos", self.ignore_eos),

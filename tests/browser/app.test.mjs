@@ -303,6 +303,70 @@ test('on the CPU backend the slider and Stop are answered within 100 ms during a
   await page.close();
 });
 
+// The engine in a dedicated Web Worker (issue 21): both backends run there by default, the
+// header says so, and `worker=0` keeps the engine on the page's thread, with the same ids.
+test('the engine runs in a Web Worker on both backends, with the ids of the page\'s thread', async () => {
+  const c = { prompt: 'The capital of France is', chat: false, groups: 3, maxTokens: 6, ignoreEos: true, backend: 'cpu-q8' };
+  const run = { prompt: c.prompt, chat: 0, temperature: 0, max_tokens: 6, ignore_eos: 1, autorun: 1 };
+  const seen = {};
+  for (const [backend, worker] of [['cpu', '1'], ['cpu', '0'], ['gpu', '1']]) {
+    const page = await openPage(browser.context, appUrl({ backend, worker, ...run }), errors);
+    await waitStatus(page, /^done/);
+    const thread = byId(page, 'engine-thread');
+    assert.equal(await thread.getAttribute('data-worker'), worker === '1' ? 'true' : 'false');
+    assert.match(await thread.textContent(), worker === '1' ? /Web Worker/ : /page's thread: asked for \(worker=0\)/);
+    assert.equal(page.workers().length, worker === '1' ? 1 : 0);
+    seen[`${backend}/${worker}`] = await ids(page);
+    await page.close();
+  }
+  const native = cliIds(c);
+  assert.deepEqual(seen['cpu/1'], native);
+  assert.deepEqual(seen['cpu/0'], native);
+  assert.deepEqual(seen['gpu/1'], cliIds({ ...c, backend: 'cpu' }));
+});
+
+test('"What each G buys" keeps the decode speed of each backend across a switch of engine', async () => {
+  const page = await openPage(browser.context, appUrl({
+    backend: 'cpu', prompt: 'Hello', chat: 0, temperature: 0, max_tokens: 4, ignore_eos: 1, autorun: 1,
+  }), errors);
+  await waitStatus(page, /^done/);
+  const cpuSpeed = await text(page, 'speed-g3');
+  assert.match(cpuSpeed, /^\d+\.\d tok\/s$/);
+  assert.equal(await text(page, 'speed-other'), '');
+  await byId(page, 'backend-select').selectOption('gpu');
+  await waitStatus(page, /^ready$/);
+  assert.equal(await byId(page, 'backend').getAttribute('data-backend'), 'gpu');
+  assert.equal(await text(page, 'speed-g3'), '–');
+  assert.equal(await text(page, 'speed-other'), `Measured earlier on the CPU backend: G = 3 ${cpuSpeed}.`);
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^done/);
+  assert.match(await text(page, 'speed-g3'), /^\d+\.\d tok\/s$/);
+  assert.equal(await text(page, 'speed-other'), `Measured earlier on the CPU backend: G = 3 ${cpuSpeed}.`);
+  await page.close();
+});
+
+for (const [tool, because] of [['crash-worker', /panicked/], ['exhaust-worker', /memory/]]) {
+  test(`a worker that ${tool === 'crash-worker' ? 'crashes' : 'runs out of memory'} is a clear error, and "Reload the engine" recovers`, async () => {
+    // Its own error list: the worker's panic message is meant to reach the console here.
+    const page = await openPage(browser.context, appUrl({ backend: 'cpu', prompt: 'Hello', chat: 0, max_tokens: 2, ignore_eos: 1, debug: 1 }));
+    await waitStatus(page, /^ready$/);
+    await byId(page, tool).click();
+    const status = await waitStatus(page, /^error:/, 120_000);
+    assert.match(status, /the engine's worker stopped/);
+    assert.match(status, because);
+    assert.equal(await byId(page, 'device-lost').count(), 1);
+    await byId(page, 'generate-button').click();
+    assert.match(await waitStatus(page, /^error:/), /worker stopped/);
+    await byId(page, 'reload-engine').click();
+    await waitStatus(page, /^ready$/);
+    assert.equal(await byId(page, 'device-lost').count(), 0);
+    await byId(page, 'generate-button').click();
+    await waitStatus(page, /^done/);
+    assert.equal((await ids(page)).length, 2);
+    await page.close();
+  });
+}
+
 test('groups=0 in the URL is reported and ignored; a count of one is "1 token"', async () => {
   const page = await openPage(browser.context, appUrl({
     prompt: 'Hello', chat: 0, groups: 0, temperature: 0, max_tokens: 1, ignore_eos: 1, autorun: 1,

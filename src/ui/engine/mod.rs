@@ -1,0 +1,321 @@
+//! The page's engine: one handle over wherever the model runs — a dedicated Web Worker
+//! ([`remote`] asks, [`worker`] answers; typed messages in [`crate::protocol`]), so that the
+//! page's thread only draws and answers input; or, where a worker cannot run it (no module
+//! workers, no WebGPU in workers, `?worker=0`), the page's own thread ([`local`]). Either way
+//! the same [`local::execute`] runs each request, on the GPU engine or the `cpu-q8` engine.
+//!
+//! What the page reads often (the config, the cache's length, the grouping, the watched
+//! layer) is kept here, so that reading it costs no message.
+
+mod local;
+mod remote;
+pub mod worker;
+
+pub use crate::protocol::BackendChoice;
+
+use crate::calibration::{self, Progress};
+use crate::engine::{AttentionWeights, EngineError, Generator};
+use crate::model::{Grouping, Method, ModelConfig, Regrouping};
+use crate::protocol::{Answer, Facts, Request};
+use local::LocalEngine;
+use remote::{Refusal, RemoteEngine};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// The loaded engine, and what the page knows of it without asking.
+pub struct PageEngine {
+    runner: Runner,
+    cfg: ModelConfig,
+    facts: Facts,
+    /// Where it runs, and why there (for the header).
+    pub thread: Thread,
+    len: usize,
+    regrouping: Arc<Regrouping>,
+    probe: Option<usize>,
+}
+
+enum Runner {
+    /// On the page's thread, with the GGUF bytes it was built from (for calibration).
+    Here {
+        engine: Box<LocalEngine>,
+        bytes: Rc<Vec<u8>>,
+    },
+    Worker(RemoteEngine),
+}
+
+/// A worker started ahead of the load (while the model's bytes are read), or why it did not.
+pub struct WorkerStart(Result<RemoteEngine, String>);
+
+/// Where the engine runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thread {
+    pub worker: bool,
+    pub why: String,
+}
+
+impl PageEngine {
+    /// Starts the engine's worker (it instantiates the page's module: worth doing while the
+    /// model is read).
+    pub async fn start_worker() -> WorkerStart {
+        WorkerStart(RemoteEngine::start().await)
+    }
+
+    /// Builds the engine `choice` asks for from the model's bytes (`cfg` read from them
+    /// already), in `worker` when there is one and it can run it, else on the page's thread.
+    /// `webgpu`: whether the page has WebGPU, and why not.
+    pub async fn load(
+        bytes: Rc<Vec<u8>>,
+        cfg: ModelConfig,
+        choice: BackendChoice,
+        ahead: Option<bool>,
+        webgpu: Result<(), String>,
+        worker: Option<WorkerStart>,
+    ) -> Result<Self, String> {
+        let native = Arc::new(Regrouping::mean(
+            &cfg,
+            Grouping::of(&cfg, cfg.n_kv_heads).map_err(|e| e.to_string())?,
+        ));
+        let here_because = if let Some(WorkerStart(started)) = worker {
+            match started {
+                Ok(mut remote) => match remote.load(&bytes, choice, ahead, webgpu.is_ok()).await {
+                    Ok(facts) => {
+                        let thread = Thread {
+                            worker: true,
+                            why: "in a dedicated Web Worker: the page's thread only draws and answers input".into(),
+                        };
+                        return Ok(Self::new(
+                            Runner::Worker(remote),
+                            cfg,
+                            facts,
+                            thread,
+                            native,
+                        ));
+                    }
+                    Err(Refusal::NoWebGpu(why)) => why,
+                    Err(Refusal::Failed(why)) => return Err(why),
+                },
+                Err(why) => format!("the engine's worker did not start ({why})"),
+            }
+        } else {
+            "asked for (worker=0)".into()
+        };
+        let (engine, facts) = local::open(&bytes, choice, ahead, webgpu).await?;
+        let thread = Thread {
+            worker: false,
+            why: format!("on the page's thread: {here_because}"),
+        };
+        let runner = Runner::Here {
+            engine: Box::new(engine),
+            bytes,
+        };
+        Ok(Self::new(runner, cfg, facts, thread, native))
+    }
+
+    fn new(
+        runner: Runner,
+        cfg: ModelConfig,
+        facts: Facts,
+        thread: Thread,
+        regrouping: Arc<Regrouping>,
+    ) -> Self {
+        PageEngine {
+            runner,
+            cfg,
+            facts,
+            thread,
+            len: 0,
+            regrouping,
+            probe: None,
+        }
+    }
+
+    pub fn facts(&self) -> &Facts {
+        &self.facts
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        self.facts.is_cpu
+    }
+
+    /// The CPU's cores run it (the CPU backend, or a software GPU adapter): smaller defaults
+    /// (calibration tokens) apply.
+    pub fn is_software(&self) -> bool {
+        self.facts.is_software
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.facts.capacity
+    }
+
+    /// Positions in the KV cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn regrouping(&self) -> Arc<Regrouping> {
+        self.regrouping.clone()
+    }
+
+    pub fn grouping(&self) -> Grouping {
+        self.regrouping.grouping
+    }
+
+    pub fn attention_probe(&self) -> Option<usize> {
+        self.probe
+    }
+
+    /// Runs one request where the engine is; the cache's length follows.
+    async fn call(
+        &mut self,
+        req: Request,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Answer, EngineError> {
+        let (answer, len) = match &mut self.runner {
+            Runner::Here { engine, bytes } => {
+                let mut each = |p: Progress| progress(p.layer, p.layers);
+                let answer = local::execute(engine, bytes, req, &mut each).await;
+                (answer, engine.len())
+            }
+            Runner::Worker(w) => {
+                let (answer, len) = w.call(req, None, progress).await?;
+                (answer.map_err(EngineError::from), len)
+            }
+        };
+        self.len = len;
+        answer
+    }
+
+    async fn run(&mut self, req: Request) -> Result<Answer, EngineError> {
+        self.call(req, &mut |_, _| {}).await
+    }
+
+    /// Runs a request whose only answer is that it was done.
+    async fn act(&mut self, req: Request) -> Result<(), EngineError> {
+        self.run(req).await.map(drop)
+    }
+
+    /// Empties the KV cache.
+    pub async fn reset(&mut self) -> Result<(), EngineError> {
+        self.act(Request::Reset).await
+    }
+
+    /// Regroups to `r` (its cache restarts empty).
+    pub async fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
+        let calibrated = r.grouping.merges() && r.method == Method::Calibrated;
+        match &mut self.runner {
+            Runner::Here { engine, .. } => {
+                engine.regroup_with(r.clone())?;
+                self.len = engine.len();
+            }
+            Runner::Worker(_) => {
+                let req = Request::Regroup {
+                    groups: r.groups(),
+                    method: r.method,
+                    maps: calibrated.then(|| calibration::to_bytes(&r)),
+                };
+                self.act(req).await?;
+            }
+        }
+        self.regrouping = r;
+        Ok(())
+    }
+
+    /// Drops a step decoded ahead (the GPU's; the CPU never runs ahead).
+    pub async fn drop_ahead(&mut self) -> Result<(), EngineError> {
+        self.act(Request::DropAhead).await
+    }
+
+    pub async fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
+        self.act(Request::Feed(ids.to_vec())).await
+    }
+
+    /// Feeds `ids`; the logits of the last (`[vocab]`) or of every one (`[t][vocab]`).
+    pub async fn forward(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>, EngineError> {
+        let ids = ids.to_vec();
+        match self.run(Request::Forward { ids, all }).await? {
+            Answer::Logits(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Perplexity of `ids` from an empty cache (left empty), computed where the engine is: the
+    /// logits of every position never travel.
+    pub async fn perplexity(&mut self, ids: &[u32]) -> Result<f64, EngineError> {
+        match self.run(Request::Perplexity(ids.to_vec())).await? {
+            Answer::Perplexity(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn next_token(&mut self, gen: &mut Generator) -> Result<Option<u32>, EngineError> {
+        match self.run(Request::NextToken(gen.clone())).await? {
+            Answer::Token(id, after) => {
+                *gen = after;
+                Ok(id)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError> {
+        self.act(Request::Probe(layer)).await?;
+        self.probe = layer;
+        Ok(())
+    }
+
+    pub async fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError> {
+        match self.run(Request::AttentionWeights).await? {
+            Answer::Weights(w) => Ok(w),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Fits the calibrated merge to `groups` on `ids`, telling `progress` (layer, layers)
+    /// after each layer; the engine is left regrouped as fitted, its cache empty.
+    pub async fn calibrate(
+        &mut self,
+        groups: usize,
+        ids: Vec<u32>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Arc<Regrouping>, EngineError> {
+        let bytes = match self
+            .call(Request::Calibrate { groups, ids }, progress)
+            .await?
+        {
+            Answer::Calibrated(b) => b,
+            other => return Err(unexpected(other)),
+        };
+        let r = Arc::new(calibration::from_bytes(&bytes, &self.cfg)?);
+        self.regrouping = r.clone();
+        Ok(r)
+    }
+
+    /// Developer tools: destroys the GPU device, as a driver reset would (nothing on the CPU).
+    pub async fn lose_device(&mut self) -> Result<(), EngineError> {
+        self.act(Request::LoseDevice).await
+    }
+
+    /// Developer tools: makes the worker panic, or exhaust its memory; refused on the page's
+    /// thread, whose crash would take the page with it.
+    pub async fn crash_worker(&mut self, memory: bool) -> Result<(), EngineError> {
+        if !self.thread.worker {
+            return Err(EngineError::Relayed(
+                "the engine runs on the page's thread: crashing it would crash the page".into(),
+            ));
+        }
+        let req = match memory {
+            true => Request::ExhaustMemory,
+            false => Request::Crash,
+        };
+        self.act(req).await
+    }
+}
+
+fn unexpected(a: Answer) -> EngineError {
+    let what: String = format!("{a:?}").chars().take(80).collect();
+    EngineError::Relayed(format!("the engine answered out of turn: {what}"))
+}
