@@ -48,6 +48,37 @@ fn the_real_model_parses() {
     );
 }
 
+/// The page parses only the head of the file (the engine's worker gets the whole of it): the
+/// same metadata and tensor infos as the whole file, the ranges checked against the file's
+/// length; a head cut before the tensor infos end is `Truncated`, a claimed length too short
+/// for the tensors is refused.
+#[test]
+fn the_head_alone_gives_the_metadata_and_tensor_infos() {
+    let bytes = common::model_bytes();
+    let whole = real();
+    let end = whole.data_offset as usize;
+    let head = Gguf::parse_head(&bytes[..end], bytes.len() as u64).expect("the head parses");
+    assert_eq!(head.tensors.len(), whole.tensors.len());
+    assert_eq!(head.data_offset, whole.data_offset);
+    let cfg = ModelConfig::from_gguf(&head).expect("config from the head");
+    assert_eq!(cfg, ModelConfig::from_gguf(&whole).unwrap());
+    let (a, b) = (Tokenizer::from_gguf(&head).unwrap(), Tokenizer::from_gguf(&whole).unwrap());
+    let text = "The capital of France is";
+    assert_eq!(a.encode(text, false).unwrap(), b.encode(text, false).unwrap());
+    let embd = head.tensor("token_embd.weight").expect("listed");
+    assert!(head.tensor_bytes(embd).is_empty(), "no data in the head");
+    for n in [0, 1, 4096, end / 2, end - 40] {
+        assert!(matches!(
+            Gguf::parse_head(&bytes[..n], bytes.len() as u64),
+            Err(GgufError::Truncated { .. })
+        ));
+    }
+    assert!(matches!(
+        Gguf::parse_head(&bytes[..end], end as u64 + 10),
+        Err(GgufError::TensorOutOfBounds { .. })
+    ));
+}
+
 /// Every truncation point of a header carrying all the real keys and tensor infos (arrays cut
 /// to 64 items), followed by the real data section.
 #[test]

@@ -122,6 +122,16 @@ impl<'a> Gguf<'a> {
 
     /// Parses and validates the header, metadata and tensor infos of `bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, GgufError> {
+        Self::parse_head(bytes, bytes.len() as u64)
+    }
+
+    /// Parses the header, metadata and tensor infos from the first bytes of a file of
+    /// `file_len` bytes, the tensors' ranges checked against `file_len`; their data are not
+    /// there ([`Gguf::tensor_bytes`] is empty past `head`). For the page, which needs only the
+    /// tokenizer and the shapes while the engine's worker gets the whole file. A head too short
+    /// for the tensor infos is [`GgufError::Truncated`]: read more and try again.
+    pub fn parse_head(head: &'a [u8], file_len: u64) -> Result<Self, GgufError> {
+        let bytes = head;
         let mut r = Reader::new(bytes);
         let (version, tensor_count, kv_count) = read_header(&mut r)?;
         let (metadata, index) = read_metadata(&mut r, kv_count)?;
@@ -134,7 +144,7 @@ impl<'a> Gguf<'a> {
         let infos = read_tensor_infos(&mut r, tensor_count)?;
         let data_offset = align_up(r.position() as u64, alignment)
             .ok_or(GgufError::Overflow("data section offset"))?;
-        let data_len = (bytes.len() as u64).saturating_sub(data_offset);
+        let data_len = file_len.max(bytes.len() as u64).saturating_sub(data_offset);
         let tensors = validate_tensors(infos, alignment, data_len)?;
         Ok(Gguf {
             version,

@@ -47,9 +47,11 @@ impl Progress {
     }
 }
 
-/// Model bytes with their sha256 (lowercase hex).
+/// Model bytes with their sha256 (lowercase hex). The bytes stay in a JavaScript array: the
+/// page copies only the file's head into its own memory (tokenizer, shapes) and hands the
+/// whole file to the engine's worker.
 pub struct Loaded {
-    pub bytes: Vec<u8>,
+    pub bytes: Uint8Array,
     pub sha256: String,
 }
 
@@ -88,9 +90,9 @@ pub async fn load_default(on_progress: &dyn Fn(Progress)) -> Result<Loaded, Stri
             resp.status_text()
         ));
     }
-    let mut bytes = read_verified(resp, Phase::Download, on_progress).await?;
+    let bytes = read_verified(resp, Phase::Download, on_progress).await?;
     if let Some(cache) = &cache {
-        store(cache, &mut bytes).await;
+        store(cache, &bytes).await;
     }
     Ok(Loaded {
         bytes,
@@ -139,8 +141,8 @@ async fn cache_match(cache: &Cache) -> Option<Response> {
 }
 
 /// Stores the verified bytes; a full quota only costs the next visit a download.
-async fn store(cache: &Cache, bytes: &mut [u8]) {
-    let Ok(resp) = Response::new_with_opt_u8_array(Some(bytes)) else {
+async fn store(cache: &Cache, bytes: &Uint8Array) {
+    let Ok(resp) = Response::new_with_opt_buffer_source(Some(bytes)) else {
         return;
     };
     if let Err(e) = JsFuture::from(cache.put_with_str(DEFAULT_MODEL_URL, &resp)).await {
@@ -161,15 +163,15 @@ async fn read_verified(
     resp: Response,
     phase: Phase,
     on_progress: &dyn Fn(Progress),
-) -> Result<Vec<u8>, String> {
+) -> Result<Uint8Array, String> {
     let (bytes, sha) = match phase {
-        Phase::Cache if subtle().is_some() => read_whole(resp, on_progress).await?,
+        Phase::Cache => read_whole(resp, on_progress).await?,
         _ => read_stream(resp, phase, Some(DEFAULT_MODEL_BYTES), on_progress).await?,
     };
     if sha != DEFAULT_MODEL_SHA256 {
         return Err(format!(
             "sha256 mismatch: got {sha} for {} bytes, expected {DEFAULT_MODEL_SHA256}",
-            bytes.len()
+            bytes.length()
         ));
     }
     Ok(bytes)
@@ -185,50 +187,60 @@ fn subtle() -> Option<web_sys::SubtleCrypto> {
     Some(web_sys::window()?.crypto().ok()?.subtle())
 }
 
-/// Reads a cached response whole: the browser hashes it (off the page's thread) while it is
-/// copied into memory a slice at a time.
+/// Reads a cached response whole, and has it hashed.
 async fn read_whole(
     resp: Response,
     on_progress: &dyn Fn(Progress),
-) -> Result<(Vec<u8>, String), String> {
+) -> Result<(Uint8Array, String), String> {
     let start = now_ms();
     let failed = |e: JsValue| format!("reading the cached model failed: {}", describe(&e));
     let buf = JsFuture::from(resp.array_buffer().map_err(failed)?)
         .await
         .map_err(failed)?;
-    let subtle = subtle().ok_or("no WebCrypto")?;
-    let digest = subtle
-        .digest_with_str_and_buffer_source("SHA-256", buf.unchecked_ref::<js_sys::Object>())
-        .map_err(failed)?;
-    let all = Uint8Array::new(&buf);
-    let mut bytes = vec![0u8; all.length() as usize];
-    for (i, part) in bytes.chunks_mut(SLICE).enumerate() {
-        let at = (i * SLICE) as u32;
-        all.subarray(at, at + part.len() as u32).copy_to(part);
-        on_progress(Progress {
-            phase: Phase::Cache,
-            loaded: at as u64 + part.len() as u64,
-            total: Some(all.length() as u64),
-            elapsed_ms: now_ms() - start,
-        });
-        yield_now().await;
-    }
-    let digest = JsFuture::from(digest).await.map_err(failed)?;
-    let sha = Uint8Array::new(&digest)
-        .to_vec()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let bytes = Uint8Array::new(&buf);
+    let sha = sha256(&bytes).await?;
+    on_progress(Progress {
+        phase: Phase::Cache,
+        loaded: bytes.length() as u64,
+        total: Some(bytes.length() as u64),
+        elapsed_ms: now_ms() - start,
+    });
     Ok((bytes, sha))
 }
 
-/// Streams a response body into memory, hashing each chunk and reporting progress.
+/// The sha256 of `bytes` (lowercase hex): by the browser's own SHA-256 off the page's thread
+/// where there is one (WebCrypto, in secure contexts as Cache Storage), else here a slice at a
+/// time between turns of the event loop.
+async fn sha256(bytes: &Uint8Array) -> Result<String, String> {
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect();
+    let failed = |e: JsValue| format!("hashing the model failed: {}", describe(&e));
+    if let Some(subtle) = subtle() {
+        let digest = subtle
+            .digest_with_str_and_buffer_source("SHA-256", bytes)
+            .map_err(failed)?;
+        let digest = JsFuture::from(digest).await.map_err(failed)?;
+        return Ok(hex(&Uint8Array::new(&digest).to_vec()));
+    }
+    let mut hasher = Sha256::new();
+    let mut slice = vec![0u8; SLICE];
+    for from in (0..bytes.length()).step_by(SLICE) {
+        let to = (from + SLICE as u32).min(bytes.length());
+        let part = &mut slice[..(to - from) as usize];
+        bytes.subarray(from, to).copy_to(part);
+        hasher.update(part);
+        yield_now().await;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Streams a response body into a JavaScript array (sized by its announced length, grown if
+/// it lies), hashing each chunk and reporting progress.
 async fn read_stream(
     resp: Response,
     phase: Phase,
     expected: Option<u64>,
     on_progress: &dyn Fn(Progress),
-) -> Result<(Vec<u8>, String), String> {
+) -> Result<(Uint8Array, String), String> {
     let total = resp
         .headers()
         .get("content-length")
@@ -242,8 +254,10 @@ async fn read_stream(
         .dyn_into()
         .map_err(|_| "the response body is not a byte stream")?;
     let start = now_ms();
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(MAX_FILE_BYTES as u64) as usize);
-    let mut hasher = Sha256::new();
+    let mut bytes =
+        Uint8Array::new_with_length(total.unwrap_or(0).min(MAX_FILE_BYTES as u64) as u32);
+    let mut len = 0u32;
+    let (mut hasher, mut scratch) = (Sha256::new(), Vec::new());
     let mut last_report = f64::NEG_INFINITY;
     loop {
         let chunk = JsFuture::from(reader.read())
@@ -257,14 +271,23 @@ async fn read_stream(
             .unwrap_or(JsValue::UNDEFINED)
             .dyn_into()
             .map_err(|_| "the stream gave something other than bytes")?;
-        let big = value.length() as usize > SLICE;
+        let end = len
+            .checked_add(value.length())
+            .filter(|&e| e as f64 <= MAX_FILE_BYTES)
+            .ok_or("the model is larger than the browser can hold")?;
+        if end > bytes.length() {
+            let grown = Uint8Array::new_with_length(end.max(bytes.length().saturating_mul(2)));
+            grown.set(&bytes.subarray(0, len), 0);
+            bytes = grown;
+        }
+        bytes.set(&value, len);
+        len = end;
         for from in (0..value.length()).step_by(SLICE) {
             let to = (from + SLICE as u32).min(value.length());
-            let at = bytes.len();
-            bytes.resize(at + (to - from) as usize, 0);
-            value.subarray(from, to).copy_to(&mut bytes[at..]);
-            hasher.update(&bytes[at..]);
-            if big {
+            scratch.resize((to - from) as usize, 0);
+            value.subarray(from, to).copy_to(&mut scratch);
+            hasher.update(&scratch);
+            if value.length() as usize > SLICE {
                 yield_now().await;
             }
         }
@@ -273,7 +296,7 @@ async fn read_stream(
             last_report = now;
             on_progress(Progress {
                 phase,
-                loaded: bytes.len() as u64,
+                loaded: len as u64,
                 total,
                 elapsed_ms: now - start,
             });
@@ -281,8 +304,8 @@ async fn read_stream(
     }
     on_progress(Progress {
         phase,
-        loaded: bytes.len() as u64,
-        total: Some(bytes.len() as u64),
+        loaded: len as u64,
+        total: Some(len as u64),
         elapsed_ms: now_ms() - start,
     });
     let sha = hasher
@@ -290,5 +313,5 @@ async fn read_stream(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    Ok((bytes, sha))
+    Ok((bytes.subarray(0, len), sha))
 }

@@ -5,9 +5,11 @@
 use super::engine::{BackendChoice, PageEngine, WorkerStart};
 use super::loader::DEFAULT_MODEL_SHA256;
 use crate::gguf::Gguf;
+use crate::gguf::GgufError;
 use crate::model::{ModelConfig, Regrouping};
 use crate::tokenizer::Tokenizer;
 use futures_util::future::join;
+use js_sys::Uint8Array;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -57,23 +59,24 @@ pub struct Wanted {
     pub worker: bool,
 }
 
-/// Parses `bytes`, and loads the engine `wanted` asks for (in `worker`, if one started;
-/// `webgpu`: whether the page has WebGPU, and why not) while the tokenizer is built here.
+/// Parses the head of `bytes`, and loads the engine `wanted` asks for (in `worker`, if one
+/// started; `webgpu`: whether the page has WebGPU, and why not) while the tokenizer is built
+/// here.
 pub async fn open(
-    bytes: Vec<u8>,
+    bytes: Uint8Array,
     fallback_name: &str,
     sha256: &str,
     wanted: Wanted,
     webgpu: Result<(), String>,
     worker: Option<WorkerStart>,
 ) -> Result<(Session, ModelInfo), String> {
-    let bytes = Rc::new(bytes);
-    let g = Gguf::parse(&bytes)
+    let head = head_of(&bytes)?;
+    let g = Gguf::parse_head(&head, bytes.length() as u64)
         .map_err(|e| format!("this is not a GGUF model file we can read: {e}"))?;
     let cfg = ModelConfig::from_gguf(&g).map_err(|e| e.to_string())?;
     let (choice, ahead) = (wanted.choice, wanted.ahead);
     // The engine's load posts the bytes to the worker first; the tokenizer is built meanwhile.
-    let load = PageEngine::load(bytes.clone(), cfg.clone(), choice, ahead, webgpu, worker);
+    let load = PageEngine::load(&bytes, cfg.clone(), choice, ahead, webgpu, worker);
     let tokenizer = async { Tokenizer::from_gguf(&g).map_err(|e| format!("tokenizer: {e}")) };
     let (engine, tok) = join(load, tokenizer).await;
     let (engine, tok) = (engine?, tok?);
@@ -107,4 +110,18 @@ pub async fn open(
         maps: HashMap::new(),
     };
     Ok((session, info))
+}
+
+/// The first bytes of the file that hold its header, metadata and tensor infos (a few MB for
+/// the default model: its vocabulary), copied into the page's memory.
+fn head_of(bytes: &Uint8Array) -> Result<Vec<u8>, String> {
+    let len = bytes.length();
+    let mut n = len.min(4 << 20);
+    loop {
+        let head = bytes.subarray(0, n).to_vec();
+        match Gguf::parse_head(&head, len as u64) {
+            Err(GgufError::Truncated { .. }) if n < len => n = n.saturating_mul(2).min(len),
+            _ => return Ok(head),
+        }
+    }
 }

@@ -205,7 +205,11 @@ test('a file that is not a GGUF model gives an error and the page keeps working'
     dt.items.add(new File([new Uint8Array([0x47, 0x47, 0x55, 0x46, 3, 0, 0, 0, 1, 2])], 'truncated.gguf'));
     document.querySelector('.drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
   });
-  await page.waitForFunction((prev) => document.querySelector('[data-testid="status"]').textContent !== prev, picked);
+  // (The load starts the engine's worker beside the read: "loading" first, then the error.)
+  await page.waitForFunction((prev) => {
+    const s = document.querySelector('[data-testid="status"]').textContent;
+    return s !== prev && !s.startsWith('loading');
+  }, picked);
   assert.match(await text(page, 'status'), /^error:/);
   await screenshot(page, 'bad-file.png');
   await byId(page, 'generate-button').click();

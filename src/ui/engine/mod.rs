@@ -17,6 +17,7 @@ use crate::calibration::{self, Progress};
 use crate::engine::{AttentionWeights, EngineError, Generator};
 use crate::model::{Grouping, Method, ModelConfig, Regrouping};
 use crate::protocol::{Answer, Facts, Request};
+use js_sys::Uint8Array;
 use local::LocalEngine;
 use remote::{Refusal, RemoteEngine};
 use std::rc::Rc;
@@ -64,7 +65,7 @@ impl PageEngine {
     /// already), in `worker` when there is one and it can run it, else on the page's thread.
     /// `webgpu`: whether the page has WebGPU, and why not.
     pub async fn load(
-        bytes: Rc<Vec<u8>>,
+        bytes: &Uint8Array,
         cfg: ModelConfig,
         choice: BackendChoice,
         ahead: Option<bool>,
@@ -77,7 +78,7 @@ impl PageEngine {
         ));
         let here_because = if let Some(WorkerStart(started)) = worker {
             match started {
-                Ok(mut remote) => match remote.load(&bytes, choice, ahead, webgpu.is_ok()).await {
+                Ok(mut remote) => match remote.load(bytes, choice, ahead, webgpu.is_ok()).await {
                     Ok(facts) => {
                         let thread = Thread {
                             worker: true,
@@ -99,6 +100,7 @@ impl PageEngine {
         } else {
             "asked for (worker=0)".into()
         };
+        let bytes = Rc::new(bytes.to_vec());
         let (engine, facts) = local::open(&bytes, choice, ahead, webgpu).await?;
         let thread = Thread {
             worker: false,

@@ -90,7 +90,7 @@ impl RemoteEngine {
     /// Builds the engine in the worker from the model's bytes (copied there).
     pub async fn load(
         &mut self,
-        bytes: &[u8],
+        bytes: &Uint8Array,
         choice: BackendChoice,
         ahead: Option<bool>,
         page_webgpu: bool,
@@ -121,7 +121,7 @@ impl RemoteEngine {
     pub async fn call(
         &mut self,
         request: Request,
-        bytes: Option<&[u8]>,
+        bytes: Option<&Uint8Array>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Result<Answer, Failure>, usize), EngineError> {
         if let Some(why) = &self.lost {
@@ -148,15 +148,13 @@ impl RemoteEngine {
         }
     }
 
-    /// The envelope's bytes, and the model's copied beside them, both transferred.
-    fn post(&self, envelope: &Envelope, bytes: Option<&[u8]>) -> Result<(), String> {
+    /// The envelope's bytes (transferred), and the model's beside them (copied by the browser:
+    /// the page keeps its own, in case the worker cannot run the engine).
+    fn post(&self, envelope: &Envelope, bytes: Option<&Uint8Array>) -> Result<(), String> {
         let head = Uint8Array::from(&protocol::encode(envelope)[..]);
         let (message, transfer) = (Array::of1(&head), Array::of1(&head.buffer()));
         if let Some(b) = bytes {
-            let body = Uint8Array::new_with_length(b.len() as u32);
-            body.copy_from(b);
-            message.push(&body);
-            transfer.push(&body.buffer());
+            message.push(b);
         }
         self.worker
             .post_message_with_transfer(&message, &transfer)
