@@ -20,6 +20,13 @@
 //! session 13 the AVX2 kernel fused them and the plain loop summed whole blocks, within 1e-5
 //! of each other. Dropping the FMA cost native decode nothing measurable; prefill may be a few %
 //! slower, within the noise (benches/README.md, session 13).
+//!
+//! Prefill multiplies each weight row by several tokens: the kernels take `GROUP` of them at
+//! once, loading and unpacking each weight block once for all, each token with its own sums
+//! in the order above, so a token's f32 do not depend on its neighbours (tested against the
+//! single-token kernels for 1..9 tokens). Since session 14: prefill about +25% in wasm
+//! (SIMD128, which also widens the activations once, `simd128.rs`) and +16% natively (AVX2,
+//! one thread), native decode unchanged (benches/README.md).
 
 use crate::gguf::GgmlType;
 use half::f16;
@@ -73,6 +80,16 @@ impl Q8Rows {
             s.push(scale * sum as f32);
         }
         Q8Rows { q, d, s, n_in }
+    }
+
+    /// Token `tt`'s blocks (`nb` per token).
+    fn row(&self, tt: usize, nb: usize) -> Blocks<'_> {
+        let blocks = tt * nb..(tt + 1) * nb;
+        Blocks {
+            q: bytemuck::cast_slice(&self.q[blocks.start * QK..blocks.end * QK]),
+            d: &self.d[blocks.clone()],
+            b: &self.s[blocks],
+        }
     }
 }
 
@@ -174,56 +191,90 @@ impl QMatrix {
 }
 
 /// A row's blocks: quants, scales and offsets (none for Q8_0 weights; for activations: i8
-/// quants as bytes, d, and s = d·Σq).
+/// quants as bytes — for the SIMD128 kernel widened to i16, `simd128::widen` —, d, and
+/// s = d·Σq).
 pub(super) struct Blocks<'a> {
     pub(super) q: &'a [u8],
     pub(super) d: &'a [f32],
     pub(super) b: &'a [f32],
 }
 
+/// Tokens whose products with one weight row a kernel computes together: each weight block is
+/// loaded and unpacked once for all of them (prefill), each token keeping its own sums in
+/// [`row_dot_plain`]'s order, so the f32 are the single-token ones. The tokens left over
+/// (and decode's one) go one at a time.
+const GROUP: usize = 4;
+
 /// `out[(o - first)·t + tt]` = W[o]·x[tt] for the weight rows from `first` that `out` covers
 /// (`[rows][t]`). The kernel is chosen at build time for wasm32 with SIMD128, at run time on
 /// x86_64 (AVX2); all of them give the same f32 ([`row_dot_plain`] says how).
 fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
+    let nb = m.n_in / QK;
+    let xs: Vec<Blocks<'_>> = (0..x.d.len() / nb).map(|tt| x.row(tt, nb)).collect();
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    return rows_dot_with(m, x, first, out, super::simd128::row_dot);
+    {
+        use super::simd128::{row_dot, widen};
+        // SIMD128 reads the activations widened to i16 (`widen`): once here for all the rows.
+        let wide = widen(&x.q);
+        let wide: &[u8] = bytemuck::cast_slice(&wide);
+        let xs: Vec<Blocks<'_>> = (xs.iter().zip(wide.chunks_exact(2 * m.n_in)))
+            .map(|(x, q)| Blocks { q, d: x.d, b: x.b })
+            .collect();
+        let one = |i, w: &Blocks<'_>, x: &Blocks<'_>| row_dot::<1>(i, w, [x])[0];
+        return rows_dot_with(m, &xs, first, out, row_dot::<GROUP>, one);
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above), all that `rows_dot_avx2` needs.
-        return unsafe { rows_dot_avx2(m, x, first, out) };
+        return unsafe { rows_dot_avx2(m, &xs, first, out) };
     }
     #[allow(unreachable_code)] // wasm32 with SIMD128 returned above
-    rows_dot_with(m, x, first, out, row_dot_plain)
+    rows_dot_with(
+        m,
+        &xs,
+        first,
+        out,
+        |i, w, xs| xs.map(|x| row_dot_plain(i, w, x)),
+        row_dot_plain,
+    )
 }
 
 /// [`rows_dot`] compiled for AVX2, with [`row_dot_avx2`] inlined into its loop.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn rows_dot_avx2(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
-    rows_dot_with(m, x, first, out, |int8, w, xr| row_dot_avx2(int8, w, xr))
+fn rows_dot_avx2(m: &QMatrix, xs: &[Blocks<'_>], first: usize, out: &mut [f32]) {
+    let one = |i, w: &Blocks<'_>, x: &Blocks<'_>| row_dot_avx2::<1>(i, w, [x])[0];
+    rows_dot_with(
+        m,
+        xs,
+        first,
+        out,
+        |i, w, xs| row_dot_avx2::<GROUP>(i, w, xs),
+        one,
+    )
 }
 
+/// [`rows_dot`] on the tokens `xs` with the kernels given: `group` for [`GROUP`] tokens at a
+/// time, `one` for the rest.
 #[inline(always)]
 fn rows_dot_with(
     m: &QMatrix,
-    x: &Q8Rows,
+    xs: &[Blocks<'_>],
     first: usize,
     out: &mut [f32],
-    dot: impl Fn(bool, &Blocks<'_>, &Blocks<'_>) -> f32,
+    group: impl Fn(bool, &Blocks<'_>, [&Blocks<'_>; GROUP]) -> [f32; GROUP],
+    one: impl Fn(bool, &Blocks<'_>, &Blocks<'_>) -> f32,
 ) {
-    let nb = m.n_in / QK;
-    let t = x.d.len() / nb;
     let int8 = m.ty == GgmlType::Q8_0;
-    for (r, row_out) in out.chunks_mut(t).enumerate() {
+    for (r, row_out) in out.chunks_mut(xs.len()).enumerate() {
         let w = m.row_blocks(first + r);
-        for (tt, y) in row_out.iter_mut().enumerate() {
-            let blocks = tt * nb..(tt + 1) * nb;
-            let xr = Blocks {
-                q: bytemuck::cast_slice(&x.q[blocks.start * QK..blocks.end * QK]),
-                d: &x.d[blocks.clone()],
-                b: &x.s[blocks],
-            };
-            *y = dot(int8, &w, &xr);
+        let mut ys = row_out.chunks_exact_mut(GROUP);
+        let mut xg = xs.chunks_exact(GROUP);
+        for (y, xg) in (&mut ys).zip(&mut xg) {
+            y.copy_from_slice(&group(int8, &w, std::array::from_fn(|k| &xg[k])));
+        }
+        for (y, xr) in ys.into_remainder().iter_mut().zip(xg.remainder()) {
+            *y = one(int8, &w, xr);
         }
     }
 }
@@ -268,42 +319,50 @@ pub(super) fn finish(acc: [f32; LANES], w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     half.iter().sum::<f32>() + bias
 }
 
-/// [`row_dot_plain`] with AVX2: per block, 32 products u8·i8 summed in pairs
-/// (`maddubs`), then in fours (`madd`): lane k of the 256-bit result is activations 4k..4k+3
-/// (llama.cpp's approach); scaled in f32 lanes with a multiply and an add.
+/// [`row_dot_plain`] with AVX2 for `N` tokens at once (each weight block loaded and unpacked
+/// once for all of them): per block, 32 products u8·i8 summed in pairs (`maddubs`), then in
+/// fours (`madd`): lane k of the 256-bit result is activations 4k..4k+3 (llama.cpp's
+/// approach); scaled in f32 lanes with a multiply and an add, one sum per token.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-fn row_dot_avx2(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
+fn row_dot_avx2<const N: usize>(int8: bool, w: &Blocks<'_>, xs: [&Blocks<'_>; N]) -> [f32; N] {
     use bytemuck::pod_read_unaligned as load;
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
     let low = _mm_set1_epi8(0x0F);
-    // Σ over blocks of (8 lane sums of block i, as f32) · d_w·d_x.
-    let scaled = |pairs: __m256i, dw: f32, dx: f32, acc: __m256| {
+    // A token's sums grow by (the 8 lane sums of a block's pairs, as f32) · d_w·d_x.
+    let scaled = |pairs: __m256i, dd: f32, acc: __m256| {
         let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-        _mm256_add_ps(acc, _mm256_mul_ps(sums, _mm256_set1_ps(dw * dx)))
+        _mm256_add_ps(acc, _mm256_mul_ps(sums, _mm256_set1_ps(dd)))
     };
-    let xs = x.q.chunks_exact(QK).zip(x.d);
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); N];
+    // Each token's blocks, walked along with the weight's (no index to check).
+    let mut xb = xs.map(|x| x.q.chunks_exact(QK).zip(x.d));
     if int8 {
-        for ((wq, &dw), (xq, &dx)) in w.q.chunks_exact(QK).zip(w.d).zip(xs) {
+        for (wq, &dw) in w.q.chunks_exact(QK).zip(w.d) {
             let wv: __m256i = load(wq);
-            let xv: __m256i = load(xq);
             // |w| · (x with w's sign): maddubs wants its first operand unsigned.
-            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-            acc = scaled(pairs, dw, dx, acc);
+            let abs = _mm256_sign_epi8(wv, wv);
+            for (a, b) in acc.iter_mut().zip(&mut xb) {
+                let Some((xq, &dx)) = b.next() else { continue };
+                let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(load(xq), wv));
+                *a = scaled(pairs, dw * dx, *a);
+            }
         }
     } else {
-        for ((wq, &dw), (xq, &dx)) in w.q.chunks_exact(QK / 2).zip(w.d).zip(xs) {
+        for (wq, &dw) in w.q.chunks_exact(QK / 2).zip(w.d) {
             let raw: __m128i = load(wq);
             let lo = _mm_and_si128(raw, low);
             let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
-            let pairs = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), load(xq));
-            acc = scaled(pairs, dw, dx, acc);
+            let wv = _mm256_set_m128i(hi, lo);
+            for (a, b) in acc.iter_mut().zip(&mut xb) {
+                let Some((xq, &dx)) = b.next() else { continue };
+                *a = scaled(_mm256_maddubs_epi16(wv, load(xq)), dw * dx, *a);
+            }
         }
     }
-    finish(bytemuck::cast(acc), w, x)
+    std::array::from_fn(|k| finish(bytemuck::cast(acc[k]), w, xs[k]))
 }
 
 #[cfg(test)]
@@ -431,7 +490,7 @@ mod tests {
             return;
         }
         // SAFETY: AVX2 was detected above.
-        let n = same_as_plain(|int8, w, x| unsafe { row_dot_avx2(int8, w, x) });
+        let n = same_as_plain(|int8, w, x| unsafe { row_dot_avx2::<1>(int8, w, [x])[0] });
         assert_eq!(n, 3 * 24 * 3);
     }
 
@@ -440,8 +499,64 @@ mod tests {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     #[wasm_bindgen_test::wasm_bindgen_test]
     fn simd128_kernel_is_the_plain_one_to_the_bit() {
-        let n = same_as_plain(super::super::simd128::row_dot);
+        use super::super::simd128::{row_dot, widen};
+        let n = same_as_plain(|int8, w, x| {
+            let wide = widen(bytemuck::cast_slice(x.q));
+            let q = bytemuck::cast_slice(&wide);
+            row_dot::<1>(int8, w, [&Blocks { q, d: x.d, b: x.b }])[0]
+        });
         assert_eq!(n, 3 * 24 * 3);
+    }
+
+    /// `rows` (a `rows_dot` with its kernels) on 1..=9 tokens of every block type — whole
+    /// groups of [`GROUP`] and every remainder — against [`row_dot_plain`] token by token
+    /// (which the single-token kernels equal, above): the same f32, bit for bit.
+    fn groups_same_as_one(rows: impl Fn(&QMatrix, &Q8Rows, usize, &mut [f32])) {
+        for (seed, ty) in (1..).zip([GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0]) {
+            let (n_rows, n_in) = (5, 192);
+            let m = QMatrix::new(ty, &blocks(ty, n_rows, n_in, seed), n_rows).expect("a type");
+            let xs = noise(seed + 200, 9 * n_in);
+            for t in 1..=9 {
+                let x = Q8Rows::quantize(&xs[..t * n_in], n_in);
+                let mut out = vec![0.0f32; (n_rows - 1) * t];
+                rows(&m, &x, 1, &mut out); // from row 1: `first` is honoured
+                for (i, got) in out.iter().enumerate() {
+                    let (o, tt) = (1 + i / t, i % t);
+                    let one = row_dot_plain(
+                        ty == GgmlType::Q8_0,
+                        &m.row_blocks(o),
+                        &x.row(tt, n_in / QK),
+                    );
+                    assert_eq!(
+                        got.to_bits(),
+                        one.to_bits(),
+                        "{} t {t} row {o} token {tt}",
+                        ty.name()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The kernel [`rows_dot`] chooses here (AVX2 natively where the CPU has it, SIMD128 in
+    /// wasm32), several tokens at a time: the single-token f32.
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn token_groups_are_single_tokens_to_the_bit() {
+        groups_same_as_one(rows_dot);
+    }
+
+    /// The same for the plain loop (the fallback of CPUs without AVX2).
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn plain_token_groups_are_single_tokens_to_the_bit() {
+        groups_same_as_one(|m, x, first, out| {
+            let nb = m.n_in / QK;
+            let xs: Vec<Blocks<'_>> = (0..x.d.len() / nb).map(|tt| x.row(tt, nb)).collect();
+            let group =
+                |i, w: &Blocks<'_>, xs: [&Blocks<'_>; GROUP]| xs.map(|x| row_dot_plain(i, w, x));
+            rows_dot_with(m, &xs, first, out, group, row_dot_plain)
+        });
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
