@@ -2,18 +2,26 @@
 // SwiftShader, `dist/` of `trunk build --release` served locally:
 //   - load to ready with the model in Cache Storage (a second visit), per backend;
 //   - decode tokens/s with the attention view closed and open, per backend (the view reads its
-//     weights back each token only while open).
+//     weights back each token only while open);
+//   - the page thread's long tasks (> 50 ms, PerformanceObserver 'longtask') over a load and a
+//     64-token generation, per backend, with the engine in its Web Worker and on the page's
+//     thread (`worker=0`, as before session 14).
 // Prints one JSON line per figure. Needs `scripts/setup.sh browser` and a trunk build.
 //
-//   node benches/page.mjs [--rounds N (3)] [--tokens N (32)]
+//   node benches/page.mjs [--rounds N (3)] [--tokens N (32)] [--only load,decode,longtasks]
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { serve } from '../tests/browser/server.mjs';
 import { ROOT, launch, byId } from '../tests/browser/harness.mjs';
 
 const { values: opt } = parseArgs({
-  options: { rounds: { type: 'string', default: '3' }, tokens: { type: 'string', default: '32' } },
+  options: {
+    rounds: { type: 'string', default: '3' },
+    tokens: { type: 'string', default: '32' },
+    only: { type: 'string', default: 'load,decode,longtasks' },
+  },
 });
+const only = new Set(opt.only.split(','));
 const rounds = Number(opt.rounds);
 const tokens = Number(opt.tokens);
 
@@ -24,10 +32,10 @@ const ready = (page) => page.waitForSelector('[data-testid="status"][data-state=
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Milliseconds from navigation to "ready" (the model already in Cache Storage). */
-async function loadMs(backend) {
+async function loadMs(backend, worker = 1) {
   const page = await context.newPage();
   const t0 = Date.now();
-  await page.goto(url({ backend }));
+  await page.goto(url({ backend, worker }));
   await ready(page);
   const ms = Date.now() - t0;
   await page.close();
@@ -48,14 +56,49 @@ async function decode(backend, open) {
   return { tps, reads };
 }
 
+/** The page thread's long tasks from navigation through a load (model cached) and a greedy
+ * 64-token generation: how many, their total and the longest, in ms. */
+async function longTasks(backend, worker) {
+  const page = await context.newPage();
+  await page.addInitScript(() => {
+    window.__long = [];
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) window.__long.push(e.duration);
+    }).observe({ type: 'longtask', buffered: true });
+  });
+  await page.goto(url({
+    backend, worker, prompt: 'The history of the printing press began', chat: 0, temperature: 0,
+    max_tokens: 64, ignore_eos: 1, autorun: 1,
+  }));
+  await page.waitForSelector('[data-testid="status"][data-state="done"]', { timeout: 600e3 });
+  const long = await page.evaluate(() => window.__long);
+  const tps = Number(await byId(page, 'run-stats').getAttribute('data-decode-tps'));
+  await page.close();
+  const round = (x) => Math.round(x);
+  return { count: long.length, total_ms: round(long.reduce((a, b) => a + b, 0)), max_ms: round(Math.max(0, ...long)), tps };
+}
+
 try {
   await loadMs('gpu'); // the first visit downloads the model into Cache Storage
-  for (const backend of ['gpu', 'cpu']) {
-    const ms = [];
-    for (let i = 0; i < rounds; i++) ms.push(await loadMs(backend));
-    console.log(JSON.stringify({ backend, measures: 'load to ready, model cached', median_ms: median(ms), ms }));
+  for (const backend of only.has('load') ? ['gpu', 'cpu'] : []) {
+    for (const worker of [1, 0]) {
+      const ms = [];
+      for (let i = 0; i < rounds; i++) ms.push(await loadMs(backend, worker));
+      console.log(JSON.stringify({ backend, worker, measures: 'load to ready, model cached', median_ms: median(ms), ms }));
+    }
   }
-  for (const backend of ['gpu', 'cpu']) {
+  for (const backend of only.has('longtasks') ? ['gpu', 'cpu'] : []) {
+    for (const worker of [0, 1]) {
+      const runs = [];
+      for (let i = 0; i < rounds; i++) runs.push(await longTasks(backend, worker));
+      console.log(JSON.stringify({
+        backend, worker, measures: 'page-thread long tasks (> 50 ms) over load + 64 tokens',
+        count_median: median(runs.map((r) => r.count)), total_ms_median: median(runs.map((r) => r.total_ms)),
+        max_ms_median: median(runs.map((r) => r.max_ms)), runs,
+      }));
+    }
+  }
+  for (const backend of only.has('decode') ? ['gpu', 'cpu'] : []) {
     const runs = { closed: [], open: [] };
     for (let i = 0; i < rounds; i++) {
       for (const open of [false, true]) runs[open ? 'open' : 'closed'].push(await decode(backend, open));

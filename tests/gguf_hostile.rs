@@ -62,9 +62,15 @@ fn the_head_alone_gives_the_metadata_and_tensor_infos() {
     assert_eq!(head.data_offset, whole.data_offset);
     let cfg = ModelConfig::from_gguf(&head).expect("config from the head");
     assert_eq!(cfg, ModelConfig::from_gguf(&whole).unwrap());
-    let (a, b) = (Tokenizer::from_gguf(&head).unwrap(), Tokenizer::from_gguf(&whole).unwrap());
+    let (a, b) = (
+        Tokenizer::from_gguf(&head).unwrap(),
+        Tokenizer::from_gguf(&whole).unwrap(),
+    );
     let text = "The capital of France is";
-    assert_eq!(a.encode(text, false).unwrap(), b.encode(text, false).unwrap());
+    assert_eq!(
+        a.encode(text, false).unwrap(),
+        b.encode(text, false).unwrap()
+    );
     let embd = head.tensor("token_embd.weight").expect("listed");
     assert!(head.tensor_bytes(embd).is_empty(), "no data in the head");
     for n in [0, 1, 4096, end / 2, end - 40] {

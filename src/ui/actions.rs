@@ -57,7 +57,14 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
         ahead: s.ahead,
         worker: s.worker,
     });
-    // The engine's worker starts while the model is read.
+    // The engine's worker starts, and WebGPU is probed, while the model is read.
+    let choice = wanted.choice;
+    let probe = async move {
+        match choice {
+            BackendChoice::Cpu => Err("not asked for".to_string()),
+            _ => probe_webgpu().await,
+        }
+    };
     let worker = async move {
         match wanted.worker {
             true => Some(PageEngine::start_worker().await),
@@ -73,18 +80,13 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
             Source::File(f) => Ok((loader::load_file(f, &progress).await?, f.name())),
         }
     };
-    let (worker, read) = join(worker, read).await;
+    let ((worker, webgpu), read) = join(join(worker, probe), read).await;
     let (loaded, name): (_, String) = read?;
     ui.status.set(Status::Loading(
         "building the tokenizer and loading the weights into the engine".into(),
     ));
     yield_now().await;
-    let choice = wanted.choice;
     let (bytes, sha256) = (loaded.bytes, loaded.sha256);
-    let webgpu = match choice {
-        BackendChoice::Cpu => Err("not asked for".into()),
-        _ => probe_webgpu().await,
-    };
     if let (BackendChoice::Gpu, Err(why)) = (choice, &webgpu) {
         ui.no_webgpu.set(Some(why.clone()));
     }
