@@ -9,6 +9,9 @@
 // Prints one JSON line per figure. Needs `scripts/setup.sh browser` and a trunk build.
 //
 //   node benches/page.mjs [--rounds N (3)] [--tokens N (32)] [--only load,decode,longtasks]
+//                         [--against DIR]
+// `--against DIR` also times the load of another build's `dist/` (e.g. an older commit's),
+// served on its own origin (its own Cache Storage), its rounds interleaved with this build's.
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { serve } from '../tests/browser/server.mjs';
@@ -19,6 +22,7 @@ const { values: opt } = parseArgs({
     rounds: { type: 'string', default: '3' },
     tokens: { type: 'string', default: '32' },
     only: { type: 'string', default: 'load,decode,longtasks' },
+    against: { type: 'string' },
   },
 });
 const only = new Set(opt.only.split(','));
@@ -26,16 +30,17 @@ const rounds = Number(opt.rounds);
 const tokens = Number(opt.tokens);
 
 const srv = await serve(path.join(ROOT, 'dist'));
+const other = opt.against ? await serve(path.resolve(opt.against)) : null;
 const { context, close } = await launch();
-const url = (q) => `${srv.url}?${new URLSearchParams(q)}`;
+const url = (q, base = srv.url) => `${base}?${new URLSearchParams(q)}`;
 const ready = (page) => page.waitForSelector('[data-testid="status"][data-state="ready"]', { timeout: 600e3 });
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Milliseconds from navigation to "ready" (the model already in Cache Storage). */
-async function loadMs(backend, worker = 1) {
+async function loadMs(backend, worker = 1, base = srv.url) {
   const page = await context.newPage();
   const t0 = Date.now();
-  await page.goto(url({ backend, worker }));
+  await page.goto(url({ backend, worker }, base));
   await ready(page);
   const ms = Date.now() - t0;
   await page.close();
@@ -80,11 +85,16 @@ async function longTasks(backend, worker) {
 
 try {
   await loadMs('gpu'); // the first visit downloads the model into Cache Storage
+  if (other) await loadMs('gpu', 1, other.url);
   for (const backend of only.has('load') ? ['gpu', 'cpu'] : []) {
-    for (const worker of [1, 0]) {
-      const ms = [];
-      for (let i = 0; i < rounds; i++) ms.push(await loadMs(backend, worker));
-      console.log(JSON.stringify({ backend, worker, measures: 'load to ready, model cached', median_ms: median(ms), ms }));
+    const builds = [{ build: 'this', worker: 1 }, { build: 'this', worker: 0 }];
+    if (other) builds.push({ build: opt.against, worker: 0, base: other.url });
+    const ms = builds.map(() => []);
+    for (let i = 0; i < rounds; i++) {
+      for (const [k, b] of builds.entries()) ms[k].push(await loadMs(backend, b.worker, b.base));
+    }
+    for (const [k, { build, worker }] of builds.entries()) {
+      console.log(JSON.stringify({ build, backend, worker, measures: 'load to ready, model cached', median_ms: median(ms[k]), ms: ms[k] }));
     }
   }
   for (const backend of only.has('longtasks') ? ['gpu', 'cpu'] : []) {
@@ -114,4 +124,5 @@ try {
 } finally {
   await close();
   await srv.close();
+  if (other) await other.close();
 }

@@ -18,6 +18,6 @@ fn main() {
 /// module there); exported from the binary itself so that wasm-bindgen keeps it.
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen]
-pub fn engine_worker() {
-    gqa_lab::ui::engine_worker();
+pub fn engine_worker(warm_gpu: bool) {
+    gqa_lab::ui::engine_worker(warm_gpu);
 }

@@ -47,8 +47,9 @@ impl BackendChoice {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Build the engine from the GGUF bytes sent beside this message. `page_webgpu`: whether
-    /// the page itself has a WebGPU adapter (if it does and the worker has none, the page runs
-    /// the GPU engine itself: [`FailureKind::NoWorkerWebGpu`]).
+    /// the page itself may have a WebGPU adapter (it has, or has not looked yet): if so and the
+    /// worker has none, the worker answers [`FailureKind::NoWorkerWebGpu`] and the page looks
+    /// for itself (and runs the GPU engine on its own thread where it has one).
     Load {
         choice: BackendChoice,
         ahead: Option<bool>,

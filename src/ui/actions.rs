@@ -4,9 +4,9 @@
 //! generation runs stops the run and loads when it has ended; one asked for during a load
 //! loads after it.
 
-use super::engine::{BackendChoice, PageEngine};
+use super::engine::{page_webgpu, BackendChoice, PageEngine};
 use super::generation::{self, Job, Outcome};
-use super::js::{probe_webgpu, yield_now};
+use super::js::yield_now;
 use super::loader::{self, DEFAULT_MODEL_NAME};
 use super::session;
 use super::state::{Activity, LoadRequest, Source, Status, Ui};
@@ -57,17 +57,13 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
         ahead: s.ahead,
         worker: s.worker,
     });
-    // The engine's worker starts, and WebGPU is probed, while the model is read.
+    // The engine's worker starts while the model is read. WebGPU is looked for by the worker,
+    // or by the page only where the worker has none or is not used (its first adapter request
+    // can hold the thread for seconds: after the read, so that the page shows its progress).
     let choice = wanted.choice;
-    let probe = async move {
-        match choice {
-            BackendChoice::Cpu => Err("not asked for".to_string()),
-            _ => probe_webgpu().await,
-        }
-    };
     let worker = async move {
         match wanted.worker {
-            true => Some(PageEngine::start_worker().await),
+            true => Some(PageEngine::start_worker(choice).await),
             false => None,
         }
     };
@@ -80,17 +76,24 @@ async fn try_load(ui: Ui, source: Source) -> Result<(), String> {
             Source::File(f) => Ok((loader::load_file(f, &progress).await?, f.name())),
         }
     };
-    let ((worker, webgpu), read) = join(join(worker, probe), read).await;
+    let (worker, read) = join(worker, read).await;
     let (loaded, name): (_, String) = read?;
     ui.status.set(Status::Loading(
         "building the tokenizer and loading the weights into the engine".into(),
     ));
     yield_now().await;
     let (bytes, sha256) = (loaded.bytes, loaded.sha256);
-    if let (BackendChoice::Gpu, Err(why)) = (choice, &webgpu) {
-        ui.no_webgpu.set(Some(why.clone()));
-    }
-    let (mut s, info) = session::open(bytes, &name, &sha256, wanted, webgpu, worker).await?;
+    let opened = session::open(bytes, &name, &sha256, wanted, worker).await;
+    let (mut s, info) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            // backend=gpu where the page has no WebGPU: the notice, and the CPU on offer.
+            if let (BackendChoice::Gpu, Err(why)) = (choice, page_webgpu(choice).await) {
+                ui.no_webgpu.set(Some(why));
+            }
+            return Err(e);
+        }
+    };
     ui.no_webgpu.set(None);
     let valid = info.cfg.valid_groups();
     let wanted = ui.groups.get_untracked();

@@ -29,14 +29,21 @@ pub fn describe(e: &JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-/// Checks that `navigator.gpu` exists and gives an adapter — on the page or in a worker —;
-/// the error says why not.
-pub async fn probe_webgpu() -> Result<(), String> {
+/// `navigator.gpu` of this thread (the page's or a worker's), or why there is none; asks for no
+/// adapter, so costs nothing.
+pub fn navigator_gpu() -> Result<JsValue, String> {
     let nav = Reflect::get(&js_sys::global(), &"navigator".into()).map_err(|e| describe(&e))?;
     let gpu = Reflect::get(&nav, &"gpu".into()).unwrap_or(JsValue::UNDEFINED);
     if gpu.is_undefined() || gpu.is_null() {
         return Err("this browser exposes no WebGPU (navigator.gpu is missing)".into());
     }
+    Ok(gpu)
+}
+
+/// Checks that `navigator.gpu` exists and gives an adapter — on the page or in a worker —;
+/// the error says why not.
+pub async fn probe_webgpu() -> Result<(), String> {
+    let gpu = navigator_gpu()?;
     let request: Function = Reflect::get(&gpu, &"requestAdapter".into())
         .ok()
         .and_then(|f| f.dyn_into().ok())

@@ -60,14 +60,12 @@ pub struct Wanted {
 }
 
 /// Parses the head of `bytes`, and loads the engine `wanted` asks for (in `worker`, if one
-/// started; `webgpu`: whether the page has WebGPU, and why not) while the tokenizer is built
-/// here.
+/// started) while the tokenizer is built here.
 pub async fn open(
     bytes: Uint8Array,
     fallback_name: &str,
     sha256: &str,
     wanted: Wanted,
-    webgpu: Result<(), String>,
     worker: Option<WorkerStart>,
 ) -> Result<(Session, ModelInfo), String> {
     let head = head_of(&bytes)?;
@@ -76,7 +74,7 @@ pub async fn open(
     let cfg = ModelConfig::from_gguf(&g).map_err(|e| e.to_string())?;
     let (choice, ahead) = (wanted.choice, wanted.ahead);
     // The engine's load posts the bytes to the worker first; the tokenizer is built meanwhile.
-    let load = PageEngine::load(&bytes, cfg.clone(), choice, ahead, webgpu, worker);
+    let load = PageEngine::load(&bytes, cfg.clone(), choice, ahead, worker);
     let tokenizer = async { Tokenizer::from_gguf(&g).map_err(|e| format!("tokenizer: {e}")) };
     let (engine, tok) = join(load, tokenizer).await;
     let (engine, tok) = (engine?, tok?);

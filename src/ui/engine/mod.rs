@@ -13,6 +13,7 @@ pub mod worker;
 
 pub use crate::protocol::BackendChoice;
 
+use super::js::{navigator_gpu, probe_webgpu};
 use crate::calibration::{self, Progress};
 use crate::engine::{AttentionWeights, EngineError, Generator};
 use crate::model::{Grouping, Method, ModelConfig, Regrouping};
@@ -57,48 +58,48 @@ pub struct Thread {
 impl PageEngine {
     /// Starts the engine's worker (it instantiates the page's module: worth doing while the
     /// model is read).
-    pub async fn start_worker() -> WorkerStart {
-        WorkerStart(RemoteEngine::start().await)
+    pub async fn start_worker(choice: BackendChoice) -> WorkerStart {
+        WorkerStart(RemoteEngine::start(choice != BackendChoice::Cpu).await)
     }
 
     /// Builds the engine `choice` asks for from the model's bytes (`cfg` read from them
     /// already), in `worker` when there is one and it can run it, else on the page's thread.
-    /// `webgpu`: whether the page has WebGPU, and why not.
+    /// The page looks for WebGPU itself only where it runs the engine, or where the worker has
+    /// none (a thread's first adapter request can hold it for seconds while the browser
+    /// connects it to its GPU process).
     pub async fn load(
         bytes: &Uint8Array,
         cfg: ModelConfig,
         choice: BackendChoice,
         ahead: Option<bool>,
-        webgpu: Result<(), String>,
         worker: Option<WorkerStart>,
     ) -> Result<Self, String> {
         let native = Arc::new(Regrouping::mean(
             &cfg,
             Grouping::of(&cfg, cfg.n_kv_heads).map_err(|e| e.to_string())?,
         ));
-        let here_because = if let Some(WorkerStart(started)) = worker {
-            match started {
-                Ok(mut remote) => match remote.load(bytes, choice, ahead, webgpu.is_ok()).await {
+        let mut webgpu = None;
+        let here_because = match worker {
+            Some(WorkerStart(Ok(mut remote))) => {
+                match Self::load_in_worker(&mut remote, bytes, choice, ahead, &mut webgpu).await {
                     Ok(facts) => {
                         let thread = Thread {
                             worker: true,
                             why: "in a dedicated Web Worker: the page's thread only draws and answers input".into(),
                         };
-                        return Ok(Self::new(
-                            Runner::Worker(remote),
-                            cfg,
-                            facts,
-                            thread,
-                            native,
-                        ));
+                        let runner = Runner::Worker(remote);
+                        return Ok(Self::new(runner, cfg, facts, thread, native));
                     }
                     Err(Refusal::NoWebGpu(why)) => why,
                     Err(Refusal::Failed(why)) => return Err(why),
-                },
-                Err(why) => format!("the engine's worker did not start ({why})"),
+                }
             }
-        } else {
-            "asked for (worker=0)".into()
+            Some(WorkerStart(Err(why))) => format!("the engine's worker did not start ({why})"),
+            None => "asked for (worker=0)".into(),
+        };
+        let webgpu = match webgpu {
+            Some(known) => known,
+            None => page_webgpu(choice).await,
         };
         let bytes = Rc::new(bytes.to_vec());
         let (engine, facts) = local::open(&bytes, choice, ahead, webgpu).await?;
@@ -111,6 +112,33 @@ impl PageEngine {
             bytes,
         };
         Ok(Self::new(runner, cfg, facts, thread, native))
+    }
+
+    /// Loads the engine in the worker. Where the worker has no WebGPU and the page may have
+    /// (`navigator.gpu` is there), the page asks for an adapter itself (into `webgpu`): if it
+    /// gets one, the page should run the engine, [`Refusal::NoWebGpu`]; if not, the worker runs
+    /// what `choice` allows without (the CPU for `auto`).
+    async fn load_in_worker(
+        remote: &mut RemoteEngine,
+        bytes: &Uint8Array,
+        choice: BackendChoice,
+        ahead: Option<bool>,
+        webgpu: &mut Option<Result<(), String>>,
+    ) -> Result<Facts, Refusal> {
+        let page_may = choice != BackendChoice::Cpu && navigator_gpu().is_ok();
+        let why = match remote.load(bytes, choice, ahead, page_may).await {
+            Err(Refusal::NoWebGpu(why)) if page_may => why,
+            answer => return answer,
+        };
+        let here = page_webgpu(choice).await;
+        let page_has = here.is_ok();
+        *webgpu = Some(here);
+        match page_has {
+            true => Err(Refusal::NoWebGpu(format!(
+                "this browser gives WebGPU to the page but not to its workers ({why})"
+            ))),
+            false => remote.load(bytes, choice, ahead, false).await,
+        }
     }
 
     fn new(
@@ -320,4 +348,12 @@ impl PageEngine {
 fn unexpected(a: Answer) -> EngineError {
     let what: String = format!("{a:?}").chars().take(80).collect();
     EngineError::Relayed(format!("the engine answered out of turn: {what}"))
+}
+
+/// Whether the page's thread has WebGPU (and why not); not looked for when `choice` is the CPU.
+pub async fn page_webgpu(choice: BackendChoice) -> Result<(), String> {
+    match choice {
+        BackendChoice::Cpu => Err("not asked for".to_string()),
+        _ => probe_webgpu().await,
+    }
 }

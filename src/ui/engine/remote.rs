@@ -49,8 +49,10 @@ pub struct RemoteEngine {
 }
 
 impl RemoteEngine {
-    /// Starts the worker and waits until it listens.
-    pub async fn start() -> Result<Self, String> {
+    /// Starts the worker and waits until it listens. `warm_gpu`: the worker asks for a WebGPU
+    /// adapter at once, while the page still reads the model (a thread's first request can take
+    /// seconds while the browser connects it to its GPU process).
+    pub async fn start(warm_gpu: bool) -> Result<Self, String> {
         let glue = glue_url()?;
         let opts = WorkerOptions::new();
         opts.set_type(WorkerType::Module);
@@ -71,6 +73,7 @@ impl RemoteEngine {
         let init = Object::new();
         let _ = Reflect::set(&init, &"glue".into(), &glue.into());
         let _ = Reflect::set(&init, &"module".into(), &wasm_bindgen::module());
+        let _ = Reflect::set(&init, &"warmGpu".into(), &warm_gpu.into());
         worker.post_message(&init).map_err(|e| describe(&e))?;
         let mut me = RemoteEngine {
             worker,

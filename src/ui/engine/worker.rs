@@ -12,7 +12,8 @@ use crate::protocol::{
     self, Answer, BackendChoice, Envelope, Event, Failure, FailureKind, Request,
 };
 use futures_channel::mpsc::{unbounded, UnboundedReceiver};
-use futures_util::StreamExt;
+use futures_util::future::{LocalBoxFuture, Shared};
+use futures_util::{FutureExt, StreamExt};
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
@@ -22,8 +23,13 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 /// A request and the bytes beside it (the model's, for a load).
 type Incoming = Result<(Envelope, Option<Vec<u8>>), String>;
 
+/// Whether this worker has WebGPU, and why not: looked for once, at its start where the page
+/// may want the GPU (`warm_gpu`), else at the first load that does.
+type WebGpu = Shared<LocalBoxFuture<'static, Result<(), String>>>;
+
 /// The worker's entry point (called by `static/worker.js`); does nothing outside a worker.
-pub fn engine_worker() {
+/// `warm_gpu`: ask for a WebGPU adapter now, while the page reads the model.
+pub fn engine_worker(warm_gpu: bool) {
     let Ok(scope) = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>() else {
         return;
     };
@@ -37,7 +43,11 @@ pub fn engine_worker() {
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget(); // the worker's whole life
-    spawn_local(serve(rx));
+    let webgpu: WebGpu = probe_webgpu().boxed_local().shared();
+    if warm_gpu {
+        spawn_local(webgpu.clone().map(drop));
+    }
+    spawn_local(serve(rx, webgpu));
     post(&Event::Ready);
 }
 
@@ -55,7 +65,7 @@ fn read(e: &MessageEvent) -> Incoming {
 }
 
 /// Answers the requests one after another, for the worker's life.
-async fn serve(mut rx: UnboundedReceiver<Incoming>) {
+async fn serve(mut rx: UnboundedReceiver<Incoming>, webgpu: WebGpu) {
     let mut loaded: Option<(LocalEngine, Vec<u8>)> = None;
     while let Some(incoming) = rx.next().await {
         let (envelope, bytes) = match incoming {
@@ -67,7 +77,7 @@ async fn serve(mut rx: UnboundedReceiver<Incoming>) {
                 return;
             }
         };
-        let answer = answer(&mut loaded, envelope.request, bytes).await;
+        let answer = answer(&mut loaded, envelope.request, bytes, &webgpu).await;
         let len = loaded.as_ref().map_or(0, |(e, _)| e.len());
         let id = envelope.id;
         post(&Event::Reply { id, len, answer });
@@ -78,6 +88,7 @@ async fn answer(
     loaded: &mut Option<(LocalEngine, Vec<u8>)>,
     request: Request,
     bytes: Option<Vec<u8>>,
+    webgpu: &WebGpu,
 ) -> Result<Answer, Failure> {
     match request {
         Request::Load {
@@ -87,7 +98,7 @@ async fn answer(
         } => {
             *loaded = None; // its memory first
             let bytes = bytes.ok_or_else(|| other("a load without the model's bytes".into()))?;
-            let (engine, facts) = load(&bytes, choice, ahead, page_webgpu).await?;
+            let (engine, facts) = load(&bytes, choice, ahead, page_webgpu, webgpu).await?;
             *loaded = Some((engine, bytes));
             Ok(Answer::Loaded(facts))
         }
@@ -110,24 +121,24 @@ async fn answer(
     }
 }
 
-/// Builds the engine here. WebGPU is looked for in the worker itself: where the page has it
-/// and the worker does not, the page is told so and runs the engine itself.
+/// Builds the engine here. WebGPU is looked for in the worker itself: where the worker has none
+/// and the page may have (`page_webgpu`: the page has it, or has not looked), the page is told
+/// so and looks for itself.
 async fn load(
     bytes: &[u8],
     choice: BackendChoice,
     ahead: Option<bool>,
     page_webgpu: bool,
+    webgpu: &WebGpu,
 ) -> Result<(LocalEngine, crate::protocol::Facts), Failure> {
     let webgpu = match choice {
         BackendChoice::Cpu => Err("not asked for".to_string()),
-        _ => probe_webgpu().await,
+        _ => webgpu.clone().await,
     };
     if let (Err(why), true) = (&webgpu, page_webgpu && choice != BackendChoice::Cpu) {
         return Err(Failure {
             kind: FailureKind::NoWorkerWebGpu,
-            message: format!(
-                "this browser gives WebGPU to the page but not to its workers ({why})"
-            ),
+            message: format!("the engine's worker has no WebGPU: {why}"),
         });
     }
     local::open(bytes, choice, ahead, webgpu)
