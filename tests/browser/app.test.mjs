@@ -293,11 +293,15 @@ test('on the CPU backend the slider and Stop are answered within 100 ms during a
     }
   });
   await byId(page, 'generate-button').click();
-  await waitStatus(page, /^prefilling [1-9]\d* \/ \d+ tokens$/, 120_000);
-  // The slider moves to G = 4 (the run re-prefills under it), then Stop.
+  const fed = Number(/\d+/.exec(await waitStatus(page, /^prefilling [1-9]\d* \/ \d+ tokens$/, 120_000))[0]);
+  // The slider moves to G = 4: after the chunk in hand (up to 0.4 s in the worker) the run
+  // regroups and prefills its text again from the start; then Stop.
   await byId(page, 'groups-slider').focus();
   await page.keyboard.press('ArrowRight');
-  await waitStatus(page, /^prefilling [1-9]\d* \/ \d+ tokens$/, 120_000);
+  await page.waitForFunction((before) => {
+    const m = /^prefilling (\d+) \//.exec(document.querySelector('[data-testid="status"]')?.textContent ?? '');
+    return m !== null && Number(m[1]) < before;
+  }, fed, { timeout: 120_000, polling: 50 });
   await byId(page, 'stop-button').click();
   assert.match(await waitStatus(page, /^done/, 120_000), /stopped/);
   assert.equal(await byId(page, 'groups-slider').inputValue(), '4');
@@ -327,6 +331,31 @@ test('the engine runs in a Web Worker on both backends, with the ids of the page
   assert.deepEqual(seen['cpu/1'], native);
   assert.deepEqual(seen['cpu/0'], native);
   assert.deepEqual(seen['gpu/1'], cliIds({ ...c, backend: 'cpu' }));
+});
+
+// A browser that gives WebGPU to the page but not to its workers (the worker's script is served
+// with `navigator.gpu` hidden): the worker says so, the page runs the GPU engine itself and
+// says why; the CPU engine still runs in the worker.
+test('where workers have no WebGPU, the GPU engine runs on the page\'s thread and the header says why', async () => {
+  const hideWorkerGpu = (page) => page.route('**/worker.js', async (route) => {
+    const res = await route.fetch();
+    const hide = "Object.defineProperty(WorkerNavigator.prototype, 'gpu', { get: () => undefined });\n";
+    await route.fulfill({ response: res, body: hide + (await res.text()) });
+  });
+  const c = { prompt: 'The capital of France is', chat: false, groups: 3, maxTokens: 4, ignoreEos: true, backend: 'cpu' };
+  const run = { prompt: c.prompt, chat: 0, temperature: 0, max_tokens: 4, ignore_eos: 1, autorun: 1 };
+  const page = await openPage(browser.context, appUrl({ backend: 'gpu', ...run }), errors, hideWorkerGpu);
+  await waitStatus(page, /^done/);
+  assert.equal(await byId(page, 'backend').getAttribute('data-backend'), 'gpu');
+  const thread = byId(page, 'engine-thread');
+  assert.equal(await thread.getAttribute('data-worker'), 'false');
+  assert.match(await thread.textContent(), /page's thread: this browser gives WebGPU to the page but not to its workers \(the engine's worker has no WebGPU: .*navigator\.gpu is missing/);
+  assert.deepEqual(await ids(page), cliIds(c));
+  await byId(page, 'backend-select').selectOption('cpu');
+  await waitStatus(page, /^ready$/);
+  assert.equal(await byId(page, 'backend').getAttribute('data-backend'), 'cpu');
+  assert.equal(await thread.getAttribute('data-worker'), 'true');
+  await page.close();
 });
 
 test('"What each G buys" keeps the decode speed of each backend across a switch of engine', async () => {

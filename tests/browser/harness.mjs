@@ -32,11 +32,13 @@ export async function launch({ webgpu = true } = {}) {
   return { context, close };
 }
 
-/** A new page that fails the test on uncaught page errors (wasm panics included). */
-export async function openPage(context, url, errors = []) {
+/** A new page that fails the test on uncaught page errors (wasm panics included); `prepare`
+ * (e.g. routes) runs before it navigates. */
+export async function openPage(context, url, errors = [], prepare = async () => {}) {
   const page = await context.newPage();
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  await prepare(page);
   await page.goto(url);
   return page;
 }
