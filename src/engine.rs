@@ -105,8 +105,9 @@ pub trait Engine {
     }
     /// Forgets the sequence (the cache is overwritten from position 0).
     fn reset(&mut self);
-    /// For benchmarks only: treats positions `0..len` as filled with whatever the cache holds,
-    /// so decode speed at a long context can be measured without computing its prefill.
+    /// Treats positions `0..len` as filled with whatever the cache holds: for benchmarks, so
+    /// decode speed at a long context can be measured without computing its prefill; and to
+    /// take back positions fed after `len` (the browser worker's step computed ahead).
     fn skip_to(&mut self, len: usize) -> Result<(), EngineError>;
     fn kv_bytes_per_element(&self) -> usize;
     /// Feeds `ids` at the next positions; returns logits `[vocab]` of the last one, or

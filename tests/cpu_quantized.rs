@@ -151,3 +151,53 @@ fn g9_gives_the_logits_of_g3_exactly() {
     let g9 = q.forward(&prompt, true).unwrap();
     assert_eq!(g3, g9);
 }
+
+/// What the browser's worker relies on when it decodes a step ahead and the page asks for
+/// something else (`src/ui/engine/worker.rs`): `skip_to` the length before that step takes it
+/// back, the positions before it untouched — a step computed, taken back and computed again
+/// gives the same token, and the run goes on to the same ids and last logits as one never
+/// taken back. Sampled (temperature 0.8, seed 7), so each step's randomness is checked too.
+#[test]
+fn a_step_taken_back_by_skip_to_leaves_the_run_as_it_was() {
+    use gqa_lab::engine::{GenerateParams, Generator};
+    use gqa_lab::sampling::SamplingParams;
+    let mut e = engine(true);
+    e.regroup(3).unwrap();
+    let prompt = vec![504, 2470, 282, 4649, 314];
+    let params = GenerateParams {
+        max_tokens: 12,
+        sampling: SamplingParams {
+            temperature: 0.8,
+            seed: 7,
+            ..SamplingParams::greedy()
+        },
+        stop_token: None,
+    };
+    let run = |e: &mut CpuEngine, rewind_at: Option<usize>| {
+        let mut gen = Generator::new(&mut *e, prompt.clone(), params).unwrap();
+        while !gen.is_done() {
+            if Some(gen.generated().len()) == rewind_at {
+                let (len, mut ahead) = (e.len(), gen.clone());
+                let id = e.next_token(&mut ahead).unwrap();
+                e.skip_to(len).unwrap();
+                assert_eq!(
+                    e.next_token(&mut gen).unwrap(),
+                    id,
+                    "the step computed again"
+                );
+                continue;
+            }
+            e.next_token(&mut gen).unwrap();
+        }
+        let last = *gen.generated().last().unwrap();
+        (
+            gen.generated().to_vec(),
+            e.len(),
+            e.forward(&[last], false).unwrap(),
+        )
+    };
+    let plain = run(&mut e, None);
+    for at in [1, 5] {
+        assert_eq!(run(&mut e, Some(at)), plain, "taken back after {at} tokens");
+    }
+}

@@ -151,11 +151,12 @@ test('the G slider regroups: diagram, KV bytes and URL follow (keyboard)', async
   await page.close();
 });
 
-test('moving the slider during generation re-prefills and continues the text', async () => {
-  const maxTokens = 12;
-  const expected = cliIds({ prompt: 'The capital of France is', chat: false, groups: 3, maxTokens, ignoreEos: true });
+// On the CPU engine in its worker the switch also takes back the step the worker decoded
+// ahead (worker.rs) — the ids must still be the native engine's.
+for (const [backend, maxTokens, cli] of [['gpu', 12, 'cpu'], ['cpu', 160, 'cpu-q8']]) test(`moving the slider during generation re-prefills and continues the text (${backend})`, async () => {
+  const expected = cliIds({ prompt: 'The capital of France is', chat: false, groups: 3, maxTokens, ignoreEos: true, backend: cli });
   const page = await openPage(browser.context, appUrl({
-    prompt: 'The capital of France is', chat: 0, groups: 3, temperature: 0, max_tokens: maxTokens, ignore_eos: 1, autorun: 1,
+    backend, prompt: 'The capital of France is', chat: 0, groups: 3, temperature: 0, max_tokens: maxTokens, ignore_eos: 1, autorun: 1,
   }), errors);
   await page.waitForFunction(() => (document.querySelector('[data-testid="output-ids"]')?.textContent ?? '').split(',').length >= 4,
     null, { timeout: 300_000 });

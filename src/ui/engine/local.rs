@@ -89,6 +89,15 @@ impl LocalEngine {
         }
     }
 
+    /// Takes the CPU engine's cache back to `len` positions, those before it untouched: a step
+    /// the worker computed ahead and the page did not take (`worker.rs`).
+    pub fn rewind(&mut self, len: usize) -> Result<(), EngineError> {
+        match self {
+            Gpu(_) => Ok(()),
+            Cpu(e) => Engine::skip_to(&mut **e, len),
+        }
+    }
+
     pub fn decode_ahead(&self) -> bool {
         match self {
             Gpu(e) => e.decode_ahead(),
@@ -114,6 +123,13 @@ impl LocalEngine {
         match self {
             Gpu(e) => e.next_token(gen).await,
             Cpu(e) => Engine::next_token(&mut **e, gen),
+        }
+    }
+
+    pub fn attention_probe(&self) -> Option<usize> {
+        match self {
+            Gpu(e) => e.attention_probe(),
+            Cpu(e) => Engine::attention_probe(&**e),
         }
     }
 

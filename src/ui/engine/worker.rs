@@ -7,7 +7,7 @@
 
 use super::super::js::probe_webgpu;
 use super::local::{self, LocalEngine};
-use crate::engine::EngineError;
+use crate::engine::{EngineError, Generator};
 use crate::protocol::{
     self, Answer, BackendChoice, Envelope, Event, Failure, FailureKind, Request,
 };
@@ -67,6 +67,7 @@ fn read(e: &MessageEvent) -> Incoming {
 /// Answers the requests one after another, for the worker's life.
 async fn serve(mut rx: UnboundedReceiver<Incoming>, webgpu: WebGpu) {
     let mut loaded: Option<(LocalEngine, Vec<u8>)> = None;
+    let mut ahead: Option<Ahead> = None;
     while let Some(incoming) = rx.next().await {
         let (envelope, bytes) = match incoming {
             Ok(m) => m,
@@ -77,10 +78,78 @@ async fn serve(mut rx: UnboundedReceiver<Incoming>, webgpu: WebGpu) {
                 return;
             }
         };
-        let answer = answer(&mut loaded, envelope.request, bytes, &webgpu).await;
-        let len = loaded.as_ref().map_or(0, |(e, _)| e.len());
         let id = envelope.id;
+        let (answer, len) = match taken(&mut loaded, ahead.take(), &envelope.request) {
+            Some(step) => (Ok(step.answer), step.len_after),
+            None => {
+                let answer = answer(&mut loaded, envelope.request, bytes, &webgpu).await;
+                (answer, loaded.as_ref().map_or(0, |(e, _)| e.len()))
+            }
+        };
+        let next = match &answer {
+            Ok(Answer::Token(Some(_), gen)) => Some(gen.clone()),
+            _ => None,
+        };
         post(&Event::Reply { id, len, answer });
+        if let (Some(gen), Some((engine, bytes))) = (next, loaded.as_mut()) {
+            ahead = step_ahead(engine, bytes, gen).await;
+        }
+    }
+}
+
+/// A decode step the worker computed while the page showed the token before it (the CPU
+/// engine's; the GPU engine decodes ahead by itself): the generator the page will send with
+/// its next request, the answer to it, and the cache's length before and after that step.
+struct Ahead {
+    from: Generator,
+    answer: Answer,
+    len_before: usize,
+    len_after: usize,
+}
+
+/// The step computed ahead if `request` asks for it; otherwise that step is taken back (the
+/// cache rewound to its length before it), and `None`.
+fn taken(
+    loaded: &mut Option<(LocalEngine, Vec<u8>)>,
+    ahead: Option<Ahead>,
+    request: &Request,
+) -> Option<Ahead> {
+    let step = ahead?;
+    if matches!(request, Request::NextToken(gen) if *gen == step.from) {
+        return Some(step);
+    }
+    if let Some((engine, _)) = loaded.as_mut() {
+        // Rewinding only sets a length within the capacity the step was computed in.
+        let _ = engine.rewind(step.len_before);
+    }
+    None
+}
+
+/// Computes the next decode step of `gen` on the CPU engine now, so that it is ready when the
+/// page asks; nothing while a prefill is due, the run is over or the attention view watches a
+/// layer (its weights are read after each step the page takes).
+async fn step_ahead(engine: &mut LocalEngine, bytes: &[u8], gen: Generator) -> Option<Ahead> {
+    if !engine.is_cpu()
+        || gen.is_done()
+        || gen.is_prefill_next()
+        || engine.attention_probe().is_some()
+    {
+        return None;
+    }
+    let len_before = engine.len();
+    let request = Request::NextToken(gen.clone());
+    match local::execute(engine, bytes, request, &mut |_| {}).await {
+        Ok(answer) => Some(Ahead {
+            from: gen,
+            answer,
+            len_before,
+            len_after: engine.len(),
+        }),
+        Err(_) => {
+            // The page's own request will meet the same error and hear it.
+            let _ = engine.rewind(len_before);
+            None
+        }
     }
 }
 
