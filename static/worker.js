@@ -1,7 +1,8 @@
 // The engine's dedicated Web Worker (src/ui/engine/worker.rs). The page posts the address of
 // its own wasm-bindgen module and the WebAssembly.Module it compiled; the worker instantiates
 // them (the module's `main` finds no window and mounts nothing) and hands over to
-// `engine_worker` (told whether to ask for a WebGPU adapter at once), which answers the page's typed messages (src/protocol.rs) from then on.
+// `engine_worker` (told whether to ask for a WebGPU adapter at once), which answers the page's
+// typed messages (src/protocol.rs) from then on.
 // Whatever escapes it (a WebAssembly trap: memory exhausted, say) is posted as {lost}, so
 // that the page can say so and offer "Reload the engine".
 const lost = (why) => self.postMessage({ lost: String(why) });

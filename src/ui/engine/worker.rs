@@ -86,12 +86,16 @@ async fn serve(mut rx: UnboundedReceiver<Incoming>, webgpu: WebGpu) {
                 (answer, loaded.as_ref().map_or(0, |(e, _)| e.len()))
             }
         };
-        let next = match &answer {
-            Ok(Answer::Token(Some(_), gen)) => Some(gen.clone()),
-            _ => None,
+        let reply = Event::Reply { id, len, answer };
+        post(&reply);
+        let Event::Reply {
+            answer: Ok(Answer::Token(Some(_), gen)),
+            ..
+        } = reply
+        else {
+            continue;
         };
-        post(&Event::Reply { id, len, answer });
-        if let (Some(gen), Some((engine, bytes))) = (next, loaded.as_mut()) {
+        if let Some((engine, bytes)) = loaded.as_mut() {
             ahead = step_ahead(engine, bytes, gen).await;
         }
     }
