@@ -49,6 +49,33 @@ pub enum EngineError {
     WorkerLost(String),
 }
 
+/// Which engine runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Backend {
+    /// WGSL compute shaders through wgpu (WebGPU in the browser, Vulkan natively).
+    Gpu,
+    /// The f32 CPU oracle (`cpu::CpuEngine::load`).
+    Cpu,
+    /// The CPU forward with GGUF-block × int8 products (`cpu::CpuEngine::load_quantized`).
+    CpuQ8,
+}
+
+impl Backend {
+    /// The CLI's and the reports' name: `gpu`, `cpu`, `cpu-q8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gpu => "gpu",
+            Backend::Cpu => "cpu",
+            Backend::CpuQ8 => "cpu-q8",
+        }
+    }
+
+    /// Whether the CPU runs it (either CPU engine).
+    pub fn is_cpu(self) -> bool {
+        self != Backend::Gpu
+    }
+}
+
 /// What the attention view shows: one layer's attention weights for the last token fed,
 /// every query head over the positions it sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@
 //!
 //! Pure: no browser API here, so the messages' round trips are tested natively.
 
-use crate::engine::{AttentionWeights, EngineError, Generator};
+use crate::engine::{AttentionWeights, Backend, EngineError, Generator};
 use crate::model::Method;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -111,7 +111,7 @@ pub struct Facts {
     pub capacity: usize,
     /// What runs the model: the GPU adapter, or the CPU backend.
     pub device: String,
-    pub is_cpu: bool,
+    pub backend: Backend,
     /// The CPU's cores: the CPU backend or a software GPU adapter.
     pub is_software: bool,
     pub decode_ahead: bool,

@@ -10,6 +10,9 @@
 
 use super::ModelConfig;
 
+/// Bytes of one K or V element in the engines' caches (f32, on every backend).
+pub const KV_BYTES_PER_ELEMENT: usize = 4;
+
 /// How the values of a cache (or of weights) are stored: `block_bytes` per `block_len` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ElementType {

@@ -20,7 +20,7 @@ mod tensors;
 pub use calibrate::{FitError, LayerStats};
 pub use config::ModelConfig;
 pub use grouping::{pooling_matrix, pooling_plan, valid_groups, Grouping};
-pub use kv_cache::{kv_cache_bytes, CacheShape, ElementType, Hyper};
+pub use kv_cache::{kv_cache_bytes, CacheShape, ElementType, Hyper, KV_BYTES_PER_ELEMENT};
 pub use orefit::{OutputFit, OutputStats};
 pub use regroup::{LayerMaps, Method, Regrouping, VMap};
 pub use rope::{rope_table, rope_turns};

@@ -90,7 +90,7 @@ pub async fn open(
         params,
         capacity: facts.capacity,
         adapter: facts.device,
-        backend: if facts.is_cpu { "cpu" } else { "gpu" },
+        backend: if facts.backend.is_cpu() { "cpu" } else { "gpu" },
         backend_why: facts.why,
         sha256: sha256.to_string(),
         eos_id: tok.eos_id,

@@ -7,7 +7,7 @@
 
 use crate::calibration::{self, LayerWalk, Progress};
 use crate::cpu::CpuEngine;
-use crate::engine::{log_softmax_at, AttentionWeights, Engine, EngineError, Generator};
+use crate::engine::{log_softmax_at, AttentionWeights, Backend, Engine, EngineError, Generator};
 use crate::gguf::Gguf;
 use crate::gpu::GpuEngine;
 use crate::model::{Grouping, LayerMaps, ModelConfig, ModelError, Regrouping};
@@ -25,6 +25,13 @@ use LocalEngine::{Cpu, Gpu};
 impl LocalEngine {
     pub fn is_cpu(&self) -> bool {
         matches!(self, Cpu(_))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Gpu(_) => Backend::Gpu,
+            Cpu(_) => Backend::CpuQ8,
+        }
     }
 
     /// Whether the device is the CPU's cores: the CPU backend, or a software GPU adapter
@@ -224,7 +231,7 @@ pub async fn open(
     let facts = Facts {
         capacity: engine.capacity(),
         device: engine.device(),
-        is_cpu: engine.is_cpu(),
+        backend: engine.backend(),
         is_software: engine.is_software(),
         decode_ahead: engine.decode_ahead(),
         why,

@@ -164,7 +164,7 @@ impl PageEngine {
     }
 
     pub fn is_cpu(&self) -> bool {
-        self.facts.is_cpu
+        self.facts.backend.is_cpu()
     }
 
     /// The CPU's cores run it (the CPU backend, or a software GPU adapter): smaller defaults
