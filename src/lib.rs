@@ -1,19 +1,21 @@
 //! gqa-lab: a real grouped-query-attention language model, run on the CPU (the oracle) or on
 //! the GPU through WGSL compute shaders, with its KV-head grouping G changeable at run time.
 //!
-//! Data flows one way (see ARCHITECTURE.md): GGUF bytes → [`gguf`] (parse, no copies) →
-//! [`model`] (config, tensors, regrouping, cache arithmetic) → [`cpu`] or the GPU engine →
-//! [`engine`] (generation, perplexity) → tokens → the UI. [`tokenizer`] turns text into ids
-//! and back; [`calibration`] fits a calibrated regrouping by walking an engine through the
-//! layers. A module never reaches back up this line.
+//! Modules in layers, each using only those above it (see ARCHITECTURE.md): [`gguf`] (parse,
+//! no copies) → [`model`] (config, tensors, cache arithmetic) → [`ops`] (f32 arithmetic, the
+//! kernels' CPU twins) → [`regroup`] (grouping, maps, their fit and storage) → [`sampling`] →
+//! [`engine`] (the contract every backend implements, and generation, perplexity and
+//! calibration on it) → [`cpu`] and [`gpu`] (the backends) → [`protocol`] (the page's messages
+//! to its engine worker) → the CLI and the UI. [`tokenizer`] turns text into ids and back.
 
-pub mod calibration;
 pub mod cpu;
 pub mod engine;
 pub mod gguf;
 pub mod gpu;
 pub mod model;
+pub mod ops;
 pub mod protocol;
+pub mod regroup;
 pub mod sampling;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]

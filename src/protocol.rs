@@ -11,7 +11,7 @@
 //! Pure: no browser API here, so the messages' round trips are tested natively.
 
 use crate::engine::{AttentionWeights, Backend, EngineError, Generator};
-use crate::model::Method;
+use crate::regroup::Method;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Which backend the page asks for (`?backend=`).

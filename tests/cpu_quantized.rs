@@ -15,6 +15,7 @@ use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::{perplexity, Engine};
 use gqa_lab::gguf::Gguf;
 use gqa_lab::sampling::argmax;
+use pollster::FutureExt as _;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 const MARGIN: f32 = 0.5;
@@ -40,8 +41,8 @@ fn engine(quantized: bool) -> MutexGuard<'static, CpuEngine> {
 
 #[test]
 fn it_is_its_own_backend() {
-    assert_eq!(engine(true).name(), "cpu-q8");
-    assert_eq!(engine(false).name(), "cpu");
+    assert_eq!(engine(true).backend().name(), "cpu-q8");
+    assert_eq!(engine(false).backend().name(), "cpu");
 }
 
 /// Mean NLL over the fixture text against the f32 reference. At G = 3 and 9 (the model as
@@ -56,7 +57,7 @@ fn perplexity_per_g_is_near_the_reference() {
     let mut q = engine(true);
     for (groups, tol) in [(1, 0.05), (3, 0.01), (9, 0.01)] {
         q.regroup(groups).unwrap();
-        let got = perplexity(&mut *q, &text).unwrap();
+        let got = perplexity(&mut *q, &text).block_on().unwrap();
         let want = &fx["reference_f32"][groups.to_string()];
         let want_nll = want["mean_nll"].as_f64().unwrap();
         eprintln!(
@@ -79,8 +80,8 @@ fn top1_agrees_with_the_oracle() {
     q.regroup(3).unwrap();
     c.regroup(3).unwrap();
     let (lq, lc) = (
-        q.forward(text, true).unwrap(),
-        c.forward(text, true).unwrap(),
+        q.forward(text, true).block_on().unwrap(),
+        c.forward(text, true).block_on().unwrap(),
     );
     let vocab = c.config().vocab_size;
     let agree = lq
@@ -112,10 +113,10 @@ fn greedy_tokens_follow_the_oracle_until_a_near_tie() {
             let mut feed = prompt.clone();
             let mut same = 0;
             for i in 0..12 {
-                let want_logits = c.forward(&feed, false).unwrap();
+                let want_logits = c.forward(&feed, false).block_on().unwrap();
                 let (want, got) = (
                     argmax(&want_logits),
-                    argmax(&q.forward(&feed, false).unwrap()),
+                    argmax(&q.forward(&feed, false).block_on().unwrap()),
                 );
                 if got != want {
                     let mut sorted = want_logits.clone();
@@ -146,9 +147,9 @@ fn g9_gives_the_logits_of_g3_exactly() {
     let prompt = ids(&fixture("regroup.json")["prompts"][1]["prompt_ids"]);
     let mut q = engine(true);
     q.regroup(3).unwrap();
-    let g3 = q.forward(&prompt, true).unwrap();
+    let g3 = q.forward(&prompt, true).block_on().unwrap();
     q.regroup(9).unwrap();
-    let g9 = q.forward(&prompt, true).unwrap();
+    let g9 = q.forward(&prompt, true).block_on().unwrap();
     assert_eq!(g3, g9);
 }
 
@@ -178,22 +179,22 @@ fn a_step_taken_back_by_skip_to_leaves_the_run_as_it_was() {
         while !gen.is_done() {
             if Some(gen.generated().len()) == rewind_at {
                 let (len, mut ahead) = (e.len(), gen.clone());
-                let id = e.next_token(&mut ahead).unwrap();
+                let id = e.next_token(&mut ahead).block_on().unwrap();
                 e.skip_to(len).unwrap();
                 assert_eq!(
-                    e.next_token(&mut gen).unwrap(),
+                    e.next_token(&mut gen).block_on().unwrap(),
                     id,
                     "the step computed again"
                 );
                 continue;
             }
-            e.next_token(&mut gen).unwrap();
+            e.next_token(&mut gen).block_on().unwrap();
         }
         let last = *gen.generated().last().unwrap();
         (
             gen.generated().to_vec(),
             e.len(),
-            e.forward(&[last], false).unwrap(),
+            e.forward(&[last], false).block_on().unwrap(),
         )
     };
     let plain = run(&mut e, None);

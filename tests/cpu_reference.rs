@@ -12,10 +12,12 @@
 mod common;
 
 use common::{fixture, floats, ids};
-use gqa_lab::cpu::{ops, CpuEngine};
+use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::{perplexity, Engine, EngineError, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
+use gqa_lab::ops;
 use gqa_lab::sampling::SamplingParams;
+use pollster::FutureExt as _;
 use serde_json::Value;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -42,7 +44,7 @@ fn greedy(e: &mut CpuEngine, prompt: &[u32], n: usize) -> Vec<u32> {
         stop_token: None,
     };
     let mut gen = Generator::new(e, prompt.to_vec(), params).unwrap();
-    while gen.step(e).unwrap().is_some() {}
+    while gen.step(e).block_on().unwrap().is_some() {}
     gen.generated().to_vec()
 }
 
@@ -72,7 +74,7 @@ fn teacher_forced(e: &mut CpuEngine, prompt: &[u32], generated: &[u32]) -> Vec<V
         .copied()
         .collect();
     e.reset();
-    let all = e.forward(&seq, true).unwrap();
+    let all = e.forward(&seq, true).block_on().unwrap();
     let vocab = e.config().vocab_size;
     all.chunks_exact(vocab)
         .skip(prompt.len() - 1)
@@ -161,14 +163,14 @@ fn regrouped_models_match_the_f32_reference() {
             );
             if let Some(top20) = r.get("top20_logits_last_prompt_position") {
                 e.reset();
-                let last = e.forward(&prompt, false).unwrap();
+                let last = e.forward(&prompt, false).block_on().unwrap();
                 assert!(
                     max_diff(&last, top20) <= LOGIT_TOL,
                     "{name} G={g}: top-20 at the prompt's end"
                 );
                 let seq: Vec<u32> = prompt.iter().chain(&reference).copied().collect();
                 e.reset();
-                let fin = e.forward(&seq, false).unwrap();
+                let fin = e.forward(&seq, false).block_on().unwrap();
                 assert!(
                     max_diff(&fin, &r["top20_logits_final_position"]) <= LOGIT_TOL,
                     "{name} G={g}: final top-20"
@@ -188,10 +190,10 @@ fn g9_logits_equal_g3_logits() {
         .collect();
     let mut e = engine();
     e.regroup(3).unwrap();
-    let g3 = e.forward(&seq, true).unwrap();
+    let g3 = e.forward(&seq, true).block_on().unwrap();
     e.regroup(9).unwrap();
     assert_eq!(e.kv_cache_bytes(), 0, "the regrouped cache starts empty");
-    let g9 = e.forward(&seq, true).unwrap();
+    let g9 = e.forward(&seq, true).block_on().unwrap();
     assert_eq!(e.kv_cache_bytes(), 2 * 30 * 9 * 64 * seq.len() as u64 * 4);
     let worst = g3
         .iter()
@@ -208,7 +210,7 @@ fn perplexity_per_group_matches_the_reference() {
     let mut e = engine();
     for g in ["1", "3", "9"] {
         e.regroup(g.parse().unwrap()).unwrap();
-        let p = perplexity(&mut *e, &text_ids).unwrap();
+        let p = perplexity(&mut *e, &text_ids).block_on().unwrap();
         let r = &fx["reference_f32"][g];
         let (ref_nll, ref_ppl) = (r["mean_nll"].as_f64().unwrap(), r["ppl"].as_f64().unwrap());
         eprintln!(
@@ -326,11 +328,11 @@ fn changing_g_mid_generation_continues_the_text() {
     };
     let mut gen = Generator::new(&mut *e, prompt.clone(), params).unwrap();
     for _ in 0..8 {
-        gen.step(&mut *e).unwrap();
+        gen.step(&mut *e).block_on().unwrap();
     }
     gen.regroup(&mut *e, 9).unwrap();
     assert!(gen.is_prefill_next());
-    while gen.step(&mut *e).unwrap().is_some() {}
+    while gen.step(&mut *e).block_on().unwrap().is_some() {}
     assert_eq!(gen.generated(), straight.as_slice());
     assert_eq!(e.grouping().groups(), 9);
     assert_eq!(
@@ -358,7 +360,7 @@ fn seeded_sampling_is_deterministic() {
             stop_token: None,
         };
         let mut gen = Generator::new(&mut *e, prompt.clone(), params).unwrap();
-        while gen.step(&mut *e).unwrap().is_some() {}
+        while gen.step(&mut *e).block_on().unwrap().is_some() {}
         gen.generated().to_vec()
     };
     let (a, b, c) = (run(5), run(5), run(6));
@@ -377,14 +379,17 @@ fn engine_errors_leave_the_engine_usable() {
     );
     assert_eq!(e.grouping().groups(), 3);
     e.reset();
-    assert_eq!(e.forward(&[], false), Err(EngineError::EmptyInput));
+    assert_eq!(
+        e.forward(&[], false).block_on(),
+        Err(EngineError::EmptyInput)
+    );
     assert!(matches!(
-        e.forward(&[49_152], false),
+        e.forward(&[49_152], false).block_on(),
         Err(EngineError::TokenOutOfRange { .. })
     ));
     let long = vec![100u32; 513];
     assert!(matches!(
-        e.forward(&long, false),
+        e.forward(&long, false).block_on(),
         Err(EngineError::ContextFull {
             needed: 513,
             capacity: 512
@@ -398,7 +403,7 @@ fn engine_errors_leave_the_engine_usable() {
     let err = Generator::new(&mut *e, vec![100; 500], params).unwrap_err();
     assert!(matches!(err, EngineError::PromptTooLong { .. }), "{err}");
     assert_eq!(
-        e.forward(&[504], false).unwrap().len(),
+        e.forward(&[504], false).block_on().unwrap().len(),
         49_152,
         "still works"
     );

@@ -5,12 +5,13 @@
 mod common;
 
 use common::Rng;
-use gqa_lab::cpu::ops;
 use gqa_lab::gguf::{dequantize, GgmlType};
 use gqa_lab::gpu::kernels::*;
 use gqa_lab::gpu::ops::{self as gpu_ops, *};
 use gqa_lab::gpu::{Buf, Gpu, Stack, Weight};
-use gqa_lab::model::{pooling_matrix, rope_table, Grouping, LayerMaps, VMap};
+use gqa_lab::model::rope_table;
+use gqa_lab::ops;
+use gqa_lab::regroup::{pooling_matrix, Grouping, LayerMaps, VMap};
 use gqa_lab::sampling;
 use half::f16;
 use std::sync::OnceLock;

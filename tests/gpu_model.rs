@@ -15,6 +15,7 @@ use gqa_lab::engine::{perplexity, Engine, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
 use gqa_lab::gpu::GpuEngine;
 use gqa_lab::sampling::SamplingParams;
+use pollster::FutureExt as _;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 const LOGIT_TOL: f32 = 1e-2;
@@ -76,7 +77,7 @@ fn compare_greedy(name: &str, g: &mut GpuEngine, c: &mut CpuEngine, prompt: &[u3
     c.reset();
     let mut feed = prompt.to_vec();
     for i in 0..n {
-        let logits = c.forward(&feed, false).unwrap();
+        let logits = c.forward(&feed, false).block_on().unwrap();
         let mut sorted = logits.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
         let want = gqa_lab::sampling::argmax(&logits);
@@ -129,8 +130,8 @@ fn perplexity_per_g_matches_the_cpu_oracle() {
         g.regroup(groups).unwrap();
         c.regroup(groups).unwrap();
         let (pg, pc) = (
-            perplexity(&mut *g, text).unwrap(),
-            perplexity(&mut *c, text).unwrap(),
+            perplexity(&mut *g, text).block_on().unwrap(),
+            perplexity(&mut *c, text).block_on().unwrap(),
         );
         eprintln!(
             "G={groups}: GPU perplexity {:.4}, CPU {:.4}",
@@ -170,7 +171,7 @@ fn generate(
         let next = if ahead {
             pollster::block_on(g.next_token(&mut gen))
         } else {
-            gen.step_waiting(&mut *g)
+            pollster::block_on(gen.step_waiting(&mut *g))
         };
         if next.unwrap().is_none() {
             break;
@@ -288,7 +289,7 @@ fn a_failed_regroup_leaves_the_engine_at_its_previous_grouping() {
     };
     let run = |g: &mut GpuEngine| {
         let mut gen = Generator::new(&mut *g, prompt.clone(), params).unwrap();
-        while gen.step(&mut *g).unwrap().is_some() {}
+        while gen.step(&mut *g).block_on().unwrap().is_some() {}
         gen.generated().to_vec()
     };
     let before = run(&mut g);
@@ -377,8 +378,8 @@ fn calibrated_maps_on_the_gpu_match_the_cpu() {
         let r = common::calibrated(groups);
         g.regroup_with(r.clone()).unwrap();
         c.regroup_with(r).unwrap();
-        let pg = perplexity(&mut *g, passage).unwrap();
-        let pc = perplexity(&mut *c, passage).unwrap();
+        let pg = perplexity(&mut *g, passage).block_on().unwrap();
+        let pc = perplexity(&mut *c, passage).block_on().unwrap();
         let rel = (pg.perplexity - pc.perplexity).abs() / pc.perplexity;
         assert!(
             rel < 0.005,
@@ -404,8 +405,9 @@ fn calibrated_maps_on_the_gpu_match_the_cpu() {
 /// a smoke test's worth).
 #[test]
 fn calibration_on_the_gpu_fits_what_the_cpu_fits() {
-    use gqa_lab::calibration::{calibrate, TEXT};
-    use gqa_lab::model::Grouping;
+    use gqa_lab::engine::calibrate::calibrate;
+    use gqa_lab::regroup::texts::TEXT;
+    use gqa_lab::regroup::Grouping;
     let g = gguf();
     let tok = gqa_lab::tokenizer::Tokenizer::from_gguf(&g).unwrap();
     let calib = &tok.encode(TEXT, false).unwrap()[..128];
@@ -420,9 +422,9 @@ fn calibration_on_the_gpu_fits_what_the_cpu_fits() {
     };
     let mut c = cpu();
     let on_cpu = pollster::block_on(calibrate(&mut *c, &g, grouping, calib, &mut quiet)).unwrap();
-    let mut score = |r: gqa_lab::model::Regrouping| {
+    let mut score = |r: gqa_lab::regroup::Regrouping| {
         c.regroup_with(std::sync::Arc::new(r)).unwrap();
-        perplexity(&mut *c, passage).unwrap().perplexity
+        perplexity(&mut *c, passage).block_on().unwrap().perplexity
     };
     let (pg, pc) = (score(on_gpu), score(on_cpu));
     assert!(
@@ -445,9 +447,9 @@ fn attention_probe_matches_the_cpu_and_costs_nothing_when_off() {
     for (groups, layer) in [(1usize, 7usize), (3, 0), (9, 29)] {
         let r = match groups {
             1 => common::calibrated(1),
-            _ => std::sync::Arc::new(gqa_lab::model::Regrouping::mean(
+            _ => std::sync::Arc::new(gqa_lab::regroup::Regrouping::mean(
                 c.config(),
-                gqa_lab::model::Grouping::of(c.config(), groups).unwrap(),
+                gqa_lab::regroup::Grouping::of(c.config(), groups).unwrap(),
             )),
         };
         g.regroup_with(r.clone()).unwrap();
@@ -456,10 +458,13 @@ fn attention_probe_matches_the_cpu_and_costs_nothing_when_off() {
         c.set_attention_probe(Some(layer)).unwrap();
         let mut feed = prompt.clone();
         for step in 0..3 {
-            let logits = c.forward(&feed, false).unwrap();
-            Engine::forward(&mut *g, &feed, false).unwrap();
-            let gw = Engine::attention_weights(&mut *g).unwrap().unwrap();
-            let cw = c.attention_weights().unwrap().unwrap();
+            let logits = c.forward(&feed, false).block_on().unwrap();
+            Engine::forward(&mut *g, &feed, false).block_on().unwrap();
+            let gw = Engine::attention_weights(&mut *g)
+                .block_on()
+                .unwrap()
+                .unwrap();
+            let cw = c.attention_weights().block_on().unwrap().unwrap();
             let what = format!("G={groups} layer {layer} step {step}");
             assert_eq!((gw.layer, gw.positions), (layer, c.len()), "{what}");
             assert_eq!(gw.positions, cw.positions, "{what}");
@@ -479,16 +484,19 @@ fn attention_probe_matches_the_cpu_and_costs_nothing_when_off() {
     c.regroup(3).unwrap();
     let id = prompt[0];
     // Unwatched: one submit per decode step, nothing to read.
-    Engine::forward(&mut *g, &prompt, false).unwrap();
+    Engine::forward(&mut *g, &prompt, false).block_on().unwrap();
     let before = g.gpu().submits();
-    Engine::forward(&mut *g, &[id], false).unwrap();
-    assert_eq!(Engine::attention_weights(&mut *g).unwrap(), None);
+    Engine::forward(&mut *g, &[id], false).block_on().unwrap();
+    assert_eq!(Engine::attention_weights(&mut *g).block_on().unwrap(), None);
     assert_eq!(g.gpu().submits() - before, 1, "an unwatched decode step");
     // Watched: the read is one more submit.
     Engine::set_attention_probe(&mut *g, Some(3)).unwrap();
     let before = g.gpu().submits();
-    Engine::forward(&mut *g, &[id], false).unwrap();
-    assert!(Engine::attention_weights(&mut *g).unwrap().is_some());
+    Engine::forward(&mut *g, &[id], false).block_on().unwrap();
+    assert!(Engine::attention_weights(&mut *g)
+        .block_on()
+        .unwrap()
+        .is_some());
     assert_eq!(
         g.gpu().submits() - before,
         2,
@@ -504,7 +512,7 @@ fn attention_probe_matches_the_cpu_and_costs_nothing_when_off() {
     let mut gen =
         Generator::with_limits(prompt.clone(), params, c.config().vocab_size, 512).unwrap();
     g.reset();
-    Engine::next_token(&mut *g, &mut gen).unwrap();
+    Engine::next_token(&mut *g, &mut gen).block_on().unwrap();
     assert_eq!(g.in_flight(), 0);
     Engine::set_attention_probe(&mut *g, None).unwrap();
     let decode_ahead = !g.gpu().is_software();

@@ -12,11 +12,12 @@
 mod common;
 
 use common::{calibrated, fixture, ids};
-use gqa_lab::calibration::{from_bytes, to_bytes};
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::{perplexity, Engine};
 use gqa_lab::gguf::Gguf;
-use gqa_lab::model::{Method, Regrouping};
+use gqa_lab::regroup::store::{from_bytes, to_bytes};
+use gqa_lab::regroup::{Method, Regrouping};
+use pollster::FutureExt as _;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 fn cpu() -> MutexGuard<'static, CpuEngine> {
@@ -36,7 +37,7 @@ fn passage() -> Vec<u32> {
 /// Mean NLL of the passage under `r`.
 fn nll(e: &mut CpuEngine, r: Arc<Regrouping>) -> f64 {
     e.regroup_with(r).unwrap();
-    perplexity(e, &passage()).unwrap().nll
+    perplexity(e, &passage()).block_on().unwrap().nll
 }
 
 #[test]
@@ -47,7 +48,7 @@ fn g_at_or_above_the_native_count_is_exact_for_both_methods() {
     let mut e = cpu();
     for groups in 3..=9 {
         e.regroup(groups).unwrap();
-        let mean = perplexity(&mut *e, &passage()).unwrap();
+        let mean = perplexity(&mut *e, &passage()).block_on().unwrap();
         assert!(
             (mean.nll - reference).abs() < 1e-4,
             "G={groups}: {}",
@@ -68,7 +69,7 @@ fn the_calibrated_merge_keeps_the_model_alive() {
     let mut e = cpu();
     let cfg = e.config().clone();
     for (groups, target) in [(1usize, 60.0f64), (2, 30.0)] {
-        let grouping = gqa_lab::model::Grouping::of(&cfg, groups).unwrap();
+        let grouping = gqa_lab::regroup::Grouping::of(&cfg, groups).unwrap();
         let mean = nll(&mut e, Arc::new(Regrouping::mean(&cfg, grouping)));
         if groups == 1 {
             assert!((mean - fixture_g1).abs() < 1e-4, "mean-pooled G=1: {mean}");

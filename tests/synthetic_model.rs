@@ -13,6 +13,7 @@ use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::{perplexity, Engine, EngineError, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
 use gqa_lab::sampling::SamplingParams;
+use pollster::FutureExt as _;
 
 /// The same model with K and V mean-pooled to one head by hand (F32 rows).
 fn mqa_by_hand(tensors: &[TensorSpec]) -> Vec<TensorSpec> {
@@ -50,7 +51,7 @@ fn logits(bytes: &[u8], groups: Option<usize>, ids: &[u32]) -> Vec<f32> {
     if let Some(groups) = groups {
         e.regroup(groups).unwrap();
     }
-    e.forward(ids, true).unwrap()
+    e.forward(ids, true).block_on().unwrap()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -92,11 +93,11 @@ fn prefill_equals_token_by_token_decode() {
     let bytes = file(&metadata(KV_HEADS), &model());
     let g = Gguf::parse(&bytes).unwrap();
     let mut e = CpuEngine::load(&g, 32).unwrap();
-    let batch = e.forward(&IDS, false).unwrap();
+    let batch = e.forward(&IDS, false).block_on().unwrap();
     e.reset();
     let mut last = Vec::new();
     for id in IDS {
-        last = e.forward(&[id], false).unwrap();
+        last = e.forward(&[id], false).block_on().unwrap();
     }
     assert!(max_diff(&batch, &last) <= 1e-5);
 }
@@ -119,19 +120,34 @@ fn nan_weights_are_reported_where_they_surface() {
     assert_eq!(IDS[4], 63);
     for mut e in cpu_engines(&file(&metadata(KV_HEADS), &model_with_nan_embedding(63))) {
         assert_eq!(
-            e.forward(&IDS[..4], false).map(|l| l.len()),
+            e.forward(&IDS[..4], false).block_on().map(|l| l.len()),
             Ok(VOCAB as usize)
         );
         e.reset();
-        assert_eq!(e.forward(&IDS, false), Err(at.clone()), "{}", e.name());
-        assert_eq!(perplexity(&mut e, &IDS), Err(at.clone()), "{}", e.name());
+        assert_eq!(
+            e.forward(&IDS, false).block_on(),
+            Err(at.clone()),
+            "{}",
+            e.backend().name()
+        );
+        assert_eq!(
+            perplexity(&mut e, &IDS).block_on(),
+            Err(at.clone()),
+            "{}",
+            e.backend().name()
+        );
         let params = GenerateParams {
             max_tokens: 4,
             sampling: SamplingParams::greedy(),
             stop_token: None,
         };
         let mut gen = Generator::new(&mut e, IDS.to_vec(), params).unwrap();
-        assert_eq!(gen.step(&mut e), Err(at.clone()), "{}", e.name());
+        assert_eq!(
+            gen.step(&mut e).block_on(),
+            Err(at.clone()),
+            "{}",
+            e.backend().name()
+        );
     }
 }
 
@@ -141,8 +157,18 @@ fn nan_weights_are_reported_where_they_surface() {
 fn nan_in_the_logits_is_reported() {
     for mut e in cpu_engines(&file(&metadata(KV_HEADS), &model_with_nan_output_norm())) {
         let last = EngineError::NonFinite(format!("in the logits at position {}", IDS.len() - 1));
-        assert_eq!(e.forward(&IDS, false), Err(last), "{}", e.name());
+        assert_eq!(
+            e.forward(&IDS, false).block_on(),
+            Err(last),
+            "{}",
+            e.backend().name()
+        );
         let first = EngineError::NonFinite("in the logits at position 0".into());
-        assert_eq!(perplexity(&mut e, &IDS), Err(first), "{}", e.name());
+        assert_eq!(
+            perplexity(&mut e, &IDS).block_on(),
+            Err(first),
+            "{}",
+            e.backend().name()
+        );
     }
 }

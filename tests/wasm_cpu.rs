@@ -75,7 +75,7 @@ fn cpu_q8_speed() {
     let load_s = t0.elapsed().as_secs_f64();
 
     let text = tok
-        .encode(gqa_lab::calibration::TEXT, false)
+        .encode(gqa_lab::regroup::texts::TEXT, false)
         .expect("tokenizes");
     let ids = &text[..PREFILL_TOKENS];
     engine.forward(&ids[..8], false).expect("a warm-up");

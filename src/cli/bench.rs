@@ -19,6 +19,7 @@ use gqa_lab::gpu::GpuEngine;
 use gqa_lab::model::{kv_cache_bytes, ModelConfig};
 use gqa_lab::sampling::SamplingParams;
 use indicatif::{ProgressBar, ProgressStyle};
+use pollster::FutureExt as _;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -141,7 +142,7 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     let mut rows = Vec::new();
     for &groups in &a.groups {
         let how = super::regroup::Calibration {
-            tokens: gqa_lab::calibration::DEFAULT_TOKENS,
+            tokens: gqa_lab::regroup::DEFAULT_TOKENS,
             settings: Default::default(),
         };
         let r = super::regroup::regrouping_for(g, &cfg, groups, a.regroup, how)?;
@@ -153,12 +154,16 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
             e.reset();
             let n_prefill = ctx.min(a.prefill_tokens);
             let t0 = Instant::now();
-            let mut next = e.forward_sample(&tokens[..n_prefill], &greedy, 0)?;
+            let mut next = e
+                .forward_sample(&tokens[..n_prefill], &greedy, 0)
+                .block_on()?;
             let prefill_s = t0.elapsed().as_secs_f64();
             e.skip_to(ctx)?;
             let t1 = Instant::now();
             for step in 0..a.decode_tokens {
-                next = e.forward_sample(&[next], &greedy, step as u32 + 1)?;
+                next = e
+                    .forward_sample(&[next], &greedy, step as u32 + 1)
+                    .block_on()?;
             }
             let decode_s = t1.elapsed().as_secs_f64() / a.decode_tokens as f64;
             let ahead_s = bench.decode_ahead(ctx, next, a.decode_tokens)?;
@@ -190,13 +195,13 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let device = match &bench {
         Bench::Cpu(_) => format!("CPU, {threads} threads"),
-        Bench::Gpu(e) => e.adapter(),
+        Bench::Gpu(e) => e.device(),
     };
-    let report = json!({ "backend": bench.engine().name(), "device": device, "decode_tokens": a.decode_tokens, "results": rows });
+    let report = json!({ "backend": bench.engine().backend().name(), "device": device, "decode_tokens": a.decode_tokens, "results": rows });
     if json_out {
         return print_json(&report);
     }
-    println!("backend {} — {device}", bench.engine().name());
+    println!("backend {} — {device}", bench.engine().backend().name());
     println!(
         "{:>3} {:>8} {:>14} {:>14} {:>14} {:>14} {:>14}",
         "G", "context", "prefill tok/s", "decode tok/s", "ahead tok/s", "KV bytes", "attn ms/tok"

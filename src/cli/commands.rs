@@ -8,6 +8,7 @@ use gqa_lab::gguf::Gguf;
 use gqa_lab::model::{kv_cache_bytes, ModelConfig, ModelTensors};
 use gqa_lab::sampling::SamplingParams;
 use gqa_lab::tokenizer::{TokenStream, Tokenizer};
+use pollster::FutureExt as _;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -165,7 +166,7 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
     let mut out = std::io::stdout();
     let start = Instant::now();
     let mut prefill_ms = 0.0;
-    while let Some(id) = gen.step(engine.as_mut())? {
+    while let Some(id) = gen.step(engine.as_mut()).block_on()? {
         if gen.generated().len() == 1 {
             prefill_ms = start.elapsed().as_secs_f64() * 1e3;
         }
@@ -197,7 +198,7 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
         "text": tok.decode(gen.generated(), true),
         "groups": engine.grouping().groups(),
         "regroup": engine.regrouping().method,
-        "backend": engine.name(),
+        "backend": engine.backend().name(),
         "kv_cache_bytes": engine.kv_cache_bytes(),
         "kv_bytes_per_element": engine.kv_bytes_per_element(),
         "prefill_ms": prefill_ms,
@@ -207,7 +208,7 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
 
 pub fn logits(g: &Gguf<'_>, ids: &[u32], run: &RunArgs, top: usize, json_out: bool) -> Result<()> {
     let mut engine = load_engine(g, run, context_for(g, ids.len())?)?;
-    let logits = engine.forward(ids, false)?;
+    let logits = engine.forward(ids, false).block_on()?;
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
     let best: Vec<_> = order
@@ -251,7 +252,7 @@ pub fn perplexity(
         );
     }
     let mut engine = load_engine(g, run, context_for(g, ids.len())?)?;
-    let p = score(engine.as_mut(), &ids)?;
+    let p = score(engine.as_mut(), &ids).block_on()?;
     if json_out {
         return print_json(&serde_json::to_value(p)?);
     }

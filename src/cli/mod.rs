@@ -90,7 +90,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = regroup::RegroupMethod::Calibrated)]
     regroup: regroup::RegroupMethod,
     /// Tokens of the built-in text a calibrated merge is fitted on.
-    #[arg(long, default_value_t = gqa_lab::calibration::DEFAULT_TOKENS)]
+    #[arg(long, default_value_t = gqa_lab::regroup::DEFAULT_TOKENS)]
     calibration_tokens: usize,
     #[command(flatten)]
     fit: regroup::FitArgs,

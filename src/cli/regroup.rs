@@ -8,12 +8,13 @@
 use super::print_json;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use gqa_lab::calibration::{self, FitSettings, Progress};
 use gqa_lab::cpu::CpuEngine;
+use gqa_lab::engine::calibrate::{calibrate_with, Progress};
 use gqa_lab::gguf::Gguf;
-use gqa_lab::model::{Grouping, Method, ModelConfig, Regrouping};
+use gqa_lab::model::ModelConfig;
+use gqa_lab::regroup::texts::{TEXT, TEXT_SOURCE};
+use gqa_lab::regroup::{self, store, FitSettings, Grouping, MapsKey, Method, Regrouping};
 use gqa_lab::tokenizer::Tokenizer;
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -43,7 +44,7 @@ pub struct CalibrateArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     groups: Vec<usize>,
     /// Calibration tokens (from the start of the built-in text).
-    #[arg(long, default_value_t = calibration::DEFAULT_TOKENS)]
+    #[arg(long, default_value_t = regroup::DEFAULT_TOKENS)]
     tokens: usize,
     /// Fit again even when the cache has the maps.
     #[arg(long)]
@@ -56,12 +57,12 @@ pub struct CalibrateArgs {
     fit: FitArgs,
 }
 
-/// How calibrated maps are fitted, besides their tokens (`calibration::FitSettings`).
+/// How calibrated maps are fitted, besides their tokens (`regroup::FitSettings`).
 #[derive(Args, Clone, Copy)]
 pub struct FitArgs {
     /// Ridge of the least-squares refit of the O maps, relative to the merged outputs' mean
     /// energy (towards the base maps; smaller trusts the calibration text more).
-    #[arg(long, default_value_t = calibration::DEFAULT_O_RIDGE)]
+    #[arg(long, default_value_t = regroup::DEFAULT_O_RIDGE)]
     o_ridge: f64,
     /// Keep the base O maps (no least-squares refit).
     #[arg(long)]
@@ -127,19 +128,19 @@ fn fit(
     on_layer: &mut dyn FnMut(Progress),
 ) -> Result<Regrouping> {
     let tok = Tokenizer::from_gguf(gguf)?;
-    let ids = tok.encode(calibration::TEXT, false)?;
+    let ids = tok.encode(TEXT, false)?;
     let ids = &ids[..how.tokens.min(ids.len())];
     let settings = how.settings;
     let r = match walk {
         Walk::Cpu => {
-            let mut e = CpuEngine::load(gguf, calibration::SEQUENCE)?;
-            let fit = calibration::calibrate_with(&mut e, gguf, grouping, ids, settings, on_layer);
+            let mut e = CpuEngine::load(gguf, regroup::SEQUENCE)?;
+            let fit = calibrate_with(&mut e, gguf, grouping, ids, settings, on_layer);
             pollster::block_on(fit)?
         }
         Walk::Gpu => {
-            let load = gqa_lab::gpu::GpuEngine::load(gguf, calibration::SEQUENCE);
+            let load = gqa_lab::gpu::GpuEngine::load(gguf, regroup::SEQUENCE);
             let mut e = pollster::block_on(load)?;
-            let fit = calibration::calibrate_with(&mut e, gguf, grouping, ids, settings, on_layer);
+            let fit = calibrate_with(&mut e, gguf, grouping, ids, settings, on_layer);
             pollster::block_on(fit)?
         }
     };
@@ -148,7 +149,7 @@ fn fit(
 
 fn read_cached(path: &PathBuf, cfg: &ModelConfig) -> Option<Regrouping> {
     let bytes = std::fs::read(path).ok()?;
-    match calibration::from_bytes(&bytes, cfg) {
+    match store::from_bytes(&bytes, cfg) {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("ignoring {}: {e}", path.display());
@@ -162,21 +163,16 @@ fn write_cached(path: &PathBuf, r: &Regrouping) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let tmp = path.with_extension("part");
-    std::fs::write(&tmp, calibration::to_bytes(r))
+    std::fs::write(&tmp, store::to_bytes(r))
         .and_then(|_| std::fs::rename(&tmp, path))
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The cache file of the maps for this model, G and calibration setting.
+/// The cache file of the maps for this model, G and calibration setting (`MapsKey`: the
+/// page's Cache Storage uses the same key).
 fn cache_path(gguf: &Gguf<'_>, groups: usize, how: Calibration) -> Result<PathBuf> {
-    let model = hex(&Sha256::digest(gguf.bytes())[..8]);
-    let mut setting = Sha256::new();
-    setting.update(calibration::TEXT);
-    let (tokens, fit) = (how.tokens, how.settings.label());
-    setting.update(format!("{tokens}/{}/{fit}/v2", calibration::SEQUENCE));
-    let setting = hex(&setting.finalize()[..4]);
-    let name = format!("maps-{model}-{setting}-G{groups}.bin");
-    Ok(cache_dir()?.join(name))
+    let key = MapsKey::for_model(gguf.bytes(), groups, how.tokens, how.settings);
+    Ok(cache_dir()?.join(key.file_name()))
 }
 
 fn cache_dir() -> Result<PathBuf> {
@@ -192,10 +188,6 @@ fn cache_dir() -> Result<PathBuf> {
         .or_else(|| env("HOME").map(|h| h.join(".cache")))
         .context("no cache directory: set GQA_LAB_CACHE")?;
     Ok(base.join("gqa-lab"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `gqa-lab calibrate --groups …`: fits and caches each G's maps, printing each layer's fit
@@ -241,7 +233,7 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
             "seconds": seconds,
             "tokens": a.tokens,
             "fit": how.settings.label(),
-            "text": calibration::TEXT_SOURCE,
+            "text": TEXT_SOURCE,
             "cache": path,
             "layers": layers,
         }));

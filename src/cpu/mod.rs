@@ -11,16 +11,18 @@
 //! ([`qmatrix`]). It is faster and approximate (the activations' rounding); the oracle is the
 //! f32 one.
 
-pub mod ops;
 pub mod qmatrix;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
+mod walk;
 
 use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row};
-use crate::engine::{check_probe_layer, AttentionWeights, Engine, EngineError};
+use crate::engine::{check_probe_layer, AttentionWeights, Backend, Engine, EngineError};
 use crate::gguf::Gguf;
-use crate::model::{Grouping, LayerMaps, ModelConfig, ModelError, ModelTensors, Regrouping};
-use ops::{add_in_place, attend, matmul, rmsnorm, rope, swiglu};
+use crate::model::{ModelConfig, ModelError, ModelTensors};
+use crate::ops::{self, add_in_place, causal_attention, matmul, rmsnorm, rope, swiglu};
+use crate::regroup::{Grouping, LayerMaps, Regrouping};
+use async_trait::async_trait;
 use qmatrix::{Q8Rows, QMatrix};
 use std::cell::OnceCell;
 use std::sync::Arc;
@@ -342,9 +344,9 @@ fn project_qkv(
     (q, k, v)
 }
 
-/// Causal attention of new queries at positions `len0..` over the cache; q: `[t][n_heads·hd]`
-/// after RoPE, result `[t][n_heads·hd]`. Query head `h` reads KV head `h / n_rep`: the shared
-/// head is indexed, never copied (no `repeat_kv`).
+/// Causal attention of new queries at positions `len0..` over layer `l`'s cache; q:
+/// `[t][n_heads·hd]` after RoPE, result `[t][n_heads·hd]`. Query head `h` reads KV head
+/// `kv_head(h)` (`h / n_rep` for equal groups): the shared head is indexed, never copied.
 fn attention(
     cache: &KvCache,
     grouping: Grouping,
@@ -353,18 +355,9 @@ fn attention(
     q: &[f32],
     hd: usize,
 ) -> Vec<f32> {
-    let n_heads = grouping.n_heads();
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = vec![0.0f32; q.len()];
-    // One task per (token i, query head h): out[i][h] is `hd` long.
-    ops::for_each_chunk(&mut out, hd, |ih, o| {
-        let (i, h) = (ih / n_heads, ih % n_heads);
-        let g = grouping.kv_head(h);
-        let visible = cache.at(l, g, 0)..cache.at(l, g, len0 + i + 1); // positions 0..=len0+i
-        let (k, v) = (&cache.k[visible.clone()], &cache.v[visible]);
-        attend(&q[ih * hd..(ih + 1) * hd], k, v, scale, o);
-    });
-    out
+    let layer = cache.at(l, 0, 0)..cache.at(l + 1, 0, 0); // [G][capacity][hd]
+    let (k, v) = (&cache.k[layer.clone()], &cache.v[layer]);
+    causal_attention(q, k, v, &grouping.kv_heads(), cache.capacity, len0, hd)
 }
 
 /// Layer `l`'s attention weights for one query `q` (`[n_heads·hd]`, after RoPE) at position
@@ -392,13 +385,24 @@ fn attention_weights(
     }
 }
 
+#[async_trait(?Send)]
 impl Engine for CpuEngine {
-    fn name(&self) -> &'static str {
-        if self.quantized {
-            "cpu-q8"
-        } else {
-            "cpu"
+    fn backend(&self) -> Backend {
+        match self.quantized {
+            true => Backend::CpuQ8,
+            false => Backend::Cpu,
         }
+    }
+
+    fn device(&self) -> String {
+        let threads = ops::threads();
+        let simd = match () {
+            _ if cfg!(target_feature = "simd128") => "WebAssembly SIMD128, ",
+            _ if cfg!(target_arch = "wasm32") => "WebAssembly, ",
+            _ => "",
+        };
+        let s = if threads == 1 { "" } else { "s" };
+        format!("CPU ({simd}{threads} thread{s}, {})", self.backend().name())
     }
 
     fn config(&self) -> &ModelConfig {
@@ -435,10 +439,6 @@ impl Engine for CpuEngine {
         self.probe_weights = None;
     }
 
-    fn kv_bytes_per_element(&self) -> usize {
-        std::mem::size_of::<f32>()
-    }
-
     fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
         check_len(len, self.cache.capacity)?;
         self.len = len;
@@ -446,7 +446,7 @@ impl Engine for CpuEngine {
         Ok(())
     }
 
-    fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
+    async fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
         ops::on_worker(|| self.forward_here(ids, all_logits))
     }
 
@@ -460,54 +460,7 @@ impl Engine for CpuEngine {
         self.probe
     }
 
-    fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError> {
+    async fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError> {
         Ok(self.probe_weights.clone())
     }
-}
-
-/// Calibration walks the f32 oracle (or `cpu-q8`) through the layers one at a time.
-impl crate::calibration::LayerWalk for CpuEngine {
-    fn start(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
-        self.regroup_with(r)
-    }
-
-    async fn embed_rows(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
-        self.embed(ids)
-    }
-
-    async fn native_qkv(&mut self, l: usize, x: &[f32]) -> Result<[Vec<f32>; 3], EngineError> {
-        let layer = self.layers.get(l).ok_or_else(|| no_layer(l))?;
-        let (eps, dim) = (self.cfg.rms_eps, self.cfg.dim);
-        Ok(ops::on_worker(|| {
-            let xb = rmsnorm(x, &layer.attn_norm, eps); // [t][dim]
-            let xb = Act::new(&xb, dim);
-            [
-                layer.wq.matmul(&xb),
-                layer.wk.matmul(&xb),
-                layer.wv.matmul(&xb),
-            ]
-        }))
-    }
-
-    async fn run_layer(&mut self, l: usize, x: &mut [f32]) -> Result<(), EngineError> {
-        if l >= self.cfg.n_layers {
-            return Err(no_layer(l));
-        }
-        check_len(x.len() / self.cfg.dim, self.cache.capacity)?;
-        self.len = 0;
-        ops::on_worker(|| self.block(l, x));
-        self.len = 0;
-        Ok(())
-    }
-
-    fn set_layer_maps(&mut self, l: usize, maps: &LayerMaps) -> Result<(), EngineError> {
-        let r = Arc::make_mut(&mut self.regrouping);
-        *r.layers.get_mut(l).ok_or_else(|| no_layer(l))? = maps.clone();
-        r.check(&self.cfg)?;
-        Ok(())
-    }
-}
-
-fn no_layer(l: usize) -> EngineError {
-    EngineError::Model(ModelError::BadConfig(format!("the model has no layer {l}")))
 }

@@ -183,8 +183,8 @@ impl QMatrix {
         let t = x.d.len() * QK / self.n_in;
         // A few tasks per thread, each of at least 64 rows: a task costs a few µs to hand
         // out, a 576-wide row about 0.1 µs to compute.
-        let per_task = (self.rows / (4 * super::ops::threads())).max(64);
-        super::ops::by_weight_rows(self.rows, t, per_task, |o0, chunk| {
+        let per_task = (self.rows / (4 * crate::ops::threads())).max(64);
+        crate::ops::by_weight_rows(self.rows, t, per_task, |o0, chunk| {
             rows_dot(self, x, o0, chunk)
         })
     }
@@ -368,8 +368,8 @@ fn row_dot_avx2<const N: usize>(int8: bool, w: &Blocks<'_>, xs: [&Blocks<'_>; N]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::ops;
     use crate::gguf::dequantize;
+    use crate::ops;
 
     /// A deterministic pseudo-random stream in [-1, 1).
     fn noise(seed: u32, n: usize) -> Vec<f32> {

@@ -1,6 +1,6 @@
 //! Llama hyper-parameters from GGUF metadata (keys as written by llama.cpp's converter).
 
-use super::{valid_groups, ModelError};
+use super::ModelError;
 use crate::gguf::Gguf;
 use serde::Serialize;
 
@@ -128,6 +128,6 @@ impl ModelConfig {
 
     /// Every G the model can be regrouped to: 1 to the query-head count.
     pub fn valid_groups(&self) -> Vec<usize> {
-        valid_groups(self.n_heads)
+        (1..=self.n_heads).collect()
     }
 }

@@ -12,7 +12,7 @@ use super::session;
 use super::state::{Activity, LoadRequest, Source, Status, Ui};
 use super::{compare, quality, regrouping};
 use crate::engine::EngineError;
-use crate::model::Method;
+use crate::regroup::Method;
 use futures_util::future::join;
 use leptos::prelude::*;
 use wasm_bindgen_futures::spawn_local;

@@ -8,7 +8,7 @@ use super::regrouping;
 use super::session::Session;
 use super::state::{Activity, Status, Ui};
 use crate::engine::EngineError;
-use crate::model::{Grouping, Method};
+use crate::regroup::{Grouping, Method};
 use crate::sampling::{argmax, top_probabilities};
 use leptos::prelude::*;
 use std::collections::BTreeSet;

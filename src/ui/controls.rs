@@ -5,8 +5,8 @@
 use super::actions;
 use super::state::{Activity, Ui};
 use super::url_state::Settings;
-use crate::model::Grouping;
-use crate::model::Method;
+use crate::regroup::Grouping;
+use crate::regroup::Method;
 use leptos::ev;
 use leptos::prelude::*;
 

@@ -2,7 +2,7 @@
 //! joined to the KV head it reads (`Grouping::kv_head`), coloured by group.
 
 use super::state::Ui;
-use crate::model::Grouping;
+use crate::regroup::Grouping;
 use leptos::prelude::*;
 
 const W: f64 = 560.0;

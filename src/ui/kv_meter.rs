@@ -5,7 +5,8 @@
 use super::diagram::group_colour;
 use super::format;
 use super::state::Ui;
-use crate::model::{kv_cache_bytes, Grouping};
+use crate::model::kv_cache_bytes;
+use crate::regroup::Grouping;
 use leptos::prelude::*;
 
 /// The engine keeps K and V in f32.

@@ -8,9 +8,10 @@
 use super::regrouping;
 use super::session::Session;
 use super::state::{Status, Ui};
-use crate::calibration::EVALUATION;
 use crate::engine::EngineError;
-use crate::model::{Method, ModelError};
+use crate::model::ModelError;
+use crate::regroup::texts::EVALUATION;
+use crate::regroup::Method;
 use leptos::prelude::*;
 use std::collections::BTreeMap;
 

@@ -7,9 +7,9 @@
 use super::js::{describe, now_ms};
 use super::session::Session;
 use super::state::{Status, Ui};
-use crate::calibration;
 use crate::engine::EngineError;
-use crate::model::{Grouping, Method, ModelError, Regrouping};
+use crate::model::ModelError;
+use crate::regroup::{Grouping, Method, Regrouping};
 use leptos::prelude::*;
 use std::sync::Arc;
 use wasm_bindgen::JsCast;
@@ -28,7 +28,7 @@ pub fn calibration_tokens(ui: Ui, s: &Session) -> usize {
     let asked = ui.settings.with_untracked(|st| st.calib_tokens);
     let default = match s.engine.is_software() {
         true => SOFTWARE_TOKENS,
-        false => calibration::DEFAULT_TOKENS,
+        false => crate::regroup::DEFAULT_TOKENS,
     };
     asked.unwrap_or(default)
 }
@@ -52,14 +52,14 @@ pub async fn regrouping_for(
     }
     let key = format!("/maps/{}/{tokens}/G{groups}.bin", s.sha256);
     let cached = match read_cached(&key).await {
-        Some(bytes) => calibration::from_bytes(&bytes, &cfg).ok(),
+        Some(bytes) => crate::regroup::store::from_bytes(&bytes, &cfg).ok(),
         None => None,
     };
     let r = match cached {
         Some(r) => Arc::new(r),
         None => {
             let r = calibrate(ui, s, grouping, tokens).await?;
-            store(&key, calibration::to_bytes(&r)).await;
+            store(&key, crate::regroup::store::to_bytes(&r)).await;
             r
         }
     };
@@ -93,11 +93,14 @@ async fn calibrate(
     grouping: Grouping,
     tokens: usize,
 ) -> Result<Arc<Regrouping>, EngineError> {
-    let ids = s.tok.encode(calibration::TEXT, false).map_err(|e| {
-        EngineError::Model(ModelError::BadConfig(format!(
-            "tokenizing the calibration text: {e}"
-        )))
-    })?;
+    let ids = s
+        .tok
+        .encode(crate::regroup::texts::TEXT, false)
+        .map_err(|e| {
+            EngineError::Model(ModelError::BadConfig(format!(
+                "tokenizing the calibration text: {e}"
+            )))
+        })?;
     let ids = ids[..tokens.min(ids.len())].to_vec();
     let groups = grouping.groups();
     let mut on_layer = |layer: usize, layers: usize| {

@@ -8,7 +8,7 @@ use super::loader::Progress;
 use super::session::{ModelInfo, Session};
 use super::url_state::Settings;
 use crate::engine::AttentionWeights;
-use crate::model::{Grouping, Method};
+use crate::regroup::{Grouping, Method};
 use crate::tokenizer::Tokenizer;
 use leptos::prelude::*;
 use std::cell::RefCell;

@@ -7,7 +7,8 @@
 use super::diagram::group_colour;
 use super::format;
 use super::state::Ui;
-use crate::model::{kv_cache_bytes, Method};
+use crate::model::kv_cache_bytes;
+use crate::regroup::Method;
 use leptos::prelude::*;
 
 const W: f64 = 300.0;

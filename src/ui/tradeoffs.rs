@@ -7,8 +7,9 @@
 use super::actions;
 use super::format;
 use super::state::{Activity, Ui};
-use crate::calibration::EVALUATION_SOURCE;
-use crate::model::{kv_cache_bytes, Grouping, Method};
+use crate::model::kv_cache_bytes;
+use crate::regroup::texts::EVALUATION_SOURCE;
+use crate::regroup::{Grouping, Method};
 use leptos::prelude::*;
 
 /// A perplexity as the table shows it.

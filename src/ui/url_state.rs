@@ -5,8 +5,8 @@
 //! and written back (with `history.replaceState`) whenever they change.
 
 use super::engine::BackendChoice;
-use crate::calibration::MIN_TOKENS;
-use crate::model::Method;
+use crate::regroup::Method;
+use crate::regroup::MIN_TOKENS;
 use crate::sampling::SamplingParams;
 use web_sys::UrlSearchParams;
 

@@ -89,16 +89,18 @@ pub const CALIBRATION_TOKENS: usize = 2048;
 
 /// The calibrated merge of the default model at `groups`, fitted on the f32 oracle over the
 /// first [`CALIBRATION_TOKENS`] of the built-in text. Fitted once per test run: the maps are
-/// kept in `target/test-maps/` (written whole, then renamed), so later test binaries read them.
-pub fn calibrated(groups: usize) -> std::sync::Arc<gqa_lab::model::Regrouping> {
-    use gqa_lab::calibration;
+/// kept in `target/test-maps/` under their `MapsKey` (the CLI's and the page's key: model,
+/// G, tokens, fit settings, calibration text, format version), written whole, then renamed,
+/// so later test binaries read them.
+pub fn calibrated(groups: usize) -> std::sync::Arc<gqa_lab::regroup::Regrouping> {
     use gqa_lab::cpu::CpuEngine;
+    use gqa_lab::engine::calibrate::calibrate;
     use gqa_lab::engine::Engine;
     use gqa_lab::gguf::Gguf;
-    use gqa_lab::model::Grouping;
+    use gqa_lab::regroup::{self, store, texts, FitSettings, Grouping, MapsKey};
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
-    static FITTED: OnceLock<Mutex<HashMap<usize, Arc<gqa_lab::model::Regrouping>>>> =
+    static FITTED: OnceLock<Mutex<HashMap<usize, Arc<gqa_lab::regroup::Regrouping>>>> =
         OnceLock::new();
     let fitted = FITTED.get_or_init(Default::default);
     let mut fitted = fitted.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,24 +109,29 @@ pub fn calibrated(groups: usize) -> std::sync::Arc<gqa_lab::model::Regrouping> {
     }
     let g = Gguf::parse(model_bytes()).unwrap();
     let dir = root().join("target/test-maps");
-    let settings = calibration::FitSettings::default().label();
-    let path = dir.join(format!("G{groups}-{CALIBRATION_TOKENS}-{settings}.bin"));
+    let key = MapsKey::for_model(
+        g.bytes(),
+        groups,
+        CALIBRATION_TOKENS,
+        FitSettings::default(),
+    );
+    let path = dir.join(key.file_name());
     let cfg = gqa_lab::model::ModelConfig::from_gguf(&g).unwrap();
     let cached = std::fs::read(&path)
         .ok()
-        .and_then(|b| calibration::from_bytes(&b, &cfg).ok());
+        .and_then(|b| store::from_bytes(&b, &cfg).ok());
     let r = cached.unwrap_or_else(|| {
         let tok = gqa_lab::tokenizer::Tokenizer::from_gguf(&g).unwrap();
-        let ids = tok.encode(calibration::TEXT, false).unwrap();
-        let mut walk = CpuEngine::load(&g, calibration::SEQUENCE).unwrap();
+        let ids = tok.encode(texts::TEXT, false).unwrap();
+        let mut walk = CpuEngine::load(&g, regroup::SEQUENCE).unwrap();
         let grouping = Grouping::of(walk.config(), groups).unwrap();
         let ids = &ids[..CALIBRATION_TOKENS];
         let mut quiet = |_| {};
-        let fit = calibration::calibrate(&mut walk, &g, grouping, ids, &mut quiet);
+        let fit = calibrate(&mut walk, &g, grouping, ids, &mut quiet);
         let r = pollster::block_on(fit).unwrap();
         std::fs::create_dir_all(&dir).unwrap();
         let tmp = path.with_extension(format!("{}.part", std::process::id()));
-        std::fs::write(&tmp, calibration::to_bytes(&r)).unwrap();
+        std::fs::write(&tmp, store::to_bytes(&r)).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         r
     });

@@ -13,7 +13,7 @@
 
 use super::submit::Input;
 use super::{GpuEngine, PREFILL_CHUNK};
-use crate::engine::{EngineError, Generator};
+use crate::engine::{Engine, EngineError, Generator};
 use crate::gpu::{Buf, GpuError};
 use crate::sampling::SamplingParams;
 
@@ -33,12 +33,15 @@ pub(super) struct InFlight {
 }
 
 impl GpuEngine {
-    /// The next token of `gen` (its bookkeeping updated), or `None` once it is done. With
-    /// [`GpuEngine::decode_ahead`] on, the step that feeds this token is submitted before the
-    /// token is read, whenever `gen` may want another after it; call this again without
-    /// touching the engine in between, or that step is dropped ([`GpuEngine::reset`],
-    /// [`GpuEngine::regroup`] and the other forwards drop it).
-    pub async fn next_token(&mut self, gen: &mut Generator) -> Result<Option<u32>, EngineError> {
+    /// The next token of `gen` (its bookkeeping updated), or `None` once it is done
+    /// ([`Engine::next_token`]). With decoding ahead on, the step that feeds this token is
+    /// submitted before the token is read, whenever `gen` may want another after it; call this
+    /// again without touching the engine in between, or that step is dropped (a reset, a
+    /// regroup and the other forwards drop it).
+    pub(super) async fn next_token_ahead(
+        &mut self,
+        gen: &mut Generator,
+    ) -> Result<Option<u32>, EngineError> {
         let p = *gen.sampling();
         let Some((ids, step)) = gen.next_input() else {
             self.drop_ahead();
@@ -66,30 +69,9 @@ impl GpuEngine {
         Ok(Some(id))
     }
 
-    /// Whether [`GpuEngine::next_token`] submits the next step before reading the token. On by
-    /// default on a hardware GPU; off on a software one (lavapipe, SwiftShader), where the
-    /// "GPU" is the CPU's cores: on lavapipe a step submitted ahead waits for the one before
-    /// it, so nothing overlaps, and encoding the next step only competes with the cores running
-    /// this one (measured in benches/README.md: "decoding one step ahead, and why lavapipe
-    /// gains nothing from it").
-    pub fn decode_ahead(&self) -> bool {
-        self.decode_ahead
-    }
-
-    pub fn set_decode_ahead(&mut self, on: bool) {
-        self.decode_ahead = on;
-    }
-
     /// Submitted steps whose sampled token is not read yet.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
-    }
-
-    /// Drops the submitted steps whose tokens were not read, giving back their positions.
-    pub fn drop_ahead(&mut self) {
-        for f in self.in_flight.drain(..) {
-            self.pos = self.pos.saturating_sub(f.fed);
-        }
     }
 
     /// Submits a forward of `input` that ends by sampling with `p` at generation `step` and

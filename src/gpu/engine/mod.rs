@@ -1,15 +1,17 @@
 //! [`GpuEngine`]: the model on the GPU at one grouping, with a KV cache of fixed capacity.
 //!
 //! - `resources.rs`: weights, activations, the KV cache;
-//! - `graph.rs`: the forward as a list of ops, top to bottom (read it beside `cpu::forward`);
+//! - `graph.rs`: the forward as a list of ops, top to bottom (read it beside
+//!   `CpuEngine::block` in `cpu/mod.rs`);
 //! - `submit.rs`: recording and submitting forwards, reading results back;
 //! - `ahead.rs`: decoding one step ahead;
 //! - `probe.rs`: the attention view's weights, read back only while it is open;
 //! - `timing.rs`: kernel timings for the benchmark;
 //! - `walk.rs`: calibration of a merge on the GPU, one layer at a time.
 //!
-//! The async methods are the API; natively the [`Engine`] trait drives the same methods
-//! through `pollster`, under the same names.
+//! The API is the [`Engine`] contract, implemented here directly (its async methods await the
+//! GPU's readbacks); what is the GPU's alone (loading on a device, the memory budget, the
+//! benchmark's timings) is inherent.
 
 mod ahead;
 mod graph;
@@ -23,11 +25,13 @@ use super::context::Gpu;
 use super::kernels::{ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM, ATTENTION_MAX_REP};
 use super::ops::{window_tokens, MATVEC_MAX_IN, UNIFORM_ALIGN};
 use super::GpuError;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::engine::Engine;
-use crate::engine::{check_capacity, check_len, EngineError};
+use crate::engine::{check_capacity, check_len, AttentionWeights, Backend};
+use crate::engine::{Engine, EngineError, Generator};
 use crate::gguf::Gguf;
-use crate::model::{Grouping, ModelConfig, ModelTensors, Regrouping};
+use crate::model::{ModelConfig, ModelTensors};
+use crate::regroup::Regrouping;
+use crate::sampling::SamplingParams;
+use async_trait::async_trait;
 use graph::Program;
 use resources::{Activations, KvCache, ModelWeights};
 use std::sync::Arc;
@@ -117,46 +121,6 @@ impl GpuEngine {
         Ok((cache, program))
     }
 
-    /// Regroups to `groups` KV heads the GQA paper's way: mean-pooled K and V (exact copies
-    /// of native heads for G ≥ G0). See [`GpuEngine::regroup_with`].
-    pub fn regroup(&mut self, groups: usize) -> Result<(), EngineError> {
-        let grouping = Grouping::of(&self.cfg, groups)?;
-        self.regroup_with(Arc::new(Regrouping::mean(&self.cfg, grouping)))
-    }
-
-    /// Regroups as `r` says: a new, empty cache at its size and its maps on the GPU; the
-    /// weights stay as they are. The old cache is freed first (peak memory is the larger of
-    /// the two, not their sum). If the new one cannot be made, the previous regrouping is put
-    /// back, with an empty cache, and the error returned; if even that fails, every call
-    /// fails with that error until a regroup succeeds.
-    pub fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
-        r.check(&self.cfg)?;
-        let max_rep = r.grouping.max_rep();
-        if max_rep > ATTENTION_MAX_REP {
-            return Err(GpuError::Unsupported(format!(
-                "{max_rep} query heads per KV head (the attention kernel holds up to {ATTENTION_MAX_REP})"
-            ))
-            .into());
-        }
-        self.drop_ahead();
-        let previous = self.regrouping.clone();
-        self.state = None;
-        self.pos = 0;
-        self.probe_seen = None;
-        let (cfg, model, act) = (&self.cfg, &self.model, &self.act);
-        match Self::build_state(&self.gpu, cfg, model, act, r.clone(), self.capacity) {
-            Ok(state) => {
-                (self.state, self.regrouping) = (Some(state), r);
-                Ok(())
-            }
-            Err(e) => {
-                let back = Self::build_state(&self.gpu, cfg, model, act, previous, self.capacity);
-                self.state = back.ok();
-                Err(e.into())
-            }
-        }
-    }
-
     /// The cache and ops, or why there are none.
     fn state(&self) -> Result<&(KvCache, Program), EngineError> {
         self.state.as_ref().ok_or_else(|| {
@@ -184,7 +148,7 @@ impl GpuEngine {
     }
 
     /// A description of the adapter, for reports.
-    pub fn adapter(&self) -> String {
+    fn adapter(&self) -> String {
         let info = &self.gpu.info;
         let name = if info.name.is_empty() {
             "WebGPU adapter"
@@ -203,55 +167,6 @@ impl GpuEngine {
     /// Bytes of weights on the GPU (all read once per decode step).
     pub fn weight_bytes(&self) -> u64 {
         self.model.bytes()
-    }
-
-    pub fn config(&self) -> &ModelConfig {
-        &self.cfg
-    }
-
-    pub fn grouping(&self) -> Grouping {
-        self.regrouping.grouping
-    }
-
-    /// The current regrouping (grouping, method, maps).
-    pub fn regrouping(&self) -> Arc<Regrouping> {
-        self.regrouping.clone()
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Positions of the sequence in the cache. A step submitted ahead (`ahead.rs`) is not
-    /// counted until its token is read: the cache holds the text the caller has seen.
-    pub fn len(&self) -> usize {
-        self.pos - self.in_flight.iter().map(|f| f.fed).sum::<usize>()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// KV-cache bytes of the live sequence (f32 elements).
-    pub fn kv_cache_bytes(&self) -> u64 {
-        crate::model::kv_cache_bytes(&self.cfg, self.grouping().groups(), self.len(), 4)
-    }
-
-    /// Empties the cache (a step submitted ahead is dropped).
-    pub fn reset(&mut self) {
-        self.drop_ahead();
-        self.pos = 0;
-        self.probe_seen = None;
-    }
-
-    /// Takes the sequence to be `len` tokens long (for benchmarks: the cache holds whatever it
-    /// holds, which does not change the work).
-    pub fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
-        self.drop_ahead();
-        check_len(len, self.capacity)?;
-        self.pos = len;
-        self.probe_seen = None;
-        Ok(())
     }
 }
 
@@ -291,11 +206,16 @@ fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
     Ok(())
 }
 
-/// Natively the engine is driven synchronously (the browser awaits the async methods).
-#[cfg(not(target_arch = "wasm32"))]
+#[async_trait(?Send)]
 impl Engine for GpuEngine {
-    fn name(&self) -> &'static str {
-        "gpu"
+    fn backend(&self) -> Backend {
+        Backend::Gpu
+    }
+    fn device(&self) -> String {
+        self.adapter()
+    }
+    fn is_software(&self) -> bool {
+        self.gpu.is_software()
     }
     fn config(&self) -> &ModelConfig {
         &self.cfg
@@ -303,53 +223,102 @@ impl Engine for GpuEngine {
     fn regrouping(&self) -> Arc<Regrouping> {
         self.regrouping.clone()
     }
+    /// Regroups as `r` says: a new, empty cache at its size and its maps on the GPU; the
+    /// weights stay as they are. The old cache is freed first (peak memory is the larger of
+    /// the two, not their sum). If the new one cannot be made, the previous regrouping is put
+    /// back, with an empty cache, and the error returned; if even that fails, every call
+    /// fails with that error until a regroup succeeds.
     fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
-        GpuEngine::regroup_with(self, r)
+        r.check(&self.cfg)?;
+        let max_rep = r.grouping.max_rep();
+        if max_rep > ATTENTION_MAX_REP {
+            return Err(GpuError::Unsupported(format!(
+                "{max_rep} query heads per KV head (the attention kernel holds up to {ATTENTION_MAX_REP})"
+            ))
+            .into());
+        }
+        self.drop_ahead();
+        let previous = self.regrouping.clone();
+        self.state = None;
+        self.pos = 0;
+        self.probe_seen = None;
+        let (cfg, model, act) = (&self.cfg, &self.model, &self.act);
+        match Self::build_state(&self.gpu, cfg, model, act, r.clone(), self.capacity) {
+            Ok(state) => {
+                (self.state, self.regrouping) = (Some(state), r);
+                Ok(())
+            }
+            Err(e) => {
+                let back = Self::build_state(&self.gpu, cfg, model, act, previous, self.capacity);
+                self.state = back.ok();
+                Err(e.into())
+            }
+        }
     }
     fn capacity(&self) -> usize {
         self.capacity
     }
+    /// Positions of the sequence in the cache. A step submitted ahead (`ahead.rs`) is not
+    /// counted until its token is read: the cache holds the text the caller has seen.
     fn len(&self) -> usize {
-        GpuEngine::len(self)
+        self.pos - self.in_flight.iter().map(|f| f.fed).sum::<usize>()
     }
+    /// Empties the cache (a step submitted ahead is dropped).
     fn reset(&mut self) {
-        GpuEngine::reset(self)
-    }
-    fn kv_bytes_per_element(&self) -> usize {
-        4
+        self.drop_ahead();
+        self.pos = 0;
+        self.probe_seen = None;
     }
     fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
-        GpuEngine::skip_to(self, len)
+        self.drop_ahead();
+        check_len(len, self.capacity)?;
+        self.pos = len;
+        self.probe_seen = None;
+        Ok(())
     }
-    fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
-        pollster::block_on(GpuEngine::forward(self, ids, all_logits))
+    async fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
+        self.run_forward(ids, all_logits).await
     }
-    fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
-        pollster::block_on(GpuEngine::feed(self, ids))
+    async fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
+        self.run_feed(ids).await
     }
-    fn forward_sample(
+    async fn forward_sample(
         &mut self,
         ids: &[u32],
-        p: &crate::sampling::SamplingParams,
+        p: &SamplingParams,
         step: u32,
     ) -> Result<u32, EngineError> {
-        pollster::block_on(GpuEngine::forward_sample(self, ids, p, step))
+        self.run_forward_sample(ids, p, step).await
     }
-    fn next_token(
-        &mut self,
-        gen: &mut crate::engine::Generator,
-    ) -> Result<Option<u32>, EngineError> {
-        pollster::block_on(GpuEngine::next_token(self, gen))
+    async fn next_token(&mut self, gen: &mut Generator) -> Result<Option<u32>, EngineError> {
+        self.next_token_ahead(gen).await
+    }
+    /// On by default on a hardware GPU; off on a software one (lavapipe, SwiftShader), where
+    /// the "GPU" is the CPU's cores: on lavapipe a step submitted ahead waits for the one
+    /// before it, so nothing overlaps, and encoding the next step only competes with the cores
+    /// running this one (benches/README.md measures it).
+    fn decode_ahead(&self) -> bool {
+        self.decode_ahead
+    }
+    fn set_decode_ahead(&mut self, on: bool) {
+        self.decode_ahead = on;
+    }
+    /// Drops the submitted steps whose tokens were not read, giving back their positions.
+    fn drop_ahead(&mut self) {
+        for f in self.in_flight.drain(..) {
+            self.pos = self.pos.saturating_sub(f.fed);
+        }
     }
     fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError> {
-        GpuEngine::set_attention_probe(self, layer)
+        self.watch_layer(layer)
     }
     fn attention_probe(&self) -> Option<usize> {
-        GpuEngine::attention_probe(self)
+        self.probe
     }
-    fn attention_weights(
-        &mut self,
-    ) -> Result<Option<crate::engine::AttentionWeights>, EngineError> {
-        pollster::block_on(GpuEngine::attention_weights(self))
+    async fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError> {
+        self.read_attention_weights().await
+    }
+    fn lose_device(&mut self) {
+        self.gpu.device.destroy()
     }
 }

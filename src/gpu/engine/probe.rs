@@ -1,26 +1,21 @@
 //! The attention view's readback: while a layer is watched, each forward also runs
 //! attention_probe.wgsl after that layer's kv_store (one more dispatch in the same pass) and
-//! [`GpuEngine::attention_weights`] copies its `[H][capacity]` weights back through a staging
+//! [`Engine::attention_weights`] copies its `[H][capacity]` weights back through a staging
 //! buffer made once (one more submit).
 //! Unwatched, a forward records, submits and reads exactly what it did before; while watched,
 //! decode does not run a step ahead (`ahead.rs`: that step would overwrite the weights first).
 
 use super::GpuEngine;
-use crate::engine::{check_probe_layer, AttentionWeights, EngineError};
+use crate::engine::{check_probe_layer, AttentionWeights, Engine, EngineError};
 
 impl GpuEngine {
-    /// Watches layer `layer`'s attention, or nothing.
-    pub fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError> {
+    /// Watches layer `layer`'s attention, or nothing ([`Engine::set_attention_probe`]).
+    pub(super) fn watch_layer(&mut self, layer: Option<usize>) -> Result<(), EngineError> {
         check_probe_layer(&self.cfg, layer)?;
         self.drop_ahead();
         self.probe = layer;
         self.probe_seen = None;
         Ok(())
-    }
-
-    /// The watched layer, if any.
-    pub fn attention_probe(&self) -> Option<usize> {
-        self.probe
     }
 
     /// Records that the forward just submitted wrote the watched layer's weights for the
@@ -32,7 +27,9 @@ impl GpuEngine {
     }
 
     /// The watched layer's weights for the last token fed: `[H][positions]`.
-    pub async fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError> {
+    pub(super) async fn read_attention_weights(
+        &mut self,
+    ) -> Result<Option<AttentionWeights>, EngineError> {
         let (Some(layer), Some(positions)) = (self.probe, self.probe_seen) else {
             return Ok(None);
         };

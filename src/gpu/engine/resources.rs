@@ -9,7 +9,8 @@ use crate::gpu::context::{Buf, Gpu};
 use crate::gpu::ops::norm_parts;
 use crate::gpu::weight::{Stack, Weight};
 use crate::gpu::GpuError;
-use crate::model::{rope_table, Grouping, ModelConfig, ModelError, ModelTensors, Regrouping, VMap};
+use crate::model::{rope_table, ModelConfig, ModelError, ModelTensors};
+use crate::regroup::{Grouping, Regrouping, VMap};
 use std::sync::Arc;
 
 /// One transformer block's weights.

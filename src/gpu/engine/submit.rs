@@ -4,7 +4,7 @@
 
 use super::resources::{Activations, ModelWeights};
 use super::{GpuEngine, PREFILL_CHUNK};
-use crate::engine::{check_input, EngineError};
+use crate::engine::{check_input, Engine, EngineError};
 use crate::gpu::context::{Buf, Gpu, Uniforms};
 use crate::gpu::ops::NON_FINITE_TOKEN;
 use crate::gpu::ops::{self, Op, OpList, ProductMode, ProductParams, SamplingUniform, Step};
@@ -168,7 +168,11 @@ impl GpuEngine {
     }
 
     /// Feeds `ids` and returns logits `[vocab]` of the last token, or `[T][vocab]` of all.
-    pub async fn forward(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>, EngineError> {
+    pub(super) async fn run_forward(
+        &mut self,
+        ids: &[u32],
+        all: bool,
+    ) -> Result<Vec<f32>, EngineError> {
         let want = if all {
             Want::AllLogits
         } else {
@@ -187,7 +191,7 @@ impl GpuEngine {
 
     /// Feeds `ids` and samples the next token on the GPU (argmax.wgsl when greedy, else
     /// sample.wgsl, the twin of [`crate::sampling::sample`]); 4 bytes are read back.
-    pub async fn forward_sample(
+    pub(super) async fn run_forward_sample(
         &mut self,
         ids: &[u32],
         p: &SamplingParams,
@@ -205,7 +209,7 @@ impl GpuEngine {
 
     /// Feeds `ids` and waits for the GPU to be done with them; nothing is computed past the
     /// last layer (a chunk of a long prefill, between which a page can stop or regroup).
-    pub async fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
+    pub(super) async fn run_feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
         self.run(ids, Want::Nothing).await.map(drop)
     }
 

@@ -1,4 +1,4 @@
-//! Calibration on the GPU (`crate::calibration`): the engine carries the calibration
+//! Calibration on the GPU (`crate::engine::calibrate`): the engine carries the calibration
 //! sequences through one layer at a time. The hidden states live on the host between layers
 //! (`[t][dim]` each, read back and written again per chunk of PREFILL_CHUNK tokens); each
 //! layer runs its prefill ops — all of them, or only those before its KV append, for the native
@@ -6,12 +6,13 @@
 
 use super::submit::Input;
 use super::{GpuEngine, PREFILL_CHUNK};
-use crate::calibration::{LayerWalk, SEQUENCE};
-use crate::engine::{check_len, EngineError};
+use crate::engine::{check_len, Engine, EngineError, LayerWalk};
 use crate::gpu::context::Buf;
 use crate::gpu::ops::{Op, Step};
 use crate::gpu::GpuError;
-use crate::model::{LayerMaps, ModelError, Regrouping, VMap};
+use crate::model::ModelError;
+use crate::regroup::{LayerMaps, Regrouping, VMap, SEQUENCE};
+use async_trait::async_trait;
 use std::sync::Arc;
 
 impl GpuEngine {
@@ -135,6 +136,7 @@ fn no_layer(l: usize) -> EngineError {
     EngineError::Model(ModelError::BadConfig(format!("the model has no layer {l}")))
 }
 
+#[async_trait(?Send)]
 impl LayerWalk for GpuEngine {
     fn start(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
         if self.capacity < SEQUENCE.min(self.cfg.context_length) {

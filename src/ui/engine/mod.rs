@@ -14,10 +14,12 @@ pub mod worker;
 pub use crate::protocol::BackendChoice;
 
 use super::js::{navigator_gpu, probe_webgpu};
-use crate::calibration::{self, Progress};
+use crate::engine::calibrate::Progress;
 use crate::engine::{AttentionWeights, EngineError, Generator};
-use crate::model::{Grouping, Method, ModelConfig, Regrouping};
+use crate::model::ModelConfig;
 use crate::protocol::{Answer, Facts, Request};
+use crate::regroup::store;
+use crate::regroup::{Grouping, Method, Regrouping};
 use js_sys::Uint8Array;
 use local::LocalEngine;
 use remote::{Refusal, RemoteEngine};
@@ -39,7 +41,7 @@ pub struct PageEngine {
 enum Runner {
     /// On the page's thread, with the GGUF bytes it was built from (for calibration).
     Here {
-        engine: Box<LocalEngine>,
+        engine: LocalEngine,
         bytes: Rc<Vec<u8>>,
     },
     Worker(RemoteEngine),
@@ -107,10 +109,7 @@ impl PageEngine {
             worker: false,
             why: format!("on the page's thread: {here_because}"),
         };
-        let runner = Runner::Here {
-            engine: Box::new(engine),
-            bytes,
-        };
+        let runner = Runner::Here { engine, bytes };
         Ok(Self::new(runner, cfg, facts, thread, native))
     }
 
@@ -207,7 +206,7 @@ impl PageEngine {
         let (answer, len) = match &mut self.runner {
             Runner::Here { engine, bytes } => {
                 let mut each = |p: Progress| progress(p.layer, p.layers);
-                let answer = local::execute(engine, bytes, req, &mut each).await;
+                let answer = local::execute(engine.as_mut(), bytes, req, &mut each).await;
                 (answer, engine.len())
             }
             Runner::Worker(w) => {
@@ -245,7 +244,7 @@ impl PageEngine {
                 let req = Request::Regroup {
                     groups: r.groups(),
                     method: r.method,
-                    maps: calibrated.then(|| calibration::to_bytes(&r)),
+                    maps: calibrated.then(|| store::to_bytes(&r)),
                 };
                 self.act(req).await?;
             }
@@ -319,7 +318,7 @@ impl PageEngine {
             Answer::Calibrated(b) => b,
             other => return Err(unexpected(other)),
         };
-        let r = Arc::new(calibration::from_bytes(&bytes, &self.cfg)?);
+        let r = Arc::new(store::from_bytes(&bytes, &self.cfg)?);
         self.regrouping = r.clone();
         Ok(r)
     }

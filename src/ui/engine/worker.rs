@@ -124,7 +124,7 @@ fn taken(
     }
     if let Some((engine, _)) = loaded.as_mut() {
         // Rewinding only sets a length within the capacity the step was computed in.
-        let _ = engine.rewind(step.len_before);
+        let _ = engine.skip_to(step.len_before);
     }
     None
 }
@@ -133,7 +133,7 @@ fn taken(
 /// page asks; nothing while a prefill is due, the run is over or the attention view watches a
 /// layer (its weights are read after each step the page takes).
 async fn step_ahead(engine: &mut LocalEngine, bytes: &[u8], gen: Generator) -> Option<Ahead> {
-    if !engine.is_cpu()
+    if !engine.backend().is_cpu()
         || gen.is_done()
         || gen.is_prefill_next()
         || engine.attention_probe().is_some()
@@ -142,7 +142,7 @@ async fn step_ahead(engine: &mut LocalEngine, bytes: &[u8], gen: Generator) -> O
     }
     let len_before = engine.len();
     let request = Request::NextToken(gen.clone());
-    match local::execute(engine, bytes, request, &mut |_| {}).await {
+    match local::execute(engine.as_mut(), bytes, request, &mut |_| {}).await {
         Ok(answer) => Some(Ahead {
             from: gen,
             answer,
@@ -151,7 +151,7 @@ async fn step_ahead(engine: &mut LocalEngine, bytes: &[u8], gen: Generator) -> O
         }),
         Err(_) => {
             // The page's own request will meet the same error and hear it.
-            let _ = engine.rewind(len_before);
+            let _ = engine.skip_to(len_before);
             None
         }
     }
@@ -181,13 +181,13 @@ async fn answer(
             let (engine, bytes) = loaded
                 .as_mut()
                 .ok_or_else(|| other("no model is loaded in the worker".into()))?;
-            let mut progress = |p: crate::calibration::Progress| {
+            let mut progress = |p: crate::engine::calibrate::Progress| {
                 post(&Event::Calibrating {
                     layer: p.layer,
                     layers: p.layers,
                 })
             };
-            local::execute(engine, bytes, request, &mut progress)
+            local::execute(engine.as_mut(), bytes, request, &mut progress)
                 .await
                 .map_err(Failure::from)
         }

@@ -161,6 +161,35 @@ pub fn attend(q_h: &[f32], k: &[f32], v: &[f32], scale: f32, o: &mut [f32]) {
     }
 }
 
+/// Causal attention of `t` new queries at positions `len0..len0 + t`: q `[t][H·hd]` (after
+/// RoPE); k and v `[G][stride][hd]`, rows `0..len0 + t` of each KV head filled (k after
+/// RoPE); `kv_head[h]` the KV head query head h reads. Returns `[t][H·hd]`. The shared head is
+/// indexed, never copied (no `repeat_kv`). The CPU engines' attention over their cache
+/// (`stride` = its capacity), the regroup fit's over one calibration sequence, and the GPU
+/// kernels' CPU twin.
+pub fn causal_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_head: &[usize],
+    stride: usize,
+    len0: usize,
+    hd: usize,
+) -> Vec<f32> {
+    let n_heads = kv_head.len();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0.0f32; q.len()];
+    // One task per (token i, query head h): out[i][h] is `hd` long.
+    for_each_chunk(&mut out, hd, |ih, o| {
+        let (i, h) = (ih / n_heads, ih % n_heads);
+        let head = kv_head[h] * stride * hd;
+        let visible = head..head + (len0 + i + 1) * hd; // positions 0..=len0+i
+        let (k, v) = (&k[visible.clone()], &v[visible]);
+        attend(&q[ih * hd..(ih + 1) * hd], k, v, scale, o);
+    });
+    out
+}
+
 /// One query head's attention weights over the rows of k (`[positions][hd]`):
 /// softmax_p(scale · q·k_p). What the page's attention view shows; the CPU twin of
 /// attention_probe.wgsl (and the weights [`attend`] uses).

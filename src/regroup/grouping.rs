@@ -9,19 +9,14 @@
 //!   possible, larger first): every new KV head is a copy of one native head, so the logits
 //!   are exactly the native model's and only the cache grows;
 //! - **G < G0** merges whole native groups (the G0 native heads into G contiguous runs, as
-//!   even as possible, larger first). How the merged heads are made is `regroup.rs`'s
+//!   even as possible, larger first). How the merged heads are made is `maps.rs`'s
 //!   business: the paper's mean-pooling, or a calibrated merge.
 //!
 //! On SmolLM2-135M (H = 9, G0 = 3): G = 2 is {Q0–Q5 → KV0, Q6–Q8 → KV1}; G = 4 is
 //! {Q0 Q1 | Q2 | Q3–Q5 | Q6–Q8}.
 
-use super::{ModelConfig, ModelError};
+use crate::model::{ModelConfig, ModelError};
 use std::ops::Range;
-
-/// Every G a model of `n_heads` query heads can be regrouped to: 1 ..= H.
-pub fn valid_groups(n_heads: usize) -> Vec<usize> {
-    (1..=n_heads).collect()
-}
 
 /// Which of `parts` contiguous runs item `i` of `n` falls in, the runs as even as possible,
 /// the longer ones first (`1 ≤ parts ≤ n`).
@@ -92,6 +87,11 @@ impl Grouping {
     /// Query heads per native KV head.
     fn native_rep(&self) -> usize {
         self.n_heads / self.native
+    }
+
+    /// The KV head each query head reads: `[H]`.
+    pub fn kv_heads(&self) -> Vec<usize> {
+        (0..self.n_heads()).map(|h| self.kv_head(h)).collect()
     }
 
     /// The KV head that query head `h` reads.
@@ -201,12 +201,14 @@ mod tests {
     }
 
     fn heads(gr: Grouping) -> Vec<usize> {
-        (0..gr.n_heads()).map(|h| gr.kv_head(h)).collect()
+        gr.kv_heads()
     }
 
     #[test]
     fn every_g_from_one_to_h_is_valid() {
-        assert_eq!(valid_groups(9), (1..=9).collect::<Vec<_>>());
+        for g in 1..=9 {
+            assert_eq!(Grouping::new(9, 3, g).unwrap().groups(), g);
+        }
         let e = Grouping::new(9, 3, 10).unwrap_err();
         assert!(e.to_string().contains("G = 10"), "{e}");
         assert!(Grouping::new(9, 3, 0).is_err());

@@ -12,10 +12,11 @@
 //! The GQA paper's conversion (Ainslie et al. 2023, §2.1: mean-pool the K and V heads of each
 //! group) is the case `c = w = 1/r`, no q and O maps ([`Regrouping::mean`]); a split native
 //! group (G ≥ G0) copies its head (`c = w = 1`), exactly. The calibrated merge
-//! (`calibrate.rs`) fits all four maps per layer. These functions are the CPU engines'
+//! (`fit.rs`, `orefit.rs`) fits all four maps per layer. These functions are the CPU engines'
 //! arithmetic and the twins of kv_store.wgsl and attention_reduce.wgsl.
 
-use super::{pooling_matrix, Grouping, ModelConfig, ModelError};
+use super::{pooling_matrix, Grouping};
+use crate::model::{ModelConfig, ModelError};
 use serde::{Deserialize, Serialize};
 
 /// How merged KV heads (G < G0) are made.
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 pub enum Method {
     /// The GQA paper's conversion: the mean of the heads a group replaces.
     Mean,
-    /// The RoPE-aware merge fitted on calibration activations (`calibrate.rs`).
+    /// The RoPE-aware merge fitted on calibration activations (`fit.rs`).
     Calibrated,
 }
 

@@ -1,5 +1,5 @@
 //! The least-squares refit of a calibrated merge's O maps: after a layer's K, q and V maps are
-//! fitted (`calibrate.rs`, which also gives the base O maps `M0_h = L_j⁻ᵀ P_j`), each query
+//! fitted (`fit.rs`, which also gives the base O maps `M0_h = L_j⁻ᵀ P_j`), each query
 //! head's `head_dim × head_dim` output map is fitted again, all heads jointly, to what the
 //! layer's attention really puts into the residual stream.
 //!
@@ -332,7 +332,7 @@ fn axpy(y: &mut Blocks, alpha: f64, x: &Blocks) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_rng as rng;
+    use crate::regroup::test_rng as rng;
 
     const H: usize = 3;
     const HD: usize = 4;

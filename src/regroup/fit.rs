@@ -1,4 +1,4 @@
-//! The calibrated, RoPE-aware merge of KV heads (G < G0): one layer's maps (`regroup.rs`)
+//! The calibrated, RoPE-aware merge of KV heads (G < G0): one layer's maps (`maps.rs`)
 //! fitted on that layer's activations over a calibration text, without any training.
 //!
 //! Per merged KV head g replacing the native heads J (r = |J| of them):
@@ -19,16 +19,16 @@
 //!   `orefit.rs` then refits every query head's O map jointly, by ridge least squares on
 //!   the attention outputs the layer really gives with its fitted K, q and V against the
 //!   native ones, towards `L_j⁻ᵀ P_j` (the NumPy prototype's O refit). It is part of the
-//!   default fit (`crate::calibration::FitSettings`): on SmolLM2-135M, 8192 tokens of the
+//!   default fit ([`super::FitSettings`]): on SmolLM2-135M, 8192 tokens of the
 //!   built-in text, it takes G = 1 from a perplexity of 64 to 38 and G = 2 from 26.5 to 21
 //!   (ARCHITECTURE.md's regrouping section has the measurements).
 //!
 //! Statistics are second moments (uncentred) in f64; RoPE turns pair f of every head by the
 //! same angle at a position, so the K statistics are the same before and after it. Fitting
 //! layer l on the activations of the model already merged below l is the caller's loop
-//! (`crate::calibration`).
+//! (`crate::engine::calibrate`, through `layer.rs`).
 
-use super::regroup::{LayerMaps, VMap};
+use super::maps::{LayerMaps, VMap};
 use super::Grouping;
 use nalgebra::{Cholesky, DMatrix, SymmetricEigen};
 
@@ -324,8 +324,8 @@ fn identity(hd: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::regroup::LayerMaps;
-    use crate::model::test_rng as rng;
+    use crate::regroup::maps::LayerMaps;
+    use crate::regroup::test_rng as rng;
 
     /// Three identical native heads merge exactly: every query head's scores and every
     /// output through W_o come back as they were.

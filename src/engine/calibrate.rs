@@ -1,0 +1,93 @@
+//! The calibration walk: carries an engine ([`LayerWalk`]) through the layers one at a time
+//! and fits each layer's calibrated maps (`crate::regroup::layer`) on the activations of the
+//! model already merged below it. Every calibration sequence is carried through the layers
+//! together: layer l's native projections feed its fit, its maps are set, and then the layer
+//! runs with them to give the next layer's input. (On SmolLM2-135M at G = 1 this gives a
+//! perplexity of ~95 where fitting every layer on the native model's activations gives ~116,
+//! both without the O refit.)
+
+use super::{EngineError, LayerWalk};
+use crate::gguf::Gguf;
+use crate::model::ModelConfig;
+use crate::model::{ModelError, ModelTensors};
+use crate::regroup::layer::fit_layer;
+use crate::regroup::{FitError, FitSettings, Grouping, LayerMaps, Method, Regrouping};
+use crate::regroup::{MIN_TOKENS, SEQUENCE};
+use std::sync::Arc;
+
+/// One layer done.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Progress {
+    pub layer: usize,
+    pub layers: usize,
+    pub error: FitError,
+}
+
+/// Fits the calibrated merge to `grouping` on `ids` with the default [`FitSettings`]: see
+/// [`calibrate_with`].
+pub async fn calibrate<W: LayerWalk + ?Sized>(
+    walk: &mut W,
+    gguf: &Gguf<'_>,
+    grouping: Grouping,
+    ids: &[u32],
+    on_layer: &mut dyn FnMut(Progress),
+) -> Result<Regrouping, EngineError> {
+    let settings = FitSettings::default();
+    calibrate_with(walk, gguf, grouping, ids, settings, on_layer).await
+}
+
+/// Fits the calibrated merge to `grouping` on `ids` (cut into sequences of [`SEQUENCE`]
+/// tokens, or fewer than that if there are fewer: at least [`MIN_TOKENS`]), reporting each
+/// layer. The walk is left regrouped as fitted, its cache empty; give the result to the engine
+/// that will run it. For G ≥ G0 there is nothing to fit: the result is the exact copy of the
+/// native heads.
+pub async fn calibrate_with<W: LayerWalk + ?Sized>(
+    walk: &mut W,
+    gguf: &Gguf<'_>,
+    grouping: Grouping,
+    ids: &[u32],
+    settings: FitSettings,
+    on_layer: &mut dyn FnMut(Progress),
+) -> Result<Regrouping, EngineError> {
+    let cfg = ModelConfig::from_gguf(gguf)?;
+    let mut r = Regrouping::mean(&cfg, grouping);
+    if !grouping.merges() {
+        return Ok(r);
+    }
+    let seq = SEQUENCE.min(ids.len());
+    if seq < MIN_TOKENS {
+        let why = format!("it needs at least {MIN_TOKENS} tokens, got {}", ids.len());
+        return Err(EngineError::Calibration(why));
+    }
+    let mut start = r.clone();
+    start.layers = vec![LayerMaps::expanded(grouping, cfg.head_dim); cfg.n_layers];
+    walk.start(Arc::new(start))?;
+    let tensors = ModelTensors::locate(gguf, &cfg)?;
+    let mut xs = Vec::new(); // per sequence: [seq][dim]
+    for s in ids.chunks_exact(seq) {
+        xs.push(walk.embed_rows(s).await?);
+    }
+    for l in 0..cfg.n_layers {
+        let mut native = Vec::with_capacity(xs.len());
+        for x in &xs {
+            native.push(walk.native_qkv(l, x).await?);
+        }
+        let wo = gguf.dequantize(tensors.layers[l].wo); // [dim][H·hd]
+        let wo = wo.map_err(ModelError::from)?;
+        let (maps, error) =
+            fit_layer(&cfg, grouping, &native, &wo, settings).map_err(EngineError::Calibration)?;
+        walk.set_layer_maps(l, &maps)?;
+        r.layers[l] = maps;
+        for x in &mut xs {
+            walk.run_layer(l, x).await?;
+        }
+        let layers = cfg.n_layers;
+        on_layer(Progress {
+            layer: l,
+            layers,
+            error,
+        });
+    }
+    r.method = Method::Calibrated;
+    Ok(r)
+}

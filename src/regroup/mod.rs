@@ -1,0 +1,77 @@
+//! Regrouping a checkpoint's KV heads, all in one place: which query heads share which KV
+//! head ([`Grouping`]: every G from 1 to H, uneven groups included), the maps around attention
+//! that make the G heads from the native ones ([`Regrouping`]: the GQA paper's mean-pooling,
+//! or the calibrated, RoPE-aware merge), the calibrated fit of one layer ([`fit`], [`orefit`],
+//! [`layer`]), the built-in texts it is fitted and scored on ([`texts`]), and the file format
+//! and cache key of fitted maps ([`store`]: one key for the CLI's files and the page's Cache
+//! Storage).
+//!
+//! Pure: no engine, no GPU, no DOM. The loop that walks an engine through the layers to fit
+//! every layer on the activations of the model already merged below it is
+//! `crate::engine::calibrate`, beside the other drivers of the engine contract.
+//!
+//! GQA: Ainslie et al. 2023, "GQA: Training Generalized Multi-Query Transformer Models from
+//! Multi-Head Checkpoints" (arXiv:2305.13245), §2.1 (mean-pooling, then uptraining).
+
+pub mod fit;
+mod grouping;
+pub mod layer;
+mod maps;
+pub mod orefit;
+pub mod store;
+pub mod texts;
+
+pub use fit::{FitError, LayerStats};
+pub use grouping::{pooling_matrix, pooling_plan, Grouping};
+pub use maps::{cmul, LayerMaps, Method, Regrouping, VMap};
+pub use orefit::{OutputFit, OutputStats};
+pub use store::MapsKey;
+
+/// Calibration tokens by default (the CLI's, and the page's on a hardware GPU), and the
+/// length of each sequence they are cut into.
+pub const DEFAULT_TOKENS: usize = 8192;
+pub const SEQUENCE: usize = 512;
+
+/// Fewest calibration tokens a fit takes (a smoke test's worth; the fit wants thousands).
+pub const MIN_TOKENS: usize = 64;
+
+/// The O refit's ridge by default (ARCHITECTURE.md has the measurements behind it).
+pub const DEFAULT_O_RIDGE: f64 = 1.0;
+
+/// How a calibrated merge is fitted, besides its tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitSettings {
+    /// The ridge ρ of the O refit ([`orefit`]: λ = ρ · tr(C) / (H·hd), towards the base O
+    /// maps); `None` keeps the base O maps.
+    pub o_ridge: Option<f64>,
+}
+
+impl Default for FitSettings {
+    fn default() -> Self {
+        FitSettings {
+            o_ridge: Some(DEFAULT_O_RIDGE),
+        }
+    }
+}
+
+impl FitSettings {
+    /// A short name, for cache keys and reports: `o-ridge=1e0`, or `base`.
+    pub fn label(&self) -> String {
+        match self.o_ridge {
+            Some(r) => format!("o-ridge={r:e}"),
+            None => "base".into(),
+        }
+    }
+}
+
+/// Deterministic pseudo-random numbers in [-1, 1), for the unit tests of the fits.
+#[cfg(test)]
+fn test_rng(seed: u64) -> impl FnMut() -> f32 {
+    let mut s = seed;
+    move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}

@@ -1,0 +1,243 @@
+//! Fitted maps kept for later: their file format (the CLI's cache files, the page's Cache
+//! Storage entries, the worker's messages) and [`MapsKey`], the one cache key both stores use.
+//! A key names everything the maps depend on — the model's bytes, G, the calibration tokens,
+//! the fit settings, the calibration text and this format's version — so a changed fit never
+//! serves stale maps.
+
+use super::{texts, FitSettings, Grouping, LayerMaps, Method, Regrouping, VMap, SEQUENCE};
+use crate::model::{ModelConfig, ModelError};
+use sha2::{Digest, Sha256};
+
+/// Version of the format below and of the fit that fills it: change it when either changes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Where fitted maps are cached: `file_name()` in the CLI's cache directory, `/maps/` +
+/// `file_name()` in the page's Cache Storage.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MapsKey {
+    /// The model's sha256, first 16 hex digits.
+    model: String,
+    /// Hash of the calibration: text, tokens, sequence length, fit settings, format version.
+    setting: String,
+    groups: usize,
+}
+
+impl MapsKey {
+    /// The key of maps for the model whose sha256 is `model_sha256` (hex), fitted to `groups`
+    /// on `tokens` tokens of the built-in calibration text with `settings`.
+    pub fn new(model_sha256: &str, groups: usize, tokens: usize, settings: FitSettings) -> Self {
+        Self::of(
+            model_sha256,
+            groups,
+            tokens,
+            settings,
+            texts::TEXT,
+            FORMAT_VERSION,
+        )
+    }
+
+    /// The key of maps fitted on `text` and stored in format `version`.
+    fn of(
+        model_sha256: &str,
+        groups: usize,
+        tokens: usize,
+        settings: FitSettings,
+        text: &str,
+        version: u32,
+    ) -> Self {
+        let mut setting = Sha256::new();
+        setting.update(text);
+        let fit = settings.label();
+        setting.update(format!("{tokens}/{SEQUENCE}/{fit}/v{version}"));
+        let model: String = model_sha256.chars().take(16).collect();
+        MapsKey {
+            model: model.to_ascii_lowercase(),
+            setting: hex(&setting.finalize()[..4]),
+            groups,
+        }
+    }
+
+    /// The key for a model given as its bytes.
+    pub fn for_model(bytes: &[u8], groups: usize, tokens: usize, settings: FitSettings) -> Self {
+        Self::new(&hex(&Sha256::digest(bytes)), groups, tokens, settings)
+    }
+
+    /// `maps-{model}-{setting}-G{groups}.bin`.
+    pub fn file_name(&self) -> String {
+        format!("maps-{}-{}-G{}.bin", self.model, self.setting, self.groups)
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// File format of fitted maps: `GQAMAPS1`, a little-endian u32 header length, a JSON header
+/// (the grouping, the method, and per layer the kind and length of each map), then every
+/// map's f32 values, little-endian, in the header's order.
+const MAGIC: &[u8; 8] = b"GQAMAPS1";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    n_heads: usize,
+    native_groups: usize,
+    groups: usize,
+    head_dim: usize,
+    method: String,
+    /// Per layer: [k, v, q, o] lengths in f32 values; v negative for pooling weights.
+    layers: Vec<[i64; 4]>,
+}
+
+impl Header {
+    fn of(r: &Regrouping) -> Self {
+        let layers = r
+            .layers
+            .iter()
+            .map(|m| {
+                let v = match &m.v {
+                    VMap::Pool(w) => -(w.len() as i64),
+                    VMap::Dense(w) => w.len() as i64,
+                };
+                let q = m.q.as_ref().map_or(0, |q| 2 * q.len() as i64);
+                [
+                    2 * m.k.len() as i64,
+                    v,
+                    q,
+                    m.o.as_ref().map_or(0, |o| o.len() as i64),
+                ]
+            })
+            .collect();
+        Header {
+            n_heads: r.grouping.n_heads(),
+            native_groups: r.grouping.native_groups(),
+            groups: r.groups(),
+            head_dim: r.head_dim,
+            method: r.method.name().into(),
+            layers,
+        }
+    }
+}
+
+/// `r` as bytes ([`MAGIC`] format).
+pub fn to_bytes(r: &Regrouping) -> Vec<u8> {
+    let header = serde_json::to_vec(&Header::of(r)).unwrap_or_default();
+    let mut out = MAGIC.to_vec();
+    out.extend((header.len() as u32).to_le_bytes());
+    out.extend(header);
+    for m in &r.layers {
+        let v = match &m.v {
+            VMap::Pool(w) | VMap::Dense(w) => w,
+        };
+        let values =
+            m.k.iter()
+                .flatten()
+                .chain(v)
+                .chain(m.q.iter().flatten().flatten());
+        for x in values.chain(m.o.iter().flatten()) {
+            out.extend(x.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Maps read back from bytes of [`to_bytes`], checked against the model of `cfg`; any
+/// damage is an error (a cache file is outside data).
+pub fn from_bytes(bytes: &[u8], cfg: &ModelConfig) -> Result<Regrouping, ModelError> {
+    let bad = |why: &str| ModelError::BadConfig(format!("cached maps: {why}"));
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("not a maps file"))?;
+    let (len, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| bad("truncated"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let (head, mut data) = (rest.get(..len), rest.get(len..).unwrap_or_default());
+    let h: Header = head
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .ok_or_else(|| bad("unreadable header"))?;
+    let grouping = Grouping::new(h.n_heads, h.native_groups, h.groups)?;
+    let method = Method::parse(&h.method).ok_or_else(|| bad("unknown method"))?;
+    let mut take = |n: i64| -> Result<Vec<f32>, ModelError> {
+        let n = usize::try_from(n.unsigned_abs()).map_err(|_| bad("bad length"))?;
+        let bytes = data.get(..n.checked_mul(4).ok_or_else(|| bad("bad length"))?);
+        let bytes = bytes.ok_or_else(|| bad("truncated"))?;
+        data = &data[n * 4..];
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    let pairs = |v: Vec<f32>| v.chunks_exact(2).map(|c| [c[0], c[1]]).collect::<Vec<_>>();
+    let mut layers = Vec::with_capacity(h.layers.len().min(1024));
+    for [k, v, q, o] in h.layers {
+        let k = pairs(take(k)?);
+        let v = match v < 0 {
+            true => VMap::Pool(take(v)?),
+            false => VMap::Dense(take(v)?),
+        };
+        let q = (q > 0).then(|| take(q).map(pairs)).transpose()?;
+        let o = (o > 0).then(|| take(o)).transpose()?;
+        layers.push(LayerMaps { k, v, q, o });
+    }
+    if !data.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    let r = Regrouping {
+        grouping,
+        method,
+        head_dim: h.head_dim,
+        layers,
+    };
+    r.check(cfg)?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+    fn key(groups: usize, tokens: usize, ridge: Option<f64>, text: &str, v: u32) -> String {
+        let settings = FitSettings { o_ridge: ridge };
+        MapsKey::of(SHA, groups, tokens, settings, text, v).file_name()
+    }
+
+    /// Every input of a fit is in its key: a change of any one gives another key.
+    #[test]
+    fn the_key_names_everything_the_maps_depend_on() {
+        let base = key(1, 512, Some(1.0), "text", 2);
+        assert_eq!(base, key(1, 512, Some(1.0), "text", 2));
+        let changed = [
+            ("groups", key(2, 512, Some(1.0), "text", 2)),
+            ("tokens", key(1, 2048, Some(1.0), "text", 2)),
+            ("ridge", key(1, 512, Some(0.1), "text", 2)),
+            ("no refit", key(1, 512, None, "text", 2)),
+            ("calibration text", key(1, 512, Some(1.0), "other text", 2)),
+            ("format version", key(1, 512, Some(1.0), "text", 3)),
+        ];
+        for (what, k) in changed {
+            assert_ne!(k, base, "a change of {what} kept the key {base}");
+        }
+        let other_model = MapsKey::of(
+            &SHA.replace('b', "c"),
+            1,
+            512,
+            FitSettings { o_ridge: Some(1.0) },
+            "text",
+            2,
+        );
+        assert_ne!(other_model.file_name(), base);
+        assert!(base.starts_with("maps-b179c9523d0e6a0f-") && base.ends_with("-G1.bin"));
+    }
+
+    /// The page (hex sha256 from WebCrypto) and the CLI (the model's bytes) get the same key.
+    #[test]
+    fn the_page_and_the_cli_compute_one_key() {
+        let bytes = b"not really a model";
+        let s = FitSettings::default();
+        let from_hex = MapsKey::new(&hex(&Sha256::digest(bytes)).to_uppercase(), 3, 64, s);
+        assert_eq!(MapsKey::for_model(bytes, 3, 64, s), from_hex);
+    }
+}
