@@ -87,3 +87,21 @@ pub(super) fn row_dot<const N: usize>(
         finish(lanes, w, xs[k])
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::qmatrix::{tests::same_as_plain, Blocks};
+    use super::{row_dot, widen};
+
+    /// The SIMD128 kernel gives the plain one's f32 exactly (run by `wasm-bindgen-test-runner`:
+    /// scripts/test.sh, "wasm32 tests").
+    #[wasm_bindgen_test::wasm_bindgen_test]
+    fn simd128_kernel_is_the_plain_one_to_the_bit() {
+        let n = same_as_plain(|int8, w, x| {
+            let wide = widen(bytemuck::cast_slice(x.q));
+            let q = bytemuck::cast_slice(&wide);
+            row_dot::<1>(int8, w, [&Blocks { q, d: x.d, b: x.b }])[0]
+        });
+        assert_eq!(n, 3 * 24 * 3);
+    }
+}
