@@ -17,17 +17,17 @@
 //! SIMD128 one in node), so the browser's greedy tokens are the native ones: the float order is
 //! fixed as AVX2 computes it most cheaply — eight lanes per block, lane k the exact integer sum
 //! over activations 4k..4k+3 — and scaled by a multiply and an add, never a fused
-//! multiply-add, which WebAssembly lacks (its relaxed-SIMD `madd` may or may not fuse). Until
-//! session 13 the AVX2 kernel fused them and the plain loop summed whole blocks, within 1e-5
-//! of each other. Dropping the FMA cost native decode nothing measurable; prefill may be a few %
-//! slower, within the noise (benches/README.md, session 13).
+//! multiply-add, which WebAssembly lacks (its relaxed-SIMD `madd` may or may not fuse). With
+//! fused multiply-adds (and whole-block sums in the plain loop) the kernels agreed only to
+//! within 1e-5; without them native decode is as fast and prefill perhaps a few % slower,
+//! within the noise (benches/README.md).
 //!
 //! Prefill multiplies each weight row by several tokens: the kernels take `GROUP` of them at
 //! once, loading and unpacking each weight block once for all, each token with its own sums
 //! in the order above, so a token's f32 do not depend on its neighbours (tested against the
-//! single-token kernels for 1..9 tokens). Since session 14: prefill about +25% in wasm
-//! (SIMD128, which also widens the activations once, `simd128.rs`) and +16% natively (AVX2,
-//! one thread), native decode unchanged (benches/README.md).
+//! single-token kernels for 1..9 tokens). Against one token at a time: prefill about +25% in
+//! wasm (SIMD128, which also widens the activations once, `simd128.rs`) and +16% natively
+//! (AVX2, one thread), native decode unchanged (benches/README.md, benches/HISTORY.md).
 
 use crate::gguf::GgmlType;
 use half::f16;

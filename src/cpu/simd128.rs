@@ -11,11 +11,10 @@
 //! values of 16 apart from the odd ones ([`widen16`]), so that the pair sums of the two halves
 //! add lane by lane into the four quad sums, with no shuffle. The activations are widened once
 //! per product (`widen`: every weight row reads them), a weight block once for [`row_dot`]'s
-//! `N` tokens. Until session 14 both were widened again in every block product, by
-//! `i16x8.extmul` (several x86 instructions each in V8), and the pairs added across two
-//! vectors by two shuffles: prefill and decode are now about a quarter faster in node
-//! (benches/README.md). SIMD128 has no u8·i8 pair product (AVX2's `maddubs`); the
-//! relaxed-SIMD one is not in every browser.
+//! `N` tokens. This is about a quarter faster in node, prefill and decode, than widening both
+//! again in every block product by `i16x8.extmul` (several x86 instructions each in V8) and
+//! adding the pairs across two vectors by two shuffles (benches/HISTORY.md). SIMD128 has no
+//! u8·i8 pair product (AVX2's `maddubs`); the relaxed-SIMD one is not in every browser.
 
 use super::qmatrix::{finish, Blocks, LANES, QK};
 use bytemuck::pod_read_unaligned as load;
