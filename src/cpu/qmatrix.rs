@@ -9,24 +9,25 @@
 //!
 //! Written by hand: the crates that multiply GGUF blocks (candle, ggml bindings) are large or
 //! need a C toolchain. The kernel is plain Rust (`row_dot_plain`, the reference), with an
-//! AVX2 version chosen at run time on x86_64 (the only `unsafe` of the crate: calling it after
-//! the CPU check) and a SIMD128 one chosen at build time for wasm32 (`simd128.rs`).
+//! AVX2 version chosen at run time on x86_64 (`avx2.rs`; the only `unsafe` of the crate:
+//! calling it after the CPU check) and a SIMD128 one chosen at build time for wasm32
+//! (`simd128.rs`).
 //!
 //! All three give the same f32, bit for bit (tests: `*_is_the_plain_one_to_the_bit`, the
 //! SIMD128 one in node), so the browser's greedy tokens are the native ones: the float order is
 //! fixed as AVX2 computes it most cheaply — eight lanes per block, lane k the exact integer sum
 //! over activations 4k..4k+3 — and scaled by a multiply and an add, never a fused
-//! multiply-add, which WebAssembly lacks (its relaxed-SIMD `madd` may or may not fuse). Until
-//! session 13 the AVX2 kernel fused them and the plain loop summed whole blocks, within 1e-5
-//! of each other. Dropping the FMA cost native decode nothing measurable; prefill may be a few %
-//! slower, within the noise (benches/README.md, session 13).
+//! multiply-add, which WebAssembly lacks (its relaxed-SIMD `madd` may or may not fuse). With
+//! fused multiply-adds (and whole-block sums in the plain loop) the kernels agreed only to
+//! within 1e-5; without them native decode is as fast and prefill perhaps a few % slower,
+//! within the noise (benches/README.md).
 //!
 //! Prefill multiplies each weight row by several tokens: the kernels take `GROUP` of them at
 //! once, loading and unpacking each weight block once for all, each token with its own sums
 //! in the order above, so a token's f32 do not depend on its neighbours (tested against the
-//! single-token kernels for 1..9 tokens). Since session 14: prefill about +25% in wasm
-//! (SIMD128, which also widens the activations once, `simd128.rs`) and +16% natively (AVX2,
-//! one thread), native decode unchanged (benches/README.md).
+//! single-token kernels for 1..9 tokens). Against one token at a time: prefill about +25% in
+//! wasm (SIMD128, which also widens the activations once, `simd128.rs`) and +16% natively
+//! (AVX2, one thread), native decode unchanged (benches/README.md, benches/HISTORY.md).
 
 use crate::gguf::GgmlType;
 use half::f16;
@@ -203,7 +204,7 @@ pub(super) struct Blocks<'a> {
 /// loaded and unpacked once for all of them (prefill), each token keeping its own sums in
 /// [`row_dot_plain`]'s order, so the f32 are the single-token ones. The tokens left over
 /// (and decode's one) go one at a time.
-const GROUP: usize = 4;
+pub(super) const GROUP: usize = 4;
 
 /// `out[(o - first)·t + tt]` = W[o]·x[tt] for the weight rows from `first` that `out` covers
 /// (`[rows][t]`). The kernel is chosen at build time for wasm32 with SIMD128, at run time on
@@ -225,8 +226,8 @@ fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above), all that `rows_dot_avx2` needs.
-        return unsafe { rows_dot_avx2(m, &xs, first, out) };
+        // SAFETY: the CPU has AVX2 (checked just above), all that `avx2::rows_dot` needs.
+        return unsafe { super::avx2::rows_dot(m, &xs, first, out) };
     }
     #[allow(unreachable_code)] // wasm32 with SIMD128 returned above
     rows_dot_with(
@@ -239,25 +240,10 @@ fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
     )
 }
 
-/// [`rows_dot`] compiled for AVX2, with [`row_dot_avx2`] inlined into its loop.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn rows_dot_avx2(m: &QMatrix, xs: &[Blocks<'_>], first: usize, out: &mut [f32]) {
-    let one = |i, w: &Blocks<'_>, x: &Blocks<'_>| row_dot_avx2::<1>(i, w, [x])[0];
-    rows_dot_with(
-        m,
-        xs,
-        first,
-        out,
-        |i, w, xs| row_dot_avx2::<GROUP>(i, w, xs),
-        one,
-    )
-}
-
 /// [`rows_dot`] on the tokens `xs` with the kernels given: `group` for [`GROUP`] tokens at a
 /// time, `one` for the rest.
 #[inline(always)]
-fn rows_dot_with(
+pub(super) fn rows_dot_with(
     m: &QMatrix,
     xs: &[Blocks<'_>],
     first: usize,
@@ -319,54 +305,8 @@ pub(super) fn finish(acc: [f32; LANES], w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     half.iter().sum::<f32>() + bias
 }
 
-/// [`row_dot_plain`] with AVX2 for `N` tokens at once (each weight block loaded and unpacked
-/// once for all of them): per block, 32 products u8·i8 summed in pairs (`maddubs`), then in
-/// fours (`madd`): lane k of the 256-bit result is activations 4k..4k+3 (llama.cpp's
-/// approach); scaled in f32 lanes with a multiply and an add, one sum per token.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-fn row_dot_avx2<const N: usize>(int8: bool, w: &Blocks<'_>, xs: [&Blocks<'_>; N]) -> [f32; N] {
-    use bytemuck::pod_read_unaligned as load;
-    use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
-    let low = _mm_set1_epi8(0x0F);
-    // A token's sums grow by (the 8 lane sums of a block's pairs, as f32) · d_w·d_x.
-    let scaled = |pairs: __m256i, dd: f32, acc: __m256| {
-        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-        _mm256_add_ps(acc, _mm256_mul_ps(sums, _mm256_set1_ps(dd)))
-    };
-    let mut acc = [_mm256_setzero_ps(); N];
-    // Each token's blocks, walked along with the weight's (no index to check).
-    let mut xb = xs.map(|x| x.q.chunks_exact(QK).zip(x.d));
-    if int8 {
-        for (wq, &dw) in w.q.chunks_exact(QK).zip(w.d) {
-            let wv: __m256i = load(wq);
-            // |w| · (x with w's sign): maddubs wants its first operand unsigned.
-            let abs = _mm256_sign_epi8(wv, wv);
-            for (a, b) in acc.iter_mut().zip(&mut xb) {
-                let Some((xq, &dx)) = b.next() else { continue };
-                let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(load(xq), wv));
-                *a = scaled(pairs, dw * dx, *a);
-            }
-        }
-    } else {
-        for (wq, &dw) in w.q.chunks_exact(QK / 2).zip(w.d) {
-            let raw: __m128i = load(wq);
-            let lo = _mm_and_si128(raw, low);
-            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
-            let wv = _mm256_set_m128i(hi, lo);
-            for (a, b) in acc.iter_mut().zip(&mut xb) {
-                let Some((xq, &dx)) = b.next() else { continue };
-                *a = scaled(_mm256_maddubs_epi16(wv, load(xq)), dw * dx, *a);
-            }
-        }
-    }
-    std::array::from_fn(|k| finish(bytemuck::cast(acc[k]), w, xs[k]))
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::gguf::dequantize;
     use crate::ops;
@@ -441,8 +381,11 @@ mod tests {
 
     /// `kernel` against [`row_dot_plain`] on seeded random rows of every block type, with
     /// the extremes of the quants (weights −128 and 15, activations ±127) in some rows: the
-    /// same f32, bit for bit. Returns how many products it compared.
-    fn same_as_plain(kernel: impl Fn(bool, &Blocks<'_>, &Blocks<'_>) -> f32) -> usize {
+    /// same f32, bit for bit. Returns how many products it compared. The SIMD kernels' tests
+    /// (`avx2.rs`, `simd128.rs`) call it.
+    pub(in crate::cpu) fn same_as_plain(
+        kernel: impl Fn(bool, &Blocks<'_>, &Blocks<'_>) -> f32,
+    ) -> usize {
         let mut compared = 0;
         for (seed, ty) in (1..).zip([GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0]) {
             let (rows, n_in) = (24, 576);
@@ -480,32 +423,6 @@ mod tests {
             }
         }
         compared
-    }
-
-    /// The AVX2 kernel gives the plain one's f32 exactly (same lane sums, same order).
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx2_kernel_is_the_plain_one_to_the_bit() {
-        if !std::arch::is_x86_feature_detected!("avx2") {
-            return;
-        }
-        // SAFETY: AVX2 was detected above.
-        let n = same_as_plain(|int8, w, x| unsafe { row_dot_avx2::<1>(int8, w, [x])[0] });
-        assert_eq!(n, 3 * 24 * 3);
-    }
-
-    /// The SIMD128 kernel gives the plain one's f32 exactly (run by `wasm-bindgen-test-runner`:
-    /// scripts/test.sh, "wasm32 tests").
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    #[wasm_bindgen_test::wasm_bindgen_test]
-    fn simd128_kernel_is_the_plain_one_to_the_bit() {
-        use super::super::simd128::{row_dot, widen};
-        let n = same_as_plain(|int8, w, x| {
-            let wide = widen(bytemuck::cast_slice(x.q));
-            let q = bytemuck::cast_slice(&wide);
-            row_dot::<1>(int8, w, [&Blocks { q, d: x.d, b: x.b }])[0]
-        });
-        assert_eq!(n, 3 * 24 * 3);
     }
 
     /// `rows` (a `rows_dot` with its kernels) on 1..=9 tokens of every block type — whole
