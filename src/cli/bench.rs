@@ -89,8 +89,7 @@ impl Bench {
         let Bench::Gpu(e) = self else {
             return Ok(json!({}));
         };
-        let cfg = e.config().clone();
-        let kv_read = kv_cache_bytes(&cfg, e.grouping().groups(), e.len(), 4);
+        let kv_read = e.kv_cache_bytes();
         let bytes = e.weight_bytes() + kv_read;
         let attention_ms = pollster::block_on(e.time_attention(5))?;
         let overhead_us = pollster::block_on(e.time_dispatch_overhead(5))?;

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use gqa_lab::engine::{perplexity as score, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
-use gqa_lab::model::{kv_cache_bytes, ModelConfig, ModelTensors};
+use gqa_lab::model::{kv_cache_bytes, ModelConfig, ModelTensors, KV_BYTES_PER_ELEMENT};
 use gqa_lab::sampling::SamplingParams;
 use gqa_lab::tokenizer::{TokenStream, Tokenizer};
 use pollster::FutureExt as _;
@@ -25,7 +25,12 @@ pub fn info(g: &Gguf<'_>, path: &Path, file_bytes: usize, json_out: bool) -> Res
     let per_token: BTreeMap<String, u64> = cfg
         .valid_groups()
         .into_iter()
-        .map(|gr| (gr.to_string(), kv_cache_bytes(&cfg, gr, 1, 4)))
+        .map(|gr| {
+            (
+                gr.to_string(),
+                kv_cache_bytes(&cfg, gr, 1, KV_BYTES_PER_ELEMENT),
+            )
+        })
         .collect();
     let name = g
         .get("general.name")

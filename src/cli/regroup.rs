@@ -112,7 +112,6 @@ pub fn regrouping_for(
     Ok(Arc::new(r))
 }
 
-/// Fits the calibrated merge to `grouping` on the f32 oracle.
 /// The engine a calibration walks through the layers.
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 pub enum Walk {
@@ -120,6 +119,8 @@ pub enum Walk {
     Gpu,
 }
 
+/// Fits the calibrated merge to `grouping` on `how.tokens` tokens of the built-in text,
+/// walking the f32 oracle or the GPU engine.
 fn fit(
     gguf: &Gguf<'_>,
     grouping: Grouping,

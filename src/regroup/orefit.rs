@@ -27,7 +27,8 @@
 //! inverted exactly: with `S_hh = U diag(s) Uᵀ` and `C_hh = V diag(c) Vᵀ` its inverse is
 //! `R ↦ U ((Uᵀ R V) ⊘ (s cᵀ + λ)) Vᵀ`.
 //!
-//! The method is the NumPy prototype's "joint LS" O refit (`../proto/calib.py`, `refit_o`):
+//! The method is the "joint least-squares" O refit of an independent NumPy prototype written
+//! while the fit was designed (not in the repository; ARCHITECTURE.md compares its figures):
 //! on SmolLM2-135M it is the largest single gain over the base fit (ARCHITECTURE.md has the
 //! figures). The ridge pulls towards the base maps, which matters where the calibration is
 //! short: at G = 1 all heads read one merged V, so `C` is nearly singular.
