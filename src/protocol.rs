@@ -57,7 +57,7 @@ pub enum Request {
     },
     /// Empty the KV cache.
     Reset,
-    /// Regroup to `groups` with `method`; `maps` (`calibration::to_bytes`) for a calibrated
+    /// Regroup to `groups` with `method`; `maps` (`regroup::store::to_bytes`) for a calibrated
     /// merge, none for mean-pooling and for every G ≥ the native one.
     Regroup {
         groups: usize,
@@ -101,7 +101,7 @@ pub enum Answer {
     Perplexity(f64),
     Token(Option<u32>, Generator),
     Weights(Option<AttentionWeights>),
-    /// `calibration::to_bytes` of the fitted regrouping.
+    /// `regroup::store::to_bytes` of the fitted regrouping.
     Calibrated(Vec<u8>),
 }
 

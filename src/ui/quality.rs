@@ -1,5 +1,5 @@
 //! "What each G buys", measured here: the perplexity of the built-in passage
-//! (`calibration::EVALUATION`) at the native G — every G above it gives the same model — and,
+//! (`regroup::texts::EVALUATION`) at the native G — every G above it gives the same model — and,
 //! for each G below it, with mean-pooling and with the calibrated merge (fitted first if this
 //! page has not yet). The engine then goes back to the person's G and method. The figures are
 //! kept in the browser's local storage per model and setting, and shown again on the next
