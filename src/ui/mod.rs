@@ -1,4 +1,5 @@
-//! The browser app (wasm32 only): a Leptos client-side UI over the GPU engine. The only module
+//! The browser app (wasm32 only): a Leptos client-side UI over either engine, the GPU one
+//! (WebGPU) or the CPU one (WebAssembly), in a Web Worker or on the page's thread. The only module
 //! that touches leptos, web-sys and js-sys. Data flows one way: the model bytes ([`loader`]) →
 //! an engine and tokenizer ([`session`]) → tokens ([`generation`]) → signals ([`state`]) →
 //! DOM and SVG ([`app`], [`controls`], [`diagram`], [`kv_meter`], [`tradeoffs`]), and the

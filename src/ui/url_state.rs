@@ -42,7 +42,7 @@ pub struct Settings {
     /// Which engine runs the model (`backend=auto|gpu|cpu`, `auto` by default).
     pub backend: BackendChoice,
     /// Run the engine in a Web Worker where the browser can (`worker=0`: on the page's
-    /// thread, as before session 14; for comparing the two).
+    /// thread, for comparing the two).
     pub worker: bool,
 }
 
