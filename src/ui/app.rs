@@ -11,6 +11,7 @@ use super::engine::BackendChoice;
 use super::kv_meter::KvMeter;
 use super::model_panel::{guard_window_drops, ModelPanel};
 use super::output::Output;
+use super::session::ModelInfo;
 use super::state::{Activity, Status, Ui};
 use super::tradeoff_plot::TradeoffPlot;
 use super::tradeoffs::Tradeoffs;
@@ -23,21 +24,27 @@ fn BackendLine(
     /// Page state.
     ui: Ui,
 ) -> impl IntoView {
-    let backend = move || ui.info.with(|i| i.as_ref().map_or("", |i| i.backend));
+    let backend = move || {
+        ui.info
+            .with(|i| i.as_ref().map_or("", ModelInfo::engine_name))
+    };
     let line = move || {
         ui.info.with(|i| {
             i.as_ref().map(|i| {
-                let on = if i.backend == "cpu" { "CPU" } else { "GPU" };
-                format!("{on}: {}", i.backend_why)
+                let on = if i.backend().is_cpu() { "CPU" } else { "GPU" };
+                format!("{on}: {}", i.facts.why)
             })
         })
     };
-    let worker = move || ui.info.with(|i| i.as_ref().map(|i| i.worker.to_string()));
+    let worker = move || {
+        ui.info
+            .with(|i| i.as_ref().map(|i| i.thread.worker.to_string()))
+    };
     let thread = move || {
         ui.info.with(|i| {
-            i.as_ref().map(|i| match i.worker {
+            i.as_ref().map(|i| match i.thread.worker {
                 true => "It runs in a Web Worker: the page stays responsive.".to_string(),
-                false => format!("It runs {}.", i.thread_why),
+                false => format!("It runs {}.", i.thread.why),
             })
         })
     };

@@ -207,10 +207,7 @@ async fn step(
         clock.run.add(ms);
         ui.tokens_per_s.set(Some(clock.run.tokens_per_s()));
         // (Not while the attention view reads weights back each step: that is its cost, not G's.)
-        let key = (
-            if s.engine.is_cpu() { "cpu" } else { "gpu" },
-            s.engine.grouping().groups(),
-        );
+        let key = (s.engine.facts().backend, s.engine.grouping().groups());
         if s.engine.attention_probe().is_none() {
             ui.decode_by_groups
                 .update(|m| m.entry(key).or_default().add(ms));

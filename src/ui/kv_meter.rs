@@ -84,7 +84,7 @@ fn KvChart(
     let chart = move || {
         let info = ui.info.get()?;
         let cfg = &info.cfg;
-        let cap = info.capacity.max(1);
+        let cap = info.facts.capacity.max(1);
         let valid = cfg.valid_groups();
         let gmax = valid.last().copied().unwrap_or(1);
         let ymax = kv_cache_bytes(cfg, gmax, cap, BYTES_PER_ELEMENT).max(1) as f64;

@@ -43,14 +43,14 @@ pub fn ModelPanel(
         ui.info.with(|i| {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
-                let decode = if i.decode_ahead {
+                let decode = if i.facts.decode_ahead {
                     "decodes one step ahead"
                 } else {
                     "decodes step by step"
                 };
                 format!(
                     "{} · {} layers · {} query heads · {} KV heads (native) · head_dim {} · vocab {} · KV capacity {} · {} · {decode}",
-                    i.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, format::int(c.vocab_size as u64), i.capacity, i.adapter
+                    i.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, format::int(c.vocab_size as u64), i.facts.capacity, i.facts.device
                 )
             })
         })

@@ -2,11 +2,13 @@
 //! `engine/`) and the tokenizer, built from GGUF bytes, plus what the page shows about it
 //! ([`ModelInfo`]). Anything wrong with the file becomes a readable message.
 
-use super::engine::{BackendChoice, PageEngine, WorkerStart};
+use super::engine::{BackendChoice, PageEngine, Thread, WorkerStart};
 use super::loader::DEFAULT_MODEL_SHA256;
+use crate::engine::Backend;
 use crate::gguf::Gguf;
 use crate::gguf::GgufError;
 use crate::model::{ModelConfig, Regrouping};
+use crate::protocol::Facts;
 use crate::tokenizer::Tokenizer;
 use futures_util::future::join;
 use js_sys::Uint8Array;
@@ -24,29 +26,35 @@ pub struct Session {
     pub maps: HashMap<(usize, usize), Arc<Regrouping>>,
 }
 
-/// What the page shows about the loaded model (plain data, for signals).
+/// What the page shows about the loaded model (plain data, for signals): what the file says,
+/// and what the engine says of itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
     pub name: String,
     pub cfg: ModelConfig,
     /// Parameters (elements of every tensor in the file).
     pub params: u64,
-    pub capacity: usize,
-    /// What runs the model: the GPU adapter, or the CPU backend.
-    pub adapter: String,
-    /// `gpu` or `cpu`, and why that one.
-    pub backend: &'static str,
-    pub backend_why: String,
     pub sha256: String,
-    pub eos_id: Option<u32>,
     pub has_chat: bool,
-    /// The default model, for which the fixtures' reference measurements hold.
-    pub is_reference: bool,
-    /// Whether decode submits each step before the token that feeds it is read back.
-    pub decode_ahead: bool,
+    /// The engine's facts: its backend and why, the device, the KV capacity, decoding ahead.
+    pub facts: Facts,
     /// Whether the engine runs in a Web Worker, and why where it does not.
-    pub worker: bool,
-    pub thread_why: String,
+    pub thread: Thread,
+}
+
+impl ModelInfo {
+    pub fn backend(&self) -> Backend {
+        self.facts.backend
+    }
+
+    /// The page's name for what runs the model, as `backend=` names it: `gpu`, or `cpu` for
+    /// either CPU engine.
+    pub fn engine_name(&self) -> &'static str {
+        match self.backend().is_cpu() {
+            true => "cpu",
+            false => "gpu",
+        }
+    }
 }
 
 /// How the page wants its engine.
@@ -84,22 +92,14 @@ pub async fn open(
     };
     let params = g.tensors.iter().map(|t| t.n_elements()).sum();
     drop(g);
-    let facts = engine.facts().clone();
     let info = ModelInfo {
         name,
-        params,
-        capacity: facts.capacity,
-        adapter: facts.device,
-        backend: if facts.backend.is_cpu() { "cpu" } else { "gpu" },
-        backend_why: facts.why,
-        sha256: sha256.to_string(),
-        eos_id: tok.eos_id,
-        has_chat: tok.chat_template.is_some(),
-        is_reference: sha256 == DEFAULT_MODEL_SHA256,
-        decode_ahead: facts.decode_ahead,
-        worker: engine.thread.worker,
-        thread_why: engine.thread.why.clone(),
         cfg,
+        params,
+        sha256: sha256.to_string(),
+        has_chat: tok.chat_template.is_some(),
+        facts: engine.facts().clone(),
+        thread: engine.thread.clone(),
     };
     let session = Session {
         engine,

@@ -7,7 +7,7 @@ use super::format;
 use super::loader::Progress;
 use super::session::{ModelInfo, Session};
 use super::url_state::Settings;
-use crate::engine::AttentionWeights;
+use crate::engine::{AttentionWeights, Backend};
 use crate::model::{Grouping, Method};
 use crate::tokenizer::Tokenizer;
 use leptos::prelude::*;
@@ -151,9 +151,9 @@ pub struct Ui {
     pub ids: RwSignal<Vec<u32>>,
     pub tokens_per_s: RwSignal<Option<f64>>,
     pub prefill_ms: RwSignal<Option<f64>>,
-    /// Decode speed measured on the loaded model by (backend: `gpu` or `cpu`, G), over this
-    /// page's runs: kept when the person switches backend, so both can be compared.
-    pub decode_by_groups: RwSignal<BTreeMap<(&'static str, usize), Measured>>,
+    /// Decode speed measured on the loaded model by (backend, G), over this page's runs: kept
+    /// when the person switches backend, so both can be compared.
+    pub decode_by_groups: RwSignal<BTreeMap<(Backend, usize), Measured>>,
     /// Positions in the KV cache after the last run; `None` before a run (then the prompt counts).
     pub positions: RwSignal<Option<usize>>,
     pub prompt_tokens: RwSignal<usize>,
@@ -181,19 +181,19 @@ pub struct Ui {
 }
 
 impl Ui {
-    /// The decode speeds measured at each G on `backend` (`gpu` or `cpu`).
-    pub fn speeds_on(&self, backend: &str) -> BTreeMap<usize, Measured> {
+    /// The decode speeds measured at each G on the backends `on` accepts.
+    pub fn speeds_on(&self, on: impl Fn(Backend) -> bool) -> BTreeMap<usize, Measured> {
         self.decode_by_groups.with(|m| {
             m.iter()
-                .filter(|((b, _), _)| *b == backend)
+                .filter(|((b, _), _)| on(*b))
                 .map(|(&(_, g), &v)| (g, v))
                 .collect()
         })
     }
 
-    /// The backend the loaded model runs on (`gpu` or `cpu`; `""` before one loads).
-    pub fn backend(&self) -> &'static str {
-        self.info.with(|i| i.as_ref().map_or("", |i| i.backend))
+    /// The backend the loaded model runs on (`None` before one loads).
+    pub fn backend(&self) -> Option<Backend> {
+        self.info.with(|i| i.as_ref().map(ModelInfo::backend))
     }
 
     pub fn new(settings: Settings) -> Self {

@@ -36,7 +36,8 @@ fn points(ui: Ui) -> (Vec<Point>, usize) {
     };
     let (cfg, g0) = (&info.cfg, info.cfg.n_kv_heads);
     let quality = ui.quality.get();
-    let speed = ui.speeds_on(ui.backend());
+    let backend = info.backend();
+    let speed = ui.speeds_on(|b| b == backend);
     let mut out = Vec::new();
     for g in cfg.valid_groups() {
         let methods: &[Method] = if g >= g0 {

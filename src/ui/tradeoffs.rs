@@ -8,6 +8,7 @@ use super::actions;
 use super::format;
 use super::state::{Activity, Ui};
 use crate::calibration::EVALUATION_SOURCE;
+use crate::engine::Backend;
 use crate::model::{kv_cache_bytes, Grouping, Method};
 use leptos::prelude::*;
 
@@ -58,7 +59,8 @@ pub fn Tradeoffs(
         let c = info.cfg.clone();
         let mha = kv_cache_bytes(&c, c.n_heads, 1, 4) as f64;
         let cur = ui.groups.get();
-        let speeds = ui.speeds_on(ui.backend());
+        let backend = ui.backend();
+        let speeds = ui.speeds_on(|b| Some(b) == backend);
         let g0 = c.n_kv_heads;
         let rows = c.valid_groups().into_iter().map(|g| {
             let gr = Grouping::of(&c, g).ok();
@@ -81,9 +83,9 @@ pub fn Tradeoffs(
         Some(rows.collect_view())
     };
     let native = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_kv_heads));
-    let on = move || match ui.backend() {
-        "cpu" => "CPU",
-        _ => "GPU",
+    let on = move || match ui.backend().is_some_and(Backend::is_cpu) {
+        true => "CPU",
+        false => "GPU",
     };
     let heads = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_heads));
     let loaded = move || ui.info.with(Option::is_some);
@@ -144,12 +146,12 @@ fn OtherBackend(
     ui: Ui,
 ) -> impl IntoView {
     let line = move || {
-        let (other, name) = match ui.backend() {
-            "cpu" => ("gpu", "the GPU"),
-            "gpu" => ("cpu", "the CPU backend"),
-            _ => return None,
+        let here = ui.backend()?;
+        let name = match here.is_cpu() {
+            true => "the GPU",
+            false => "the CPU backend",
         };
-        let speeds = ui.speeds_on(other);
+        let speeds = ui.speeds_on(|b| b.is_cpu() != here.is_cpu());
         let each: Vec<String> = speeds
             .iter()
             .map(|(g, m)| format!("G = {g} {:.1} tok/s", m.tokens_per_s()))
