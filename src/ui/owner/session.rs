@@ -1,15 +1,15 @@
 //! A loaded model: the engine (GPU or CPU, in a Web Worker or on the page's thread:
-//! `engine/`) and the tokenizer, built from GGUF bytes, plus what the page shows about it
-//! ([`ModelInfo`]). Anything wrong with the file becomes a readable message.
+//! `ui/engine/`) and the tokenizer, built from GGUF bytes, plus what the page shows about it
+//! ([`ModelInfo`]). Only the engine's owner holds a [`Session`]. Anything wrong with the file
+//! becomes a readable message.
 
-use super::engine::{BackendChoice, PageEngine, Thread, WorkerStart};
-use super::loader::DEFAULT_MODEL_SHA256;
-use crate::engine::Backend;
 use crate::gguf::Gguf;
 use crate::gguf::GgufError;
 use crate::model::{ModelConfig, Regrouping};
-use crate::protocol::Facts;
 use crate::tokenizer::Tokenizer;
+use crate::ui::engine::{BackendChoice, PageEngine, WorkerStart};
+use crate::ui::loader::DEFAULT_MODEL_SHA256;
+use crate::ui::state::model::ModelInfo;
 use futures_util::future::join;
 use js_sys::Uint8Array;
 use std::collections::HashMap;
@@ -24,37 +24,6 @@ pub struct Session {
     pub sha256: String,
     /// Calibrated maps by (G, calibration tokens).
     pub maps: HashMap<(usize, usize), Arc<Regrouping>>,
-}
-
-/// What the page shows about the loaded model (plain data, for signals): what the file says,
-/// and what the engine says of itself.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelInfo {
-    pub name: String,
-    pub cfg: ModelConfig,
-    /// Parameters (elements of every tensor in the file).
-    pub params: u64,
-    pub sha256: String,
-    pub has_chat: bool,
-    /// The engine's facts: its backend and why, the device, the KV capacity, decoding ahead.
-    pub facts: Facts,
-    /// Whether the engine runs in a Web Worker, and why where it does not.
-    pub thread: Thread,
-}
-
-impl ModelInfo {
-    pub fn backend(&self) -> Backend {
-        self.facts.backend
-    }
-
-    /// The page's name for what runs the model, as `backend=` names it: `gpu`, or `cpu` for
-    /// either CPU engine.
-    pub fn engine_name(&self) -> &'static str {
-        match self.backend().is_cpu() {
-            true => "cpu",
-            false => "gpu",
-        }
-    }
 }
 
 /// How the page wants its engine.
