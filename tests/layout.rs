@@ -7,8 +7,17 @@ use std::path::{Path, PathBuf};
 
 /// The crate's top-level modules, top layer first: each may use only those before it.
 const LAYERS: [&str; 11] = [
-    "gguf", "model", "ops", "regroup", "tokenizer", "sampling", "engine", "cpu", "gpu",
-    "protocol", "ui",
+    "gguf",
+    "model",
+    "ops",
+    "regroup",
+    "tokenizer",
+    "sampling",
+    "engine",
+    "cpu",
+    "gpu",
+    "protocol",
+    "ui",
 ];
 
 fn src() -> PathBuf {
@@ -71,7 +80,9 @@ fn each_module_uses_only_the_layers_above_it() {
     rust_files(&src(), &mut files);
     let mut wrong = Vec::new();
     for f in &files {
-        let Some(module) = top_module(f) else { continue };
+        let Some(module) = top_module(f) else {
+            continue;
+        };
         let Some(layer) = LAYERS.iter().position(|m| *m == module) else {
             continue; // lib.rs, main.rs, cli/: above every layer
         };
@@ -94,7 +105,13 @@ fn the_page_has_no_module_circle() {
     rust_files(&ui, &mut files);
     let module = |p: &Path| {
         let rel = p.strip_prefix(&ui).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_str().unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_str()
+            .unwrap();
         first.trim_end_matches(".rs").to_string()
     };
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

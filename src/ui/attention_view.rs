@@ -4,11 +4,13 @@
 //! heads of a group read the same keys, yet each has its own query, so each row differs: what
 //! grouping shares is the cache, not the attention pattern.
 //!
-//! The weights come from the engine's probe (`gpu/engine/probe.rs`), which the generation loop
-//! turns on only while the view is open: closed, decoding reads back nothing more.
+//! The weights come from the engine's probe (`gpu/engine/probe.rs`), which a generation turns
+//! on only while the view is open (the attention watch, `state/attention.rs`): closed,
+//! decoding reads back nothing more.
 
 use super::diagram::group_colour;
-use super::state::{AttentionShown, Ui};
+use super::state::attention::{AttentionShown, AttentionWatch};
+use super::state::model::LoadedModel;
 use leptos::prelude::*;
 
 /// Positions drawn at most; a longer context shows its first [`HEAD`] and its last ones.
@@ -89,8 +91,7 @@ fn head_row(shown: &AttentionShown, h: usize, cols: &[Option<usize>], cell: f64)
 }
 
 /// The rows, grouped by KV head, and the tokens as column labels.
-fn heatmap(ui: Ui, shown: AttentionShown) -> impl IntoView {
-    let tok = ui.tokenizer.get_value();
+fn heatmap(model: LoadedModel, shown: AttentionShown) -> impl IntoView {
     let cols = columns(shown.weights.positions);
     let cell = cell_width(cols.len());
     let gr = shown.grouping;
@@ -113,10 +114,7 @@ fn heatmap(ui: Ui, shown: AttentionShown) -> impl IntoView {
         .iter()
         .map(|c| match c {
             Some(p) => {
-                let text = match (&tok, shown.ids.get(*p)) {
-                    (Some(t), Some(&id)) => String::from_utf8_lossy(&t.token_bytes(id, true)).into_owned(),
-                    _ => String::new(),
-                };
+                let text = shown.ids.get(*p).map(|&id| model.token_text(id)).unwrap_or_default();
                 view! { <span class="attn-token" style:width=format!("{cell}px") title=format!("position {p}: {text:?}")>{label(&text)}</span> }.into_any()
             }
             None => view! { <span class="attn-token gap" style:width=format!("{cell}px")>"…"</span> }.into_any(),
@@ -145,44 +143,43 @@ fn heatmap(ui: Ui, shown: AttentionShown) -> impl IntoView {
 
 /// The view: its toggle, layer selector, heatmap and explanation.
 #[component]
-pub fn AttentionView(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
-    let layers = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_layers));
+pub fn AttentionView() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let watch = expect_context::<AttentionWatch>();
+    let layers = move || model.cfg_or(0, |c| c.n_layers);
     let options = move || {
         (0..layers())
-            .map(|l| view! { <option value=l selected=move || ui.attention_layer.get() == l>{format!("layer {l}")}</option> })
+            .map(|l| view! { <option value=l selected=move || watch.layer.get() == l>{format!("layer {l}")}</option> })
             .collect_view()
     };
     let on_layer = move |ev: leptos::ev::Event| {
         if let Ok(l) = event_target_value(&ev).parse::<usize>() {
-            ui.attention_layer.set(l);
-            ui.attention.set(None);
+            watch.layer.set(l);
+            watch.shown.set(None);
         }
     };
     let toggle = move |_| {
-        ui.attention_open.update(|o| *o = !*o);
-        ui.attention.set(None);
+        watch.open.update(|o| *o = !*o);
+        watch.shown.set(None);
     };
-    let shown = move || ui.attention.get();
+    let shown = move || watch.shown.get();
     view! {
-        <section class="card wide" data-testid="attention-view" data-layer=move || ui.attention_layer.get() data-open=move || ui.attention_open.get().to_string() data-reads=move || ui.attention_reads.get()>
+        <section class="card wide" data-testid="attention-view" data-layer=move || watch.layer.get() data-open=move || watch.open.get().to_string() data-reads=move || watch.reads.get()>
             <div class="card-head">
                 <h2>"Inside attention"</h2>
-                <button data-testid="attention-toggle" aria-expanded=move || ui.attention_open.get().to_string() on:click=toggle>
-                    {move || if ui.attention_open.get() { "Hide" } else { "Show the attention weights" }}
+                <button data-testid="attention-toggle" aria-expanded=move || watch.open.get().to_string() on:click=toggle>
+                    {move || if watch.open.get() { "Hide" } else { "Show the attention weights" }}
                 </button>
                 <label>
                     " Layer "
-                    <select data-testid="attention-layer" on:change=on_layer prop:value=move || ui.attention_layer.get().to_string()>{options}</select>
+                    <select data-testid="attention-layer" on:change=on_layer prop:value=move || watch.layer.get().to_string()>{options}</select>
                 </label>
             </div>
-            <Show when=move || ui.attention_open.get() fallback=|| view! {
+            <Show when=move || watch.open.get() fallback=|| view! {
                 <p class="muted small">"Closed, the engine reads nothing back for this view: each decoded token is one submit and a 4-byte read, as without it. Open, each token adds one small kernel and a read of the layer's weights (and a hardware GPU stops running a step ahead), so the speed table leaves those tokens out."</p>
             }>
                 {move || match shown() {
-                    Some(s) => heatmap(ui, s).into_any(),
+                    Some(s) => heatmap(model, s).into_any(),
                     None => view! { <p class="muted">"Generate (or keep generating) to see this layer's weights for each new token."</p> }.into_any(),
                 }}
             </Show>

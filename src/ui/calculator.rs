@@ -5,7 +5,7 @@
 //! common GPU memory sizes hold the cache and the weights together.
 
 use super::format;
-use super::state::Ui;
+use super::state::model::LoadedModel;
 use crate::model::kv_cache::{calculator_groups, fits, presets, GPU_MEMORY_GIB};
 use crate::model::{ElementType, Hyper};
 use leptos::prelude::*;
@@ -26,9 +26,9 @@ const LOADED: &str = "loaded";
 const CUSTOM: &str = "custom";
 
 /// The preset named `key`, or the loaded model's shape.
-fn preset(ui: Ui, key: &str) -> Option<(Hyper, bool)> {
+fn preset(model: LoadedModel, key: &str) -> Option<(Hyper, bool)> {
     if key == LOADED {
-        return ui.info.with_untracked(|i| {
+        return model.info.with_untracked(|i| {
             i.as_ref()
                 .map(|i| (Hyper::of(&i.name, &i.cfg, i.params), true))
         });
@@ -118,10 +118,8 @@ fn bar(inp: &Inputs, g: u64, max: u64) -> impl IntoView {
 
 /// The calculator.
 #[component]
-pub fn Calculator(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+pub fn Calculator() -> impl IntoView {
+    let loaded_model = expect_context::<LoadedModel>();
     let first = presets().into_iter().nth(1).map(|p| (p, false));
     let Some((model, loaded)) = first else {
         return ().into_any();
@@ -137,7 +135,7 @@ pub fn Calculator(
     });
     let choose = move |ev: leptos::ev::Event| {
         let k = event_target_value(&ev);
-        if let Some((model, loaded)) = preset(ui, &k) {
+        if let Some((model, loaded)) = preset(loaded_model, &k) {
             inputs.update(|i| (i.model, i.loaded) = (model, loaded));
         }
         key.set(k);
@@ -153,7 +151,9 @@ pub fn Calculator(
         }
     };
     let options = move || {
-        let loaded = ui.info.with(|i| i.as_ref().map(|i| i.name.clone()));
+        let loaded = loaded_model
+            .info
+            .with(|i| i.as_ref().map(|i| i.name.clone()));
         let names: Vec<(String, String)> = presets()
             .into_iter()
             .map(|p| (p.name.clone(), p.name))

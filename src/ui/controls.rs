@@ -1,9 +1,11 @@
 //! The controls: prompt, chat toggle, sampling settings, Generate/Stop ([`PromptControls`]),
 //! the G slider ([`GroupSlider`]), which steps through every G from 1 to H, and the regrouping
-//! method ([`MethodSwitch`]).
+//! method ([`MethodSwitch`]). Each writes the settings; the engine's owner follows them.
 
-use super::actions;
-use super::state::{Activity, Ui};
+use super::owner::EngineHandle;
+use super::state::model::LoadedModel;
+use super::state::run::RunState;
+use super::state::Groups;
 use super::url_state::Settings;
 use crate::regroup::Grouping;
 use crate::regroup::Method;
@@ -14,7 +16,6 @@ use leptos::prelude::*;
 /// leaves the setting as it was.
 #[component]
 fn NumberField<T, G, S>(
-    ui: Ui,
     /// Visible label.
     label: &'static str,
     /// `name`/`id` of the input, also its test hook.
@@ -37,6 +38,7 @@ where
     G: Fn(&Settings) -> T + Copy + Send + Sync + 'static,
     S: Fn(&mut Settings, T) + Copy + Send + Sync + 'static,
 {
+    let settings = expect_context::<RwSignal<Settings>>();
     view! {
         <label class="field">
             <span class="field-label">{label}</span>
@@ -47,10 +49,10 @@ where
                 data-testid=name
                 step=step
                 min=min
-                prop:value=move || ui.settings.with(|s| get(s).to_string())
+                prop:value=move || settings.with(|s| get(s).to_string())
                 on:change=move |e| {
                     if let Ok(v) = event_target_value(&e).trim().parse::<T>() {
-                        ui.settings.update(|s| set(s, v));
+                        settings.update(|s| set(s, v));
                     }
                 }
             />
@@ -61,17 +63,18 @@ where
 
 /// Prompt, chat toggle, sampling settings and the Generate/Stop buttons.
 #[component]
-pub fn PromptControls(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
-    let generating = move || ui.is_generating();
-    let can_generate = move || ui.info.with(Option::is_some) && ui.activity.get() == Activity::Idle;
-    let has_chat = move || ui.info.with(|i| i.as_ref().is_none_or(|i| i.has_chat));
+pub fn PromptControls() -> impl IntoView {
+    let settings = expect_context::<RwSignal<Settings>>();
+    let model = expect_context::<LoadedModel>();
+    let run = expect_context::<RunState>();
+    let engine = expect_context::<EngineHandle>();
+    let generating = move || run.is_generating();
+    let can_generate = move || model.is_loaded() && run.is_idle();
+    let has_chat = move || model.info.with(|i| i.as_ref().is_none_or(|i| i.has_chat));
     let on_key = move |e: ev::KeyboardEvent| {
         if e.key() == "Enter" && (e.ctrl_key() || e.meta_key()) {
             e.prevent_default();
-            actions::generate(ui);
+            engine.generate();
         }
     };
     view! {
@@ -82,8 +85,8 @@ pub fn PromptControls(
                 data-testid="prompt-input"
                 rows="4"
                 placeholder="Write a prompt…"
-                prop:value=move || ui.settings.with(|s| s.prompt.clone())
-                on:input=move |e| { let v = event_target_value(&e); ui.settings.update(|s| s.prompt = v); }
+                prop:value=move || settings.with(|s| s.prompt.clone())
+                on:input=move |e| { let v = event_target_value(&e); settings.update(|s| s.prompt = v); }
                 on:keydown=on_key
             ></textarea>
         </div>
@@ -92,9 +95,9 @@ pub fn PromptControls(
                 <input
                     type="checkbox"
                     data-testid="chat-toggle"
-                    prop:checked=move || ui.settings.with(|s| s.chat)
+                    prop:checked=move || settings.with(|s| s.chat)
                     prop:disabled=move || !has_chat()
-                    on:change=move |e| { let on = event_target_checked(&e); ui.settings.update(|s| s.chat = on); }
+                    on:change=move |e| { let on = event_target_checked(&e); settings.update(|s| s.chat = on); }
                 />
                 " Chat (ChatML)"
             </label>
@@ -102,8 +105,8 @@ pub fn PromptControls(
                 <input
                     type="checkbox"
                     data-testid="ignore-eos"
-                    prop:checked=move || ui.settings.with(|s| s.ignore_eos)
-                    on:change=move |e| { let on = event_target_checked(&e); ui.settings.update(|s| s.ignore_eos = on); }
+                    prop:checked=move || settings.with(|s| s.ignore_eos)
+                    on:change=move |e| { let on = event_target_checked(&e); settings.update(|s| s.ignore_eos = on); }
                 />
                 " Ignore end of sequence"
             </label>
@@ -111,15 +114,15 @@ pub fn PromptControls(
         <details class="sampling" open>
             <summary>"Sampling"</summary>
             <div class="fields">
-                <NumberField ui label="Temperature" name="temperature" step="0.1" hint="0 = greedy"
+                <NumberField label="Temperature" name="temperature" step="0.1" hint="0 = greedy"
                     get=|s: &Settings| s.temperature set=|s: &mut Settings, v: f32| s.temperature = v.max(0.0) />
-                <NumberField ui label="Top-k" name="top_k" hint="0 = all tokens"
+                <NumberField label="Top-k" name="top_k" hint="0 = all tokens"
                     get=|s: &Settings| s.top_k set=|s: &mut Settings, v| s.top_k = v />
-                <NumberField ui label="Top-p" name="top_p" step="0.05" hint="1 = no cut"
+                <NumberField label="Top-p" name="top_p" step="0.05" hint="1 = no cut"
                     get=|s: &Settings| s.top_p set=|s: &mut Settings, v: f32| s.top_p = v.clamp(0.01, 1.0) />
-                <NumberField ui label="Seed" name="seed" hint="same seed, same text"
+                <NumberField label="Seed" name="seed" hint="same seed, same text"
                     get=|s: &Settings| s.seed set=|s: &mut Settings, v| s.seed = v />
-                <NumberField ui label="Max tokens" name="max_tokens" min="1" hint="new tokens"
+                <NumberField label="Max tokens" name="max_tokens" min="1" hint="new tokens"
                     get=|s: &Settings| s.max_tokens set=|s: &mut Settings, v: usize| s.max_tokens = v.max(1) />
             </div>
         </details>
@@ -128,13 +131,13 @@ pub fn PromptControls(
                 class="primary"
                 data-testid="generate-button"
                 prop:disabled=move || !can_generate()
-                on:click=move |_| actions::generate(ui)
+                on:click=move |_| engine.generate()
                 title="Ctrl+Enter in the prompt"
             >"Generate"</button>
             <button
                 data-testid="stop-button"
                 prop:disabled=move || !generating()
-                on:click=move |_| actions::stop(ui)
+                on:click=move |_| engine.stop()
             >"Stop"</button>
         </div>
     }
@@ -164,22 +167,35 @@ fn snap(valid: &[usize], cur: usize, v: usize) -> usize {
         .unwrap_or(cur)
 }
 
+/// What choosing G = `g` does: if the loaded model has it and it is not the G in use, the
+/// settings change and the engine follows them.
+fn groups_chooser() -> impl Fn(usize) + Copy + Send + Sync + 'static {
+    let model = expect_context::<LoadedModel>();
+    let groups = expect_context::<Groups>();
+    let settings = expect_context::<RwSignal<Settings>>();
+    let engine = expect_context::<EngineHandle>();
+    move |g| {
+        let valid = model.info.with_untracked(|i| {
+            i.as_ref()
+                .is_some_and(|i| i.cfg.valid_groups().contains(&g))
+        });
+        if valid && g != groups.get_untracked() {
+            settings.update(|s| s.groups = Some(g));
+            engine.regroup();
+        }
+    }
+}
+
 /// The G slider: an `input[type=range]` whose value is G, with a labelled stop (MQA, GQA-G,
 /// MHA) at each G from 1 to H. Keyboard: arrow keys step between them.
 #[component]
-pub fn GroupSlider(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
-    let heads = move || ui.info.with(|i| i.as_ref().map_or(1, |i| i.cfg.n_heads));
-    let valid = move || {
-        ui.info
-            .with(|i| i.as_ref().map(|i| i.cfg.valid_groups()).unwrap_or_default())
-    };
-    let grouping = move |g: usize| {
-        ui.info
-            .with(|i| i.as_ref().and_then(|i| Grouping::of(&i.cfg, g).ok()))
-    };
+pub fn GroupSlider() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let groups = expect_context::<Groups>();
+    let choose = groups_chooser();
+    let heads = move || model.cfg_or(1, |c| c.n_heads);
+    let valid = move || model.cfg_or(Vec::new(), |c| c.valid_groups());
+    let grouping = move |g: usize| model.cfg_or(None, |c| Grouping::of(c, g).ok());
     let label = move |g: usize| grouping(g).map(|gr| gr.label()).unwrap_or_default();
     let per_kv = move |g: usize| {
         let Some(gr) = grouping(g) else {
@@ -192,10 +208,10 @@ pub fn GroupSlider(
     };
     let on_change = move |e: ev::Event| {
         let v = event_target_value(&e).parse().unwrap_or(0);
-        let g = snap(&valid(), ui.groups.get_untracked(), v);
-        actions::set_groups(ui, g);
+        let g = snap(&valid(), groups.get_untracked(), v);
+        choose(g);
         let input: web_sys::HtmlInputElement = event_target(&e);
-        input.set_value(&ui.groups.get_untracked().to_string());
+        input.set_value(&groups.get_untracked().to_string());
     };
     let pos = move |g: usize| {
         let p = if heads() > 1 {
@@ -208,11 +224,11 @@ pub fn GroupSlider(
     view! {
         <div class="slider">
             <label for="groups" class="field-label">
-                {move || match ui.info.with(Option::is_some) {
+                {move || match model.is_loaded() {
                     true => view! {
-                        "KV groups "<b>"G = "{ui.groups.get()}</b>
-                        " · "{label(ui.groups.get())}
-                        " · "{per_kv(ui.groups.get())}
+                        "KV groups "<b>"G = "{groups.get()}</b>
+                        " · "{label(groups.get())}
+                        " · "{per_kv(groups.get())}
                     }.into_any(),
                     false => view! { "KV groups G (available once a model is loaded)" }.into_any(),
                 }}
@@ -228,20 +244,20 @@ pub fn GroupSlider(
                 // (G is set before a new model's head count reaches the slider).
                 prop:value=move || {
                     heads();
-                    ui.groups.get().to_string()
+                    groups.get().to_string()
                 }
-                prop:disabled=move || ui.info.with(Option::is_none)
-                aria-valuetext=move || format!("G = {} ({})", ui.groups.get(), label(ui.groups.get()))
+                prop:disabled=move || !model.is_loaded()
+                aria-valuetext=move || format!("G = {} ({})", groups.get(), label(groups.get()))
                 on:change=on_change
             />
             <div class="ticks">
                 {move || valid().into_iter().map(|g| view! {
                     <button
                         class="tick"
-                        class:active=move || ui.groups.get() == g
+                        class:active=move || groups.get() == g
                         style:left=pos(g)
                         tabindex="-1"
-                        on:click=move |_| actions::set_groups(ui, g)
+                        on:click=move |_| choose(g)
                     >
                         <span class="tick-g">{g}</span>
                         <span class="tick-label">{label(g)}</span>
@@ -255,23 +271,27 @@ pub fn GroupSlider(
 /// How a G below the model's own is made: the calibrated merge (the default) or the GQA
 /// paper's mean-pooling. A select, mirrored in the URL as `regroup=`.
 #[component]
-pub fn MethodSwitch(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+pub fn MethodSwitch() -> impl IntoView {
+    let settings = expect_context::<RwSignal<Settings>>();
+    let model = expect_context::<LoadedModel>();
+    let engine = expect_context::<EngineHandle>();
     let on_change = move |e: ev::Event| {
-        if let Some(m) = Method::parse(&event_target_value(&e)) {
-            actions::set_method(ui, m);
+        let Some(method) = Method::parse(&event_target_value(&e)) else {
+            return;
+        };
+        if method != settings.with_untracked(|s| s.regroup) {
+            settings.update(|s| s.regroup = method);
+            engine.regroup();
         }
     };
-    let native = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_kv_heads));
+    let native = move || model.cfg_or(0, |c| c.n_kv_heads);
     view! {
         <div class="method">
             <label for="regroup" class="field-label">"Below G = "{native}": "</label>
             <select
                 id="regroup"
                 data-testid="regroup-method"
-                prop:value=move || ui.method.get().name()
+                prop:value=move || settings.with(|s| s.regroup.name())
                 on:change=on_change
             >
                 <option value="calibrated">"calibrated merge (fitted, no training)"</option>

@@ -1,7 +1,8 @@
 //! The grouping diagram (SVG): the query heads and KV heads of one layer, each query head
 //! joined to the KV head it reads (`Grouping::kv_head`), coloured by group.
 
-use super::state::Ui;
+use super::state::model::LoadedModel;
+use super::state::Groups;
 use crate::regroup::Grouping;
 use leptos::prelude::*;
 
@@ -27,14 +28,12 @@ fn x_of(i: usize, n: usize) -> f64 {
 
 /// One layer's attention heads at the current G.
 #[component]
-pub fn GroupingDiagram(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+pub fn GroupingDiagram() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let groups = expect_context::<Groups>();
     let grouping = move || {
-        let g = ui.groups.get();
-        ui.info
-            .with(|i| i.as_ref().and_then(|i| Grouping::of(&i.cfg, g).ok()))
+        let g = groups.get();
+        model.cfg_or(None, |c| Grouping::of(c, g).ok())
     };
     let body = move || {
         let Some(gr) = grouping() else {
@@ -83,7 +82,7 @@ pub fn GroupingDiagram(
         <figure class="diagram">
             <svg
                 data-testid="grouping-diagram"
-                data-groups=move || ui.groups.get()
+                data-groups=move || groups.get()
                 viewBox=format!("0 0 {W} {H}")
                 role="img"
                 aria-label=move || caption().unwrap_or_default()

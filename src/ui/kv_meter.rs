@@ -4,13 +4,13 @@
 
 use super::diagram::group_colour;
 use super::format;
-use super::state::Ui;
-use crate::model::kv_cache_bytes;
+use super::state::model::LoadedModel;
+use super::state::run::RunState;
+use super::state::Groups;
+use crate::model::{kv_cache_bytes, KV_BYTES_PER_ELEMENT as BYTES_PER_ELEMENT};
 use crate::regroup::Grouping;
 use leptos::prelude::*;
 
-/// The engine keeps K and V in f32.
-const BYTES_PER_ELEMENT: usize = 4;
 const W: f64 = 560.0;
 const H: f64 = 190.0;
 const L: f64 = 64.0; // left margin (axis labels)
@@ -19,42 +19,40 @@ const T: f64 = 24.0; // top margin
 
 /// Live KV-cache bytes, the formula, and the bytes-vs-context chart.
 #[component]
-pub fn KvMeter(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+pub fn KvMeter() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let groups = expect_context::<Groups>();
+    let run = expect_context::<RunState>();
     let bytes = move || {
-        ui.info.with(|i| {
-            i.as_ref().map(|i| {
-                kv_cache_bytes(&i.cfg, ui.groups.get(), ui.seq_tokens(), BYTES_PER_ELEMENT)
-            })
-        })
+        let (g, n) = (groups.get(), run.seq_tokens());
+        model.cfg_or(None, |c| Some(kv_cache_bytes(c, g, n, BYTES_PER_ELEMENT)))
     };
     let formula = move || {
-        ui.info.with(|i| {
+        let (g, n) = (groups.get(), run.seq_tokens());
+        model.info.with(|i| {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
                 format!(
                     "2 (K and V) · {} layers · G = {} · {} head_dim · {} · {BYTES_PER_ELEMENT} bytes",
                     c.n_layers,
-                    ui.groups.get(),
+                    g,
                     c.head_dim,
-                    format::count(ui.seq_tokens(), "token")
+                    format::count(n, "token")
                 )
             })
         })
     };
-    let what = move || match ui.positions.get() {
+    let what = move || match run.positions.get() {
         Some(n) => format!(
             "{} in the KV cache (prompt + generated)",
             format::plural(n, "position")
         ),
         None => format!(
             "{} (not run yet)",
-            format::plural(ui.prompt_tokens.get(), "prompt token")
+            format::plural(run.prompt_tokens.get(), "prompt token")
         ),
     };
-    let loaded = move || ui.info.with(Option::is_some);
+    let loaded = move || model.is_loaded();
     view! {
         <Show when=loaded fallback=|| view! { <p class="muted">"The KV-cache meter appears once a model is loaded."</p> }>
         <div class="kv-meter">
@@ -67,10 +65,10 @@ pub fn KvMeter(
                 <code>{formula}</code>
                 <br/>
                 <span class="muted">
-                    <span data-testid="kv-tokens">{move || ui.seq_tokens()}</span>" "{what}
+                    <span data-testid="kv-tokens">{move || run.seq_tokens()}</span>" "{what}
                 </span>
             </p>
-            <KvChart ui />
+            <KvChart />
         </div>
         </Show>
     }
@@ -78,21 +76,21 @@ pub fn KvMeter(
 
 /// Cache bytes vs context length, one line per valid G, up to the session's KV capacity.
 #[component]
-fn KvChart(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+fn KvChart() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let groups = expect_context::<Groups>();
+    let run = expect_context::<RunState>();
     let chart = move || {
-        let info = ui.info.get()?;
+        let info = model.info.get()?;
         let cfg = &info.cfg;
-        let cap = info.capacity.max(1);
+        let cap = info.facts.capacity.max(1);
         let valid = cfg.valid_groups();
         let gmax = valid.last().copied().unwrap_or(1);
         let ymax = kv_cache_bytes(cfg, gmax, cap, BYTES_PER_ELEMENT).max(1) as f64;
         let x = move |n: usize| L + (W - L - 8.0) * n as f64 / cap as f64;
         let y = move |b: u64| H - B - (H - B - T) * b as f64 / ymax;
-        let cur_g = ui.groups.get();
-        let n = ui.seq_tokens().min(cap);
+        let cur_g = groups.get();
+        let n = run.seq_tokens().min(cap);
         let lines = valid
             .iter()
             .enumerate()
@@ -124,7 +122,7 @@ fn KvChart(
         })
     };
     let full = move || {
-        ui.info.with(|i| {
+        model.info.with(|i| {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
                 c.valid_groups()
@@ -146,10 +144,7 @@ fn KvChart(
             })
         })
     };
-    let ctx = move || {
-        ui.info
-            .with(|i| i.as_ref().map_or(0, |i| i.cfg.context_length))
-    };
+    let ctx = move || model.cfg_or(0, |c| c.context_length);
     view! {
         <svg class="kv-chart" viewBox=format!("0 0 {W} {H}") role="img" aria-label="KV-cache bytes against context length for each G">
             {chart}

@@ -1,30 +1,33 @@
-//! The browser app (wasm32 only): a Leptos client-side UI over the GPU engine. The only module
-//! that touches leptos, web-sys and js-sys. Data flows one way: the model bytes ([`loader`]) →
-//! an engine and tokenizer ([`session`]) → tokens ([`generation`]) → signals ([`state`]) →
-//! DOM and SVG ([`app`], [`controls`], [`diagram`], [`kv_meter`], [`tradeoffs`]), and the
-//! views that explain GQA: attention by KV group ([`attention_view`]), G side by side
-//! ([`compare`]), quality against memory and speed ([`tradeoff_plot`]), the cache calculator
-//! ([`calculator`]).
-//! Settings live in the URL ([`url_state`]).
+//! The browser app (wasm32 only): a Leptos client-side UI over either engine, the GPU one
+//! (WebGPU) or the CPU one (WebAssembly), in a Web Worker or on the page's thread. The only
+//! module that touches leptos, web-sys and js-sys.
+//!
+//! Three layers, each importing only the ones below it:
+//! - the views ([`app`] lays them out: [`model_panel`], [`controls`], [`output`],
+//!   [`diagram`], [`kv_meter`], [`tradeoffs`], and the views that explain GQA: attention by KV
+//!   group ([`attention_view`]), G side by side ([`compare_view`]), quality against memory and
+//!   speed ([`tradeoff_plot`]), the cache calculator ([`calculator`])). Each reads the state it
+//!   shows from a context, and asks for work through the engine's owner.
+//! - the engine's owner ([`owner`]): one task holds the loaded model and runs commands in
+//!   order — load, generate, regroup, measure, compare.
+//! - the page's state by concern ([`state`], the settings in [`url_state`], mirrored in the
+//!   URL), and below it the engine wherever it runs ([`engine`]), the model's bytes
+//!   ([`loader`]) and small helpers ([`js`], [`format`]).
 
-mod actions;
 mod app;
 mod attention_view;
 mod calculator;
-mod compare;
+mod compare_view;
 mod controls;
 mod diagram;
 mod engine;
 mod format;
-mod generation;
 mod js;
 mod kv_meter;
 mod loader;
 mod model_panel;
 mod output;
-mod quality;
-mod regrouping;
-mod session;
+mod owner;
 mod state;
 mod tradeoff_plot;
 mod tradeoffs;

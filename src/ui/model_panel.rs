@@ -1,26 +1,26 @@
 //! The model strip: load progress (bytes, total, MB/s), what is loaded, and a drop zone / file
 //! picker for one's own GGUF.
 
-use super::actions;
 use super::format;
 use super::loader::Phase;
-use super::state::Ui;
+use super::owner::EngineHandle;
+use super::state::model::LoadedModel;
 use leptos::ev;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
 /// Progress bar while loading, model facts once loaded, and the file drop zone.
 #[component]
-pub fn ModelPanel(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+pub fn ModelPanel() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let engine = expect_context::<EngineHandle>();
     let percent = move || {
-        ui.progress
+        model
+            .progress
             .with(|p| p.as_ref().and_then(|p| p.percent()).unwrap_or(0.0))
     };
     let progress_text = move || {
-        ui.progress.with(|p| {
+        model.progress.with(|p| {
             p.as_ref().map(|p| {
                 let verb = match p.phase {
                     Phase::Download => "Downloaded",
@@ -40,17 +40,17 @@ pub fn ModelPanel(
         })
     };
     let facts = move || {
-        ui.info.with(|i| {
+        model.info.with(|i| {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
-                let decode = if i.decode_ahead {
+                let decode = if i.facts.decode_ahead {
                     "decodes one step ahead"
                 } else {
                     "decodes step by step"
                 };
                 format!(
                     "{} · {} layers · {} query heads · {} KV heads (native) · head_dim {} · vocab {} · KV capacity {} · {} · {decode}",
-                    i.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, format::int(c.vocab_size as u64), i.capacity, i.adapter
+                    i.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, format::int(c.vocab_size as u64), i.facts.capacity, i.facts.device
                 )
             })
         })
@@ -58,7 +58,7 @@ pub fn ModelPanel(
     let on_pick = move |e: ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&e);
         if let Some(f) = input.files().and_then(|fs| fs.get(0)) {
-            actions::open_file(ui, f);
+            engine.open_file(f);
         }
         input.set_value("");
     };
@@ -71,7 +71,7 @@ pub fn ModelPanel(
             .and_then(|d| d.files())
             .and_then(|fs| fs.get(0));
         if let Some(f) = file {
-            actions::open_file(ui, f);
+            engine.open_file(f);
         }
     };
     view! {
@@ -84,7 +84,7 @@ pub fn ModelPanel(
                 aria-valuemin="0"
                 aria-valuemax="100"
                 aria-valuenow=move || format!("{:.0}", percent())
-                class:hidden=move || ui.progress.with(Option::is_none)
+                class:hidden=move || model.progress.with(Option::is_none)
             >
                 <div class="bar"><div class="fill" style:width=move || format!("{:.1}%", percent())></div></div>
                 <div class="progress-text">{progress_text}</div>

@@ -1,43 +1,41 @@
 //! The generated text as it streams in, its token ids, and the speed.
 
 use super::format;
-use super::state::Ui;
+use super::state::run::RunState;
 use leptos::prelude::*;
 
 /// Output text, ids, tokens/s and prefill time.
 #[component]
-pub fn Output(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+pub fn Output() -> impl IntoView {
+    let run = expect_context::<RunState>();
     let ids = move || {
-        ui.ids
+        run.ids
             .with(|v| v.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
     };
-    let caret = move || ui.is_generating();
+    let caret = move || run.is_generating();
     view! {
         <div class="output" aria-live="polite">
             <div class="output-text" data-testid="output-text">
-                {move || ui.output.get()}
+                {move || run.output.get()}
                 <Show when=caret><span class="caret" aria-hidden="true"></span></Show>
             </div>
             <div
                 class="stats"
                 data-testid="run-stats"
-                data-prompt-tokens=move || ui.prompt_tokens.get()
-                data-prefill-ms=move || ui.prefill_ms.get().map(|t| format!("{t:.1}")).unwrap_or_default()
-                data-decode-tps=move || ui.tokens_per_s.get().map(|t| format!("{t:.3}")).unwrap_or_default()
+                data-prompt-tokens=move || run.prompt_tokens.get()
+                data-prefill-ms=move || run.prefill_ms.get().map(|t| format!("{t:.1}")).unwrap_or_default()
+                data-decode-tps=move || run.tokens_per_s.get().map(|t| format!("{t:.3}")).unwrap_or_default()
             >
                 <span>
                     <span class="stat-num" data-testid="tokens-per-second">
-                        {move || ui.tokens_per_s.get().map_or("–".to_string(), |t| format!("{t:.1}"))}
+                        {move || run.tokens_per_s.get().map_or("–".to_string(), |t| format!("{t:.1}"))}
                     </span>" tokens/s"
                 </span>
                 <span>
-                    "prefill "<span class="stat-num">{move || ui.prefill_ms.get().map_or("–".to_string(), |t| format!("{t:.0}"))}</span>" ms"
+                    "prefill "<span class="stat-num">{move || run.prefill_ms.get().map_or("–".to_string(), |t| format!("{t:.0}"))}</span>" ms"
                 </span>
                 <span data-testid="token-count">
-                    <span class="stat-num">{move || ui.ids.with(Vec::len)}</span>" "{move || format::plural(ui.ids.with(Vec::len), "token")}
+                    <span class="stat-num">{move || run.ids.with(Vec::len)}</span>" "{move || format::plural(run.ids.with(Vec::len), "token")}
                 </span>
             </div>
             <details class="ids">

@@ -6,8 +6,9 @@
 
 use super::diagram::group_colour;
 use super::format;
-use super::state::Ui;
-use crate::model::kv_cache_bytes;
+use super::state::measurements::Measurements;
+use super::state::model::LoadedModel;
+use crate::model::{kv_cache_bytes, KV_BYTES_PER_ELEMENT};
 use crate::regroup::Method;
 use leptos::prelude::*;
 
@@ -31,13 +32,14 @@ struct Point {
 
 /// Every (G, method) with a perplexity measured (G at or above the native one are the
 /// native model, scored once).
-fn points(ui: Ui) -> (Vec<Point>, usize) {
-    let Some(info) = ui.info.get() else {
+fn points(model: LoadedModel, measured: Measurements) -> (Vec<Point>, usize) {
+    let Some(info) = model.info.get() else {
         return (Vec::new(), 0);
     };
     let (cfg, g0) = (&info.cfg, info.cfg.n_kv_heads);
-    let quality = ui.quality.get();
-    let speed = ui.speeds_on(ui.backend());
+    let quality = measured.quality.get();
+    let backend = info.backend();
+    let speed = measured.speeds_on(|b| b == backend);
     let mut out = Vec::new();
     for g in cfg.valid_groups() {
         let methods: &[Method] = if g >= g0 {
@@ -56,7 +58,7 @@ fn points(ui: Ui) -> (Vec<Point>, usize) {
                     groups: g,
                     method,
                     ppl,
-                    bytes: kv_cache_bytes(cfg, g, 1, 4),
+                    bytes: kv_cache_bytes(cfg, g, 1, KV_BYTES_PER_ELEMENT),
                     ms: speed.get(&g).map(|m| 1e3 / m.tokens_per_s()),
                 });
             }
@@ -144,12 +146,11 @@ fn panel(
 
 /// The plot (two panels), its legend, and the paper's figures.
 #[component]
-pub fn TradeoffPlot(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+pub fn TradeoffPlot() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let measured = expect_context::<Measurements>();
     let body = move || {
-        let (pts, heads) = points(ui);
+        let (pts, heads) = points(model, measured);
         let n = pts.len();
         view! {
             <div class="plots" data-testid="tradeoff-plot" data-points=n>

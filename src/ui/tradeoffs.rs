@@ -4,10 +4,15 @@
 //! one is the same model, scored once; speed is the decode rate measured on this engine as the
 //! person generates at each G.
 
-use super::actions;
 use super::format;
-use super::state::{Activity, Ui};
-use crate::model::kv_cache_bytes;
+use super::owner::EngineHandle;
+use super::state::measurements::Measurements;
+use super::state::model::LoadedModel;
+use super::state::run::RunState;
+use super::state::Groups;
+use super::url_state::Settings;
+use crate::engine::Backend;
+use crate::model::{kv_cache_bytes, KV_BYTES_PER_ELEMENT};
 use crate::regroup::texts::EVALUATION_SOURCE;
 use crate::regroup::{Grouping, Method};
 use leptos::prelude::*;
@@ -22,19 +27,22 @@ fn ppl_text(p: f64) -> String {
 }
 
 /// One quality cell: the perplexity measured for (G, method), or – until measured.
-fn quality_cell(ui: Ui, g: usize, g0: usize, method: Method) -> impl IntoView {
+fn quality_cell(g: usize, g0: usize, method: Method) -> impl IntoView {
+    let quality = expect_context::<Measurements>().quality;
+    let settings = expect_context::<RwSignal<Settings>>();
+    let groups = expect_context::<Groups>();
     let key = if g >= g0 {
         (g0, Method::Mean)
     } else {
         (g, method)
     };
-    let ppl = move || ui.quality.with(|q| q.get(&key).copied());
+    let ppl = move || quality.with(|q| q.get(&key).copied());
     let text = move || match (ppl(), g > g0) {
         (Some(p), true) => format!("{} (exact)", ppl_text(p)),
         (Some(p), false) => ppl_text(p),
         (None, _) => "–".into(),
     };
-    let current = move || ui.method.get() == method && ui.groups.get() == g;
+    let current = move || settings.with(|s| s.regroup) == method && groups.get() == g;
     view! {
         <td
             class="num"
@@ -50,20 +58,24 @@ fn quality_cell(ui: Ui, g: usize, g0: usize, method: Method) -> impl IntoView {
 /// A table of every valid G: cache per token, share of MHA's, perplexity with each method,
 /// decode speed measured on this page; and what the numbers mean.
 #[component]
-pub fn Tradeoffs(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+pub fn Tradeoffs() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let measured = expect_context::<Measurements>();
+    let settings = expect_context::<RwSignal<Settings>>();
+    let groups = expect_context::<Groups>();
+    let run = expect_context::<RunState>();
+    let engine = expect_context::<EngineHandle>();
     let rows = move || {
-        let info = ui.info.get()?;
+        let info = model.info.get()?;
         let c = info.cfg.clone();
-        let mha = kv_cache_bytes(&c, c.n_heads, 1, 4) as f64;
-        let cur = ui.groups.get();
-        let speeds = ui.speeds_on(ui.backend());
+        let mha = kv_cache_bytes(&c, c.n_heads, 1, KV_BYTES_PER_ELEMENT) as f64;
+        let cur = groups.get();
+        let backend = info.backend();
+        let speeds = measured.speeds_on(|b| b == backend);
         let g0 = c.n_kv_heads;
         let rows = c.valid_groups().into_iter().map(|g| {
             let gr = Grouping::of(&c, g).ok();
-            let per_tok = kv_cache_bytes(&c, g, 1, 4);
+            let per_tok = kv_cache_bytes(&c, g, 1, KV_BYTES_PER_ELEMENT);
             let speed = speeds.get(&g).map_or("–".to_string(), |m| {
                 format!("{:.1} tok/s", m.tokens_per_s())
             });
@@ -73,25 +85,25 @@ pub fn Tradeoffs(
                     <td class="num">{g}</td>
                     <td class="num">{format::bytes(per_tok)}</td>
                     <td class="num">{format!("{:.0}%", per_tok as f64 * 100.0 / mha)}</td>
-                    {quality_cell(ui, g, g0, Method::Mean)}
-                    {quality_cell(ui, g, g0, Method::Calibrated)}
+                    {quality_cell(g, g0, Method::Mean)}
+                    {quality_cell(g, g0, Method::Calibrated)}
                     <td class="num" data-testid=format!("speed-g{g}")>{speed}</td>
                 </tr>
             }
         });
         Some(rows.collect_view())
     };
-    let native = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_kv_heads));
-    let on = move || match ui.backend() {
-        "cpu" => "CPU",
-        _ => "GPU",
+    let native = move || model.cfg_or(0, |c| c.n_kv_heads);
+    let on = move || match model.backend().is_some_and(Backend::is_cpu) {
+        true => "CPU",
+        false => "GPU",
     };
-    let heads = move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.cfg.n_heads));
-    let loaded = move || ui.info.with(Option::is_some);
-    let tokens = move || ui.settings.with(|s| s.quality_tokens);
-    let idle = move || ui.activity.get() == Activity::Idle;
+    let heads = move || model.cfg_or(0, |c| c.n_heads);
+    let loaded = move || model.is_loaded();
+    let tokens = move || settings.with(|s| s.quality_tokens);
+    let idle = move || run.is_idle();
     let fit_cost = move || {
-        let s = ui.calibration_s.get();
+        let s = measured.calibration_s.get();
         (!s.is_empty()).then(|| {
             let each: Vec<String> = s.iter().map(|(g, t)| format!("G = {g} {t:.0} s")).collect();
             format!("Calibration here took {}.", each.join(", "))
@@ -108,9 +120,9 @@ pub fn Tradeoffs(
             </tr></thead>
             <tbody>{rows}</tbody>
         </table>
-        <OtherBackend ui />
+        <OtherBackend />
         <p class="measure">
-            <button data-testid="measure-quality" prop:disabled=move || !idle() on:click=move |_| actions::measure_quality(ui)>
+            <button data-testid="measure-quality" prop:disabled=move || !idle() on:click=move |_| engine.measure_quality()>
                 "Measure quality"
             </button>
             " perplexity of the first "{tokens}" tokens of "<em>{EVALUATION_SOURCE}</em>
@@ -140,17 +152,16 @@ pub fn Tradeoffs(
 /// The decode speeds measured earlier on the other backend (kept across a switch of backend),
 /// so that the two engines can be compared at each G.
 #[component]
-fn OtherBackend(
-    /// Page state.
-    ui: Ui,
-) -> impl IntoView {
+fn OtherBackend() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let measured = expect_context::<Measurements>();
     let line = move || {
-        let (other, name) = match ui.backend() {
-            "cpu" => ("gpu", "the GPU"),
-            "gpu" => ("cpu", "the CPU backend"),
-            _ => return None,
+        let here = model.backend()?;
+        let name = match here.is_cpu() {
+            true => "the GPU",
+            false => "the CPU backend",
         };
-        let speeds = ui.speeds_on(other);
+        let speeds = measured.speeds_on(|b| b.is_cpu() != here.is_cpu());
         let each: Vec<String> = speeds
             .iter()
             .map(|(g, m)| format!("G = {g} {:.1} tok/s", m.tokens_per_s()))

@@ -1,13 +1,16 @@
-//! The settings a person can share as a link: `?prompt=…&chat=0|1&groups=G&regroup=calibrated|mean
+//! The page's settings, the one source of what the controls set (G and method among them), and
+//! the link a person can share: `?prompt=…&chat=0|1&groups=G&regroup=calibrated|mean
 //! &calib_tokens=N&quality_tokens=N&temperature=…
 //! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1&backend=auto|gpu|cpu
 //! &worker=0|1`. Read once at start
 //! and written back (with `history.replaceState`) whenever they change.
 
 use super::engine::BackendChoice;
+use crate::model::ModelConfig;
 use crate::regroup::Method;
 use crate::regroup::MIN_TOKENS;
 use crate::sampling::SamplingParams;
+use crate::tokenizer::Tokenizer;
 use web_sys::UrlSearchParams;
 
 /// Everything the controls set, as typed values.
@@ -16,7 +19,8 @@ pub struct Settings {
     pub prompt: String,
     /// Wrap the prompt as one ChatML user turn.
     pub chat: bool,
-    /// KV groups asked for; `None` means the model's own.
+    /// KV groups asked for; `None` means the model's own ([`Settings::groups_on`] is the G in
+    /// use).
     pub groups: Option<usize>,
     /// How a G below the model's own is made (`regroup=calibrated|mean`).
     pub regroup: Method,
@@ -42,7 +46,7 @@ pub struct Settings {
     /// Which engine runs the model (`backend=auto|gpu|cpu`, `auto` by default).
     pub backend: BackendChoice,
     /// Run the engine in a Web Worker where the browser can (`worker=0`: on the page's
-    /// thread, as before session 14; for comparing the two).
+    /// thread, for comparing the two).
     pub worker: bool,
 }
 
@@ -71,6 +75,25 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The G the page runs on a model of `cfg`: the one asked for where the model has it, else
+    /// the model's own.
+    pub fn groups_on(&self, cfg: &ModelConfig) -> usize {
+        let valid = cfg.valid_groups();
+        self.groups
+            .filter(|g| valid.contains(g))
+            .unwrap_or(cfg.n_kv_heads)
+    }
+
+    /// The prompt's ids as the model sees them (in the chat template when chat is on).
+    pub fn prompt_ids(&self, tok: &Tokenizer) -> Result<Vec<u32>, String> {
+        let text = match self.chat {
+            true => tok.chat_prompt(&self.prompt, None),
+            false => Ok(self.prompt.clone()),
+        };
+        text.and_then(|t| tok.encode_prompt(&t))
+            .map_err(|e| e.to_string())
+    }
+
     pub fn sampling(&self) -> SamplingParams {
         SamplingParams {
             temperature: self.temperature,

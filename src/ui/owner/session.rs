@@ -1,14 +1,16 @@
 //! A loaded model: the engine (GPU or CPU, in a Web Worker or on the page's thread:
-//! `engine/`) and the tokenizer, built from GGUF bytes, plus what the page shows about it
-//! ([`ModelInfo`]). Anything wrong with the file becomes a readable message.
+//! `ui/engine/`) and the tokenizer, built from GGUF bytes, plus what the page shows about it
+//! ([`ModelInfo`]). Only the engine's owner holds a [`Session`]. Anything wrong with the file
+//! becomes a readable message.
 
-use super::engine::{BackendChoice, PageEngine, WorkerStart};
-use super::loader::DEFAULT_MODEL_SHA256;
 use crate::gguf::Gguf;
 use crate::gguf::GgufError;
 use crate::model::ModelConfig;
 use crate::regroup::Regrouping;
 use crate::tokenizer::Tokenizer;
+use crate::ui::engine::{BackendChoice, PageEngine, WorkerStart};
+use crate::ui::loader::DEFAULT_MODEL_SHA256;
+use crate::ui::state::model::ModelInfo;
 use futures_util::future::join;
 use js_sys::Uint8Array;
 use std::collections::HashMap;
@@ -23,31 +25,6 @@ pub struct Session {
     pub sha256: String,
     /// Calibrated maps by (G, calibration tokens).
     pub maps: HashMap<(usize, usize), Arc<Regrouping>>,
-}
-
-/// What the page shows about the loaded model (plain data, for signals).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelInfo {
-    pub name: String,
-    pub cfg: ModelConfig,
-    /// Parameters (elements of every tensor in the file).
-    pub params: u64,
-    pub capacity: usize,
-    /// What runs the model: the GPU adapter, or the CPU backend.
-    pub adapter: String,
-    /// `gpu` or `cpu`, and why that one.
-    pub backend: &'static str,
-    pub backend_why: String,
-    pub sha256: String,
-    pub eos_id: Option<u32>,
-    pub has_chat: bool,
-    /// The default model, for which the fixtures' reference measurements hold.
-    pub is_reference: bool,
-    /// Whether decode submits each step before the token that feeds it is read back.
-    pub decode_ahead: bool,
-    /// Whether the engine runs in a Web Worker, and why where it does not.
-    pub worker: bool,
-    pub thread_why: String,
 }
 
 /// How the page wants its engine.
@@ -85,22 +62,14 @@ pub async fn open(
     };
     let params = g.tensors.iter().map(|t| t.n_elements()).sum();
     drop(g);
-    let facts = engine.facts().clone();
     let info = ModelInfo {
         name,
-        params,
-        capacity: facts.capacity,
-        adapter: facts.device,
-        backend: if facts.backend.is_cpu() { "cpu" } else { "gpu" },
-        backend_why: facts.why,
-        sha256: sha256.to_string(),
-        eos_id: tok.eos_id,
-        has_chat: tok.chat_template.is_some(),
-        is_reference: sha256 == DEFAULT_MODEL_SHA256,
-        decode_ahead: facts.decode_ahead,
-        worker: engine.thread.worker,
-        thread_why: engine.thread.why.clone(),
         cfg,
+        params,
+        sha256: sha256.to_string(),
+        has_chat: tok.chat_template.is_some(),
+        facts: engine.facts().clone(),
+        thread: engine.thread.clone(),
     };
     let session = Session {
         engine,

@@ -1,22 +1,25 @@
 //! Regrouping on the page: the GQA paper's mean-pooling, or the calibrated merge, whose maps
 //! come from this session, from Cache Storage (per model sha256, calibration setting and G),
-//! or are fitted here on the GPU — calibration walks the engine through the layers over the
-//! built-in text (`crate::calibration`), with its progress in the status line — and kept for
+//! or are fitted here by the engine — calibration walks it through the layers over the
+//! built-in text (`crate::engine::calibrate`), with its progress in the status line — and kept for
 //! the next visit.
 
-use super::js::{describe, now_ms};
 use super::session::Session;
-use super::state::{Status, Ui};
 use crate::engine::EngineError;
 use crate::model::ModelError;
-use crate::regroup::{Grouping, Method, Regrouping};
+use crate::regroup::{FitSettings, Grouping, MapsKey, Method, Regrouping};
+use crate::ui::js::{describe, now_ms};
+use crate::ui::state::run::Status;
+use crate::ui::state::Page;
 use leptos::prelude::*;
 use std::sync::Arc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, Response};
 
-const MAPS_CACHE: &str = "gqa-lab-maps-v1";
+/// The Cache Storage cache of fitted maps, each under `/maps/` + its [`MapsKey`] file name
+/// (the CLI's key: model, G, tokens, fit settings, calibration text, format version).
+const MAPS_CACHE: &str = "gqa-lab-maps";
 
 /// Calibration tokens on a software adapter (SwiftShader), where the fit runs on the CPU's
 /// cores under emulation: enough for a merge that works, far from the hardware default.
@@ -24,8 +27,8 @@ pub const SOFTWARE_TOKENS: usize = 512;
 
 /// Tokens the page fits a calibrated merge on: `?calib_tokens`, else the CLI's default on a
 /// hardware GPU (the same maps) and [`SOFTWARE_TOKENS`] on a software one.
-pub fn calibration_tokens(ui: Ui, s: &Session) -> usize {
-    let asked = ui.settings.with_untracked(|st| st.calib_tokens);
+pub fn calibration_tokens(page: Page, s: &Session) -> usize {
+    let asked = page.settings.with_untracked(|st| st.calib_tokens);
     let default = match s.engine.is_software() {
         true => SOFTWARE_TOKENS,
         false => crate::regroup::DEFAULT_TOKENS,
@@ -35,8 +38,8 @@ pub fn calibration_tokens(ui: Ui, s: &Session) -> usize {
 
 /// The regrouping to G with `method` (mean-pooling for G ≥ G0, where every method is the
 /// exact split of native groups).
-pub async fn regrouping_for(
-    ui: Ui,
+async fn regrouping_for(
+    page: Page,
     s: &mut Session,
     groups: usize,
     method: Method,
@@ -46,11 +49,15 @@ pub async fn regrouping_for(
     if method == Method::Mean || !grouping.merges() {
         return Ok(Arc::new(Regrouping::mean(&cfg, grouping)));
     }
-    let tokens = calibration_tokens(ui, s);
+    let tokens = calibration_tokens(page, s);
     if let Some(r) = s.maps.get(&(groups, tokens)) {
         return Ok(r.clone());
     }
-    let key = format!("/maps/{}/{tokens}/G{groups}.bin", s.sha256);
+    let settings = FitSettings::default(); // what the walk fits with (`engine::calibrate`)
+    let key = format!(
+        "/maps/{}",
+        MapsKey::new(&s.sha256, groups, tokens, settings).file_name()
+    );
     let cached = match read_cached(&key).await {
         Some(bytes) => crate::regroup::store::from_bytes(&bytes, &cfg).ok(),
         None => None,
@@ -58,7 +65,7 @@ pub async fn regrouping_for(
     let r = match cached {
         Some(r) => Arc::new(r),
         None => {
-            let r = calibrate(ui, s, grouping, tokens).await?;
+            let r = calibrate(page, s, grouping, tokens).await?;
             store(&key, crate::regroup::store::to_bytes(&r)).await;
             r
         }
@@ -70,12 +77,12 @@ pub async fn regrouping_for(
 /// Regroups the session's engine to G with `method`; its cache restarts empty. The status
 /// line says when a merge is being calibrated.
 pub async fn apply(
-    ui: Ui,
+    page: Page,
     s: &mut Session,
     groups: usize,
     method: Method,
 ) -> Result<(), EngineError> {
-    let r = regrouping_for(ui, s, groups, method).await?;
+    let r = regrouping_for(page, s, groups, method).await?;
     s.engine.regroup_with(r).await
 }
 
@@ -85,10 +92,27 @@ pub fn is_current(s: &Session, groups: usize, method: Method) -> bool {
     r.groups() == groups && (!r.grouping.merges() || r.method == method)
 }
 
+/// The G and method the settings ask of the session's model.
+pub fn wanted(page: Page, s: &Session) -> (usize, Method) {
+    let cfg = s.engine.config();
+    page.settings
+        .with_untracked(|st| (st.groups_on(cfg), st.regroup))
+}
+
+/// Brings the engine to the G and method of the settings, if it is not there; returns whether
+/// it regrouped.
+pub async fn follow_settings(page: Page, s: &mut Session) -> Result<bool, EngineError> {
+    let (groups, method) = wanted(page, s);
+    if is_current(s, groups, method) {
+        return Ok(false);
+    }
+    apply(page, s, groups, method).await.map(|()| true)
+}
+
 /// Fits the calibrated merge to `grouping` where the engine runs, over the first `tokens` of
 /// the built-in text.
 async fn calibrate(
-    ui: Ui,
+    page: Page,
     s: &mut Session,
     grouping: Grouping,
     tokens: usize,
@@ -104,13 +128,13 @@ async fn calibrate(
     let ids = ids[..tokens.min(ids.len())].to_vec();
     let groups = grouping.groups();
     let mut on_layer = |layer: usize, layers: usize| {
-        ui.status.set(Status::Calibrating {
+        page.run.status.set(Status::Calibrating {
             groups,
             layer: layer + 1,
             layers,
         })
     };
-    ui.status.set(Status::Calibrating {
+    page.run.status.set(Status::Calibrating {
         groups,
         layer: 0,
         layers: s.engine.config().n_layers,
@@ -118,14 +142,14 @@ async fn calibrate(
     let t0 = now_ms();
     let r = s.engine.calibrate(groups, ids, &mut on_layer).await;
     let seconds = (now_ms() - t0) / 1e3;
-    ui.calibration_s.update(|m| {
+    page.measured.calibration_s.update(|m| {
         m.insert(groups, seconds);
     });
     r
 }
 
 async fn open_cache() -> Option<Cache> {
-    super::loader::open_named_cache(MAPS_CACHE).await
+    crate::ui::loader::open_named_cache(MAPS_CACHE).await
 }
 
 async fn read_cached(key: &str) -> Option<Vec<u8>> {

@@ -3,14 +3,21 @@
 //! the page can stop the run or change G mid-sequence (the whole text so far is prefilled again
 //! under the new grouping, and generation goes on). A long prefill is fed in chunks sized to
 //! take about [`CHUNK_MS`] each, so that Stop and a new G are honoured within it too.
+//!
+//! Between two steps a run reads the stop flag, the settings' G and method (the slider moved
+//! mid-run regroups the engine here, not behind the run's back) and the attention watch.
 
-use super::js::{now_ms, yield_now};
-use super::regrouping;
+use super::regroup;
 use super::session::Session;
-use super::state::{AttentionShown, Measured, Status, Ui};
 use crate::engine::{EngineError, GenerateParams, Generator};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::TokenStream;
+use crate::ui::js::{now_ms, yield_now};
+use crate::ui::state::attention::AttentionShown;
+use crate::ui::state::measurements::Measured;
+use crate::ui::state::run::Status;
+use crate::ui::state::Page;
+use crate::ui::url_state::Settings;
 use leptos::prelude::*;
 
 /// Milliseconds a chunk of a long prefill should take at most: the page answers Stop within
@@ -35,6 +42,18 @@ pub struct Job {
     pub stop_token: Option<u32>,
 }
 
+impl Job {
+    /// A run of the prompt and sampling of `st` on the session's model.
+    pub fn new(st: &Settings, s: &Session) -> Result<Job, String> {
+        Ok(Job {
+            prompt: st.prompt_ids(&s.tok)?,
+            sampling: st.sampling(),
+            max_tokens: st.max_tokens,
+            stop_token: if st.ignore_eos { None } else { s.tok.eos_id },
+        })
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outcome {
@@ -43,11 +62,30 @@ pub enum Outcome {
     Stopped,
 }
 
-/// Runs `job` on the session, streaming text, ids, speed and cache positions into `ui`.
-/// The token bookkeeping is [`Generator`]'s, the same as the CLI's. However the run ends
-/// (its last token, EOS, Stop, an error), the text is flushed: a character the last token
-/// began shows as U+FFFD, as in the CLI.
-pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineError> {
+impl Outcome {
+    /// How the status line says it ended (nothing for a run that ran its course).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Outcome::MaxTokens => "",
+            Outcome::Eos => "end of sequence",
+            Outcome::Stopped => "stopped",
+        }
+    }
+}
+
+/// Runs `job` on the session, streaming text, ids, speed and cache positions into the run
+/// state. The token bookkeeping is [`Generator`]'s, the same as the CLI's. However the run
+/// ends (its last token, EOS, Stop, an error), the text is flushed: a character the last
+/// token began shows as U+FFFD, as in the CLI.
+pub async fn run(page: Page, s: &mut Session, job: Job) -> Result<Outcome, EngineError> {
+    let run = page.run;
+    run.clear_stop();
+    run.output.set(String::new());
+    run.ids.set(Vec::new());
+    run.tokens_per_s.set(None);
+    run.prefill_ms.set(None);
+    run.positions.set(Some(0));
+    run.status.set(Status::Generating);
     let params = GenerateParams {
         max_tokens: job.max_tokens,
         sampling: job.sampling,
@@ -57,9 +95,9 @@ pub async fn run(ui: Ui, s: &mut Session, job: Job) -> Result<Outcome, EngineErr
     let mut gen = Generator::with_limits(job.prompt, params, vocab, s.engine.capacity())?;
     s.engine.reset().await?;
     let mut text = TokenStream::new();
-    let outcome = drive(ui, s, &mut gen, &mut text, job.stop_token).await;
+    let outcome = drive(page, s, &mut gen, &mut text, job.stop_token).await;
     let rest = text.finish();
-    ui.output.update(|o| o.push_str(&rest));
+    run.output.update(|o| o.push_str(&rest));
     outcome
 }
 
@@ -76,7 +114,7 @@ struct Clock {
 /// The steps of a run until it ends (its last token, EOS, Stop, an error); the text streams
 /// through `text`.
 async fn drive(
-    ui: Ui,
+    page: Page,
     s: &mut Session,
     gen: &mut Generator,
     text: &mut TokenStream,
@@ -88,33 +126,32 @@ async fn drive(
         prefill_since: None,
         chunk: FIRST_CHUNK,
     };
+    let run = page.run;
     while !gen.is_done() {
-        if ui.stop.get_untracked() {
+        if run.stop_asked() {
             s.engine.drop_ahead().await?;
             return Ok(Outcome::Stopped);
         }
-        let (g, method) = (ui.groups.get_untracked(), ui.method.get_untracked());
-        if !regrouping::is_current(s, g, method) {
-            regrouping::apply(ui, s, g, method).await?;
-            ui.status.set(Status::Generating);
+        if regroup::follow_settings(page, s).await? {
+            run.status.set(Status::Generating);
             gen.restart();
         }
-        let probe = ui.probe_wanted();
+        let probe = page.attention.wanted();
         if s.engine.attention_probe() != probe {
             s.engine.set_attention_probe(probe).await?;
         }
-        if feed_chunk(ui, s, gen, &mut clock).await? {
+        if feed_chunk(page, s, gen, &mut clock).await? {
             yield_now().await;
             continue;
         }
-        let Some(id) = step(ui, s, gen, &mut clock).await? else {
+        let Some(id) = step(page, s, gen, &mut clock).await? else {
             break;
         };
         let piece = text.push(&s.tok.token_bytes(id, false));
-        ui.output.update(|o| o.push_str(&piece));
-        ui.ids.set(gen.generated().to_vec());
-        ui.positions.set(Some(s.engine.len()));
-        show_attention(ui, s, gen).await?;
+        run.output.update(|o| o.push_str(&piece));
+        run.ids.set(gen.generated().to_vec());
+        run.positions.set(Some(s.engine.len()));
+        show_attention(page, s, gen).await?;
         if Some(id) == stop_token {
             return Ok(Outcome::Eos);
         }
@@ -125,18 +162,18 @@ async fn drive(
 
 /// While the attention view is open: the watched layer's weights for the token just fed,
 /// with the token of every position it saw (read back only then: `gpu/engine/probe.rs`).
-async fn show_attention(ui: Ui, s: &mut Session, gen: &Generator) -> Result<(), EngineError> {
+async fn show_attention(page: Page, s: &mut Session, gen: &Generator) -> Result<(), EngineError> {
     if s.engine.attention_probe().is_none() {
         return Ok(());
     }
     let Some(weights) = s.engine.attention_weights().await? else {
         return Ok(());
     };
-    ui.attention_reads.update(|n| *n += 1);
+    page.attention.reads.update(|n| *n += 1);
     let seq = gen.prompt().iter().chain(gen.generated());
     let ids = seq.take(weights.positions).copied().collect();
     let grouping = s.engine.grouping();
-    ui.attention.set(Some(AttentionShown {
+    page.attention.shown.set(Some(AttentionShown {
         weights,
         grouping,
         ids,
@@ -147,7 +184,7 @@ async fn show_attention(ui: Ui, s: &mut Session, gen: &Generator) -> Result<(), 
 /// Feeds the next chunk of a long prefill, if more than one chunk is left; returns whether
 /// it did. The status line shows how far the prefill has come.
 async fn feed_chunk(
-    ui: Ui,
+    page: Page,
     s: &mut Session,
     gen: &mut Generator,
     clock: &mut Clock,
@@ -158,7 +195,7 @@ async fn feed_chunk(
     let (n, t0) = (ids.len(), now_ms());
     clock.prefill_since.get_or_insert(t0);
     let total = s.engine.len() + gen.pending();
-    ui.status.set(Status::Prefilling {
+    page.run.status.set(Status::Prefilling {
         fed: s.engine.len(),
         total,
     });
@@ -169,11 +206,11 @@ async fn feed_chunk(
         false => CHUNK_MS,
     };
     clock.chunk = next_chunk(n, now_ms() - t0, target);
-    ui.status.set(Status::Prefilling {
+    page.run.status.set(Status::Prefilling {
         fed: s.engine.len(),
         total,
     });
-    ui.positions.set(Some(s.engine.len()));
+    page.run.positions.set(Some(s.engine.len()));
     Ok(true)
 }
 
@@ -186,7 +223,7 @@ fn next_chunk(n: usize, ms: f64, target: f64) -> usize {
 
 /// Produces the next token (the rest of a prefill fed with it) and records its time.
 async fn step(
-    ui: Ui,
+    page: Page,
     s: &mut Session,
     gen: &mut Generator,
     clock: &mut Clock,
@@ -200,19 +237,17 @@ async fn step(
     };
     let now = now_ms();
     if prefill {
-        ui.prefill_ms.set(Some(now - t0));
-        ui.status.set(Status::Generating);
+        page.run.prefill_ms.set(Some(now - t0));
+        page.run.status.set(Status::Generating);
     } else {
         let ms = now - clock.last_token_ms.unwrap_or(t0);
         clock.run.add(ms);
-        ui.tokens_per_s.set(Some(clock.run.tokens_per_s()));
+        page.run.tokens_per_s.set(Some(clock.run.tokens_per_s()));
         // (Not while the attention view reads weights back each step: that is its cost, not G's.)
-        let key = (
-            if s.engine.is_cpu() { "cpu" } else { "gpu" },
-            s.engine.grouping().groups(),
-        );
+        let key = (s.engine.facts().backend, s.engine.grouping().groups());
         if s.engine.attention_probe().is_none() {
-            ui.decode_by_groups
+            page.measured
+                .decode
                 .update(|m| m.entry(key).or_default().add(ms));
         }
     }

@@ -1,0 +1,167 @@
+//! Side by side, the view: which G to run, how many tokens, the run button, and the columns
+//! of the last comparison (the task is `owner/compare.rs`). The first token where a column
+//! departs from the model's own G is marked, with the five most likely next tokens there under
+//! that G and under the native one: the two saw the same text up to that point, so the
+//! difference is the grouping's alone.
+
+use super::owner::EngineHandle;
+use super::state::measurements::{Column, Comparison, Measurements};
+use super::state::model::LoadedModel;
+use super::state::run::{RunState, Status};
+use super::url_state::Settings;
+use crate::regroup::Grouping;
+use leptos::prelude::*;
+use std::collections::BTreeSet;
+
+/// Tokens per column unless the person asks for another number.
+const DEFAULT_TOKENS: usize = 16;
+
+/// The G to compare: those picked (every G when none is), and the native G first.
+fn plan(picked: &BTreeSet<usize>, valid: &[usize], native: usize) -> Vec<usize> {
+    let rest = valid
+        .iter()
+        .copied()
+        .filter(|g| *g != native && (picked.is_empty() || picked.contains(g)));
+    std::iter::once(native).chain(rest).collect()
+}
+
+/// The five most likely tokens at one step, as a small table.
+fn top_table(model: LoadedModel, title: String, top: &[(u32, f32)]) -> impl IntoView {
+    let rows = top
+        .iter()
+        .map(|&(id, p)| {
+            let text = model.token_text(id);
+            view! { <tr><td><code>{format!("{text:?}")}</code></td><td class="num">{format!("{:.1}%", p * 100.0)}</td></tr> }
+        })
+        .collect_view();
+    view! {
+        <table class="top5" data-testid="compare-top">
+            <caption>{title}</caption>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
+/// One column: its tokens, the first that departs from the native G marked, and there the
+/// top five of this G and of the native G.
+fn column_view(model: LoadedModel, cmp: &Comparison, c: &Column) -> impl IntoView {
+    let departs = cmp.departs(c);
+    let native = c.groups == cmp.native;
+    let label = model.info.with_untracked(|i| {
+        i.as_ref()
+            .and_then(|i| Grouping::of(&i.cfg, c.groups).ok())
+            .map(|g| g.label())
+    });
+    let pieces = c
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| view! { <span class:departs=Some(i) == departs>{p.clone()}</span> })
+        .collect_view();
+    let ids: Vec<String> = c.ids.iter().map(u32::to_string).collect();
+    let tops = departs.filter(|_| !native).map(|d| {
+        let here = c.top.get(d).cloned().unwrap_or_default();
+        let there = cmp
+            .native_column()
+            .and_then(|n| n.top.get(d).cloned())
+            .unwrap_or_default();
+        view! {
+            <div class="top5s">
+                {top_table(model, format!("G = {} at token {}", c.groups, d + 1), &here)}
+                {top_table(model, format!("G = {} (native) there", cmp.native), &there)}
+            </div>
+        }
+    });
+    let note = match (native, departs) {
+        (true, _) => "the model as trained".to_string(),
+        (false, None) => "same tokens as the native G".to_string(),
+        (false, Some(d)) => format!("departs at token {}", d + 1),
+    };
+    view! {
+        <div class="compare-column" class:native=native data-testid="compare-column" data-groups=c.groups data-ids=ids.join(",") data-departs=departs.map(|d| d.to_string()).unwrap_or_default()>
+            <h3>{format!("G = {}", c.groups)} <span class="muted small">{label.map(|l| format!(" {l}"))}</span></h3>
+            <p class="muted small">{note}</p>
+            <p class="compare-text">{pieces}</p>
+            {tops}
+        </div>
+    }
+}
+
+/// The view: which G to run, how many tokens, the run button, and the columns.
+#[component]
+pub fn CompareView() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let run = expect_context::<RunState>();
+    let settings = expect_context::<RwSignal<Settings>>();
+    let comparison = expect_context::<Measurements>().comparison;
+    let engine = expect_context::<EngineHandle>();
+    let picked = RwSignal::new(BTreeSet::<usize>::new());
+    let tokens = RwSignal::new(DEFAULT_TOKENS);
+    let valid = move || model.cfg_or(Vec::new(), |c| c.valid_groups());
+    let native = move || model.cfg_or(0, |c| c.n_kv_heads);
+    let picks = move || {
+        valid()
+            .into_iter()
+            .map(|g| {
+                let on = move || picked.with(|p| p.is_empty() || p.contains(&g)) || g == native();
+                let flip = move |_| {
+                    picked.update(|p| {
+                        if p.is_empty() {
+                            p.extend(valid());
+                        }
+                        if !p.remove(&g) {
+                            p.insert(g);
+                        }
+                    })
+                };
+                view! {
+                    <label class="chip">
+                        <input type="checkbox" data-testid="compare-pick" data-groups=g prop:checked=on prop:disabled=move || g == native() on:change=flip />
+                        {format!("G = {g}")}
+                    </label>
+                }
+            })
+            .collect_view()
+    };
+    let idle = move || run.is_idle() && model.is_loaded();
+    let start = move |_| {
+        let gs = plan(&picked.get_untracked(), &valid(), native());
+        engine.compare(gs, tokens.get_untracked());
+    };
+    let columns = move || {
+        comparison.get().map(|cmp| {
+            cmp.columns
+                .iter()
+                .map(|c| column_view(model, &cmp, c))
+                .collect_view()
+        })
+    };
+    let comparing = move || matches!(run.status.get(), Status::Comparing { .. });
+    let method = move || settings.with(|s| s.regroup.name());
+    let set_tokens = move |ev: leptos::ev::Event| {
+        if let Ok(n) = event_target_value(&ev).trim().parse::<usize>() {
+            tokens.set(n.clamp(1, 256))
+        }
+    };
+    view! {
+        <section class="card wide" data-testid="compare-view">
+            <h2>"Side by side"</h2>
+            <div class="compare-controls">
+                {picks}
+                <label>
+                    " Tokens "
+                    <input type="number" min="1" max="256" data-testid="compare-tokens" prop:value=move || tokens.get().to_string() on:change=set_tokens />
+                </label>
+                <button class="primary" data-testid="compare-run" prop:disabled=move || !idle() on:click=start>"Compare"</button>
+                <button data-testid="compare-stop" prop:disabled=move || !comparing() on:click=move |_| engine.stop()>"Stop"</button>
+            </div>
+            <div class="compare-columns">{columns}</div>
+            <p class="explain">
+                "The prompt above, greedily, at each G (merges below the native G made "{method}"), one after another on this engine. "
+                "Above the native G each KV head is a copy of one the model was trained with, so the text is the same token for token. "
+                "Below it, trained heads are merged: the first token where a column departs is marked, with what each G found most likely there. "
+                "In the GQA paper the merged checkpoint is then uptrained (about 5% of the pre-training compute) and recovers; this page never trains."
+            </p>
+        </section>
+    }
+}
