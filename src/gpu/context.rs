@@ -2,7 +2,7 @@
 //! Follows wgpu's `hello_compute` example: adapter → device → buffers → bind group →
 //! dispatch → copy → map, each step with its error.
 
-use super::kernels::Kernel;
+use super::kernels::{Kernel, Variant};
 use super::GpuError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ pub struct Gpu {
     /// Most bytes the engine may hold in buffers and textures (`None`: the device's limits).
     budget: Option<u64>,
     fault: Arc<Mutex<Option<GpuError>>>,
-    pipelines: Mutex<HashMap<(Kernel, u32), wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<(Kernel, Variant), wgpu::ComputePipeline>>,
     /// Command buffers submitted so far ([`Gpu::submit`]).
     submits: AtomicU64,
 }
@@ -318,35 +318,35 @@ impl Gpu {
         self.buffer(label, size, U::STORAGE | U::COPY_DST | U::COPY_SRC)
     }
 
-    /// The pipeline of `kernel` for `variant`, which sets its overridable constants
-    /// ([`Kernel::constants`]: the weight type, or attention's heads per KV head).
-    pub fn pipeline(&self, kernel: Kernel, variant: u32) -> wgpu::ComputePipeline {
-        let constants = kernel.constants(variant);
-        let variant = if constants.is_empty() { 0 } else { variant };
+    /// The pipeline of `kernel` specialised for `variant` (made once, then cached).
+    pub fn pipeline(&self, kernel: Kernel, variant: Variant) -> wgpu::ComputePipeline {
+        debug_assert!(kernel.takes(variant), "{}: {variant:?}", kernel.name());
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry((kernel, variant))
-            .or_insert_with(|| {
-                let module = self
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(kernel.name()),
-                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                    });
-                self.device
-                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(kernel.name()),
-                        layout: None,
-                        module: &module,
-                        entry_point: Some("main"),
-                        compilation_options: wgpu::PipelineCompilationOptions {
-                            constants: &constants,
-                            ..Default::default()
-                        },
-                        cache: None,
-                    })
-            })
+            .or_insert_with(|| self.make_pipeline(kernel, variant))
             .clone()
+    }
+
+    fn make_pipeline(&self, kernel: Kernel, variant: Variant) -> wgpu::ComputePipeline {
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            });
+        self.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.name()),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &variant.constants(),
+                    ..Default::default()
+                },
+                cache: None,
+            })
     }
 
     /// A bind group for `pipeline` with each resource at its binding number.

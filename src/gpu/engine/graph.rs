@@ -10,7 +10,8 @@
 use super::resources::{Activations, KvCache, LayerWeights, ModelWeights};
 use super::PREFILL_CHUNK;
 use crate::gpu::context::{Buf, Gpu, Uniforms};
-use crate::gpu::ops::{self, Op, OpList, OpSpec, ProductMode, ProductParams};
+use crate::gpu::kernels::ProductMode;
+use crate::gpu::ops::{self, Op, OpList, OpSpec, ProductParams};
 use crate::gpu::{GpuError, Weight};
 use crate::model::ModelConfig;
 use std::ops::Range;

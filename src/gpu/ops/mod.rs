@@ -15,14 +15,14 @@ pub use product::*;
 pub use rows::*;
 
 use super::context::{Buf, Gpu, Uniforms};
-use super::kernels::{Kernel, Slot};
+use super::kernels::{Kernel, Slot, Variant};
 use super::GpuError;
 
 /// One dispatch, before its bind group exists.
 pub struct OpSpec<'a> {
     pub kernel: Kernel,
-    /// Sets the pipeline's constants ([`Kernel::constants`]).
-    pub variant: u32,
+    /// What its pipeline is specialised for.
+    pub variant: Variant,
     /// The `Params` uniform's bytes; empty for a kernel without one.
     params: Vec<u8>,
     /// Bound in the order of the kernel's non-`Params`, non-`Step` slots.
@@ -34,7 +34,7 @@ impl<'a> OpSpec<'a> {
     /// An op of `kernel` with parameters `params` (if the kernel has a `Params` slot).
     pub fn new<P: bytemuck::Pod>(
         kernel: Kernel,
-        variant: u32,
+        variant: Variant,
         params: &P,
         resources: Vec<wgpu::BindingResource<'a>>,
         grid: Grid,
@@ -52,7 +52,7 @@ impl<'a> OpSpec<'a> {
     pub fn bare(kernel: Kernel, resources: Vec<wgpu::BindingResource<'a>>, grid: Grid) -> Self {
         OpSpec {
             kernel,
-            variant: 0,
+            variant: Variant::Plain,
             params: Vec::new(),
             resources,
             grid,
