@@ -732,12 +732,11 @@ fn attention_matches_cpu() {
                 .write_buffer(&qb.buffer, 0, bytemuck::cast_slice(&q));
             let (kb, vb) = (f32s(gpu, &kc), f32s(gpu, &vc));
             let starts = starts_table(gpu, grouping);
-            let decode = kernel == Kernel::AttentionDecode;
+            let pass = Pass::of(t);
             let binds = AttentionBinds {
-                q: if decode {
-                    qb.uniform_window()
-                } else {
-                    qb.binding()
+                q: match pass {
+                    Pass::Decode => qb.uniform_window(),
+                    Pass::Prefill => qb.binding(),
                 },
                 kc: &kb,
                 vc: &vb,
@@ -745,7 +744,7 @@ fn attention_matches_cpu() {
                 part: &part,
                 starts: &starts,
             };
-            let attention = gpu_ops::attention(p, binds, decode, grouping.max_rep());
+            let attention = gpu_ops::attention(p, binds, pass, grouping.max_rep());
             assert_eq!(attention.kernel, kernel);
             run(gpu, &attention, Some(&st), pos0, t);
             // The output maps of two layers; the op reads the second's.

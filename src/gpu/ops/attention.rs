@@ -2,7 +2,7 @@
 //! split over the context (attention.wgsl for a prefill chunk, attention_decode.wgsl for one
 //! token) and the reduction of its chunks (attention_reduce.wgsl).
 
-use super::{params_struct, Grid, OpSpec};
+use super::{params_struct, Grid, OpSpec, Pass};
 use crate::gpu::context::Buf;
 use crate::gpu::kernels::{Kernel, Variant};
 
@@ -113,20 +113,21 @@ pub struct AttentionBinds<'a> {
 }
 
 /// GQA attention over the cache, one workgroup per (chunk, KV head, token): attention.wgsl
-/// for a prefill chunk, or (`decode`) attention_decode.wgsl for one token, specialised for
-/// groups of up to `max_rep` query heads and the head size.
+/// for a prefill chunk, or attention_decode.wgsl for one token, specialised for groups of up
+/// to `max_rep` query heads and the head size.
 pub fn attention<'a>(
     p: AttentionParams,
     b: AttentionBinds<'a>,
-    decode: bool,
+    pass: Pass,
     max_rep: usize,
 ) -> OpSpec<'a> {
-    let (kernel, variant) = if decode {
-        let (n_rep, head_dim) = (max_rep as u32, p.head_dim);
-        let variant = Variant::AttentionDecode { n_rep, head_dim };
-        (Kernel::AttentionDecode, variant)
-    } else {
-        (Kernel::Attention, Variant::Plain)
+    let (kernel, variant) = match pass {
+        Pass::Decode => {
+            let (n_rep, head_dim) = (max_rep as u32, p.head_dim);
+            let variant = Variant::AttentionDecode { n_rep, head_dim };
+            (Kernel::AttentionDecode, variant)
+        }
+        Pass::Prefill => (Kernel::Attention, Variant::Plain),
     };
     let resources = vec![
         b.q,

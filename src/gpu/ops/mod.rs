@@ -18,6 +18,24 @@ use super::context::{Buf, Gpu, Uniforms};
 use super::kernels::{Kernel, Slot, Variant};
 use super::GpuError;
 
+/// Which forward an op is built for: decode (one token; matvec.wgsl, attention_decode.wgsl)
+/// or a prefill chunk (up to `PREFILL_CHUNK` tokens; matmul.wgsl, attention.wgsl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Decode,
+    Prefill,
+}
+
+impl Pass {
+    /// The pass of a forward of `tokens` tokens.
+    pub fn of(tokens: usize) -> Pass {
+        match tokens {
+            1 => Pass::Decode,
+            _ => Pass::Prefill,
+        }
+    }
+}
+
 /// One dispatch, before its bind group exists.
 pub struct OpSpec<'a> {
     pub kernel: Kernel,
