@@ -25,7 +25,7 @@ fn block_at(o: u32, b: u32, nb: u32) -> u32 {
 // Invocations of a product kernel (matvec, matmul) that computes `per` of `outputs` outputs
 // each, `s` apart: invocation i takes outputs i, i + s, …; s is a multiple of LANES, so that
 // neighbouring invocations keep reading neighbouring texels (`product_invocations` in
-// kernels.rs).
+// src/gpu/ops/product.rs).
 fn row_stride(outputs: u32, per: u32) -> u32 {
     return ((outputs + per - 1u) / per + LANES - 1u) / LANES * LANES;
 }
