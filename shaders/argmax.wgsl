@@ -1,6 +1,6 @@
 // Greedy sampling on the GPU: the index of the largest logit (the lowest index on ties),
-// written to token[0] — or 0xFFFFFFFF if any logit is NaN or infinite, which the host reports
-// as non-finite values. One workgroup; the only value the host reads back per decode step.
+// written to token[0] — or NON_FINITE_TOKEN if any logit is NaN or infinite, which the host
+// reports as non-finite values. One workgroup; the only value the host reads back per decode step.
 struct Params { vocab: u32, _a: u32, _b: u32, _c: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -40,6 +40,6 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
         workgroupBarrier();
     }
     if (lid.x == 0u) {
-        token[0] = select(best_i[0], 0xFFFFFFFFu, atomicLoad(&bad) != 0u);
+        token[0] = select(best_i[0], NON_FINITE_TOKEN, atomicLoad(&bad) != 0u);
     }
 }

@@ -9,7 +9,8 @@
 // TT tokens: each weight block is fetched and dequantized once for TT tokens, and each x
 // value loaded once for the ROWS rows (lavapipe loads x lane by lane; see matvec.wgsl).
 // `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up).
-// `mode`: 0 stores, 1 adds to y (residual connections); matvec.wgsl's mode 2 is not taken here.
+// `mode`: MODE_STORE stores, MODE_ACCUMULATE adds to y (residual connections); matvec.wgsl's
+// other modes are not taken here.
 // Decode (T = 1) uses matvec.wgsl instead.
 // `norm_parts` and `eps` are matvec.wgsl's (the same Params struct on the host); unused here.
 struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32, t_base: u32, t_count: u32, norm_parts: u32, eps: f32 }
@@ -24,7 +25,7 @@ struct Params { n_in: u32, n_out: u32, mode: u32, row0: u32, t_base: u32, t_coun
 fn put(t: u32, o: u32, v: f32) {
     if (o < p.n_out) {
         let i = t * p.n_out + o;
-        y[i] = select(0.0, y[i], p.mode == 1u) + v;
+        y[i] = select(0.0, y[i], p.mode == MODE_ACCUMULATE) + v;
     }
 }
 

@@ -5,18 +5,19 @@
 // every invocation reads the same x[i] at the same time, which a GPU broadcasts; lavapipe
 // loads it lane by lane (the offset is a loop counter's), which is why an x value serves
 // ROWS rows. Q4_1 and Q8_0 fold the scale out of the inner sum: Σ (q·d + m)·x = d·Σ q·x + m·Σ x.
-// `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up). `mode`: 0 stores,
-// 1 adds to y (residual connections), 2 is the SwiGLU of the feed-forward — the gate rows
-// row0 + o and the up rows row0 + n_out + o of a stacked gate|up tensor in one pass
-// (ROWS / 2 outputs per invocation):
+// `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up). `mode` (ProductMode
+// in src/gpu/kernels.rs): MODE_STORE stores, MODE_ACCUMULATE adds to y (residual
+// connections), MODE_SWIGLU is the SwiGLU of the feed-forward — the gate rows row0 + o and
+// the up rows row0 + n_out + o of a stacked gate|up tensor in one pass (ROWS / 2 outputs per
+// invocation):
 //   y[o] = silu(W[row0 + o]·x) · W[row0 + n_out + o]·x
 //
 // The RMSNorm between a residual add and the next product is split over the two (no dispatch
-// of its own). Mode 3 adds to y like mode 1 and also writes xn[o] = γ[o] · y[o] and, per
-// workgroup, Σ y[o]² over its outputs into parts[workgroup]. A product with `norm_parts` > 0
-// then reads xn as x and scales its sums by 1 / sqrt(Σ parts / n_in + eps): the same
-// W · (γ ⊙ y / rms(y)), since the scale is one number.
-//   γ, xn: [n_out]    parts: [⌈s / 32⌉]
+// of its own). MODE_ACCUMULATE_FOR_NORM adds to y like MODE_ACCUMULATE and also writes
+// xn[o] = γ[o] · y[o] and, per workgroup, Σ y[o]² over its outputs into parts[workgroup]. A
+// product with `norm_parts` > 0 then reads xn as x and scales its sums by
+// 1 / sqrt(Σ parts / n_in + eps): the same W · (γ ⊙ y / rms(y)), since the scale is one number.
+//   γ, xn: [n_out]    parts: [⌈s / WG⌉]
 struct Params {
     n_in: u32, n_out: u32, mode: u32, row0: u32,
     t_base: u32, t_count: u32, norm_parts: u32, eps: f32,
@@ -26,9 +27,9 @@ struct Params {
 // bindings 2, 3: the weight textures (quant.wgsl)
 @group(0) @binding(4) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
-// Only mode 3 reads γ and writes xn; for the other modes the engine binds two ranges of one
-// spare buffer there. (γ is only read, but declared read_write so that one buffer can stand
-// in for both: a buffer bound writable may not also be bound read-only.)
+// Only MODE_ACCUMULATE_FOR_NORM reads γ and writes xn; for the other modes the engine binds
+// two ranges of one spare buffer there. (γ is only read, but declared read_write so that one
+// buffer can stand in for both: a buffer bound writable may not also be bound read-only.)
 @group(0) @binding(6) var<storage, read_write> gamma: array<f32>;
 @group(0) @binding(7) var<storage, read_write> xn: array<f32>;
 @group(0) @binding(8) var<storage, read_write> parts: array<f32>;
@@ -39,7 +40,7 @@ var<workgroup> sums: array<f32, WG>;
 fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>) -> f32 {
     let at = block_at(o, b, nb);
     switch (WTYPE) {
-        case 3u: { // Q4_1
+        case GGML_Q4_1: {
             let dm = unpack2x16float(wscale(at));
             let q = wtexel(at, 0u);
             let s = dot(nib_lo(q.x), xv[0]) + dot(nib_lo(q.y), xv[1])
@@ -48,7 +49,7 @@ fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>) ->
                 + dot(nib_hi(q.z), xv[6]) + dot(nib_hi(q.w), xv[7]);
             return s * dm.x + dot(xs, vec4<f32>(dm.y));
         }
-        case 8u: { // Q8_0
+        case GGML_Q8_0: {
             let d = unpack2x16float(wscale(at)).x;
             let q0 = wtexel(at, 0u);
             let q1 = wtexel(at, 1u);
@@ -71,12 +72,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(local_invocation_index) li: u32,
         @builtin(workgroup_id) wid: vec3<u32>) {
     let i = gid.x;
-    let s = row_stride(p.n_out, select(ROWS, ROWS / 2u, p.mode == 2u));
+    let s = row_stride(p.n_out, select(ROWS, ROWS / 2u, p.mode == MODE_SWIGLU));
     var ss = 0.0;
     if (i < s) {
         ss = rows(i, s);
     }
-    if (p.mode == 3u) {
+    if (p.mode == MODE_ACCUMULATE_FOR_NORM) {
         sums[li] = ss;
         workgroupBarrier();
         if (li == 0u) {
@@ -89,9 +90,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
     }
 }
 
-// Invocation i's rows, written out; in mode 3 returns Σ y[o]² over its outputs.
+// Invocation i's rows, written out; in MODE_ACCUMULATE_FOR_NORM returns Σ y[o]² over its outputs.
 fn rows(i: u32, s: u32) -> f32 {
-    let swiglu = p.mode == 2u;
+    let swiglu = p.mode == MODE_SWIGLU;
     // The weight rows: i + k·s, or for SwiGLU the gate rows i, i + s and the up rows
     // n_out + i, n_out + i + s.
     let r0 = p.row0 + i;
@@ -135,9 +136,9 @@ fn rows(i: u32, s: u32) -> f32 {
     for (var k = 0u; k < ROWS; k++) {
         let o = i + k * s;
         if (o < p.n_out) {
-            let v = select(0.0, y[o], p.mode != 0u) + acc[k];
+            let v = select(0.0, y[o], p.mode != MODE_STORE) + acc[k];
             y[o] = v;
-            if (p.mode == 3u) {
+            if (p.mode == MODE_ACCUMULATE_FOR_NORM) {
                 xn[o] = gamma[o] * v;
                 ss += v * v;
             }

@@ -2,7 +2,7 @@
 // workgroup; thresholds found by a 32-step bitwise search over order-preserving keys, each
 // step one reduction; then the token where the running sum of kept weights, in id order,
 // passes u · Σ kept, with u = uniform(seed, step) from the same PCG hash as the host. A NaN
-// or infinite logit makes the token 0xFFFFFFFF (the host reports non-finite values).
+// or infinite logit makes the token NON_FINITE_TOKEN (the host reports non-finite values).
 struct Sampling { vocab: u32, top_k: u32, top_p: f32, temperature: f32, seed: u32, step: u32, _a: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> s: Sampling;
@@ -168,6 +168,6 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
     workgroupBarrier();
     if (tid == 0u) {
-        token[0] = select(shared_k, 0xFFFFFFFFu, atomicLoad(&bad) != 0u);
+        token[0] = select(shared_k, NON_FINITE_TOKEN, atomicLoad(&bad) != 0u);
     }
 }

@@ -1,8 +1,16 @@
-//! The wgpu device: adapter and limits, tracked buffer allocation, pipelines, readback.
-//! Follows wgpu's `hello_compute` example: adapter → device → buffers → bind group →
-//! dispatch → copy → map, each step with its error.
+//! The wgpu device: adapter and limits, errors the device reports, submits, pipelines and
+//! bind groups. Follows wgpu's `hello_compute` example: adapter → device → buffers → bind
+//! group → dispatch → copy → map, each step with its error.
+//!
+//! - `memory.rs`: buffers and textures whose bytes are counted, and the optional budget;
+//! - `readback.rs`: submitting and mapping what a submit copied out.
 
-use super::kernels::Kernel;
+mod memory;
+mod readback;
+
+pub use memory::{Buf, Tex, Uniforms, UNIFORM_WINDOW};
+
+use super::kernels::{Kernel, Variant};
 use super::GpuError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,88 +25,16 @@ pub struct Gpu {
     allocated: Arc<AtomicU64>,
     /// Most bytes the engine may hold in buffers and textures (`None`: the device's limits).
     budget: Option<u64>,
-    fault: Arc<Mutex<Option<GpuError>>>,
-    pipelines: Mutex<HashMap<(Kernel, u32), wgpu::ComputePipeline>>,
+    fault: Fault,
+    pipelines: Mutex<HashMap<(Kernel, Variant), wgpu::ComputePipeline>>,
     /// Command buffers submitted so far ([`Gpu::submit`]).
     submits: AtomicU64,
 }
 
-/// A buffer whose bytes are counted while it lives, and which is destroyed when dropped.
-pub struct Buf {
-    pub buffer: wgpu::Buffer,
-    size: u64,
-    counter: Arc<AtomicU64>,
-}
-
-impl Drop for Buf {
-    fn drop(&mut self) {
-        self.buffer.destroy();
-        self.counter.fetch_sub(self.size, Ordering::Relaxed);
-    }
-}
-
-impl Buf {
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-    pub fn binding(&self) -> wgpu::BindingResource<'_> {
-        self.buffer.as_entire_binding()
-    }
-    /// `size` bytes from `offset` (a multiple of the device's storage offset alignment).
-    pub fn range(&self, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: &self.buffer,
-            offset,
-            size: wgpu::BufferSize::new(size),
-        })
-    }
-    /// The first [`UNIFORM_WINDOW`] bytes as a uniform binding (the buffer must have been
-    /// created with [`Gpu::activation`]).
-    pub fn uniform_window(&self) -> wgpu::BindingResource<'_> {
-        self.window(0)
-    }
-    /// [`UNIFORM_WINDOW`] bytes from `offset` (a multiple of the device's uniform offset
-    /// alignment) as a uniform binding.
-    pub fn window(&self, offset: u64) -> wgpu::BindingResource<'_> {
-        self.range(offset, UNIFORM_WINDOW)
-    }
-}
-
-/// Bytes of an activation bound as a uniform (`array<vec4<f32>, 4096>` in matvec.wgsl):
-/// WebGPU's guaranteed `maxUniformBufferBindingSize`.
-pub const UNIFORM_WINDOW: u64 = 65536;
-
-/// A texture whose bytes are counted while it lives, and which is destroyed when dropped.
-pub struct Tex {
-    pub texture: wgpu::Texture,
-    pub view: wgpu::TextureView,
-    size: u64,
-    counter: Arc<AtomicU64>,
-}
-
-impl Drop for Tex {
-    fn drop(&mut self) {
-        self.texture.destroy();
-        self.counter.fetch_sub(self.size, Ordering::Relaxed);
-    }
-}
-
-impl Tex {
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-    pub fn binding(&self) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::TextureView(&self.view)
-    }
-}
+/// The first error the device reported and nobody has checked yet.
+type Fault = Arc<Mutex<Option<GpuError>>>;
 
 impl Gpu {
-    /// Whether the adapter is a GPU emulated on the CPU (lavapipe natively; in the browser the
-    /// fallback adapter, e.g. SwiftShader).
-    pub fn is_software(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
-    }
-
     /// Opens the default adapter (`WGPU_BACKEND` etc. are honoured natively) with its real limits.
     pub async fn new() -> Result<Self, GpuError> {
         let instance =
@@ -123,23 +59,7 @@ impl Gpu {
             })
             .await
             .map_err(|e| GpuError::NoDevice(e.to_string()))?;
-        let fault = Arc::new(Mutex::new(None));
-        let f = fault.clone();
-        device.set_device_lost_callback(move |reason, msg| {
-            if let Ok(mut slot) = f.lock() {
-                slot.get_or_insert(GpuError::DeviceLost(format!("{reason:?}: {msg}")));
-            }
-        });
-        let f = fault.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            let err = match e {
-                wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory(e.to_string()),
-                other => GpuError::Internal(other.to_string()),
-            };
-            if let Ok(mut slot) = f.lock() {
-                slot.get_or_insert(err);
-            }
-        }));
+        let fault = watch_faults(&device);
         Ok(Gpu {
             device,
             queue,
@@ -151,6 +71,12 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             submits: AtomicU64::new(0),
         })
+    }
+
+    /// Whether the adapter is a GPU emulated on the CPU (lavapipe natively; in the browser the
+    /// fallback adapter, e.g. SwiftShader).
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// Submits one encoder's commands (every submit of the engine goes through here, so that
@@ -173,180 +99,42 @@ impl Gpu {
         }
     }
 
-    /// Bytes in live buffers.
-    pub fn allocated_bytes(&self) -> u64 {
-        self.allocated.load(Ordering::Relaxed)
+    /// Destroys the device, as a driver reset would: every later use fails with
+    /// [`GpuError::DeviceLost`]. For the page's developer tools, which test "Reload the
+    /// engine" with it.
+    pub fn lose_device(&self) {
+        self.device.destroy();
     }
 
-    /// Caps the bytes of live buffers and textures: an allocation past `bytes` fails with
-    /// [`GpuError::OutOfMemory`] before the device is asked, as one would on a GPU that has
-    /// no more (browsers do not say how much memory a GPU has). `None` lifts the cap.
-    pub fn set_budget(&mut self, bytes: Option<u64>) {
-        self.budget = bytes;
-    }
-
-    /// Room for `size` more bytes within the budget.
-    fn reserve(&self, label: &str, size: u64) -> Result<(), GpuError> {
-        let used = self.allocated_bytes();
-        match self.budget {
-            Some(budget) if used + size > budget => Err(GpuError::OutOfMemory(format!(
-                "{label} needs {size} bytes, and {used} of the budget of {budget} are in use"
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// A zeroed buffer of at least `size` bytes (rounded up to 4, at least 16).
-    pub fn buffer(
-        &self,
-        label: &str,
-        size: u64,
-        usage: wgpu::BufferUsages,
-    ) -> Result<Buf, GpuError> {
-        let size = size.max(16).div_ceil(4) * 4;
-        check_size(&self.limits, label, size, usage)?;
-        self.reserve(label, size)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage,
-            mapped_at_creation: false,
-        });
-        self.allocated.fetch_add(size, Ordering::Relaxed);
-        Ok(Buf {
-            buffer,
-            size,
-            counter: self.allocated.clone(),
-        })
-    }
-
-    /// A storage buffer holding `bytes` (padded with 4 zero bytes past the end, so kernels
-    /// may read a whole word that straddles the last byte).
-    pub fn storage_with(&self, label: &str, bytes: &[u8]) -> Result<Buf, GpuError> {
-        let b = self.buffer(
-            label,
-            bytes.len() as u64 + 4,
-            wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_DST
-                | wgpu::BufferUsages::COPY_SRC,
-        )?;
-        let whole = bytes.len() / 4 * 4;
-        self.queue.write_buffer(&b.buffer, 0, &bytes[..whole]);
-        if whole < bytes.len() {
-            let mut tail = [0u8; 4];
-            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            self.queue.write_buffer(&b.buffer, whole as u64, &tail);
-        }
-        Ok(b)
-    }
-
-    /// A `width × height` texture of `format` (`Rgba32Uint` or `R32Uint`) holding `words`
-    /// (row-major, `width · height · texel words` of them).
-    pub fn texture_with(
-        &self,
-        label: &str,
-        format: wgpu::TextureFormat,
-        width: u32,
-        height: u32,
-        words: &[u32],
-    ) -> Result<Tex, GpuError> {
-        let texel = format.block_copy_size(None).unwrap_or(4) as u64;
-        let size = width as u64 * height as u64 * texel;
-        let limit = self.limits.max_texture_dimension_2d;
-        if width.max(height) > limit {
-            return Err(GpuError::Unsupported(format!(
-                "{label} needs a {width}×{height} texture; this GPU's largest is {limit}×{limit}"
-            )));
-        }
-        if words.len() as u64 * 4 != size {
-            return Err(GpuError::Internal(format!(
-                "{label}: {} words for {width}×{height} texels",
-                words.len()
-            )));
-        }
-        self.reserve(label, size)?;
-        let extent = wgpu::Extent3d {
-            width,
-            height,
-            depth_or_array_layers: 1,
-        };
-        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some(label),
-            size: extent,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
-        self.queue.write_texture(
-            texture.as_image_copy(),
-            bytemuck::cast_slice(words),
-            wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: Some(width * texel as u32),
-                rows_per_image: Some(height),
-            },
-            extent,
-        );
-        let view = texture.create_view(&Default::default());
-        self.allocated.fetch_add(size, Ordering::Relaxed);
-        Ok(Tex {
-            texture,
-            view,
-            size,
-            counter: self.allocated.clone(),
-        })
-    }
-
-    /// An activation buffer: read-write storage that kernels may also bind as a uniform
-    /// window from any offset below `size` ([`Buf::window`]), so `size` + [`UNIFORM_WINDOW`]
-    /// bytes.
-    pub fn activation(&self, label: &str, size: u64) -> Result<Buf, GpuError> {
-        use wgpu::BufferUsages as U;
-        self.buffer(
-            label,
-            size + UNIFORM_WINDOW,
-            U::STORAGE | U::UNIFORM | U::COPY_DST | U::COPY_SRC,
-        )
-    }
-
-    /// A read-write storage buffer of `size` bytes.
-    pub fn storage(&self, label: &str, size: u64) -> Result<Buf, GpuError> {
-        use wgpu::BufferUsages as U;
-        self.buffer(label, size, U::STORAGE | U::COPY_DST | U::COPY_SRC)
-    }
-
-    /// The pipeline of `kernel` for `variant`, which sets its overridable constants
-    /// ([`Kernel::constants`]: the weight type, or attention's heads per KV head).
-    pub fn pipeline(&self, kernel: Kernel, variant: u32) -> wgpu::ComputePipeline {
-        let constants = kernel.constants(variant);
-        let variant = if constants.is_empty() { 0 } else { variant };
+    /// The pipeline of `kernel` specialised for `variant` (made once, then cached).
+    pub fn pipeline(&self, kernel: Kernel, variant: Variant) -> wgpu::ComputePipeline {
+        debug_assert!(kernel.takes(variant), "{}: {variant:?}", kernel.name());
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry((kernel, variant))
-            .or_insert_with(|| {
-                let module = self
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(kernel.name()),
-                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                    });
-                self.device
-                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(kernel.name()),
-                        layout: None,
-                        module: &module,
-                        entry_point: Some("main"),
-                        compilation_options: wgpu::PipelineCompilationOptions {
-                            constants: &constants,
-                            ..Default::default()
-                        },
-                        cache: None,
-                    })
-            })
+            .or_insert_with(|| self.make_pipeline(kernel, variant))
             .clone()
+    }
+
+    fn make_pipeline(&self, kernel: Kernel, variant: Variant) -> wgpu::ComputePipeline {
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            });
+        self.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.name()),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &variant.constants(),
+                    ..Default::default()
+                },
+                cache: None,
+            })
     }
 
     /// A bind group for `pipeline` with each resource at its binding number.
@@ -368,174 +156,27 @@ impl Gpu {
             entries: &entries,
         })
     }
-
-    /// Submits `encoder` (which must end by copying what is wanted into `staging`), then maps
-    /// and returns the first `size` bytes of `staging`.
-    pub async fn submit_and_read(
-        &self,
-        encoder: wgpu::CommandEncoder,
-        staging: &wgpu::Buffer,
-        size: u64,
-    ) -> Result<Vec<u8>, GpuError> {
-        self.submit(encoder);
-        let slice = staging.slice(..size);
-        let (tx, rx) = futures_channel::oneshot::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
-        let mapped = rx
-            .await
-            .map_err(|_| GpuError::DeviceLost("the map request was dropped".into()))?;
-        self.check()?;
-        mapped.map_err(|e| GpuError::Internal(format!("mapping the result: {e}")))?;
-        let bytes = slice
-            .get_mapped_range()
-            .map_err(|e| GpuError::Internal(format!("reading the result: {e}")))?
-            .to_vec();
-        staging.unmap();
-        Ok(bytes)
-    }
 }
 
-/// A uniform buffer of 256-byte slots, one per kernel invocation site, written once.
-pub struct Uniforms {
-    pub buf: Buf,
-    slots: u64,
-}
-
-/// Uniform binding offsets must be multiples of this (the WebGPU default and maximum).
-pub const UNIFORM_SLOT: u64 = 256;
-
-impl Uniforms {
-    pub fn new(gpu: &Gpu, contents: &[Vec<u8>]) -> Result<Self, GpuError> {
-        let mut bytes = vec![0u8; contents.len().max(1) * UNIFORM_SLOT as usize];
-        for (i, c) in contents.iter().enumerate() {
-            bytes[i * UNIFORM_SLOT as usize..][..c.len()].copy_from_slice(c);
+/// Keeps the first device-lost or uncaptured error `device` reports, for [`Gpu::check`].
+fn watch_faults(device: &wgpu::Device) -> Fault {
+    let fault: Fault = Arc::new(Mutex::new(None));
+    let keep = |slot: &Fault, err: GpuError| {
+        if let Ok(mut slot) = slot.lock() {
+            slot.get_or_insert(err);
         }
-        let buf = gpu.buffer(
-            "uniforms",
-            bytes.len() as u64,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        )?;
-        gpu.queue.write_buffer(&buf.buffer, 0, &bytes);
-        Ok(Uniforms {
-            buf,
-            slots: contents.len() as u64,
-        })
-    }
-
-    /// The binding of slot `i`.
-    pub fn slot(&self, i: usize) -> wgpu::BindingResource<'_> {
-        debug_assert!((i as u64) < self.slots);
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: &self.buf.buffer,
-            offset: i as u64 * UNIFORM_SLOT,
-            size: wgpu::BufferSize::new(UNIFORM_SLOT),
-        })
-    }
-}
-
-impl Gpu {
-    /// The contents of a storage buffer (created with [`Gpu::storage`]).
-    pub async fn read(&self, buf: &Buf) -> Result<Vec<u8>, GpuError> {
-        let staging = self.buffer(
-            "read",
-            buf.size(),
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        )?;
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&buf.buffer, 0, &staging.buffer, 0, buf.size());
-        self.submit_and_read(enc, &staging.buffer, buf.size()).await
-    }
-
-    /// A uniform buffer holding `bytes` (e.g. a [`super::kernels::Step`]).
-    pub fn uniform_with(&self, bytes: &[u8]) -> Result<Buf, GpuError> {
-        let b = self.buffer(
-            "uniform",
-            bytes.len() as u64,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        )?;
-        self.queue.write_buffer(&b.buffer, 0, bytes);
-        Ok(b)
-    }
-}
-
-/// A buffer of `size` bytes for `usage` must fit the device's limits; the error names the
-/// limit passed (the tighter one when both were) and gives its value.
-fn check_size(
-    limits: &wgpu::Limits,
-    label: &str,
-    size: u64,
-    usage: wgpu::BufferUsages,
-) -> Result<(), GpuError> {
-    let storage = usage.contains(wgpu::BufferUsages::STORAGE);
-    let passed = [
-        ("max_buffer_size", limits.max_buffer_size, true),
-        (
-            "max_storage_buffer_binding_size",
-            limits.max_storage_buffer_binding_size,
-            storage,
-        ),
-    ]
-    .into_iter()
-    .filter(|&(_, limit, applies)| applies && size > limit)
-    .min_by_key(|&(_, limit, _)| limit);
-    match passed {
-        Some((name, limit, _)) => Err(GpuError::TooLarge {
-            what: format!("{label} (the device's {name})"),
-            bytes: size,
-            limit,
-        }),
-        None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use wgpu::BufferUsages as U;
-
-    fn limits(buffer: u64, binding: u64) -> wgpu::Limits {
-        wgpu::Limits {
-            max_buffer_size: buffer,
-            max_storage_buffer_binding_size: binding,
-            ..wgpu::Limits::default()
-        }
-    }
-
-    /// The error names the limit that was passed and gives its value (the tighter one when
-    /// both were); a size within the limits passes.
-    #[test]
-    fn too_large_names_the_limit_passed() {
-        const BINDING: &str = "max_storage_buffer_binding_size";
-        let (small, big) = (1u64 << 16, 1u64 << 20);
-        // (max_buffer_size, max_storage_buffer_binding_size, size, usage, the limit passed)
-        let cases = [
-            (big, small, 2 * big, U::MAP_READ, "max_buffer_size", big),
-            (small, big, 2 * small, U::STORAGE, "max_buffer_size", small),
-            (big, small, 2 * small, U::STORAGE, BINDING, small),
-            (big, small, 2 * big, U::STORAGE, BINDING, small),
-        ];
-        for (buffer, binding, size, usage, name, limit) in cases {
-            let e = check_size(&limits(buffer, binding), "cache", size, usage);
-            let want = GpuError::TooLarge {
-                what: format!("cache (the device's {name})"),
-                bytes: size,
-                limit,
-            };
-            assert_eq!(e, Err(want), "{buffer} {binding} {size} {usage:?}");
-        }
-        assert_eq!(
-            check_size(&limits(big, small), "x", small, U::STORAGE),
-            Ok(())
-        );
-        assert_eq!(
-            check_size(&limits(big, small), "x", big, U::COPY_DST),
-            Ok(())
-        );
-    }
+    };
+    let f = fault.clone();
+    device.set_device_lost_callback(move |reason, msg| {
+        keep(&f, GpuError::DeviceLost(format!("{reason:?}: {msg}")));
+    });
+    let f = fault.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        let err = match e {
+            wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory(e.to_string()),
+            other => GpuError::Internal(other.to_string()),
+        };
+        keep(&f, err);
+    }));
+    fault
 }

@@ -2,9 +2,11 @@
 //! WGSL side must agree on, stated once here:
 //!
 //! - the constants both use (chunk length, most heads per KV head, rows per invocation, the
-//!   texture layout's `WIDTH` and `LANES`) and each kernel's workgroup size, written into a
-//!   generated prelude ahead of the kernel's source ([`Kernel::source`]), so that no WGSL file
-//!   repeats a number the host also uses;
+//!   texture layout's `WIDTH` and `LANES`, the [`ProductMode`]s, the ggml type ids of
+//!   [`WEIGHT_TYPES`], [`NON_FINITE_TOKEN`]) and each kernel's workgroup size, written into a
+//!   generated prelude ahead of the kernel's source ([`Kernel::source`]), so that no WGSL
+//!   file repeats a number the host also uses;
+//! - what a kernel's pipeline is specialised for ([`Variant`]: its overridable constants);
 //! - the binding layout of each kernel ([`Kernel::bindings`]), which the op constructors of
 //!   [`super::ops`] fill and a test checks against the shader (naga reflection).
 //!
@@ -12,6 +14,7 @@
 //! `quant.wgsl` + its own file.
 
 use super::layout;
+use crate::gguf::GgmlType;
 
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 pub const QUANT: &str = include_str!("../../shaders/quant.wgsl");
@@ -26,6 +29,87 @@ pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
 pub const PRODUCT_ROWS: u32 = 4;
 /// Tokens per invocation in matmul.wgsl; `TT`.
 pub const MATMUL_TOKENS: usize = 8;
+
+/// What argmax.wgsl and sample.wgsl write when a logit is NaN or infinite: no token.
+pub const NON_FINITE_TOKEN: u32 = u32::MAX;
+
+/// The weight types the kernels dequantize (quant.wgsl), by their ggml ids: `GGML_F32`,
+/// `GGML_Q4_1`, … in the prelude.
+pub const WEIGHT_TYPES: [GgmlType; 6] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+];
+
+/// What a matrix product does with its result (`mode` in matvec.wgsl / matmul.wgsl, which
+/// compare it with the prelude's `MODE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductMode {
+    /// y = W·x
+    Store = 0,
+    /// y += W·x (residual connections)
+    Accumulate = 1,
+    /// y = silu(W_gate·x) · W_up·x, W_gate and W_up stacked (`n_out` rows each); matvec only.
+    SwiGlu = 2,
+    /// y += W·x, then the first half of the RMSNorm that follows: xn = γ ⊙ y, and each
+    /// workgroup's Σ y² into `parts` (the second half is `norm_parts` of the next product);
+    /// matvec only.
+    AccumulateForNorm = 3,
+}
+
+impl ProductMode {
+    pub const ALL: [ProductMode; 4] = [
+        ProductMode::Store,
+        ProductMode::Accumulate,
+        ProductMode::SwiGlu,
+        ProductMode::AccumulateForNorm,
+    ];
+
+    /// Its name in the prelude.
+    pub fn wgsl_name(self) -> &'static str {
+        match self {
+            ProductMode::Store => "MODE_STORE",
+            ProductMode::Accumulate => "MODE_ACCUMULATE",
+            ProductMode::SwiGlu => "MODE_SWIGLU",
+            ProductMode::AccumulateForNorm => "MODE_ACCUMULATE_FOR_NORM",
+        }
+    }
+}
+
+/// What a kernel's pipeline is specialised for: the values of its pipeline-overridable
+/// constants. Ops of one kernel and variant share one pipeline ([`super::Gpu::pipeline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// A kernel without overridable constants.
+    Plain,
+    /// A kernel that reads weights (embed, matvec, matmul), for a weight type: `WTYPE`, the
+    /// type's ggml id (one of [`WEIGHT_TYPES`]).
+    Weights { ggml_id: u32 },
+    /// attention_decode.wgsl for groups of up to `n_rep` query heads (≤ ATTENTION_MAX_REP)
+    /// and `head_dim` (≤ ATTENTION_MAX_HEAD_DIM, a multiple of 4): `N_REP` and `HD4`.
+    AttentionDecode { n_rep: u32, head_dim: u32 },
+}
+
+impl Variant {
+    /// The variant of a kernel that reads weights of type `ty`.
+    pub fn weights(ty: GgmlType) -> Self {
+        Variant::Weights { ggml_id: ty.id() }
+    }
+
+    /// The pipeline-overridable constants it sets, by name.
+    pub fn constants(self) -> Vec<(&'static str, f64)> {
+        match self {
+            Variant::Plain => Vec::new(),
+            Variant::Weights { ggml_id } => vec![("WTYPE", ggml_id as f64)],
+            Variant::AttentionDecode { n_rep, head_dim } => {
+                vec![("N_REP", n_rep as f64), ("HD4", (head_dim / 4) as f64)]
+            }
+        }
+    }
+}
 
 /// One compute kernel: its file and whether it dequantizes weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -228,35 +312,21 @@ impl Kernel {
         matches!(self, Kernel::Embed | Kernel::Matvec | Kernel::Matmul)
     }
 
-    /// The pipeline-overridable constants of the kernel and their values for `variant`
-    /// (a weight type id for kernels that read weights; [`attention_variant`] for
-    /// attention_decode; nothing for the others).
-    pub fn constants(self, variant: u32) -> Vec<(&'static str, f64)> {
-        match self {
-            _ if self.reads_weights() => vec![("WTYPE", variant as f64)],
-            Kernel::AttentionDecode => vec![
-                ("N_REP", (variant & 0xFF) as f64),
-                ("HD4", (variant >> 8) as f64),
-            ],
-            _ => Vec::new(),
+    /// Whether `variant` sets this kernel's overridable constants (and no others).
+    pub fn takes(self, variant: Variant) -> bool {
+        match variant {
+            Variant::Plain => !self.reads_weights() && self != Kernel::AttentionDecode,
+            Variant::Weights { .. } => self.reads_weights(),
+            Variant::AttentionDecode { .. } => self == Kernel::AttentionDecode,
         }
     }
 
     /// The constants shared with the host, and this kernel's workgroup size as `WG`.
     pub fn prelude(self) -> String {
-        let consts: [(&str, usize); 8] = [
-            ("WG", self.workgroup_size() as usize),
-            ("CHUNK", ATTENTION_CHUNK),
-            ("MAX_REP", ATTENTION_MAX_REP),
-            ("MAX_HD", ATTENTION_MAX_HEAD_DIM),
-            ("ROWS", PRODUCT_ROWS as usize),
-            ("TT", MATMUL_TOKENS),
-            ("WIDTH", layout::WIDTH),
-            ("LANES", layout::LANES),
-        ];
         let mut s =
             String::from("// Generated by src/gpu/kernels.rs: constants shared with the host.\n");
-        for (name, v) in consts {
+        let wg = ("WG".to_string(), self.workgroup_size());
+        for (name, v) in [wg].into_iter().chain(shared_constants()) {
             s.push_str(&format!("const {name}: u32 = {v}u;\n"));
         }
         s
@@ -269,8 +339,51 @@ impl Kernel {
     }
 }
 
-/// The pipeline variant of attention_decode.wgsl for `n_rep` query heads per KV head and
-/// `head_dim` (≤ ATTENTION_MAX_REP and ATTENTION_MAX_HEAD_DIM, a multiple of 4).
-pub fn attention_variant(n_rep: usize, head_dim: usize) -> u32 {
-    (n_rep as u32) | ((head_dim as u32 / 4) << 8)
+/// The prelude's constants other than `WG`, by WGSL name: sizes, the product modes, the
+/// ggml ids of the weight types, and the token id that reports a non-finite logit.
+pub fn shared_constants() -> Vec<(String, u32)> {
+    let sizes = [
+        ("CHUNK", ATTENTION_CHUNK),
+        ("MAX_REP", ATTENTION_MAX_REP),
+        ("MAX_HD", ATTENTION_MAX_HEAD_DIM),
+        ("ROWS", PRODUCT_ROWS as usize),
+        ("TT", MATMUL_TOKENS),
+        ("WIDTH", layout::WIDTH),
+        ("LANES", layout::LANES),
+    ];
+    let sizes = sizes.map(|(name, v)| (name.to_string(), v as u32));
+    let modes = ProductMode::ALL.map(|m| (m.wgsl_name().to_string(), m as u32));
+    let types = WEIGHT_TYPES.map(|ty| (format!("GGML_{}", ty.name()), ty.id()));
+    let no_token = [("NON_FINITE_TOKEN".to_string(), NON_FINITE_TOKEN)];
+    sizes
+        .into_iter()
+        .chain(modes)
+        .chain(types)
+        .chain(no_token)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prelude names the modes and type ids with the host's values, and every weight
+    /// type has a texture layout.
+    #[test]
+    fn prelude_names_modes_and_type_ids() {
+        let prelude = Kernel::Matvec.prelude();
+        for line in [
+            "const WG: u32 = 32u;",
+            "const MODE_SWIGLU: u32 = 2u;",
+            "const MODE_ACCUMULATE_FOR_NORM: u32 = 3u;",
+            "const GGML_Q4_1: u32 = 3u;",
+            "const GGML_BF16: u32 = 30u;",
+            "const NON_FINITE_TOKEN: u32 = 4294967295u;",
+        ] {
+            assert!(prelude.contains(line), "{line} missing from\n{prelude}");
+        }
+        for ty in WEIGHT_TYPES {
+            assert!(layout::texels_per_block(ty).is_some(), "{}", ty.name());
+        }
+    }
 }

@@ -4,10 +4,11 @@
 //! Weights stay quantized on the GPU (GGUF blocks as they are, in textures, dequantized in
 //! the kernels), activations and the KV cache are f32 (no `shader-f16` needed). Decode uses
 //! matrix-vector kernels that read the activation vector as a uniform; prefill uses a tiled
-//! matrix product. One forward is one submit;
-//! a greedy decode step reads back only the sampled token id. Regrouping pools the projected
-//! K/V of the native heads (kv_store.wgsl), so changing G re-uploads no weights: it replaces
-//! the KV cache and a G×G0 pooling matrix.
+//! matrix product. One forward is one submit; a greedy decode step reads back only the
+//! sampled token id. Regrouping maps the projected K/V of the native heads to the G heads
+//! (and, for a calibrated merge, q and each head's output: kv_store.wgsl,
+//! attention_reduce.wgsl), so changing G re-uploads no weights: it replaces the KV cache and
+//! the regrouping maps.
 
 mod context;
 mod engine;

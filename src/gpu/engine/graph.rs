@@ -1,56 +1,25 @@
 //! The forward pass as GPU ops, top to bottom — read [`Graph::body`] beside
 //! `cpu::CpuEngine::block` (llama2.c's `forward`): the same steps, each one or two kernels.
-//! Built once per grouping into a [`Program`]; `submit.rs` records its ops per forward.
+//! Built once per grouping into a [`Program`] (`graph/program.rs`); `submit.rs` records its
+//! ops per forward.
 //!
-//! Decode (one token) and prefill (a chunk of up to PREFILL_CHUNK tokens) differ in their
-//! kernels: decode multiplies with matvec.wgsl and splits each RMSNorm after a residual add
-//! over the two products around it ([`Link`]; ARCHITECTURE.md, "One decode step"), prefill
-//! uses matmul.wgsl and rmsnorm.wgsl.
+//! The two [`Pass`]es, decode (one token) and prefill (a chunk of up to PREFILL_CHUNK
+//! tokens), differ in their kernels: decode multiplies with matvec.wgsl and splits each
+//! RMSNorm after a residual add over the two products around it ([`Link`]; ARCHITECTURE.md,
+//! "One decode step"), prefill uses matmul.wgsl and rmsnorm.wgsl.
+
+mod program;
+
+pub(super) use program::Program;
 
 use super::resources::{Activations, KvCache, LayerWeights, ModelWeights};
 use super::PREFILL_CHUNK;
-use crate::gpu::context::{Buf, Gpu, Uniforms};
-use crate::gpu::ops::{self, Op, OpList, OpSpec, ProductMode, ProductParams};
-use crate::gpu::{GpuError, Weight};
+use crate::gpu::context::{Buf, Gpu};
+use crate::gpu::kernels::{ProductMode, ATTENTION_CHUNK};
+use crate::gpu::ops::{self, OpList, OpSpec, Pass, ProductParams};
+use crate::gpu::Weight;
 use crate::model::ModelConfig;
-use std::ops::Range;
-
-/// Every op of a forward at one grouping, bound to the engine's buffers.
-pub(super) struct Program {
-    /// The embedding lookup and the layers, for one token and for a prefill chunk.
-    pub decode: Body,
-    pub prefill: Body,
-    /// Final norm (last row), head, argmax: the greedy token (and the last row's logits).
-    pub tail_token: Vec<Op>,
-    /// Final norm (last row), head, temperature / top-k / top-p sampling.
-    pub tail_sample: Vec<Op>,
-    /// The ops' parameter uniforms (kept alive with them).
-    _uniforms: Uniforms,
-}
-
-/// The embedding and the layers' ops, and where each layer and attention are among them.
-pub(super) struct Body {
-    pub ops: Vec<Op>,
-    pub layers: Vec<Range<usize>>,
-    /// Attention and its chunk reduction, in every layer.
-    pub attention: Vec<usize>,
-    /// Each layer's kv_store op: the layer's ops before it compute the native q, k0, v0.
-    pub kv_store: Vec<usize>,
-    /// Per layer, attention_probe.wgsl on the layer's q and K (not in `ops`: `submit.rs`
-    /// records the one of the layer the attention view shows, after that layer's kv_store,
-    /// and only while the view is open).
-    pub probe: Vec<Op>,
-}
-
-/// Op indices of a [`Body`] while it is built.
-#[derive(Default)]
-struct BodySpec {
-    ops: Vec<usize>,
-    layers: Vec<Range<usize>>,
-    attention: Vec<usize>,
-    kv_store: Vec<usize>,
-    probe: Vec<usize>,
-}
+use program::BodySpec;
 
 /// How a decode product takes part in an RMSNorm split over two products (matvec.wgsl):
 /// the one that adds to the residual stream leaves xn = γ ⊙ x and Σ x² by workgroup, the one
@@ -76,104 +45,61 @@ struct Qkv<'a> {
     q_uniform: wgpu::BindingResource<'a>,
 }
 
+impl<'a> Qkv<'a> {
+    /// q as the pass's attention kernel reads it.
+    fn attention_input(self, pass: Pass) -> wgpu::BindingResource<'a> {
+        match pass {
+            Pass::Decode => self.q_uniform,
+            Pass::Prefill => self.q,
+        }
+    }
+}
+
 /// What the graph binds, and the op list it fills.
-pub(super) struct Graph<'a> {
-    pub cfg: &'a ModelConfig,
-    pub m: &'a ModelWeights,
-    pub a: &'a Activations,
-    pub cache: &'a KvCache,
-    pub capacity: usize,
-    pub max_chunks: usize,
+struct Graph<'a> {
+    cfg: &'a ModelConfig,
+    m: &'a ModelWeights,
+    a: &'a Activations,
+    cache: &'a KvCache,
+    capacity: usize,
+    max_chunks: usize,
     /// Whether q, k0 and v0 of one token can be bound as ranges of one buffer (their
     /// offsets are multiples of the device's storage offset alignment).
-    pub qkv_aligned: bool,
+    qkv_aligned: bool,
     list: OpList<'a>,
 }
 
-impl Program {
-    /// Builds every op of the forward for `cache`'s grouping.
-    pub fn build(
+impl<'a> Graph<'a> {
+    fn new(
         gpu: &Gpu,
-        cfg: &ModelConfig,
-        m: &ModelWeights,
-        a: &Activations,
-        cache: &KvCache,
+        cfg: &'a ModelConfig,
+        m: &'a ModelWeights,
+        a: &'a Activations,
+        cache: &'a KvCache,
         capacity: usize,
-    ) -> Result<Program, GpuError> {
+    ) -> Self {
         let align = gpu.device.limits().min_storage_buffer_offset_alignment as usize;
         let (q_bytes, kv_bytes) = (
             cfg.n_heads * cfg.head_dim * 4,
             cfg.n_kv_heads * cfg.head_dim * 4,
         );
-        let mut g = Graph {
+        Graph {
             cfg,
             m,
             a,
             cache,
             capacity,
-            max_chunks: capacity.div_ceil(crate::gpu::kernels::ATTENTION_CHUNK),
+            max_chunks: capacity.div_ceil(ATTENTION_CHUNK),
             qkv_aligned: q_bytes.is_multiple_of(align) && kv_bytes.is_multiple_of(align),
             list: OpList::default(),
-        };
-        let decode = g.body(true);
-        let prefill = g.body(false);
-        let tail_token = g.tail(false);
-        let tail_sample = g.tail(true);
-        let (uniforms, ops) = g.list.finish(gpu, &a.step)?;
-        let mut ops: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
-        let mut take = |i: usize| {
-            ops[i]
-                .take()
-                .ok_or_else(|| GpuError::Internal("an op was used twice".into()))
-        };
-        let mut body = |spec: BodySpec| -> Result<Body, GpuError> {
-            Ok(Body {
-                ops: spec
-                    .ops
-                    .into_iter()
-                    .map(&mut take)
-                    .collect::<Result<_, _>>()?,
-                probe: spec
-                    .probe
-                    .into_iter()
-                    .map(&mut take)
-                    .collect::<Result<_, _>>()?,
-                layers: spec.layers,
-                attention: spec.attention,
-                kv_store: spec.kv_store,
-            })
-        };
-        Ok(Program {
-            decode: body(decode)?,
-            prefill: body(prefill)?,
-            tail_token: tail_token
-                .into_iter()
-                .map(&mut take)
-                .collect::<Result<_, _>>()?,
-            tail_sample: tail_sample
-                .into_iter()
-                .map(&mut take)
-                .collect::<Result<_, _>>()?,
-            _uniforms: uniforms,
-        })
-    }
-
-    /// The embedding and the layers' ops for a forward of `t` tokens.
-    pub fn body(&self, t: usize) -> &Body {
-        if t == 1 {
-            &self.decode
-        } else {
-            &self.prefill
         }
     }
-}
 
-impl<'a> Graph<'a> {
     /// The forward from token ids to the residual stream after the last layer, for one token
-    /// (`decode`) or a prefill chunk. Shapes: x `[T][dim]`, xb `[T][dim]`, q `[T][H][hd]`,
-    /// k0, v0 `[T][G0][hd]`, K, V `[G][capacity][hd]` per layer, att `[T][H][hd]`,
-    /// gate `[T][ffn]`.
-    fn body(&mut self, decode: bool) -> BodySpec {
+    /// ([`Pass::Decode`]) or a prefill chunk. Shapes: x `[T][dim]`, xb `[T][dim]`,
+    /// q `[T][H][hd]`, k0, v0 `[T][G0][hd]`, K, V `[G][capacity][hd]` per layer,
+    /// att `[T][H][hd]`, gate `[T][ffn]`.
+    fn body(&mut self, pass: Pass) -> BodySpec {
         let (a, m) = (self.a, self.m);
         let mut b = BodySpec::default();
         // x = token_embd[tokens]
@@ -182,9 +108,9 @@ impl<'a> Graph<'a> {
         for (l, w) in m.layers.iter().enumerate() {
             let first = b.ops.len();
             // xb = rmsnorm(x) ⊙ attn_norm
-            let link = self.attn_norm(&mut b, w, l, decode);
+            let link = self.attn_norm(&mut b, w, l, pass);
             // q | k0 | v0 = W_q|k|v · xb
-            let qkv = self.qkv(&mut b, w, decode, link);
+            let qkv = self.qkv(&mut b, w, pass, link);
             // K, V of the G heads (the layer's maps of the native ones) → the cache at the
             // forward's positions; the q map, RoPE on K and q
             b.kv_store.push(b.ops.len());
@@ -192,23 +118,22 @@ impl<'a> Graph<'a> {
             // (the attention view, when open: the last token's softmax weights per head)
             b.probe.push(self.list.push(self.probe(l, qkv.q.clone())));
             // per query head h: softmax(q_h · K_g / √hd) · V_g with g = kv_head(h), by chunks
-            let q = if decode { qkv.q_uniform } else { qkv.q };
             b.attention.push(b.ops.len());
-            self.push(&mut b, self.attention(l, q, decode));
+            self.push(&mut b, self.attention(l, qkv.attention_input(pass), pass));
             // att = the chunks combined (and, after a calibrated merge, each head's output map)
             b.attention.push(b.ops.len());
             self.push(&mut b, self.reduce(l));
             // x += W_o · att
-            let link = self.link_produce(decode, Some(&w.ffn_norm));
-            self.add_to_x(&mut b, decode, &w.wo, &a.att, link);
+            let link = self.link_produce(pass, Some(&w.ffn_norm));
+            self.add_to_x(&mut b, pass, &w.wo, &a.att, link);
             // xb = rmsnorm(x) ⊙ ffn_norm
-            let link = self.ffn_norm(&mut b, w, decode);
+            let link = self.ffn_norm(&mut b, w, pass);
             // gate = silu(W_gate · xb) ⊙ (W_up · xb)
-            self.ffn_up(&mut b, w, decode, link);
+            self.ffn_up(&mut b, w, pass, link);
             // x += W_down · gate
             let next = m.layers.get(l + 1).map(|n| &n.attn_norm);
-            let link = self.link_produce(decode, next);
-            self.add_to_x(&mut b, decode, &w.w_down, &a.gate, link);
+            let link = self.link_produce(pass, next);
+            self.add_to_x(&mut b, pass, &w.w_down, &a.gate, link);
             b.layers.push(first..b.ops.len());
         }
         b
@@ -243,9 +168,9 @@ impl<'a> Graph<'a> {
         b: &mut BodySpec,
         w: &'a LayerWeights,
         l: usize,
-        decode: bool,
+        pass: Pass,
     ) -> Link<'a> {
-        if decode && l > 0 {
+        if pass == Pass::Decode && l > 0 {
             return self.link_consume();
         }
         self.push(b, self.rmsnorm(&w.attn_norm, false));
@@ -254,8 +179,8 @@ impl<'a> Graph<'a> {
 
     /// RMSNorm before the feed-forward: its own op in prefill; in decode the output
     /// projection did its first half.
-    fn ffn_norm(&mut self, b: &mut BodySpec, w: &'a LayerWeights, decode: bool) -> Link<'a> {
-        if decode {
+    fn ffn_norm(&mut self, b: &mut BodySpec, w: &'a LayerWeights, pass: Pass) -> Link<'a> {
+        if pass == Pass::Decode {
             return self.link_consume();
         }
         self.push(b, self.rmsnorm(&w.ffn_norm, false));
@@ -271,9 +196,9 @@ impl<'a> Graph<'a> {
 
     /// A decode product that adds to x produces the next norm's first half (if there is a
     /// next norm in the body: the final norm is the tail's own op).
-    fn link_produce(&self, decode: bool, gamma: Option<&'a Buf>) -> Link<'a> {
+    fn link_produce(&self, pass: Pass, gamma: Option<&'a Buf>) -> Link<'a> {
         match gamma {
-            Some(gamma) if decode => Link::Produce { gamma },
+            Some(gamma) if pass == Pass::Decode => Link::Produce { gamma },
             _ => Link::None,
         }
     }
@@ -295,18 +220,18 @@ impl<'a> Graph<'a> {
         &mut self,
         b: &mut BodySpec,
         w: &'a LayerWeights,
-        decode: bool,
+        pass: Pass,
         link: Link<'a>,
     ) -> Qkv<'a> {
         let (a, cfg) = (self.a, self.cfg);
         let f = 4u64;
         let q_rows = (cfg.n_heads * cfg.head_dim) as u64;
         let kv_rows = (cfg.n_kv_heads * cfg.head_dim) as u64;
-        if let (true, true, Some(wt)) = (decode, self.qkv_aligned, w.qkv.whole()) {
+        if let (Pass::Decode, true, Some(wt)) = (pass, self.qkv_aligned, w.qkv.whole()) {
             let n = (q_rows + 2 * kv_rows) as u32;
             self.product_n(
                 b,
-                true,
+                Pass::Decode,
                 (wt, 0),
                 n,
                 ProductMode::Store,
@@ -326,7 +251,7 @@ impl<'a> Graph<'a> {
         {
             self.product_n(
                 b,
-                decode,
+                pass,
                 w.qkv.part(i),
                 n as u32,
                 ProductMode::Store,
@@ -371,7 +296,7 @@ impl<'a> Graph<'a> {
     }
 
     /// Attention of layer `l` over its cache, by chunks of positions.
-    fn attention(&self, l: usize, q: wgpu::BindingResource<'a>, decode: bool) -> OpSpec<'a> {
+    fn attention(&self, l: usize, q: wgpu::BindingResource<'a>, pass: Pass) -> OpSpec<'a> {
         let cfg = self.cfg;
         let p = ops::AttentionParams {
             n_heads: cfg.n_heads as u32,
@@ -391,7 +316,7 @@ impl<'a> Graph<'a> {
             part: &self.a.part,
             starts: &self.cache.starts,
         };
-        ops::attention(p, binds, decode, self.cache.grouping().max_rep())
+        ops::attention(p, binds, pass, self.cache.grouping().max_rep())
     }
 
     /// The attention weights of layer `l` for the forward's last token, into `probe`.
@@ -426,12 +351,12 @@ impl<'a> Graph<'a> {
 
     /// gate = silu(W_gate·xb) ⊙ W_up·xb: decode with a stacked gate|up in one matvec (SwiGLU
     /// mode), otherwise two products and swiglu.wgsl.
-    fn ffn_up(&mut self, b: &mut BodySpec, w: &'a LayerWeights, decode: bool, link: Link<'a>) {
+    fn ffn_up(&mut self, b: &mut BodySpec, w: &'a LayerWeights, pass: Pass, link: Link<'a>) {
         let (a, ffn) = (self.a, self.cfg.ffn_dim as u32);
-        if let (true, Some(wt)) = (decode, w.gate_up.whole()) {
+        if let (Pass::Decode, Some(wt)) = (pass, w.gate_up.whole()) {
             self.product_n(
                 b,
-                true,
+                Pass::Decode,
                 (wt, 0),
                 ffn,
                 ProductMode::SwiGlu,
@@ -443,7 +368,7 @@ impl<'a> Graph<'a> {
         for (i, y) in [&a.gate, &a.up].into_iter().enumerate() {
             self.product_n(
                 b,
-                decode,
+                pass,
                 w.gate_up.part(i),
                 ffn,
                 ProductMode::Store,
@@ -458,13 +383,13 @@ impl<'a> Graph<'a> {
     fn add_to_x(
         &mut self,
         b: &mut BodySpec,
-        decode: bool,
+        pass: Pass,
         w: &'a Weight,
         input: &'a Buf,
         link: Link<'a>,
     ) {
         let (dim, acc) = (self.cfg.dim as u32, ProductMode::Accumulate);
-        self.product_n(b, decode, (w, 0), dim, acc, (input, &self.a.x), link);
+        self.product_n(b, pass, (w, 0), dim, acc, (input, &self.a.x), link);
     }
 
     /// y (+)= W·x with W the `n_out` rows of `wt.0` from row `wt.1` and x as wide as W's
@@ -473,7 +398,7 @@ impl<'a> Graph<'a> {
     fn product_n(
         &mut self,
         b: &mut BodySpec,
-        decode: bool,
+        pass: Pass,
         (w, row0): (&'a Weight, u32),
         n_out: u32,
         mode: ProductMode,
@@ -481,13 +406,16 @@ impl<'a> Graph<'a> {
         link: Link<'a>,
     ) {
         let mut p = ProductParams::new(w.row_len as u32, n_out, mode, row0);
-        if decode {
-            let norm = self.norm_binds(link, &mut p);
-            self.push(b, ops::matvec(w, p, x.uniform_window(), y, norm));
-            return;
-        }
-        for spec in ops::matmul(w, p, x, y, PREFILL_CHUNK) {
-            self.push(b, spec);
+        match pass {
+            Pass::Decode => {
+                let norm = self.norm_binds(link, &mut p);
+                self.push(b, ops::matvec(w, p, x.uniform_window(), y, norm));
+            }
+            Pass::Prefill => {
+                for spec in ops::matmul(w, p, x, y, PREFILL_CHUNK) {
+                    self.push(b, spec);
+                }
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! [`GpuEngine`]: the model on the GPU at one grouping, with a KV cache of fixed capacity.
 //!
 //! - `resources.rs`: weights, activations, the KV cache;
-//! - `graph.rs`: the forward as a list of ops, top to bottom (read it beside
+//! - `graph.rs`: the forward as a list of ops, top to bottom (`graph/program.rs` the op list it
+//!   builds; read it beside
 //!   `CpuEngine::block` in `cpu/mod.rs`);
 //! - `submit.rs`: recording and submitting forwards, reading results back;
 //! - `ahead.rs`: decoding one step ahead;
@@ -319,6 +320,6 @@ impl Engine for GpuEngine {
         self.read_attention_weights().await
     }
     fn lose_device(&mut self) {
-        self.gpu.device.destroy()
+        self.gpu.lose_device()
     }
 }

@@ -1,6 +1,6 @@
 //! What the engine keeps on the GPU: the model's weights ([`ModelWeights`]), the activation
 //! buffers of one forward ([`Activations`]), and the KV cache at the current grouping with its
-//! pooling matrix ([`KvCache`]). Shapes for the default model in ARCHITECTURE.md.
+//! regrouping maps ([`KvCache`]). Shapes for the default model in ARCHITECTURE.md.
 
 use super::PREFILL_CHUNK;
 use crate::engine::EngineError;

@@ -2,9 +2,9 @@
 //! split over the context (attention.wgsl for a prefill chunk, attention_decode.wgsl for one
 //! token) and the reduction of its chunks (attention_reduce.wgsl).
 
-use super::{params_struct, Grid, OpSpec};
+use super::{params_struct, Grid, OpSpec, Pass};
 use crate::gpu::context::Buf;
-use crate::gpu::kernels::{attention_variant, Kernel};
+use crate::gpu::kernels::{Kernel, Variant};
 
 params_struct! {
     /// `Params` of kv_store.wgsl.
@@ -95,7 +95,8 @@ pub fn kv_store<'a>(p: KvStoreParams, b: KvStoreBinds<'a>) -> OpSpec<'a> {
         b.q,
     ];
     let pairs = p.n_heads * p.head_dim / 2;
-    OpSpec::new(Kernel::KvStore, 0, &p, resources, Grid::PerToken(pairs))
+    let grid = Grid::PerToken(pairs);
+    OpSpec::new(Kernel::KvStore, Variant::Plain, &p, resources, grid)
 }
 
 /// What the attention kernels read and write. q: `[T][H][hd]` (for decode a uniform window);
@@ -112,19 +113,21 @@ pub struct AttentionBinds<'a> {
 }
 
 /// GQA attention over the cache, one workgroup per (chunk, KV head, token): attention.wgsl
-/// for a prefill chunk, or (`decode`) attention_decode.wgsl for one token, specialised for
-/// groups of up to `max_rep` query heads and the head size.
+/// for a prefill chunk, or attention_decode.wgsl for one token, specialised for groups of up
+/// to `max_rep` query heads and the head size.
 pub fn attention<'a>(
     p: AttentionParams,
     b: AttentionBinds<'a>,
-    decode: bool,
+    pass: Pass,
     max_rep: usize,
 ) -> OpSpec<'a> {
-    let (kernel, variant) = if decode {
-        let variant = attention_variant(max_rep, p.head_dim as usize);
-        (Kernel::AttentionDecode, variant)
-    } else {
-        (Kernel::Attention, 0)
+    let (kernel, variant) = match pass {
+        Pass::Decode => {
+            let (n_rep, head_dim) = (max_rep as u32, p.head_dim);
+            let variant = Variant::AttentionDecode { n_rep, head_dim };
+            (Kernel::AttentionDecode, variant)
+        }
+        Pass::Prefill => (Kernel::Attention, Variant::Plain),
     };
     let resources = vec![
         b.q,
@@ -148,7 +151,7 @@ pub fn attention_reduce<'a>(
 ) -> OpSpec<'a> {
     let resources = vec![ml.binding(), part.binding(), omap.binding(), out.binding()];
     let grid = Grid::Reduce(p.n_heads);
-    OpSpec::new(Kernel::AttentionReduce, 0, &p, resources, grid)
+    OpSpec::new(Kernel::AttentionReduce, Variant::Plain, &p, resources, grid)
 }
 
 /// attention_probe.wgsl: the attention weights of the forward's last token, every query head
@@ -162,11 +165,6 @@ pub fn attention_probe<'a>(
     out: &'a Buf,
 ) -> OpSpec<'a> {
     let resources = vec![q, kc.binding(), starts.binding(), out.binding()];
-    OpSpec::new(
-        Kernel::AttentionProbe,
-        0,
-        &p,
-        resources,
-        Grid::Each(p.n_heads),
-    )
+    let grid = Grid::Each(p.n_heads);
+    OpSpec::new(Kernel::AttentionProbe, Variant::Plain, &p, resources, grid)
 }

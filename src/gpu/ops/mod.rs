@@ -15,14 +15,32 @@ pub use product::*;
 pub use rows::*;
 
 use super::context::{Buf, Gpu, Uniforms};
-use super::kernels::{Kernel, Slot};
+use super::kernels::{Kernel, Slot, Variant};
 use super::GpuError;
+
+/// Which forward an op is built for: decode (one token; matvec.wgsl, attention_decode.wgsl)
+/// or a prefill chunk (up to `PREFILL_CHUNK` tokens; matmul.wgsl, attention.wgsl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Decode,
+    Prefill,
+}
+
+impl Pass {
+    /// The pass of a forward of `tokens` tokens.
+    pub fn of(tokens: usize) -> Pass {
+        match tokens {
+            1 => Pass::Decode,
+            _ => Pass::Prefill,
+        }
+    }
+}
 
 /// One dispatch, before its bind group exists.
 pub struct OpSpec<'a> {
     pub kernel: Kernel,
-    /// Sets the pipeline's constants ([`Kernel::constants`]).
-    pub variant: u32,
+    /// What its pipeline is specialised for.
+    pub variant: Variant,
     /// The `Params` uniform's bytes; empty for a kernel without one.
     params: Vec<u8>,
     /// Bound in the order of the kernel's non-`Params`, non-`Step` slots.
@@ -34,7 +52,7 @@ impl<'a> OpSpec<'a> {
     /// An op of `kernel` with parameters `params` (if the kernel has a `Params` slot).
     pub fn new<P: bytemuck::Pod>(
         kernel: Kernel,
-        variant: u32,
+        variant: Variant,
         params: &P,
         resources: Vec<wgpu::BindingResource<'a>>,
         grid: Grid,
@@ -52,7 +70,7 @@ impl<'a> OpSpec<'a> {
     pub fn bare(kernel: Kernel, resources: Vec<wgpu::BindingResource<'a>>, grid: Grid) -> Self {
         OpSpec {
             kernel,
-            variant: 0,
+            variant: Variant::Plain,
             params: Vec::new(),
             resources,
             grid,

@@ -3,7 +3,7 @@
 
 use super::{params_struct, Grid, OpSpec};
 use crate::gpu::context::{Buf, UNIFORM_WINDOW};
-use crate::gpu::kernels::{Kernel, PRODUCT_ROWS};
+use crate::gpu::kernels::{Kernel, ProductMode, Variant, PRODUCT_ROWS};
 use crate::gpu::layout::LANES;
 use crate::gpu::Weight;
 
@@ -43,21 +43,6 @@ impl ProductParams {
             eps: 0.0,
         }
     }
-}
-
-/// What a matrix product does with its result (`mode` in matvec.wgsl / matmul.wgsl).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProductMode {
-    /// y = W·x
-    Store = 0,
-    /// y += W·x (residual connections)
-    Accumulate = 1,
-    /// y = silu(W_gate·x) · W_up·x, W_gate and W_up stacked (`n_out` rows each); matvec only.
-    SwiGlu = 2,
-    /// y += W·x, then the first half of the RMSNorm that follows: xn = γ ⊙ y, and each
-    /// workgroup's Σ y² into `parts` (the second half is `norm_parts` of the next product);
-    /// matvec only.
-    AccumulateForNorm = 3,
 }
 
 /// Invocations (per group of tokens) that matvec.wgsl and matmul.wgsl need for `n_out`
@@ -126,7 +111,7 @@ pub fn matvec<'a>(
     let [wq, ws] = w.bindings();
     let resources = vec![wq, ws, x, y.binding(), norm.gamma, norm.xn, norm.parts];
     let grid = Grid::Flat(product_invocations(p.n_out, swiglu));
-    OpSpec::new(Kernel::Matvec, w.ty.id(), &p, resources, grid)
+    OpSpec::new(Kernel::Matvec, Variant::weights(w.ty), &p, resources, grid)
 }
 
 /// matmul.wgsl: `y (+)= W[row0..]·x` for up to `max_tokens` rows of x (`[T][n_in]`), one op
@@ -158,7 +143,7 @@ pub fn matmul<'a>(
                 t_count: p.t_count,
             };
             let resources = vec![wq, ws, window, y.binding()];
-            OpSpec::new(Kernel::Matmul, w.ty.id(), &p, resources, grid)
+            OpSpec::new(Kernel::Matmul, Variant::weights(w.ty), &p, resources, grid)
         })
         .collect()
 }

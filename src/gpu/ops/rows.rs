@@ -3,7 +3,7 @@
 
 use super::{params_struct, Grid, OpSpec};
 use crate::gpu::context::Buf;
-use crate::gpu::kernels::Kernel;
+use crate::gpu::kernels::{Kernel, Variant};
 use crate::gpu::Weight;
 
 params_struct! {
@@ -54,21 +54,13 @@ params_struct! {
     }
 }
 
-/// What argmax.wgsl and sample.wgsl write when a logit is NaN or infinite: no token.
-pub const NON_FINITE_TOKEN: u32 = u32::MAX;
-
 /// embed.wgsl: x (`[T][dim]`) = the rows of the embedding table `w` for `tokens` (`[T]`).
 pub fn embed<'a>(w: &'a Weight, dim: u32, tokens: &'a Buf, x: &'a Buf) -> OpSpec<'a> {
     let [wq, ws] = w.bindings();
     let resources = vec![wq, ws, tokens.binding(), x.binding()];
     let p = EmbedParams { dim, _pad: [0; 3] };
-    OpSpec::new(
-        Kernel::Embed,
-        w.ty.id(),
-        &p,
-        resources,
-        Grid::PerToken(dim / 32),
-    )
+    let grid = Grid::PerToken(dim / 32);
+    OpSpec::new(Kernel::Embed, Variant::weights(w.ty), &p, resources, grid)
 }
 
 /// rmsnorm.wgsl: out = x / rms(x) ⊙ γ for each row of x (`[T][dim]`), or with `last_row_only`
@@ -78,7 +70,7 @@ pub fn rmsnorm<'a>(p: RmsNormParams, x: &'a Buf, gamma: &'a Buf, out: &'a Buf) -
     let grid = Grid::Rows {
         last: p.last_row_only != 0,
     };
-    OpSpec::new(Kernel::RmsNorm, 0, &p, resources, grid)
+    OpSpec::new(Kernel::RmsNorm, Variant::Plain, &p, resources, grid)
 }
 
 /// swiglu.wgsl: gate = silu(gate) ⊙ up, over `[T][ffn_dim]`.
@@ -88,28 +80,23 @@ pub fn swiglu<'a>(ffn_dim: u32, gate: &'a Buf, up: &'a Buf) -> OpSpec<'a> {
         _pad: [0; 3],
     };
     let grid = Grid::Elementwise(ffn_dim);
-    OpSpec::new(
-        Kernel::SwiGlu,
-        0,
-        &p,
-        vec![gate.binding(), up.binding()],
-        grid,
-    )
+    let resources = vec![gate.binding(), up.binding()];
+    OpSpec::new(Kernel::SwiGlu, Variant::Plain, &p, resources, grid)
 }
 
 /// argmax.wgsl: token[0] = the index of the largest of `vocab` logits (the lowest on ties),
-/// or [`NON_FINITE_TOKEN`].
+/// or [`NON_FINITE_TOKEN`](crate::gpu::kernels::NON_FINITE_TOKEN).
 pub fn argmax<'a>(vocab: u32, logits: &'a Buf, token: &'a Buf) -> OpSpec<'a> {
     let p = ArgmaxParams {
         vocab,
         _pad: [0; 3],
     };
     let resources = vec![logits.binding(), token.binding()];
-    OpSpec::new(Kernel::Argmax, 0, &p, resources, Grid::Single)
+    OpSpec::new(Kernel::Argmax, Variant::Plain, &p, resources, Grid::Single)
 }
 
 /// sample.wgsl: token[0] = a token drawn from the logits with the settings in `sampling` (a
-/// [`SamplingUniform`]), or [`NON_FINITE_TOKEN`].
+/// [`SamplingUniform`]), or [`NON_FINITE_TOKEN`](crate::gpu::kernels::NON_FINITE_TOKEN).
 pub fn sample<'a>(sampling: &'a Buf, logits: &'a Buf, token: &'a Buf) -> OpSpec<'a> {
     let resources = vec![sampling.binding(), logits.binding(), token.binding()];
     OpSpec::bare(Kernel::Sample, resources, Grid::Single)

@@ -1,0 +1,283 @@
+//! Attention (`src/gpu/ops/attention.rs`): the KV-cache append with its regrouping maps and
+//! RoPE, attention for a prefill chunk and for one token with its chunk reduction, and the
+//! attention view's probe.
+
+use crate::common::Rng;
+use crate::{assert_close, f32s, gpu, read, run, step};
+use gqa_lab::gpu::kernels::{Kernel, ATTENTION_CHUNK};
+use gqa_lab::gpu::ops::{self as gpu_ops, *};
+use gqa_lab::gpu::{Buf, Gpu};
+use gqa_lab::model::rope_table;
+use gqa_lab::ops;
+use gqa_lab::regroup::{pooling_matrix, Grouping, LayerMaps, VMap};
+
+/// Layer maps for `grouping` (`model/regroup.rs`): the GQA paper's mean-pooling, or random
+/// maps of every kind a calibrated merge has (complex K scalars, a dense V map, q and output
+/// maps).
+fn maps(rng: &mut Rng, grouping: Grouping, hd: usize, random: bool) -> LayerMaps {
+    let mut m = LayerMaps::pooled(grouping, hd);
+    if random {
+        let (g0, h) = (grouping.native_groups(), grouping.n_heads());
+        m.k = (0..grouping.groups() * g0 * hd / 2)
+            .map(|_| [rng.f(), rng.f()])
+            .collect();
+        m.v = VMap::Dense(rng.vec(grouping.groups() * hd * g0 * hd));
+        m.q = Some((0..h * hd / 2).map(|_| [rng.f(), rng.f()]).collect());
+        m.o = Some(rng.vec(h * hd * hd));
+    }
+    m
+}
+
+/// kv_store.wgsl vs its CPU twin (`LayerMaps::map_q`, `map_k`, `map_v`, then ops::rope),
+/// regrouping 3 native heads to G = 1, 2, 3, 5, 9, with the paper's mean-pooling and with
+/// random calibrated-merge maps; the maps of the second of two layers (1e-4 relative).
+#[test]
+fn kv_store_maps_ropes_and_appends() {
+    let gpu = gpu();
+    let mut rng = Rng(5);
+    let (hd, g0, cap, t, pos0, nh) = (64usize, 3usize, 16usize, 2usize, 5usize, 9usize);
+    let rope = f32s(gpu, &rope_table(cap, hd, 10_000.0));
+    for (groups, random) in [
+        (1, false),
+        (1, true),
+        (2, true),
+        (3, false),
+        (5, false),
+        (9, false),
+        (2, false),
+    ] {
+        let grouping = Grouping::new(nh, g0, groups).unwrap();
+        let layers = [
+            maps(&mut rng, grouping, hd, random),
+            maps(&mut rng, grouping, hd, random),
+        ];
+        let m = &layers[1];
+        let (k0, v0) = (rng.vec(t * g0 * hd), rng.vec(t * g0 * hd));
+        let q = rng.vec(t * nh * hd);
+        let qb = f32s(gpu, &q);
+        let kc = gpu.storage("kc", (groups * cap * hd * 4) as u64).unwrap();
+        let vc = gpu.storage("vc", (groups * cap * hd * 4) as u64).unwrap();
+        let flat = |f: &dyn Fn(&LayerMaps) -> Vec<f32>| {
+            f32s(gpu, &layers.iter().flat_map(f).collect::<Vec<_>>())
+        };
+        let kmap = flat(&|m| m.k.iter().flatten().copied().collect());
+        let vmap = flat(&|m| match random {
+            true => m.v_dense(grouping, hd),
+            false => pooling_matrix(grouping),
+        });
+        let qmap = flat(&|m| m.q_or_identity(nh, hd).into_iter().flatten().collect());
+        let p = KvStoreParams {
+            groups: groups as u32,
+            native_groups: g0 as u32,
+            head_dim: hd as u32,
+            capacity: cap as u32,
+            n_heads: nh as u32,
+            layer: 1,
+            dense_v: random as u32,
+            map_q: random as u32,
+        };
+        let (k0b, v0b) = (f32s(gpu, &k0), f32s(gpu, &v0));
+        let binds = KvStoreBinds {
+            k0: k0b.binding(),
+            v0: v0b.binding(),
+            kmap: &kmap,
+            vmap: &vmap,
+            qmap: &qmap,
+            rope: &rope,
+            kc: &kc,
+            vc: &vc,
+            q: qb.binding(),
+        };
+        let st = step(gpu, pos0, t);
+        run(gpu, &gpu_ops::kv_store(p, binds), Some(&st), pos0, t);
+        let (kg, vg) = (
+            read(gpu, &kc, groups * cap * hd),
+            read(gpu, &vc, groups * cap * hd),
+        );
+        let qg = read(gpu, &qb, t * nh * hd);
+        let mut want_q = q.clone();
+        m.map_q(&mut want_q, nh, hd);
+        let (mut want_k, want_v) = (m.map_k(&k0, grouping, hd), m.map_v(&v0, grouping, hd));
+        for tt in 0..t {
+            let row = |v: &mut [f32], n: usize| {
+                ops::rope(
+                    &mut v[tt * n * hd..(tt + 1) * n * hd],
+                    hd,
+                    pos0 + tt,
+                    10_000.0,
+                )
+            };
+            row(&mut want_q, nh);
+            row(&mut want_k, groups);
+            let what = format!("G={groups} random={random} t={tt}");
+            assert_close(
+                &format!("q {what}"),
+                &qg[tt * nh * hd..][..nh * hd],
+                &want_q[tt * nh * hd..][..nh * hd],
+                1e-4,
+            );
+            for g in 0..groups {
+                let at = (g * cap + pos0 + tt) * hd;
+                let want = (tt * groups + g) * hd;
+                assert_close(
+                    &format!("K g={g} {what}"),
+                    &kg[at..at + hd],
+                    &want_k[want..want + hd],
+                    1e-4,
+                );
+                assert_close(
+                    &format!("V g={g} {what}"),
+                    &vg[at..at + hd],
+                    &want_v[want..want + hd],
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
+/// attention.wgsl (prefill, T = 3) and attention_decode.wgsl (T = 1; head_dim 64, 48 and
+/// 128, as it is specialised per head size), each followed by attention_reduce.wgsl, vs
+/// `ops::causal_attention` (the CPU engines' attention) over 131–173 cached positions (3 chunks; the last one less than half
+/// full or more than half full), G = 1, 2, 3, 4, 9 (2 and 4 with groups of unequal sizes),
+/// and with an output map (a calibrated merge's) on the reduction (1e-4).
+#[test]
+fn attention_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(6);
+    let (nh, cap) = (9usize, 192usize);
+    let max_chunks = cap.div_ceil(ATTENTION_CHUNK);
+    // attention_decode is specialised per (largest group, head_dim): three head sizes.
+    for (kernel, t, pos0, hd) in [
+        (Kernel::Attention, 3usize, 147usize, 64usize),
+        (Kernel::AttentionDecode, 1, 149, 64),
+        (Kernel::AttentionDecode, 1, 172, 48),
+        (Kernel::AttentionDecode, 1, 140, 128),
+    ] {
+        for (groups, map_o) in [
+            (1usize, false),
+            (2, true),
+            (3, false),
+            (4, false),
+            (9, true),
+        ] {
+            let grouping = Grouping::new(nh, 3, groups).unwrap();
+            let q = rng.vec(t * nh * hd);
+            let kc = rng.vec(groups * cap * hd);
+            let vc = rng.vec(groups * cap * hd);
+            let ml = gpu.storage("ml", (t * nh * max_chunks * 8) as u64).unwrap();
+            let part = gpu
+                .storage("part", (t * nh * max_chunks * hd * 4) as u64)
+                .unwrap();
+            let out = gpu.storage("out", (t * nh * hd * 4) as u64).unwrap();
+            let st = step(gpu, pos0, t);
+            let p = AttentionParams {
+                n_heads: nh as u32,
+                groups: groups as u32,
+                head_dim: hd as u32,
+                capacity: cap as u32,
+                max_chunks: max_chunks as u32,
+                scale: 1.0 / (hd as f32).sqrt(),
+                _pad: [0; 2],
+            };
+            let qb = gpu.activation("q", (q.len() * 4) as u64).unwrap();
+            gpu.queue
+                .write_buffer(&qb.buffer, 0, bytemuck::cast_slice(&q));
+            let (kb, vb) = (f32s(gpu, &kc), f32s(gpu, &vc));
+            let starts = starts_table(gpu, grouping);
+            let pass = Pass::of(t);
+            let binds = AttentionBinds {
+                q: match pass {
+                    Pass::Decode => qb.uniform_window(),
+                    Pass::Prefill => qb.binding(),
+                },
+                kc: &kb,
+                vc: &vb,
+                ml: &ml,
+                part: &part,
+                starts: &starts,
+            };
+            let attention = gpu_ops::attention(p, binds, pass, grouping.max_rep());
+            assert_eq!(attention.kernel, kernel);
+            run(gpu, &attention, Some(&st), pos0, t);
+            // The output maps of two layers; the op reads the second's.
+            let o = maps(&mut rng, grouping, hd, true).o.unwrap();
+            let omap = f32s(gpu, &[rng.vec(nh * hd * hd), o.clone()].concat());
+            let rp = ReduceParams {
+                n_heads: nh as u32,
+                head_dim: hd as u32,
+                max_chunks: max_chunks as u32,
+                map_o: map_o as u32,
+                layer: 1,
+                _pad: [0; 3],
+            };
+            let reduce = gpu_ops::attention_reduce(rp, &ml, &part, &omap, &out);
+            run(gpu, &reduce, Some(&st), pos0, t);
+            let got = read(gpu, &out, t * nh * hd);
+            let kv_head = grouping.kv_heads();
+            let mut want = ops::causal_attention(&q, &kc, &vc, &kv_head, cap, pos0, hd);
+            if map_o {
+                let mut m = LayerMaps::pooled(grouping, hd);
+                m.o = Some(o);
+                m.map_o(&mut want, nh, hd);
+            }
+            let what = format!("{} G={groups} map_o={map_o}", kernel.name());
+            assert_close(&what, &got, &want, 1e-4);
+        }
+    }
+}
+
+/// The `starts` table of the attention kernels for `grouping`: `[G + 1]`, KV head g's query
+/// heads being `starts[g] .. starts[g + 1]`.
+fn starts_table(gpu: &Gpu, grouping: Grouping) -> Buf {
+    let starts: Vec<u32> = (0..grouping.groups())
+        .map(|g| grouping.members(g).start as u32)
+        .chain([grouping.n_heads() as u32])
+        .collect();
+    gpu.storage_with("starts", bytemuck::cast_slice(&starts))
+        .unwrap()
+}
+
+/// attention_probe.wgsl vs ops::attention_weights: the last token's weights of every
+/// query head over its KV head's positions (1e-5), for equal and unequal groups, a decode
+/// step and a prefill chunk, contexts shorter and longer than a workgroup; each row sums to 1.
+#[test]
+fn attention_probe_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(16);
+    let (nh, cap, hd) = (9usize, 300usize, 64usize);
+    for (t, pos0) in [(1usize, 0usize), (1, 40), (1, 257), (4, 90)] {
+        for groups in [1usize, 2, 3, 9] {
+            let grouping = Grouping::new(nh, 3, groups).unwrap();
+            let q = rng.vec(t * nh * hd);
+            let kc = rng.vec(groups * cap * hd);
+            let qb = f32s(gpu, &q);
+            let kb = f32s(gpu, &kc);
+            let starts = starts_table(gpu, grouping);
+            let out = gpu.storage("out", (nh * cap * 4) as u64).unwrap();
+            let p = ProbeParams {
+                n_heads: nh as u32,
+                groups: groups as u32,
+                head_dim: hd as u32,
+                capacity: cap as u32,
+                scale: 1.0 / (hd as f32).sqrt(),
+                _pad: [0; 3],
+            };
+            let probe = gpu_ops::attention_probe(p, qb.binding(), &kb, &starts, &out);
+            run(gpu, &probe, Some(&step(gpu, pos0, t)), pos0, t);
+            let got = read(gpu, &out, nh * cap);
+            let seen = pos0 + t; // positions 0 ..= pos0 + t - 1
+            for h in 0..nh {
+                let g = grouping.kv_head(h);
+                let at = ((t - 1) * nh + h) * hd;
+                let k = &kc[g * cap * hd..(g * cap + seen) * hd];
+                let want = ops::attention_weights(&q[at..at + hd], k, p.scale);
+                let row = &got[h * cap..h * cap + seen];
+                let what = format!("probe T={t} pos0={pos0} G={groups} head {h}");
+                assert_close(&what, row, &want, 1e-5);
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-4, "{what}: weights sum to {sum}");
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Each WGSL kernel against its CPU twin on seeded random inputs (lavapipe in CI). Every
+//! shader also passes naga's validator. Tolerances are stated per test: f32 kernels agree to
+//! ~1e-5 relative; differences come only from summation order and `exp`/`sqrt` rounding.
+//!
+//! One test binary; its modules mirror `src/gpu/ops/`: `product.rs` (matvec, matmul and
+//! stacked weights), `attention.rs` (kv_store, attention and its reduction, the probe),
+//! `rows.rs` (embedding, RMSNorm, SwiGLU, argmax, sampling), and `shaders.rs` (naga's
+//! validation and reflection against the host's binding tables and parameter structs).
+//! This file holds what they share: the device, buffers, running one op, comparing, and
+//! random weights.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod attention;
+mod product;
+mod rows;
+mod shaders;
+
+use common::Rng;
+use gqa_lab::gguf::{dequantize, GgmlType};
+use gqa_lab::gpu::ops::{self as gpu_ops, OpSpec, Step};
+use gqa_lab::gpu::{Buf, Gpu, Weight};
+use half::f16;
+use std::sync::OnceLock;
+
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        pollster::block_on(Gpu::new())
+            .expect("a GPU adapter (CI: lavapipe from mesa-vulkan-drivers)")
+    })
+}
+
+fn f32s(gpu: &Gpu, v: &[f32]) -> Buf {
+    gpu.storage_with("test", bytemuck::cast_slice(v)).unwrap()
+}
+
+fn read(gpu: &Gpu, b: &Buf, n: usize) -> Vec<f32> {
+    let bytes = pollster::block_on(gpu.read(b)).unwrap();
+    bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4])
+}
+
+/// The Step uniform of a forward of `n_tokens` tokens from position `pos0`.
+fn step(gpu: &Gpu, pos0: usize, n_tokens: usize) -> Buf {
+    gpu.uniform_with(bytemuck::bytes_of(&Step::new(pos0, n_tokens)))
+        .unwrap()
+}
+
+/// Runs one op as the engine builds it, for `t` tokens over the chunks of `st`.
+fn run(gpu: &Gpu, spec: &OpSpec<'_>, st: Option<&Buf>, pos0: usize, t: usize) {
+    let n_chunks = Step::new(pos0, t).n_chunks;
+    gpu_ops::run(gpu, spec, st, t as u32, n_chunks).unwrap();
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{name}[{i}]: GPU {g} vs CPU {w} (tol {tol})"
+        );
+    }
+}
+
+/// Random GGUF bytes for `n` weights of type `ty` (valid scales).
+fn random_weights(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    let h = |x: f32| f16::from_f32(x).to_le_bytes();
+    match ty {
+        GgmlType::F32 => (0..n).for_each(|_| b.extend(rng.f().to_le_bytes())),
+        GgmlType::F16 => (0..n).for_each(|_| b.extend(h(rng.f()))),
+        GgmlType::BF16 => {
+            (0..n).for_each(|_| b.extend(half::bf16::from_f32(rng.f()).to_le_bytes()))
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => {
+            for _ in 0..n / 32 {
+                b.extend(h(0.01 + rng.f().abs() * 0.05));
+                if ty == GgmlType::Q4_1 {
+                    b.extend(h(rng.f() * 0.2));
+                }
+                let q = if ty == GgmlType::Q8_0 { 32 } else { 16 };
+                (0..q).for_each(|_| b.push(rng.next() as u8));
+            }
+        }
+        _ => unreachable!(),
+    }
+    b
+}
+
+const TYPES: [GgmlType; 6] = [
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
+/// A random `[n_out][n_in]` weight of type `ty` on the GPU, and its dequantized values.
+fn weight(gpu: &Gpu, rng: &mut Rng, ty: GgmlType, n_in: usize, n_out: usize) -> (Weight, Vec<f32>) {
+    let raw = random_weights(rng, ty, n_in * n_out);
+    let w_f32 = dequantize(ty, &raw, n_in * n_out).unwrap();
+    (Weight::upload(gpu, "w", ty, &raw, n_out).unwrap(), w_f32)
+}

@@ -1,0 +1,141 @@
+//! The small kernels (`src/gpu/ops/rows.rs`): the embedding lookup, RMSNorm, SwiGLU,
+//! argmax and sampling.
+
+use crate::common::Rng;
+use crate::{assert_close, f32s, gpu, read, run, step, weight};
+use gqa_lab::gguf::GgmlType;
+use gqa_lab::gpu::ops::{self as gpu_ops, *};
+use gqa_lab::ops;
+use gqa_lab::sampling;
+
+/// embed.wgsl vs dequantized rows (exact up to the f16 scale: 1e-6).
+#[test]
+fn embed_matches_dequantized_rows() {
+    let gpu = gpu();
+    let mut rng = Rng(2);
+    let (dim, vocab) = (96usize, 50usize);
+    let (w, table) = weight(gpu, &mut rng, GgmlType::Q8_0, dim, vocab);
+    let ids = [3u32, 49, 0, 17];
+    let tokens = gpu.storage_with("ids", bytemuck::cast_slice(&ids)).unwrap();
+    let x = gpu.storage("x", (ids.len() * dim * 4) as u64).unwrap();
+    let st = step(gpu, 0, ids.len());
+    run(
+        gpu,
+        &gpu_ops::embed(&w, dim as u32, &tokens, &x),
+        Some(&st),
+        0,
+        ids.len(),
+    );
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec())
+        .collect();
+    assert_close("embed", &read(gpu, &x, want.len()), &want, 1e-6);
+}
+
+/// rmsnorm.wgsl vs ops::rmsnorm (1e-5).
+#[test]
+fn rmsnorm_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(3);
+    let (t, dim) = (3usize, 576usize);
+    let (x, wt) = (rng.vec(t * dim), rng.vec(dim));
+    let out = gpu.storage("out", (t * dim * 4) as u64).unwrap();
+    let p = RmsNormParams {
+        dim: dim as u32,
+        eps: 1e-5,
+        last_row_only: 0,
+        _pad: 0,
+    };
+    let (xb, wb) = (f32s(gpu, &x), f32s(gpu, &wt));
+    let st = step(gpu, 0, t);
+    run(gpu, &gpu_ops::rmsnorm(p, &xb, &wb, &out), Some(&st), 0, t);
+    assert_close(
+        "rmsnorm",
+        &read(gpu, &out, t * dim),
+        &ops::rmsnorm(&x, &wt, 1e-5),
+        1e-5,
+    );
+}
+
+/// swiglu.wgsl vs ops::swiglu (1e-5).
+#[test]
+fn swiglu_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(4);
+    let (t, f) = (2usize, 1536usize);
+    let (g, u) = (rng.vec(t * f), rng.vec(t * f));
+    let (gb, ub) = (f32s(gpu, &g), f32s(gpu, &u));
+    let st = step(gpu, 0, t);
+    run(gpu, &gpu_ops::swiglu(f as u32, &gb, &ub), Some(&st), 0, t);
+    assert_close("swiglu", &read(gpu, &gb, t * f), &ops::swiglu(&g, &u), 1e-5);
+}
+
+/// argmax.wgsl vs sampling::argmax, including a tie (the lowest index wins).
+#[test]
+fn argmax_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(7);
+    let mut logits = rng.vec(49_152);
+    logits[31_000] = 5.0;
+    logits[40_000] = 5.0;
+    let lb = f32s(gpu, &logits);
+    let tok = gpu.storage("token", 4).unwrap();
+    run(
+        gpu,
+        &gpu_ops::argmax(logits.len() as u32, &lb, &tok),
+        None,
+        0,
+        1,
+    );
+    let got: u32 = bytemuck::pod_read_unaligned(&pollster::block_on(gpu.read(&tok)).unwrap()[..4]);
+    assert_eq!(got, sampling::argmax(&logits));
+    assert_eq!(got, 31_000);
+}
+
+/// sample.wgsl vs sampling::sample: the same token for every setting and step. Both find the
+/// same thresholds; only a draw that lands within float rounding of a boundary could differ,
+/// and none of these do.
+#[test]
+fn sampling_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(8);
+    let logits: Vec<f32> = (0..5000).map(|_| rng.f() * 6.0).collect();
+    let lb = f32s(gpu, &logits);
+    let tok = gpu.storage("token", 4).unwrap();
+    let settings = [
+        (0.8, 40, 0.95),
+        (1.0, 0, 0.9),
+        (1.5, 5, 1.0),
+        (0.7, 0, 1.0),
+        (1.0, 1, 1.0),
+    ];
+    for (temperature, top_k, top_p) in settings {
+        for step in 0..20u32 {
+            let p = sampling::SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                seed: 11,
+            };
+            let u = SamplingUniform {
+                vocab: logits.len() as u32,
+                top_k: top_k as u32,
+                top_p,
+                temperature,
+                seed: 11,
+                step,
+                _pad: [0; 2],
+            };
+            let ub = gpu.uniform_with(bytemuck::bytes_of(&u)).unwrap();
+            run(gpu, &gpu_ops::sample(&ub, &lb, &tok), None, 0, 1);
+            let got: u32 =
+                bytemuck::pod_read_unaligned(&pollster::block_on(gpu.read(&tok)).unwrap()[..4]);
+            assert_eq!(
+                got,
+                sampling::sample(&logits, &p, step),
+                "T={temperature} k={top_k} p={top_p} step {step}"
+            );
+        }
+    }
+}
