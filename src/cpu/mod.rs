@@ -11,8 +11,6 @@
 //! ([`qmatrix`]). It is faster and approximate (the activations' rounding); the oracle is the
 //! f32 one.
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
 pub mod qmatrix;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;

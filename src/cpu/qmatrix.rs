@@ -9,7 +9,7 @@
 //!
 //! Written by hand: the crates that multiply GGUF blocks (candle, ggml bindings) are large or
 //! need a C toolchain. The kernel is plain Rust (`row_dot_plain`, the reference), with an
-//! AVX2 version chosen at run time on x86_64 (`avx2.rs`; the only `unsafe` of the crate:
+//! AVX2 version chosen at run time on x86_64 (`rows_dot_avx2`; the only `unsafe` of the crate:
 //! calling it after the CPU check) and a SIMD128 one chosen at build time for wasm32
 //! (`simd128.rs`).
 //!
@@ -226,8 +226,8 @@ fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above), all that `avx2::rows_dot` needs.
-        return unsafe { super::avx2::rows_dot(m, &xs, first, out) };
+        // SAFETY: the CPU has AVX2 (checked just above), all that `rows_dot_avx2` needs.
+        return unsafe { rows_dot_avx2(m, &xs, first, out) };
     }
     #[allow(unreachable_code)] // wasm32 with SIMD128 returned above
     rows_dot_with(
@@ -305,181 +305,66 @@ pub(super) fn finish(acc: [f32; LANES], w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     half.iter().sum::<f32>() + bias
 }
 
-#[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-    use crate::gguf::dequantize;
-    use crate::ops;
-
-    /// A deterministic pseudo-random stream in [-1, 1).
-    fn noise(seed: u32, n: usize) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// Random blocks of `ty`: scales in [0.01, 0.02), quants uniformly random.
-    fn blocks(ty: GgmlType, rows: usize, n_in: usize, seed: u32) -> Vec<u8> {
-        let (_, bb) = ty.block();
-        let n = rows * n_in / QK;
-        let r = noise(seed, n * 40);
-        let mut out = Vec::new();
-        for b in 0..n {
-            let half = |v: f32| f16::from_f32(v).to_le_bytes();
-            out.extend(half(0.01 + 0.005 * (r[b * 40] + 1.0)));
-            if ty == GgmlType::Q4_1 {
-                out.extend(half(-0.1 * r[b * 40 + 1].abs()));
-            }
-            let payload = bb as usize - if ty == GgmlType::Q4_1 { 4 } else { 2 };
-            out.extend((0..payload).map(|j| ((r[b * 40 + 2 + j] + 1.0) * 127.9) as u8));
-        }
-        out
-    }
-
-    /// The quantized product against dequantize + f32 matmul, for every block type, 3 tokens:
-    /// within 1% of the largest output (the int8 rounding of the activations).
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
-    fn quantized_matmul_matches_f32() {
-        let (rows, n_in, t) = (37, 96, 3);
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-            let raw = blocks(ty, rows, n_in, 7);
-            let m = QMatrix::new(ty, &raw, rows).expect("a supported type");
-            assert_eq!((m.rows(), m.n_in()), (rows, n_in));
-            let x = noise(3, t * n_in);
-            let got = m.matmul(&Q8Rows::quantize(&x, n_in));
-            let w = dequantize(ty, &raw, rows * n_in).unwrap();
-            let want = ops::matmul(&x, &w, n_in);
-            let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 0.01 * scale, "{}: {g} vs {w}", ty.name());
-            }
-        }
-    }
-
-    /// Quantizing then dequantizing an activation block is off by at most half a step.
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
-    fn activation_rounding_is_half_a_step() {
-        let x = noise(11, 64);
-        let q = Q8Rows::quantize(&x, 64);
-        for (b, xb) in x.chunks_exact(QK).enumerate() {
-            for (j, v) in xb.iter().enumerate() {
-                let back = q.q[b * QK + j] as f32 * q.d[b];
-                assert!((back - v).abs() <= q.d[b] / 2.0 + 1e-7);
-            }
-            let sum: i32 = q.q[b * QK..(b + 1) * QK].iter().map(|&v| v as i32).sum();
-            assert!((q.s[b] - q.d[b] * sum as f32).abs() < 1e-6);
-        }
-    }
-
-    /// `kernel` against [`row_dot_plain`] on seeded random rows of every block type, with
-    /// the extremes of the quants (weights −128 and 15, activations ±127) in some rows: the
-    /// same f32, bit for bit. Returns how many products it compared. The SIMD kernels' tests
-    /// (`avx2.rs`, `simd128.rs`) call it.
-    pub(in crate::cpu) fn same_as_plain(
-        kernel: impl Fn(bool, &Blocks<'_>, &Blocks<'_>) -> f32,
-    ) -> usize {
-        let mut compared = 0;
-        for (seed, ty) in (1..).zip([GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0]) {
-            let (rows, n_in) = (24, 576);
-            let mut raw = blocks(ty, rows, n_in, seed);
-            let bb = ty.block().1 as usize;
-            let payload = if ty == GgmlType::Q4_1 { 4 } else { 2 };
-            // Row 0: every quant at its largest magnitude (Q8_0: −128).
-            for blk in raw[..n_in / QK * bb].chunks_exact_mut(bb) {
-                blk[payload..].fill(if ty == GgmlType::Q8_0 { 0x80 } else { 0xFF });
-            }
-            let m = QMatrix::new(ty, &raw, rows).expect("a supported type");
-            let mut xs = noise(seed + 100, 3 * n_in);
-            xs[..n_in].iter_mut().for_each(|v| *v = v.signum()); // all ±127
-            xs[n_in..n_in + QK].fill(0.0); // a block of zeros: scale 0
-            let x = Q8Rows::quantize(&xs, n_in);
-            let nb = n_in / QK;
-            for o in 0..rows {
-                let w = m.row_blocks(o);
-                for tt in 0..3 {
-                    let xr = Blocks {
-                        q: bytemuck::cast_slice(&x.q[tt * n_in..(tt + 1) * n_in]),
-                        d: &x.d[tt * nb..(tt + 1) * nb],
-                        b: &x.s[tt * nb..(tt + 1) * nb],
-                    };
-                    let int8 = ty == GgmlType::Q8_0;
-                    let (plain, fast) = (row_dot_plain(int8, &w, &xr), kernel(int8, &w, &xr));
-                    assert_eq!(
-                        plain.to_bits(),
-                        fast.to_bits(),
-                        "{} row {o} token {tt}: {plain} vs {fast}",
-                        ty.name()
-                    );
-                    compared += 1;
-                }
-            }
-        }
-        compared
-    }
-
-    /// `rows` (a `rows_dot` with its kernels) on 1..=9 tokens of every block type — whole
-    /// groups of [`GROUP`] and every remainder — against [`row_dot_plain`] token by token
-    /// (which the single-token kernels equal, above): the same f32, bit for bit.
-    fn groups_same_as_one(rows: impl Fn(&QMatrix, &Q8Rows, usize, &mut [f32])) {
-        for (seed, ty) in (1..).zip([GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0]) {
-            let (n_rows, n_in) = (5, 192);
-            let m = QMatrix::new(ty, &blocks(ty, n_rows, n_in, seed), n_rows).expect("a type");
-            let xs = noise(seed + 200, 9 * n_in);
-            for t in 1..=9 {
-                let x = Q8Rows::quantize(&xs[..t * n_in], n_in);
-                let mut out = vec![0.0f32; (n_rows - 1) * t];
-                rows(&m, &x, 1, &mut out); // from row 1: `first` is honoured
-                for (i, got) in out.iter().enumerate() {
-                    let (o, tt) = (1 + i / t, i % t);
-                    let one = row_dot_plain(
-                        ty == GgmlType::Q8_0,
-                        &m.row_blocks(o),
-                        &x.row(tt, n_in / QK),
-                    );
-                    assert_eq!(
-                        got.to_bits(),
-                        one.to_bits(),
-                        "{} t {t} row {o} token {tt}",
-                        ty.name()
-                    );
-                }
-            }
-        }
-    }
-
-    /// The kernel [`rows_dot`] chooses here (AVX2 natively where the CPU has it, SIMD128 in
-    /// wasm32), several tokens at a time: the single-token f32.
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
-    fn token_groups_are_single_tokens_to_the_bit() {
-        groups_same_as_one(rows_dot);
-    }
-
-    /// The same for the plain loop (the fallback of CPUs without AVX2).
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
-    fn plain_token_groups_are_single_tokens_to_the_bit() {
-        groups_same_as_one(|m, x, first, out| {
-            let nb = m.n_in / QK;
-            let xs: Vec<Blocks<'_>> = (0..x.d.len() / nb).map(|tt| x.row(tt, nb)).collect();
-            let group =
-                |i, w: &Blocks<'_>, xs: [&Blocks<'_>; GROUP]| xs.map(|x| row_dot_plain(i, w, x));
-            rows_dot_with(m, &xs, first, out, group, row_dot_plain)
-        });
-    }
-
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
-    fn other_types_are_not_taken() {
-        assert!(QMatrix::new(GgmlType::F32, &[0; 128], 1).is_none());
-        assert!(QMatrix::new(GgmlType::Q4_1, &[0; 19], 1).is_none());
-    }
+/// [`rows_dot`] compiled for AVX2, with [`row_dot_avx2`] inlined into its loop.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn rows_dot_avx2(m: &QMatrix, xs: &[Blocks<'_>], first: usize, out: &mut [f32]) {
+    let one = |i, w: &Blocks<'_>, x: &Blocks<'_>| row_dot_avx2::<1>(i, w, [x])[0];
+    rows_dot_with(
+        m,
+        xs,
+        first,
+        out,
+        |i, w, xs| row_dot_avx2::<GROUP>(i, w, xs),
+        one,
+    )
 }
+
+/// [`row_dot_plain`] with AVX2 for `N` tokens at once (each weight block loaded and
+/// unpacked once for all of them): per block, 32 products u8·i8 summed in pairs (`maddubs`), then in
+/// fours (`madd`): lane k of the 256-bit result is activations 4k..4k+3 (llama.cpp's
+/// approach); scaled in f32 lanes with a multiply and an add, one sum per token.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn row_dot_avx2<const N: usize>(int8: bool, w: &Blocks<'_>, xs: [&Blocks<'_>; N]) -> [f32; N] {
+    use bytemuck::pod_read_unaligned as load;
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let low = _mm_set1_epi8(0x0F);
+    // A token's sums grow by (the 8 lane sums of a block's pairs, as f32) · d_w·d_x.
+    let scaled = |pairs: __m256i, dd: f32, acc: __m256| {
+        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+        _mm256_add_ps(acc, _mm256_mul_ps(sums, _mm256_set1_ps(dd)))
+    };
+    let mut acc = [_mm256_setzero_ps(); N];
+    // Each token's blocks, walked along with the weight's (no index to check).
+    let mut xb = xs.map(|x| x.q.chunks_exact(QK).zip(x.d));
+    if int8 {
+        for (wq, &dw) in w.q.chunks_exact(QK).zip(w.d) {
+            let wv: __m256i = load(wq);
+            // |w| · (x with w's sign): maddubs wants its first operand unsigned.
+            let abs = _mm256_sign_epi8(wv, wv);
+            for (a, b) in acc.iter_mut().zip(&mut xb) {
+                let Some((xq, &dx)) = b.next() else { continue };
+                let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(load(xq), wv));
+                *a = scaled(pairs, dw * dx, *a);
+            }
+        }
+    } else {
+        for (wq, &dw) in w.q.chunks_exact(QK / 2).zip(w.d) {
+            let raw: __m128i = load(wq);
+            let lo = _mm_and_si128(raw, low);
+            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
+            let wv = _mm256_set_m128i(hi, lo);
+            for (a, b) in acc.iter_mut().zip(&mut xb) {
+                let Some((xq, &dx)) = b.next() else { continue };
+                *a = scaled(_mm256_maddubs_epi16(wv, load(xq)), dw * dx, *a);
+            }
+        }
+    }
+    std::array::from_fn(|k| finish(bytemuck::cast(acc[k]), w, xs[k]))
+}
+
+#[cfg(test)]
+pub(super) mod tests;

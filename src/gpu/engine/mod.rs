@@ -1,9 +1,8 @@
 //! [`GpuEngine`]: the model on the GPU at one grouping, with a KV cache of fixed capacity.
 //!
 //! - `resources.rs`: weights, activations, the KV cache;
-//! - `graph.rs`: the forward as a list of ops, top to bottom (`graph/program.rs` the op list it
-//!   builds; read it beside
-//!   `CpuEngine::block` in `cpu/mod.rs`);
+//! - `graph.rs`: the forward as a list of ops, top to bottom (read it beside `CpuEngine::block`
+//!   in `cpu/mod.rs`); `graph/program.rs`: the op lists it builds;
 //! - `submit.rs`: recording and submitting forwards, reading results back;
 //! - `ahead.rs`: decoding one step ahead;
 //! - `probe.rs`: the attention view's weights, read back only while it is open;
