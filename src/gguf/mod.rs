@@ -18,7 +18,7 @@ mod reader;
 mod value;
 
 pub use error::GgufError;
-pub use quant::{dequantize, GgmlType};
+pub use quant::{dequantize, GgmlType, SUPPORTED};
 pub use value::{Array, Value, ValueType};
 
 use reader::Reader;
