@@ -19,6 +19,11 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 use web_time::Instant;
 
+/// The CPU engine's futures are ready at once (`engine` module doc): their value.
+fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
+    futures_util::FutureExt::now_or_never(f).expect("the CPU engine never waits")
+}
+
 #[wasm_bindgen(module = "fs")]
 extern "C" {
     /// node's `fs.readFileSync`: the file's bytes, or the error it throws.
@@ -51,7 +56,7 @@ fn greedy(engine: &mut CpuEngine, prompt: Vec<u32>, max_tokens: usize) -> (Vec<u
     };
     let mut gen = Generator::new(engine, prompt, params).expect("a valid prompt");
     let mut first = None;
-    while gen.step(engine).expect("a step").is_some() {
+    while ready(gen.step(engine)).expect("a step").is_some() {
         first.get_or_insert_with(Instant::now);
     }
     let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
@@ -78,10 +83,10 @@ fn cpu_q8_speed() {
         .encode(gqa_lab::regroup::texts::TEXT, false)
         .expect("tokenizes");
     let ids = &text[..PREFILL_TOKENS];
-    engine.forward(&ids[..8], false).expect("a warm-up");
+    ready(engine.forward(&ids[..8], false)).expect("a warm-up");
     engine.reset();
     let t0 = Instant::now();
-    engine.forward(ids, false).expect("the prefill");
+    ready(engine.forward(ids, false)).expect("the prefill");
     let prefill_s = t0.elapsed().as_secs_f64();
 
     let prompt = tok.encode_prompt(PROMPT).expect("tokenizes");
