@@ -5,7 +5,7 @@
 //     weights back each token only while open);
 //   - the page thread's long tasks (> 50 ms, PerformanceObserver 'longtask') over a load and a
 //     64-token generation, per backend, with the engine in its Web Worker and on the page's
-//     thread (`worker=0`, as before session 14).
+//     thread (`worker=0`, as the page ran it before the worker).
 // Prints one JSON line per figure. Needs `scripts/setup.sh browser` and a trunk build.
 //
 //   node benches/page.mjs [--rounds N (3)] [--tokens N (32)] [--only load,decode,longtasks]

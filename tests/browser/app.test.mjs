@@ -1,4 +1,4 @@
-// Browser tests of the gqa-lab app (issue 5): trunk's dist/ served on 127.0.0.1, Debian's
+// Browser tests of the gqa-lab app: trunk's dist/ served on 127.0.0.1, Debian's
 // chromium with WebGPU on SwiftShader, driven by playwright-core; run with `node --test`.
 // Generations are short (SwiftShader decodes about one token a second on 2 cores).
 import { test, before, after } from 'node:test';
@@ -265,7 +265,7 @@ test('without WebGPU the page generates on the CPU; asked for the GPU it says wh
   }
 });
 
-// The CPU backend (issue 21): the native cpu-q8 engine compiled to WebAssembly gives the native
+// The CPU backend: the native cpu-q8 engine compiled to WebAssembly gives the native
 // engine's ids, at every kind of G.
 for (const [groups, regroup] of [[1, 'mean'], [3, 'mean'], [9, 'mean']]) {
   test(`backend=cpu at G=${groups} gives the native cpu-q8 ids`, async () => {
@@ -312,7 +312,7 @@ test('on the CPU backend the slider and Stop are answered within 100 ms during a
   await page.close();
 });
 
-// The engine in a dedicated Web Worker (issue 21): both backends run there by default, the
+// The engine in a dedicated Web Worker: both backends run there by default, the
 // header says so, and `worker=0` keeps the engine on the page's thread, with the same ids.
 test('the engine runs in a Web Worker on both backends, with the ids of the page\'s thread', async () => {
   const c = { prompt: 'The capital of France is', chat: false, groups: 3, maxTokens: 6, ignoreEos: true, backend: 'cpu-q8' };
@@ -451,7 +451,7 @@ async function generatesLikeTheCli(page, c) {
 const RUN = { prompt: 'Once upon a time', chat: 0, max_tokens: 8 };
 const NEXT = { prompt: 'The capital of France is', chat: false, groups: 3, maxTokens: 8, ignoreEos: true };
 
-// Choosing a model stops a running generation first, then loads it (issue 18, defect 9).
+// Choosing a model stops a running generation first, then loads it.
 test('a model file chosen during a generation stops it, then loads, and the page stays in step', async () => {
   const page = await midRun(RUN, 1);
   await byId(page, 'model-file').setInputFiles(path.join(ROOT, 'static', MODEL_PATH));
@@ -464,7 +464,7 @@ test('a model file chosen during a generation stops it, then loads, and the page
   await page.close();
 });
 
-// "Reload the engine" during a run stops it first (issue 18, defect 2).
+// "Reload the engine" during a run stops it first.
 test('reloading the engine during a generation stops it first', async () => {
   const hits = modelHits();
   const page = await midRun({ ...RUN, debug: 1 }, 1);
@@ -480,7 +480,7 @@ test('reloading the engine during a generation stops it first', async () => {
 });
 
 // A long prompt is fed in chunks with its progress in the status line; Stop ends the run
-// between two chunks (issue 18, defect 12).
+// between two chunks.
 test('Stop interrupts a long prefill, and the page is usable afterwards', async () => {
   const prompt = 'The quick brown fox jumps over the lazy dog. '.repeat(48);
   const page = await openPage(browser.context, appUrl({ prompt, chat: 0, temperature: 0, max_tokens: 2, ignore_eos: 1 }), errors);
@@ -499,7 +499,7 @@ test('Stop interrupts a long prefill, and the page is usable afterwards', async 
   await page.close();
 });
 
-// However a run ends, the text is flushed (issue 18, defect 4): stopped right after a token
+// However a run ends, the text is flushed: stopped right after a token
 // that ends inside a character, the page shows what the CLI prints for the same tokens.
 test('Stop after a token that ends inside a character keeps its bytes, as the CLI does', async () => {
   const c = { prompt: 'Write the Japanese word for cat.', chat: true, groups: 3, maxTokens: 3 };
@@ -602,7 +602,7 @@ test('the calibrated merge is fitted on the GPU at G = 2 and 1, generates, and t
   await again.close();
 });
 
-// The views of issue 20: attention by KV group, G side by side, the plot, the calculator.
+// The views that explain GQA: attention by KV group, G side by side, the plot, the calculator.
 
 /** Every attention-head row: its head, KV head and weights. */
 const attentionRows = (page) => page.locator('[data-testid="attention-head"]').evaluateAll((els) => els.map((e) => ({
@@ -681,6 +681,38 @@ test('side by side: the native column is the CLI\'s, G above it the same, the fi
   // The engine is back at the person's G.
   assert.equal(await byId(page, 'groups-slider').inputValue(), '3');
   await screenshot(page, 'compare-view.png', 'compare-view');
+  await page.close();
+});
+
+// A sequence of runs on one tab (each URL opened in it: G = 3, 1, 9 with the calibrated merge,
+// the attention view opened and Generate pressed), then side by side with mean-pooling: every
+// column at G >= 3 is the native model, so each must hold the CLI's ids. A report saw the
+// native column depart after such a sequence, never on a fresh tab.
+test('side by side after a sequence of runs on one tab: every G from the native one up gives the CLI\'s ids', async () => {
+  const prompt = 'def fibonacci(n):\n';
+  const at = (p) => appUrl({ prompt, chat: 0, temperature: 0, ...p });
+  const page = await openPage(browser.context, at({ groups: 3, max_tokens: 6 }), errors);
+  await waitStatus(page, /^ready$/);
+  for (const g of [3, 1, 9]) {
+    await page.goto(at({ groups: g, max_tokens: 6, autorun: 1 }));
+    await waitStatus(page, /^done/, 600_000);
+    await byId(page, 'attention-toggle').click();
+    await byId(page, 'generate-button').click();
+    await waitStatus(page, /^generating|^prefilling/, 60_000).catch(() => {});
+    await waitStatus(page, /^done/, 600_000);
+  }
+  await page.goto(at({ max_tokens: 8, regroup: 'mean' }));
+  await waitStatus(page, /^ready$/);
+  await byId(page, 'compare-tokens').fill('8');
+  await byId(page, 'compare-tokens').dispatchEvent('change');
+  await byId(page, 'compare-run').click();
+  await waitStatus(page, /^done \(compared\)$/, 600_000);
+  const columns = await page.locator('[data-testid="compare-column"]').evaluateAll((els) => els.map((e) => ({
+    g: Number(e.dataset.groups), ids: e.dataset.ids.split(',').filter(Boolean).map(Number),
+  })));
+  assert.deepEqual(columns.map((c) => c.g), [3, 1, 2, 4, 5, 6, 7, 8, 9]);
+  const native = cliIds({ prompt, chat: false, groups: 3, maxTokens: 8, ignoreEos: false, regroup: 'mean' });
+  for (const c of columns.filter((c) => c.g >= 3)) assert.deepEqual(c.ids, native, `G = ${c.g}`);
   await page.close();
 });
 
