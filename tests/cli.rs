@@ -5,7 +5,8 @@ mod common;
 
 use common::gguf_writer::{file, TensorSpec};
 use common::synthetic::{
-    metadata_with_tokenizer, model_with_nan_embedding, model_with_nan_output_norm, KV_HEADS,
+    metadata_with_tokenizer, model, model_with_nan_embedding, model_with_nan_output_norm, KV_HEADS,
+    VOCAB,
 };
 use common::{fixture, ids};
 use serde_json::Value;
@@ -494,4 +495,116 @@ fn nan_weights_fail_with_where_they_surface() {
         "--json",
     ]);
     assert!(e.contains("in the logits at position 0"), "{e}");
+}
+
+/// `bench` feeds ids the model has (the synthetic one's vocabulary is 64) and takes no more
+/// of them than its longest context, however many `--prefill-tokens` asks for (a count past
+/// u32 once panicked; a billion aborted allocating its token list).
+#[test]
+fn bench_feeds_what_the_model_and_its_contexts_take() {
+    let m = model_file("bench-small-vocab.gguf", &model());
+    assert_eq!(VOCAB, 64);
+    for prefill in ["16", "4294967296", "1000000000"] {
+        let args = [
+            "--model",
+            &m,
+            "bench",
+            "--backend",
+            "cpu",
+            "--groups",
+            "2",
+            "--contexts",
+            "8",
+            "--prefill-tokens",
+            prefill,
+            "--decode-tokens",
+            "1",
+            "--json",
+        ];
+        let v = json(&args);
+        assert_eq!(v["results"][0]["prefill_tokens"], 8, "{prefill}: {v}");
+    }
+}
+
+/// A count of tokens past any context is refused up front with what was asked and what the
+/// context holds (it once wrapped around and failed mid-run speaking of 2 positions).
+#[test]
+fn max_tokens_past_the_context_is_refused_up_front() {
+    let max = "18446744073709551615";
+    let prompt = "The capital of France is";
+    let e = fails(&["generate", "--prompt", prompt, "--max-tokens", max]);
+    let want = format!("--max-tokens is {max}: that is past the model's context of 8192");
+    assert!(e.contains(&want), "{e}");
+}
+
+/// Files that never end or never open are refused before they are read: a text or ids file
+/// that is a device (`/dev/zero` was read without limit), a model that is a FIFO (opening it
+/// waited for a writer forever).
+#[test]
+fn endless_and_blocking_files_are_refused() {
+    for flag in ["--text-file", "--ids-file"] {
+        let e = fails(&["perplexity", flag, "/dev/zero"]);
+        assert!(e.contains("/dev/zero is not a regular file"), "{flag}: {e}");
+    }
+    let fifo = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("model.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gqa-lab"))
+        .args(["--model", fifo.to_str().expect("a UTF-8 path"), "info"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waited") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("--model on a FIFO still blocks after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("read");
+    assert!(!status.success());
+    assert!(stderr.contains("is not a regular file"), "{stderr}");
+}
+
+/// A maps cache that cannot be written (`GQA_LAB_CACHE` a plain file) does not throw the fit
+/// away: the run warns and goes on with the maps in memory.
+#[test]
+fn an_unwritable_maps_cache_warns_and_keeps_the_fit() {
+    let blocker = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("not-a-directory");
+    std::fs::write(&blocker, "a plain file where the cache directory should be").expect("written");
+    let out = Command::new(env!("CARGO_BIN_EXE_gqa-lab"))
+        .args([
+            "generate",
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "2",
+            "--groups",
+            "2",
+        ])
+        .args(["--calibration-tokens", "64", "--json"])
+        .current_dir(common::root())
+        .env("GQA_LAB_CACHE", &blocker)
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("for this run only"),
+        "{stderr}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["groups"], 2, "{v}");
+    assert_eq!(v["regroup"], "calibrated", "{v}");
 }

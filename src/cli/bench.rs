@@ -116,7 +116,7 @@ impl Bench {
 pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     let cfg = ModelConfig::from_gguf(g)?;
     let max_ctx = a.contexts.iter().copied().max().unwrap_or(0);
-    let capacity = max_ctx + a.decode_tokens;
+    let capacity = max_ctx.saturating_add(a.decode_tokens);
     if a.contexts.contains(&0) || capacity > cfg.context_length || a.decode_tokens == 0 {
         bail!(
             "contexts must be in 1..={} minus --decode-tokens (≥ 1)",
@@ -133,9 +133,11 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or(ProgressStyle::default_bar()),
     );
-    // A fixed token pattern: speed does not depend on which tokens they are.
-    let tokens: Vec<u32> = (0..a.prefill_tokens as u32)
-        .map(|i| 100 + (i * 7919) % 20_000)
+    // A fixed token pattern, ids the model has: speed does not depend on which tokens they are.
+    // No context takes more than `max_ctx` of them, however many --prefill-tokens asks for.
+    let vocab = cfg.vocab_size.max(1);
+    let tokens: Vec<u32> = (0..a.prefill_tokens.min(max_ctx))
+        .map(|i| ((100 + (i * 7919) % 20_000) % vocab) as u32)
         .collect();
     let greedy = SamplingParams::greedy();
     let mut rows = Vec::new();

@@ -1,7 +1,7 @@
 //! The `info`, `tokenize`, `generate`, `logits` and `perplexity` subcommands.
 
 use super::{load_engine, parse_ids, print_json, Ids, RunArgs};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use gqa_lab::engine::{perplexity as score, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
@@ -146,7 +146,9 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
     if prompt_ids.is_empty() {
         bail!("the prompt is empty: it has no tokens to start from");
     }
-    let needed = prompt_ids.len() + a.max_tokens.saturating_sub(1);
+    let needed = prompt_ids
+        .len()
+        .saturating_add(a.max_tokens.saturating_sub(1));
     if needed > cfg.context_length {
         bail!(
             "the prompt has {} tokens and --max-tokens is {}: that is past the model's context of {} tokens",
@@ -239,13 +241,11 @@ pub fn perplexity(
 ) -> Result<()> {
     let ids = match (text_file, ids_file) {
         (Some(f), _) => {
-            let text =
-                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            let text = super::read_text(&f)?;
             Tokenizer::from_gguf(g)?.encode(&text, false)?
         }
         (None, Some(f)) => {
-            let s =
-                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            let s = super::read_text(&f)?;
             parse_ids(&s).map_err(anyhow::Error::msg)?.0
         }
         (None, None) => bail!("give --text-file or --ids-file"),

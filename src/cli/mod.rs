@@ -132,6 +132,42 @@ fn parse_ids(s: &str) -> Result<Ids, String> {
 /// The largest model file read (far past any model this tool can hold in memory as f32).
 const MAX_MODEL_BYTES: u64 = 64 << 30;
 
+/// Refuses a path that is not a regular file (a FIFO, a device, a directory), saying `what`
+/// the file should be, before anything opens it.
+pub fn regular_file(path: &Path, what: &str) -> Result<std::fs::Metadata> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file: {what}", path.display());
+    }
+    Ok(meta)
+}
+
+/// Bytes a text or ids file given to a command may have.
+pub const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// A text file of at most [`MAX_TEXT_BYTES`], refused before it is read if it is not a regular
+/// file or is larger (`--text-file /dev/zero` would never end).
+pub fn read_text(path: &Path) -> Result<String> {
+    let shown = path.display();
+    let meta = regular_file(path, "give a text file")?;
+    if meta.len() > MAX_TEXT_BYTES {
+        bail!(
+            "{shown} has {} bytes, past the {MAX_TEXT_BYTES} a text file may have here",
+            meta.len()
+        );
+    }
+    let mut text = String::new();
+    File::open(path)
+        .with_context(|| format!("opening {shown}"))?
+        .take(MAX_TEXT_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {shown}"))?;
+    if text.len() as u64 > MAX_TEXT_BYTES {
+        bail!("{shown} grew past {MAX_TEXT_BYTES} bytes while it was read");
+    }
+    Ok(text)
+}
+
 /// The model file's bytes, with a message that says how to get it when it is missing. What
 /// is not a regular file of a plausible size, or does not start with a GGUF header, is
 /// refused before the rest is read (`--model /dev/zero` would never end).
@@ -143,6 +179,8 @@ pub fn read_model(path: &Path) -> Result<Vec<u8>> {
         );
     }
     let shown = path.display();
+    // Looked at before it is opened: opening a FIFO would wait for a writer forever.
+    regular_file(path, "a model is a GGUF file")?;
     let file = File::open(path).with_context(|| format!("opening {shown}"))?;
     let meta = file
         .metadata()

@@ -97,18 +97,26 @@ pub fn regrouping_for(
     if method.method() == Method::Mean || !grouping.merges() {
         return Ok(Arc::new(Regrouping::mean(cfg, grouping)));
     }
-    let path = cache_path(gguf, groups, how)?;
-    if let Some(r) = read_cached(&path, cfg) {
+    // Without a cache the maps are fitted all the same, and kept in memory for this run.
+    let path = cache_path(gguf, groups, how)
+        .map_err(|e| eprintln!("warning: {e:#}; the fitted maps will not be kept"))
+        .ok();
+    if let Some(r) = path.as_ref().and_then(|p| read_cached(p, cfg)) {
         return Ok(Arc::new(r));
     }
+    let kept = match &path {
+        Some(p) => format!("once; cached in {}", p.display()),
+        None => "not cached".into(),
+    };
     eprintln!(
-        "calibrating G = {groups} on {} tokens of the built-in text, {} (once; cached in {})",
+        "calibrating G = {groups} on {} tokens of the built-in text, {} ({kept})",
         how.tokens,
         how.settings.label(),
-        path.display()
     );
     let r = fit(gguf, grouping, how, Walk::Cpu, &mut |_| {})?;
-    write_cached(&path, &r)?;
+    if let Some(Err(e)) = path.map(|p| write_cached(&p, &r)) {
+        eprintln!("warning: {e:#}; the fitted maps are used for this run only");
+    }
     Ok(Arc::new(r))
 }
 

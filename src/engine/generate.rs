@@ -64,7 +64,11 @@ impl Generator {
             return Err(EngineError::TokenOutOfRange { id, vocab });
         }
         // The last generated token is sampled but never fed, hence the −1.
-        if prompt.len() + params.max_tokens.saturating_sub(1) > capacity {
+        if prompt
+            .len()
+            .saturating_add(params.max_tokens.saturating_sub(1))
+            > capacity
+        {
             return Err(EngineError::PromptTooLong {
                 prompt: prompt.len(),
                 max_tokens: params.max_tokens,
@@ -170,5 +174,28 @@ impl Generator {
     /// After the engine's cache was rebuilt by its owner: feed the whole sequence again.
     pub fn restart(&mut self) {
         self.pending = self.prompt.iter().chain(&self.generated).copied().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A count of tokens past any context is refused with what was asked, never wrapped round
+    /// into a small one (in wasm32 `usize` is 32 bits: `max_tokens=4294967295` in the URL).
+    #[test]
+    fn a_huge_max_tokens_is_refused_up_front() {
+        let params = GenerateParams {
+            max_tokens: usize::MAX,
+            sampling: SamplingParams::greedy(),
+            stop_token: None,
+        };
+        let e = Generator::with_limits(vec![1, 2, 3], params, 16, 8).unwrap_err();
+        let want = EngineError::PromptTooLong {
+            prompt: 3,
+            max_tokens: usize::MAX,
+            capacity: 8,
+        };
+        assert_eq!(e, want);
     }
 }

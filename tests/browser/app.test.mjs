@@ -697,8 +697,13 @@ test('side by side after a sequence of runs on one tab: every G from the native 
     await page.goto(at({ groups: g, max_tokens: 6, autorun: 1 }));
     await waitStatus(page, /^done/, 600_000);
     await byId(page, 'attention-toggle').click();
+    const reads = Number(await byId(page, 'attention-view').getAttribute('data-reads'));
     await byId(page, 'generate-button').click();
-    await waitStatus(page, /^generating|^prefilling/, 60_000).catch(() => {});
+    // The run has read the weights of its 6 tokens (the status says "done" before it starts).
+    await page.waitForFunction(
+      (n) => Number(document.querySelector('[data-testid="attention-view"]').dataset.reads) >= n,
+      reads + 6, { timeout: 600_000, polling: 200 },
+    );
     await waitStatus(page, /^done/, 600_000);
   }
   await page.goto(at({ max_tokens: 8, regroup: 'mean' }));
