@@ -6,8 +6,8 @@ mod common;
 
 use common::gguf_writer::{file, TensorSpec};
 use common::synthetic::{
-    metadata, model, model_with_nan_embedding, model_with_nan_output_norm, DIM, HEADS, KV_HEADS,
-    VOCAB,
+    metadata, model, model_with_nan_embedding, model_with_nan_output_norm, poke, DIM, HEADS,
+    KV_HEADS, VOCAB,
 };
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::{perplexity, Engine, EngineError, GenerateParams, Generator};
@@ -170,5 +170,24 @@ fn nan_in_the_logits_is_reported() {
             "{}",
             e.backend().name()
         );
+    }
+}
+
+/// A NaN in a quantized weight's block scale (`blk.0.attn_q`, Q4_0) is reported by `cpu-q8` as
+/// by the f32 oracle: the int8 activations once turned the NaN it made into zeros, and the
+/// model generated text.
+#[test]
+fn nan_in_a_quantized_weight_is_reported_by_every_cpu_engine() {
+    let mut t = model();
+    poke(
+        &mut t,
+        "blk.0.attn_q.weight",
+        0,
+        &half::f16::NAN.to_le_bytes(),
+    );
+    for mut e in cpu_engines(&file(&metadata(KV_HEADS), &t)) {
+        let r = e.forward(&IDS, false).block_on();
+        let name = e.backend().name();
+        assert!(matches!(r, Err(EngineError::NonFinite(_))), "{name}: {r:?}");
     }
 }

@@ -69,7 +69,10 @@ impl Q8Rows {
         );
         for b in x.chunks_exact(QK) {
             let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let scale = amax / 127.0;
+            // A NaN or infinity stays one: a NaN scale makes the block's products NaN (`max`
+            // skips NaN, and `NaN as i8` is 0, which would hide damaged weights upstream).
+            let finite = b.iter().all(|v| v.is_finite());
+            let scale = if finite { amax / 127.0 } else { f32::NAN };
             let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
             let mut sum = 0i32;
             for &v in b {
