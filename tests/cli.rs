@@ -608,3 +608,46 @@ fn an_unwritable_maps_cache_warns_and_keeps_the_fit() {
     assert_eq!(v["groups"], 2, "{v}");
     assert_eq!(v["regroup"], "calibrated", "{v}");
 }
+
+/// A maps file is taken only for what it was fitted for: G = 1's maps copied under G = 2's
+/// name are refused with a warning, G = 2 is fitted, and the run is at G = 2 (it once ran at
+/// G = 1 without a word).
+#[test]
+fn maps_under_another_name_are_fitted_again() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("maps-renamed");
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |g: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gqa-lab"))
+            .args([
+                "generate",
+                "--prompt",
+                "Hi",
+                "--max-tokens",
+                "1",
+                "--groups",
+                g,
+            ])
+            .args(["--calibration-tokens", "64", "--json"])
+            .current_dir(common::root())
+            .env("GQA_LAB_CACHE", &dir)
+            .output()
+            .expect("the binary runs")
+    };
+    assert!(run("1").status.success());
+    let g1 = std::fs::read_dir(&dir)
+        .expect("the cache")
+        .map(|e| e.expect("an entry").path())
+        .find(|p| p.to_string_lossy().ends_with("-G1.bin"))
+        .expect("G = 1's maps");
+    let g2 = g1.to_string_lossy().replace("-G1.bin", "-G2.bin");
+    std::fs::copy(&g1, &g2).expect("copied");
+    let out = run("2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ignoring") && stderr.contains("written for"),
+        "{stderr}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["groups"], 2, "{v}");
+}

@@ -15,7 +15,8 @@ use common::{calibrated, fixture, ids};
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::{perplexity, Engine};
 use gqa_lab::gguf::Gguf;
-use gqa_lab::regroup::store::{from_bytes, to_bytes};
+use gqa_lab::regroup::store::{from_bytes, from_cache_bytes, to_bytes, to_cache_bytes};
+use gqa_lab::regroup::{FitSettings, MapsKey};
 use gqa_lab::regroup::{Method, Regrouping};
 use pollster::FutureExt as _;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -109,4 +110,45 @@ fn fitted_maps_survive_their_file_and_damage_is_refused() {
     let mut other = cfg.clone();
     other.n_layers -= 1;
     assert!(from_bytes(&bytes, &other).is_err(), "another model");
+    let mut huge = bytes.clone();
+    huge[at..at + 4].copy_from_slice(&1e30f32.to_le_bytes());
+    let e = from_bytes(&huge, &cfg).unwrap_err().to_string();
+    assert!(
+        e.contains("do not match their sha256"),
+        "a finite value changed: {e}"
+    );
+}
+
+/// A cache entry is taken only for the key it was written for: the G = 2 maps under G = 1's
+/// name, maps written for another fit, or maps without a key are refused, each saying why.
+#[test]
+fn cached_maps_are_taken_only_for_their_key() {
+    let (r2, r1) = (calibrated(2), calibrated(1));
+    let cfg = cpu().config().clone();
+    let model = common::model_bytes();
+    let key = |g, tokens| MapsKey::for_model(model, g, tokens, FitSettings::default());
+    let entry = to_cache_bytes(&r2, &key(2, 2048));
+    assert_eq!(from_cache_bytes(&entry, &cfg, &key(2, 2048)).unwrap(), *r2);
+    let under_g1 = from_cache_bytes(&entry, &cfg, &key(1, 2048)).unwrap_err();
+    assert!(under_g1.to_string().contains("written for"), "{under_g1}");
+    let other_fit = from_cache_bytes(&entry, &cfg, &key(2, 512)).unwrap_err();
+    assert!(other_fit.to_string().contains("written for"), "{other_fit}");
+    let no_key = from_cache_bytes(&to_bytes(&r2), &cfg, &key(2, 2048)).unwrap_err();
+    assert!(
+        no_key.to_string().contains("written for no key"),
+        "{no_key}"
+    );
+    // Written for the right key but holding other maps (G = 1's, or mean-pooled ones).
+    let wrong_g = from_cache_bytes(&to_cache_bytes(&r1, &key(2, 2048)), &cfg, &key(2, 2048));
+    assert!(wrong_g
+        .unwrap_err()
+        .to_string()
+        .contains("at G = 1, not calibrated at G = 2"));
+    let mut mean = (*r2).clone();
+    mean.method = Method::Mean;
+    let wrong_method = from_cache_bytes(&to_cache_bytes(&mean, &key(2, 2048)), &cfg, &key(2, 2048));
+    assert!(wrong_method
+        .unwrap_err()
+        .to_string()
+        .contains("mean at G = 2"));
 }

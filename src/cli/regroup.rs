@@ -98,14 +98,14 @@ pub fn regrouping_for(
         return Ok(Arc::new(Regrouping::mean(cfg, grouping)));
     }
     // Without a cache the maps are fitted all the same, and kept in memory for this run.
-    let path = cache_path(gguf, groups, how)
+    let entry = CacheEntry::of(gguf, groups, how)
         .map_err(|e| eprintln!("warning: {e:#}; the fitted maps will not be kept"))
         .ok();
-    if let Some(r) = path.as_ref().and_then(|p| read_cached(p, cfg)) {
+    if let Some(r) = entry.as_ref().and_then(|c| c.read(cfg)) {
         return Ok(Arc::new(r));
     }
-    let kept = match &path {
-        Some(p) => format!("once; cached in {}", p.display()),
+    let kept = match &entry {
+        Some(c) => format!("once; cached in {}", c.path.display()),
         None => "not cached".into(),
     };
     eprintln!(
@@ -114,7 +114,7 @@ pub fn regrouping_for(
         how.settings.label(),
     );
     let r = fit(gguf, grouping, how, Walk::Cpu, &mut |_| {})?;
-    if let Some(Err(e)) = path.map(|p| write_cached(&p, &r)) {
+    if let Some(Err(e)) = entry.map(|c| c.write(&r)) {
         eprintln!("warning: {e:#}; the fitted maps are used for this run only");
     }
     Ok(Arc::new(r))
@@ -156,32 +156,46 @@ fn fit(
     Ok(r)
 }
 
-fn read_cached(path: &PathBuf, cfg: &ModelConfig) -> Option<Regrouping> {
-    let bytes = std::fs::read(path).ok()?;
-    match store::from_bytes(&bytes, cfg) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            eprintln!("ignoring {}: {e}", path.display());
-            None
+/// Where fitted maps are cached: the file, and the key they must have been written for (the
+/// page's Cache Storage uses the same key).
+struct CacheEntry {
+    path: PathBuf,
+    key: MapsKey,
+}
+
+impl CacheEntry {
+    /// The entry of the maps for this model, G and calibration setting.
+    fn of(gguf: &Gguf<'_>, groups: usize, how: Calibration) -> Result<Self> {
+        let key = MapsKey::for_model(gguf.bytes(), groups, how.tokens, how.settings);
+        let path = cache_dir()?.join(key.file_name());
+        Ok(CacheEntry { path, key })
+    }
+
+    /// The cached maps, if the file is there and is what the key names; anything else (damaged,
+    /// another G, method or fit) is said and ignored, and the caller fits again.
+    fn read(&self, cfg: &ModelConfig) -> Option<Regrouping> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        match store::from_cache_bytes(&bytes, cfg, &self.key) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let path = self.path.display();
+                eprintln!("warning: ignoring {path}: {e}; fitting the maps again");
+                None
+            }
         }
     }
-}
 
-fn write_cached(path: &PathBuf, r: &Regrouping) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    /// Writes `r` whole, then renames it into place.
+    fn write(&self, r: &Regrouping) -> Result<()> {
+        let path = &self.path;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let tmp = path.with_extension("part");
+        std::fs::write(&tmp, store::to_cache_bytes(r, &self.key))
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing {}", path.display()))
     }
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, store::to_bytes(r))
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// The cache file of the maps for this model, G and calibration setting (`MapsKey`: the
-/// page's Cache Storage uses the same key).
-fn cache_path(gguf: &Gguf<'_>, groups: usize, how: Calibration) -> Result<PathBuf> {
-    let key = MapsKey::for_model(gguf.bytes(), groups, how.tokens, how.settings);
-    Ok(cache_dir()?.join(key.file_name()))
 }
 
 fn cache_dir() -> Result<PathBuf> {
@@ -210,7 +224,7 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
             tokens: a.tokens,
             settings: a.fit.settings(),
         };
-        let path = cache_path(gguf, groups, how)?;
+        let entry = CacheEntry::of(gguf, groups, how)?;
         let t0 = std::time::Instant::now();
         let mut layers = Vec::new();
         let mut on_layer = |p: Progress| {
@@ -219,11 +233,11 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
             }
             layers.push(p.error);
         };
-        let cached = (!a.force).then(|| read_cached(&path, &cfg)).flatten();
+        let cached = (!a.force).then(|| entry.read(&cfg)).flatten();
         let fitted = cached.is_none() && grouping.merges();
         if fitted {
             let r = fit(gguf, grouping, how, a.walk, &mut on_layer)?;
-            write_cached(&path, &r)?;
+            entry.write(&r)?;
         }
         let seconds = t0.elapsed().as_secs_f64();
         if !json_out {
@@ -232,7 +246,8 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
                 (true, true) => "fitted",
                 (true, false) => "already cached",
             };
-            println!("G = {groups}: {what} in {seconds:.1} s: {}", path.display());
+            let path = entry.path.display();
+            println!("G = {groups}: {what} in {seconds:.1} s: {path}");
         }
         results.push(serde_json::json!({
             "groups": groups,
@@ -243,7 +258,7 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
             "tokens": a.tokens,
             "fit": how.settings.label(),
             "text": TEXT_SOURCE,
-            "cache": path,
+            "cache": entry.path,
             "layers": layers,
         }));
     }

@@ -9,7 +9,7 @@ use crate::model::{ModelConfig, ModelError};
 use sha2::{Digest, Sha256};
 
 /// Version of the format below and of the fit that fills it: change it when either changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Where fitted maps are cached: `file_name()` in the CLI's cache directory, `/maps/` +
 /// `file_name()` in the page's Cache Storage.
@@ -74,8 +74,9 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// File format of fitted maps: `GQAMAPS1`, a little-endian u32 header length, a JSON header
-/// (the grouping, the method, and per layer the kind and length of each map), then every
-/// map's f32 values, little-endian, in the header's order.
+/// (the grouping, the method, per layer the kind and length of each map, the sha256 of the
+/// values and, in a cache, the [`MapsKey`] the maps were fitted for), then every map's f32
+/// values, little-endian, in the header's order.
 const MAGIC: &[u8; 8] = b"GQAMAPS1";
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -87,10 +88,14 @@ struct Header {
     method: String,
     /// Per layer: [k, v, q, o] lengths in f32 values; v negative for pooling weights.
     layers: Vec<[i64; 4]>,
+    /// The sha256 of the values that follow (hex): damage anywhere in them is seen.
+    values_sha256: String,
+    /// In a cache: the key the maps were fitted for ([`MapsKey::file_name`]).
+    key: Option<String>,
 }
 
 impl Header {
-    fn of(r: &Regrouping) -> Self {
+    fn of(r: &Regrouping, values: &[u8], key: Option<&MapsKey>) -> Self {
         let layers = r
             .layers
             .iter()
@@ -115,16 +120,35 @@ impl Header {
             head_dim: r.head_dim,
             method: r.method.name().into(),
             layers,
+            values_sha256: hex(&Sha256::digest(values)),
+            key: key.map(MapsKey::file_name),
         }
     }
 }
 
-/// `r` as bytes ([`MAGIC`] format).
+/// `r` as bytes ([`MAGIC`] format), as the page's engine worker receives and returns maps.
 pub fn to_bytes(r: &Regrouping) -> Vec<u8> {
-    let header = serde_json::to_vec(&Header::of(r)).unwrap_or_default();
+    encode(r, None)
+}
+
+/// `r` as a cache entry for `key`: [`from_cache_bytes`] gives it back only for that key.
+pub fn to_cache_bytes(r: &Regrouping, key: &MapsKey) -> Vec<u8> {
+    encode(r, Some(key))
+}
+
+fn encode(r: &Regrouping, key: Option<&MapsKey>) -> Vec<u8> {
+    let values = values(r);
+    let header = serde_json::to_vec(&Header::of(r, &values, key)).unwrap_or_default();
     let mut out = MAGIC.to_vec();
     out.extend((header.len() as u32).to_le_bytes());
     out.extend(header);
+    out.extend(values);
+    out
+}
+
+/// Every map's f32 values, little-endian, in the header's order.
+fn values(r: &Regrouping) -> Vec<u8> {
+    let mut out = Vec::new();
     for m in &r.layers {
         let v = match &m.v {
             VMap::Pool(w) | VMap::Dense(w) => w,
@@ -144,6 +168,36 @@ pub fn to_bytes(r: &Regrouping) -> Vec<u8> {
 /// Maps read back from bytes of [`to_bytes`], checked against the model of `cfg`; any
 /// damage is an error (a cache file is outside data).
 pub fn from_bytes(bytes: &[u8], cfg: &ModelConfig) -> Result<Regrouping, ModelError> {
+    decode(bytes, cfg).map(|(r, _)| r)
+}
+
+/// A cache entry read back, if it is what `key` names: written for that key, the calibrated
+/// merge to its G, undamaged and fit for the model of `cfg`. Anything else is an error that
+/// says what it is, and the caller fits again.
+pub fn from_cache_bytes(
+    bytes: &[u8],
+    cfg: &ModelConfig,
+    key: &MapsKey,
+) -> Result<Regrouping, ModelError> {
+    let bad = |why: String| ModelError::BadConfig(format!("cached maps: {why}"));
+    let (r, written_for) = decode(bytes, cfg)?;
+    let wanted = key.file_name();
+    if written_for.as_deref() != Some(wanted.as_str()) {
+        let found = written_for.unwrap_or_else(|| "no key".into());
+        return Err(bad(format!("written for {found}, not {wanted}")));
+    }
+    if r.groups() != key.groups || r.method != Method::Calibrated {
+        let (g, m) = (r.groups(), r.method.name());
+        return Err(bad(format!(
+            "the maps are {m} at G = {g}, not calibrated at G = {}",
+            key.groups
+        )));
+    }
+    Ok(r)
+}
+
+/// The maps of `bytes` and the key they were written for, if any.
+fn decode(bytes: &[u8], cfg: &ModelConfig) -> Result<(Regrouping, Option<String>), ModelError> {
     let bad = |why: &str| ModelError::BadConfig(format!("cached maps: {why}"));
     let rest = bytes
         .strip_prefix(MAGIC)
@@ -156,6 +210,9 @@ pub fn from_bytes(bytes: &[u8], cfg: &ModelConfig) -> Result<Regrouping, ModelEr
     let h: Header = head
         .and_then(|b| serde_json::from_slice(b).ok())
         .ok_or_else(|| bad("unreadable header"))?;
+    if hex(&Sha256::digest(data)) != h.values_sha256 {
+        return Err(bad("damaged: its values do not match their sha256"));
+    }
     let grouping = Grouping::new(h.n_heads, h.native_groups, h.groups)?;
     let method = Method::parse(&h.method).ok_or_else(|| bad("unknown method"))?;
     let mut take = |n: i64| -> Result<Vec<f32>, ModelError> {
@@ -190,7 +247,7 @@ pub fn from_bytes(bytes: &[u8], cfg: &ModelConfig) -> Result<Regrouping, ModelEr
         layers,
     };
     r.check(cfg)?;
-    Ok(r)
+    Ok((r, h.key))
 }
 
 #[cfg(test)]

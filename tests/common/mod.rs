@@ -119,7 +119,7 @@ pub fn calibrated(groups: usize) -> std::sync::Arc<gqa_lab::regroup::Regrouping>
     let cfg = gqa_lab::model::ModelConfig::from_gguf(&g).unwrap();
     let cached = std::fs::read(&path)
         .ok()
-        .and_then(|b| store::from_bytes(&b, &cfg).ok());
+        .and_then(|b| store::from_cache_bytes(&b, &cfg, &key).ok());
     let r = cached.unwrap_or_else(|| {
         let tok = gqa_lab::tokenizer::Tokenizer::from_gguf(&g).unwrap();
         let ids = tok.encode(texts::TEXT, false).unwrap();
@@ -131,7 +131,7 @@ pub fn calibrated(groups: usize) -> std::sync::Arc<gqa_lab::regroup::Regrouping>
         let r = pollster::block_on(fit).unwrap();
         std::fs::create_dir_all(&dir).unwrap();
         let tmp = path.with_extension(format!("{}.part", std::process::id()));
-        std::fs::write(&tmp, store::to_bytes(&r)).unwrap();
+        std::fs::write(&tmp, store::to_cache_bytes(&r, &key)).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         r
     });

@@ -54,19 +54,21 @@ async fn regrouping_for(
         return Ok(r.clone());
     }
     let settings = FitSettings::default(); // what the walk fits with (`engine::calibrate`)
-    let key = format!(
-        "/maps/{}",
-        MapsKey::new(&s.sha256, groups, tokens, settings).file_name()
-    );
+    let maps_key = MapsKey::new(&s.sha256, groups, tokens, settings);
+    let key = format!("/maps/{}", maps_key.file_name());
+    // An entry that is not what the key names (damaged, another G, method or fit) is said in
+    // the console and fitted again, as the CLI does with its files.
     let cached = match read_cached(&key).await {
-        Some(bytes) => crate::regroup::store::from_bytes(&bytes, &cfg).ok(),
+        Some(bytes) => crate::regroup::store::from_cache_bytes(&bytes, &cfg, &maps_key)
+            .map_err(|e| leptos::logging::warn!("ignoring {key} in Cache Storage: {e}"))
+            .ok(),
         None => None,
     };
     let r = match cached {
         Some(r) => Arc::new(r),
         None => {
             let r = calibrate(page, s, grouping, tokens).await?;
-            store(&key, crate::regroup::store::to_bytes(&r)).await;
+            store(&key, crate::regroup::store::to_cache_bytes(&r, &maps_key)).await;
             r
         }
     };
