@@ -13,10 +13,15 @@ use serde_json::Value;
 use std::process::{Command, Output};
 
 fn gqa(args: &[&str]) -> Output {
+    gqa_cached_in(args, &common::root().join("target/test-cache"))
+}
+
+/// Runs the binary with its maps cache at `cache`.
+fn gqa_cached_in(args: &[&str], cache: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gqa-lab"))
         .args(args)
         .current_dir(common::root())
-        .env("GQA_LAB_CACHE", common::root().join("target/test-cache"))
+        .env("GQA_LAB_CACHE", cache)
         .output()
         .expect("the binary runs")
 }
@@ -583,21 +588,19 @@ fn endless_and_blocking_files_are_refused() {
 fn an_unwritable_maps_cache_warns_and_keeps_the_fit() {
     let blocker = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("not-a-directory");
     std::fs::write(&blocker, "a plain file where the cache directory should be").expect("written");
-    let out = Command::new(env!("CARGO_BIN_EXE_gqa-lab"))
-        .args([
-            "generate",
-            "--prompt",
-            "Hi",
-            "--max-tokens",
-            "2",
-            "--groups",
-            "2",
-        ])
-        .args(["--calibration-tokens", "64", "--json"])
-        .current_dir(common::root())
-        .env("GQA_LAB_CACHE", &blocker)
-        .output()
-        .expect("the binary runs");
+    let args = [
+        "generate",
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "2",
+        "--groups",
+        "2",
+    ];
+    let out = gqa_cached_in(
+        &[&args[..], &["--calibration-tokens", "64", "--json"]].concat(),
+        &blocker,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -617,21 +620,19 @@ fn maps_under_another_name_are_fitted_again() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("maps-renamed");
     let _ = std::fs::remove_dir_all(&dir);
     let run = |g: &str| {
-        Command::new(env!("CARGO_BIN_EXE_gqa-lab"))
-            .args([
-                "generate",
-                "--prompt",
-                "Hi",
-                "--max-tokens",
-                "1",
-                "--groups",
-                g,
-            ])
-            .args(["--calibration-tokens", "64", "--json"])
-            .current_dir(common::root())
-            .env("GQA_LAB_CACHE", &dir)
-            .output()
-            .expect("the binary runs")
+        let args = [
+            "generate",
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "1",
+            "--groups",
+            g,
+        ];
+        gqa_cached_in(
+            &[&args[..], &["--calibration-tokens", "64", "--json"]].concat(),
+            &dir,
+        )
     };
     assert!(run("1").status.success());
     let g1 = std::fs::read_dir(&dir)
