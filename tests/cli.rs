@@ -582,32 +582,35 @@ fn endless_and_blocking_files_are_refused() {
     assert!(stderr.contains("is not a regular file"), "{stderr}");
 }
 
+/// `generate` at G = `groups` with a calibrated merge fitted on 64 tokens, its maps cache at
+/// `cache`: it must succeed; its stderr and its JSON.
+fn fitted_run(groups: &str, cache: &std::path::Path) -> (String, Value) {
+    let args = [
+        "generate",
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "1",
+        "--groups",
+        groups,
+    ];
+    let tail = ["--calibration-tokens", "64", "--json"];
+    let out = gqa_cached_in(&[&args[..], &tail[..]].concat(), cache);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    (stderr, v)
+}
+
 /// A maps cache that cannot be written (`GQA_LAB_CACHE` a plain file) does not throw the fit
 /// away: the run warns and goes on with the maps in memory.
 #[test]
 fn an_unwritable_maps_cache_warns_and_keeps_the_fit() {
     let blocker = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("not-a-directory");
     std::fs::write(&blocker, "a plain file where the cache directory should be").expect("written");
-    let args = [
-        "generate",
-        "--prompt",
-        "Hi",
-        "--max-tokens",
-        "2",
-        "--groups",
-        "2",
-    ];
-    let out = gqa_cached_in(
-        &[&args[..], &["--calibration-tokens", "64", "--json"]].concat(),
-        &blocker,
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("warning:") && stderr.contains("for this run only"),
-        "{stderr}"
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (stderr, v) = fitted_run("2", &blocker);
+    let warned = stderr.contains("warning:") && stderr.contains("for this run only");
+    assert!(warned, "{stderr}");
     assert_eq!(v["groups"], 2, "{v}");
     assert_eq!(v["regroup"], "calibrated", "{v}");
 }
@@ -619,22 +622,7 @@ fn an_unwritable_maps_cache_warns_and_keeps_the_fit() {
 fn maps_under_another_name_are_fitted_again() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("maps-renamed");
     let _ = std::fs::remove_dir_all(&dir);
-    let run = |g: &str| {
-        let args = [
-            "generate",
-            "--prompt",
-            "Hi",
-            "--max-tokens",
-            "1",
-            "--groups",
-            g,
-        ];
-        gqa_cached_in(
-            &[&args[..], &["--calibration-tokens", "64", "--json"]].concat(),
-            &dir,
-        )
-    };
-    assert!(run("1").status.success());
+    fitted_run("1", &dir);
     let g1 = std::fs::read_dir(&dir)
         .expect("the cache")
         .map(|e| e.expect("an entry").path())
@@ -642,13 +630,8 @@ fn maps_under_another_name_are_fitted_again() {
         .expect("G = 1's maps");
     let g2 = g1.to_string_lossy().replace("-G1.bin", "-G2.bin");
     std::fs::copy(&g1, &g2).expect("copied");
-    let out = run("2");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("warning: ignoring") && stderr.contains("written for"),
-        "{stderr}"
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (stderr, v) = fitted_run("2", &dir);
+    let warned = stderr.contains("warning: ignoring") && stderr.contains("written for");
+    assert!(warned, "{stderr}");
     assert_eq!(v["groups"], 2, "{v}");
 }
