@@ -23,3 +23,7 @@ pub mod ui;
 
 /// Where the set-up puts the default model, relative to the repository root.
 pub const DEFAULT_MODEL_PATH: &str = "static/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where the set-up puts the second built-in model (Gemma 3 270M, Q4_K_M; Gemma terms),
+/// relative to the repository root.
+pub const GEMMA_MODEL_PATH: &str = "static/models/gemma-3-270m-q4_k_m.gguf";

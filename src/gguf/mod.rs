@@ -18,7 +18,7 @@ mod reader;
 mod value;
 
 pub use error::GgufError;
-pub use quant::{dequantize, GgmlType, SUPPORTED};
+pub use quant::{dequantize, GgmlType, QK_K, SUPPORTED};
 pub use value::{Array, Value, ValueType};
 
 use reader::Reader;

@@ -1,9 +1,13 @@
 //! ggml tensor types and dequantization to f32.
 //!
-//! Block layouts follow ggml's `ggml-common.h`: a block of `QK` weights shares one f16 scale
-//! `d` (and, for Q4_1, one f16 minimum `m`). The `#[repr(C)]` structs below exist to state each
-//! layout once and assert its size at compile time; decoding reads the same fields from
-//! unaligned file bytes.
+//! Block layouts follow ggml's `ggml-common.h` and `dequantize_row_*` in `ggml-quants.c`:
+//! - the legacy types: a block of 32 weights shares one f16 scale `d` (and for Q4_1/Q5_1 one
+//!   f16 minimum `m`); Q5_0/Q5_1 keep the fifth bit of each weight in a 32-bit mask `qh`;
+//! - the K-quants: a super-block of 256 weights with an f16 scale `d` (and minimum scale
+//!   `dmin`) and per sub-block (16 or 32 weights) small integer scales, packed in 6 bits
+//!   (Q3_K, Q4_K, Q5_K), 4 bits (Q2_K) or stored as i8 (Q6_K).
+//! The `#[repr(C)]` structs below state each layout once and assert its size at compile time;
+//! decoding reads the same fields from unaligned file bytes.
 
 use super::GgufError;
 use half::{bf16, f16};
@@ -47,13 +51,20 @@ pub enum GgmlType {
 }
 
 /// The types this crate can dequantize and run.
-pub const SUPPORTED: [GgmlType; 6] = [
+pub const SUPPORTED: [GgmlType; 13] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
 ];
 
 /// Weights per block for the quantized types used here.
@@ -80,6 +91,71 @@ pub struct BlockQ8_0 {
     pub d: u16,
     pub qs: [i8; QK8_0],
 }
+/// `d: f16, qh: 32 fifth bits, qs: 32 × 4-bit` — value = (q | h·16 − 16) · d.
+#[repr(C)]
+pub struct BlockQ5_0 {
+    pub d: [u8; 2],
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+/// `d, m: f16, qh, qs` — value = (q | h·16) · d + m.
+#[repr(C)]
+pub struct BlockQ5_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+/// Weights per K-quant super-block.
+pub const QK_K: usize = 256;
+/// 16 sub-blocks of 16: `scales` (low nibble scale, high nibble min), 2-bit `qs`, `d`, `dmin`.
+#[repr(C)]
+pub struct BlockQ2K {
+    pub scales: [u8; 16],
+    pub qs: [u8; 64],
+    pub d: u16,
+    pub dmin: u16,
+}
+/// 16 sub-blocks of 16: the high bit in `hmask`, 2-bit `qs`, 6-bit scales packed in 12 bytes.
+#[repr(C)]
+pub struct BlockQ3K {
+    pub hmask: [u8; 32],
+    pub qs: [u8; 64],
+    pub scales: [u8; 12],
+    pub d: u16,
+}
+/// 8 sub-blocks of 32: `d`, `dmin`, 6-bit scales and mins packed in 12 bytes, 4-bit `qs`.
+#[repr(C)]
+pub struct BlockQ4K {
+    pub d: u16,
+    pub dmin: u16,
+    pub scales: [u8; 12],
+    pub qs: [u8; 128],
+}
+/// As Q4_K with a fifth bit per weight in `qh`.
+#[repr(C)]
+pub struct BlockQ5K {
+    pub d: u16,
+    pub dmin: u16,
+    pub scales: [u8; 12],
+    pub qh: [u8; 32],
+    pub qs: [u8; 128],
+}
+/// 16 sub-blocks of 16: low 4 bits in `ql`, high 2 in `qh`, i8 `scales`, `d` — (q − 32)·d·s.
+#[repr(C)]
+pub struct BlockQ6K {
+    pub ql: [u8; 128],
+    pub qh: [u8; 64],
+    pub scales: [i8; 16],
+    pub d: u16,
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
+const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 84);
+const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);
+const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
+const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
@@ -245,6 +321,13 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, Gguf
         GgmlType::Q4_0 => blocks.for_each(|b| dequant_q4_0(b, &mut out)),
         GgmlType::Q4_1 => blocks.for_each(|b| dequant_q4_1(b, &mut out)),
         GgmlType::Q8_0 => blocks.for_each(|b| dequant_q8_0(b, &mut out)),
+        GgmlType::Q5_0 => blocks.for_each(|b| dequant_q5(b, &mut out, false)),
+        GgmlType::Q5_1 => blocks.for_each(|b| dequant_q5(b, &mut out, true)),
+        GgmlType::Q2K => blocks.for_each(|b| dequant_q2_k(b, &mut out)),
+        GgmlType::Q3K => blocks.for_each(|b| dequant_q3_k(b, &mut out)),
+        GgmlType::Q4K => blocks.for_each(|b| dequant_q45_k(b, &mut out, false)),
+        GgmlType::Q5K => blocks.for_each(|b| dequant_q45_k(b, &mut out, true)),
+        GgmlType::Q6K => blocks.for_each(|b| dequant_q6_k(b, &mut out)),
         _ => return Err(ty.unsupported("")),
     }
     Ok(out)
@@ -268,6 +351,130 @@ fn dequant_q4_1(b: &[u8], out: &mut Vec<f32>) {
 fn dequant_q8_0(b: &[u8], out: &mut Vec<f32>) {
     let d = f16_at(b, 0);
     out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
+}
+
+/// Q5_0 (`d, qh, qs`) or Q5_1 (`d, m, qh, qs`): weight j takes bit j of `qh` as its fifth.
+fn dequant_q5(b: &[u8], out: &mut Vec<f32>, with_min: bool) {
+    let d = f16_at(b, 0);
+    // Q5_1: q·d + m; Q5_0: (q − 16)·d, as ggml rounds them.
+    let (m, offset, rest) = if with_min {
+        (f16_at(b, 2), 0.0, &b[4..])
+    } else {
+        (0.0, 16.0, &b[2..])
+    };
+    let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    let qs = &rest[4..20];
+    let fifth = |j: usize| (((qh >> j) & 1) << 4) as u8;
+    let low = (0..16).map(|j| (qs[j] & 0x0F) | fifth(j));
+    let high = (0..16).map(|j| (qs[j] >> 4) | fifth(j + 16));
+    out.extend(low.chain(high).map(|q| (q as f32 - offset) * d + m));
+}
+
+/// Scale and minimum of sub-block `j` (0..8) from the 12 packed bytes of Q4_K/Q5_K
+/// (ggml's `get_scale_min_k4`): 6 bits each, the high two bits of 4..8 spread over 0..8.
+pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Q4_K or Q5_K: 4 groups of 64 weights, each the low then the high nibbles of 32 bytes of
+/// `qs` (sub-blocks 2i and 2i+1), plus for Q5_K bits 2i and 2i+1 of `qh[l]` as the fifth bit.
+fn dequant_q45_k(b: &[u8], out: &mut Vec<f32>, five: bool) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    let (qh, qs) = if five {
+        (&b[16..48], &b[48..176])
+    } else {
+        (&[][..], &b[16..144])
+    };
+    for i in 0..4 {
+        let q = &qs[32 * i..32 * i + 32];
+        for (half, shift) in [(0, 0), (1, 4)] {
+            let (sc, m) = scale_min_k4(2 * i + half, scales);
+            let (dl, ml) = (d * sc as f32, dmin * m as f32);
+            let bit = 2 * i + half;
+            out.extend((0..32).map(|l| {
+                let hi = if five { ((qh[l] >> bit) & 1) << 4 } else { 0 };
+                dl * (((q[l] >> shift) & 0x0F) | hi) as f32 - ml
+            }));
+        }
+    }
+}
+
+/// Q6_K: 2 halves of 128 weights; in each, 4 runs of 32 (low/high nibbles of `ql[0..32]`
+/// and `ql[32..64]`, 2 high bits from `qh[l]` at shifts 0, 2, 4, 6), one i8 scale per 16.
+fn dequant_q6_k(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 208);
+    for n in 0..2 {
+        let ql = &b[64 * n..64 * n + 64];
+        let qh = &b[128 + 32 * n..128 + 32 * n + 32];
+        let sc = &b[192 + 8 * n..192 + 8 * n + 8];
+        for run in 0..4 {
+            let (lo, shift) = ([0, 32, 0, 32][run], [0, 0, 4, 4][run]);
+            out.extend((0..32).map(|l| {
+                let q = ((ql[lo + l] >> shift) & 0x0F) | (((qh[l] >> (2 * run)) & 3) << 4);
+                d * sc[l / 16 + 2 * run] as i8 as f32 * (q as i32 - 32) as f32
+            }));
+        }
+    }
+}
+
+/// Q2_K: 2 halves of 128 weights; in each 4 shifts × 2 sub-blocks of 16 from `qs[0..32]`.
+fn dequant_q2_k(b: &[u8], out: &mut Vec<f32>) {
+    let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+    let mut is = 0;
+    for n in 0..2 {
+        let q = &b[16 + 32 * n..16 + 32 * n + 32];
+        for shift in [0, 2, 4, 6] {
+            for half in 0..2 {
+                let sc = b[is];
+                is += 1;
+                let (dl, ml) = (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32);
+                let q = &q[16 * half..16 * half + 16];
+                out.extend(q.iter().map(|&x| dl * ((x >> shift) & 3) as f32 - ml));
+            }
+        }
+    }
+}
+
+/// Q3_K's 16 six-bit scales (minus 32) from their 12 packed bytes: the low 4 bits in bytes
+/// 0..8, the high 2 in bytes 8..12 (ggml's `kmask1`/`kmask2` shuffle).
+pub fn q3_k_scales(p: &[u8]) -> [i8; 16] {
+    let mut s = [0i8; 16];
+    for (j, v) in s.iter_mut().enumerate() {
+        let low = if j < 8 { p[j] & 0x0F } else { p[j - 8] >> 4 };
+        let high = (p[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *v = (low | (high << 4)) as i8 - 32;
+    }
+    s
+}
+
+/// Q3_K: as Q2_K with signed scales and a third bit from `hmask` (set: +0, clear: −4).
+fn dequant_q3_k(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 108);
+    let (hmask, scales) = (&b[0..32], q3_k_scales(&b[96..108]));
+    let mut is = 0;
+    let mut m = 1u8;
+    for n in 0..2 {
+        let q = &b[32 + 32 * n..32 + 32 * n + 32];
+        for shift in [0, 2, 4, 6] {
+            for half in 0..2 {
+                let dl = d * scales[is] as f32;
+                is += 1;
+                out.extend((16 * half..16 * half + 16).map(|l| {
+                    let low = ((q[l] >> shift) & 3) as i32;
+                    dl * (low - if hmask[l] & m != 0 { 0 } else { 4 }) as f32
+                }));
+            }
+            m <<= 1;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,10 +523,10 @@ mod tests {
 
     #[test]
     fn unsupported_type_names_the_supported_ones() {
-        let e = GgmlType::Q4K.unsupported("blk.0.ffn_up.weight");
+        let e = GgmlType::Iq4Nl.unsupported("blk.0.ffn_up.weight");
         assert_eq!(
             e.to_string(),
-            "unsupported tensor type Q4_K in blk.0.ffn_up.weight (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)"
+            "unsupported tensor type IQ4_NL in blk.0.ffn_up.weight (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
         );
     }
 
@@ -331,6 +538,45 @@ mod tests {
             }
         }
         assert_eq!(GgmlType::Q8_0.id(), 8);
+    }
+
+    /// Random blocks of each type against gguf-py's dequantization of the same bytes
+    /// (tests/fixtures/dequant, made by scripts/fixtures/dequant.py): equal to 1 ulp (gguf-py
+    /// multiplies in another order for some types).
+    #[test]
+    fn every_block_type_matches_gguf_py() {
+        macro_rules! case {
+            ($ty:expr, $name:literal) => {
+                (
+                    $ty,
+                    &include_bytes!(concat!("../../tests/fixtures/dequant/", $name, ".bin"))[..],
+                    &include_bytes!(concat!("../../tests/fixtures/dequant/", $name, ".f32"))[..],
+                )
+            };
+        }
+        let cases = [
+            case!(GgmlType::Q4_0, "Q4_0"),
+            case!(GgmlType::Q4_1, "Q4_1"),
+            case!(GgmlType::Q5_0, "Q5_0"),
+            case!(GgmlType::Q5_1, "Q5_1"),
+            case!(GgmlType::Q8_0, "Q8_0"),
+            case!(GgmlType::Q2K, "Q2_K"),
+            case!(GgmlType::Q3K, "Q3_K"),
+            case!(GgmlType::Q4K, "Q4_K"),
+            case!(GgmlType::Q5K, "Q5_K"),
+            case!(GgmlType::Q6K, "Q6_K"),
+        ];
+        for (ty, blocks, want) in cases {
+            let want: Vec<f32> = want
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let got = dequantize(ty, blocks, want.len()).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let tol = w.abs() * 2.0 * f32::EPSILON;
+                assert!((g - w).abs() <= tol, "{} value {i}: {g} vs {w}", ty.name());
+            }
+        }
     }
 
     #[test]

@@ -34,8 +34,15 @@ pub const MATMUL_TOKENS: usize = 8;
 pub const NON_FINITE_TOKEN: u32 = u32::MAX;
 
 /// The weight types the kernels dequantize (quant.wgsl), by their ggml ids: `GGML_F32`,
-/// `GGML_Q4_1`, … in the prelude. Every type the crate runs.
-pub const WEIGHT_TYPES: [GgmlType; 6] = crate::gguf::SUPPORTED;
+/// `GGML_Q4_1`, … in the prelude.
+pub const WEIGHT_TYPES: [GgmlType; 6] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+];
 
 /// What a matrix product does with its result (`mode` in matvec.wgsl / matmul.wgsl, which
 /// compare it with the prelude's `MODE_*`).
