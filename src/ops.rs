@@ -165,9 +165,11 @@ pub fn attend(q_h: &[f32], k: &[f32], v: &[f32], scale: f32, o: &mut [f32]) {
 /// Causal attention of `t` new queries at positions `len0..len0 + t`: q `[t][H·hd]` (after
 /// RoPE); k and v `[G][stride][hd]`, rows `0..len0 + t` of each KV head filled (k after
 /// RoPE); `kv_head[h]` the KV head query head h reads. Returns `[t][H·hd]`. The shared head is
-/// indexed, never copied (no `repeat_kv`). The CPU engines' attention over their cache
-/// (`stride` = its capacity), the regroup fit's over one calibration sequence, and the GPU
-/// kernels' CPU twin.
+/// indexed, never copied (no `repeat_kv`). With `window` > 0 the query at position p sees
+/// only positions `p + 1 − window ..= p` (sliding-window attention; 0: all of `0..=p`). The
+/// CPU engines' attention over their cache (`stride` = its capacity), the regroup fit's over
+/// one calibration sequence, and the GPU kernels' CPU twin.
+#[allow(clippy::too_many_arguments)]
 pub fn causal_attention(
     q: &[f32],
     k: &[f32],
@@ -176,6 +178,7 @@ pub fn causal_attention(
     stride: usize,
     len0: usize,
     hd: usize,
+    window: usize,
 ) -> Vec<f32> {
     let n_heads = kv_head.len();
     let scale = 1.0 / (hd as f32).sqrt();
@@ -184,11 +187,21 @@ pub fn causal_attention(
     for_each_chunk(&mut out, hd, |ih, o| {
         let (i, h) = (ih / n_heads, ih % n_heads);
         let head = kv_head[h] * stride * hd;
-        let visible = head..head + (len0 + i + 1) * hd; // positions 0..=len0+i
+        let pos = len0 + i;
+        let first = window_start(pos, window);
+        let visible = head + first * hd..head + (pos + 1) * hd; // positions first..=pos
         let (k, v) = (&k[visible.clone()], &v[visible]);
         attend(&q[ih * hd..(ih + 1) * hd], k, v, scale, o);
     });
     out
+}
+
+/// The first position a query at `pos` sees with a sliding window of `window` (0: none).
+pub fn window_start(pos: usize, window: usize) -> usize {
+    match window {
+        0 => 0,
+        w => (pos + 1).saturating_sub(w),
+    }
 }
 
 /// One query head's attention weights over the rows of k (`[positions][hd]`):
@@ -208,6 +221,19 @@ pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
     gate.iter()
         .zip(up)
         .map(|(g, u)| g / (1.0 + exp(-g)) * u)
+        .collect()
+}
+
+/// GeGLU (Shazeer 2020) with the tanh approximation of GELU (Hendrycks & Gimpel 2016), as
+/// Gemma and ggml's `ggml_gelu` compute it: `0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))) · up`.
+pub fn geglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    gate.iter()
+        .zip(up)
+        .map(|(&g, u)| {
+            let inner = SQRT_2_OVER_PI * (g + 0.044715 * g * g * g);
+            0.5 * g * (1.0 + libm::tanhf(inner)) * u
+        })
         .collect()
 }
 

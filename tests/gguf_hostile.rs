@@ -440,7 +440,7 @@ fn bad_model_configs() {
         "general.architecture",
         Some(Value::String("gpt2")),
     )]));
-    assert_eq!(e, ModelError::NotLlama("gpt2".into()));
+    assert_eq!(e, ModelError::UnsupportedArch("gpt2".into()));
     let e = config_err(&real_with(&[(
         "llama.attention.head_count_kv",
         Some(Value::U32(2)),

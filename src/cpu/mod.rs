@@ -19,8 +19,8 @@ mod walk;
 use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row};
 use crate::engine::{check_probe_layer, AttentionWeights, Backend, Engine, EngineError};
 use crate::gguf::Gguf;
-use crate::model::{ModelConfig, ModelError, ModelTensors};
-use crate::ops::{self, add_in_place, causal_attention, matmul, rmsnorm, rope, swiglu};
+use crate::model::{ModelConfig, ModelError, ModelTensors, Tensor};
+use crate::ops::{self, add_in_place, causal_attention, geglu, matmul, rmsnorm, rope, swiglu};
 use crate::regroup::{Grouping, LayerMaps, Regrouping};
 use async_trait::async_trait;
 use qmatrix::{Q8Rows, QMatrix};
@@ -76,15 +76,19 @@ impl Matrix {
 
 /// One transformer block's weights.
 struct Layer {
-    attn_norm: Vec<f32>, // [dim]
-    wq: Matrix,          // [n_heads·head_dim][dim]
-    wk: Matrix,          // [n_kv_heads·head_dim][dim], the native KV heads
-    wv: Matrix,          // [n_kv_heads·head_dim][dim]
-    wo: Matrix,          // [dim][n_heads·head_dim]
-    ffn_norm: Vec<f32>,  // [dim]
-    w_gate: Matrix,      // [ffn_dim][dim]
-    w_up: Matrix,        // [ffn_dim][dim]
-    w_down: Matrix,      // [dim][ffn_dim]
+    attn_norm: Vec<f32>,              // [dim]
+    wq: Matrix,                       // [n_heads·head_dim][dim]
+    wk: Matrix,                       // [n_kv_heads·head_dim][dim], the native KV heads
+    wv: Matrix,                       // [n_kv_heads·head_dim][dim]
+    q_norm: Option<Vec<f32>>,         // [head_dim], per query head (Gemma)
+    k_norm: Option<Vec<f32>>,         // [head_dim], per key head (Gemma)
+    wo: Matrix,                       // [dim][n_heads·head_dim]
+    post_attn_norm: Option<Vec<f32>>, // [dim] (Gemma)
+    ffn_norm: Vec<f32>,               // [dim]
+    w_gate: Matrix,                   // [ffn_dim][dim]
+    w_up: Matrix,                     // [ffn_dim][dim]
+    w_down: Matrix,                   // [dim][ffn_dim]
+    post_ffn_norm: Option<Vec<f32>>,  // [dim] (Gemma)
 }
 
 /// The KV cache: K and V each `[layers][G][capacity][head_dim]`, f32.
@@ -147,14 +151,15 @@ impl CpuEngine {
     fn load_as(g: &Gguf<'_>, capacity: usize, quantized: bool) -> Result<Self, EngineError> {
         let cfg = ModelConfig::from_gguf(g)?;
         let t = ModelTensors::locate(g, &cfg)?;
-        let deq = |ti| g.dequantize(ti).map_err(ModelError::from);
-        let blocks = |ti: &crate::gguf::TensorInfo<'_>| {
-            QMatrix::new(ti.ggml_type, g.tensor_bytes(ti), ti.rows()).filter(|_| quantized)
+        let deq = |t: Tensor<'_, '_>| t.f32(g);
+        let opt = |t: Option<Tensor<'_, '_>>| t.map(deq).transpose();
+        let blocks = |t: Tensor<'_, '_>| {
+            QMatrix::new(t.ggml_type, &t.bytes(g), t.rows()).filter(|_| quantized)
         };
-        let matrix = |ti| -> Result<Matrix, ModelError> {
-            Ok(match blocks(ti) {
+        let matrix = |t| -> Result<Matrix, ModelError> {
+            Ok(match blocks(t) {
                 Some(m) => Matrix::Quant(m),
-                None => Matrix::F32(deq(ti)?),
+                None => Matrix::F32(deq(t)?),
             })
         };
         let layers = t
@@ -166,11 +171,15 @@ impl CpuEngine {
                     wq: matrix(lt.wq)?,
                     wk: matrix(lt.wk)?,
                     wv: matrix(lt.wv)?,
+                    q_norm: opt(lt.q_norm)?,
+                    k_norm: opt(lt.k_norm)?,
                     wo: matrix(lt.wo)?,
+                    post_attn_norm: opt(lt.post_attn_norm)?,
                     ffn_norm: deq(lt.ffn_norm)?,
                     w_gate: matrix(lt.w_gate)?,
                     w_up: matrix(lt.w_up)?,
                     w_down: matrix(lt.w_down)?,
+                    post_ffn_norm: opt(lt.post_ffn_norm)?,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
@@ -213,39 +222,54 @@ impl CpuEngine {
         let (layer, maps) = (&layers[l], &regrouping.layers[l]);
         let t = x.len() / dim;
         let xb = rmsnorm(x, &layer.attn_norm, cfg.rms_eps); // [t][dim]
-        let (mut q, k, v) = project_qkv(layer, maps, &Act::new(&xb, dim), grouping, hd);
+        let (mut q, mut k, v) = project_qkv(layer, maps, &Act::new(&xb, dim), grouping, hd);
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            q = rmsnorm(&q, qn, cfg.rms_eps); // each [hd] head of [t][H·hd]
+            k = rmsnorm(&k, kn, cfg.rms_eps); // each [hd] head of [t][G·hd]
+        }
+        let base = cfg.layer_rope_base(l);
         for i in 0..t {
             let pos = *len + i;
             rope(
                 &mut q[i * n_heads * hd..(i + 1) * n_heads * hd],
                 hd,
                 pos,
-                cfg.rope_base,
+                base,
             );
-            let (mut k_i, v_i) = (
-                k[i * groups * hd..(i + 1) * groups * hd].to_vec(),
+            let (k_i, v_i) = (
+                &mut k[i * groups * hd..(i + 1) * groups * hd],
                 &v[i * groups * hd..(i + 1) * groups * hd],
             );
-            rope(&mut k_i, hd, pos, cfg.rope_base);
+            rope(k_i, hd, pos, base);
             for g in 0..groups {
                 let at = cache.at(l, g, pos);
                 cache.k[at..at + hd].copy_from_slice(&k_i[g * hd..(g + 1) * hd]);
                 cache.v[at..at + hd].copy_from_slice(&v_i[g * hd..(g + 1) * hd]);
             }
         }
+        let window = cfg
+            .is_local(l)
+            .then_some(cfg.arch.sliding_window)
+            .unwrap_or(0);
         if *probe == Some(l) {
             let last = &q[(t - 1) * n_heads * hd..]; // [n_heads·hd]
-            *probe_weights = Some(attention_weights(cache, grouping, l, *len + t, last, hd));
+            let at = AttendAt { l, window, hd };
+            *probe_weights = Some(attention_weights(cache, grouping, at, *len + t, last));
         }
-        let mut att = attention(cache, grouping, l, *len, &q, hd); // [t][n_heads·hd]
+        let mut att = attention(cache, grouping, AttendAt { l, window, hd }, *len, &q); // [t][H·hd]
         maps.map_o(&mut att, n_heads, hd);
-        add_in_place(x, &layer.wo.matmul(&Act::new(&att, n_heads * hd)));
+        let out = layer.wo.matmul(&Act::new(&att, n_heads * hd)); // [t][dim]
+        add_in_place(x, &post_norm(out, &layer.post_attn_norm, cfg.rms_eps));
         let xb = rmsnorm(x, &layer.ffn_norm, cfg.rms_eps); // [t][dim]
         let xb = Act::new(&xb, dim);
         let gate = layer.w_gate.matmul(&xb); // [t][ffn_dim]
         let up = layer.w_up.matmul(&xb); // [t][ffn_dim]
-        let ffn = swiglu(&gate, &up); // [t][ffn_dim]
-        add_in_place(x, &layer.w_down.matmul(&Act::new(&ffn, cfg.ffn_dim)));
+        let ffn = match cfg.arch.gelu {
+            true => geglu(&gate, &up),
+            false => swiglu(&gate, &up),
+        }; // [t][ffn_dim]
+        let out = layer.w_down.matmul(&Act::new(&ffn, cfg.ffn_dim)); // [t][dim]
+        add_in_place(x, &post_norm(out, &layer.post_ffn_norm, cfg.rms_eps));
     }
 
     /// Logits `[rows][vocab]` of final hidden states `[rows][dim]`.
@@ -315,7 +339,7 @@ impl CpuEngine {
                     id,
                     vocab: self.cfg.vocab_size,
                 })?;
-            x.extend_from_slice(&row);
+            x.extend(row.iter().map(|v| v * self.cfg.arch.embed_scale));
         }
         Ok(x)
     }
@@ -344,38 +368,57 @@ fn project_qkv(
     (q, k, v)
 }
 
-/// Causal attention of new queries at positions `len0..` over layer `l`'s cache; q:
+/// `x`, or its RMSNorm when the architecture normalises a sublayer's output (Gemma).
+fn post_norm(x: Vec<f32>, norm: &Option<Vec<f32>>, eps: f32) -> Vec<f32> {
+    match norm {
+        Some(w) => rmsnorm(&x, w, eps),
+        None => x,
+    }
+}
+
+/// Which layer's cache an attention reads, its sliding window (0: none) and head_dim.
+#[derive(Clone, Copy)]
+struct AttendAt {
+    l: usize,
+    window: usize,
+    hd: usize,
+}
+
+/// Causal attention of new queries at positions `len0..` over layer `at.l`'s cache; q:
 /// `[t][n_heads·hd]` after RoPE, result `[t][n_heads·hd]`. Query head `h` reads KV head
 /// `kv_head(h)` (`h / n_rep` for equal groups): the shared head is indexed, never copied.
 fn attention(
     cache: &KvCache,
     grouping: Grouping,
-    l: usize,
+    at: AttendAt,
     len0: usize,
     q: &[f32],
-    hd: usize,
 ) -> Vec<f32> {
-    let layer = cache.at(l, 0, 0)..cache.at(l + 1, 0, 0); // [G][capacity][hd]
+    let layer = cache.at(at.l, 0, 0)..cache.at(at.l + 1, 0, 0); // [G][capacity][hd]
     let (k, v) = (&cache.k[layer.clone()], &cache.v[layer]);
-    causal_attention(q, k, v, &grouping.kv_heads(), cache.capacity, len0, hd)
+    let kv = grouping.kv_heads();
+    causal_attention(q, k, v, &kv, cache.capacity, len0, at.hd, at.window)
 }
 
-/// Layer `l`'s attention weights for one query `q` (`[n_heads·hd]`, after RoPE) at position
-/// `positions - 1`: `[n_heads][positions]`, head h over KV head `kv_head(h)`'s rows.
+/// Layer `at.l`'s attention weights for one query `q` (`[n_heads·hd]`, after RoPE) at position
+/// `positions - 1`: `[n_heads][positions]`, head h over KV head `kv_head(h)`'s rows (0 outside
+/// a sliding window).
 fn attention_weights(
     cache: &KvCache,
     grouping: Grouping,
-    l: usize,
+    at: AttendAt,
     positions: usize,
     q: &[f32],
-    hd: usize,
 ) -> AttentionWeights {
+    let (l, hd) = (at.l, at.hd);
     let scale = 1.0 / (hd as f32).sqrt();
+    let first = ops::window_start(positions - 1, at.window);
     let weights = (0..grouping.n_heads())
         .flat_map(|h| {
             let g = grouping.kv_head(h);
-            let k = &cache.k[cache.at(l, g, 0)..cache.at(l, g, positions)]; // [positions][hd]
-            ops::attention_weights(&q[h * hd..(h + 1) * hd], k, scale)
+            let k = &cache.k[cache.at(l, g, first)..cache.at(l, g, positions)]; // [seen][hd]
+            let w = ops::attention_weights(&q[h * hd..(h + 1) * hd], k, scale);
+            std::iter::repeat_n(0.0, first).chain(w)
         })
         .collect();
     AttentionWeights {

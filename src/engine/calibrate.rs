@@ -9,7 +9,7 @@
 use super::{EngineError, LayerWalk};
 use crate::gguf::Gguf;
 use crate::model::ModelConfig;
-use crate::model::{ModelError, ModelTensors};
+use crate::model::ModelTensors;
 use crate::regroup::layer::fit_layer;
 use crate::regroup::{FitError, FitSettings, Grouping, LayerMaps, Method, Regrouping};
 use crate::regroup::{MIN_TOKENS, SEQUENCE};
@@ -72,8 +72,7 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
         for x in &xs {
             native.push(walk.native_qkv(l, x).await?);
         }
-        let wo = gguf.dequantize(tensors.layers[l].wo); // [dim][H·hd]
-        let wo = wo.map_err(ModelError::from)?;
+        let wo = tensors.layers[l].wo.f32(gguf)?; // [dim][H·hd]
         let (maps, error) =
             fit_layer(&cfg, grouping, &native, &wo, settings).map_err(EngineError::Calibration)?;
         walk.set_layer_maps(l, &maps)?;

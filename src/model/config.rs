@@ -1,25 +1,97 @@
-//! Llama hyper-parameters from GGUF metadata (keys as written by llama.cpp's converter).
+//! Hyper-parameters from GGUF metadata (keys as written by llama.cpp's converter,
+//! `{arch}.embedding_length` …), and what differs between the architectures run here.
+//!
+//! The architectures are variations of one forward (llama.cpp's `src/models/llama.cpp`,
+//! `gemma3.cpp`; Gemma Team 2025, "Gemma 3 Technical Report", arXiv:2503.19786). Each
+//! difference is named once in [`Arch`]; the engines read these fields, never the name.
 
 use super::ModelError;
 use crate::gguf::Gguf;
 use serde::Serialize;
 
-/// Hyper-parameters of a llama model, checked for consistency.
+/// The architectures gqa-lab runs (`general.architecture`).
+pub const ARCHITECTURES: [&str; 2] = ["llama", "gemma3"];
+
+/// What an architecture changes in the llama forward.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Arch {
+    /// `general.architecture`.
+    pub name: String,
+    /// RoPE rotates the halves `(x[i], x[i + hd/2])` of each head (llama.cpp's NEOX mode)
+    /// instead of adjacent pairs. The engines read Q and K with their rows reordered at load
+    /// ([`super::rope_rows`]), so every kernel rotates adjacent pairs.
+    pub rope_neox: bool,
+    /// RMSNorm of each query and key head (over head_dim) before RoPE (`attn_q_norm`,
+    /// `attn_k_norm`).
+    pub qk_norm: bool,
+    /// RMSNorm of the attention output and of the FFN output before each is added to the
+    /// residual stream (`post_attention_norm`, `post_ffw_norm`).
+    pub post_norms: bool,
+    /// The FFN's gate activation: GELU (tanh approximation; GeGLU) instead of SiLU (SwiGLU).
+    pub gelu: bool,
+    /// The embedding row is multiplied by this (√dim for Gemma, else 1).
+    pub embed_scale: f32,
+    /// Sliding-window attention: local layers attend to the last `sliding_window` positions
+    /// (0: none); every `swa_pattern`-th layer (1-based) is global.
+    pub sliding_window: usize,
+    pub swa_pattern: usize,
+    /// RoPE base of the local (sliding-window) layers.
+    pub rope_base_local: f32,
+}
+
+impl Arch {
+    /// Llama as published: no variation.
+    pub fn llama() -> Self {
+        Arch {
+            name: "llama".into(),
+            rope_neox: false,
+            qk_norm: false,
+            post_norms: false,
+            gelu: false,
+            embed_scale: 1.0,
+            sliding_window: 0,
+            swa_pattern: 0,
+            rope_base_local: 0.0,
+        }
+    }
+
+    /// Gemma 3 as llama.cpp runs it (`LLM_ARCH_GEMMA3`): NEOX RoPE, QK norm, post norms,
+    /// GeGLU, √dim embedding scale, sliding window on 5 of every 6 layers with RoPE base
+    /// 10,000 there (the global layers take `rope.freq_base`).
+    fn gemma3(g: &Gguf<'_>, dim: usize) -> Result<Self, ModelError> {
+        Ok(Arch {
+            name: "gemma3".into(),
+            rope_neox: true,
+            qk_norm: true,
+            post_norms: true,
+            gelu: true,
+            embed_scale: (dim as f32).sqrt(),
+            sliding_window: g.usize("gemma3.attention.sliding_window")?,
+            swa_pattern: 6,
+            rope_base_local: 10_000.0,
+        })
+    }
+}
+
+/// Hyper-parameters of a model, checked for consistency.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelConfig {
+    pub arch: Arch,
     pub n_layers: usize,
-    /// Residual stream width (`llama.embedding_length`).
+    /// Residual stream width (`{arch}.embedding_length`).
     pub dim: usize,
-    /// SwiGLU hidden width (`llama.feed_forward_length`).
+    /// FFN hidden width (`{arch}.feed_forward_length`).
     pub ffn_dim: usize,
     /// Query heads H.
     pub n_heads: usize,
     /// KV heads of the checkpoint as trained (the native G).
     pub n_kv_heads: usize,
+    /// `{arch}.attention.key_length` (= value_length), else dim / H.
     pub head_dim: usize,
     pub vocab_size: usize,
-    /// Longest sequence the model was trained for (`llama.context_length`).
+    /// Longest sequence the model was trained for (`{arch}.context_length`).
     pub context_length: usize,
+    /// RoPE base of the global layers (all layers but a sliding-window model's local ones).
     pub rope_base: f32,
     pub rms_eps: f32,
 }
@@ -31,48 +103,68 @@ const MAX_CONTEXT: usize = 1 << 24;
 
 impl ModelConfig {
     pub fn from_gguf(g: &Gguf<'_>) -> Result<Self, ModelError> {
-        let arch = g.str("general.architecture")?;
-        if arch != "llama" {
-            return Err(ModelError::NotLlama(arch.to_string()));
+        let name = g.str("general.architecture")?;
+        if !ARCHITECTURES.contains(&name) {
+            return Err(ModelError::UnsupportedArch(name.to_string()));
         }
-        let n_heads = g.usize("llama.attention.head_count")?;
-        let n_kv_heads = match g.get("llama.attention.head_count_kv") {
-            Some(_) => g.usize("llama.attention.head_count_kv")?,
-            None => n_heads,
+        let key = |k: &str| format!("{name}.{k}");
+        let opt = |k: &str| -> Result<Option<usize>, ModelError> {
+            Ok(match g.get(&key(k)) {
+                Some(_) => Some(g.usize(&key(k))?),
+                None => None,
+            })
         };
-        let dim = g.usize("llama.embedding_length")?;
-        let vocab_size = match g.get("llama.vocab_size") {
-            Some(_) => g.usize("llama.vocab_size")?,
+        let n_heads = g.usize(&key("attention.head_count"))?;
+        let n_kv_heads = opt("attention.head_count_kv")?.unwrap_or(n_heads);
+        let dim = g.usize(&key("embedding_length"))?;
+        let vocab_size = match opt("vocab_size")? {
+            Some(v) => v,
             None => g.require("tokenizer.ggml.tokens")?.to_array()?.len(),
         };
+        let head_dim = match opt("attention.key_length")? {
+            Some(k) => k,
+            None => dim.checked_div(n_heads).unwrap_or(0),
+        };
+        let arch = match name {
+            "gemma3" => Arch::gemma3(g, dim)?,
+            _ => Arch::llama(),
+        };
         let cfg = ModelConfig {
-            n_layers: g.usize("llama.block_count")?,
+            arch,
+            n_layers: g.usize(&key("block_count"))?,
             dim,
-            ffn_dim: g.usize("llama.feed_forward_length")?,
+            ffn_dim: g.usize(&key("feed_forward_length"))?,
             n_heads,
             n_kv_heads,
-            head_dim: dim.checked_div(n_heads).unwrap_or(0),
+            head_dim,
             vocab_size,
-            context_length: g.usize("llama.context_length")?,
-            rope_base: match g.get("llama.rope.freq_base") {
-                Some(_) => g.f32("llama.rope.freq_base")?,
+            context_length: g.usize(&key("context_length"))?,
+            rope_base: match g.get(&key("rope.freq_base")) {
+                Some(_) => g.f32(&key("rope.freq_base"))?,
                 None => 10_000.0,
             },
-            rms_eps: g.f32("llama.attention.layer_norm_rms_epsilon")?,
+            rms_eps: g.f32(&key("attention.layer_norm_rms_epsilon"))?,
         };
         cfg.validate()?;
-        if let Some(v) = g.get("llama.rope.dimension_count") {
-            let rope_dims = v
-                .to_u64()
-                .map_err(|e| ModelError::BadConfig(e.to_string()))?;
-            if rope_dims != cfg.head_dim as u64 {
-                return Err(ModelError::BadConfig(format!(
-                    "partial RoPE (rope.dimension_count {rope_dims} ≠ head_dim {}) is not supported",
-                    cfg.head_dim
-                )));
-            }
-        }
+        cfg.check_dims(opt("attention.value_length")?, opt("rope.dimension_count")?)?;
         Ok(cfg)
+    }
+
+    /// Value heads as wide as key heads, RoPE over the whole head.
+    fn check_dims(&self, value: Option<usize>, rope: Option<usize>) -> Result<(), ModelError> {
+        if let Some(v) = value.filter(|&v| v != self.head_dim) {
+            return Err(ModelError::BadConfig(format!(
+                "attention.value_length {v} ≠ key_length {} is not supported",
+                self.head_dim
+            )));
+        }
+        if let Some(r) = rope.filter(|&r| r != self.head_dim) {
+            return Err(ModelError::BadConfig(format!(
+                "partial RoPE (rope.dimension_count {r} ≠ head_dim {}) is not supported",
+                self.head_dim
+            )));
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ModelError> {
@@ -83,8 +175,12 @@ impl ModelConfig {
             self.n_heads,
             self.n_kv_heads,
             self.vocab_size,
+            self.head_dim,
         ];
-        if sizes.iter().any(|&s| s == 0 || s > MAX_DIM * 4) || self.dim > MAX_DIM {
+        if sizes.iter().any(|&s| s == 0 || s > MAX_DIM * 4)
+            || self.dim > MAX_DIM
+            || self.head_dim > 1024
+        {
             return bad(format!("sizes out of range: {self:?}"));
         }
         if self.n_layers == 0 || self.n_layers > MAX_LAYERS {
@@ -102,10 +198,10 @@ impl ModelConfig {
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if !self.dim.is_multiple_of(self.n_heads) || !self.head_dim.is_multiple_of(2) {
+        if !self.head_dim.is_multiple_of(2) || self.n_heads * self.head_dim > MAX_DIM * 4 {
             return bad(format!(
-                "embedding_length {} does not split into {} heads of even size",
-                self.dim, self.n_heads
+                "{} heads of size {} (head_dim must be even)",
+                self.n_heads, self.head_dim
             ));
         }
         if !self.rms_eps.is_finite()
@@ -116,6 +212,12 @@ impl ModelConfig {
             return bad(format!(
                 "rms eps {} / rope base {} out of range",
                 self.rms_eps, self.rope_base
+            ));
+        }
+        if self.arch.sliding_window > MAX_CONTEXT {
+            return bad(format!(
+                "sliding_window {} out of range",
+                self.arch.sliding_window
             ));
         }
         Ok(())
@@ -129,5 +231,32 @@ impl ModelConfig {
     /// Every G the model can be regrouped to: 1 to the query-head count.
     pub fn valid_groups(&self) -> Vec<usize> {
         (1..=self.n_heads).collect()
+    }
+
+    /// Width of all query heads together (H · head_dim; dim for llama, not for Gemma).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Whether layer `l` attends to a sliding window (Gemma 3's local layers).
+    pub fn is_local(&self, l: usize) -> bool {
+        let a = &self.arch;
+        a.sliding_window > 0 && a.swa_pattern > 0 && (l + 1) % a.swa_pattern != 0
+    }
+
+    /// The first position layer `l` attends to from position `pos`.
+    pub fn window_start(&self, l: usize, pos: usize) -> usize {
+        match self.is_local(l) {
+            true => (pos + 1).saturating_sub(self.arch.sliding_window),
+            false => 0,
+        }
+    }
+
+    /// RoPE base of layer `l`.
+    pub fn layer_rope_base(&self, l: usize) -> f32 {
+        match self.is_local(l) {
+            true => self.arch.rope_base_local,
+            false => self.rope_base,
+        }
     }
 }

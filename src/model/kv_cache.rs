@@ -253,6 +253,7 @@ mod tests {
     #[test]
     fn the_engines_figure_is_the_calculators() {
         let cfg = ModelConfig {
+            arch: crate::model::Arch::llama(),
             n_layers: 30,
             dim: 576,
             ffn_dim: 1536,

@@ -3,19 +3,20 @@
 //! figures and the page's calculator) and the RoPE angles ([`rope_turns`]). How its KV heads
 //! are regrouped is `crate::regroup`'s.
 //!
-//! Pure: no GPU, no DOM. The architecture is llama (Touvron et al. 2023, "LLaMA"), with
-//! grouped-query attention as in Ainslie et al. 2023, "GQA: Training Generalized Multi-Query
-//! Transformer Models from Multi-Head Checkpoints" (arXiv:2305.13245).
+//! Pure: no GPU, no DOM. The architecture is llama (Touvron et al. 2023, "LLaMA") and its
+//! variations ([`Arch`]: Gemma 3), with grouped-query attention as in Ainslie et al. 2023,
+//! "GQA: Training Generalized Multi-Query Transformer Models from Multi-Head Checkpoints"
+//! (arXiv:2305.13245).
 
 mod config;
 pub mod kv_cache;
 mod rope;
 mod tensors;
 
-pub use config::ModelConfig;
+pub use config::{Arch, ModelConfig, ARCHITECTURES};
 pub use kv_cache::{kv_cache_bytes, CacheShape, ElementType, Hyper, KV_BYTES_PER_ELEMENT};
 pub use rope::{rope_table, rope_turns};
-pub use tensors::{LayerTensors, ModelTensors};
+pub use tensors::{rope_rows, LayerTensors, ModelTensors, Tensor};
 
 use crate::gguf::GgufError;
 use thiserror::Error;
@@ -25,8 +26,8 @@ use thiserror::Error;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("unsupported architecture {0:?}: gqa-lab runs llama-architecture models")]
-    NotLlama(String),
+    #[error("unsupported architecture {0:?} (supported: {archs})", archs = config::ARCHITECTURES.join(", "))]
+    UnsupportedArch(String),
     #[error("invalid hyper-parameters: {0}")]
     BadConfig(String),
     #[error(

@@ -93,7 +93,7 @@ fn attention_outputs(
     }
     // K and V head by head: `[G][t][hd]`, the layout causal attention reads.
     let (k, v) = (by_head(&k, groups, hd), by_head(&v, groups, hd));
-    ops::causal_attention(&q, &k, &v, &grouping.kv_heads(), t, 0, hd)
+    ops::causal_attention(&q, &k, &v, &grouping.kv_heads(), t, 0, hd, 0)
 }
 
 /// `[t][heads·hd]` as `[heads][t][hd]`.

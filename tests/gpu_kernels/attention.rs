@@ -215,7 +215,7 @@ fn attention_matches_cpu() {
             run(gpu, &reduce, Some(&st), pos0, t);
             let got = read(gpu, &out, t * nh * hd);
             let kv_head = grouping.kv_heads();
-            let mut want = ops::causal_attention(&q, &kc, &vc, &kv_head, cap, pos0, hd);
+            let mut want = ops::causal_attention(&q, &kc, &vc, &kv_head, cap, pos0, hd, 0);
             if map_o {
                 let mut m = LayerMaps::pooled(grouping, hd);
                 m.o = Some(o);

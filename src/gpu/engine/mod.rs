@@ -173,6 +173,12 @@ impl GpuEngine {
 /// Shapes the kernels assume.
 fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
     let bad = |m: String| Err(GpuError::Unsupported(m));
+    if cfg.arch.name != "llama" {
+        return bad(format!(
+            "the {} architecture (run it on the CPU: --backend cpu-q8)",
+            cfg.arch.name
+        ));
+    }
     if !cfg.dim.is_multiple_of(32)
         || !cfg.ffn_dim.is_multiple_of(32)
         || !(cfg.n_heads * cfg.head_dim).is_multiple_of(32)

@@ -4,12 +4,12 @@
 
 use super::PREFILL_CHUNK;
 use crate::engine::EngineError;
-use crate::gguf::{Gguf, TensorInfo};
+use crate::gguf::Gguf;
 use crate::gpu::context::{Buf, Gpu};
 use crate::gpu::ops::norm_parts;
 use crate::gpu::weight::{Stack, Weight};
 use crate::gpu::GpuError;
-use crate::model::{rope_table, ModelConfig, ModelError, ModelTensors};
+use crate::model::{rope_table, ModelConfig, ModelTensors, Tensor};
 use crate::regroup::{Grouping, Regrouping, VMap};
 use std::sync::Arc;
 
@@ -82,8 +82,8 @@ impl ModelWeights {
 }
 
 /// Uploads a `[rows][row_len]` weight in the texture layout of `layout.rs`.
-fn upload(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Weight, GpuError> {
-    Weight::upload(gpu, t.name, t.ggml_type, g.tensor_bytes(t), t.rows())
+fn upload(gpu: &Gpu, g: &Gguf<'_>, t: Tensor<'_, '_>) -> Result<Weight, GpuError> {
+    Weight::upload(gpu, t.name, t.ggml_type, &t.bytes(g), t.rows())
 }
 
 /// Uploads tensors of one row length stacked (see [`Stack`]).
@@ -91,18 +91,20 @@ fn upload_stack(
     gpu: &Gpu,
     g: &Gguf<'_>,
     label: &str,
-    ts: &[&TensorInfo<'_>],
+    ts: &[Tensor<'_, '_>],
 ) -> Result<Stack, GpuError> {
+    let bytes: Vec<_> = ts.iter().map(|t| t.bytes(g)).collect();
     let parts: Vec<_> = ts
         .iter()
-        .map(|t| (t.name, t.ggml_type, g.tensor_bytes(t), t.rows()))
+        .zip(&bytes)
+        .map(|(t, b)| (t.name, t.ggml_type, &b[..], t.rows()))
         .collect();
     Stack::upload(gpu, label, &parts)
 }
 
 /// Norm weights are uploaded as f32 whatever their file type.
-fn upload_f32(gpu: &Gpu, g: &Gguf<'_>, t: &TensorInfo<'_>) -> Result<Buf, EngineError> {
-    let v = g.dequantize(t).map_err(ModelError::from)?;
+fn upload_f32(gpu: &Gpu, g: &Gguf<'_>, t: Tensor<'_, '_>) -> Result<Buf, EngineError> {
+    let v = t.f32(g)?;
     Ok(gpu.storage_with(t.name, bytemuck::cast_slice(&v))?)
 }
 
