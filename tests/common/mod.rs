@@ -28,6 +28,33 @@ pub fn model_bytes() -> &'static [u8] {
     })
 }
 
+/// The second built-in model's bytes (Gemma 3 270M, Q4_K_M), read once per test binary.
+pub fn gemma_bytes() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        let path = root().join(gqa_lab::GEMMA_MODEL_PATH);
+        std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}\nfetch the model first: scripts/setup.sh model (make test does it)",
+                path.display()
+            )
+        })
+    })
+}
+
+/// A fixture of llama.cpp's outputs from `tests/fixtures/llama-cpp/` (made once by
+/// `scripts/fixtures/generate.mjs`; that folder's README says what each holds).
+pub fn llama_cpp_fixture(name: &str) -> Value {
+    let path = root().join("tests/fixtures/llama-cpp").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (scripts/fixtures/generate.mjs makes the llama.cpp fixtures)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// A reference fixture from `../shared/fixtures` (or `$GQA_FIXTURES`).
 pub fn fixture(name: &str) -> Value {
     let dir = std::env::var_os("GQA_FIXTURES")
