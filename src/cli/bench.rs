@@ -27,9 +27,10 @@ use std::time::Instant;
 pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
-    /// G values to measure (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "1,3,9")]
-    groups: Vec<usize>,
+    /// G values to measure (comma-separated); default: 1, the model's own and the query-head
+    /// count (1,3,9 for SmolLM2, 1,4 for Gemma 3).
+    #[arg(long, value_delimiter = ',')]
+    groups: Option<Vec<usize>>,
     /// Context lengths at which decode is measured.
     #[arg(long, value_delimiter = ',', default_value = "128,1024,4096")]
     contexts: Vec<usize>,
@@ -128,7 +129,10 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
         Backend::CpuQ8 => Bench::Cpu(Box::new(CpuEngine::load_quantized(g, capacity)?)),
         Backend::Gpu => Bench::Gpu(Box::new(pollster::block_on(GpuEngine::load(g, capacity))?)),
     };
-    let bar = ProgressBar::new((a.groups.len() * a.contexts.len()) as u64);
+    let mut every_g = vec![1, cfg.n_kv_heads, cfg.n_heads];
+    every_g.dedup();
+    let groups_asked = a.groups.clone().unwrap_or(every_g);
+    let bar = ProgressBar::new((groups_asked.len() * a.contexts.len()) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or(ProgressStyle::default_bar()),
@@ -141,7 +145,7 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
         .collect();
     let greedy = SamplingParams::greedy();
     let mut rows = Vec::new();
-    for &groups in &a.groups {
+    for &groups in &groups_asked {
         let how = super::regroup::Calibration {
             tokens: gqa_lab::regroup::DEFAULT_TOKENS,
             settings: Default::default(),
