@@ -4,7 +4,9 @@
 // …; `row_stride` in quant.wgsl), and reads each x[i] once for all of them. x is a uniform:
 // every invocation reads the same x[i] at the same time, which a GPU broadcasts; lavapipe
 // loads it lane by lane (the offset is a loop counter's), which is why an x value serves
-// ROWS rows. Q4_1 and Q8_0 fold the scale out of the inner sum: Σ (q·d + m)·x = d·Σ q·x + m·Σ x.
+// ROWS rows. The quantized types fold their scales out of the inner sums: Σ (q·d + m)·x =
+// d·Σ q·x + m·Σ x, per half block (16 weights) where the halves' scales differ (Q2_K, Q3_K,
+// Q6_K), with the sums of x per block and per half computed once for the ROWS rows.
 // `row0` selects a block of rows of a stacked tensor (Q|K|V, gate|up). `mode` (ProductMode
 // in src/gpu/kernels.rs): MODE_STORE stores, MODE_ACCUMULATE adds to y (residual
 // connections), MODE_SWIGLU is the SwiGLU of the feed-forward — the gate rows row0 + o and
@@ -36,8 +38,15 @@ struct Params {
 
 var<workgroup> sums: array<f32, WG>;
 
-// Block b of row o (of nb blocks) · xv, the 32 matching values of x.
-fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>) -> f32 {
+// Σ q·x over the block's two halves (weights 0..16, 16..32).
+fn half_dots(q: array<vec4<f32>, 8>, xv: array<vec4<f32>, 8>) -> vec2<f32> {
+    return vec2<f32>(dot(q[0], xv[0]) + dot(q[1], xv[1]) + dot(q[2], xv[2]) + dot(q[3], xv[3]),
+        dot(q[4], xv[4]) + dot(q[5], xv[5]) + dot(q[6], xv[6]) + dot(q[7], xv[7]));
+}
+
+// Block b of row o (of nb blocks) · xv, the 32 matching values of x; xs their sum by lane,
+// xh the sums of their halves.
+fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>, xh: vec2<f32>) -> f32 {
     let at = block_at(o, b, nb);
     switch (WTYPE) {
         case GGML_Q4_1: {
@@ -58,6 +67,29 @@ fn block_dot(o: u32, b: u32, nb: u32, xv: array<vec4<f32>, 8>, xs: vec4<f32>) ->
                 + dot(int8x4(q1.x), xv[4]) + dot(int8x4(q1.y), xv[5])
                 + dot(int8x4(q1.z), xv[6]) + dot(int8x4(q1.w), xv[7]);
             return s * d;
+        }
+        case GGML_Q5_0: { // d·(Σ q·x − 16·Σ x)
+            let s = wscales(at);
+            let t = half_dots(quants(wtexel(at, 0u), s), xv);
+            return (t.x + t.y - 16.0 * (xh.x + xh.y)) * unpack2x16float(s.x).x;
+        }
+        case GGML_Q5_1: { // d·Σ q·x + m·Σ x
+            let s = wscales(at);
+            let dm = unpack2x16float(s.x);
+            let t = half_dots(quants(wtexel(at, 0u), s), xv);
+            return (t.x + t.y) * dm.x + (xh.x + xh.y) * dm.y;
+        }
+        case GGML_Q4_K, GGML_Q5_K, GGML_Q2_K: { // per half: scale·Σ q·x − min·Σ x
+            let q = wtexel(at, 0u);
+            let s = block_scales(at);
+            let ab = half_scales(q, s);
+            return dot(half_dots(quants(q, s), xv), ab.xy) - dot(xh, ab.zw);
+        }
+        case GGML_Q6_K, GGML_Q3_K: { // per half: scale·(Σ q·x − offset·Σ x)
+            let q = wtexel(at, 0u);
+            let s = block_scales(at);
+            let offset = select(4.0, 32.0, WTYPE == GGML_Q6_K);
+            return dot(half_dots(quants(q, s), xv) - offset * xh, signed_scales(q, s));
         }
         default: {
             let w = dequant_block(o, b, nb);
@@ -107,11 +139,14 @@ fn rows(i: u32, s: u32) -> f32 {
         let xb = b * 8u;
         let xv = array<vec4<f32>, 8>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u],
             x[xb + 4u], x[xb + 5u], x[xb + 6u], x[xb + 7u]);
-        let xs = xv[0] + xv[1] + xv[2] + xv[3] + xv[4] + xv[5] + xv[6] + xv[7];
-        a0 += block_dot(r[0], b, nb, xv, xs);
-        a1 += block_dot(r[1], b, nb, xv, xs);
-        a2 += block_dot(r[2], b, nb, xv, xs);
-        a3 += block_dot(r[3], b, nb, xv, xs);
+        let lo = xv[0] + xv[1] + xv[2] + xv[3];
+        let xs = lo + xv[4] + xv[5] + xv[6] + xv[7]; // in Q4_1's order, as before the halves
+        let one = vec4<f32>(1.0);
+        let xh = vec2<f32>(dot(lo, one), dot(xv[4] + xv[5] + xv[6] + xv[7], one));
+        a0 += block_dot(r[0], b, nb, xv, xs, xh);
+        a1 += block_dot(r[1], b, nb, xv, xs, xh);
+        a2 += block_dot(r[2], b, nb, xv, xs, xh);
+        a3 += block_dot(r[3], b, nb, xv, xs, xh);
     }
     var scale = 1.0;
     if (p.norm_parts > 0u) {

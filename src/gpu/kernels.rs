@@ -34,15 +34,9 @@ pub const MATMUL_TOKENS: usize = 8;
 pub const NON_FINITE_TOKEN: u32 = u32::MAX;
 
 /// The weight types the kernels dequantize (quant.wgsl), by their ggml ids: `GGML_F32`,
-/// `GGML_Q4_1`, … in the prelude.
-pub const WEIGHT_TYPES: [GgmlType; 6] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-];
+/// `GGML_Q4_1`, `GGML_Q6_K`, … in the prelude. Every type the crate runs
+/// ([`crate::gguf::SUPPORTED`]); src/gpu/layout.rs says how each lies on the GPU.
+pub const WEIGHT_TYPES: [GgmlType; 13] = crate::gguf::SUPPORTED;
 
 /// What a matrix product does with its result (`mode` in matvec.wgsl / matmul.wgsl, which
 /// compare it with the prelude's `MODE_*`).
@@ -378,6 +372,8 @@ mod tests {
             "const MODE_ACCUMULATE_FOR_NORM: u32 = 3u;",
             "const GGML_Q4_1: u32 = 3u;",
             "const GGML_BF16: u32 = 30u;",
+            "const GGML_Q5_0: u32 = 6u;",
+            "const GGML_Q6_K: u32 = 14u;",
             "const NON_FINITE_TOKEN: u32 = 4294967295u;",
         ] {
             assert!(prelude.contains(line), "{line} missing from\n{prelude}");

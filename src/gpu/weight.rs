@@ -1,8 +1,9 @@
-//! A weight tensor on the GPU: its payload and scale textures (see [`super::layout`]) and its
-//! ggml type, which selects the kernels' dequantization (`WTYPE` in quant.wgsl).
+//! A weight tensor on the GPU: its payload and scale textures (see [`super::layout`]: every
+//! type as 32-weight blocks, K-quants repacked at upload) and its ggml type, which selects the
+//! kernels' dequantization (`WTYPE` in quant.wgsl).
 
 use super::context::{Gpu, Tex};
-use super::layout::planes;
+use super::layout::{self, planes};
 use super::GpuError;
 use crate::gguf::GgmlType;
 
@@ -26,6 +27,20 @@ impl Weight {
         let p = planes(ty, bytes, rows).ok_or_else(|| {
             GpuError::Unsupported(format!("tensor {label} of type {}", ty.name()))
         })?;
+        let (block, block_bytes) = ty.block();
+        let row_bytes = bytes.len() / rows.max(1);
+        let row_len = (row_bytes as u64 / block_bytes.max(1) * block) as usize;
+        // A texture taller than the device allows: say which tensor and why.
+        let limit = gpu.limits.max_texture_dimension_2d;
+        let tallest = p.payload_size.1.max(p.scale_size.1);
+        if tallest > limit {
+            return Err(GpuError::Unsupported(format!(
+                "tensor {label} ({rows} × {row_len} {}) needs a texture {tallest} texels tall \
+                 ({} wide); this GPU's largest is {limit} (src/gpu/layout.rs)",
+                ty.name(),
+                layout::WIDTH
+            )));
+        }
         let payload = gpu.texture_with(
             label,
             wgpu::TextureFormat::Rgba32Uint,
@@ -33,24 +48,24 @@ impl Weight {
             p.payload_size.1,
             &p.payload,
         )?;
-        let scales = if p.scales.is_empty() {
-            gpu.texture_with(label, wgpu::TextureFormat::R32Uint, 1, 1, &[0])?
-        } else {
-            gpu.texture_with(
-                label,
-                wgpu::TextureFormat::R32Uint,
-                p.scale_size.0,
-                p.scale_size.1,
-                &p.scales,
-            )?
+        let format = match p.scale_words {
+            1 => Some(wgpu::TextureFormat::R32Uint),
+            2 => Some(wgpu::TextureFormat::Rg32Uint),
+            4 => Some(wgpu::TextureFormat::Rgba32Uint),
+            _ => None,
         };
-        let (block, block_bytes) = ty.block();
-        let row_bytes = bytes.len() / rows.max(1);
+        let scales = match format {
+            Some(format) => {
+                let (w, h) = p.scale_size;
+                gpu.texture_with(label, format, w, h, &p.scales)?
+            }
+            None => gpu.texture_with(label, wgpu::TextureFormat::R32Uint, 1, 1, &[0])?,
+        };
         Ok(Weight {
             payload,
             scales,
             ty,
-            row_len: (row_bytes as u64 / block_bytes.max(1) * block) as usize,
+            row_len,
         })
     }
 

@@ -19,6 +19,7 @@ mod shaders;
 
 use common::Rng;
 use gqa_lab::gguf::{dequantize, GgmlType};
+use gqa_lab::gpu::kernels::WEIGHT_TYPES;
 use gqa_lab::gpu::ops::{self as gpu_ops, OpSpec, Step};
 use gqa_lab::gpu::{Buf, Gpu, Weight};
 use half::f16;
@@ -63,39 +64,65 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
-/// Random GGUF bytes for `n` weights of type `ty` (valid scales).
+/// Random GGUF bytes for `n` weights of type `ty`: valid blocks whose f16 scales are finite
+/// and sized so that weights are about ±1 at most (the quants and packed sub-block scales are
+/// random bits).
 fn random_weights(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
+    use GgmlType::*;
     let mut b = Vec::new();
     let h = |x: f32| f16::from_f32(x).to_le_bytes();
     match ty {
-        GgmlType::F32 => (0..n).for_each(|_| b.extend(rng.f().to_le_bytes())),
-        GgmlType::F16 => (0..n).for_each(|_| b.extend(h(rng.f()))),
-        GgmlType::BF16 => {
-            (0..n).for_each(|_| b.extend(half::bf16::from_f32(rng.f()).to_le_bytes()))
-        }
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => {
+        F32 => (0..n).for_each(|_| b.extend(rng.f().to_le_bytes())),
+        F16 => (0..n).for_each(|_| b.extend(h(rng.f()))),
+        BF16 => (0..n).for_each(|_| b.extend(half::bf16::from_f32(rng.f()).to_le_bytes())),
+        Q4_0 | Q4_1 | Q8_0 => {
             for _ in 0..n / 32 {
                 b.extend(h(0.01 + rng.f().abs() * 0.05));
-                if ty == GgmlType::Q4_1 {
+                if ty == Q4_1 {
                     b.extend(h(rng.f() * 0.2));
                 }
-                let q = if ty == GgmlType::Q8_0 { 32 } else { 16 };
+                let q = if ty == Q8_0 { 32 } else { 16 };
                 (0..q).for_each(|_| b.push(rng.next() as u8));
             }
         }
-        _ => unreachable!(),
+        _ => {
+            // (f16 fields: offset, largest magnitude) of each block; the rest random bits.
+            let (fields, bytes): (&[(usize, f32)], usize) = match ty {
+                Q5_0 => (&[(0, 0.06)], 22),
+                Q5_1 => (&[(0, 0.03), (2, 0.2)], 24),
+                Q4K => (&[(0, 0.001), (2, 0.001)], 144),
+                Q5K => (&[(0, 0.0005), (2, 0.001)], 176),
+                Q6K => (&[(208, 0.00025)], 210),
+                Q2K => (&[(80, 0.02), (82, 0.02)], 84),
+                Q3K => (&[(108, 0.008)], 110),
+                _ => unreachable!("{} is no weight type", ty.name()),
+            };
+            let block = ty.block().0 as usize;
+            for _ in 0..n / block {
+                let mut raw: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+                for &(at, most) in fields {
+                    let d = most * (0.2 + 0.8 * rng.f().abs());
+                    raw[at..at + 2].copy_from_slice(&h(d));
+                }
+                b.extend(raw);
+            }
+        }
     }
     b
 }
 
-const TYPES: [GgmlType; 6] = [
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::F32,
-];
+/// Every weight type the kernels read.
+const TYPES: [GgmlType; 13] = WEIGHT_TYPES;
+
+/// Two row lengths for a product test with `ty`: `[a, b]` weights, or for the K-quants
+/// (super-blocks of 256) 256 and 768.
+fn widths(ty: GgmlType, [a, b]: [usize; 2]) -> [usize; 2] {
+    if ty.block().0 == 256 {
+        [256, 768]
+    } else {
+        [a, b]
+    }
+}
 
 /// A random `[n_out][n_in]` weight of type `ty` on the GPU, and its dequantized values.
 fn weight(gpu: &Gpu, rng: &mut Rng, ty: GgmlType, n_in: usize, n_out: usize) -> (Weight, Vec<f32>) {

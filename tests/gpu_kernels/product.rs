@@ -3,8 +3,8 @@
 //! stacked weights.
 
 use crate::common::Rng;
-use crate::{assert_close, f32s, gpu, random_weights, read, run, step, weight, TYPES};
-use gqa_lab::gguf::{dequantize, GgmlType};
+use crate::{assert_close, f32s, gpu, random_weights, read, run, step, weight, widths, TYPES};
+use gqa_lab::gguf::{dequantize, GgmlType, Gguf};
 use gqa_lab::gpu::kernels::ProductMode;
 use gqa_lab::gpu::ops::{self as gpu_ops, *};
 use gqa_lab::gpu::{Buf, Gpu, Stack, Weight};
@@ -34,13 +34,15 @@ fn run_matmul(
 }
 
 /// matmul.wgsl (prefill) vs dequantize + ops::matmul, every supported type, T = 1 and T = 7,
-/// with and without accumulate; tolerance 1e-4 relative (f32 sums of 160 products).
+/// with and without accumulate; tolerance 1e-4 relative (f32 sums of 160 products, 256 for
+/// the K-quants).
 #[test]
 fn matmul_matches_cpu_for_every_type() {
     let gpu = gpu();
     let mut rng = Rng(1);
-    let (n_in, n_out) = (160usize, 70usize);
+    let n_out = 70usize;
     for ty in TYPES {
+        let n_in = widths(ty, [160, 224])[0];
         let (w, w_f32) = weight(gpu, &mut rng, ty, n_in, n_out);
         for (t, mode) in [(1usize, ProductMode::Store), (7, ProductMode::Accumulate)] {
             let x = rng.vec(t * n_in);
@@ -105,14 +107,17 @@ fn dispatch_matvec(gpu: &Gpu, w: &Weight, p: ProductParams, x: &Buf, y: &Buf, no
 }
 
 /// matvec.wgsl (decode) vs dequantize + ops::matmul, every supported type, with and without
-/// accumulate, rows of 5 and 7 blocks; tolerance 1e-4 relative (f32 sums of ≤ 224 products,
-/// scale folded out).
+/// accumulate, rows of 5 and 7 blocks (K-quants: 1 and 3 super-blocks); tolerance 1e-4
+/// relative (f32 sums of ≤ 768 products, scales folded out of the sums).
 #[test]
 fn matvec_matches_cpu_for_every_type() {
     let gpu = gpu();
     let mut rng = Rng(11);
     let n_out = 70usize;
-    for (ty, n_in) in TYPES.into_iter().flat_map(|ty| [(ty, 160usize), (ty, 224)]) {
+    for (ty, n_in) in TYPES
+        .into_iter()
+        .flat_map(|ty| widths(ty, [160, 224]).map(|n| (ty, n)))
+    {
         let (w, w_f32) = weight(gpu, &mut rng, ty, n_in, n_out);
         for accumulate in [false, true] {
             let (x, y0) = (rng.vec(n_in), rng.vec(n_out));
@@ -204,33 +209,46 @@ fn matmul_covers_tokens_past_one_window() {
 }
 
 /// Blocks past the first texture row (4096 texels) are read from the rows below it: a
-/// 4160-row matrix through matvec.wgsl against the CPU (1e-4 relative).
+/// 4160-row matrix through matvec.wgsl against the CPU (1e-4 relative), with scale texels of
+/// one word (Q4_1), two (Q5_0), four (Q6_K) and none (Q3_K).
 #[test]
 fn matvec_reads_past_a_texture_row() {
     let gpu = gpu();
     let mut rng = Rng(12);
-    let (n_in, n_out) = (64usize, gqa_lab::gpu::layout::WIDTH + 64);
-    let (w, w_f32) = weight(gpu, &mut rng, GgmlType::Q4_1, n_in, n_out);
-    let x = rng.vec(n_in);
-    let got = run_matvec(gpu, (&w, 0), &x, &vec![0.0; n_out], ProductMode::Store);
-    assert_close(
-        "matvec texture rows",
-        &got,
-        &ops::matmul(&x, &w_f32, n_in),
-        1e-4,
-    );
+    let n_out = gqa_lab::gpu::layout::WIDTH + 64;
+    for ty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q6K, GgmlType::Q3K] {
+        let n_in = widths(ty, [64, 64])[0];
+        let (w, w_f32) = weight(gpu, &mut rng, ty, n_in, n_out);
+        let x = rng.vec(n_in);
+        let got = run_matvec(gpu, (&w, 0), &x, &vec![0.0; n_out], ProductMode::Store);
+        assert_close(
+            &format!("matvec texture rows {}", ty.name()),
+            &got,
+            &ops::matmul(&x, &w_f32, n_in),
+            1e-4,
+        );
+    }
 }
 
 /// A stacked gate|up (as the engine uploads it, [`Stack`]) through matvec.wgsl: each part
 /// alone from its first row (also through matmul.wgsl), and SwiGLU mode, silu(gate·x)·(up·x) in one pass, against
-/// dequantize + ops::matmul + ops::swiglu (1e-4 relative). The parts are 70 rows of 160, so
-/// the second starts inside a group of LANES rows.
+/// dequantize + ops::matmul + ops::swiglu (1e-4 relative). The parts are 70 rows of 160 (of
+/// 256 for the K-quants), so the second starts inside a group of LANES rows.
 #[test]
 fn matvec_reads_stacked_parts_and_fuses_swiglu() {
     let gpu = gpu();
     let mut rng = Rng(13);
-    let (n_in, n_out) = (160usize, 70usize);
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::F16] {
+    let n_out = 70usize;
+    let types = [
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::F16,
+        GgmlType::Q5_0,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+    ];
+    for ty in types {
+        let n_in = widths(ty, [160, 160])[0];
         let raw: Vec<Vec<u8>> = (0..2)
             .map(|_| random_weights(&mut rng, ty, n_in * n_out))
             .collect();
@@ -293,4 +311,63 @@ fn stack_keeps_parts_of_different_types_apart() {
     );
     let got = run_matvec(gpu, (w, row0), &x, &vec![0.0; n_out], ProductMode::Store);
     assert_close("second part", &got, &want, 1e-4);
+}
+
+/// Gemma 3 270M's own weights, as llama.cpp quantized them: for each type of its layers
+/// (Q5_0, Q4_K, Q6_K, Q8_0) the first such matrix through matvec.wgsl and matmul.wgsl (3
+/// tokens) against dequantize + ops::matmul, and its tied output head (Q8_0, 262,144 rows: a
+/// texture 2560 rows tall) through matvec.wgsl on every 97th row and the last; 1e-4 relative.
+#[test]
+fn gemmas_weights_match_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(18);
+    let g = Gguf::parse(crate::common::gemma_bytes()).unwrap();
+    for ty in [GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0] {
+        let t = g
+            .tensors
+            .iter()
+            .find(|t| t.name.starts_with("blk.") && t.dims.len() == 2 && t.ggml_type == ty)
+            .unwrap_or_else(|| panic!("no {} matrix", ty.name()));
+        let (n_in, n_out) = (t.dims[0] as usize, t.rows());
+        let w = Weight::upload(gpu, t.name, ty, g.tensor_bytes(t), n_out).unwrap();
+        let w_f32 = g.dequantize(t).unwrap();
+        let x = rng.vec(3 * n_in);
+        let what = format!("{} ({})", t.name, ty.name());
+        let got = run_matvec(
+            gpu,
+            (&w, 0),
+            &x[..n_in],
+            &vec![0.0; n_out],
+            ProductMode::Store,
+        );
+        let want = ops::matmul(&x[..n_in], &w_f32, n_in);
+        assert_close(&format!("matvec {what}"), &got, &want, 1e-4);
+        let got = run_matmul(
+            gpu,
+            (&w, 0),
+            &x,
+            &vec![0.0; 3 * n_out],
+            3,
+            ProductMode::Store,
+        );
+        let want = ops::matmul(&x, &w_f32, n_in);
+        assert_close(&format!("matmul {what}"), &got, &want, 1e-4);
+    }
+    let t = g.tensor("token_embd.weight").unwrap();
+    let (n_in, n_out) = (t.dims[0] as usize, t.rows());
+    let data = g.tensor_bytes(t);
+    let w = Weight::upload(gpu, t.name, t.ggml_type, data, n_out).unwrap();
+    let x = rng.vec(n_in);
+    let got = run_matvec(gpu, (&w, 0), &x, &vec![0.0; n_out], ProductMode::Store);
+    let row_bytes = data.len() / n_out;
+    let rows: Vec<usize> = (0..n_out).step_by(97).chain([n_out - 1]).collect();
+    let want: Vec<f32> = rows
+        .iter()
+        .map(|&o| {
+            let row = dequantize(t.ggml_type, &data[o * row_bytes..][..row_bytes], n_in).unwrap();
+            ops::matmul(&x, &row, n_in)[0]
+        })
+        .collect();
+    let got: Vec<f32> = rows.iter().map(|&o| got[o]).collect();
+    assert_close("output head", &got, &want, 1e-4);
 }

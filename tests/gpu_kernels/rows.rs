@@ -2,35 +2,70 @@
 //! argmax and sampling.
 
 use crate::common::Rng;
-use crate::{assert_close, f32s, gpu, read, run, step, weight};
-use gqa_lab::gguf::GgmlType;
+use crate::{assert_close, f32s, gpu, read, run, step, weight, TYPES};
+use gqa_lab::gguf::{dequantize, GgmlType, Gguf};
 use gqa_lab::gpu::ops::{self as gpu_ops, *};
+use gqa_lab::gpu::{Gpu, Weight};
 use gqa_lab::ops;
 use gqa_lab::sampling;
 
-/// embed.wgsl vs dequantized rows (exact up to the f16 scale: 1e-6).
+/// embed.wgsl vs dequantized rows, every weight type, rows of 256 (one K-quant super-block):
+/// the same values up to the rounding of q·scale + min (a GPU may fuse it): 1e-6 relative.
 #[test]
-fn embed_matches_dequantized_rows() {
+fn embed_matches_dequantized_rows_for_every_type() {
     let gpu = gpu();
     let mut rng = Rng(2);
-    let (dim, vocab) = (96usize, 50usize);
-    let (w, table) = weight(gpu, &mut rng, GgmlType::Q8_0, dim, vocab);
+    let (dim, vocab) = (256usize, 50usize);
     let ids = [3u32, 49, 0, 17];
-    let tokens = gpu.storage_with("ids", bytemuck::cast_slice(&ids)).unwrap();
+    for ty in TYPES {
+        let (w, table) = weight(gpu, &mut rng, ty, dim, vocab);
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec())
+            .collect();
+        let got = lookup(gpu, &w, dim, &ids);
+        assert_close(&format!("embed {}", ty.name()), &got, &want, 1e-6);
+    }
+}
+
+/// The rows of `ids` from the table `w` through embed.wgsl.
+fn lookup(gpu: &Gpu, w: &Weight, dim: usize, ids: &[u32]) -> Vec<f32> {
+    let tokens = gpu.storage_with("ids", bytemuck::cast_slice(ids)).unwrap();
     let x = gpu.storage("x", (ids.len() * dim * 4) as u64).unwrap();
     let st = step(gpu, 0, ids.len());
+    let n = ids.len();
     run(
         gpu,
-        &gpu_ops::embed(&w, dim as u32, &tokens, &x),
+        &gpu_ops::embed(w, dim as u32, &tokens, &x),
         Some(&st),
         0,
-        ids.len(),
+        n,
     );
+    read(gpu, &x, n * dim)
+}
+
+/// Gemma 3 270M's embedding table (Q8_0, 262,144 × 640: 2560 texture rows) on the GPU: the
+/// first, last and some middle rows as the reader dequantizes them (1e-6 relative).
+#[test]
+fn embed_reads_gemmas_whole_table() {
+    let gpu = gpu();
+    let bytes = crate::common::gemma_bytes();
+    let g = Gguf::parse(bytes).unwrap();
+    let t = g.tensor("token_embd.weight").unwrap();
+    let (dim, vocab) = (t.dims[0] as usize, t.rows());
+    assert_eq!((t.ggml_type, dim, vocab), (GgmlType::Q8_0, 640, 262_144));
+    let data = g.tensor_bytes(t);
+    let w = Weight::upload(gpu, t.name, t.ggml_type, data, vocab).unwrap();
+    let ids = [0u32, 2, 106, 131_071, 200_003, 262_143];
+    let row_bytes = data.len() / vocab;
     let want: Vec<f32> = ids
         .iter()
-        .flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec())
+        .flat_map(|&i| {
+            let row = &data[i as usize * row_bytes..][..row_bytes];
+            dequantize(t.ggml_type, row, dim).unwrap()
+        })
         .collect();
-    assert_close("embed", &read(gpu, &x, want.len()), &want, 1e-6);
+    assert_close("Gemma embedding", &lookup(gpu, &w, dim, &ids), &want, 1e-6);
 }
 
 /// rmsnorm.wgsl vs ops::rmsnorm (1e-5).
