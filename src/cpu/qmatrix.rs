@@ -1,11 +1,39 @@
-//! Quantized matrix products for the `cpu-q8` backend: weights stay in their GGUF blocks
-//! (Q4_0, Q4_1, Q8_0; ggml-common.h), activations are quantized per 32-value block to int8
-//! with one f32 scale (llama.cpp's Q8_1 idea), and each block's dot product is an integer sum:
+//! Quantized matrix products for the `cpu-q8` backend: weights of every block type the GGUF
+//! reader dequantizes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; not the
+//! float ones) are repacked at load into blocks of 32 small integers q with an f32 scale d and,
+//! for the types with one, an f32 offset b (`repack.rs`, which says how each type maps), so that
+//! every weight q·d + b is `gguf::dequantize`'s, bit for bit (tested; `QMatrix::row` gives it
+//! back). Activations are quantized per 32-value block to int8 with one f32 scale (llama.cpp's
+//! Q8_1 idea), and each block's dot product is an integer sum:
 //!
 //!   Σ_i w_i·x_i ≈ d_w·d_x·Σ_i q_w,i·q_x,i + b_w·s_x
 //!
-//! where w = q_w·d_w + b_w (Q4_1: b_w = m; Q4_0: q_w − 8, so b_w = −8·d_w; Q8_0: b_w = 0) and
-//! s_x = d_x·Σ_i q_x,i. The error against f32 is the activations' rounding (≤ d_x/2 per value).
+//! where s_x = d_x·Σ_i q_x,i (Q4_0: b_w = −8·d_w; Q8_0, Q5_0, Q6_K, Q3_K: no offset). Q6_K,
+//! Q3_K and Q2_K scale (and Q2_K offsets) every 16 weights: their blocks hold two scales, one
+//! for each half of the 32 activations, and Q2_K's offsets multiply the activations' sums per
+//! half block. The error against f32 is the activations' rounding (≤ d_x/2 per value); against
+//! the dequantized weights times the same quantized activations, only f32 rounding (tested to
+//! 10⁻⁶ of Σ|w·x|).
+//!
+//! Three layouts ([`Layout`]), one loop each in every kernel: Q4 types as nibbles, the others
+//! as i8 — per weight, with the f32 scales and offsets:
+//!
+//! | type | layout | bytes per weight here | in the file |
+//! |---|---|---|---|
+//! | Q4_0, Q4_1, Q4_K | nibbles, d and b per 32 | 0.75 | 0.5625, 0.625, 0.5625 |
+//! | Q8_0, Q5_0 | i8, d per 32 | 1.125 | 1.0625, 0.6875 |
+//! | Q5_1, Q5_K | i8, d and b per 32 | 1.25 | 0.75, 0.6875 |
+//! | Q6_K, Q3_K | i8, d per 16 | 1.25 | 0.8203, 0.4297 |
+//! | Q2_K | i8, d and b per 16 | 1.5 | 0.3281 |
+//!
+//! Unpacked at load rather than in the kernels (llama.cpp's way, which keeps the file's bytes):
+//! the K-quants' packed 6-bit scales and the fifth and sixth bits are undone once, not in every
+//! product; three layouts need three loops per kernel where the packed types would need one per
+//! type (seven more, each in plain Rust, AVX2 and SIMD128, each to be kept bit-identical); and
+//! the activations keep one 32-value quantization for every type (llama.cpp multiplies the
+//! K-quants with Q8_K, 256 values to a scale). The price is memory: up to twice the file's bytes
+//! for the 5- and 6-bit types (Q2_K and Q3_K more), still a third or less of the f32 fallback's
+//! 4 bytes a weight.
 //!
 //! Written by hand: the crates that multiply GGUF blocks (candle, ggml bindings) are large or
 //! need a C toolchain. The kernel is plain Rust (`row_dot_plain`, the reference), with an
@@ -30,31 +58,68 @@
 //! (AVX2, one thread), native decode unchanged (benches/README.md, benches/HISTORY.md).
 
 use crate::gguf::GgmlType;
-use half::f16;
+
+mod repack;
 
 /// Values per quantization block.
 pub(super) const QK: usize = 32;
 
-/// A `[rows][n_in]` weight matrix from its GGUF blocks: per block the quants as they are
-/// (16 bytes of nibbles or 32 × i8) and its scale d and offset b as f32 (converted from f16
-/// once, at load), so that a weight is q·d + b. Q8_0 has no offset (b = 0) and stores none,
-/// which spares decode 4 of every 40 bytes it reads of the output head.
+/// How a matrix's blocks of 32 weights are stored (`repack.rs` says which GGUF type takes
+/// which): the kernels have one loop per layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layout {
+    /// 16 bytes: weight j (0..15) in the low nibble of byte j, j + 16 in the high; one scale.
+    Nibbles,
+    /// 32 × i8; one scale.
+    Bytes,
+    /// 32 × i8; one scale per 16 weights (Q6_K, Q3_K, Q2_K), so two per block: lanes 0..3
+    /// (activations 0..15) take the first, lanes 4..7 the second.
+    Halves,
+}
+
+impl Layout {
+    /// Bytes of quants per block.
+    pub(super) fn quant_bytes(self) -> usize {
+        if self == Layout::Nibbles {
+            QK / 2
+        } else {
+            QK
+        }
+    }
+
+    /// Scales (and offsets, where the type has them) per block.
+    pub(super) fn scales(self) -> usize {
+        if self == Layout::Halves {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// A `[rows][n_in]` weight matrix from its GGUF blocks, repacked at load into blocks of 32
+/// weights (`repack.rs`): small integers q as bytes or nibbles ([`Layout`]), a scale d per 32
+/// or 16 weights and, for the types with one, an offset b, all f32, so that a weight is
+/// q·d + b exactly as `gguf::dequantize` computes it. The types without offsets (Q8_0, Q5_0,
+/// Q6_K, Q3_K) store none, which spares decode 4 of every 40 bytes it reads of the output head.
 pub struct QMatrix {
     ty: GgmlType,
-    /// Q4_0/Q4_1: `[rows·nb][16]` bytes; Q8_0: `[rows·nb][32]`.
+    layout: Layout,
+    /// `[rows·nb][layout.quant_bytes()]`.
     qs: Vec<u8>,
-    d: Vec<f32>, // [rows·nb]
-    b: Vec<f32>, // [rows·nb]; empty for Q8_0
+    d: Vec<f32>, // [rows·nb][layout.scales()]
+    b: Vec<f32>, // as `d`, or empty
     rows: usize,
     n_in: usize,
 }
 
-/// Activations `[t][n_in]` quantized per block: `q` int8, `d` the scale and `s` = d·Σq of
-/// each block.
+/// Activations `[t][n_in]` quantized per block: `q` int8, `d` the scale, `s` = d·Σq of each
+/// block and `h` = d·Σq of each half block (16 values; what Q2_K's per-16 offsets multiply).
 pub struct Q8Rows {
     q: Vec<i8>,
     d: Vec<f32>,
     s: Vec<f32>,
+    h: Vec<f32>,
     n_in: usize,
 }
 
@@ -62,10 +127,11 @@ impl Q8Rows {
     /// Quantizes `x` (`[t][n_in]`, n_in a multiple of 32): d = max|x|/127 per block.
     pub fn quantize(x: &[f32], n_in: usize) -> Self {
         let blocks = x.len() / QK;
-        let (mut q, mut d, mut s) = (
+        let (mut q, mut d, mut s, mut h) = (
             Vec::with_capacity(x.len()),
             Vec::with_capacity(blocks),
             Vec::with_capacity(blocks),
+            Vec::with_capacity(2 * blocks),
         );
         for b in x.chunks_exact(QK) {
             let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -74,25 +140,30 @@ impl Q8Rows {
             let finite = b.iter().all(|v| v.is_finite());
             let scale = if finite { amax / 127.0 } else { f32::NAN };
             let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for &v in b {
+            let mut sums = [0i32; 2];
+            for (j, &v) in b.iter().enumerate() {
                 let qi = (v * inv).round() as i8;
-                sum += qi as i32;
+                sums[j / (QK / 2)] += qi as i32;
                 q.push(qi);
             }
             d.push(scale);
-            s.push(scale * sum as f32);
+            s.push(scale * (sums[0] + sums[1]) as f32);
+            h.extend(sums.map(|v| scale * v as f32));
         }
-        Q8Rows { q, d, s, n_in }
+        Q8Rows { q, d, s, h, n_in }
     }
 
-    /// Token `tt`'s blocks (`nb` per token).
-    fn row(&self, tt: usize, nb: usize) -> Blocks<'_> {
+    /// Token `tt`'s blocks (`nb` per token), with the sums per half block if `per_16`.
+    fn row(&self, tt: usize, nb: usize, per_16: bool) -> Blocks<'_> {
         let blocks = tt * nb..(tt + 1) * nb;
         Blocks {
             q: bytemuck::cast_slice(&self.q[blocks.start * QK..blocks.end * QK]),
             d: &self.d[blocks.clone()],
-            b: &self.s[blocks],
+            b: if per_16 {
+                &self.h[2 * blocks.start..2 * blocks.end]
+            } else {
+                &self.s[blocks]
+            },
         }
     }
 }
@@ -101,36 +172,31 @@ impl QMatrix {
     /// `bytes` hold `rows · n_in` weights of type `ty` (checked by the GGUF reader); `None`
     /// for types this backend does not multiply in blocks.
     pub fn new(ty: GgmlType, bytes: &[u8], rows: usize) -> Option<Self> {
-        if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) || rows == 0 {
-            return None;
-        }
-        let bb = ty.block().1 as usize;
+        let (layout, offsets) = repack::layout(ty)?;
+        let (per_block, bb) = ty.block();
+        let (per_block, bb) = (per_block as usize, bb as usize);
         let n_blocks = bytes.len() / bb;
-        if !bytes.len().is_multiple_of(bb) || !n_blocks.is_multiple_of(rows) {
+        if rows == 0 || !bytes.len().is_multiple_of(bb) || !n_blocks.is_multiple_of(rows) {
             return None;
         }
-        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let (mut qs, mut d, mut b) = (Vec::new(), Vec::new(), Vec::new());
+        let mut out = repack::Sink::default();
+        let n = n_blocks * per_block / QK;
+        out.qs.reserve_exact(n * layout.quant_bytes());
+        out.d.reserve_exact(n * layout.scales());
+        if offsets {
+            out.b.reserve_exact(n * layout.scales());
+        }
         for blk in bytes.chunks_exact(bb) {
-            let dw = half(blk);
-            let (bias, quants) = match ty {
-                GgmlType::Q4_1 => (half(&blk[2..]), &blk[4..]),
-                GgmlType::Q4_0 => (-8.0 * dw, &blk[2..]),
-                _ => (0.0, &blk[2..]),
-            };
-            d.push(dw);
-            if ty != GgmlType::Q8_0 {
-                b.push(bias);
-            }
-            qs.extend_from_slice(quants);
+            repack::block(ty, blk, &mut out);
         }
         Some(QMatrix {
             ty,
-            qs,
-            d,
-            b,
+            layout,
+            qs: out.qs,
+            d: out.d,
+            b: out.b,
             rows,
-            n_in: n_blocks / rows * QK,
+            n_in: n_blocks / rows * per_block,
         })
     }
 
@@ -142,40 +208,47 @@ impl QMatrix {
         self.n_in
     }
 
-    /// Bytes of quants per block.
-    fn qb(&self) -> usize {
-        if self.ty == GgmlType::Q8_0 {
-            QK
-        } else {
-            QK / 2
-        }
+    /// Whether the offsets are per 16 weights (Q2_K): they multiply the activations' sums
+    /// per half block.
+    fn offsets_per_16(&self) -> bool {
+        self.layout == Layout::Halves && !self.b.is_empty()
     }
 
     /// Weight row `o`'s blocks.
     fn row_blocks(&self, o: usize) -> Blocks<'_> {
-        let (nb, qb) = (self.n_in / QK, self.qb());
+        let (nb, qb, ns) = (
+            self.n_in / QK,
+            self.layout.quant_bytes(),
+            self.layout.scales(),
+        );
+        let scales = o * nb * ns..(o + 1) * nb * ns;
         Blocks {
             q: &self.qs[o * nb * qb..(o + 1) * nb * qb],
-            d: &self.d[o * nb..(o + 1) * nb],
-            b: self.b.get(o * nb..(o + 1) * nb).unwrap_or(&[]),
+            d: &self.d[scales.clone()],
+            b: self.b.get(scales).unwrap_or(&[]),
         }
     }
 
-    /// Row `o` dequantized (an embedding lookup).
+    /// Row `o` dequantized (an embedding lookup): `gguf::dequantize`'s f32, bit for bit,
+    /// signed zeros included (so Q4_0 as (q − 8)·d and Q5_0 with its + 0.0, as it computes
+    /// them).
     pub fn row(&self, o: usize) -> Option<Vec<f32>> {
-        let nb = self.n_in / QK;
         if o >= self.rows {
             return None;
         }
+        let w = self.row_blocks(o);
+        let (qb, ns) = (self.layout.quant_bytes(), self.layout.scales());
         let mut out = Vec::with_capacity(self.n_in);
-        for blk in o * nb..(o + 1) * nb {
-            let q = &self.qs[blk * self.qb()..(blk + 1) * self.qb()];
-            let (d, b) = (self.d[blk], self.b.get(blk).copied().unwrap_or(0.0));
-            if self.ty == GgmlType::Q8_0 {
-                out.extend(q.iter().map(|&v| v as i8 as f32 * d + b));
-            } else {
-                out.extend(q.iter().map(|&v| (v & 15) as f32 * d + b));
-                out.extend(q.iter().map(|&v| (v >> 4) as f32 * d + b));
+        for (i, q) in w.q.chunks_exact(qb).enumerate() {
+            for j in 0..QK {
+                let s = i * ns + j * ns / QK;
+                let (q, d) = (self.layout.weight(q, j) as f32, w.d[s]);
+                out.push(match (self.ty, w.b.get(s)) {
+                    (GgmlType::Q4_0, _) => (q - 8.0) * d,
+                    (GgmlType::Q5_0, _) => q * d + 0.0,
+                    (_, Some(b)) => q * d + b,
+                    (_, None) => q * d,
+                });
             }
         }
         Some(out)
@@ -194,9 +267,22 @@ impl QMatrix {
     }
 }
 
-/// A row's blocks: quants, scales and offsets (none for Q8_0 weights; for activations: i8
-/// quants as bytes — for the SIMD128 kernel widened to i16, `simd128::widen` —, d, and
-/// s = d·Σq).
+impl Layout {
+    /// Weight j (0..32) of a block's quants `q`.
+    #[inline(always)]
+    fn weight(self, q: &[u8], j: usize) -> i32 {
+        match (self, j < QK / 2) {
+            (Layout::Nibbles, true) => (q[j] & 15) as i32,
+            (Layout::Nibbles, false) => (q[j - QK / 2] >> 4) as i32,
+            _ => q[j] as i8 as i32,
+        }
+    }
+}
+
+/// A row's blocks: quants, scales and offsets (for weights: as [`QMatrix`] keeps them, no
+/// offsets for the types without; for activations: i8 quants as bytes — for the SIMD128
+/// kernel widened to i16, `simd128::widen` —, d, and the sums s = d·Σq per block or, against
+/// Q2_K's offsets per 16 weights, per half block).
 pub(super) struct Blocks<'a> {
     pub(super) q: &'a [u8],
     pub(super) d: &'a [f32],
@@ -214,7 +300,10 @@ pub(super) const GROUP: usize = 4;
 /// x86_64 (AVX2); all of them give the same f32 ([`row_dot_plain`] says how).
 fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
     let nb = m.n_in / QK;
-    let xs: Vec<Blocks<'_>> = (0..x.d.len() / nb).map(|tt| x.row(tt, nb)).collect();
+    let per_16 = m.offsets_per_16();
+    let xs: Vec<Blocks<'_>> = (0..x.d.len() / nb)
+        .map(|tt| x.row(tt, nb, per_16))
+        .collect();
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
         use super::simd128::{row_dot, widen};
@@ -224,7 +313,7 @@ fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
         let xs: Vec<Blocks<'_>> = (xs.iter().zip(wide.chunks_exact(2 * m.n_in)))
             .map(|(x, q)| Blocks { q, d: x.d, b: x.b })
             .collect();
-        let one = |i, w: &Blocks<'_>, x: &Blocks<'_>| row_dot::<1>(i, w, [x])[0];
+        let one = |l, w: &Blocks<'_>, x: &Blocks<'_>| row_dot::<1>(l, w, [x])[0];
         return rows_dot_with(m, &xs, first, out, row_dot::<GROUP>, one);
     }
     #[cfg(target_arch = "x86_64")]
@@ -238,7 +327,7 @@ fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
         &xs,
         first,
         out,
-        |i, w, xs| xs.map(|x| row_dot_plain(i, w, x)),
+        |l, w, xs| xs.map(|x| row_dot_plain(l, w, x)),
         row_dot_plain,
     )
 }
@@ -251,19 +340,18 @@ pub(super) fn rows_dot_with(
     xs: &[Blocks<'_>],
     first: usize,
     out: &mut [f32],
-    group: impl Fn(bool, &Blocks<'_>, [&Blocks<'_>; GROUP]) -> [f32; GROUP],
-    one: impl Fn(bool, &Blocks<'_>, &Blocks<'_>) -> f32,
+    group: impl Fn(Layout, &Blocks<'_>, [&Blocks<'_>; GROUP]) -> [f32; GROUP],
+    one: impl Fn(Layout, &Blocks<'_>, &Blocks<'_>) -> f32,
 ) {
-    let int8 = m.ty == GgmlType::Q8_0;
     for (r, row_out) in out.chunks_mut(xs.len()).enumerate() {
         let w = m.row_blocks(first + r);
         let mut ys = row_out.chunks_exact_mut(GROUP);
         let mut xg = xs.chunks_exact(GROUP);
         for (y, xg) in (&mut ys).zip(&mut xg) {
-            y.copy_from_slice(&group(int8, &w, std::array::from_fn(|k| &xg[k])));
+            y.copy_from_slice(&group(m.layout, &w, std::array::from_fn(|k| &xg[k])));
         }
         for (y, xr) in ys.into_remainder().iter_mut().zip(xg.remainder()) {
-            *y = one(int8, &w, xr);
+            *y = one(m.layout, &w, xr);
         }
     }
 }
@@ -271,36 +359,30 @@ pub(super) fn rows_dot_with(
 /// Running f32 sums of a row's dot product: lane k takes activations 4k..4k+3 of each block.
 pub(super) const LANES: usize = 8;
 
-/// One weight row · one quantized activation row: Σ_blocks d_w·d_x·Σq_w·q_x + b_w·s_x.
-/// `int8`: Q8_0 weights, else 4-bit (byte j holds weight j low, j + 16 high).
+/// One weight row · one quantized activation row: Σ_blocks d_w·d_x·Σq_w·q_x + Σ b_w·s_x.
 ///
 /// Every kernel computes exactly this, so that they all give the same f32 (the browser's greedy
 /// tokens are then the native ones): per block, eight integer sums, lane k = Σ q_w·q_x over
 /// activations 4k..4k+3 (exact); lane k's f32 sum grows by `(lane as f32)·(d_w·d_x)`, rounded
 /// after the product and after the sum (no fused multiply-add: WebAssembly has none that is
-/// deterministic); then [`finish`].
-fn row_dot_plain(int8: bool, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
-    let qb = if int8 { QK } else { QK / 2 };
+/// deterministic), d_w the block's scale or, for [`Layout::Halves`], lanes 0..3 the first
+/// half's and 4..7 the second's; then [`finish`].
+fn row_dot_plain(layout: Layout, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
+    let (qb, ns) = (layout.quant_bytes(), layout.scales());
     let mut acc = [0.0f32; LANES];
     for (i, (wq, xq)) in w.q.chunks_exact(qb).zip(x.q.chunks_exact(QK)).enumerate() {
-        let weight = |j: usize| match (int8, j < QK / 2) {
-            (true, _) => wq[j] as i8 as i32,
-            (false, true) => (wq[j] & 15) as i32,
-            (false, false) => (wq[j - QK / 2] >> 4) as i32,
-        };
-        let dd = w.d[i] * x.d[i];
+        let wq: [i32; QK] = std::array::from_fn(|j| layout.weight(wq, j));
+        let dx = x.d[i];
         for (k, a) in acc.iter_mut().enumerate() {
-            let lane: i32 = (4 * k..4 * k + 4)
-                .map(|j| weight(j) * xq[j] as i8 as i32)
-                .sum();
-            *a += lane as f32 * dd;
+            let lane: i32 = (4 * k..4 * k + 4).map(|j| wq[j] * xq[j] as i8 as i32).sum();
+            *a += lane as f32 * (w.d[i * ns + k * ns / LANES] * dx);
         }
     }
     finish(acc, w, x)
 }
 
 /// The end of every kernel: `(acc_0 + acc_4) + (acc_1 + acc_5) + …` summed in order, then
-/// Σ b_w·s_x over the blocks in order.
+/// Σ b_w·s_x over the blocks (or half blocks) in order.
 #[inline(always)]
 pub(super) fn finish(acc: [f32; LANES], w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     let half: [f32; LANES / 2] = std::array::from_fn(|k| acc[k] + acc[k + LANES / 2]);
@@ -312,13 +394,13 @@ pub(super) fn finish(acc: [f32; LANES], w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn rows_dot_avx2(m: &QMatrix, xs: &[Blocks<'_>], first: usize, out: &mut [f32]) {
-    let one = |i, w: &Blocks<'_>, x: &Blocks<'_>| row_dot_avx2::<1>(i, w, [x])[0];
+    let one = |l, w: &Blocks<'_>, x: &Blocks<'_>| row_dot_avx2::<1>(l, w, [x])[0];
     rows_dot_with(
         m,
         xs,
         first,
         out,
-        |i, w, xs| row_dot_avx2::<GROUP>(i, w, xs),
+        |l, w, xs| row_dot_avx2::<GROUP>(l, w, xs),
         one,
     )
 }
@@ -330,39 +412,59 @@ fn rows_dot_avx2(m: &QMatrix, xs: &[Blocks<'_>], first: usize, out: &mut [f32]) 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-fn row_dot_avx2<const N: usize>(int8: bool, w: &Blocks<'_>, xs: [&Blocks<'_>; N]) -> [f32; N] {
+fn row_dot_avx2<const N: usize>(layout: Layout, w: &Blocks<'_>, xs: [&Blocks<'_>; N]) -> [f32; N] {
     use bytemuck::pod_read_unaligned as load;
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
     let low = _mm_set1_epi8(0x0F);
     // A token's sums grow by (the 8 lane sums of a block's pairs, as f32) · d_w·d_x.
-    let scaled = |pairs: __m256i, dd: f32, acc: __m256| {
+    let scaled = |pairs: __m256i, dd: __m256, acc: __m256| {
         let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-        _mm256_add_ps(acc, _mm256_mul_ps(sums, _mm256_set1_ps(dd)))
+        _mm256_add_ps(acc, _mm256_mul_ps(sums, dd))
+    };
+    // The pairs of signed weights `wv` with activations `xq`: |w| · (x with w's sign), as
+    // `maddubs` wants its first operand unsigned (|w| ≤ 128, so a pair fits i16).
+    let signed = |abs: __m256i, wv: __m256i, xq: &[u8]| {
+        _mm256_maddubs_epi16(abs, _mm256_sign_epi8(load(xq), wv))
     };
     let mut acc = [_mm256_setzero_ps(); N];
     // Each token's blocks, walked along with the weight's (no index to check).
     let mut xb = xs.map(|x| x.q.chunks_exact(QK).zip(x.d));
-    if int8 {
-        for (wq, &dw) in w.q.chunks_exact(QK).zip(w.d) {
-            let wv: __m256i = load(wq);
-            // |w| · (x with w's sign): maddubs wants its first operand unsigned.
-            let abs = _mm256_sign_epi8(wv, wv);
-            for (a, b) in acc.iter_mut().zip(&mut xb) {
-                let Some((xq, &dx)) = b.next() else { continue };
-                let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(load(xq), wv));
-                *a = scaled(pairs, dw * dx, *a);
+    match layout {
+        Layout::Bytes => {
+            for (wq, &dw) in w.q.chunks_exact(QK).zip(w.d) {
+                let wv: __m256i = load(wq);
+                let abs = _mm256_sign_epi8(wv, wv);
+                for (a, b) in acc.iter_mut().zip(&mut xb) {
+                    let Some((xq, &dx)) = b.next() else { continue };
+                    *a = scaled(signed(abs, wv, xq), _mm256_set1_ps(dw * dx), *a);
+                }
             }
         }
-    } else {
-        for (wq, &dw) in w.q.chunks_exact(QK / 2).zip(w.d) {
-            let raw: __m128i = load(wq);
-            let lo = _mm_and_si128(raw, low);
-            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
-            let wv = _mm256_set_m128i(hi, lo);
-            for (a, b) in acc.iter_mut().zip(&mut xb) {
-                let Some((xq, &dx)) = b.next() else { continue };
-                *a = scaled(_mm256_maddubs_epi16(wv, load(xq)), dw * dx, *a);
+        Layout::Halves => {
+            for (wq, dw) in w.q.chunks_exact(QK).zip(w.d.chunks_exact(2)) {
+                let wv: __m256i = load(wq);
+                let abs = _mm256_sign_epi8(wv, wv);
+                // Lanes 0..3 (activations 0..15) take the first scale, 4..7 the second.
+                let dw = _mm256_set_m128(_mm_set1_ps(dw[1]), _mm_set1_ps(dw[0]));
+                for (a, b) in acc.iter_mut().zip(&mut xb) {
+                    let Some((xq, &dx)) = b.next() else { continue };
+                    let dd = _mm256_mul_ps(dw, _mm256_set1_ps(dx));
+                    *a = scaled(signed(abs, wv, xq), dd, *a);
+                }
+            }
+        }
+        Layout::Nibbles => {
+            for (wq, &dw) in w.q.chunks_exact(QK / 2).zip(w.d) {
+                let raw: __m128i = load(wq);
+                let lo = _mm_and_si128(raw, low);
+                let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
+                let wv = _mm256_set_m128i(hi, lo);
+                for (a, b) in acc.iter_mut().zip(&mut xb) {
+                    let Some((xq, &dx)) = b.next() else { continue };
+                    let pairs = _mm256_maddubs_epi16(wv, load(xq));
+                    *a = scaled(pairs, _mm256_set1_ps(dw * dx), *a);
+                }
             }
         }
     }

@@ -15,8 +15,14 @@
 //! again in every block product by `i16x8.extmul` (several x86 instructions each in V8) and
 //! adding the pairs across two vectors by two shuffles (benches/HISTORY.md). SIMD128 has no
 //! u8·i8 pair product (AVX2's `maddubs`); the relaxed-SIMD one is not in every browser.
+//!
+//! Every layout of `qmatrix::Layout` goes through the same products: the i8 ones (Q8_0, the
+//! 5- and 6-bit types, Q3_K, Q2_K) widened like the activations, the nibbles by masks and
+//! shifts; a block's two i32x4 quad sums (activations 0..15 and 16..31) are scaled by the
+//! block's scale or, for `Layout::Halves` (Q6_K, Q3_K, Q2_K: a scale per 16 weights), each by
+//! its own.
 
-use super::qmatrix::{finish, Blocks, LANES, QK};
+use super::qmatrix::{finish, Blocks, Layout, LANES, QK};
 use bytemuck::pod_read_unaligned as load;
 use core::arch::wasm32::*;
 
@@ -47,38 +53,59 @@ fn quad_sums(w: [v128; 2], x: &[u8]) -> v128 {
 /// (prefill), each token keeping its own sums.
 #[inline(always)]
 pub(super) fn row_dot<const N: usize>(
-    int8: bool,
+    layout: Layout,
     w: &Blocks<'_>,
     xs: [&Blocks<'_>; N],
 ) -> [f32; N] {
     // Per token, lanes 0..3 (activations 0..15 of each block) and 4..7 (16..31).
     let mut acc = [[f32x4_splat(0.0); 2]; N];
-    // Block i, its weights 0..15 (`w0`) and 16..31 (`w1`) as `widen16` gives them, into every
-    // token's sums.
-    let mut add = |i: usize, w0: [v128; 2], w1: [v128; 2], dw: f32| {
+    // Block i, its weights 0..15 (`w0`) and 16..31 (`w1`) as `widen16` gives them, scaled by
+    // `d0` and `d1` (the same but for `Layout::Halves`), into every token's sums.
+    let mut add = |i: usize, w0: [v128; 2], w1: [v128; 2], d0: f32, d1: f32| {
         for (a, x) in acc.iter_mut().zip(xs) {
             let xq = &x.q[i * 2 * QK..(i + 1) * 2 * QK];
-            let dd = f32x4_splat(dw * x.d[i]);
-            a[0] = f32x4_add(a[0], f32x4_mul(f32x4_convert_i32x4(quad_sums(w0, xq)), dd));
+            let dx = x.d[i];
+            let (dd0, dd1) = (f32x4_splat(d0 * dx), f32x4_splat(d1 * dx));
+            a[0] = f32x4_add(a[0], f32x4_mul(f32x4_convert_i32x4(quad_sums(w0, xq)), dd0));
             a[1] = f32x4_add(
                 a[1],
-                f32x4_mul(f32x4_convert_i32x4(quad_sums(w1, &xq[32..])), dd),
+                f32x4_mul(f32x4_convert_i32x4(quad_sums(w1, &xq[32..])), dd1),
             );
         }
     };
-    if int8 {
-        for (i, (wq, &dw)) in w.q.chunks_exact(QK).zip(w.d).enumerate() {
-            add(i, widen16(load(&wq[..16])), widen16(load(&wq[16..])), dw);
+    match layout {
+        Layout::Bytes => {
+            for (i, (wq, &dw)) in w.q.chunks_exact(QK).zip(w.d).enumerate() {
+                add(
+                    i,
+                    widen16(load(&wq[..16])),
+                    widen16(load(&wq[16..])),
+                    dw,
+                    dw,
+                );
+            }
         }
-    } else {
-        // Byte j holds weight j (low nibble) and j + 16 (high); as i16 lanes, lane l holds
-        // weights 2l, 2l + 16, 2l + 1, 2l + 17 from its lowest nibble up.
-        let low = i16x8_splat(0x0F);
-        for (i, (wq, &dw)) in w.q.chunks_exact(QK / 2).zip(w.d).enumerate() {
-            let raw: v128 = load(wq);
-            let w0 = [v128_and(raw, low), v128_and(u16x8_shr(raw, 8), low)];
-            let w1 = [v128_and(u16x8_shr(raw, 4), low), u16x8_shr(raw, 12)];
-            add(i, w0, w1, dw);
+        Layout::Halves => {
+            for (i, (wq, dw)) in w.q.chunks_exact(QK).zip(w.d.chunks_exact(2)).enumerate() {
+                add(
+                    i,
+                    widen16(load(&wq[..16])),
+                    widen16(load(&wq[16..])),
+                    dw[0],
+                    dw[1],
+                );
+            }
+        }
+        Layout::Nibbles => {
+            // Byte j holds weight j (low nibble) and j + 16 (high); as i16 lanes, lane l holds
+            // weights 2l, 2l + 16, 2l + 1, 2l + 17 from its lowest nibble up.
+            let low = i16x8_splat(0x0F);
+            for (i, (wq, &dw)) in w.q.chunks_exact(QK / 2).zip(w.d).enumerate() {
+                let raw: v128 = load(wq);
+                let w0 = [v128_and(raw, low), v128_and(u16x8_shr(raw, 8), low)];
+                let w1 = [v128_and(u16x8_shr(raw, 4), low), u16x8_shr(raw, 12)];
+                add(i, w0, w1, dw, dw);
+            }
         }
     }
     core::array::from_fn(|k| {
@@ -89,18 +116,21 @@ pub(super) fn row_dot<const N: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::qmatrix::{tests::same_as_plain, Blocks};
+    use super::super::qmatrix::{
+        tests::{same_as_plain, COMPARED},
+        Blocks,
+    };
     use super::{row_dot, widen};
 
     /// The SIMD128 kernel gives the plain one's f32 exactly (run by `wasm-bindgen-test-runner`:
     /// scripts/test.sh, "wasm32 tests").
     #[wasm_bindgen_test::wasm_bindgen_test]
     fn simd128_kernel_is_the_plain_one_to_the_bit() {
-        let n = same_as_plain(|int8, w, x| {
+        let n = same_as_plain(|layout, w, x| {
             let wide = widen(bytemuck::cast_slice(x.q));
             let q = bytemuck::cast_slice(&wide);
-            row_dot::<1>(int8, w, [&Blocks { q, d: x.d, b: x.b }])[0]
+            row_dot::<1>(layout, w, [&Blocks { q, d: x.d, b: x.b }])[0]
         });
-        assert_eq!(n, 3 * 24 * 3);
+        assert_eq!(n, COMPARED);
     }
 }
