@@ -113,6 +113,17 @@ pub fn App() -> impl IntoView {
     count_prompt(page);
     engine.boot();
     let (settings, model, run) = (page.settings, page.model, page.run);
+    // The loaded model (the settings' built-in one until it loads), and its licence.
+    let footer_model = move || {
+        let (name, builtin) = model.info.with(|i| match i {
+            Some(i) => (i.name.clone(), i.builtin),
+            None => settings.with(|s| (s.model.display_name.to_string(), Some(s.model))),
+        });
+        match builtin {
+            Some(m) => format!("{name} ({})", m.licence),
+            None => name,
+        }
+    };
     let state = move || match run.status.get() {
         Status::Ready => "ready",
         Status::Generating | Status::Prefilling { .. } | Status::Comparing { .. } => "generating",
@@ -202,7 +213,7 @@ pub fn App() -> impl IntoView {
             <Calculator />
         </div>
         <footer>
-            "gqa-lab · SmolLM2-135M-Instruct (Apache-2.0) in WGSL compute shaders through wgpu · "
+            "gqa-lab · "{footer_model}" in WGSL compute shaders through wgpu, or in WebAssembly on the CPU · "
             "GQA: Ainslie et al. 2023, arXiv:2305.13245"
         </footer>
     }

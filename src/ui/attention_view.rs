@@ -121,6 +121,16 @@ fn heatmap(model: LoadedModel, shown: AttentionShown) -> impl IntoView {
         })
         .collect_view();
     let n = shown.weights.positions;
+    let layer = shown.weights.layer;
+    let window = model.info.with_untracked(|i| {
+        let c = &i.as_ref()?.cfg;
+        c.is_local(layer).then(|| {
+            format!(
+                "A sliding-window layer: it attends to the last {} positions only. ",
+                c.arch.sliding_window
+            )
+        })
+    });
     let note = (n > SHOWN).then(|| {
         format!(
             "Positions 0–{} and {}–{} of {n} are drawn; every weight is in the row's data.",
@@ -135,7 +145,8 @@ fn heatmap(model: LoadedModel, shown: AttentionShown) -> impl IntoView {
             <div class="attn-tokens">{labels}</div>
         </div>
         <p class="muted small">
-            {format!("Layer {}, the query at position {} (the last token fed) over the {n} positions it sees. ", shown.weights.layer, n - 1)}
+            {format!("Layer {layer}, the query at position {} (the last token fed) over the {n} positions so far. ", n - 1)}
+            {window}
             {note}
         </p>
     }
@@ -146,10 +157,24 @@ fn heatmap(model: LoadedModel, shown: AttentionShown) -> impl IntoView {
 pub fn AttentionView() -> impl IntoView {
     let model = expect_context::<LoadedModel>();
     let watch = expect_context::<AttentionWatch>();
-    let layers = move || model.cfg_or(0, |c| c.n_layers);
+    // Each layer, a sliding-window one marked (Gemma 3's local layers).
+    let layers = move || {
+        model.cfg_or(Vec::new(), |c| {
+            (0..c.n_layers)
+                .map(|l| (l, c.is_local(l).then_some(c.arch.sliding_window)))
+                .collect::<Vec<_>>()
+        })
+    };
     let options = move || {
-        (0..layers())
-            .map(|l| view! { <option value=l selected=move || watch.layer.get() == l>{format!("layer {l}")}</option> })
+        layers()
+            .into_iter()
+            .map(|(l, window)| {
+                let label = match window {
+                    Some(w) => format!("layer {l} (window {w})"),
+                    None => format!("layer {l}"),
+                };
+                view! { <option value=l selected=move || watch.layer.get() == l>{label}</option> }
+            })
             .collect_view()
     };
     let on_layer = move |ev: leptos::ev::Event| {

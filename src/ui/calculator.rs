@@ -133,6 +133,15 @@ pub fn Calculator() -> impl IntoView {
         cache_type: ElementType::FP16,
         weight_type: ElementType::FP16,
     });
+    // The loaded-model preset follows the model: another one loaded shows its shape.
+    Effect::new(move |_| {
+        loaded_model.info.track();
+        if key.get_untracked() == LOADED {
+            if let Some((model, loaded)) = preset(loaded_model, LOADED) {
+                inputs.update(|i| (i.model, i.loaded) = (model, loaded));
+            }
+        }
+    });
     let choose = move |ev: leptos::ev::Event| {
         let k = event_target_value(&ev);
         if let Some((model, loaded)) = preset(loaded_model, &k) {

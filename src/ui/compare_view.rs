@@ -156,12 +156,24 @@ pub fn CompareView() -> impl IntoView {
                 <button data-testid="compare-stop" prop:disabled=move || !comparing() on:click=move |_| engine.stop()>"Stop"</button>
             </div>
             <div class="compare-columns">{columns}</div>
-            <p class="explain">
-                "The prompt above, greedily, at each G (merges below the native G made "{method}"), one after another on this engine. "
-                "Above the native G each KV head is a copy of one the model was trained with, so the text is the same token for token. "
-                "Below it, trained heads are merged: the first token where a column departs is marked, with what each G found most likely there. "
-                "In the GQA paper the merged checkpoint is then uptrained (about 5% of the pre-training compute) and recovers; this page never trains."
-            </p>
+            <Show
+                when=move || native() == 1
+                fallback=move || view! {
+                    <p class="explain">
+                        "The prompt above, greedily, at each G (merges below the native G made "{method}"), one after another on this engine. "
+                        "Above the native G each KV head is a copy of one the model was trained with, so the text is the same token for token. "
+                        "Below it, trained heads are merged: the first token where a column departs is marked, with what each G found most likely there. "
+                        "In the GQA paper the merged checkpoint is then uptrained (about 5% of the pre-training compute) and recovers; this page never trains."
+                    </p>
+                }
+            >
+                <p class="explain">
+                    "The prompt above, greedily, at each G, one after another on this engine. "
+                    "This model was trained with a single KV head (G = 1): every larger G splits it into copies, so each column is the trained model and should be the same token for token. "
+                    "A column that departs anyway is marked at its first different token, with what each G found most likely there. "
+                    "There is no G below the trained one to merge to."
+                </p>
+            </Show>
         </section>
     }
 }

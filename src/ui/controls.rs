@@ -91,15 +91,21 @@ pub fn PromptControls() -> impl IntoView {
             ></textarea>
         </div>
         <div class="row toggles">
-            <label class="toggle" title="Wrap the prompt as one user turn of the model's ChatML template">
+            <label class="toggle" title=move || match has_chat() {
+                true => "Wrap the prompt as one user turn of the model's ChatML template",
+                false => "This model has no chat template: the prompt goes in as it is",
+            }>
                 <input
                     type="checkbox"
                     data-testid="chat-toggle"
-                    prop:checked=move || settings.with(|s| s.chat)
+                    prop:checked=move || settings.with(|s| s.chat) && has_chat()
                     prop:disabled=move || !has_chat()
                     on:change=move |e| { let on = event_target_checked(&e); settings.update(|s| s.chat = on); }
                 />
-                " Chat (ChatML)"
+                {move || match has_chat() {
+                    true => " Chat (ChatML)",
+                    false => " Chat (this model has no chat template)",
+                }}
             </label>
             <label class="toggle" title="Keep generating after the end-of-sequence token">
                 <input
@@ -269,7 +275,8 @@ pub fn GroupSlider() -> impl IntoView {
 }
 
 /// How a G below the model's own is made: the calibrated merge (the default) or the GQA
-/// paper's mean-pooling. A select, mirrored in the URL as `regroup=`.
+/// paper's mean-pooling. A select, mirrored in the URL as `regroup=`; for a model with a single
+/// KV head (multi-query attention) there is no G below its own, and the view says so instead.
 #[component]
 pub fn MethodSwitch() -> impl IntoView {
     let settings = expect_context::<RwSignal<Settings>>();
@@ -285,18 +292,31 @@ pub fn MethodSwitch() -> impl IntoView {
         }
     };
     let native = move || model.cfg_or(0, |c| c.n_kv_heads);
+    let heads = move || model.cfg_or(0, |c| c.n_heads);
+    let single = move || native() == 1;
     view! {
-        <div class="method">
-            <label for="regroup" class="field-label">"Below G = "{native}": "</label>
-            <select
-                id="regroup"
-                data-testid="regroup-method"
-                prop:value=move || settings.with(|s| s.regroup.name())
-                on:change=on_change
-            >
-                <option value="calibrated">"calibrated merge (fitted, no training)"</option>
-                <option value="mean">"mean-pool (GQA paper, before uptraining)"</option>
-            </select>
-        </div>
+        <Show
+            when=single
+            fallback=move || view! {
+                <div class="method">
+                    <label for="regroup" class="field-label">"Below G = "{native}": "</label>
+                    <select
+                        id="regroup"
+                        data-testid="regroup-method"
+                        prop:value=move || settings.with(|s| s.regroup.name())
+                        on:change=on_change
+                    >
+                        <option value="calibrated">"calibrated merge (fitted, no training)"</option>
+                        <option value="mean">"mean-pool (GQA paper, before uptraining)"</option>
+                    </select>
+                </div>
+            }
+        >
+            <p class="method muted small" data-testid="regroup-none">
+                "This model was trained with one KV head for its "{heads}" query heads (multi-query attention). "
+                "Every G above 1 splits that head into copies: the same model exactly, with more cache. "
+                "There is no G below it, so no KV heads to merge and no choice between mean-pooling and the calibrated merge."
+            </p>
+        </Show>
     }
 }

@@ -4,7 +4,7 @@
 
 use super::diagram::group_colour;
 use super::format;
-use super::state::model::LoadedModel;
+use super::state::model::{local_layers, LoadedModel};
 use super::state::run::RunState;
 use super::state::Groups;
 use crate::model::{kv_cache_bytes, KV_BYTES_PER_ELEMENT as BYTES_PER_ELEMENT};
@@ -52,6 +52,21 @@ pub fn KvMeter() -> impl IntoView {
             format::plural(run.prompt_tokens.get(), "prompt token")
         ),
     };
+    // Sliding-window layers need only their last positions; the engines keep them all.
+    let window = move || {
+        model.cfg_or(None, |c| {
+            let local = local_layers(c);
+            (local > 0).then(|| {
+                format!(
+                    "{local} of this model's {} layers attend only to the last {} positions (a sliding window); the other {} attend to the whole text. \
+                     This engine keeps every position of every layer in its cache all the same, so the bytes above are what it stores.",
+                    c.n_layers,
+                    c.arch.sliding_window,
+                    c.n_layers - local
+                )
+            })
+        })
+    };
     let loaded = move || model.is_loaded();
     view! {
         <Show when=loaded fallback=|| view! { <p class="muted">"The KV-cache meter appears once a model is loaded."</p> }>
@@ -68,6 +83,7 @@ pub fn KvMeter() -> impl IntoView {
                     <span data-testid="kv-tokens">{move || run.seq_tokens()}</span>" "{what}
                 </span>
             </p>
+            {move || window().map(|w| view! { <p class="muted small" data-testid="kv-window">{w}</p> })}
             <KvChart />
         </div>
         </Show>

@@ -1,20 +1,15 @@
-//! Getting model bytes: the default model from the app's own origin (streamed with progress,
+//! Getting model bytes: a built-in model from the app's own origin (streamed with progress,
 //! verified by sha256, kept in Cache Storage and read from there on the next visit; a cached
 //! copy whose hash is wrong is dropped and fetched again), or a file the person picked.
 
 use super::js::{describe, now_ms, yield_now};
+use crate::models::BuiltinModel;
 use js_sys::{Reflect, Uint8Array};
 use sha2::{Digest, Sha256};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, ReadableStreamDefaultReader, Response};
 
-/// The default model: served by trunk from `static/models/` (see index.html).
-pub const DEFAULT_MODEL_URL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-pub const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct (GGUF Q4_1)";
-pub const DEFAULT_MODEL_SHA256: &str =
-    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-pub const DEFAULT_MODEL_BYTES: u64 = 98_362_432;
 const CACHE_NAME: &str = "gqa-lab-models-v1";
 /// Files past this do not fit the 4 GiB address space of wasm32 next to the app.
 const MAX_FILE_BYTES: f64 = 2.0 * 1024.0 * 1024.0 * 1024.0;
@@ -55,49 +50,51 @@ pub struct Loaded {
     pub sha256: String,
 }
 
-/// The default model: from Cache Storage when a verified copy is there, else from the network
-/// (then stored). `on_progress` is called as bytes arrive.
-pub async fn load_default(on_progress: &dyn Fn(Progress)) -> Result<Loaded, String> {
+/// A built-in model (served by trunk from `static/models/`, see index.html): from Cache
+/// Storage when a verified copy is there, else from the network (then stored). `on_progress`
+/// is called as bytes arrive.
+pub async fn load_builtin(
+    model: &BuiltinModel,
+    on_progress: &dyn Fn(Progress),
+) -> Result<Loaded, String> {
+    let url = model.url;
+    let loaded = |bytes| Loaded {
+        bytes,
+        sha256: model.sha256.into(),
+    };
     let cache = open_cache().await;
     if let Some(cache) = &cache {
-        if let Some(resp) = cache_match(cache).await {
-            match read_verified(resp, Phase::Cache, on_progress).await {
-                Ok(bytes) => {
-                    return Ok(Loaded {
-                        bytes,
-                        sha256: DEFAULT_MODEL_SHA256.into(),
-                    })
-                }
+        if let Some(resp) = cache_match(cache, url).await {
+            match read_verified(model, resp, Phase::Cache, on_progress).await {
+                Ok(bytes) => return Ok(loaded(bytes)),
                 Err(e) => {
                     web_sys::console::warn_1(
                         &format!("cached model rejected ({e}); fetching it again").into(),
                     );
-                    let _ = JsFuture::from(cache.delete_with_str(DEFAULT_MODEL_URL)).await;
+                    let _ = JsFuture::from(cache.delete_with_str(url)).await;
                 }
             }
         }
     }
     let window = web_sys::window().ok_or("no window")?;
-    let resp: Response = JsFuture::from(window.fetch_with_str(DEFAULT_MODEL_URL))
+    let resp: Response = JsFuture::from(window.fetch_with_str(url))
         .await
         .map_err(|e| format!("could not fetch the model: {}", describe(&e)))?
         .dyn_into()
         .map_err(|_| "fetch did not return a Response")?;
     if !resp.ok() {
         return Err(format!(
-            "the model is not on the server ({} {} for {DEFAULT_MODEL_URL}); run `scripts/setup.sh model` and rebuild",
+            "{} is not on the server ({} {} for {url}); run `scripts/setup.sh model` and rebuild",
+            model.display_name,
             resp.status(),
             resp.status_text()
         ));
     }
-    let bytes = read_verified(resp, Phase::Download, on_progress).await?;
+    let bytes = read_verified(model, resp, Phase::Download, on_progress).await?;
     if let Some(cache) = &cache {
-        store(cache, &bytes).await;
+        store(cache, url, &bytes).await;
     }
-    Ok(Loaded {
-        bytes,
-        sha256: DEFAULT_MODEL_SHA256.into(),
-    })
+    Ok(loaded(bytes))
 }
 
 /// Reads a file the person dropped or picked, hashing it as it goes.
@@ -133,19 +130,17 @@ pub async fn open_named_cache(name: &str) -> Option<Cache> {
         .ok()
 }
 
-async fn cache_match(cache: &Cache) -> Option<Response> {
-    let hit = JsFuture::from(cache.match_with_str(DEFAULT_MODEL_URL))
-        .await
-        .ok()?;
+async fn cache_match(cache: &Cache, url: &str) -> Option<Response> {
+    let hit = JsFuture::from(cache.match_with_str(url)).await.ok()?;
     hit.dyn_into().ok()
 }
 
 /// Stores the verified bytes; a full quota only costs the next visit a download.
-async fn store(cache: &Cache, bytes: &Uint8Array) {
+async fn store(cache: &Cache, url: &str, bytes: &Uint8Array) {
     let Ok(resp) = Response::new_with_opt_buffer_source(Some(bytes)) else {
         return;
     };
-    if let Err(e) = JsFuture::from(cache.put_with_str(DEFAULT_MODEL_URL, &resp)).await {
+    if let Err(e) = JsFuture::from(cache.put_with_str(url, &resp)).await {
         web_sys::console::warn_1(
             &format!(
                 "could not keep the model in Cache Storage: {}",
@@ -156,22 +151,25 @@ async fn store(cache: &Cache, bytes: &Uint8Array) {
     }
 }
 
-/// Reads the default model's bytes and checks their size and sha256: a cached copy whole,
-/// hashed by the browser's own SHA-256 off the page's thread where there is one (WebCrypto),
-/// a download as it streams in.
+/// Reads a built-in model's bytes and checks their sha256: a cached copy whole, hashed by the
+/// browser's own SHA-256 off the page's thread where there is one (WebCrypto), a download as
+/// it streams in.
 async fn read_verified(
+    model: &BuiltinModel,
     resp: Response,
     phase: Phase,
     on_progress: &dyn Fn(Progress),
 ) -> Result<Uint8Array, String> {
     let (bytes, sha) = match phase {
         Phase::Cache => read_whole(resp, on_progress).await?,
-        _ => read_stream(resp, phase, Some(DEFAULT_MODEL_BYTES), on_progress).await?,
+        _ => read_stream(resp, phase, Some(model.bytes), on_progress).await?,
     };
-    if sha != DEFAULT_MODEL_SHA256 {
+    if sha != model.sha256 {
         return Err(format!(
-            "sha256 mismatch: got {sha} for {} bytes, expected {DEFAULT_MODEL_SHA256}",
-            bytes.length()
+            "sha256 mismatch: got {sha} for {} bytes, expected {} ({})",
+            bytes.length(),
+            model.sha256,
+            model.display_name
         ));
     }
     Ok(bytes)

@@ -7,7 +7,7 @@
 use super::diagram::group_colour;
 use super::format;
 use super::state::measurements::Measurements;
-use super::state::model::LoadedModel;
+use super::state::model::{LoadedModel, ModelInfo};
 use crate::model::{kv_cache_bytes, KV_BYTES_PER_ELEMENT};
 use crate::regroup::Method;
 use leptos::prelude::*;
@@ -144,11 +144,32 @@ fn panel(
     }
 }
 
+/// What the loaded model's figures mean beside the paper's: what a G below its own costs (or
+/// that it has none), and how much of a token's bytes are weights.
+fn about(i: &ModelInfo) -> String {
+    let c = &i.cfg;
+    let merge = match c.n_kv_heads {
+        1 => format!(
+            "Here {} was trained with a single KV head (multi-query attention): every G is the trained model, so its points differ in cache and speed, never in perplexity. ",
+            i.name
+        ),
+        g0 => format!(
+            "Here the small model pays far more at G = 1: {} has only {g0} KV heads of {} dimensions, and merging them without any uptraining removes trained capacity that T5-XXL's 64 heads relearn on 5% of their pre-training compute — the calibrated merge recovers much of it, not all. ",
+            i.name, c.head_dim
+        ),
+    };
+    format!(
+        "{merge}And on a model of {:.0}M parameters the weights, not the cache, are most of the bytes a token reads, so the speed gained by a smaller G is small until the context is long. ",
+        i.params as f64 / 1e6
+    )
+}
+
 /// The plot (two panels), its legend, and the paper's figures.
 #[component]
 pub fn TradeoffPlot() -> impl IntoView {
     let model = expect_context::<LoadedModel>();
     let measured = expect_context::<Measurements>();
+    let here = move || model.info.with(|i| i.as_ref().map(about));
     let body = move || {
         let (pts, heads) = points(model, measured);
         let n = pts.len();
@@ -177,8 +198,7 @@ pub fn TradeoffPlot() -> impl IntoView {
                 <p class="explain">
                     "The paper's score is an average over summarisation, translation and question answering (higher is better); here it is perplexity (lower is better). "
                     "There, GQA-8 keeps MHA's quality at MQA's speed. "
-                    "Here the small model pays far more at G = 1: SmolLM2-135M has only 3 KV heads of 64 dimensions, and merging them without any uptraining removes trained capacity that T5-XXL's 64 heads relearn on 5% of their pre-training compute — the calibrated merge recovers much of it, not all. "
-                    "And on a 135M model the weights, not the cache, are most of the bytes a token reads, so the speed gained by a smaller G is small until the context is long. "
+                    {here}
                     <a href="https://arxiv.org/abs/2305.13245" target="_blank" rel="noopener">"arXiv:2305.13245"</a>
                 </p>
             </div>

@@ -1,8 +1,8 @@
 //! What each G buys: KV bytes per token against what happens to quality and speed, all
 //! measured here. Quality is the perplexity of the built-in passage (`quality.rs`) for the
 //! GQA paper's mean-pooling and for the calibrated merge — every G at or above the native
-//! one is the same model, scored once; speed is the decode rate measured on this engine as the
-//! person generates at each G.
+//! one is the same model, scored once (a model with one KV head has no G below it, and one
+//! column); speed is the decode rate measured on this engine as the person generates at each G.
 
 use super::format;
 use super::owner::EngineHandle;
@@ -42,7 +42,7 @@ fn quality_cell(g: usize, g0: usize, method: Method) -> impl IntoView {
         (Some(p), false) => ppl_text(p),
         (None, _) => "–".into(),
     };
-    let current = move || settings.with(|s| s.regroup) == method && groups.get() == g;
+    let current = move || (g0 == 1 || settings.with(|s| s.regroup) == method) && groups.get() == g;
     view! {
         <td
             class="num"
@@ -86,7 +86,7 @@ pub fn Tradeoffs() -> impl IntoView {
                     <td class="num">{format::bytes(per_tok)}</td>
                     <td class="num">{format!("{:.0}%", per_tok as f64 * 100.0 / mha)}</td>
                     {quality_cell(g, g0, Method::Mean)}
-                    {quality_cell(g, g0, Method::Calibrated)}
+                    {(g0 > 1).then(|| quality_cell(g, g0, Method::Calibrated))}
                     <td class="num" data-testid=format!("speed-g{g}")>{speed}</td>
                 </tr>
             }
@@ -99,6 +99,8 @@ pub fn Tradeoffs() -> impl IntoView {
         false => "GPU",
     };
     let heads = move || model.cfg_or(0, |c| c.n_heads);
+    // One KV head (multi-query attention): no G below the native one, nothing to merge.
+    let single = move || native() == 1;
     let loaded = move || model.is_loaded();
     let tokens = move || settings.with(|s| s.quality_tokens);
     let idle = move || run.is_idle();
@@ -114,8 +116,15 @@ pub fn Tradeoffs() -> impl IntoView {
         <table class="tradeoffs">
             <thead><tr>
                 <th>"Grouping"</th><th class="num">"G"</th><th class="num">"KV / token"</th><th class="num">"vs MHA"</th>
-                <th class="num" title="perplexity of the built-in passage, K/V heads mean-pooled (GQA paper §2.1)">"Mean-pool"</th>
-                <th class="num" title="perplexity of the built-in passage, calibrated RoPE-aware merge">"Calibrated"</th>
+                {move || match single() {
+                    true => view! {
+                        <th class="num" title="perplexity of the built-in passage (every G is the trained model)">"Perplexity"</th>
+                    }.into_any(),
+                    false => view! {
+                        <th class="num" title="perplexity of the built-in passage, K/V heads mean-pooled (GQA paper §2.1)">"Mean-pool"</th>
+                        <th class="num" title="perplexity of the built-in passage, calibrated RoPE-aware merge">"Calibrated"</th>
+                    }.into_any(),
+                }}
                 <th class="num">"Decode here ("{on}")"</th>
             </tr></thead>
             <tbody>{rows}</tbody>
@@ -126,9 +135,37 @@ pub fn Tradeoffs() -> impl IntoView {
                 "Measure quality"
             </button>
             " perplexity of the first "{tokens}" tokens of "<em>{EVALUATION_SOURCE}</em>
-            ", for each method (lower is better; the merges not calibrated yet are fitted first). "
+            {move || match single() {
+                true => " (lower is better; every G here is the trained model, scored once). ",
+                false => ", for each method (lower is better; the merges not calibrated yet are fitted first). ",
+            }}
             {fit_cost}
         </p>
+        <Show when=single fallback=|| view! { <MergeExplained /> }>
+        <p class="explain" data-testid="tradeoffs-single">
+            "The model was trained with one KV head for its "{heads}" query heads: multi-query attention, G = 1, the least cache any G needs. "
+            "A larger G splits that head: each new KV head is a copy of the one every query head reads, "
+            "so the model stays exactly the same and only the cache grows. "
+            "The GQA paper's mean-pooling and this page's calibrated merge make a G below the trained one by merging KV heads; "
+            "this model has none to merge, so neither applies."
+        </p>
+        </Show>
+        <p class="explain">
+            "Decode here is measured on this engine (the GPU, or the CPU backend) as you generate: tokens per second at each G over this page's runs on it "
+            "(– until you generate at that G); switch the engine above and the other one's figures stay below the table. Each decoded token reads every weight once and the whole KV cache so far; "
+            "G shrinks the second part, so the gap between the Gs grows with the length of the text."
+        </p>
+        </Show>
+    }
+}
+
+/// What a G below the trained one does, for a model with KV heads to merge.
+#[component]
+fn MergeExplained() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let native = move || model.cfg_or(0, |c| c.n_kv_heads);
+    let heads = move || model.cfg_or(0, |c| c.n_heads);
+    view! {
         <p class="explain">
             "The model was trained with G = "{native}" KV heads for its "{heads}" query heads. "
             "A larger G splits its groups: each new KV head is a copy of the one its query heads already read, "
@@ -140,12 +177,6 @@ pub fn Tradeoffs() -> impl IntoView {
             "so the merged model stays close to the trained one. "<b>"Mean-pool"</b>" shows what the paper's "
             "conversion costs before any training."
         </p>
-        <p class="explain">
-            "Decode here is measured on this engine (the GPU, or the CPU backend) as you generate: tokens per second at each G over this page's runs on it "
-            "(– until you generate at that G); switch the engine above and the other one's figures stay below the table. Each decoded token reads every weight once and the whole KV cache so far; "
-            "G shrinks the second part, so the gap between the Gs grows with the length of the text."
-        </p>
-        </Show>
     }
 }
 

@@ -1,5 +1,5 @@
-//! The page's settings, the one source of what the controls set (G and method among them), and
-//! the link a person can share: `?prompt=…&chat=0|1&groups=G&regroup=calibrated|mean
+//! The page's settings, the one source of what the controls set (the model, G and method among
+//! them), and the link a person can share: `?model=smollm2-135m|gemma-3-270m&prompt=…&chat=0|1&groups=G&regroup=calibrated|mean
 //! &calib_tokens=N&quality_tokens=N&temperature=…
 //! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1&backend=auto|gpu|cpu
 //! &worker=0|1`. Read once at start
@@ -7,6 +7,7 @@
 
 use super::engine::BackendChoice;
 use crate::model::ModelConfig;
+use crate::models::{self, BuiltinModel};
 use crate::regroup::Method;
 use crate::regroup::MIN_TOKENS;
 use crate::sampling::SamplingParams;
@@ -16,8 +17,12 @@ use web_sys::UrlSearchParams;
 /// Everything the controls set, as typed values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// The built-in model the page loads (`model=NAME`, a name of [`crate::models`]); a file
+    /// the person drops or picks is loaded instead until they choose a built-in one again.
+    pub model: &'static BuiltinModel,
     pub prompt: String,
-    /// Wrap the prompt as one ChatML user turn.
+    /// Wrap the prompt as one user turn of the model's chat template (where it has one: a
+    /// model without one, such as Gemma 3 270M, takes the prompt as it is).
     pub chat: bool,
     /// KV groups asked for; `None` means the model's own ([`Settings::groups_on`] is the G in
     /// use).
@@ -53,6 +58,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            model: &models::DEFAULT,
             prompt: "Explain in two sentences why the sky is blue.".into(),
             chat: true,
             groups: None,
@@ -84,9 +90,10 @@ impl Settings {
             .unwrap_or(cfg.n_kv_heads)
     }
 
-    /// The prompt's ids as the model sees them (in the chat template when chat is on).
+    /// The prompt's ids as the model sees them (in the chat template when chat is on and the
+    /// model has one).
     pub fn prompt_ids(&self, tok: &Tokenizer) -> Result<Vec<u32>, String> {
-        let text = match self.chat {
+        let text = match self.chat && tok.chat_template.is_some() {
             true => tok.chat_prompt(&self.prompt, None),
             false => Ok(self.prompt.clone()),
         };
@@ -122,6 +129,15 @@ impl Settings {
                     Ok(x) => *slot = x,
                     Err(_) => bad.push(format!("{key}={v:?} is not a valid number")),
                 }
+            }
+        }
+        if let Some(v) = get("model") {
+            match models::by_name(v.trim()) {
+                Some(m) => s.model = m,
+                None => bad.push(format!(
+                    "model={v:?} is not a built-in model ({})",
+                    models::names()
+                )),
             }
         }
         if let Some(p) = get("prompt") {
@@ -191,6 +207,9 @@ impl Settings {
         let Ok(q) = UrlSearchParams::new() else {
             return String::new();
         };
+        if *self.model != models::DEFAULT {
+            q.append("model", self.model.name);
+        }
         q.append("prompt", &self.prompt);
         q.append("chat", if self.chat { "1" } else { "0" });
         if let Some(g) = self.groups {

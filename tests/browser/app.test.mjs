@@ -35,13 +35,15 @@ const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams({ backend: 'gp
 const modelHits = () => srv.hits.get(MODEL_PATH) ?? 0;
 
 /** `gqa-lab generate --backend cpu --json`: the native oracle's run (`ids`, `text`, …). */
-function cliRun({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {}, regroup = 'calibrated', backend = 'cpu' }) {
-  const args = ['--model', path.join(ROOT, 'static', MODEL_PATH), 'generate', '--backend', backend, '--json',
+// `model`: a GGUF file's path, or a built-in model's name (run from the repository root).
+function cliRun({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {}, regroup = 'calibrated', backend = 'cpu',
+  model = path.join(ROOT, 'static', MODEL_PATH) }) {
+  const args = ['--model', model, 'generate', '--backend', backend, '--json',
     '--prompt', prompt, '--groups', String(groups), '--max-tokens', String(maxTokens), '--regroup', regroup];
   for (const [k, v] of Object.entries(sampling)) args.push(`--${k.replace('_', '-')}`, String(v));
   if (chat) args.push('--chat');
   if (ignoreEos) args.push('--ignore-eos');
-  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' }));
+  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8', cwd: ROOT }));
 }
 
 /** The native oracle's ids. */
@@ -766,6 +768,108 @@ test('the cache calculator gives exact bytes for every preset and G', async () =
   assert.deepEqual((await bars()).map(([g]) => g), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
   assert.equal(await page.locator('[data-testid="calc-bytes"][data-groups="3"]').getAttribute('data-bytes'), String(kvBytes(3, 8192)));
   await screenshot(page, 'calculator.png', 'calculator');
+  await page.close();
+});
+
+// The second built-in model, Gemma 3 270M (gemma3: 4 query heads on 1 KV head, 18 layers,
+// head_dim 256, a 512-token sliding window on 15 layers, no chat template), on the CPU engine.
+const GEMMA_PATH = '/models/gemma-3-270m-q4_k_m.gguf';
+const gemmaHits = () => srv.hits.get(GEMMA_PATH) ?? 0;
+const gemmaKvBytes = (g, tokens) => 2 * 18 * g * 256 * tokens * 4;
+
+test('model=gemma-3-270m loads Gemma, generates the CLI\'s ids, and every view takes its shape', async () => {
+  const c = { model: 'gemma-3-270m', prompt: 'The capital of France is', chat: false, groups: 1, maxTokens: 8, ignoreEos: false, backend: 'cpu-q8' };
+  const expected = cliIds(c);
+  const page = await openPage(browser.context, appUrl({
+    model: 'gemma-3-270m', backend: 'cpu', prompt: c.prompt, chat: 0, temperature: 0, max_tokens: 8, autorun: 1,
+  }), errors);
+  await waitStatus(page, /^done/, 600_000);
+  assert.deepEqual(await ids(page), expected);
+  assert.equal(gemmaHits(), 1);
+  assert.match(page.url(), /[?&]model=gemma-3-270m(&|$)/);
+  // The menu, and the Gemma terms where it is chosen.
+  assert.equal(await byId(page, 'model-select').inputValue(), 'gemma-3-270m');
+  assert.match(await text(page, 'model-licence'), /^Gemma 3 270M \(GGUF Q4_K_M\): Gemma Terms of Use — its terms apply/);
+  assert.equal(await byId(page, 'model-licence').locator('a').getAttribute('href'), 'https://ai.google.dev/gemma/terms');
+  assert.match(await text(page, 'model-facts'),
+    /^Gemma 3 270M \(GGUF Q4_K_M\) · gemma3 · 18 layers · 4 query heads · 1 KV heads \(native\) · head_dim 256 · sliding window 512 on 15 of 18 layers · vocab 262,144 · /);
+  assert.equal(await byId(page, 'chat-toggle').isDisabled(), true, 'no chat template');
+  // The slider: a stop for each G from 1 to 4, at the native G = 1.
+  const slider = byId(page, 'groups-slider');
+  assert.equal(await slider.getAttribute('max'), '4');
+  assert.equal(await slider.inputValue(), '1');
+  assert.equal(await page.locator('.ticks .tick').count(), 4, 'a stop for each G from 1 to 4');
+  // The diagram, the meter (18 layers of head_dim 256, the sliding window said), the table.
+  assert.equal(await page.locator('[data-testid="grouping-diagram"] .edge').count(), 4);
+  assert.equal(await page.locator('[data-testid="grouping-diagram"] .kv-head').count(), 1);
+  assert.match(await page.locator('.diagram figcaption').textContent(), /^4 query heads share 1 KV head \(MQA\)/);
+  let tokens = Number(await text(page, 'kv-tokens'));
+  assert.equal(Number(await text(page, 'kv-cache-bytes')), gemmaKvBytes(1, tokens));
+  assert.match(await text(page, 'kv-window'), /^15 of this model's 18 layers attend only to the last 512 positions .*keeps every position of every layer/);
+  assert.deepEqual(await page.locator('table.tradeoffs tbody tr').evaluateAll((rs) => rs.map((r) => Number(r.dataset.groups))), [1, 2, 3, 4]);
+  assert.match(await text(page, 'speed-g1'), /^\d+\.\d tok\/s$/);
+  assert.equal(await page.locator('[data-testid$="-calibrated"]').count(), 0, 'one quality column: no merge');
+  assert.ok(await text(page, 'tradeoffs-single'));
+  // No G below the native one: no choice of method, and the page says why.
+  assert.equal(await byId(page, 'regroup-method').count(), 0);
+  assert.match(await text(page, 'regroup-none'), /one KV head for its 4 query heads/);
+  // Side by side offers G = 1 to 4; the attention view its 18 layers, the local ones marked.
+  assert.deepEqual(await page.locator('[data-testid="compare-pick"]').evaluateAll((es) => es.map((e) => Number(e.dataset.groups))), [1, 2, 3, 4]);
+  const layers = await page.locator('[data-testid="attention-layer"] option').allTextContents();
+  assert.equal(layers.length, 18);
+  assert.deepEqual([layers[0], layers[5], layers[17]], ['layer 0 (window 512)', 'layer 5', 'layer 17']);
+  // The calculator's loaded-model preset: Gemma's shape, G = 1 to 4.
+  await byId(page, 'calc-preset').selectOption('loaded');
+  await byId(page, 'calc-dtype').selectOption('fp32');
+  assert.equal(await byId(page, 'calc-heads').inputValue(), '4');
+  assert.equal(await byId(page, 'calc-kv-heads').inputValue(), '1');
+  assert.deepEqual(await page.locator('[data-testid="calc-bytes"]').evaluateAll((els) => els.map((e) => Number(e.dataset.groups))), [1, 2, 3, 4]);
+  assert.equal(await page.locator('[data-testid="calc-bytes"][data-groups="1"]').getAttribute('data-bytes'), String(gemmaKvBytes(1, 8192)));
+  await screenshot(page, 'gemma.png');
+  // G = 4 splits the one KV head into copies: the same ids, four times the cache.
+  await slider.focus();
+  await page.keyboard.press('End');
+  await page.waitForFunction(() => document.querySelector('[data-testid="grouping-diagram"]')?.getAttribute('data-groups') === '4');
+  await waitStatus(page, /^(ready|done.*)$/);
+  assert.equal(await page.locator('[data-testid="grouping-diagram"] .kv-head').count(), 4);
+  assert.match(page.url(), /groups=4(&|$)/);
+  await byId(page, 'generate-button').click();
+  await waitStatus(page, /^done/, 600_000);
+  assert.deepEqual(await ids(page), expected);
+  tokens = Number(await text(page, 'kv-tokens'));
+  assert.equal(Number(await text(page, 'kv-cache-bytes')), gemmaKvBytes(4, tokens));
+  await page.close();
+});
+
+test('the model menu switches between the built-in models; an unknown model= is reported', async () => {
+  const page = await openPage(browser.context, appUrl({ model: 'llama', backend: 'cpu', prompt: 'Hello', chat: 0, groups: 7 }), errors);
+  assert.match(await text(page, 'url-notice'), /model="llama" is not a built-in model \(smollm2-135m, gemma-3-270m\)/);
+  await waitStatus(page, /^ready$/);
+  assert.equal(await byId(page, 'model-select').inputValue(), 'smollm2-135m');
+  assert.match(await text(page, 'model-licence'), /Apache-2\.0/);
+  assert.equal(await page.locator('.ticks .tick').count(), 9);
+  await byId(page, 'attention-layer').selectOption('29');
+  // Gemma, from Cache Storage after the test above: at its own G, on its last layer.
+  const hits = gemmaHits();
+  await byId(page, 'model-select').selectOption('gemma-3-270m');
+  await page.waitForFunction(() => /^Gemma 3 270M/.test(document.querySelector('[data-testid="model-facts"]')?.textContent ?? ''), null, { timeout: 300_000 });
+  await waitStatus(page, /^ready$/);
+  assert.equal(gemmaHits(), hits, 'Gemma was read from Cache Storage');
+  assert.match(page.url(), /[?&]model=gemma-3-270m(&|$)/);
+  assert.doesNotMatch(page.url(), /groups=/, 'a G of one model is not carried to another');
+  assert.equal(await byId(page, 'groups-slider').inputValue(), '1');
+  assert.equal(await page.locator('.ticks .tick').count(), 4);
+  assert.equal(await byId(page, 'attention-layer').inputValue(), '17');
+  assert.match(await text(page, 'model-licence'), /Gemma Terms of Use/);
+  await screenshot(page, 'model-menu.png', 'model-select');
+  // And back to the default model.
+  await byId(page, 'model-select').selectOption('smollm2-135m');
+  await page.waitForFunction(() => /^SmolLM2/.test(document.querySelector('[data-testid="model-facts"]')?.textContent ?? ''), null, { timeout: 300_000 });
+  await waitStatus(page, /^ready$/);
+  assert.doesNotMatch(page.url(), /model=/);
+  assert.equal(await byId(page, 'groups-slider').inputValue(), '3');
+  assert.equal(await page.locator('.ticks .tick').count(), 9);
+  assert.equal(await byId(page, 'regroup-method').count(), 1);
   await page.close();
 });
 

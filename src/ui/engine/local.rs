@@ -28,7 +28,8 @@ pub const CAPACITY_HARDWARE: usize = 4096;
 pub const CAPACITY_CPU: usize = 1024;
 
 /// Builds the engine `choice` asks for from GGUF bytes — the GPU on WebGPU, or the `cpu-q8`
-/// engine (`auto`: when `webgpu` says why there is none, or the adapter is software) — with
+/// engine (`auto`: when `webgpu` says why there is none, the adapter is software, or the GPU
+/// engine cannot load the model) — with
 /// `ahead` overriding the GPU's default for decoding one step ahead; and what the page shows
 /// of it.
 pub async fn open(
@@ -87,9 +88,15 @@ async fn engine_for(
         BackendChoice::Gpu => "chosen (backend=gpu)".to_string(),
         _ => "a hardware WebGPU adapter".to_string(),
     };
-    let engine =
-        GpuEngine::load_on(gpu, g, wanted.min(cfg.context_length)).map_err(|e| e.to_string())?;
-    Ok((Box::new(engine), why))
+    match GpuEngine::load_on(gpu, g, wanted.min(cfg.context_length)) {
+        Ok(engine) => Ok((Box::new(engine), why)),
+        // `auto` runs what can run the model: the CPU where the GPU engine cannot (an
+        // architecture its graph does not have yet, too little GPU memory).
+        Err(e) if choice == BackendChoice::Auto => {
+            cpu(format!("the GPU engine cannot run this model ({e})"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Answers `req` with the engine; `bytes` is the GGUF it was built from (calibration reads

@@ -1,12 +1,13 @@
-//! Loading a model: its bytes (the default model, or a file the person chose), then a
+//! Loading a model: its bytes (a built-in model, or a file the person chose), then a
 //! [`Session`] — the engine the settings ask for, in its worker where it can — brought to the
 //! settings' G and method. The page keeps the model it had until the new one works.
 
 use super::session::{self, Session};
 use super::{quality, regroup};
+use crate::models::BuiltinModel;
 use crate::ui::engine::{page_webgpu, BackendChoice, PageEngine};
 use crate::ui::js::yield_now;
-use crate::ui::loader::{self, DEFAULT_MODEL_NAME};
+use crate::ui::loader;
 use crate::ui::state::run::Status;
 use crate::ui::state::Page;
 use futures_util::future::join;
@@ -15,7 +16,7 @@ use leptos::prelude::*;
 /// Where a model comes from (kept, to load it again after a lost device).
 #[derive(Clone)]
 pub enum Source {
-    Default,
+    Builtin(&'static BuiltinModel),
     File(web_sys::File),
 }
 
@@ -29,6 +30,15 @@ pub async fn load(
     from: &mut Option<Source>,
 ) -> bool {
     let progress_before = page.model.progress.get_untracked();
+    // The model menu shows what is being loaded; a file that fails to load is not kept there
+    // (a built-in model that fails is: the person may load it again on another engine).
+    let file_before = page.model.file.get_untracked();
+    let file = match &source {
+        Source::File(f) => Some(f.name()),
+        Source::Builtin(_) => None,
+    };
+    let is_file = file.is_some();
+    page.model.file.set(file);
     match try_load(page, source, session, from).await {
         Ok(()) => {
             page.run.status.set(Status::Ready);
@@ -38,6 +48,9 @@ pub async fn load(
             // The bar goes back to the model that is still loaded, if any.
             if page.model.info.with_untracked(Option::is_some) {
                 page.model.progress.set(progress_before);
+            }
+            if is_file {
+                page.model.file.set(file_before);
             }
             page.run.status.set(Status::Error(e));
             false
@@ -73,21 +86,22 @@ async fn try_load(
     };
     let read = async {
         match &source {
-            Source::Default => Ok::<_, String>((
-                loader::load_default(&progress).await?,
-                DEFAULT_MODEL_NAME.to_string(),
+            Source::Builtin(m) => Ok::<_, String>((
+                loader::load_builtin(m, &progress).await?,
+                Some(*m),
+                m.file_name.to_string(),
             )),
-            Source::File(f) => Ok((loader::load_file(f, &progress).await?, f.name())),
+            Source::File(f) => Ok((loader::load_file(f, &progress).await?, None, f.name())),
         }
     };
     let (worker, read) = join(worker, read).await;
-    let (loaded, name): (_, String) = read?;
+    let (loaded, builtin, file_name) = read?;
     page.run.status.set(Status::Loading(
         "building the tokenizer and loading the weights into the engine".into(),
     ));
     yield_now().await;
     let (bytes, sha256) = (loaded.bytes, loaded.sha256);
-    let opened = session::open(bytes, &name, &sha256, wanted, worker).await;
+    let opened = session::open(bytes, builtin, &file_name, &sha256, wanted, worker).await;
     let (mut s, info) = match opened {
         Ok(opened) => opened,
         Err(e) => {
@@ -110,8 +124,15 @@ async fn try_load(
         .info
         .with_untracked(|i| i.as_ref().map(|i| i.sha256 == info.sha256));
     if same_model != Some(true) {
-        // Speeds are kept per backend across reloads of the same model only.
+        // Speeds are kept per backend across reloads of the same model only; what the views
+        // showed of another model goes.
         page.measured.decode.set(Default::default());
+        page.measured.comparison.set(None);
+        page.attention.shown.set(None);
+    }
+    let layers = info.cfg.n_layers;
+    if page.attention.layer.get_untracked() >= layers {
+        page.attention.layer.set(layers.saturating_sub(1));
     }
     *session = Some(s);
     *from = Some(source);

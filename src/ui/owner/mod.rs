@@ -20,6 +20,7 @@ mod regroup;
 mod session;
 
 use crate::engine::EngineError;
+use crate::models::BuiltinModel;
 use crate::ui::state::run::{Activity, RunState, Status};
 use crate::ui::state::Page;
 use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
@@ -30,10 +31,10 @@ use session::Session;
 
 /// What the page asks of the engine.
 enum Command {
-    /// Load the default model, then generate if the settings say `autorun`.
+    /// Load the settings' built-in model, then generate if the settings say `autorun`.
     Boot,
-    /// Load a model file the person chose.
-    Open(web_sys::File),
+    /// Load a model the person chose: a built-in one, or a file.
+    Open(Source),
     /// Load the current model again on a fresh engine (a lost device, another backend).
     Reload,
     /// Generate from the settings' prompt.
@@ -105,7 +106,7 @@ impl EngineHandle {
         }
     }
 
-    /// Loads the default model (and generates, if the settings say `autorun`).
+    /// Loads the settings' built-in model (and generates, if the settings say `autorun`).
     pub fn boot(&self) {
         self.send(Command::Boot);
     }
@@ -114,11 +115,18 @@ impl EngineHandle {
     /// running generation is stopped first).
     pub fn open_file(&self, file: web_sys::File) {
         self.stop_generation();
-        self.send(Command::Open(file));
+        self.send(Command::Open(Source::File(file)));
     }
 
-    /// Loads the current model again on a fresh engine, as the settings ask for it now (a
-    /// running generation is stopped first).
+    /// Loads a built-in model the person chose, after what the engine is doing (a running
+    /// generation is stopped first).
+    pub fn open_builtin(&self, model: &'static BuiltinModel) {
+        self.stop_generation();
+        self.send(Command::Open(Source::Builtin(model)));
+    }
+
+    /// Loads the model the model menu shows again on a fresh engine, as the settings ask for
+    /// it now (a running generation is stopped first).
     pub fn reload(&self) {
         self.stop_generation();
         self.send(Command::Reload);
@@ -191,19 +199,19 @@ impl Owner {
     async fn execute(&mut self, command: Command) {
         match command {
             Command::Boot => {
-                let autorun = self.page.settings.with_untracked(|s| s.autorun);
-                if self.load(Source::Default).await && autorun {
+                let (model, autorun) = self.page.settings.with_untracked(|s| (s.model, s.autorun));
+                if self.load(Source::Builtin(model)).await && autorun {
                     self.page.run.activity.set(Activity::Generating);
                     self.generate().await;
                 }
             }
-            Command::Open(file) => {
-                self.load(Source::File(file)).await;
+            Command::Open(source) => {
+                self.load(source).await;
             }
             Command::Reload => {
                 // The engine is dropped first: its device or worker may be lost.
                 self.session = None;
-                let source = self.source.clone().unwrap_or(Source::Default);
+                let source = self.menu_source();
                 self.load(source).await;
             }
             Command::Generate => self.generate().await,
@@ -226,6 +234,17 @@ impl Owner {
                     async |s: &mut Session| s.engine.crash_worker(memory).await.map(|()| None);
                 self.with_session(crash).await;
             }
+        }
+    }
+
+    /// The model the model menu shows: the file loaded, while the menu is on it, else the
+    /// settings' built-in model (a built-in one that failed to load is still there, to be
+    /// loaded again on another engine).
+    fn menu_source(&self) -> Source {
+        let on_file = self.page.model.file.with_untracked(Option::is_some);
+        match &self.source {
+            Some(Source::File(f)) if on_file => Source::File(f.clone()),
+            _ => Source::Builtin(self.page.settings.with_untracked(|s| s.model)),
         }
     }
 

@@ -6,10 +6,10 @@
 use crate::gguf::Gguf;
 use crate::gguf::GgufError;
 use crate::model::ModelConfig;
+use crate::models::{BuiltinModel, BUILTIN};
 use crate::regroup::Regrouping;
 use crate::tokenizer::Tokenizer;
 use crate::ui::engine::{BackendChoice, PageEngine, WorkerStart};
-use crate::ui::loader::DEFAULT_MODEL_SHA256;
 use crate::ui::state::model::ModelInfo;
 use futures_util::future::join;
 use js_sys::Uint8Array;
@@ -38,10 +38,12 @@ pub struct Wanted {
 }
 
 /// Parses the head of `bytes`, and loads the engine `wanted` asks for (in `worker`, if one
-/// started) while the tokenizer is built here.
+/// started) while the tokenizer is built here. `builtin`: the built-in model the bytes are
+/// (named by its display name), else a file called `file_name`.
 pub async fn open(
     bytes: Uint8Array,
-    fallback_name: &str,
+    builtin: Option<&'static BuiltinModel>,
+    file_name: &str,
     sha256: &str,
     wanted: Wanted,
     worker: Option<WorkerStart>,
@@ -56,14 +58,18 @@ pub async fn open(
     let tokenizer = async { Tokenizer::from_gguf(&g).map_err(|e| format!("tokenizer: {e}")) };
     let (engine, tok) = join(load, tokenizer).await;
     let (engine, tok) = (engine?, tok?);
-    let name = match g.get("general.name").and_then(|v| v.to_str().ok()) {
-        Some(n) if sha256 != DEFAULT_MODEL_SHA256 => format!("{n} ({fallback_name})"),
-        _ => fallback_name.to_string(),
+    // A file that is a built-in model goes by its file name; another by its own name too.
+    let known = BUILTIN.iter().any(|m| m.sha256 == sha256);
+    let name = match (builtin, g.get("general.name").and_then(|v| v.to_str().ok())) {
+        (Some(m), _) => m.display_name.to_string(),
+        (None, Some(n)) if !known => format!("{n} ({file_name})"),
+        (None, _) => file_name.to_string(),
     };
     let params = g.tensors.iter().map(|t| t.n_elements()).sum();
     drop(g);
     let info = ModelInfo {
         name,
+        builtin,
         cfg,
         params,
         sha256: sha256.to_string(),

@@ -5,6 +5,7 @@
 
 use crate::engine::Backend;
 use crate::model::ModelConfig;
+use crate::models::BuiltinModel;
 use crate::protocol::Facts;
 use crate::tokenizer::Tokenizer;
 use crate::ui::engine::Thread;
@@ -17,6 +18,8 @@ use std::rc::Rc;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
     pub name: String,
+    /// The built-in model it is; `None` for a file the person dropped or picked.
+    pub builtin: Option<&'static BuiltinModel>,
     pub cfg: ModelConfig,
     /// Parameters (elements of every tensor in the file).
     pub params: u64,
@@ -43,6 +46,12 @@ impl ModelInfo {
     }
 }
 
+/// How many of the model's layers attend to a sliding window (Gemma 3's local layers; none for
+/// llama).
+pub fn local_layers(cfg: &ModelConfig) -> usize {
+    (0..cfg.n_layers).filter(|&l| cfg.is_local(l)).count()
+}
+
 /// The loaded model, as `Copy` handles.
 #[derive(Clone, Copy)]
 pub struct LoadedModel {
@@ -50,6 +59,10 @@ pub struct LoadedModel {
     pub info: RwSignal<Option<ModelInfo>>,
     pub tokenizer: StoredValue<Option<Rc<Tokenizer>>, LocalStorage>,
     pub progress: RwSignal<Option<Progress>>,
+    /// The file the model menu is on (its name) instead of a built-in model: set as a file's
+    /// load starts, and back to what it was if that load fails; `None` as a built-in model's
+    /// load starts.
+    pub file: RwSignal<Option<String>>,
     /// Why WebGPU cannot be used, when the GPU was asked for and it cannot.
     pub no_webgpu: RwSignal<Option<String>>,
     /// The GPU or the engine's worker failed (e.g. device lost): offer to load the engine again.
@@ -62,6 +75,7 @@ impl LoadedModel {
             info: RwSignal::new(None),
             tokenizer: StoredValue::new_local(None),
             progress: RwSignal::new(None),
+            file: RwSignal::new(None),
             no_webgpu: RwSignal::new(None),
             failed: RwSignal::new(false),
         }
