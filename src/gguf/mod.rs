@@ -13,11 +13,13 @@
 //! model in one `Vec<u8>`) and native code share it.
 
 mod error;
+mod kquant;
 mod quant;
 mod reader;
 mod value;
 
 pub use error::GgufError;
+pub use kquant::{q3_k_scales, scale_min_k4};
 pub use quant::{dequantize, GgmlType, QK_K, SUPPORTED};
 pub use value::{Array, Value, ValueType};
 
