@@ -1,34 +1,46 @@
-//! Tokenizer built from the GGUF's own `tokenizer.ggml.*` metadata: GPT-2 byte-level BPE
-//! (Radford et al. 2019; Sennrich et al. 2016) with the model's pre-tokenizer, special
-//! tokens parsed only on request, and a streaming UTF-8-safe decoder.
+//! Tokenizers built from the GGUF's own `tokenizer.ggml.*` metadata, token for token as
+//! llama.cpp (`src/llama-vocab.cpp`) tokenizes, for the two kinds of vocabulary in use:
 //!
-//! The BPE merge loop and the pre-tokenizer regexes come from Hugging Face `tokenizers`
-//! (built without its C regex engine, so it compiles for wasm32). What this module adds:
-//! reading vocab/merges from GGUF, splitting out special tokens the way llama.cpp does
-//! (`tokenizer_st_partition`), byte-level decoding to raw bytes, and the ChatML layout.
+//! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE (Radford et al. 2019; Sennrich et al.
+//!   2016) with the model's pre-tokenizer (`bpe.rs`: smollm, gpt2, llama-bpe for Llama 3,
+//!   qwen2 for Qwen2/2.5), the merge loop and the pre-tokenizer regexes from Hugging Face
+//!   `tokenizers` (built without its C regex engine, so it compiles for wasm32);
+//! - `tokenizer.ggml.model = "llama"`: SentencePiece-style (Kudo & Richardson 2018) merges by
+//!   score with byte fallback (`spm.rs`: Llama 2, Gemma 3), as llama.cpp's
+//!   `llm_tokenizer_spm`.
+//!
+//! Around them: the vocabulary and its text → id table (`vocab.rs`), special tokens split out
+//! of the text first (`specials.rs`, as llama.cpp's `tokenizer_st_partition`), decoding to raw
+//! bytes so that [`TokenStream`] can join characters split across tokens, and the ChatML
+//! layout (`chat.rs`).
 
+mod bpe;
 mod bytes;
 mod chat;
+mod specials;
+mod spm;
 mod stream;
+mod vocab;
 
+pub use bpe::pre_tokenize;
 pub use chat::ChatTemplate;
 pub use stream::TokenStream;
 
 use crate::gguf::{Gguf, GgufError};
+use specials::{Piece, Specials};
+use spm::Spm;
 use thiserror::Error;
-use tokenizers::models::bpe::{Vocab, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use vocab::Vocab;
 
 #[derive(Debug, Error)]
 pub enum TokenizerError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("unsupported tokenizer model {0:?} (supported: gpt2 byte-level BPE)")]
+    #[error(
+        "unsupported tokenizer model {0:?} (supported: gpt2 byte-level BPE, llama SentencePiece)"
+    )]
     UnsupportedModel(String),
-    #[error("unsupported pre-tokenizer {0:?} (supported: smollm, gpt2, default)")]
+    #[error("unsupported pre-tokenizer {0:?} (supported: {supported})", supported = bpe::SUPPORTED_PRE)]
     UnsupportedPre(String),
     #[error("bad tokenizer metadata: {0}")]
     BadVocab(String),
@@ -38,19 +50,17 @@ pub enum TokenizerError {
     NoChatTemplate,
 }
 
-/// GGUF token types (llama.cpp `llama_token_type`).
-const TOKEN_TYPE_CONTROL: i64 = 3;
-const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+/// How plain text becomes tokens.
+enum Model {
+    Bpe(Box<tokenizers::Tokenizer>),
+    Spm(Spm),
+}
 
-/// A byte-level BPE tokenizer with the model's special tokens.
+/// The model's tokenizer: its vocabulary, its special tokens, and how text becomes tokens.
 pub struct Tokenizer {
-    bpe: tokenizers::Tokenizer,
-    /// Token text by id (byte-level alphabet for normal tokens).
-    tokens: Vec<String>,
-    /// Ids of control tokens (rendered only on request) and user-defined ones (always).
-    control: Vec<bool>,
-    /// Special tokens by descending text length, for longest-match splitting.
-    specials: Vec<(String, u32)>,
+    vocab: Vocab,
+    model: Model,
+    specials: Specials,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     pub add_bos: bool,
@@ -59,73 +69,54 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     pub fn from_gguf(g: &Gguf<'_>) -> Result<Self, TokenizerError> {
-        let model = g.str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(TokenizerError::UnsupportedModel(model.to_string()));
+        let kind = g.str("tokenizer.ggml.model")?;
+        if kind != "gpt2" && kind != "llama" {
+            return Err(TokenizerError::UnsupportedModel(kind.to_string()));
         }
-        let pre = match g.get("tokenizer.ggml.pre") {
-            Some(_) => g.str("tokenizer.ggml.pre")?,
-            None => "default",
+        let vocab = read_vocab(g)?;
+        let (model, add_bos_default) = match kind {
+            "gpt2" => build_bpe(g, &vocab)?,
+            _ => (Model::Spm(Spm::from_gguf(g, &vocab)?), true),
         };
-        let tokens = g
-            .require("tokenizer.ggml.tokens")?
-            .to_str_array()
-            .map_err(|e| bad(e, "tokens"))?;
-        let types = token_types(g, tokens.len())?;
-        let merges = g
-            .require("tokenizer.ggml.merges")?
-            .to_str_array()
-            .map_err(|e| bad(e, "merges"))?;
-        let bpe = build_bpe(&tokens, &merges, pre)?;
-        let id = |key: &str| -> Result<Option<u32>, TokenizerError> {
-            match g.get(key) {
-                None => Ok(None),
-                Some(v) => {
-                    let id = v.to_u64().map_err(|e| bad(e, key))?;
-                    (id < tokens.len() as u64)
-                        .then_some(Some(id as u32))
-                        .ok_or_else(|| {
-                            TokenizerError::BadVocab(format!("{key} = {id} is past the vocabulary"))
-                        })
-                }
-            }
-        };
-        let is_special = |t: i64| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED;
-        let mut specials: Vec<(String, u32)> = (0..tokens.len())
-            .filter(|&i| is_special(types[i]) && !tokens[i].is_empty())
-            .map(|i| (tokens[i].to_string(), i as u32))
-            .collect();
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        // llama.cpp's defaults for a SentencePiece vocabulary: <s> = 1, </s> = 2.
+        let spm = matches!(model, Model::Spm(_));
         Ok(Tokenizer {
-            bpe,
-            control: types.iter().map(|&t| t == TOKEN_TYPE_CONTROL).collect(),
-            tokens: tokens.iter().map(|s| s.to_string()).collect(),
-            specials,
-            bos_id: id("tokenizer.ggml.bos_token_id")?,
-            eos_id: id("tokenizer.ggml.eos_token_id")?,
+            bos_id: special_id(g, "tokenizer.ggml.bos_token_id", &vocab, spm.then_some(1))?,
+            eos_id: special_id(g, "tokenizer.ggml.eos_token_id", &vocab, spm.then_some(2))?,
             add_bos: match g.get("tokenizer.ggml.add_bos_token") {
                 Some(v) => v.to_bool().map_err(|e| bad(e, "add_bos_token"))?,
-                None => false,
+                None => add_bos_default,
             },
             chat_template: match g.get("tokenizer.chat_template") {
                 Some(v) => ChatTemplate::detect(v.to_str().map_err(|e| bad(e, "chat_template"))?),
                 None => None,
             },
+            specials: Specials::new(&vocab),
+            vocab,
+            model,
         })
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.tokens.len()
+        self.vocab.len()
     }
 
-    /// Token ids of `text`. With `parse_special`, the texts of special tokens become their
-    /// ids; otherwise they are ordinary text. No BOS is added here (see [`Self::encode_prompt`]).
+    /// Token ids of `text`. With `parse_special`, the texts of control tokens become their
+    /// ids; otherwise they are ordinary text (user-defined tokens are always recognised, as in
+    /// llama.cpp). No BOS is added here (see [`Self::encode_prompt`]).
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
         let mut ids = Vec::new();
-        for piece in self.split_specials(text, parse_special) {
+        let mut after_special = true;
+        for piece in self.specials.split(&self.vocab, text, parse_special) {
             match piece {
-                Piece::Special(id) => ids.push(id),
-                Piece::Text(t) => ids.extend(self.encode_plain(t)?),
+                Piece::Special(id) => {
+                    ids.push(id);
+                    after_special = true;
+                }
+                Piece::Text(t) => {
+                    self.encode_plain(t, after_special, &mut ids)?;
+                    after_special = false;
+                }
             }
         }
         Ok(ids)
@@ -155,88 +146,77 @@ impl Tokenizer {
         Ok(t.render(message, system))
     }
 
-    fn encode_plain(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        if text.is_empty() {
-            return Ok(Vec::new());
-        }
-        let enc = self
-            .bpe
-            .encode(text, false)
-            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
-    }
-
-    fn split_specials<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Piece<'t>> {
-        let mut out = Vec::new();
-        if !parse_special || self.specials.is_empty() {
-            out.push(Piece::Text(text));
-            return out;
-        }
-        let (mut start, mut i) = (0, 0);
-        while i < text.len() {
-            let hit = self
-                .specials
-                .iter()
-                .find(|(s, _)| text[i..].starts_with(s.as_str()));
-            match hit {
-                Some((s, id)) => {
-                    out.push(Piece::Text(&text[start..i]));
-                    out.push(Piece::Special(*id));
-                    i += s.len();
-                    start = i;
-                }
-                None => i += text[i..].chars().next().map_or(1, char::len_utf8),
+    /// Appends the tokens of text without special tokens.
+    fn encode_plain(
+        &self,
+        text: &str,
+        after_special: bool,
+        ids: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        match &self.model {
+            Model::Spm(spm) => spm.encode(&self.vocab, text, after_special, ids),
+            Model::Bpe(bpe) => {
+                let enc = bpe
+                    .encode(text, false)
+                    .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+                ids.extend_from_slice(enc.get_ids());
             }
         }
-        out.push(Piece::Text(&text[start..]));
-        out
+        Ok(())
     }
 
-    /// The bytes a token stands for. Control tokens give their text only if `render_special`.
+    /// The bytes a token stands for (raw bytes: a character may be split across tokens).
+    /// Control tokens give their text only if `render_special`.
     pub fn token_bytes(&self, id: u32, render_special: bool) -> Vec<u8> {
-        let Some(text) = self.tokens.get(id as usize) else {
-            return Vec::new();
-        };
-        if self.control[id as usize] {
-            return if render_special {
-                text.as_bytes().to_vec()
-            } else {
-                Vec::new()
-            };
+        match self.model {
+            Model::Bpe(_) => bpe::token_bytes(&self.vocab, id, render_special),
+            Model::Spm(_) => Spm::token_bytes(&self.vocab, id, render_special),
         }
-        if self.specials.iter().any(|(_, s)| *s == id) {
-            return text.as_bytes().to_vec();
-        }
-        bytes::decode_byte_level(text)
     }
 
-    /// The text of a whole sequence (invalid UTF-8 shown as U+FFFD).
+    /// The text of a whole sequence (invalid UTF-8 shown as U+FFFD). Where the tokenizer puts
+    /// a space in front of the text, the first token's leading space is dropped, as llama.cpp's
+    /// `detokenize` does.
     pub fn decode(&self, ids: &[u32], render_special: bool) -> String {
-        let bytes: Vec<u8> = ids
-            .iter()
-            .flat_map(|&id| self.token_bytes(id, render_special))
-            .collect();
+        let mut bytes = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let piece = self.token_bytes(id, render_special);
+            let skip = i == 0 && self.adds_space_prefix() && piece.first() == Some(&b' ');
+            bytes.extend_from_slice(&piece[usize::from(skip)..]);
+        }
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// The token's text as stored in the vocabulary (for display).
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(String::as_str)
+        ((id as usize) < self.vocab.len()).then(|| self.vocab.text(id))
     }
-}
 
-enum Piece<'t> {
-    Text(&'t str),
-    Special(u32),
+    fn adds_space_prefix(&self) -> bool {
+        matches!(&self.model, Model::Spm(spm) if spm.add_space_prefix)
+    }
 }
 
 fn bad(e: GgufError, what: &str) -> TokenizerError {
     TokenizerError::BadVocab(format!("{what}: {e}"))
 }
 
-fn token_types(g: &Gguf<'_>, n: usize) -> Result<Vec<i64>, TokenizerError> {
+/// The tokens and their types, with the ones llama.cpp recognises by their text made control.
+fn read_vocab(g: &Gguf<'_>) -> Result<Vocab, TokenizerError> {
+    let tokens = g
+        .require("tokenizer.ggml.tokens")?
+        .to_str_array()
+        .map_err(|e| bad(e, "tokens"))?;
+    let types = token_types(g, tokens.len())?;
+    let mut vocab = Vocab::new(&tokens, types.as_deref())?;
+    specials::mark_control_looking(&mut vocab, g);
+    Ok(vocab)
+}
+
+/// `tokenizer.ggml.token_type`, one per token, if the GGUF has it.
+fn token_types(g: &Gguf<'_>, n: usize) -> Result<Option<Vec<i64>>, TokenizerError> {
     let Some(v) = g.get("tokenizer.ggml.token_type") else {
-        return Ok(vec![1; n]);
+        return Ok(None);
     };
     let types = v
         .to_array()
@@ -250,45 +230,42 @@ fn token_types(g: &Gguf<'_>, n: usize) -> Result<Vec<i64>, TokenizerError> {
             types.len()
         )));
     }
-    Ok(types)
+    Ok(Some(types))
 }
 
-fn build_bpe(
-    tokens: &[&str],
-    merges: &[&str],
-    pre: &str,
-) -> Result<tokenizers::Tokenizer, TokenizerError> {
-    let vocab: Vocab = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), i as u32))
-        .collect();
-    if vocab.len() != tokens.len() {
-        return Err(TokenizerError::BadVocab("duplicate token texts".into()));
-    }
-    let merges = merges
-        .iter()
-        .map(|m| {
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| TokenizerError::BadVocab(format!("merge {m:?} is not two tokens")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
-    let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, true));
-    let pre_tokenizer = match pre {
-        // llama.cpp LLAMA_VOCAB_PRE_TYPE_SMOLLM: each digit alone, then the GPT-2 regex.
-        "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            byte_level,
-        ])),
-        "gpt2" | "default" => byte_level,
-        other => return Err(TokenizerError::UnsupportedPre(other.to_string())),
+/// The byte-level BPE of a `gpt2` vocabulary, and whether its pre-tokenizer's models add BOS.
+fn build_bpe(g: &Gguf<'_>, vocab: &Vocab) -> Result<(Model, bool), TokenizerError> {
+    let pre = match g.get("tokenizer.ggml.pre") {
+        Some(_) => g.str("tokenizer.ggml.pre")?,
+        None => "default",
     };
-    let mut tok = tokenizers::Tokenizer::new(bpe);
-    tok.with_pre_tokenizer(Some(pre_tokenizer));
-    Ok(tok)
+    let settings = bpe::pre_settings(pre)?;
+    let add_bos = settings.add_bos;
+    let merges = g
+        .require("tokenizer.ggml.merges")?
+        .to_str_array()
+        .map_err(|e| bad(e, "merges"))?;
+    let tok = bpe::build(vocab, &merges, settings)?;
+    Ok((Model::Bpe(Box::new(tok)), add_bos))
+}
+
+/// A token id from the metadata, else `default` if the vocabulary has it; past the
+/// vocabulary is an error.
+fn special_id(
+    g: &Gguf<'_>,
+    key: &str,
+    vocab: &Vocab,
+    default: Option<u32>,
+) -> Result<Option<u32>, TokenizerError> {
+    let n = vocab.len() as u64;
+    let Some(v) = g.get(key) else {
+        return Ok(default.filter(|&id| u64::from(id) < n));
+    };
+    let id = v.to_u64().map_err(|e| bad(e, key))?;
+    if id >= n {
+        return Err(TokenizerError::BadVocab(format!(
+            "{key} = {id} is past the vocabulary"
+        )));
+    }
+    Ok(Some(id as u32))
 }
