@@ -20,7 +20,7 @@ use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row
 use crate::engine::{check_probe_layer, AttentionWeights, Backend, Engine, EngineError};
 use crate::gguf::Gguf;
 use crate::model::{ModelConfig, ModelError, ModelTensors, Tensor};
-use crate::ops::{self, add_in_place, causal_attention, geglu, matmul, rmsnorm, rope, swiglu};
+use crate::ops::{self, add_in_place, causal_attention, geglu, matmul, rmsnorm, swiglu};
 use crate::regroup::{Grouping, LayerMaps, Regrouping};
 use async_trait::async_trait;
 use qmatrix::{Q8Rows, QMatrix};
@@ -80,6 +80,9 @@ struct Layer {
     wq: Matrix,                       // [n_heads·head_dim][dim]
     wk: Matrix,                       // [n_kv_heads·head_dim][dim], the native KV heads
     wv: Matrix,                       // [n_kv_heads·head_dim][dim]
+    bq: Option<Vec<f32>>,             // [n_heads·head_dim] (Qwen2)
+    bk: Option<Vec<f32>>,             // [n_kv_heads·head_dim] (Qwen2)
+    bv: Option<Vec<f32>>,             // [n_kv_heads·head_dim] (Qwen2)
     q_norm: Option<Vec<f32>>,         // [head_dim], per query head (Gemma)
     k_norm: Option<Vec<f32>>,         // [head_dim], per key head (Gemma)
     wo: Matrix,                       // [dim][n_heads·head_dim]
@@ -171,6 +174,9 @@ impl CpuEngine {
                     wq: matrix(lt.wq)?,
                     wk: matrix(lt.wk)?,
                     wv: matrix(lt.wv)?,
+                    bq: opt(lt.bq)?,
+                    bk: opt(lt.bk)?,
+                    bv: opt(lt.bv)?,
                     q_norm: opt(lt.q_norm)?,
                     k_norm: opt(lt.k_norm)?,
                     wo: matrix(lt.wo)?,
@@ -227,30 +233,26 @@ impl CpuEngine {
             q = rmsnorm(&q, qn, cfg.rms_eps); // each [hd] head of [t][H·hd]
             k = rmsnorm(&k, kn, cfg.rms_eps); // each [hd] head of [t][G·hd]
         }
-        let base = cfg.layer_rope_base(l);
         for i in 0..t {
             let pos = *len + i;
-            rope(
-                &mut q[i * n_heads * hd..(i + 1) * n_heads * hd],
-                hd,
-                pos,
-                base,
-            );
+            let turns = cfg.rope_turns(l, pos); // [hd/2], the layer's base and factors
+            rotate(&mut q[i * n_heads * hd..(i + 1) * n_heads * hd], &turns);
             let (k_i, v_i) = (
                 &mut k[i * groups * hd..(i + 1) * groups * hd],
                 &v[i * groups * hd..(i + 1) * groups * hd],
             );
-            rope(k_i, hd, pos, base);
+            rotate(k_i, &turns);
             for g in 0..groups {
                 let at = cache.at(l, g, pos);
                 cache.k[at..at + hd].copy_from_slice(&k_i[g * hd..(g + 1) * hd]);
                 cache.v[at..at + hd].copy_from_slice(&v_i[g * hd..(g + 1) * hd]);
             }
         }
-        let window = cfg
-            .is_local(l)
-            .then_some(cfg.arch.sliding_window)
-            .unwrap_or(0);
+        let window = if cfg.is_local(l) {
+            cfg.arch.sliding_window
+        } else {
+            0
+        };
         if *probe == Some(l) {
             let last = &q[(t - 1) * n_heads * hd..]; // [n_heads·hd]
             let at = AttendAt { l, window, hd };
@@ -350,8 +352,8 @@ impl CpuEngine {
 }
 
 /// Layer `layer`'s q, K and V at the current grouping for its normalised input `xb`: the
-/// native projections through the layer's maps. q `[t][H·hd]`, K and V `[t][G·hd]`, before
-/// RoPE.
+/// native projections (plus their biases, Qwen2) through the layer's maps. q `[t][H·hd]`, K
+/// and V `[t][G·hd]`, before RoPE.
 fn project_qkv(
     layer: &Layer,
     maps: &LayerMaps,
@@ -360,12 +362,35 @@ fn project_qkv(
     hd: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut q = layer.wq.matmul(xb); // [t][H·hd]
-    let k0 = layer.wk.matmul(xb); // [t][G0·hd]
-    let v0 = layer.wv.matmul(xb); // [t][G0·hd]
+    let mut k0 = layer.wk.matmul(xb); // [t][G0·hd]
+    let mut v0 = layer.wv.matmul(xb); // [t][G0·hd]
+    for (x, b) in [
+        (&mut q, &layer.bq),
+        (&mut k0, &layer.bk),
+        (&mut v0, &layer.bv),
+    ] {
+        if let Some(b) = b {
+            x.chunks_exact_mut(b.len())
+                .for_each(|row| add_in_place(row, b));
+        }
+    }
     maps.map_q(&mut q, grouping.n_heads(), hd);
     let k = maps.map_k(&k0, grouping, hd); // [t][G·hd]
     let v = maps.map_v(&v0, grouping, hd); // [t][G·hd]
     (q, k, v)
+}
+
+/// RoPE on one token's heads `v` (`[heads][hd]`): each adjacent pair `(v[2i], v[2i+1])` of
+/// every head turns by `turns[i]` (`[hd/2]` (cos, sin), [`ModelConfig::rope_turns`]), as
+/// `ops::rope` does for a plain base.
+fn rotate(v: &mut [f32], turns: &[(f32, f32)]) {
+    for head in v.chunks_exact_mut(2 * turns.len()) {
+        for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(turns) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = a * sin + b * cos;
+        }
+    }
 }
 
 /// `x`, or its RMSNorm when the architecture normalises a sublayer's output (Gemma).

@@ -2,15 +2,16 @@
 //! `{arch}.embedding_length` …), and what differs between the architectures run here.
 //!
 //! The architectures are variations of one forward (llama.cpp's `src/models/llama.cpp`,
-//! `gemma3.cpp`; Gemma Team 2025, "Gemma 3 Technical Report", arXiv:2503.19786). Each
-//! difference is named once in [`Arch`]; the engines read these fields, never the name.
+//! `qwen2.cpp`, `gemma3.cpp`; Gemma Team 2025, "Gemma 3 Technical Report", arXiv:2503.19786).
+//! Each difference is named once in [`Arch`]; the engines read these fields, never the name.
 
+use super::rope::{rope_table_scaled, rope_turns_scaled};
 use super::ModelError;
 use crate::gguf::Gguf;
 use serde::Serialize;
 
 /// The architectures gqa-lab runs (`general.architecture`).
-pub const ARCHITECTURES: [&str; 2] = ["llama", "gemma3"];
+pub const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "gemma3"];
 
 /// What an architecture changes in the llama forward.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,6 +22,13 @@ pub struct Arch {
     /// instead of adjacent pairs. The engines read Q and K with their rows reordered at load
     /// ([`super::rope_rows`]), so every kernel rotates adjacent pairs.
     pub rope_neox: bool,
+    /// Biases added to the query, key and value projections (`attn_q.bias`, `attn_k.bias`,
+    /// `attn_v.bias`; Qwen2).
+    pub qkv_bias: bool,
+    /// Llama 3's `rope_freqs.weight` (`[head_dim / 2]`, a tensor, not metadata): pair i's RoPE
+    /// angle is divided by factor i ([`super::rope::rope_turns_scaled`]). Read from the file
+    /// whatever the architecture; None when absent.
+    pub rope_freqs: Option<Vec<f32>>,
     /// RMSNorm of each query and key head (over head_dim) before RoPE (`attn_q_norm`,
     /// `attn_k_norm`).
     pub qk_norm: bool,
@@ -45,6 +53,8 @@ impl Arch {
         Arch {
             name: "llama".into(),
             rope_neox: false,
+            qkv_bias: false,
+            rope_freqs: None,
             qk_norm: false,
             post_norms: false,
             gelu: false,
@@ -55,6 +65,16 @@ impl Arch {
         }
     }
 
+    /// Qwen2 as llama.cpp runs it (`LLM_ARCH_QWEN2`): llama with NEOX RoPE and Q/K/V biases.
+    fn qwen2() -> Self {
+        Arch {
+            name: "qwen2".into(),
+            rope_neox: true,
+            qkv_bias: true,
+            ..Arch::llama()
+        }
+    }
+
     /// Gemma 3 as llama.cpp runs it (`LLM_ARCH_GEMMA3`): NEOX RoPE, QK norm, post norms,
     /// GeGLU, √dim embedding scale, sliding window on 5 of every 6 layers with RoPE base
     /// 10,000 there (the global layers take `rope.freq_base`).
@@ -62,6 +82,8 @@ impl Arch {
         Ok(Arch {
             name: "gemma3".into(),
             rope_neox: true,
+            qkv_bias: false,
+            rope_freqs: None,
             qk_norm: true,
             post_norms: true,
             gelu: true,
@@ -125,10 +147,12 @@ impl ModelConfig {
             Some(k) => k,
             None => dim.checked_div(n_heads).unwrap_or(0),
         };
-        let arch = match name {
+        let mut arch = match name {
             "gemma3" => Arch::gemma3(g, dim)?,
+            "qwen2" => Arch::qwen2(),
             _ => Arch::llama(),
         };
+        arch.rope_freqs = rope_freqs(g, head_dim)?;
         let cfg = ModelConfig {
             arch,
             n_layers: g.usize(&key("block_count"))?,
@@ -223,6 +247,20 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// `(cos, sin)` of each RoPE pair's angle at position `pos` in layer `l` (its base, and the
+    /// model's frequency factors if any): `[head_dim / 2]`.
+    pub fn rope_turns(&self, l: usize, pos: usize) -> Vec<(f32, f32)> {
+        let factors = self.arch.rope_freqs.as_deref();
+        rope_turns_scaled(pos, self.head_dim, self.layer_rope_base(l), factors)
+    }
+
+    /// The RoPE table of the global layers for `positions` positions: `[positions][head_dim /
+    /// 2]` (cos, sin), flattened, with the model's frequency factors (the GPU's table).
+    pub fn rope_table(&self, positions: usize) -> Vec<f32> {
+        let factors = self.arch.rope_freqs.as_deref();
+        rope_table_scaled(positions, self.head_dim, self.rope_base, factors)
+    }
+
     /// Query heads per native KV head.
     pub fn native_n_rep(&self) -> usize {
         self.n_heads / self.n_kv_heads
@@ -241,7 +279,7 @@ impl ModelConfig {
     /// Whether layer `l` attends to a sliding window (Gemma 3's local layers).
     pub fn is_local(&self, l: usize) -> bool {
         let a = &self.arch;
-        a.sliding_window > 0 && a.swa_pattern > 0 && (l + 1) % a.swa_pattern != 0
+        a.sliding_window > 0 && a.swa_pattern > 0 && !(l + 1).is_multiple_of(a.swa_pattern)
     }
 
     /// The first position layer `l` attends to from position `pos`.
@@ -259,4 +297,27 @@ impl ModelConfig {
             false => self.rope_base,
         }
     }
+}
+
+/// `rope_freqs.weight` if the file has it: `[head_dim / 2]` factors, each finite and positive.
+fn rope_freqs(g: &Gguf<'_>, head_dim: usize) -> Result<Option<Vec<f32>>, ModelError> {
+    const NAME: &str = "rope_freqs.weight";
+    let Some(t) = g.tensor(NAME) else {
+        return Ok(None);
+    };
+    let expected = [(head_dim / 2) as u64];
+    if t.dims != expected {
+        return Err(ModelError::TensorShape {
+            name: NAME.into(),
+            found: t.dims.clone(),
+            expected: expected.to_vec(),
+        });
+    }
+    let f = g.dequantize(t)?;
+    if let Some(bad) = f.iter().find(|x| !x.is_finite() || **x <= 0.0) {
+        return Err(ModelError::BadConfig(format!(
+            "{NAME}: factor {bad} (must be finite and positive)"
+        )));
+    }
+    Ok(Some(f))
 }

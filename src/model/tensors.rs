@@ -6,8 +6,8 @@ use crate::gguf::{Gguf, TensorInfo};
 use std::borrow::Cow;
 
 /// A weight as the engines read it: where it is in the file, and whether its rows must be
-/// reordered for RoPE ([`rope_rows`]): the query and key projections (and their norms) of a
-/// NEOX-RoPE architecture.
+/// reordered for RoPE ([`rope_rows`]): the query and key projections (and their norms and
+/// biases) of a NEOX-RoPE architecture.
 #[derive(Debug, Clone, Copy)]
 pub struct Tensor<'g, 'a> {
     pub info: &'g TensorInfo<'a>,
@@ -82,6 +82,11 @@ pub struct LayerTensors<'g, 'a> {
     pub wk: Tensor<'g, 'a>,
     /// `[dim, n_kv_heads·head_dim]` (native grouping)
     pub wv: Tensor<'g, 'a>,
+    /// `[n_heads·head_dim]`, `[n_kv_heads·head_dim]` twice: the projections' biases, when the
+    /// architecture has them (Qwen2). Q's and K's are reordered for RoPE like their rows.
+    pub bq: Option<Tensor<'g, 'a>>,
+    pub bk: Option<Tensor<'g, 'a>>,
+    pub bv: Option<Tensor<'g, 'a>>,
     /// `[head_dim]` each, when the architecture normalises query and key heads.
     pub q_norm: Option<Tensor<'g, 'a>>,
     pub k_norm: Option<Tensor<'g, 'a>>,
@@ -153,12 +158,22 @@ fn layer<'g, 'a>(
     let when = |on: bool, s: &str, shape: &[u64], rope: usize| {
         on.then(|| find(g, &n(s), shape, rope)).transpose()
     };
+    let bias = |s: &str, shape: &[u64], rope: usize| {
+        let name = format!("blk.{i}.{s}.bias");
+        cfg.arch
+            .qkv_bias
+            .then(|| find(g, &name, shape, rope))
+            .transpose()
+    };
     let a = &cfg.arch;
     Ok(LayerTensors {
         attn_norm: get("attn_norm", &[d])?,
         wq: find(g, &n("attn_q"), &[d, q], rope)?,
         wk: find(g, &n("attn_k"), &[d, kv], rope)?,
         wv: get("attn_v", &[d, kv])?,
+        bq: bias("attn_q", &[q], rope)?,
+        bk: bias("attn_k", &[kv], rope)?,
+        bv: bias("attn_v", &[kv], 0)?,
         q_norm: when(a.qk_norm, "attn_q_norm", &[hd], rope)?,
         k_norm: when(a.qk_norm, "attn_k_norm", &[hd], rope)?,
         wo: get("attn_output", &[q, d])?,

@@ -173,9 +173,14 @@ impl GpuEngine {
 /// Shapes the kernels assume.
 fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
     let bad = |m: String| Err(GpuError::Unsupported(m));
+    // Llama, with or without Llama 3's RoPE frequency factors (in the RoPE table).
     if cfg.arch.name != "llama" {
+        let missing = match cfg.arch.qkv_bias {
+            true => ": the GPU graph has no Q/K/V biases yet",
+            false => "",
+        };
         return bad(format!(
-            "the {} architecture (run it on the CPU: --backend cpu-q8)",
+            "the {} architecture{missing} (run it on the CPU: --backend cpu-q8)",
             cfg.arch.name
         ));
     }

@@ -9,7 +9,7 @@ use crate::gpu::context::{Buf, Gpu};
 use crate::gpu::ops::norm_parts;
 use crate::gpu::weight::{Stack, Weight};
 use crate::gpu::GpuError;
-use crate::model::{rope_table, ModelConfig, ModelTensors, Tensor};
+use crate::model::{ModelConfig, ModelTensors, Tensor};
 use crate::regroup::{Grouping, Regrouping, VMap};
 use std::sync::Arc;
 
@@ -157,7 +157,7 @@ impl Activations {
         );
         let (ffn, vocab, mc) = (cfg.ffn_dim as u64, cfg.vocab_size as u64, max_chunks as u64);
         let s = |label: &str, n: u64| gpu.storage(label, n * f);
-        let table = rope_table(capacity, cfg.head_dim, cfg.rope_base);
+        let table = cfg.rope_table(capacity); // with Llama 3's frequency factors, if any
         use wgpu::BufferUsages as U;
         Ok(Activations {
             step: gpu.buffer("step", 16, U::UNIFORM | U::COPY_DST)?,
