@@ -56,7 +56,7 @@
 //! matrix-vector product takes 23 ms from textures and 34 ms from storage buffers there
 //! (benches/README.md). On real GPUs both go through the same caches.
 
-use crate::gguf::GgmlType;
+use crate::gguf::{q3_k_scales, scale_min_k4, GgmlType};
 use half::f16;
 
 /// Texture width (texels); `WIDTH` in quant.wgsl. Narrower only when a texture has fewer texels.
@@ -289,28 +289,6 @@ fn bits(q: impl Fn(usize) -> u8) -> u32 {
 /// The low 2 bits of `q(0..16)` as one word, bits 2j, 2j + 1 from weight j.
 fn crumbs(q: impl Fn(usize) -> u8) -> u32 {
     (0..16).fold(0, |acc, l| acc | ((q(l) & 3) as u32) << (2 * l))
-}
-
-/// Scale and minimum of sub-block `j` (0..8) from the 12 packed bytes of Q4_K/Q5_K
-/// (ggml's `get_scale_min_k4`, as in the reader's dequantization).
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
-}
-
-/// Q3_K's 16 six-bit scales (minus 32) from their 12 packed bytes (as the reader's).
-fn q3_k_scales(p: &[u8]) -> [i8; 16] {
-    std::array::from_fn(|j| {
-        let low = if j < 8 { p[j] & 0x0F } else { p[j - 8] >> 4 };
-        let high = (p[8 + j % 4] >> (2 * (j / 4))) & 3;
-        (low | (high << 4)) as i8 - 32
-    })
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! of at most 8 bits), as are the legacy types' q·d and −8·d.
 
 use super::{Layout, QK};
-use crate::gguf::GgmlType;
+use crate::gguf::{q3_k_scales, scale_min_k4, GgmlType};
 use half::f16;
 
 /// Where the blocks go: `qs` the quants (16 bytes of nibbles, or 32 × i8, per block), `d` the
@@ -63,30 +63,6 @@ pub(super) fn layout(ty: GgmlType) -> Option<(Layout, bool)> {
 
 fn half(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
-
-/// Scale and minimum of Q4_K/Q5_K sub-block `j` (0..8) from their 12 packed bytes: 6 bits
-/// each, the high two bits of 4..8 spread over bytes 0..8 (ggml's `get_scale_min_k4`; the
-/// dequantizer's `scale_min_k4`, which `gguf` keeps to itself).
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 15) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
-}
-
-/// Q3_K's 16 six-bit scales minus 32: the low 4 bits in bytes 0..8 (low nibbles for 0..8,
-/// high for 8..16), the high 2 in bytes 8..12 (ggml's `kmask1`/`kmask2` shuffle).
-fn q3_k_scales(p: &[u8]) -> [i8; 16] {
-    std::array::from_fn(|j| {
-        let low = if j < 8 { p[j] & 15 } else { p[j - 8] >> 4 };
-        let high = (p[8 + j % 4] >> (2 * (j / 4))) & 3;
-        (low | (high << 4)) as i8 - 32
-    })
 }
 
 /// Appends one GGUF block of `ty` (`ty.block().1` bytes; a type [`layout`] takes) to `out`.
