@@ -161,11 +161,21 @@ setup_wasm_runner() {
   cargo_tool wasm-bindgen-test-runner "$WASM_BINDGEN_VERSION" wasm-bindgen-cli@"$WASM_BINDGEN_VERSION"
 }
 
+# gguf-py (llama.cpp's own Python package) and numpy: tests/variants.rs builds its variant
+# files of the default model with scripts/fixtures/variants.py.
+setup_python() {
+  python3 -c 'import gguf, numpy' 2>/dev/null && return
+  log "pip install gguf==0.19.0 numpy"
+  python3 -m pip install --quiet gguf==0.19.0 numpy 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages gguf==0.19.0 numpy
+}
+
 setup_test() {
   setup_model
   setup_wasm_target
   setup_wasm_runner
   setup_vulkan
+  setup_python
 }
 
 # The browser tests: Debian's chromium (WebGPU through SwiftShader, no GPU needed) driven by

@@ -477,16 +477,16 @@ fn bad_model_configs() {
 
 #[test]
 fn unsupported_tensor_type_is_named() {
-    // A Q5_0 tensor where the model expects ffn_up of layer 0 (real metadata, 1 layer).
+    // An IQ4_NL tensor where the model expects ffn_up of layer 0 (real metadata, 1 layer).
     let g = real();
     let mut kvs = g.metadata.clone();
     kvs.retain(|(k, _)| *k != "llama.block_count");
     kvs.push(("llama.block_count", Value::U32(1)));
-    let q5_0 = TensorSpec {
+    let iq4_nl = TensorSpec {
         name: "blk.0.ffn_up.weight".into(),
         dims: vec![576, 1536],
-        type_id: 6,
-        data: vec![0; 576 * 1536 / 32 * 22],
+        type_id: 20,
+        data: vec![0; 576 * 1536 / 32 * 18],
     };
     let mut tensors: Vec<TensorSpec> = Vec::new();
     for t in &g.tensors {
@@ -503,14 +503,14 @@ fn unsupported_tensor_type_is_named() {
             data: vec![0; t.n_elements() as usize * 4],
         });
     }
-    tensors.push(q5_0);
+    tensors.push(iq4_nl);
     let bytes = file(&kvs, &tensors);
     let g2 = Gguf::parse(&bytes).unwrap();
     let cfg = ModelConfig::from_gguf(&g2).unwrap();
     let e = ModelTensors::locate(&g2, &cfg).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unsupported tensor type Q5_0 in blk.0.ffn_up.weight (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)"
+        "unsupported tensor type IQ4_NL in blk.0.ffn_up.weight (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
     );
     let _ = strings(&[]);
 }
