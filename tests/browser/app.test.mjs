@@ -781,7 +781,7 @@ test('model=gemma-3-270m loads Gemma, generates the CLI\'s ids, and every view t
   const c = { model: 'gemma-3-270m', prompt: 'The capital of France is', chat: false, groups: 1, maxTokens: 8, ignoreEos: false, backend: 'cpu-q8' };
   const expected = cliIds(c);
   const page = await openPage(browser.context, appUrl({
-    model: 'gemma-3-270m', backend: 'cpu', prompt: c.prompt, chat: 0, temperature: 0, max_tokens: 8, autorun: 1,
+    model: 'gemma-3-270m', backend: 'cpu', prompt: c.prompt, chat: 0, temperature: 0, max_tokens: 8, autorun: 1, quality_tokens: 32,
   }), errors);
   await waitStatus(page, /^done/, 600_000);
   assert.deepEqual(await ids(page), expected);
@@ -838,6 +838,15 @@ test('model=gemma-3-270m loads Gemma, generates the CLI\'s ids, and every view t
   assert.deepEqual(await ids(page), expected);
   tokens = Number(await text(page, 'kv-tokens'));
   assert.equal(Number(await text(page, 'kv-cache-bytes')), gemmaKvBytes(4, tokens));
+  // Quality: the trained model scored once, every G the same (exact), one point per G.
+  await byId(page, 'measure-quality').click();
+  await waitStatus(page, /^done \(quality measured\)$/, 600_000);
+  const ppl = Number(await byId(page, 'quality-g1-mean').getAttribute('data-ppl'));
+  assert.ok(ppl > 1, `perplexity ${ppl}`);
+  assert.match(await text(page, 'quality-g4-mean'), /\(exact\)$/);
+  const points = await page.locator('[data-testid="plot-bytes"] [data-testid="plot-point"]').evaluateAll((els) => els.map((e) => [Number(e.dataset.groups), Number(e.dataset.ppl)]));
+  assert.deepEqual(points, [1, 2, 3, 4].map((g) => [g, ppl]));
+  assert.equal(await byId(page, 'groups-slider').inputValue(), '4', 'back at the person\'s G');
   await page.close();
 });
 
