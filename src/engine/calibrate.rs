@@ -23,6 +23,20 @@ pub struct Progress {
     pub error: FitError,
 }
 
+/// What of an architecture the calibrated fit does not model yet (its statistics recompute
+/// attention from the native projections with llama's RoPE and no window), if anything.
+fn unfitted_variation(cfg: &ModelConfig) -> Option<&'static str> {
+    let a = &cfg.arch;
+    [
+        (a.qkv_bias, "Q/K/V biases"),
+        (a.rope_freqs.is_some(), "RoPE frequency factors"),
+        (a.qk_norm, "query/key norms"),
+        (a.sliding_window > 0, "sliding-window layers"),
+    ]
+    .into_iter()
+    .find_map(|(on, what)| on.then_some(what))
+}
+
 /// Fits the calibrated merge to `grouping` on `ids` with the default [`FitSettings`]: see
 /// [`calibrate_with`].
 pub async fn calibrate<W: LayerWalk + ?Sized>(
@@ -53,6 +67,13 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
     let mut r = Regrouping::mean(&cfg, grouping);
     if !grouping.merges() {
         return Ok(r);
+    }
+    if let Some(what) = unfitted_variation(&cfg) {
+        let why = format!(
+            "the fit takes llama's attention as it is, and this {} model has {what}: use mean-pooling (--regroup mean)",
+            cfg.arch.name
+        );
+        return Err(EngineError::Calibration(why));
     }
     let seq = SEQUENCE.min(ids.len());
     if seq < MIN_TOKENS {
