@@ -11,6 +11,7 @@
 //! ([`qmatrix`]). It is faster and approximate (the activations' rounding); the oracle is the
 //! f32 one.
 
+mod kv;
 pub mod qmatrix;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
@@ -20,9 +21,10 @@ use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row
 use crate::engine::{check_probe_layer, AttentionWeights, Backend, Engine, EngineError};
 use crate::gguf::Gguf;
 use crate::model::{ModelConfig, ModelError, ModelTensors, Tensor};
-use crate::ops::{self, add_in_place, causal_attention, geglu, matmul, rmsnorm, swiglu};
+use crate::ops::{self, add_in_place, geglu, matmul, rmsnorm, swiglu};
 use crate::regroup::{Grouping, LayerMaps, Regrouping};
 use async_trait::async_trait;
+use kv::{attention, attention_weights, AttendAt, KvCache};
 use qmatrix::{Q8Rows, QMatrix};
 use std::cell::OnceCell;
 use std::sync::Arc;
@@ -92,33 +94,6 @@ struct Layer {
     w_up: Matrix,                     // [ffn_dim][dim]
     w_down: Matrix,                   // [dim][ffn_dim]
     post_ffn_norm: Option<Vec<f32>>,  // [dim] (Gemma)
-}
-
-/// The KV cache: K and V each `[layers][G][capacity][head_dim]`, f32.
-struct KvCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
-    groups: usize,
-    capacity: usize,
-    head_dim: usize,
-}
-
-impl KvCache {
-    fn new(layers: usize, groups: usize, capacity: usize, head_dim: usize) -> Self {
-        let n = layers * groups * capacity * head_dim;
-        KvCache {
-            k: vec![0.0; n],
-            v: vec![0.0; n],
-            groups,
-            capacity,
-            head_dim,
-        }
-    }
-
-    /// Start of the row for layer `l`, KV head `g`, position `p`.
-    fn at(&self, l: usize, g: usize, p: usize) -> usize {
-        ((l * self.groups + g) * self.capacity + p) * self.head_dim
-    }
 }
 
 /// The CPU engine: weights, current grouping, KV cache and the sequence length so far.
@@ -398,58 +373,6 @@ fn post_norm(x: Vec<f32>, norm: &Option<Vec<f32>>, eps: f32) -> Vec<f32> {
     match norm {
         Some(w) => rmsnorm(&x, w, eps),
         None => x,
-    }
-}
-
-/// Which layer's cache an attention reads, its sliding window (0: none) and head_dim.
-#[derive(Clone, Copy)]
-struct AttendAt {
-    l: usize,
-    window: usize,
-    hd: usize,
-}
-
-/// Causal attention of new queries at positions `len0..` over layer `at.l`'s cache; q:
-/// `[t][n_heads·hd]` after RoPE, result `[t][n_heads·hd]`. Query head `h` reads KV head
-/// `kv_head(h)` (`h / n_rep` for equal groups): the shared head is indexed, never copied.
-fn attention(
-    cache: &KvCache,
-    grouping: Grouping,
-    at: AttendAt,
-    len0: usize,
-    q: &[f32],
-) -> Vec<f32> {
-    let layer = cache.at(at.l, 0, 0)..cache.at(at.l + 1, 0, 0); // [G][capacity][hd]
-    let (k, v) = (&cache.k[layer.clone()], &cache.v[layer]);
-    let kv = grouping.kv_heads();
-    causal_attention(q, k, v, &kv, cache.capacity, len0, at.hd, at.window)
-}
-
-/// Layer `at.l`'s attention weights for one query `q` (`[n_heads·hd]`, after RoPE) at position
-/// `positions - 1`: `[n_heads][positions]`, head h over KV head `kv_head(h)`'s rows (0 outside
-/// a sliding window).
-fn attention_weights(
-    cache: &KvCache,
-    grouping: Grouping,
-    at: AttendAt,
-    positions: usize,
-    q: &[f32],
-) -> AttentionWeights {
-    let (l, hd) = (at.l, at.hd);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let first = ops::window_start(positions - 1, at.window);
-    let weights = (0..grouping.n_heads())
-        .flat_map(|h| {
-            let g = grouping.kv_head(h);
-            let k = &cache.k[cache.at(l, g, first)..cache.at(l, g, positions)]; // [seen][hd]
-            let w = ops::attention_weights(&q[h * hd..(h + 1) * hd], k, scale);
-            std::iter::repeat_n(0.0, first).chain(w)
-        })
-        .collect();
-    AttentionWeights {
-        layer: l,
-        positions,
-        weights,
     }
 }
 

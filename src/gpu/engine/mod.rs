@@ -180,7 +180,7 @@ fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
             false => "",
         };
         return bad(format!(
-            "the {} architecture{missing} (run it on the CPU: --backend cpu-q8)",
+            "the {} architecture{missing} (the CPU engines run it)",
             cfg.arch.name
         ));
     }
