@@ -1,6 +1,8 @@
 //! Variants of the default model that exercise what other checkpoints change, on the CPU
 //! engines against llama.cpp: Qwen2 (NEOX RoPE read through `rope_rows`, Q/K/V biases), Llama 3's
-//! RoPE frequency factors (`rope_freqs.weight`) and Q5_0 weights. The files are made from
+//! RoPE frequency factors (`rope_freqs.weight`), Q5_0 weights, and a Q4_K_M-like mix with
+//! every K-quant type (ffn_down: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K by layer; the 576-wide matrices
+//! Q5_0, Q5_1, Q8_0, llama.cpp's fallbacks), this one on the GPU engine too. The files are made from
 //! SmolLM2 by scripts/fixtures/variants.py into target/variants/ (built here when absent;
 //! python3 with `pip install gguf numpy`), llama.cpp's ids by scripts/fixtures/variants.mjs
 //! into tests/fixtures/llama-cpp/variants.json, with each file's sha256: another file is
@@ -10,15 +12,19 @@
 //! llama.cpp's own top two are within `NEAR_TIE` nats; past the first such departure the
 //! sequences are different texts and are not compared. At least half of each variant's ids
 //! must be compared; measured when this was written (of 48, f32 oracle / cpu-q8): qwen2 41 /
-//! 38, llama3 48 / 37, q5_0 31 / 40 (llama.cpp multiplies with 8-bit activations and keeps K
-//! and V in f16, so its near-ties fall either way). The whole file runs in about 4 s.
+//! 38, llama3 48 / 37, q5_0 31 / 40, q4_k_m 35 / 35 (llama.cpp multiplies with 8-bit
+//! activations and keeps K and V in f16, so its near-ties fall either way). The K-quant file
+//! on the GPU engine (lavapipe here) is checked against the f32 oracle as tests/gpu_model.rs
+//! does, 8 tokens a prompt (24 of 24 equal when written). The whole file runs in about 8 s,
+//! half of it the GPU test.
 
 mod common;
 
 use common::{ids, llama_cpp_fixture, root};
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::Engine;
-use gqa_lab::gguf::Gguf;
+use gqa_lab::gguf::{GgmlType, Gguf};
+use gqa_lab::gpu::GpuEngine;
 use gqa_lab::model::ModelConfig;
 use gqa_lab::sampling::argmax;
 use pollster::FutureExt as _;
@@ -187,6 +193,61 @@ fn q5_0_cpu_q8_gives_llama_cpps_greedy_ids() {
     matches_llama_cpp("smollm2-q5_0.gguf", true);
 }
 
+#[test]
+fn k_quants_f32_oracle_gives_llama_cpps_greedy_ids() {
+    matches_llama_cpp("smollm2-q4_k_m.gguf", false);
+}
+
+#[test]
+fn k_quants_cpu_q8_gives_llama_cpps_greedy_ids() {
+    matches_llama_cpp("smollm2-q4_k_m.gguf", true);
+}
+
+/// The GPU engine loads the K-quant file, and its greedy ids equal the f32 oracle's, fed the
+/// same ids, until a step where the oracle's top two logits are within `GPU_LOGIT_TOL`
+/// (tests/gpu_model.rs's rule: the GPU's logits differ from the oracle's by ~1e-3).
+#[test]
+fn k_quants_gpu_gives_the_f32_oracles_greedy_ids() {
+    const GPU_LOGIT_TOL: f32 = 1e-2;
+    const GPU_TOKENS: usize = 8;
+    let name = "smollm2-q4_k_m.gguf";
+    let g = Gguf::parse(variant(name)).unwrap();
+    let mut gpu = GpuEngine::load(&g, 64)
+        .block_on()
+        .unwrap_or_else(|e| panic!("{name}: GPU engine (lavapipe here): {e}"));
+    let mut oracle = engine(name, false);
+    let mut compared = 0;
+    for p in fixture()["prompts"].as_array().unwrap() {
+        gpu.reset();
+        oracle.reset();
+        let mut feed = ids(&p["prompt_ids"]);
+        let mut seq = Vec::new();
+        for i in 0..GPU_TOKENS {
+            let want = oracle.forward(&feed, false).block_on().unwrap();
+            let got = argmax(&gpu.forward(&feed, false).block_on().unwrap());
+            let best = argmax(&want);
+            if got != best {
+                let mut sorted = want.clone();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                let margin = sorted[0] - sorted[1];
+                assert!(
+                    margin < GPU_LOGIT_TOL,
+                    "{name} {}: step {i}: GPU {got}, f32 oracle {best} (margin {margin}) after {seq:?}",
+                    p["name"]
+                );
+                break;
+            }
+            compared += 1;
+            seq.push(best);
+            feed = vec![best];
+        }
+    }
+    assert!(
+        compared * 2 >= 3 * GPU_TOKENS,
+        "{name}: {compared} compared"
+    );
+}
+
 /// What each variant changes is read from the file, and reaches llama.cpp's output: its ids
 /// differ from the default model's on some prompt (so matching them tests the change).
 #[test]
@@ -202,6 +263,14 @@ fn each_variant_is_read_as_what_it_is() {
     assert_eq!(factors.len(), llama3.head_dim / 2);
     assert!(factors.iter().all(|f| (1.0..=4.0).contains(f)));
     assert!(cfg("smollm2-q5_0.gguf").arch.rope_freqs.is_none());
+    let k = Gguf::parse(variant("smollm2-q4_k_m.gguf")).unwrap();
+    use GgmlType::*;
+    for ty in [Q2K, Q3K, Q4K, Q5K, Q6K, Q5_0, Q5_1, Q8_0] {
+        assert!(
+            k.tensors.iter().any(|t| t.ggml_type == ty),
+            "smollm2-q4_k_m.gguf: no {ty:?} tensor"
+        );
+    }
     let base: Vec<Vec<u32>> = fx["base"]
         .as_array()
         .unwrap()
@@ -212,6 +281,7 @@ fn each_variant_is_read_as_what_it_is() {
         "smollm2-qwen2.gguf",
         "smollm2-llama3.gguf",
         "smollm2-q5_0.gguf",
+        "smollm2-q4_k_m.gguf",
     ] {
         let theirs = fx["variants"][name]["prompts"].as_array().unwrap();
         let differ = theirs.iter().zip(&base).any(|(p, b)| ids(&p["ids"]) != *b);
