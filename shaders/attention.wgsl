@@ -6,7 +6,8 @@
 // This kernel serves prefill (T query tokens); decode uses attention_decode.wgsl.
 //   q: [T][H][hd]   kc, vc: [G][capacity][hd]
 //   ml: [T][H][n_chunks] (m, l)   acc: [T][H][n_chunks][hd]   starts: [G + 1]
-struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, _a: u32, _b: u32 }
+// With `window` > 0 (a sliding-window layer) the query at pos sees only pos + 1 − window ..= pos.
+struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, window: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -33,6 +34,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let pos = step.pos0 + t;           // this query's position: it sees 0..=pos
     let start = c * CHUNK;
     let n = select(0u, min(CHUNK, pos + 1u - start), start <= pos);
+    // Positions of the chunk before the window are skipped: j in lo..n.
+    let lo = min(n, select(0u, window_start(pos, p.window) - start, window_start(pos, p.window) > start));
     let tid = lid.x;
 
     // Load the n_rep query heads that read KV head g.
@@ -60,27 +63,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // Per head: max over the chunk, then exponentials (each thread one position).
     for (var r = 0u; r < n_rep; r++) {
         var m = -3.0e38;
-        for (var j = 0u; j < n; j++) {
+        for (var j = lo; j < n; j++) {
             m = max(m, e[r * CHUNK + j]);
         }
         workgroupBarrier();
-        if (tid < n) {
+        if (tid >= lo && tid < n) {
             e[r * CHUNK + tid] = exp(e[r * CHUNK + tid] - m);
         }
         workgroupBarrier();
         var l = 0.0;
-        for (var j = 0u; j < n; j++) {
+        for (var j = lo; j < n; j++) {
             l += e[r * CHUNK + j];
         }
         let h = first + r;
         let slot = (t * p.n_heads + h) * p.max_chunks + c;
         if (tid == 0u) {
-            ml[slot] = vec2<f32>(select(-3.0e38, m, n > 0u), l);
+            ml[slot] = vec2<f32>(select(-3.0e38, m, n > lo), l);
         }
         // Weighted V: thread tid owns dimension d, reading V rows once for this chunk.
         for (var d = tid; d < hd; d += WG) {
             var a = 0.0;
-            for (var j = 0u; j < n; j++) {
+            for (var j = lo; j < n; j++) {
                 a += e[r * CHUNK + j] * vc[(g * p.capacity + start + j) * hd + d];
             }
             acc[slot * hd + d] = a;

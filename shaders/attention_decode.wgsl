@@ -19,7 +19,8 @@
 // reads the same bytes.
 //   q: [H][hd]   kc, vc: [G][capacity][hd]   ml: [H][max_chunks] (m, l)
 //   acc: [H][max_chunks][hd]   starts: [G + 1]
-struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, _a: u32, _b: u32 }
+// With `window` > 0 (a sliding-window layer) the query sees only pos + 1 − window ..= pos.
+struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chunks: u32, scale: f32, window: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -52,6 +53,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let pos = step.pos0;                // the query's position: it sees 0..=pos
     let start = c * CHUNK;
     let n = select(0u, min(CHUNK, pos + 1u - start), start <= pos);
+    // Positions of the chunk before the window are skipped: j in lo..n.
+    let lo = min(n, select(0u, window_start(pos, p.window) - start, window_start(pos, p.window) > start));
     let tid = lid.x;
 
     // 1. Scores: thread tid takes positions start + tid and start + tid + WG, reads their K
@@ -88,17 +91,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     if (tid < count) {
         let base = tid * CHUNK;
         var m = -3.0e38;
-        for (var j = 0u; j < n; j++) {
+        for (var j = lo; j < n; j++) {
             m = max(m, e[base + j]);
         }
         var l = 0.0;
-        for (var j = 0u; j < n; j++) {
+        for (var j = lo; j < n; j++) {
             let x = exp(e[base + j] - m);
             e[base + j] = x;
             l += x;
         }
         let slot = (first + tid) * p.max_chunks + c;
-        ml[slot] = vec2<f32>(select(-3.0e38, m, n > 0u), l);
+        ml[slot] = vec2<f32>(select(-3.0e38, m, n > lo), l);
     }
     workgroupBarrier();
 
@@ -111,7 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let slots = (HD4 + V_THREADS - 1u) / V_THREADS;  // a constant, so the slot loops unroll
     var a: array<vec4<f32>, MAX_REP * MAX_SLOTS>;  // [r][slot]
     var w: array<f32, MAX_REP>;
-    for (var j = 0u; j < n; j++) {
+    for (var j = lo; j < n; j++) {
         for (var r = 0u; r < n_rep; r++) {
             w[r] = e[r * CHUNK + j];
         }

@@ -1,5 +1,6 @@
 // The attention weights of one layer for the forward's last token, for the page's attention
-// view: out[h][p] = softmax_p(scale · q_h · k_p) over positions p = 0 ..= pos, with k the rows
+// view: out[h][p] = softmax_p(scale · q_h · k_p) over positions p = first ..= pos (first = 0, or
+// the start of a sliding window: earlier positions get 0), with k the rows
 // of KV head g = the group holding query head h (`starts[g] <= h < starts[g + 1]`). Only run
 // while the view is open (src/gpu/engine/probe.rs): the forward itself never needs the weights
 // (attention_decode.wgsl keeps them in workgroup memory, chunk by chunk).
@@ -7,7 +8,7 @@
 // workgroup reduces the maximum and the sum. The CPU twin is cpu::ops::attention_weights.
 //   q: [T][H][hd] (after the q map and RoPE: what attention reads)   kc: [G][capacity][hd]
 //   starts: [G + 1]   out: [H][capacity]
-struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, scale: f32, _a: u32, _b: u32, _c: u32 }
+struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, scale: f32, window: u32, _b: u32, _c: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -47,8 +48,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let pos = step.pos0 + t;              // the last token's position: it sees 0 ..= pos
     let qrow = (t * p.n_heads + h) * p.head_dim;
     let orow = h * p.capacity;
+    let first = window_start(pos, p.window);
+    for (var j = tid; j < first; j += WG) {
+        out[orow + j] = 0.0;
+    }
     var m = -3.0e38;
-    for (var j = tid; j <= pos; j += WG) {
+    for (var j = first + tid; j <= pos; j += WG) {
         let krow = (g * p.capacity + j) * p.head_dim;
         var s = 0.0;
         for (var d = 0u; d < p.head_dim; d++) {
@@ -60,13 +65,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     m = reduce(m, tid, true);
     var l = 0.0;
-    for (var j = tid; j <= pos; j += WG) {
+    for (var j = first + tid; j <= pos; j += WG) {
         let e = exp(out[orow + j] - m);
         out[orow + j] = e;
         l += e;
     }
     l = reduce(l, tid, false);
-    for (var j = tid; j <= pos; j += WG) {
+    for (var j = first + tid; j <= pos; j += WG) {
         out[orow + j] /= l;
     }
 }

@@ -16,3 +16,9 @@ fn non_finite(x: f32) -> bool {
 fn cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     return vec2<f32>(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
 }
+
+// The first position a query at `pos` sees with a sliding window of `window` positions (0: no
+// window, every position from 0); ops::window_start is the CPU twin.
+fn window_start(pos: u32, window: u32) -> u32 {
+    return select(0u, pos + 1u - window, window > 0u && pos + 1u > window);
+}

@@ -1,5 +1,6 @@
-// Embedding lookup: x[t] = dequant(token_embd row tokens[t]).   x: [T][dim]
-struct Params { dim: u32, _a: u32, _b: u32, _c: u32 }
+// Embedding lookup: x[t] = scale · dequant(token_embd row tokens[t]).   x: [T][dim]
+// (scale: 1, or √dim for Gemma.)
+struct Params { dim: u32, scale: f32, _b: u32, _c: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -17,6 +18,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let blk = dequant_block(tokens[t], b, nb);
     for (var k = 0u; k < 8u; k++) {
-        x[(t * p.dim + b * 32u) / 4u + k] = blk[k];
+        x[(t * p.dim + b * 32u) / 4u + k] = blk[k] * p.scale;
     }
 }

@@ -1,5 +1,6 @@
 //! Gemma 3 270M (Q4_K_M: Q5_0, Q4_K, Q6_K and Q8_0 weights; the gemma3 architecture) on the
-//! CPU engines against llama.cpp (tests/fixtures/llama-cpp/, made by scripts/fixtures/).
+//! CPU engines and the GPU engine (lavapipe here) against llama.cpp (tests/fixtures/llama-cpp/,
+//! made by scripts/fixtures/). The GPU runs fewer tokens: lavapipe decodes Gemma at ~4 tok/s.
 //!
 //! Greedy ids must equal llama.cpp's until a near-tie: a step where llama.cpp's own top two
 //! are within `NEAR_TIE` nats (log p1 − log p2); past the first such departure the sequences
@@ -15,12 +16,20 @@ use common::{ids, llama_cpp_fixture};
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::Engine;
 use gqa_lab::gguf::Gguf;
+use gqa_lab::gpu::GpuEngine;
 use gqa_lab::sampling::argmax;
 use pollster::FutureExt as _;
 use serde_json::Value;
 
 const NEAR_TIE: f64 = 0.25;
 const LOGIT_TOL: f32 = 0.5;
+
+fn gpu_engine(capacity: usize) -> GpuEngine {
+    let g = Gguf::parse(common::gemma_bytes()).unwrap();
+    GpuEngine::load(&g, capacity)
+        .block_on()
+        .expect("Gemma 3 on the GPU engine (CI: lavapipe)")
+}
 
 fn engine(quantized: bool, capacity: usize) -> CpuEngine {
     let g = Gguf::parse(common::gemma_bytes()).unwrap();
@@ -32,7 +41,7 @@ fn engine(quantized: bool, capacity: usize) -> CpuEngine {
 }
 
 /// `n` greedy ids after `prompt`, and the logits of the first prediction.
-fn greedy(e: &mut CpuEngine, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+fn greedy(e: &mut dyn Engine, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
     e.reset();
     let first = e.forward(prompt, false).block_on().unwrap();
     let mut out = vec![argmax(&first)];
@@ -93,6 +102,39 @@ fn f32_oracle_gives_llama_cpps_greedy_ids() {
 #[test]
 fn cpu_q8_gives_llama_cpps_greedy_ids() {
     every_prompt_matches_llama_cpp(true, 12);
+}
+
+/// The GPU engine: Q5_0, Q4_K, Q6_K and Q8_0 from their repacked textures, the head norms,
+/// post norms, GeGLU, the embedding scale and the local layers' RoPE table, on three prompts
+/// (6 ids each), and its first logits within `LOGIT_TOL` of llama.cpp's.
+#[test]
+fn gpu_engine_gives_llama_cpps_greedy_ids() {
+    let fx = llama_cpp_fixture("gemma3-generate.json");
+    let mut e = gpu_engine(64);
+    for p in fx["prompts"].as_array().unwrap().iter().take(3) {
+        let name = p["name"].as_str().unwrap();
+        let want = &ids(&p["ids"])[..6];
+        let (got, first) = greedy(&mut e, &ids(&p["prompt_ids"]), 6);
+        assert!(agreeing(name, &got, want, &p["steps_top"]) >= 3, "{name}");
+        for pair in p["first"]["top_logits"].as_array().unwrap() {
+            let (id, logit) = (pair[0].as_u64().unwrap(), pair[1].as_f64().unwrap());
+            let ours = first[id as usize];
+            let what = format!("{name}: GPU logit of {id}: {ours} vs llama.cpp's {logit}");
+            assert!((ours - logit as f32).abs() < LOGIT_TOL, "{what}");
+        }
+    }
+}
+
+/// The GPU's sliding window: 701 positions, so chunks of the local layers' attention fall
+/// wholly and partly before the window.
+#[test]
+fn gpu_sliding_window_past_512_positions_matches_llama_cpp() {
+    let fx = llama_cpp_fixture("gemma3-window.json");
+    let want = ids(&fx["ids"]);
+    let mut e = gpu_engine(720);
+    let (got, _) = greedy(&mut e, &ids(&fx["prompt_ids"]), 3);
+    let n = agreeing("GPU window", &got, &want[..3], &fx["steps_top"]);
+    assert!(n >= 2, "{n} ids compared");
 }
 
 /// 701 positions: past 512 the local layers see only their window. Without it (every layer

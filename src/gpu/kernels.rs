@@ -24,7 +24,7 @@ pub const ATTENTION_CHUNK: usize = 64;
 /// Most query heads per KV head the attention kernels hold; `MAX_REP`.
 pub const ATTENTION_MAX_REP: usize = 16;
 /// Largest head dimension the attention kernels hold; `MAX_HD`.
-pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
+pub const ATTENTION_MAX_HEAD_DIM: usize = 256;
 /// Weight rows one matvec.wgsl or matmul.wgsl invocation computes; `ROWS`.
 pub const PRODUCT_ROWS: u32 = 4;
 /// Tokens per invocation in matmul.wgsl; `TT`.
@@ -112,6 +112,7 @@ pub enum Kernel {
     Matvec,
     Matmul,
     RmsNorm,
+    HeadNorm,
     SwiGlu,
     KvStore,
     Attention,
@@ -142,11 +143,12 @@ pub enum Slot {
 use Slot as S;
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::Embed,
         Kernel::Matvec,
         Kernel::Matmul,
         Kernel::RmsNorm,
+        Kernel::HeadNorm,
         Kernel::SwiGlu,
         Kernel::KvStore,
         Kernel::Attention,
@@ -163,6 +165,7 @@ impl Kernel {
             Kernel::Matvec => "matvec",
             Kernel::Matmul => "matmul",
             Kernel::RmsNorm => "rmsnorm",
+            Kernel::HeadNorm => "head_norm",
             Kernel::SwiGlu => "swiglu",
             Kernel::KvStore => "kv_store",
             Kernel::Attention => "attention",
@@ -180,6 +183,7 @@ impl Kernel {
             Kernel::Matvec => include_str!("../../shaders/matvec.wgsl"),
             Kernel::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Kernel::RmsNorm => include_str!("../../shaders/rmsnorm.wgsl"),
+            Kernel::HeadNorm => include_str!("../../shaders/head_norm.wgsl"),
             Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl"),
             Kernel::KvStore => include_str!("../../shaders/kv_store.wgsl"),
             Kernel::Attention => include_str!("../../shaders/attention.wgsl"),
@@ -195,7 +199,7 @@ impl Kernel {
     pub fn workgroup_size(self) -> u32 {
         match self {
             Kernel::AttentionReduce => 8,
-            Kernel::Matvec | Kernel::RmsNorm | Kernel::AttentionDecode => 32,
+            Kernel::Matvec | Kernel::RmsNorm | Kernel::HeadNorm | Kernel::AttentionDecode => 32,
             Kernel::Embed
             | Kernel::Matmul
             | Kernel::KvStore
@@ -240,6 +244,12 @@ impl Kernel {
                 (2, S::Read),
                 (3, S::Read),
                 (4, S::ReadWrite),
+            ],
+            Kernel::HeadNorm => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::ReadWrite),
+                (3, S::Read),
             ],
             Kernel::SwiGlu => &[
                 (0, S::Params),

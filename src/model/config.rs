@@ -261,6 +261,15 @@ impl ModelConfig {
         rope_table_scaled(positions, self.head_dim, self.rope_base, factors)
     }
 
+    /// The RoPE table of the sliding-window layers (their own base), if the model has any.
+    pub fn local_rope_table(&self, positions: usize) -> Option<Vec<f32>> {
+        let factors = self.arch.rope_freqs.as_deref();
+        let base = self.arch.rope_base_local;
+        (0..self.n_layers)
+            .any(|l| self.is_local(l))
+            .then(|| rope_table_scaled(positions, self.head_dim, base, factors))
+    }
+
     /// Query heads per native KV head.
     pub fn native_n_rep(&self) -> usize {
         self.n_heads / self.n_kv_heads

@@ -136,8 +136,10 @@ fn kv_store_maps_ropes_and_appends() {
     }
 }
 
-/// attention.wgsl (prefill, T = 3) and attention_decode.wgsl (T = 1; head_dim 64, 48 and
-/// 128, as it is specialised per head size), each followed by attention_reduce.wgsl, vs
+/// attention.wgsl (prefill, T = 3) and attention_decode.wgsl (T = 1; head_dim 64, 48, 128
+/// and 256, as it is specialised per head size), each followed by attention_reduce.wgsl, with
+/// and without a sliding window (one that starts inside a chunk, one that skips whole
+/// chunks), vs
 /// `ops::causal_attention` (the CPU engines' attention) over 131–173 cached positions (3 chunks; the last one less than half
 /// full or more than half full), G = 1, 2, 3, 4, 9 (2 and 4 with groups of unequal sizes),
 /// and with an output map (a calibrated merge's) on the reduction (1e-4).
@@ -148,11 +150,15 @@ fn attention_matches_cpu() {
     let (nh, cap) = (9usize, 192usize);
     let max_chunks = cap.div_ceil(ATTENTION_CHUNK);
     // attention_decode is specialised per (largest group, head_dim): three head sizes.
-    for (kernel, t, pos0, hd) in [
-        (Kernel::Attention, 3usize, 147usize, 64usize),
-        (Kernel::AttentionDecode, 1, 149, 64),
-        (Kernel::AttentionDecode, 1, 172, 48),
-        (Kernel::AttentionDecode, 1, 140, 128),
+    for (kernel, t, pos0, hd, window) in [
+        (Kernel::Attention, 3usize, 147usize, 64usize, 0usize),
+        (Kernel::Attention, 3, 147, 64, 100),
+        (Kernel::Attention, 3, 150, 256, 20),
+        (Kernel::AttentionDecode, 1, 149, 64, 0),
+        (Kernel::AttentionDecode, 1, 149, 64, 70),
+        (Kernel::AttentionDecode, 1, 172, 48, 0),
+        (Kernel::AttentionDecode, 1, 140, 128, 0),
+        (Kernel::AttentionDecode, 1, 170, 256, 40),
     ] {
         for (groups, map_o) in [
             (1usize, false),
@@ -178,7 +184,8 @@ fn attention_matches_cpu() {
                 capacity: cap as u32,
                 max_chunks: max_chunks as u32,
                 scale: 1.0 / (hd as f32).sqrt(),
-                _pad: [0; 2],
+                window: window as u32,
+                _pad: 0,
             };
             let qb = gpu.activation("q", (q.len() * 4) as u64).unwrap();
             gpu.queue
@@ -215,13 +222,16 @@ fn attention_matches_cpu() {
             run(gpu, &reduce, Some(&st), pos0, t);
             let got = read(gpu, &out, t * nh * hd);
             let kv_head = grouping.kv_heads();
-            let mut want = ops::causal_attention(&q, &kc, &vc, &kv_head, cap, pos0, hd, 0);
+            let mut want = ops::causal_attention(&q, &kc, &vc, &kv_head, cap, pos0, hd, window);
             if map_o {
                 let mut m = LayerMaps::pooled(grouping, hd);
                 m.o = Some(o);
                 m.map_o(&mut want, nh, hd);
             }
-            let what = format!("{} G={groups} map_o={map_o}", kernel.name());
+            let what = format!(
+                "{} hd={hd} window={window} G={groups} map_o={map_o}",
+                kernel.name()
+            );
             assert_close(&what, &got, &want, 1e-4);
         }
     }
@@ -240,13 +250,20 @@ fn starts_table(gpu: &Gpu, grouping: Grouping) -> Buf {
 
 /// attention_probe.wgsl vs ops::attention_weights: the last token's weights of every
 /// query head over its KV head's positions (1e-5), for equal and unequal groups, a decode
-/// step and a prefill chunk, contexts shorter and longer than a workgroup; each row sums to 1.
+/// step and a prefill chunk, contexts shorter and longer than a workgroup, with and without a
+/// sliding window (0 before it); each row sums to 1.
 #[test]
 fn attention_probe_matches_cpu() {
     let gpu = gpu();
     let mut rng = Rng(16);
     let (nh, cap, hd) = (9usize, 300usize, 64usize);
-    for (t, pos0) in [(1usize, 0usize), (1, 40), (1, 257), (4, 90)] {
+    for (t, pos0, window) in [
+        (1usize, 0usize, 0usize),
+        (1, 40, 0),
+        (1, 257, 0),
+        (4, 90, 0),
+        (1, 257, 100),
+    ] {
         for groups in [1usize, 2, 3, 9] {
             let grouping = Grouping::new(nh, 3, groups).unwrap();
             let q = rng.vec(t * nh * hd);
@@ -261,7 +278,8 @@ fn attention_probe_matches_cpu() {
                 head_dim: hd as u32,
                 capacity: cap as u32,
                 scale: 1.0 / (hd as f32).sqrt(),
-                _pad: [0; 3],
+                window: window as u32,
+                _pad: [0; 2],
             };
             let probe = gpu_ops::attention_probe(p, qb.binding(), &kb, &starts, &out);
             run(gpu, &probe, Some(&step(gpu, pos0, t)), pos0, t);
@@ -270,8 +288,10 @@ fn attention_probe_matches_cpu() {
             for h in 0..nh {
                 let g = grouping.kv_head(h);
                 let at = ((t - 1) * nh + h) * hd;
-                let k = &kc[g * cap * hd..(g * cap + seen) * hd];
+                let first = ops::window_start(seen - 1, window);
+                let k = &kc[(g * cap + first) * hd..(g * cap + seen) * hd];
                 let want = ops::attention_weights(&q[at..at + hd], k, p.scale);
+                let want = [vec![0.0; first], want].concat();
                 let row = &got[h * cap..h * cap + seen];
                 let what = format!("probe T={t} pos0={pos0} G={groups} head {h}");
                 assert_close(&what, row, &want, 1e-5);

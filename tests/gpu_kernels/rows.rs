@@ -36,7 +36,7 @@ fn lookup(gpu: &Gpu, w: &Weight, dim: usize, ids: &[u32]) -> Vec<f32> {
     let n = ids.len();
     run(
         gpu,
-        &gpu_ops::embed(w, dim as u32, &tokens, &x),
+        &gpu_ops::embed(w, (dim as u32, 1.0), &tokens, &x),
         Some(&st),
         0,
         n,
@@ -80,7 +80,7 @@ fn rmsnorm_matches_cpu() {
         dim: dim as u32,
         eps: 1e-5,
         last_row_only: 0,
-        _pad: 0,
+        add: 0,
     };
     let (xb, wb) = (f32s(gpu, &x), f32s(gpu, &wt));
     let st = step(gpu, 0, t);
@@ -102,8 +102,76 @@ fn swiglu_matches_cpu() {
     let (g, u) = (rng.vec(t * f), rng.vec(t * f));
     let (gb, ub) = (f32s(gpu, &g), f32s(gpu, &u));
     let st = step(gpu, 0, t);
-    run(gpu, &gpu_ops::swiglu(f as u32, &gb, &ub), Some(&st), 0, t);
+    run(
+        gpu,
+        &gpu_ops::swiglu(f as u32, false, &gb, &ub),
+        Some(&st),
+        0,
+        t,
+    );
     assert_close("swiglu", &read(gpu, &gb, t * f), &ops::swiglu(&g, &u), 1e-5);
+}
+
+/// swiglu.wgsl in GeGLU mode vs ops::geglu (1e-5; WGSL's tanh is not libm's), on values
+/// large enough to saturate tanh.
+#[test]
+fn geglu_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(41);
+    let (t, f) = (2usize, 2048usize);
+    let g: Vec<f32> = rng.vec(t * f).iter().map(|v| v * 8.0).collect();
+    let u = rng.vec(t * f);
+    let (gb, ub) = (f32s(gpu, &g), f32s(gpu, &u));
+    let st = step(gpu, 0, t);
+    run(
+        gpu,
+        &gpu_ops::swiglu(f as u32, true, &gb, &ub),
+        Some(&st),
+        0,
+        t,
+    );
+    assert_close("geglu", &read(gpu, &gb, t * f), &ops::geglu(&g, &u), 1e-5);
+}
+
+/// head_norm.wgsl vs ops::rmsnorm with a `[head_dim]` weight, in place on `[T][heads][hd]`;
+/// and rmsnorm.wgsl adding into its output (Gemma's post norms) (1e-5).
+#[test]
+fn head_norm_and_adding_rmsnorm_match_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(42);
+    let (t, heads, hd) = (3usize, 4usize, 256usize);
+    let (x, wt) = (rng.vec(t * heads * hd), rng.vec(hd));
+    let (xb, wb) = (f32s(gpu, &x), f32s(gpu, &wt));
+    let p = HeadNormParams {
+        heads: heads as u32,
+        head_dim: hd as u32,
+        eps: 1e-6,
+        _pad: 0,
+    };
+    let st = step(gpu, 0, t);
+    run(
+        gpu,
+        &gpu_ops::head_norm(p, xb.binding(), &wb),
+        Some(&st),
+        0,
+        t,
+    );
+    let want = ops::rmsnorm(&x, &wt, 1e-6);
+    assert_close("head_norm", &read(gpu, &xb, x.len()), &want, 1e-5);
+
+    let dim = 640;
+    let (x, wt, acc) = (rng.vec(t * dim), rng.vec(dim), rng.vec(t * dim));
+    let (xb, wb, out) = (f32s(gpu, &x), f32s(gpu, &wt), f32s(gpu, &acc));
+    let p = RmsNormParams {
+        dim: dim as u32,
+        eps: 1e-6,
+        last_row_only: 0,
+        add: 1,
+    };
+    run(gpu, &gpu_ops::rmsnorm(p, &xb, &wb, &out), Some(&st), 0, t);
+    let mut want = acc.clone();
+    ops::add_in_place(&mut want, &ops::rmsnorm(&x, &wt, 1e-6));
+    assert_close("rmsnorm adding", &read(gpu, &out, t * dim), &want, 1e-5);
 }
 
 /// argmax.wgsl vs sampling::argmax, including a tie (the lowest index wins).

@@ -102,8 +102,9 @@ impl<'a> Graph<'a> {
     fn body(&mut self, pass: Pass) -> BodySpec {
         let (a, m) = (self.a, self.m);
         let mut b = BodySpec::default();
-        // x = token_embd[tokens]
-        let embed = ops::embed(&m.token_embd, self.cfg.dim as u32, &a.tokens, &a.x);
+        // x = token_embd[tokens] (· √dim for Gemma)
+        let scaled = (self.cfg.dim as u32, self.cfg.arch.embed_scale);
+        let embed = ops::embed(&m.token_embd, scaled, &a.tokens, &a.x);
         b.ops.push(self.list.push(embed));
         for (l, w) in m.layers.iter().enumerate() {
             let first = b.ops.len();
@@ -111,6 +112,8 @@ impl<'a> Graph<'a> {
             let link = self.attn_norm(&mut b, w, l, pass);
             // q | k0 | v0 = W_q|k|v · xb
             let qkv = self.qkv(&mut b, w, pass, link);
+            // (Gemma) each query and key head normalised: q_h = rmsnorm(q_h) ⊙ q_norm, k0 alike
+            self.head_norms(&mut b, w, &qkv);
             // K, V of the G heads (the layer's maps of the native ones) → the cache at the
             // forward's positions; the q map, RoPE on K and q
             b.kv_store.push(b.ops.len());
@@ -123,17 +126,17 @@ impl<'a> Graph<'a> {
             // att = the chunks combined (and, after a calibrated merge, each head's output map)
             b.attention.push(b.ops.len());
             self.push(&mut b, self.reduce(l));
-            // x += W_o · att
+            // x += W_o · att (Gemma: x += rmsnorm(W_o · att) ⊙ post_attn_norm)
             let link = self.link_produce(pass, Some(&w.ffn_norm));
-            self.add_to_x(&mut b, pass, &w.wo, &a.att, link);
+            self.add_to_x(&mut b, pass, (&w.wo, &w.post_attn_norm), &a.att, link);
             // xb = rmsnorm(x) ⊙ ffn_norm
             let link = self.ffn_norm(&mut b, w, pass);
-            // gate = silu(W_gate · xb) ⊙ (W_up · xb)
+            // gate = silu(W_gate · xb) ⊙ (W_up · xb) (Gemma: gelu)
             self.ffn_up(&mut b, w, pass, link);
-            // x += W_down · gate
+            // x += W_down · gate (Gemma: x += rmsnorm(W_down · gate) ⊙ post_ffn_norm)
             let next = m.layers.get(l + 1).map(|n| &n.attn_norm);
             let link = self.link_produce(pass, next);
-            self.add_to_x(&mut b, pass, &w.w_down, &a.gate, link);
+            self.add_to_x(&mut b, pass, (&w.w_down, &w.post_ffn_norm), &a.gate, link);
             b.layers.push(first..b.ops.len());
         }
         b
@@ -161,6 +164,12 @@ impl<'a> Graph<'a> {
         b.ops.push(self.list.push(spec));
     }
 
+    /// Whether decode splits each RMSNorm over the products around it ([`Link`]): not when a
+    /// norm comes between the product and the residual add (Gemma's post norms).
+    fn fused_norms(&self) -> bool {
+        !self.cfg.arch.post_norms
+    }
+
     /// RMSNorm before attention: its own op in prefill and in decode's first layer; from
     /// decode's second layer on, the previous layer's down product did its first half.
     fn attn_norm(
@@ -170,7 +179,7 @@ impl<'a> Graph<'a> {
         l: usize,
         pass: Pass,
     ) -> Link<'a> {
-        if pass == Pass::Decode && l > 0 {
+        if pass == Pass::Decode && l > 0 && self.fused_norms() {
             return self.link_consume();
         }
         self.push(b, self.rmsnorm(&w.attn_norm, false));
@@ -180,7 +189,7 @@ impl<'a> Graph<'a> {
     /// RMSNorm before the feed-forward: its own op in prefill; in decode the output
     /// projection did its first half.
     fn ffn_norm(&mut self, b: &mut BodySpec, w: &'a LayerWeights, pass: Pass) -> Link<'a> {
-        if pass == Pass::Decode {
+        if pass == Pass::Decode && self.fused_norms() {
             return self.link_consume();
         }
         self.push(b, self.rmsnorm(&w.ffn_norm, false));
@@ -198,7 +207,7 @@ impl<'a> Graph<'a> {
     /// next norm in the body: the final norm is the tail's own op).
     fn link_produce(&self, pass: Pass, gamma: Option<&'a Buf>) -> Link<'a> {
         match gamma {
-            Some(gamma) if pass == Pass::Decode => Link::Produce { gamma },
+            Some(gamma) if pass == Pass::Decode && self.fused_norms() => Link::Produce { gamma },
             _ => Link::None,
         }
     }
@@ -208,10 +217,50 @@ impl<'a> Graph<'a> {
             dim: self.cfg.dim as u32,
             eps: self.cfg.rms_eps,
             last_row_only: last_row_only as u32,
-            _pad: 0,
+            add: 0,
         };
         let out = &self.a.xb;
         ops::rmsnorm(p, &self.a.x, gamma, out)
+    }
+
+    /// x += rmsnorm(xb) ⊙ γ: a sublayer's output, normalised, into the residual stream.
+    fn add_normed(&self, gamma: &'a Buf) -> OpSpec<'a> {
+        let p = ops::RmsNormParams {
+            dim: self.cfg.dim as u32,
+            eps: self.cfg.rms_eps,
+            last_row_only: 0,
+            add: 1,
+        };
+        ops::rmsnorm(p, &self.a.xb, gamma, &self.a.x)
+    }
+
+    /// Each query head of q and key head of k0 normalised in place, when the layer has the
+    /// norms.
+    fn head_norms(&mut self, b: &mut BodySpec, w: &'a LayerWeights, qkv: &Qkv<'a>) {
+        let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) else {
+            return;
+        };
+        let cfg = self.cfg;
+        for (heads, x, gamma) in [
+            (cfg.n_heads, qkv.q.clone(), qn),
+            (cfg.n_kv_heads, qkv.k0.clone(), kn),
+        ] {
+            let p = ops::HeadNormParams {
+                heads: heads as u32,
+                head_dim: cfg.head_dim as u32,
+                eps: cfg.rms_eps,
+                _pad: 0,
+            };
+            self.push(b, ops::head_norm(p, x, gamma));
+        }
+    }
+
+    /// Layer `l`'s sliding window (0: none).
+    fn window(&self, l: usize) -> u32 {
+        match self.cfg.is_local(l) {
+            true => self.cfg.arch.sliding_window as u32,
+            false => 0,
+        }
     }
 
     /// The Q, K, V projections. Decode with a stacked Q|K|V computes all three in one matvec
@@ -287,7 +336,10 @@ impl<'a> Graph<'a> {
             kmap: &c.kmap,
             vmap: &c.vmap,
             qmap: c.qmap.as_ref().unwrap_or(&c.none),
-            rope: &self.a.rope,
+            rope: match self.cfg.is_local(l) {
+                true => self.a.rope_local.as_ref().unwrap_or(&self.a.rope),
+                false => &self.a.rope,
+            },
             kc: &self.cache.k[l],
             vc: &self.cache.v[l],
             q: qkv.q,
@@ -305,7 +357,8 @@ impl<'a> Graph<'a> {
             capacity: self.capacity as u32,
             max_chunks: self.max_chunks as u32,
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
-            _pad: [0; 2],
+            window: self.window(l),
+            _pad: 0,
         };
         let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
         let binds = ops::AttentionBinds {
@@ -328,7 +381,8 @@ impl<'a> Graph<'a> {
             head_dim: cfg.head_dim as u32,
             capacity: self.capacity as u32,
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
-            _pad: [0; 3],
+            window: self.window(l),
+            _pad: [0; 2],
         };
         let (kc, starts) = (&self.cache.k[l], &self.cache.starts);
         ops::attention_probe(p, q, kc, starts, &self.a.probe)
@@ -352,8 +406,9 @@ impl<'a> Graph<'a> {
     /// gate = silu(W_gate·xb) ⊙ W_up·xb: decode with a stacked gate|up in one matvec (SwiGLU
     /// mode), otherwise two products and swiglu.wgsl.
     fn ffn_up(&mut self, b: &mut BodySpec, w: &'a LayerWeights, pass: Pass, link: Link<'a>) {
-        let (a, ffn) = (self.a, self.cfg.ffn_dim as u32);
-        if let (Pass::Decode, Some(wt)) = (pass, w.gate_up.whole()) {
+        let (a, ffn, gelu) = (self.a, self.cfg.ffn_dim as u32, self.cfg.arch.gelu);
+        // matvec.wgsl's fused mode is SwiGLU's; GeGLU takes two products and swiglu.wgsl.
+        if let (Pass::Decode, Some(wt), false) = (pass, w.gate_up.whole(), gelu) {
             self.product_n(
                 b,
                 Pass::Decode,
@@ -376,20 +431,27 @@ impl<'a> Graph<'a> {
                 link,
             );
         }
-        self.push(b, ops::swiglu(ffn, &a.gate, &a.up));
+        self.push(b, ops::swiglu(ffn, gelu, &a.gate, &a.up));
     }
 
-    /// x += W·input: a product that adds to the residual stream (`dim` rows).
+    /// x += W·input: a product that adds to the residual stream (`dim` rows); with a post
+    /// norm, x += rmsnorm(W·input) ⊙ γ (the product into xb, then rmsnorm.wgsl adding).
     fn add_to_x(
         &mut self,
         b: &mut BodySpec,
         pass: Pass,
-        w: &'a Weight,
+        (w, post_norm): (&'a Weight, &'a Option<Buf>),
         input: &'a Buf,
         link: Link<'a>,
     ) {
-        let (dim, acc) = (self.cfg.dim as u32, ProductMode::Accumulate);
-        self.product_n(b, pass, (w, 0), dim, acc, (input, &self.a.x), link);
+        let dim = self.cfg.dim as u32;
+        let Some(gamma) = post_norm else {
+            let acc = ProductMode::Accumulate;
+            return self.product_n(b, pass, (w, 0), dim, acc, (input, &self.a.x), link);
+        };
+        let store = ProductMode::Store;
+        self.product_n(b, pass, (w, 0), dim, store, (input, &self.a.xb), link);
+        self.push(b, self.add_normed(gamma));
     }
 
     /// y (+)= W·x with W the `n_out` rows of `wt.0` from row `wt.1` and x as wide as W's

@@ -173,14 +173,11 @@ impl GpuEngine {
 /// Shapes the kernels assume.
 fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
     let bad = |m: String| Err(GpuError::Unsupported(m));
-    // Llama, with or without Llama 3's RoPE frequency factors (in the RoPE table).
-    if cfg.arch.name != "llama" {
-        let missing = match cfg.arch.qkv_bias {
-            true => ": the GPU graph has no Q/K/V biases yet",
-            false => "",
-        };
+    // Llama (with or without Llama 3's RoPE frequency factors, in the RoPE table) and Gemma 3
+    // (head norms, post norms, GeGLU, embedding scale, sliding windows: graph.rs).
+    if cfg.arch.qkv_bias {
         return bad(format!(
-            "the {} architecture{missing} (the CPU engines run it)",
+            "the {} architecture: the GPU graph has no Q/K/V biases yet (the CPU engines run it)",
             cfg.arch.name
         ));
     }

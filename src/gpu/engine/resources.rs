@@ -15,12 +15,16 @@ use std::sync::Arc;
 
 /// One transformer block's weights.
 pub(super) struct LayerWeights {
-    pub attn_norm: Buf, // [dim] f32
-    pub qkv: Stack,     // Q [n_heads·hd][dim] | K [G0·hd][dim] | V [G0·hd][dim]
-    pub wo: Weight,     // [dim][n_heads·hd]
-    pub ffn_norm: Buf,  // [dim] f32
-    pub gate_up: Stack, // gate [ffn][dim] | up [ffn][dim]
-    pub w_down: Weight, // [dim][ffn]
+    pub attn_norm: Buf,              // [dim] f32
+    pub qkv: Stack,                  // Q [n_heads·hd][dim] | K [G0·hd][dim] | V [G0·hd][dim]
+    pub q_norm: Option<Buf>,         // [hd] f32, each query head (Gemma)
+    pub k_norm: Option<Buf>,         // [hd] f32, each key head (Gemma)
+    pub wo: Weight,                  // [dim][n_heads·hd]
+    pub post_attn_norm: Option<Buf>, // [dim] f32 (Gemma)
+    pub ffn_norm: Buf,               // [dim] f32
+    pub gate_up: Stack,              // gate [ffn][dim] | up [ffn][dim]
+    pub w_down: Weight,              // [dim][ffn]
+    pub post_ffn_norm: Option<Buf>,  // [dim] f32 (Gemma)
 }
 
 /// The model's weights, quantized as in the file (see `layout.rs`); norms as f32.
@@ -41,7 +45,10 @@ impl ModelWeights {
                 Ok(LayerWeights {
                     attn_norm: upload_f32(gpu, g, l.attn_norm)?,
                     qkv: upload_stack(gpu, g, &format!("blk.{i}.qkv"), &[l.wq, l.wk, l.wv])?,
+                    q_norm: upload_opt(gpu, g, l.q_norm)?,
+                    k_norm: upload_opt(gpu, g, l.k_norm)?,
                     wo: upload(gpu, g, l.wo)?,
+                    post_attn_norm: upload_opt(gpu, g, l.post_attn_norm)?,
                     ffn_norm: upload_f32(gpu, g, l.ffn_norm)?,
                     gate_up: upload_stack(
                         gpu,
@@ -50,6 +57,7 @@ impl ModelWeights {
                         &[l.w_gate, l.w_up],
                     )?,
                     w_down: upload(gpu, g, l.w_down)?,
+                    post_ffn_norm: upload_opt(gpu, g, l.post_ffn_norm)?,
                 })
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
@@ -75,6 +83,8 @@ impl ModelWeights {
         n += self.output.as_ref().map_or(0, |w| w.bytes());
         for l in &self.layers {
             n += l.attn_norm.size() + l.ffn_norm.size();
+            let norms = [&l.q_norm, &l.k_norm, &l.post_attn_norm, &l.post_ffn_norm];
+            n += norms.into_iter().flatten().map(|b| b.size()).sum::<u64>();
             n += l.qkv.bytes() + l.gate_up.bytes() + l.wo.bytes() + l.w_down.bytes();
         }
         n
@@ -102,6 +112,15 @@ fn upload_stack(
     Stack::upload(gpu, label, &parts)
 }
 
+/// A norm the architecture may not have.
+fn upload_opt(
+    gpu: &Gpu,
+    g: &Gguf<'_>,
+    t: Option<Tensor<'_, '_>>,
+) -> Result<Option<Buf>, EngineError> {
+    t.map(|t| upload_f32(gpu, g, t)).transpose()
+}
+
 /// Norm weights are uploaded as f32 whatever their file type.
 fn upload_f32(gpu: &Gpu, g: &Gguf<'_>, t: Tensor<'_, '_>) -> Result<Buf, EngineError> {
     let v = t.f32(g)?;
@@ -116,27 +135,28 @@ pub(super) const SPARE_RANGE: u64 = 256;
 /// prefill, which only the all-logits forward reads (perplexity), live in [`AllLogits`],
 /// made on first use.
 pub(super) struct Activations {
-    pub sampling: Buf,      // uniform SamplingUniform, written before a sampled forward
-    pub step: Buf,          // uniform Step
-    pub tokens: Buf,        // [T] u32
-    pub x: Buf,             // [T][dim] residual stream
-    pub xb: Buf,            // [T][dim] normalised (also bound as a uniform window by matvec)
-    pub norm_parts: Buf,    // decode: Σ x² by workgroup of a dim-row matvec (matvec.wgsl)
-    pub spare: Buf,         // 2 × SPARE_RANGE, bound where a matvec does not use its γ and xn
-    pub q: Buf,             // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
-    pub k0: Buf,            // [T][G0][hd] native-head K projection
-    pub v0: Buf,            // [T][G0][hd]
-    pub qkv: Buf,           // decode: [n_heads·hd | G0·hd | G0·hd], q, k0, v0 of one token
-    pub att: Buf,           // [T][n_heads][hd] (uniform window too)
-    pub ml: Buf,            // [T][n_heads][max_chunks] (m, l)
-    pub part: Buf,          // [T][n_heads][max_chunks][hd]
-    pub gate: Buf,          // [T][ffn] (uniform window too)
-    pub up: Buf,            // [T][ffn]
-    pub logits: Buf,        // [vocab]: the last row's
-    pub token_out: Buf,     // [1] u32
-    pub staging: Buf,       // readback of logits [vocab]
-    pub rope: Buf,          // [capacity][hd/2] (cos, sin)
-    pub probe: Buf,         // [n_heads][capacity]: the attention view's weights (probe.rs)
+    pub sampling: Buf,   // uniform SamplingUniform, written before a sampled forward
+    pub step: Buf,       // uniform Step
+    pub tokens: Buf,     // [T] u32
+    pub x: Buf,          // [T][dim] residual stream
+    pub xb: Buf,         // [T][dim] normalised (also bound as a uniform window by matvec)
+    pub norm_parts: Buf, // decode: Σ x² by workgroup of a dim-row matvec (matvec.wgsl)
+    pub spare: Buf,      // 2 × SPARE_RANGE, bound where a matvec does not use its γ and xn
+    pub q: Buf,          // [T][n_heads][hd] (rotated in place by kv_store; uniform window too)
+    pub k0: Buf,         // [T][G0][hd] native-head K projection
+    pub v0: Buf,         // [T][G0][hd]
+    pub qkv: Buf,        // decode: [n_heads·hd | G0·hd | G0·hd], q, k0, v0 of one token
+    pub att: Buf,        // [T][n_heads][hd] (uniform window too)
+    pub ml: Buf,         // [T][n_heads][max_chunks] (m, l)
+    pub part: Buf,       // [T][n_heads][max_chunks][hd]
+    pub gate: Buf,       // [T][ffn] (uniform window too)
+    pub up: Buf,         // [T][ffn]
+    pub logits: Buf,     // [vocab]: the last row's
+    pub token_out: Buf,  // [1] u32
+    pub staging: Buf,    // readback of logits [vocab]
+    pub rope: Buf,       // [capacity][hd/2] (cos, sin)
+    pub rope_local: Option<Buf>, // the same for sliding-window layers (their own base)
+    pub probe: Buf,      // [n_heads][capacity]: the attention view's weights (probe.rs)
     pub probe_staging: Buf, // readback of `probe`
 }
 
@@ -180,6 +200,10 @@ impl Activations {
             token_out: s("token", 4)?,
             staging: gpu.buffer("staging", vocab * f, U::MAP_READ | U::COPY_DST)?,
             rope: gpu.storage_with("rope table", bytemuck::cast_slice(&table))?,
+            rope_local: match cfg.local_rope_table(capacity) {
+                Some(t) => Some(gpu.storage_with("local rope table", bytemuck::cast_slice(&t))?),
+                None => None,
+            },
             probe: s("attention weights", nh * capacity as u64)?,
             probe_staging: gpu.buffer(
                 "attention weights readback",

@@ -298,7 +298,7 @@ impl AllLogits {
                 dim: cfg.dim as u32,
                 eps: cfg.rms_eps,
                 last_row_only: 0,
-                _pad: 0,
+                add: 0,
             };
             list.push(ops::rmsnorm(p, &a.x, &m.output_norm, &a.xb));
             let p =

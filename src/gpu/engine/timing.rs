@@ -50,7 +50,7 @@ impl GpuEngine {
     pub async fn time_dispatch_overhead(&mut self, iters: usize) -> Result<f64, EngineError> {
         let a = &self.act;
         let mut list = OpList::default();
-        list.push(ops::swiglu(4, &a.gate, &a.up));
+        list.push(ops::swiglu(4, false, &a.gate, &a.up));
         // The uniforms stay alive until the probe's submits are done.
         let (_uniforms, probe) = list.finish(&self.gpu, &a.step)?;
         let n = self.dispatches_per_token();

@@ -34,7 +34,9 @@ params_struct! {
         capacity: u32,
         max_chunks: u32,
         scale: f32,
-        _pad: [u32; 2],
+        /// Sliding-window length of the layer (0: every earlier position is seen).
+        window: u32,
+        _pad: u32,
     }
 }
 
@@ -59,7 +61,9 @@ params_struct! {
         head_dim: u32,
         capacity: u32,
         scale: f32,
-        _pad: [u32; 3],
+        /// Sliding-window length of the layer (0: none); positions before it get 0.
+        window: u32,
+        _pad: [u32; 2],
     }
 }
 

@@ -10,7 +10,9 @@ params_struct! {
     /// `Params` of embed.wgsl.
     EmbedParams = "Params" for [Embed] {
         dim: u32,
-        _pad: [u32; 3],
+        /// Each row times this (√dim for Gemma, else 1).
+        scale: f32,
+        _pad: [u32; 2],
     }
 }
 
@@ -21,7 +23,8 @@ params_struct! {
         eps: f32,
         /// Normalise only the forward's last row, into row 0 of the output.
         last_row_only: u32,
-        _pad: u32,
+        /// Add the normalised row to the output instead of storing it.
+        add: u32,
     }
 }
 
@@ -29,7 +32,19 @@ params_struct! {
     /// `Params` of swiglu.wgsl.
     SwiGluParams = "Params" for [SwiGlu] {
         ffn_dim: u32,
-        _pad: [u32; 3],
+        /// GeGLU (tanh GELU) instead of SwiGLU.
+        gelu: u32,
+        _pad: [u32; 2],
+    }
+}
+
+params_struct! {
+    /// `Params` of head_norm.wgsl.
+    HeadNormParams = "Params" for [HeadNorm] {
+        heads: u32,
+        head_dim: u32,
+        eps: f32,
+        _pad: u32,
     }
 }
 
@@ -54,11 +69,21 @@ params_struct! {
     }
 }
 
-/// embed.wgsl: x (`[T][dim]`) = the rows of the embedding table `w` for `tokens` (`[T]`).
-pub fn embed<'a>(w: &'a Weight, dim: u32, tokens: &'a Buf, x: &'a Buf) -> OpSpec<'a> {
+/// embed.wgsl: x (`[T][dim]`) = `scale` · the rows of the embedding table `w` for `tokens`
+/// (`[T]`).
+pub fn embed<'a>(
+    w: &'a Weight,
+    (dim, scale): (u32, f32),
+    tokens: &'a Buf,
+    x: &'a Buf,
+) -> OpSpec<'a> {
     let [wq, ws] = w.bindings();
     let resources = vec![wq, ws, tokens.binding(), x.binding()];
-    let p = EmbedParams { dim, _pad: [0; 3] };
+    let p = EmbedParams {
+        dim,
+        scale,
+        _pad: [0; 2],
+    };
     let grid = Grid::PerToken(dim / 32);
     OpSpec::new(Kernel::Embed, Variant::weights(w.ty), &p, resources, grid)
 }
@@ -73,15 +98,34 @@ pub fn rmsnorm<'a>(p: RmsNormParams, x: &'a Buf, gamma: &'a Buf, out: &'a Buf) -
     OpSpec::new(Kernel::RmsNorm, Variant::Plain, &p, resources, grid)
 }
 
-/// swiglu.wgsl: gate = silu(gate) ⊙ up, over `[T][ffn_dim]`.
-pub fn swiglu<'a>(ffn_dim: u32, gate: &'a Buf, up: &'a Buf) -> OpSpec<'a> {
+/// swiglu.wgsl: gate = silu(gate) ⊙ up (or with `gelu`, gelu(gate) ⊙ up), over
+/// `[T][ffn_dim]`.
+pub fn swiglu<'a>(ffn_dim: u32, gelu: bool, gate: &'a Buf, up: &'a Buf) -> OpSpec<'a> {
     let p = SwiGluParams {
         ffn_dim,
-        _pad: [0; 3],
+        gelu: gelu as u32,
+        _pad: [0; 2],
     };
     let grid = Grid::Elementwise(ffn_dim);
     let resources = vec![gate.binding(), up.binding()];
     OpSpec::new(Kernel::SwiGlu, Variant::Plain, &p, resources, grid)
+}
+
+/// head_norm.wgsl: each `[head_dim]` head of x (`[T][heads][head_dim]`, a binding so that a
+/// range of the decode Q|K|V buffer serves) normalised in place, times γ (`[head_dim]`).
+pub fn head_norm<'a>(
+    p: HeadNormParams,
+    x: wgpu::BindingResource<'a>,
+    gamma: &'a Buf,
+) -> OpSpec<'a> {
+    let grid = Grid::Reduce(p.heads);
+    OpSpec::new(
+        Kernel::HeadNorm,
+        Variant::Plain,
+        &p,
+        vec![x, gamma.binding()],
+        grid,
+    )
 }
 
 /// argmax.wgsl: token[0] = the index of the largest of `vocab` logits (the lowest on ties),
