@@ -721,3 +721,30 @@ fn the_built_in_models_are_the_files_the_set_up_fetches() {
         assert_eq!(arch, Some(m.architecture), "{}", m.name);
     }
 }
+
+/// Issue 30, points 9 and 10: `--o-ridge` out of range is refused up front, naming the range;
+/// a calibration count past the built-in text is reported, and keyed, as the count used.
+#[test]
+fn calibration_counts_and_ridges_are_what_runs() {
+    for ridge in ["1e308", "0", "NaN", "-1"] {
+        let e = fails(&["calibrate", "--groups", "1", &format!("--o-ridge={ridge}")]);
+        assert!(
+            e.contains("the O refit's ridge must be between 1e-12 and 1e12"),
+            "{ridge}: {e}"
+        );
+    }
+    // G = 3 is SmolLM2's own: nothing is fitted, the count and the cache entry are reported.
+    let mut paths = Vec::new();
+    for asked in ["18446744073709551615", "1000000"] {
+        let out = gqa(&["calibrate", "--groups", "3", "--tokens", asked, "--json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let used = v["calibrations"][0]["tokens"].as_u64().expect("a count");
+        assert!((5_000..20_000).contains(&used), "{v}");
+        let note = format!("has {used} tokens: calibrating on all {used} ({asked} asked)");
+        assert!(stderr.contains(&note), "{stderr}");
+        paths.push(v["calibrations"][0]["cache"].clone());
+    }
+    assert_eq!(paths[0], paths[1], "one cache entry for the count used");
+}

@@ -514,3 +514,40 @@ fn unsupported_tensor_type_is_named() {
     );
     let _ = strings(&[]);
 }
+
+/// Issue 30, point 9: a metadata value of the wrong type is refused naming its key, wherever
+/// it is read (the model's configuration or the tokenizer).
+#[test]
+fn every_metadata_type_error_names_its_key() {
+    let list = |v: Value<'static>| Value::Array(Array::new(v.value_type(), vec![v; 3]));
+    let cases: Vec<(&str, Value<'static>)> = vec![
+        ("llama.rope.dimension_count", Value::String("64")),
+        ("llama.context_length", Value::F32(2048.0)),
+        ("tokenizer.ggml.add_bos_token", Value::String("yes")),
+        ("tokenizer.ggml.eos_token_id", Value::String("2")),
+        ("tokenizer.ggml.bos_token_id", Value::I32(-1)),
+        ("tokenizer.chat_template", Value::U32(1)),
+        ("tokenizer.ggml.tokens", Value::U32(1)),
+        ("tokenizer.ggml.tokens", list(Value::U32(1))),
+        ("tokenizer.ggml.token_type", Value::String("normal")),
+        ("tokenizer.ggml.token_type", list(Value::String("normal"))),
+        ("tokenizer.ggml.merges", Value::Bool(true)),
+        ("tokenizer.ggml.pre", Value::U8(1)),
+        ("tokenizer.ggml.model", Value::U8(1)),
+    ];
+    for (key, value) in cases {
+        let bytes = real_with(&[(key, Some(value.clone()))]);
+        let g = Gguf::parse(&bytes).unwrap();
+        let message = match ModelConfig::from_gguf(&g) {
+            Err(e) => e.to_string(),
+            Ok(_) => match Tokenizer::from_gguf(&g) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{key} = {value:?} was accepted"),
+            },
+        };
+        assert!(
+            message.contains(key) && !message.contains("\"\""),
+            "{key} = {value:?}: {message}"
+        );
+    }
+}

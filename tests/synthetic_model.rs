@@ -191,3 +191,41 @@ fn nan_in_a_quantized_weight_is_reported_by_every_cpu_engine() {
         assert!(matches!(r, Err(EngineError::NonFinite(_))), "{name}: {r:?}");
     }
 }
+
+/// Issue 30, point 9: a calibration on NaN weights says that the layer's statistics are not
+/// finite, and a ridge out of range says so (both were "invalid hyper-parameters").
+#[test]
+fn calibration_says_what_is_wrong_with_its_input() {
+    use gqa_lab::engine::calibrate::calibrate_with;
+    use gqa_lab::model::ModelConfig;
+    use gqa_lab::regroup::{FitSettings, Grouping};
+    let ids: Vec<u32> = (0..64).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
+    let fit = |tensors: &[TensorSpec], settings: FitSettings| {
+        let bytes = file(&metadata(KV_HEADS), tensors);
+        let g = Gguf::parse(&bytes).unwrap();
+        let grouping = Grouping::of(&ModelConfig::from_gguf(&g).unwrap(), 1).unwrap();
+        let mut e = CpuEngine::load(&g, 64).unwrap();
+        let mut on_layer = |_| {};
+        let run = calibrate_with(&mut e, &g, grouping, &ids, settings, &mut on_layer);
+        run.block_on().map(|_| ()).map_err(|e| e.to_string())
+    };
+    fit(&model(), FitSettings::default()).expect("the clean model fits");
+    let e = fit(&model_with_nan_embedding(3), FitSettings::default()).unwrap_err();
+    assert!(
+        e.contains("layer 0") && e.contains("non-finite statistics"),
+        "{e}"
+    );
+    for ridge in [1e308, 0.0, f64::NAN, -1.0] {
+        let e = fit(
+            &model(),
+            FitSettings {
+                o_ridge: Some(ridge),
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("the O refit's ridge must be between"),
+            "{ridge}: {e}"
+        );
+    }
+}

@@ -61,12 +61,18 @@ pub struct CalibrateArgs {
 #[derive(Args, Clone, Copy)]
 pub struct FitArgs {
     /// Ridge of the least-squares refit of the O maps, relative to the merged outputs' mean
-    /// energy (towards the base maps; smaller trusts the calibration text more).
-    #[arg(long, default_value_t = regroup::DEFAULT_O_RIDGE)]
+    /// energy (towards the base maps; smaller trusts the calibration text more; 1e-12..=1e12).
+    #[arg(long, default_value_t = regroup::DEFAULT_O_RIDGE, value_parser = parse_ridge)]
     o_ridge: f64,
     /// Keep the base O maps (no least-squares refit).
     #[arg(long)]
     no_o_refit: bool,
+}
+
+/// `--o-ridge`, refused up front outside [`regroup::O_RIDGE_RANGE`].
+fn parse_ridge(s: &str) -> Result<f64, String> {
+    let ridge: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    regroup::check_o_ridge(ridge).map(|()| ridge)
 }
 
 impl FitArgs {
@@ -84,6 +90,24 @@ pub struct Calibration {
     pub settings: FitSettings,
 }
 
+impl Calibration {
+    /// The calibration as it will run: no more tokens than the built-in text has (said when
+    /// fewer than asked), so that what is reported and the cache key are the count used.
+    fn as_run(self, gguf: &Gguf<'_>) -> Result<Self> {
+        let text = Tokenizer::from_gguf(gguf)?.encode(TEXT, false)?.len();
+        if self.tokens > text {
+            eprintln!(
+                "note: the built-in calibration text has {text} tokens: calibrating on all {text} ({} asked)",
+                self.tokens
+            );
+        }
+        Ok(Calibration {
+            tokens: self.tokens.min(text),
+            ..self
+        })
+    }
+}
+
 /// The regrouping `--groups`/`--regroup` ask for: mean-pooling, the exact split for G ≥ G0,
 /// or calibrated maps from the cache (fitted and cached first if missing).
 pub fn regrouping_for(
@@ -97,6 +121,7 @@ pub fn regrouping_for(
     if method.method() == Method::Mean || !grouping.merges() {
         return Ok(Arc::new(Regrouping::mean(cfg, grouping)));
     }
+    let how = how.as_run(gguf)?;
     // Without a cache the maps are fitted all the same, and kept in memory for this run.
     let entry = CacheEntry::of(gguf, groups, how)
         .map_err(|e| eprintln!("warning: {e:#}; the fitted maps will not be kept"))
@@ -218,12 +243,13 @@ fn cache_dir() -> Result<PathBuf> {
 pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<()> {
     let cfg = ModelConfig::from_gguf(gguf)?;
     let mut results = Vec::new();
+    let how = Calibration {
+        tokens: a.tokens,
+        settings: a.fit.settings(),
+    }
+    .as_run(gguf)?;
     for &groups in &a.groups {
         let grouping = Grouping::of(&cfg, groups)?;
-        let how = Calibration {
-            tokens: a.tokens,
-            settings: a.fit.settings(),
-        };
         let entry = CacheEntry::of(gguf, groups, how)?;
         let t0 = std::time::Instant::now();
         let mut layers = Vec::new();
@@ -255,7 +281,7 @@ pub fn calibrate(gguf: &Gguf<'_>, a: &CalibrateArgs, json_out: bool) -> Result<(
             "merges": grouping.merges(),
             "fitted": fitted,
             "seconds": seconds,
-            "tokens": a.tokens,
+            "tokens": how.tokens,
             "fit": how.settings.label(),
             "text": TEXT_SOURCE,
             "cache": entry.path,

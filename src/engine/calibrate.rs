@@ -75,6 +75,9 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
         );
         return Err(EngineError::Calibration(why));
     }
+    if let Some(ridge) = settings.o_ridge {
+        crate::regroup::check_o_ridge(ridge).map_err(EngineError::Calibration)?;
+    }
     let seq = SEQUENCE.min(ids.len());
     if seq < MIN_TOKENS {
         let why = format!("it needs at least {MIN_TOKENS} tokens, got {}", ids.len());
@@ -94,8 +97,8 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
             native.push(walk.native_qkv(l, x).await?);
         }
         let wo = tensors.layers[l].wo.f32(gguf)?; // [dim][H·hd]
-        let (maps, error) =
-            fit_layer(&cfg, grouping, &native, &wo, settings).map_err(EngineError::Calibration)?;
+        let (maps, error) = fit_layer(&cfg, grouping, &native, &wo, settings)
+            .map_err(|why| EngineError::Calibration(format!("layer {l}: {why}")))?;
         walk.set_layer_maps(l, &maps)?;
         r.layers[l] = maps;
         for x in &mut xs {

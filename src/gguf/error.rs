@@ -70,8 +70,9 @@ pub enum GgufError {
 }
 
 impl GgufError {
-    /// Fills in the key of a type error raised by a [`super::Value`] getter.
-    pub(super) fn at(self, key: &str) -> Self {
+    /// Fills in the key of a type error raised by a [`super::Value`] getter (its getters
+    /// know no key: every caller of one names the key it read).
+    pub fn at(self, key: &str) -> Self {
         match self {
             GgufError::WrongType {
                 found, expected, ..

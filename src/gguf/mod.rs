@@ -197,6 +197,36 @@ impl<'a> Gguf<'a> {
         self.require(key)?.to_str().map_err(|e| e.at(key))
     }
 
+    /// A required bool.
+    pub fn bool(&self, key: &str) -> Result<bool, GgufError> {
+        self.require(key)?.to_bool().map_err(|e| e.at(key))
+    }
+
+    /// A required array.
+    pub fn array(&self, key: &str) -> Result<&Array<'a>, GgufError> {
+        self.require(key)?.to_array().map_err(|e| e.at(key))
+    }
+
+    /// A required array of strings; an item of another type is named by its index.
+    pub fn str_array(&self, key: &str) -> Result<Vec<&'a str>, GgufError> {
+        let items = self.array(key)?.iter().enumerate();
+        items
+            .map(|(i, v)| v.to_str().map_err(|e| e.at(&format!("{key}[{i}]"))))
+            .collect()
+    }
+
+    /// `read(self, key)` (one of the getters above) if the key is present, else `None`.
+    pub fn optional<'s, T>(
+        &'s self,
+        key: &str,
+        read: impl FnOnce(&'s Self, &str) -> Result<T, GgufError>,
+    ) -> Result<Option<T>, GgufError> {
+        match self.get(key) {
+            Some(_) => read(self, key).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The tensor named `name`, if present.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo<'a>> {
         self.tensors.iter().find(|t| t.name == name)

@@ -130,18 +130,13 @@ impl ModelConfig {
             return Err(ModelError::UnsupportedArch(name.to_string()));
         }
         let key = |k: &str| format!("{name}.{k}");
-        let opt = |k: &str| -> Result<Option<usize>, ModelError> {
-            Ok(match g.get(&key(k)) {
-                Some(_) => Some(g.usize(&key(k))?),
-                None => None,
-            })
-        };
+        let opt = |k: &str| g.optional(&key(k), Gguf::usize);
         let n_heads = g.usize(&key("attention.head_count"))?;
         let n_kv_heads = opt("attention.head_count_kv")?.unwrap_or(n_heads);
         let dim = g.usize(&key("embedding_length"))?;
         let vocab_size = match opt("vocab_size")? {
             Some(v) => v,
-            None => g.require("tokenizer.ggml.tokens")?.to_array()?.len(),
+            None => g.array("tokenizer.ggml.tokens")?.len(),
         };
         let head_dim = match opt("attention.key_length")? {
             Some(k) => k,
@@ -163,10 +158,9 @@ impl ModelConfig {
             head_dim,
             vocab_size,
             context_length: g.usize(&key("context_length"))?,
-            rope_base: match g.get(&key("rope.freq_base")) {
-                Some(_) => g.f32(&key("rope.freq_base"))?,
-                None => 10_000.0,
-            },
+            rope_base: g
+                .optional(&key("rope.freq_base"), Gguf::f32)?
+                .unwrap_or(10_000.0),
             rms_eps: g.f32(&key("attention.layer_norm_rms_epsilon"))?,
         };
         cfg.validate()?;

@@ -18,7 +18,7 @@ use crate::ops;
 /// Fits one layer's maps to `grouping` from its native projections, one `[q, k0, v0]` per
 /// calibration sequence (`[t][H·hd]`, `[t][G0·hd]`, `[t][G0·hd]`, before RoPE), and its output
 /// projection `wo` (`[dim][H·hd]`). Errors say why the fit is impossible (no tokens, a
-/// singular system).
+/// ridge out of range, non-finite projections or weights, a singular system).
 pub fn fit_layer(
     cfg: &ModelConfig,
     grouping: Grouping,
@@ -26,6 +26,16 @@ pub fn fit_layer(
     wo: &[f32],
     settings: FitSettings,
 ) -> Result<(LayerMaps, FitError), String> {
+    if let Some(ridge) = settings.o_ridge {
+        super::check_o_ridge(ridge)?;
+    }
+    let finite = |x: &[f32]| x.iter().all(|v| v.is_finite());
+    if !native.iter().flatten().all(|x| finite(x)) {
+        return Err("the layer's Q, K or V of the calibration text hold NaN or infinity (non-finite statistics): the model's weights may be damaged".into());
+    }
+    if !finite(wo) {
+        return Err("the layer's attn_output weights hold NaN or infinity: the model's weights may be damaged".into());
+    }
     let mut stats = LayerStats::new(grouping, cfg.head_dim);
     for [q, k0, v0] in native {
         stats.add(q, k0, v0);
@@ -37,6 +47,9 @@ pub fn fit_layer(
         let (o, fit) = stats.refit(wo, &base, ridge)?;
         maps.o = Some(o);
         error.o = Some(fit);
+    }
+    if !maps.is_finite() {
+        return Err("the fit gave non-finite maps (its statistics overflow f32: values past its range in the layer's activations)".into());
     }
     Ok((maps, error))
 }

@@ -121,14 +121,7 @@ impl Regrouping {
                 (m.q.as_ref().map_or(h * hd / 2, Vec::len), h * hd / 2),
                 (m.o.as_ref().map_or(h * hd * hd, Vec::len), h * hd * hd),
             ];
-            let v = match &m.v {
-                VMap::Pool(w) | VMap::Dense(w) => w,
-            };
-            let finite = m.k.iter().flatten().all(|x| x.is_finite())
-                && v.iter().all(|x| x.is_finite())
-                && m.q.iter().flatten().flatten().all(|x| x.is_finite())
-                && m.o.iter().flatten().all(|x| x.is_finite());
-            if sizes.iter().any(|(a, b)| a != b) || !finite {
+            if sizes.iter().any(|(a, b)| a != b) || !m.is_finite() {
                 return bad(format!(
                     "layer {l} has maps of the wrong size or non-finite values"
                 ));
@@ -139,6 +132,17 @@ impl Regrouping {
 }
 
 impl LayerMaps {
+    /// Whether every value of every map is finite.
+    pub fn is_finite(&self) -> bool {
+        let v = match &self.v {
+            VMap::Pool(w) | VMap::Dense(w) => w,
+        };
+        self.k.iter().flatten().all(|x| x.is_finite())
+            && v.iter().all(|x| x.is_finite())
+            && self.q.iter().flatten().flatten().all(|x| x.is_finite())
+            && self.o.iter().flatten().all(|x| x.is_finite())
+    }
+
     /// Mean-pooling ([`pooling_matrix`]) as maps: the pool weights as real K scalars.
     pub fn pooled(grouping: Grouping, hd: usize) -> Self {
         let pool = pooling_matrix(grouping);

@@ -38,6 +38,21 @@ pub const MIN_TOKENS: usize = 64;
 /// The O refit's ridge by default (ARCHITECTURE.md has the measurements behind it).
 pub const DEFAULT_O_RIDGE: f64 = 1.0;
 
+/// The O refit's ridges the fit takes: past them the system is either not regularised at all
+/// or its λ overflows (ρ multiplies the trace of the outputs' covariance).
+pub const O_RIDGE_RANGE: std::ops::RangeInclusive<f64> = 1e-12..=1e12;
+
+/// Why `ridge` is not a ridge the O refit takes, if it is not.
+pub fn check_o_ridge(ridge: f64) -> Result<(), String> {
+    if O_RIDGE_RANGE.contains(&ridge) {
+        return Ok(());
+    }
+    let (lo, hi) = (O_RIDGE_RANGE.start(), O_RIDGE_RANGE.end());
+    Err(format!(
+        "the O refit's ridge must be between {lo:e} and {hi:e}, got {ridge}"
+    ))
+}
+
 /// How a calibrated merge is fitted, besides its tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FitSettings {

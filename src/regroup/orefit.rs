@@ -111,9 +111,7 @@ impl OutputStats {
         if base.len() != h * hd * hd || wo.is_empty() || !wo.len().is_multiple_of(h * hd) {
             return Err("O refit: maps or W_o of the wrong size".into());
         }
-        if !(ridge > 0.0 && ridge.is_finite()) {
-            return Err(format!("O refit: the ridge must be positive, got {ridge}"));
-        }
+        super::check_o_ridge(ridge)?;
         if self.tokens == 0 {
             return Err("O refit: no calibration tokens".into());
         }

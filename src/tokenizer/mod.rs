@@ -83,14 +83,12 @@ impl Tokenizer {
         Ok(Tokenizer {
             bos_id: special_id(g, "tokenizer.ggml.bos_token_id", &vocab, spm.then_some(1))?,
             eos_id: special_id(g, "tokenizer.ggml.eos_token_id", &vocab, spm.then_some(2))?,
-            add_bos: match g.get("tokenizer.ggml.add_bos_token") {
-                Some(v) => v.to_bool().map_err(|e| bad(e, "add_bos_token"))?,
-                None => add_bos_default,
-            },
-            chat_template: match g.get("tokenizer.chat_template") {
-                Some(v) => ChatTemplate::detect(v.to_str().map_err(|e| bad(e, "chat_template"))?),
-                None => None,
-            },
+            add_bos: g
+                .optional("tokenizer.ggml.add_bos_token", Gguf::bool)?
+                .unwrap_or(add_bos_default),
+            chat_template: g
+                .optional("tokenizer.chat_template", Gguf::str)?
+                .and_then(ChatTemplate::detect),
             specials: Specials::new(&vocab),
             vocab,
             model,
@@ -197,16 +195,9 @@ impl Tokenizer {
     }
 }
 
-fn bad(e: GgufError, what: &str) -> TokenizerError {
-    TokenizerError::BadVocab(format!("{what}: {e}"))
-}
-
 /// The tokens and their types, with the ones llama.cpp recognises by their text made control.
 fn read_vocab(g: &Gguf<'_>) -> Result<Vocab, TokenizerError> {
-    let tokens = g
-        .require("tokenizer.ggml.tokens")?
-        .to_str_array()
-        .map_err(|e| bad(e, "tokens"))?;
+    let tokens = g.str_array("tokenizer.ggml.tokens")?;
     let types = token_types(g, tokens.len())?;
     let mut vocab = Vocab::new(&tokens, types.as_deref())?;
     specials::mark_control_looking(&mut vocab, g);
@@ -215,14 +206,14 @@ fn read_vocab(g: &Gguf<'_>) -> Result<Vocab, TokenizerError> {
 
 /// `tokenizer.ggml.token_type`, one per token, if the GGUF has it.
 fn token_types(g: &Gguf<'_>, n: usize) -> Result<Option<Vec<i64>>, TokenizerError> {
-    let Some(v) = g.get("tokenizer.ggml.token_type") else {
+    const KEY: &str = "tokenizer.ggml.token_type";
+    let Some(a) = g.optional(KEY, Gguf::array)? else {
         return Ok(None);
     };
-    let types = v
-        .to_array()
-        .map_err(|e| bad(e, "token_type"))?
+    let types = a
         .iter()
-        .map(|t| t.to_i64().map_err(|e| bad(e, "token_type")))
+        .enumerate()
+        .map(|(i, t)| t.to_i64().map_err(|e| e.at(&format!("{KEY}[{i}]"))))
         .collect::<Result<Vec<_>, _>>()?;
     if types.len() != n {
         return Err(TokenizerError::BadVocab(format!(
@@ -235,16 +226,12 @@ fn token_types(g: &Gguf<'_>, n: usize) -> Result<Option<Vec<i64>>, TokenizerErro
 
 /// The byte-level BPE of a `gpt2` vocabulary, and whether its pre-tokenizer's models add BOS.
 fn build_bpe(g: &Gguf<'_>, vocab: &Vocab) -> Result<(Model, bool), TokenizerError> {
-    let pre = match g.get("tokenizer.ggml.pre") {
-        Some(_) => g.str("tokenizer.ggml.pre")?,
-        None => "default",
-    };
+    let pre = g
+        .optional("tokenizer.ggml.pre", Gguf::str)?
+        .unwrap_or("default");
     let settings = bpe::pre_settings(pre)?;
     let add_bos = settings.add_bos;
-    let merges = g
-        .require("tokenizer.ggml.merges")?
-        .to_str_array()
-        .map_err(|e| bad(e, "merges"))?;
+    let merges = g.str_array("tokenizer.ggml.merges")?;
     let tok = bpe::build(vocab, &merges, settings)?;
     Ok((Model::Bpe(Box::new(tok)), add_bos))
 }
@@ -258,10 +245,9 @@ fn special_id(
     default: Option<u32>,
 ) -> Result<Option<u32>, TokenizerError> {
     let n = vocab.len() as u64;
-    let Some(v) = g.get(key) else {
+    let Some(id) = g.optional(key, Gguf::u64)? else {
         return Ok(default.filter(|&id| u64::from(id) < n));
     };
-    let id = v.to_u64().map_err(|e| bad(e, key))?;
     if id >= n {
         return Err(TokenizerError::BadVocab(format!(
             "{key} = {id} is past the vocabulary"

@@ -30,10 +30,9 @@ impl Spm {
         Ok(Spm {
             scores: scores(g, vocab.len())?,
             byte_ids: byte_ids(vocab)?,
-            add_space_prefix: match g.get("tokenizer.ggml.add_space_prefix") {
-                Some(v) => v.to_bool().map_err(|e| super::bad(e, "add_space_prefix"))?,
-                None => true,
-            },
+            add_space_prefix: g
+                .optional("tokenizer.ggml.add_space_prefix", Gguf::bool)?
+                .unwrap_or(true),
         })
     }
 
@@ -186,10 +185,9 @@ impl Eq for Bigram {}
 /// The merge scores: F32 or I32 (llama.cpp takes both), as many as the tokens or more; none
 /// is NaN, and -0 is 0 (llama.cpp compares them with `<`).
 fn scores(g: &Gguf<'_>, n: usize) -> Result<Vec<f32>, TokenizerError> {
-    let Some(v) = g.get("tokenizer.ggml.scores") else {
+    let Some(a) = g.optional("tokenizer.ggml.scores", Gguf::array)? else {
         return Ok(vec![0.0; n]);
     };
-    let a = v.to_array().map_err(|e| super::bad(e, "scores"))?;
     if a.len() < n {
         return Err(TokenizerError::BadVocab(format!(
             "{} scores for {n} tokens",
