@@ -120,8 +120,9 @@ impl CpuEngine {
         Self::load_as(g, capacity, false)
     }
 
-    /// The `cpu-q8` backend: matrices of Q4_0, Q4_1 and Q8_0 stay in their blocks (others
-    /// are dequantized), products run on int8-quantized activations ([`qmatrix`]).
+    /// The `cpu-q8` backend: quantized matrices stay in their blocks (repacked at load into
+    /// integer layouts that give the dequantized weights to the bit; float ones are converted
+    /// to f32), products run on int8-quantized activations ([`qmatrix`]).
     pub fn load_quantized(g: &Gguf<'_>, capacity: usize) -> Result<Self, EngineError> {
         Self::load_as(g, capacity, true)
     }
