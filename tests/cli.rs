@@ -748,3 +748,32 @@ fn calibration_counts_and_ridges_are_what_runs() {
     }
     assert_eq!(paths[0], paths[1], "one cache entry for the count used");
 }
+
+/// Issue 30, point 11: `--chat` and `--system` beside `--prompt-ids` (the exact input) are
+/// refused, not ignored; a text with a byte the vocabulary has no token for is refused naming
+/// the byte (the synthetic vocabulary is 64 printable characters, no lower case: `AxB` was
+/// `[32, 33]`), not tokenized without it.
+#[test]
+fn silent_nonsense_is_refused() {
+    for extra in [
+        &["--chat"][..],
+        &["--system", "Be brief."],
+        &["--chat", "--system", "x"],
+    ] {
+        let args = [
+            &["generate", "--prompt-ids", "1,2", "--max-tokens", "1"][..],
+            extra,
+        ]
+        .concat();
+        let e = fails(&args);
+        assert!(e.contains("cannot be used with"), "{extra:?}: {e}");
+    }
+    let m = model_file("missing-bytes.gguf", &model());
+    let e = fails(&["--model", &m, "tokenize", "--text", "AxB"]);
+    assert!(
+        e.contains("the vocabulary has no token for byte 0x78 ('x')"),
+        "{e}"
+    );
+    let v = json(&["--model", &m, "tokenize", "--text", "A?B", "--json"]);
+    assert!(v.to_string().contains("[32,30,33]"), "{v}");
+}

@@ -551,3 +551,33 @@ fn every_metadata_type_error_names_its_key() {
         );
     }
 }
+
+/// Issue 30, point 11: `block_count` = 1 in a file that holds 30 blocks is refused naming the
+/// first tensor past it (one layer ran without a word).
+#[test]
+fn blocks_past_block_count_are_refused() {
+    let g = real();
+    let mut kvs = g.metadata.clone();
+    kvs.retain(|(k, _)| *k != "llama.block_count");
+    kvs.push(("llama.block_count", Value::U32(1)));
+    // Block 0, the tensors outside blocks, and one tensor of block 1, as F32 zeros.
+    let kept = |name: &str| {
+        !name.starts_with("blk.") || name.starts_with("blk.0.") || name == "blk.1.attn_norm.weight"
+    };
+    let tensors: Vec<TensorSpec> = (g.tensors.iter().filter(|t| kept(t.name)))
+        .map(|t| TensorSpec {
+            name: t.name.into(),
+            dims: t.dims.clone(),
+            type_id: 0,
+            data: vec![0; t.n_elements() as usize * 4],
+        })
+        .collect();
+    let bytes = file(&kvs, &tensors);
+    let g2 = Gguf::parse(&bytes).unwrap();
+    let cfg = ModelConfig::from_gguf(&g2).unwrap();
+    let e = ModelTensors::locate(&g2, &cfg).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid hyper-parameters: llama.block_count is 1 but the file holds tensor blk.1.attn_norm.weight of block 1"
+    );
+}

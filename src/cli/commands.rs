@@ -114,11 +114,12 @@ pub struct GenerateArgs {
         required_unless_present = "prompt_ids"
     )]
     prompt: Option<String>,
-    /// Wrap the prompt as one user turn of the model's chat template (ChatML).
-    #[arg(long, requires = "prompt")]
+    /// Wrap the prompt as one user turn of the model's chat template (ChatML; not with
+    /// --prompt-ids, which are the exact input).
+    #[arg(long, requires = "prompt", conflicts_with = "prompt_ids")]
     chat: bool,
     /// A system turn before the user turn (with --chat).
-    #[arg(long, requires = "chat")]
+    #[arg(long, requires = "chat", conflicts_with = "prompt_ids")]
     system: Option<String>,
     /// The exact model input as comma-separated token ids.
     #[arg(long, value_parser = parse_ids)]

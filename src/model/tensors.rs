@@ -123,6 +123,7 @@ impl<'g, 'a> ModelTensors<'g, 'a> {
     /// Finds every tensor the forward pass needs and checks its shape and type.
     pub fn locate(g: &'g Gguf<'a>, cfg: &ModelConfig) -> Result<Self, ModelError> {
         let (d, v) = (cfg.dim as u64, cfg.vocab_size as u64);
+        check_no_extra_blocks(g, cfg)?;
         let layers = (0..cfg.n_layers)
             .map(|i| layer(g, cfg, i))
             .collect::<Result<Vec<_>, ModelError>>()?;
@@ -139,6 +140,29 @@ impl<'g, 'a> ModelTensors<'g, 'a> {
             output,
             tied_output,
         })
+    }
+}
+
+/// A file whose tensors hold blocks past `block_count` is refused: running only the first
+/// blocks would give another model's output without a word.
+fn check_no_extra_blocks(g: &Gguf<'_>, cfg: &ModelConfig) -> Result<(), ModelError> {
+    let block = |name: &str| {
+        let rest = name.strip_prefix("blk.")?;
+        rest.split('.').next()?.parse::<usize>().ok()
+    };
+    let past = g
+        .tensors
+        .iter()
+        .find(|t| block(t.name).is_some_and(|b| b >= cfg.n_layers));
+    match past {
+        Some(t) => Err(ModelError::BadConfig(format!(
+            "{}.block_count is {} but the file holds tensor {} of block {}",
+            cfg.arch.name,
+            cfg.n_layers,
+            t.name,
+            block(t.name).unwrap_or(0)
+        ))),
+        None => Ok(()),
     }
 }
 

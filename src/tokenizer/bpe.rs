@@ -106,6 +106,17 @@ pub(super) fn build(
     Ok(tok)
 }
 
+/// The bytes whose byte-level character is not a token of `vocab` (every byte-level BPE
+/// vocabulary has all 256; without one, the merge loop would drop that byte).
+pub(super) fn missing_bytes(vocab: &Vocab) -> Vec<u8> {
+    (0..=255u8)
+        .filter(|&b| {
+            let c = bytes::byte_to_char(b);
+            vocab.id(c.encode_utf8(&mut [0; 4]).as_bytes()).is_none()
+        })
+        .collect()
+}
+
 /// The bytes a token stands for: a normal token's byte-level text decoded.
 pub(super) fn token_bytes(vocab: &Vocab, id: u32, render_special: bool) -> Vec<u8> {
     let text = vocab.text(id);

@@ -18,6 +18,15 @@ fn char_to_byte(c: char) -> Option<u8> {
     (0..=255u8).filter(|&b| !is_printable(b)).nth(n as usize)
 }
 
+/// The character of the byte-level alphabet that stands for byte `b`.
+pub(super) fn byte_to_char(b: u8) -> char {
+    if is_printable(b) {
+        return b as char;
+    }
+    let n = (0..b).filter(|&x| !is_printable(x)).count() as u32;
+    char::from_u32(256 + n).unwrap_or('\u{FFFD}')
+}
+
 /// The raw bytes of a byte-level token text. Characters outside the alphabet (none in a
 /// well-formed vocabulary) are kept as their UTF-8.
 pub(super) fn decode_byte_level(text: &str) -> Vec<u8> {
@@ -42,5 +51,8 @@ mod tests {
         assert_eq!(decode_byte_level("Ā"), [0u8]);
         // "é" is C3 A9 in UTF-8, shown as "Ã©".
         assert_eq!(decode_byte_level("Ã©"), "é".as_bytes());
+        for b in 0..=255u8 {
+            assert_eq!(char_to_byte(byte_to_char(b)), Some(b));
+        }
     }
 }

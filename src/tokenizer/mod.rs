@@ -46,6 +46,8 @@ pub enum TokenizerError {
     BadVocab(String),
     #[error("tokenizer failed: {0}")]
     Bpe(String),
+    #[error("the vocabulary has no token for byte 0x{0:02X} ({c:?}), which the text holds", c = char::from(*.0))]
+    MissingByte(u8),
     #[error("the model has no ChatML chat template (tokenizer.chat_template); use a raw prompt")]
     NoChatTemplate,
 }
@@ -65,6 +67,9 @@ pub struct Tokenizer {
     pub eos_id: Option<u32>,
     pub add_bos: bool,
     pub chat_template: Option<ChatTemplate>,
+    /// The bytes a byte-level BPE vocabulary has no token for (a text with one is refused
+    /// rather than losing it); empty for SentencePiece, which refuses them at load.
+    missing_bytes: Vec<u8>,
 }
 
 impl Tokenizer {
@@ -90,6 +95,10 @@ impl Tokenizer {
                 .optional("tokenizer.chat_template", Gguf::str)?
                 .and_then(ChatTemplate::detect),
             specials: Specials::new(&vocab),
+            missing_bytes: match model {
+                Model::Bpe(_) => bpe::missing_bytes(&vocab),
+                Model::Spm(_) => Vec::new(),
+            },
             vocab,
             model,
         })
@@ -154,6 +163,13 @@ impl Tokenizer {
         match &self.model {
             Model::Spm(spm) => spm.encode(&self.vocab, text, after_special, ids),
             Model::Bpe(bpe) => {
+                if let Some(&b) = text
+                    .as_bytes()
+                    .iter()
+                    .find(|b| self.missing_bytes.contains(b))
+                {
+                    return Err(TokenizerError::MissingByte(b));
+                }
                 let enc = bpe
                     .encode(text, false)
                     .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
