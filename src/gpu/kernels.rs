@@ -113,6 +113,7 @@ pub enum Kernel {
     Matmul,
     RmsNorm,
     HeadNorm,
+    AddBias,
     SwiGlu,
     KvStore,
     Attention,
@@ -143,12 +144,13 @@ pub enum Slot {
 use Slot as S;
 
 impl Kernel {
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Embed,
         Kernel::Matvec,
         Kernel::Matmul,
         Kernel::RmsNorm,
         Kernel::HeadNorm,
+        Kernel::AddBias,
         Kernel::SwiGlu,
         Kernel::KvStore,
         Kernel::Attention,
@@ -166,6 +168,7 @@ impl Kernel {
             Kernel::Matmul => "matmul",
             Kernel::RmsNorm => "rmsnorm",
             Kernel::HeadNorm => "head_norm",
+            Kernel::AddBias => "add_bias",
             Kernel::SwiGlu => "swiglu",
             Kernel::KvStore => "kv_store",
             Kernel::Attention => "attention",
@@ -184,6 +187,7 @@ impl Kernel {
             Kernel::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Kernel::RmsNorm => include_str!("../../shaders/rmsnorm.wgsl"),
             Kernel::HeadNorm => include_str!("../../shaders/head_norm.wgsl"),
+            Kernel::AddBias => include_str!("../../shaders/add_bias.wgsl"),
             Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl"),
             Kernel::KvStore => include_str!("../../shaders/kv_store.wgsl"),
             Kernel::Attention => include_str!("../../shaders/attention.wgsl"),
@@ -205,7 +209,7 @@ impl Kernel {
             | Kernel::KvStore
             | Kernel::Attention
             | Kernel::AttentionProbe => 64,
-            Kernel::SwiGlu | Kernel::Argmax | Kernel::Sample => 256,
+            Kernel::SwiGlu | Kernel::AddBias | Kernel::Argmax | Kernel::Sample => 256,
         }
     }
 
@@ -245,7 +249,7 @@ impl Kernel {
                 (3, S::Read),
                 (4, S::ReadWrite),
             ],
-            Kernel::HeadNorm => &[
+            Kernel::HeadNorm | Kernel::AddBias => &[
                 (0, S::Params),
                 (1, S::Step),
                 (2, S::ReadWrite),

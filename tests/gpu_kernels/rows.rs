@@ -133,6 +133,35 @@ fn geglu_matches_cpu() {
     assert_close("geglu", &read(gpu, &gb, t * f), &ops::geglu(&g, &u), 1e-5);
 }
 
+/// add_bias.wgsl vs ops::add_in_place on each row (exact: one f32 addition each), on a
+/// range of a larger buffer as decode binds q, k0 and v0.
+#[test]
+fn add_bias_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng(43);
+    let (t, n) = (3usize, 576usize);
+    let (x, bias) = (rng.vec(t * n), rng.vec(n));
+    let (xb, bb) = (
+        f32s(gpu, &[x.clone(), vec![7.0; 64]].concat()),
+        f32s(gpu, &bias),
+    );
+    let st = step(gpu, 0, t);
+    let range = xb.range(0, (t * n * 4) as u64);
+    run(
+        gpu,
+        &gpu_ops::add_bias(n as u32, range, &bb),
+        Some(&st),
+        0,
+        t,
+    );
+    let mut want = x.clone();
+    for row in want.chunks_exact_mut(n) {
+        ops::add_in_place(row, &bias);
+    }
+    want.extend([7.0; 64]); // past the range: untouched
+    assert_close("add_bias", &read(gpu, &xb, t * n + 64), &want, 0.0);
+}
+
 /// head_norm.wgsl vs ops::rmsnorm with a `[head_dim]` weight, in place on `[T][heads][hd]`;
 /// and rmsnorm.wgsl adding into its output (Gemma's post norms) (1e-5).
 #[test]

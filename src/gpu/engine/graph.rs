@@ -112,6 +112,8 @@ impl<'a> Graph<'a> {
             let link = self.attn_norm(&mut b, w, l, pass);
             // q | k0 | v0 = W_q|k|v · xb
             let qkv = self.qkv(&mut b, w, pass, link);
+            // (Qwen2) q += b_q, k0 += b_k, v0 += b_v
+            self.biases(&mut b, w, &qkv);
             // (Gemma) each query and key head normalised: q_h = rmsnorm(q_h) ⊙ q_norm, k0 alike
             self.head_norms(&mut b, w, &qkv);
             // K, V of the G heads (the layer's maps of the native ones) → the cache at the
@@ -252,6 +254,21 @@ impl<'a> Graph<'a> {
                 _pad: 0,
             };
             self.push(b, ops::head_norm(p, x, gamma));
+        }
+    }
+
+    /// The Q, K and V biases added to their products, when the layer has them.
+    fn biases(&mut self, b: &mut BodySpec, w: &'a LayerWeights, qkv: &Qkv<'a>) {
+        let Some([bq, bk, bv]) = &w.bias else {
+            return;
+        };
+        let (cfg, hd) = (self.cfg, self.cfg.head_dim);
+        for (n, x, bias) in [
+            (cfg.n_heads * hd, qkv.q.clone(), bq),
+            (cfg.n_kv_heads * hd, qkv.k0.clone(), bk),
+            (cfg.n_kv_heads * hd, qkv.v0.clone(), bv),
+        ] {
+            self.push(b, ops::add_bias(n as u32, x, bias));
         }
     }
 

@@ -173,13 +173,11 @@ impl GpuEngine {
 /// Shapes the kernels assume.
 fn check_shapes(cfg: &ModelConfig) -> Result<(), GpuError> {
     let bad = |m: String| Err(GpuError::Unsupported(m));
-    // Llama (with or without Llama 3's RoPE frequency factors, in the RoPE table) and Gemma 3
-    // (head norms, post norms, GeGLU, embedding scale, sliding windows: graph.rs).
-    if cfg.arch.qkv_bias {
-        return bad(format!(
-            "the {} architecture: the GPU graph has no Q/K/V biases yet (the CPU engines run it)",
-            cfg.arch.name
-        ));
+    // Llama (with or without Llama 3's RoPE frequency factors, in the RoPE table), Qwen2
+    // (Q/K/V biases) and Gemma 3 (head norms, post norms, GeGLU, embedding scale, sliding
+    // windows): graph.rs. Biases are added before the head norms, as no architecture has both.
+    if cfg.arch.qkv_bias && cfg.arch.qk_norm {
+        return bad("Q/K/V biases together with Q/K norms".into());
     }
     if !cfg.dim.is_multiple_of(32)
         || !cfg.ffn_dim.is_multiple_of(32)

@@ -17,6 +17,7 @@ use std::sync::Arc;
 pub(super) struct LayerWeights {
     pub attn_norm: Buf,              // [dim] f32
     pub qkv: Stack,                  // Q [n_heads·hd][dim] | K [G0·hd][dim] | V [G0·hd][dim]
+    pub bias: Option<[Buf; 3]>,      // Q [n_heads·hd], K, V [G0·hd] f32 (Qwen2)
     pub q_norm: Option<Buf>,         // [hd] f32, each query head (Gemma)
     pub k_norm: Option<Buf>,         // [hd] f32, each key head (Gemma)
     pub wo: Weight,                  // [dim][n_heads·hd]
@@ -45,6 +46,14 @@ impl ModelWeights {
                 Ok(LayerWeights {
                     attn_norm: upload_f32(gpu, g, l.attn_norm)?,
                     qkv: upload_stack(gpu, g, &format!("blk.{i}.qkv"), &[l.wq, l.wk, l.wv])?,
+                    bias: match (l.bq, l.bk, l.bv) {
+                        (Some(q), Some(k), Some(v)) => Some([
+                            upload_f32(gpu, g, q)?,
+                            upload_f32(gpu, g, k)?,
+                            upload_f32(gpu, g, v)?,
+                        ]),
+                        _ => None,
+                    },
                     q_norm: upload_opt(gpu, g, l.q_norm)?,
                     k_norm: upload_opt(gpu, g, l.k_norm)?,
                     wo: upload(gpu, g, l.wo)?,
@@ -85,6 +94,7 @@ impl ModelWeights {
             n += l.attn_norm.size() + l.ffn_norm.size();
             let norms = [&l.q_norm, &l.k_norm, &l.post_attn_norm, &l.post_ffn_norm];
             n += norms.into_iter().flatten().map(|b| b.size()).sum::<u64>();
+            n += l.bias.iter().flatten().map(|b| b.size()).sum::<u64>();
             n += l.qkv.bytes() + l.gate_up.bytes() + l.wo.bytes() + l.w_down.bytes();
         }
         n

@@ -39,6 +39,14 @@ params_struct! {
 }
 
 params_struct! {
+    /// `Params` of add_bias.wgsl.
+    AddBiasParams = "Params" for [AddBias] {
+        n: u32,
+        _pad: [u32; 3],
+    }
+}
+
+params_struct! {
     /// `Params` of head_norm.wgsl.
     HeadNormParams = "Params" for [HeadNorm] {
         heads: u32,
@@ -124,6 +132,20 @@ pub fn head_norm<'a>(
         Variant::Plain,
         &p,
         vec![x, gamma.binding()],
+        grid,
+    )
+}
+
+/// add_bias.wgsl: x (`[T][n]`, a binding so that a range of the decode Q|K|V buffer
+/// serves) += bias (`[n]`) on every row.
+pub fn add_bias<'a>(n: u32, x: wgpu::BindingResource<'a>, bias: &'a Buf) -> OpSpec<'a> {
+    let p = AddBiasParams { n, _pad: [0; 3] };
+    let grid = Grid::Elementwise(n);
+    OpSpec::new(
+        Kernel::AddBias,
+        Variant::Plain,
+        &p,
+        vec![x, bias.binding()],
         grid,
     )
 }
