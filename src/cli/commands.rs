@@ -1,6 +1,6 @@
 //! The `info`, `tokenize`, `generate`, `logits` and `perplexity` subcommands.
 
-use super::{load_engine, parse_ids, print_json, Ids, RunArgs};
+use super::{count, load_engine, parse_ids, print_json, Ids, RunArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use gqa_lab::engine::{perplexity as score, GenerateParams, Generator};
@@ -71,8 +71,15 @@ pub fn info(
         g.version
     );
     println!(
-        "  {} layers, dim {}, ffn {}, {} query heads, {} KV heads, head_dim {}, vocab {}, context {}",
-        cfg.n_layers, cfg.dim, cfg.ffn_dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.context_length
+        "  {}, dim {}, ffn {}, {}, {}, head_dim {}, vocab {}, context {}",
+        count(cfg.n_layers, "layer"),
+        cfg.dim,
+        cfg.ffn_dim,
+        count(cfg.n_heads, "query head"),
+        count(cfg.n_kv_heads, "KV head"),
+        cfg.head_dim,
+        cfg.vocab_size,
+        cfg.context_length
     );
     println!(
         "  rope base {}, rms eps {}, tied output head: {}",
@@ -164,8 +171,8 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
         .saturating_add(a.max_tokens.saturating_sub(1));
     if needed > cfg.context_length {
         bail!(
-            "the prompt has {} tokens and --max-tokens is {}: that is past the model's context of {} tokens",
-            prompt_ids.len(),
+            "the prompt has {} and --max-tokens is {}: that is past the model's context of {} tokens",
+            count(prompt_ids.len(), "token"),
             a.max_tokens,
             cfg.context_length
         );
@@ -205,8 +212,8 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
     if !json_out {
         writeln!(out, "{}", stream.finish())?;
         eprintln!(
-            "[{} tokens, G={}, prefill {prefill_ms:.0} ms, decode {decode_tps:.1} tokens/s, KV cache {} bytes]",
-            gen.generated().len(),
+            "[{}, G={}, prefill {prefill_ms:.0} ms, decode {decode_tps:.1} tokens/s, KV cache {} bytes]",
+            count(gen.generated().len(), "token"),
             engine.grouping().groups(),
             engine.kv_cache_bytes()
         );

@@ -267,6 +267,12 @@ fn looks_like_a_name(path: &Path) -> bool {
     path.components().count() == 1 && path.extension().is_none()
 }
 
+/// `n` and the noun, plural unless `n` is 1: `1 token`, `30 layers` (the page's is
+/// `ui::format::count`, which the native binary does not build).
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A loaded engine for `run`, with a KV cache of `capacity` positions.
 pub fn load_engine(gguf: &Gguf<'_>, run: &RunArgs, capacity: usize) -> Result<Box<dyn Engine>> {
     let mut engine: Box<dyn Engine> = match run.backend {

@@ -33,8 +33,8 @@ pub fn KvMeter() -> impl IntoView {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
                 format!(
-                    "2 (K and V) · {} layers · G = {} · {} head_dim · {} · {BYTES_PER_ELEMENT} bytes",
-                    c.n_layers,
+                    "2 (K and V) · {} · G = {} · {} head_dim · {} · {BYTES_PER_ELEMENT} bytes",
+                    format::count(c.n_layers, "layer"),
                     g,
                     c.head_dim,
                     format::count(n, "token")

@@ -152,13 +152,13 @@ pub fn ModelPanel() -> impl IntoView {
                 let window = match local_layers(c) {
                     0 => String::new(),
                     n => format!(
-                        " · sliding window {} on {n} of {} layers",
-                        c.arch.sliding_window, c.n_layers
+                        " · sliding window {} on {n} of {}",
+                        c.arch.sliding_window, format::count(c.n_layers, "layer")
                     ),
                 };
                 format!(
-                    "{} · {} · {} layers · {} query heads · {} KV heads (native) · head_dim {}{window} · vocab {} · KV capacity {} · {} · {decode}",
-                    i.name, c.arch.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, format::int(c.vocab_size as u64), i.facts.capacity, i.facts.device
+                    "{} · {} · {} · {} · {} (native) · head_dim {}{window} · vocab {} · KV capacity {} · {} · {decode}",
+                    i.name, c.arch.name, format::count(c.n_layers, "layer"), format::count(c.n_heads, "query head"), format::count(c.n_kv_heads, "KV head"), c.head_dim, format::int(c.vocab_size as u64), i.facts.capacity, i.facts.device
                 )
             })
         })

@@ -143,13 +143,23 @@ impl Settings {
         if let Some(p) = get("prompt") {
             s.prompt = p;
         }
-        let flag = |v: Option<String>| v.map(|v| v == "1" || v == "true");
-        s.chat = flag(get("chat")).unwrap_or(s.chat);
-        s.ignore_eos = flag(get("ignore_eos")).unwrap_or(false);
-        s.autorun = flag(get("autorun")).unwrap_or(false);
-        s.debug = flag(get("debug")).unwrap_or(false);
-        s.ahead = flag(get("ahead"));
-        s.worker = flag(get("worker")).unwrap_or(true);
+        let mut flag = |key: &str| {
+            let v = get(key)?;
+            match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => Some(true),
+                "0" | "false" | "no" => Some(false),
+                _ => {
+                    bad.push(format!("{key}={v:?} is not 1/0, true/false or yes/no"));
+                    None
+                }
+            }
+        };
+        s.chat = flag("chat").unwrap_or(s.chat);
+        s.ignore_eos = flag("ignore_eos").unwrap_or(false);
+        s.autorun = flag("autorun").unwrap_or(false);
+        s.debug = flag("debug").unwrap_or(false);
+        s.ahead = flag("ahead");
+        s.worker = flag("worker").unwrap_or(true);
         let mut g = 0usize;
         num(get("groups"), &mut g, "groups", &mut bad);
         s.groups = (g > 0).then_some(g);
@@ -166,6 +176,18 @@ impl Settings {
         );
         num(get("top_k"), &mut s.top_k, "top_k", &mut bad);
         num(get("top_p"), &mut s.top_p, "top_p", &mut bad);
+        let defaults = Settings::default();
+        if !(s.temperature.is_finite() && s.temperature >= 0.0) {
+            bad.push(format!(
+                "temperature={} is not a temperature (0 or more; 0 is greedy)",
+                s.temperature
+            ));
+            s.temperature = defaults.temperature;
+        }
+        if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+            bad.push(format!("top_p={} is not in (0, 1]", s.top_p));
+            s.top_p = defaults.top_p;
+        }
         num(get("seed"), &mut s.seed, "seed", &mut bad);
         num(get("max_tokens"), &mut s.max_tokens, "max_tokens", &mut bad);
         if let Some(v) = get("regroup") {

@@ -403,6 +403,21 @@ for (const [tool, because] of [['crash-worker', /panicked/], ['exhaust-worker', 
   });
 }
 
+test('URL flags take yes/no, anything else and a bad temperature or top_p are reported (issue 30)', async () => {
+  const page = await openPage(browser.context, appUrl({
+    prompt: 'Hello', chat: 'no', worker: 'abc', temperature: 'NaN', top_p: 2, max_tokens: 1,
+    ignore_eos: 'yes', autorun: 'yes',
+  }), errors);
+  const notice = await text(page, 'url-notice');
+  assert.match(notice, /worker="abc" is not 1\/0, true\/false or yes\/no/);
+  assert.match(notice, /temperature=NaN is not a temperature/);
+  assert.match(notice, /top_p=2 is not in \(0, 1\]/);
+  assert.doesNotMatch(notice, /autorun|chat|ignore_eos/);
+  await waitStatus(page, /^done/);
+  assert.equal((await ids(page)).length, 1, 'autorun=yes ran, ignore_eos=yes kept');
+  await page.close();
+});
+
 test('groups=0 in the URL is reported and ignored; a count of one is "1 token"', async () => {
   const page = await openPage(browser.context, appUrl({
     prompt: 'Hello', chat: 0, groups: 0, temperature: 0, max_tokens: 1, ignore_eos: 1, autorun: 1,

@@ -53,7 +53,10 @@ impl Status {
                 groups,
                 layer,
                 layers,
-            } => format!("calibrating G = {groups}: {layer} / {layers} layers"),
+            } => format!(
+                "calibrating G = {groups}: {layer} / {}",
+                format::count(*layers, "layer")
+            ),
             Status::Measuring { done, of } => format!("measuring quality: {done} / {of}"),
             Status::Comparing { done, of } => format!("comparing: {done} / {of} columns"),
             Status::Generating => "generating".into(),
