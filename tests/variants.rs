@@ -203,14 +203,13 @@ fn k_quants_cpu_q8_gives_llama_cpps_greedy_ids() {
     matches_llama_cpp("smollm2-q4_k_m.gguf", true);
 }
 
-/// The GPU engine loads the K-quant file, and its greedy ids equal the f32 oracle's, fed the
-/// same ids, until a step where the oracle's top two logits are within `GPU_LOGIT_TOL`
-/// (tests/gpu_model.rs's rule: the GPU's logits differ from the oracle's by ~1e-3).
-#[test]
-fn k_quants_gpu_gives_the_f32_oracles_greedy_ids() {
+/// The GPU engine loads a variant file, and its greedy ids equal the f32 oracle's (which
+/// equal llama.cpp's, above), fed the same ids, until a step where the oracle's top two
+/// logits are within `GPU_LOGIT_TOL` (tests/gpu_model.rs's rule: the GPU's logits differ from
+/// the oracle's by ~1e-3).
+fn gpu_gives_the_f32_oracles_greedy_ids(name: &str) {
     const GPU_LOGIT_TOL: f32 = 1e-2;
     const GPU_TOKENS: usize = 8;
-    let name = "smollm2-q4_k_m.gguf";
     let g = Gguf::parse(variant(name)).unwrap();
     let mut gpu = GpuEngine::load(&g, 64)
         .block_on()
@@ -246,6 +245,23 @@ fn k_quants_gpu_gives_the_f32_oracles_greedy_ids() {
         compared * 2 >= 3 * GPU_TOKENS,
         "{name}: {compared} compared"
     );
+}
+
+#[test]
+fn k_quants_gpu_gives_the_f32_oracles_greedy_ids() {
+    gpu_gives_the_f32_oracles_greedy_ids("smollm2-q4_k_m.gguf");
+}
+
+/// add_bias.wgsl and the rows reordered for rotate-half RoPE, on the GPU.
+#[test]
+fn qwen2_gpu_gives_the_f32_oracles_greedy_ids() {
+    gpu_gives_the_f32_oracles_greedy_ids("smollm2-qwen2.gguf");
+}
+
+/// Llama 3's frequency factors in the GPU's RoPE table.
+#[test]
+fn llama3_rope_factors_gpu_gives_the_f32_oracles_greedy_ids() {
+    gpu_gives_the_f32_oracles_greedy_ids("smollm2-llama3.gguf");
 }
 
 /// What each variant changes is read from the file, and reaches llama.cpp's output: its ids
