@@ -4,6 +4,7 @@
 // repeated. Query heads arrive rotated (kv_store.wgsl). Partial results (max m, sum l,
 // unnormalised acc) go to `ml` and `acc`; attention_reduce.wgsl combines the chunks.
 // This kernel serves prefill (T query tokens); decode uses attention_decode.wgsl.
+// Position p's K and V are row p mod capacity (a sliding-window layer's ring; kv_store.wgsl).
 //   q: [T][H][hd]   kc, vc: [G][capacity][hd]
 //   ml: [T][H][n_chunks] (m, l)   acc: [T][H][n_chunks][hd]   starts: [G + 1]
 // With `window` > 0 (a sliding-window layer) the query at pos sees only pos + 1 − window ..= pos.
@@ -49,7 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
     // Scores: thread tid takes position start + tid, one K row for all n_rep heads.
     if (tid < n) {
-        let krow = (g * p.capacity + start + tid) * hd;
+        let krow = (g * p.capacity + (start + tid) % p.capacity) * hd;
         for (var r = 0u; r < n_rep; r++) {
             var s = 0.0;
             for (var d = 0u; d < hd; d++) {
@@ -84,7 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var d = tid; d < hd; d += WG) {
             var a = 0.0;
             for (var j = lo; j < n; j++) {
-                a += e[r * CHUNK + j] * vc[(g * p.capacity + start + j) * hd + d];
+                a += e[r * CHUNK + j] * vc[(g * p.capacity + (start + j) % p.capacity) * hd + d];
             }
             acc[slot * hd + d] = a;
         }

@@ -17,6 +17,7 @@
 // that each own every 8th slice of 4 dimensions (2 at head_dim 64), so that the shared
 // weights e[r][j] are loaded by one batch of lanes instead of two. On a real GPU the kernel
 // reads the same bytes.
+// Position p's K and V are row p mod capacity (a sliding-window layer's ring; kv_store.wgsl).
 //   q: [H][hd]   kc, vc: [G][capacity][hd]   ml: [H][max_chunks] (m, l)
 //   acc: [H][max_chunks][hd]   starts: [G + 1]
 // With `window` > 0 (a sliding-window layer) the query sees only pos + 1 − window ..= pos.
@@ -61,9 +62,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     //    rows once, and each q slice once for both.
     let j1 = tid + WG;
     if (tid < n) {
-        let row0 = (g * p.capacity + start + tid) * hd4;
+        let row0 = (g * p.capacity + (start + tid) % p.capacity) * hd4;
         // Past the chunk's end the second row is the first again (scored, never stored).
-        let row1 = select(row0, (g * p.capacity + start + j1) * hd4, j1 < n);
+        let row1 = select(row0, (g * p.capacity + (start + j1) % p.capacity) * hd4, j1 < n);
         var k0: array<vec4<f32>, MAX_HD4>;
         var k1: array<vec4<f32>, MAX_HD4>;
         for (var d = 0u; d < hd4; d++) {
@@ -118,7 +119,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var r = 0u; r < n_rep; r++) {
             w[r] = e[r * CHUNK + j];
         }
-        let vrow = (g * p.capacity + start + j) * hd4;
+        let vrow = (g * p.capacity + (start + j) % p.capacity) * hd4;
         for (var s = 0u; s < slots; s++) {
             let d = s * V_THREADS + tid;
             if (d < hd4) {

@@ -7,8 +7,9 @@
 // Workgroup h scores head h: each of the WG threads takes every WG-th position, then the
 // workgroup reduces the maximum and the sum. The CPU twin is cpu::ops::attention_weights.
 //   q: [T][H][hd] (after the q map and RoPE: what attention reads)   kc: [G][capacity][hd]
-//   starts: [G + 1]   out: [H][capacity]
-struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, scale: f32, window: u32, _b: u32, _c: u32 }
+//   starts: [G + 1]   out: [H][capacity]; position p's key is row p mod `rows` of kc (a
+//   sliding-window layer's ring; kv_store.wgsl)
+struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, scale: f32, window: u32, rows: u32, _c: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -54,7 +55,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     var m = -3.0e38;
     for (var j = first + tid; j <= pos; j += WG) {
-        let krow = (g * p.capacity + j) * p.head_dim;
+        let krow = (g * p.rows + j % p.rows) * p.head_dim;
         var s = 0.0;
         for (var d = 0u; d < p.head_dim; d++) {
             s += q[qrow + d] * kc[krow + d];

@@ -6,7 +6,8 @@
 //      dense mode  v_g[d] = Σ_{j,e} vmap[g][d][j·hd + e] · v0_j[e]   (a calibrated merge)
 //   q: pair f of query head h times qmap[h][f] (complex), when the merge has a q map.
 // K is then rotated (RoPE, adjacent pairs, angles from the host's table) and both are written
-// at pos0 + t. The query heads are rotated in place, so attention reads them as they are.
+// at pos0 + t: row (pos0 + t) mod capacity, where a sliding-window layer's capacity is its ring
+// (model::layer_cache_rows) and every other layer's exceeds every position. The query heads are rotated in place, so attention reads them as they are.
 // The maps of every layer are in one buffer each; `layer` picks this op's.
 //   k0, v0: [T][G0][hd]    kmap: [L][G][G0][hd/2] (re, im)
 //   vmap: [L][G][G0] (pool) or [L][G][hd][G0·hd] (dense)    qmap: [L][H][hd/2] (re, im)
@@ -85,7 +86,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let c = kmap[((p.layer * p.groups + g) * g0 + j) * pairs + i];
         k += cmul(c, k0[(t * g0 + j) * pairs + i]);
     }
-    let dst = (g * p.capacity + pos) * pairs + i;
+    let dst = (g * p.capacity + pos % p.capacity) * pairs + i;
     kc[dst] = rotate(k, cs);
     vc[dst] = value(g, i, t);
 }

@@ -145,20 +145,33 @@ pub fn softmax(x: &mut [f32]) {
 }
 
 /// One query head's attention: `o` (`[hd]`) = Σ_p softmax_p(scale · q·k_p) · v_p over the
-/// rows of k and v (`[positions][hd]`). Compiled twice, plainly and for AVX2 + FMA, and the
+/// rows of k and v (`[positions][hd]`), given as segments read one after the other (a ring
+/// cache's visible rows are at most two). Compiled twice, plainly and for AVX2 + FMA, and the
 /// second chosen at run time where the CPU has them (the `multiversion` crate): the same
 /// arithmetic in the same order, 8 lanes wide instead of 4 (Rust fuses no multiply-add by
 /// itself, so the results are identical).
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-pub fn attend(q_h: &[f32], k: &[f32], v: &[f32], scale: f32, o: &mut [f32]) {
+pub fn attend(q_h: &[f32], segments: &[(&[f32], &[f32])], scale: f32, o: &mut [f32]) {
     let hd = q_h.len();
-    let mut scores: Vec<f32> = k
-        .chunks_exact(hd)
+    let mut scores: Vec<f32> = segments
+        .iter()
+        .flat_map(|(k, _)| k.chunks_exact(hd))
         .map(|k_p| dot(q_h, k_p) * scale)
         .collect();
     softmax(&mut scores);
-    for (&a, v_p) in scores.iter().zip(v.chunks_exact(hd)) {
+    let v_rows = segments.iter().flat_map(|(_, v)| v.chunks_exact(hd));
+    for (&a, v_p) in scores.iter().zip(v_rows) {
         o.iter_mut().zip(v_p).for_each(|(o, v)| *o += a * v);
+    }
+}
+
+/// The rows of a head's cache of `rows` rows that hold positions `first..=pos`, in position
+/// order: one range, or two where a ring cache (position p in row p mod rows) wraps.
+pub fn ring_rows(first: usize, pos: usize, rows: usize) -> [std::ops::Range<usize>; 2] {
+    let (a, b) = (first % rows, pos % rows);
+    match pos < rows || a <= b {
+        true => [a..b + 1, 0..0],
+        false => [a..rows, 0..b + 1],
     }
 }
 
@@ -166,9 +179,11 @@ pub fn attend(q_h: &[f32], k: &[f32], v: &[f32], scale: f32, o: &mut [f32]) {
 /// RoPE); k and v `[G][stride][hd]`, rows `0..len0 + t` of each KV head filled (k after
 /// RoPE); `kv_head[h]` the KV head query head h reads. Returns `[t][H·hd]`. The shared head is
 /// indexed, never copied (no `repeat_kv`). With `window` > 0 the query at position p sees
-/// only positions `p + 1 − window ..= p` (sliding-window attention; 0: all of `0..=p`). The
-/// CPU engines' attention over their cache (`stride` = its capacity), the regroup fit's over
-/// one calibration sequence, and the GPU kernels' CPU twin.
+/// only positions `p + 1 − window ..= p` (sliding-window attention; 0: all of `0..=p`), read
+/// from a ring of `stride` rows per head (position p in row p mod stride, [`ring_rows`]). The
+/// CPU engines' attention over their cache (`stride` = its capacity, or a sliding-window
+/// layer's ring), the regroup fit's over one calibration sequence, and the GPU kernels' CPU
+/// twin.
 #[allow(clippy::too_many_arguments)]
 pub fn causal_attention(
     q: &[f32],
@@ -189,9 +204,12 @@ pub fn causal_attention(
         let head = kv_head[h] * stride * hd;
         let pos = len0 + i;
         let first = window_start(pos, window);
-        let visible = head + first * hd..head + (pos + 1) * hd; // positions first..=pos
-        let (k, v) = (&k[visible.clone()], &v[visible]);
-        attend(&q[ih * hd..(ih + 1) * hd], k, v, scale, o);
+        // positions first..=pos, in order
+        let segments = ring_rows(first, pos, stride).map(|r| {
+            let rows = head + r.start * hd..head + r.end * hd;
+            (&k[rows.clone()], &v[rows])
+        });
+        attend(&q[ih * hd..(ih + 1) * hd], &segments, scale, o);
     });
     out
 }
@@ -267,6 +285,29 @@ mod tests {
         // Pair 0 turns by 1 radian, pair 1 by 10000^(-1/2) = 0.01 radian.
         assert!((v[0] - 1f32.cos()).abs() < 1e-6 && (v[1] - 1f32.sin()).abs() < 1e-6);
         assert!((v[2] - 0.01f32.cos()).abs() < 1e-6 && (v[3] - 0.01f32.sin()).abs() < 1e-6);
+    }
+
+    /// A sliding window read from a ring (position p in row p mod rows) gives the full
+    /// cache's result to the bit: the same rows in the same order.
+    #[test]
+    fn attention_over_a_ring_is_attention_over_the_window() {
+        let (hd, window, rows, len0, t) = (8, 5, 7, 20, 3);
+        let n = len0 + t; // positions 0..n
+        let k: Vec<f32> = (0..n * hd).map(|i| (i as f32 * 0.37).sin()).collect();
+        let v: Vec<f32> = (0..n * hd).map(|i| (i as f32 * 0.11).cos()).collect();
+        let q: Vec<f32> = (0..t * 2 * hd).map(|i| (i as f32 * 0.7).sin()).collect();
+        let mut ring_k = vec![0.0; rows * hd];
+        let mut ring_v = vec![0.0; rows * hd];
+        for p in n - rows..n {
+            let (r, src) = ((p % rows) * hd, p * hd);
+            ring_k[r..r + hd].copy_from_slice(&k[src..src + hd]);
+            ring_v[r..r + hd].copy_from_slice(&v[src..src + hd]);
+        }
+        let full = causal_attention(&q, &k, &v, &[0, 0], n, len0, hd, window);
+        let ring = causal_attention(&q, &ring_k, &ring_v, &[0, 0], rows, len0, hd, window);
+        assert_eq!(full, ring);
+        assert_eq!(ring_rows(18, 22, 7), [4..7, 0..2]);
+        assert_eq!(ring_rows(3, 5, 7), [3..6, 0..0]);
     }
 
     #[test]

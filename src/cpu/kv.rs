@@ -2,33 +2,73 @@
 //! `kv_head(h)` (`h / n_rep` for equal groups), indexed, never copied (no `repeat_kv`).
 
 use crate::engine::AttentionWeights;
-use crate::ops::{self, causal_attention};
+use crate::model::{layer_cache_rows, ModelConfig};
+use crate::ops::{self, causal_attention, ring_rows};
 use crate::regroup::Grouping;
 
-/// The KV cache: K and V each `[layers][G][capacity][head_dim]`, f32.
+/// The KV cache: K and V each, per layer, `[G][rows][head_dim]` f32, where rows is the
+/// capacity, or for a sliding-window layer its ring (`model::layer_cache_rows`: position p in
+/// row p mod rows).
 pub(super) struct KvCache {
     pub(super) k: Vec<f32>,
     pub(super) v: Vec<f32>,
     pub(super) groups: usize,
+    /// Positions a sequence may reach.
     pub(super) capacity: usize,
     pub(super) head_dim: usize,
+    /// Per layer: rows per KV head, and where the layer starts in `k` and `v`.
+    rows: Vec<usize>,
+    starts: Vec<usize>,
 }
 
 impl KvCache {
-    pub(super) fn new(layers: usize, groups: usize, capacity: usize, head_dim: usize) -> Self {
-        let n = layers * groups * capacity * head_dim;
+    pub(super) fn new(cfg: &ModelConfig, groups: usize, capacity: usize) -> Self {
+        let hd = cfg.head_dim;
+        let rows: Vec<usize> = (0..cfg.n_layers)
+            .map(|l| layer_cache_rows(cfg, l, capacity))
+            .collect();
+        let starts: Vec<usize> = rows
+            .iter()
+            .scan(0, |at, r| {
+                let start = *at;
+                *at += groups * r * hd;
+                Some(start)
+            })
+            .collect();
+        let n = groups * hd * rows.iter().sum::<usize>();
         KvCache {
             k: vec![0.0; n],
             v: vec![0.0; n],
             groups,
             capacity,
-            head_dim,
+            head_dim: hd,
+            rows,
+            starts,
+        }
+    }
+
+    /// No cache (what a regrouping holds while it frees the old one).
+    pub(super) fn empty(capacity: usize) -> Self {
+        KvCache {
+            k: Vec::new(),
+            v: Vec::new(),
+            groups: 0,
+            capacity,
+            head_dim: 0,
+            rows: Vec::new(),
+            starts: Vec::new(),
         }
     }
 
     /// Start of the row for layer `l`, KV head `g`, position `p`.
     pub(super) fn at(&self, l: usize, g: usize, p: usize) -> usize {
-        ((l * self.groups + g) * self.capacity + p) * self.head_dim
+        let rows = self.rows[l];
+        self.starts[l] + (g * rows + p % rows) * self.head_dim
+    }
+
+    /// Layer `l`'s K or V elements, `[G][rows][head_dim]`.
+    fn layer(&self, l: usize) -> std::ops::Range<usize> {
+        self.starts[l]..self.starts[l] + self.groups * self.rows[l] * self.head_dim
     }
 }
 
@@ -50,10 +90,11 @@ pub(super) fn attention(
     len0: usize,
     q: &[f32],
 ) -> Vec<f32> {
-    let layer = cache.at(at.l, 0, 0)..cache.at(at.l + 1, 0, 0); // [G][capacity][hd]
+    let layer = cache.layer(at.l); // [G][rows][hd]
     let (k, v) = (&cache.k[layer.clone()], &cache.v[layer]);
     let kv = grouping.kv_heads();
-    causal_attention(q, k, v, &kv, cache.capacity, len0, at.hd, at.window)
+    let rows = cache.rows[at.l];
+    causal_attention(q, k, v, &kv, rows, len0, at.hd, at.window)
 }
 
 /// Layer `at.l`'s attention weights for one query `q` (`[n_heads·hd]`, after RoPE) at position
@@ -72,8 +113,13 @@ pub(super) fn attention_weights(
     let weights = (0..grouping.n_heads())
         .flat_map(|h| {
             let g = grouping.kv_head(h);
-            let k = &cache.k[cache.at(l, g, first)..cache.at(l, g, positions)]; // [seen][hd]
-            let w = ops::attention_weights(&q[h * hd..(h + 1) * hd], k, scale);
+            let head = cache.at(l, g, 0);
+            let k: Vec<f32> = ring_rows(first, positions - 1, cache.rows[l])
+                .into_iter()
+                .flat_map(|r| &cache.k[head + r.start * hd..head + r.end * hd])
+                .copied()
+                .collect(); // [seen][hd], in position order
+            let w = ops::attention_weights(&q[h * hd..(h + 1) * hd], &k, scale);
             std::iter::repeat_n(0.0, first).chain(w)
         })
         .collect();

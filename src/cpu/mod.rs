@@ -20,7 +20,7 @@ mod walk;
 use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row};
 use crate::engine::{check_probe_layer, AttentionWeights, Backend, Engine, EngineError};
 use crate::gguf::Gguf;
-use crate::model::{ModelConfig, ModelError, ModelTensors, Tensor};
+use crate::model::{ModelConfig, ModelError, ModelTensors, Tensor, WINDOW_SLACK};
 use crate::ops::{self, add_in_place, geglu, matmul, rmsnorm, swiglu};
 use crate::regroup::{Grouping, LayerMaps, Regrouping};
 use async_trait::async_trait;
@@ -177,7 +177,7 @@ impl CpuEngine {
             output_norm: deq(t.output_norm)?,
             layers,
             regrouping: Arc::new(Regrouping::native(&cfg)),
-            cache: KvCache::new(cfg.n_layers, grouping.groups(), capacity, cfg.head_dim),
+            cache: KvCache::new(&cfg, grouping.groups(), capacity),
             len: 0,
             cfg,
             quantized,
@@ -266,21 +266,59 @@ impl CpuEngine {
     /// [`Self::hidden_states`] on the calling thread.
     fn hidden_states_here(&mut self, ids: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
         self.reset();
-        let mut x = self.embed(ids)?;
-        let mut states = Vec::with_capacity(self.cfg.n_layers);
         self.check_room(ids)?;
-        for l in 0..self.cfg.n_layers {
-            self.block(l, &mut x);
-            states.push(x.clone());
+        let mut states = vec![Vec::new(); self.cfg.n_layers];
+        for piece in ids.chunks(self.chunk_len(ids)) {
+            self.blocks(piece, Some(&mut states))?;
         }
-        self.len += ids.len();
         Ok(states)
     }
 
+    /// Tokens fed through the blocks at once: all of them, or for a model with sliding
+    /// windows at most [`WINDOW_SLACK`], so that a chunk never overwrites a ring row that one
+    /// of its own queries still sees.
+    fn chunk_len(&self, ids: &[u32]) -> usize {
+        match self.cfg.arch.sliding_window {
+            0 => ids.len().max(1),
+            _ => WINDOW_SLACK,
+        }
+    }
+
     /// [`Engine::forward`] on the calling thread. NaN or infinity in the residual stream after
-    /// a block, or in the logits, is an error that says where it appeared first.
+    /// a block, or in the logits, is an error that says where it appeared first; the sequence
+    /// is then as it was.
     fn forward_here(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
         self.check_room(ids)?;
+        let (dim, len0) = (self.cfg.dim, self.len);
+        let mut x = Vec::with_capacity(ids.len() * dim); // [t][dim] after the last block
+        for piece in ids.chunks(self.chunk_len(ids)) {
+            match self.blocks(piece, None) {
+                Ok(xp) => x.extend(xp),
+                Err(e) => {
+                    self.len = len0;
+                    return Err(e);
+                }
+            }
+        }
+        let first = if all_logits { 0 } else { ids.len() - 1 };
+        let logits = self.head(&x[first * dim..]); // [rows][vocab]
+        if let Some(i) = first_non_finite_row(&logits, self.cfg.vocab_size) {
+            self.len = len0;
+            let pos = len0 + first + i;
+            return Err(EngineError::NonFinite(format!(
+                "in the logits at position {pos}"
+            )));
+        }
+        Ok(logits)
+    }
+
+    /// `ids` through every block at positions `len..`, advancing `len`: the residual stream
+    /// after the last one, `[t][dim]` (and after each, appended to `states`, if asked).
+    fn blocks(
+        &mut self,
+        ids: &[u32],
+        mut states: Option<&mut Vec<Vec<f32>>>,
+    ) -> Result<Vec<f32>, EngineError> {
         let dim = self.cfg.dim;
         let mut x = self.embed(ids)?; // [t][dim]
         for l in 0..self.cfg.n_layers {
@@ -291,17 +329,12 @@ impl CpuEngine {
                     "at layer {l}, position {pos}"
                 )));
             }
-        }
-        let first = if all_logits { 0 } else { ids.len() - 1 };
-        let logits = self.head(&x[first * dim..]); // [rows][vocab]
-        if let Some(i) = first_non_finite_row(&logits, self.cfg.vocab_size) {
-            let pos = self.len + first + i;
-            return Err(EngineError::NonFinite(format!(
-                "in the logits at position {pos}"
-            )));
+            if let Some(s) = states.as_deref_mut() {
+                s[l].extend_from_slice(&x);
+            }
         }
         self.len += ids.len();
-        Ok(logits)
+        Ok(x)
     }
 
     /// Embedding rows of `ids`: `[t][dim]`.
@@ -409,9 +442,8 @@ impl Engine for CpuEngine {
         r.check(&self.cfg)?;
         // The cache is rebuilt at its new size even when G is unchanged: the sequence restarts.
         let capacity = self.cache.capacity;
-        self.cache = KvCache::new(0, 0, 0, 0);
-        let (layers, hd) = (self.cfg.n_layers, self.cfg.head_dim);
-        self.cache = KvCache::new(layers, r.groups(), capacity, hd);
+        self.cache = KvCache::empty(capacity);
+        self.cache = KvCache::new(&self.cfg, r.groups(), capacity);
         self.regrouping = r;
         self.len = 0;
         self.probe_weights = None;

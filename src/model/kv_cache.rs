@@ -60,31 +60,58 @@ pub struct CacheShape {
     /// KV heads G.
     pub groups: u64,
     pub head_dim: u64,
+    /// Layers with a sliding window, which hold at most `ring` positions each (0: none).
+    pub windowed: u64,
+    pub ring: u64,
 }
 
 impl CacheShape {
     /// Bytes of K and V for `tokens` positions of each of `batch` sequences.
     pub fn bytes(self, tokens: u64, batch: u64, t: ElementType) -> u64 {
-        let rows = 2 * self.layers * self.groups * tokens * batch; // one row per head and position
+        let held = (self.layers - self.windowed.min(self.layers)) * tokens
+            + self.windowed.min(self.layers) * tokens.min(self.ring);
+        let rows = 2 * held * self.groups * batch; // one row per head and position
         rows * t.row_bytes(self.head_dim)
     }
 }
 
+/// Positions a sliding-window layer's cache holds beyond its window: the engines write a
+/// prefill chunk of up to this many tokens before its attention reads, so the ring must not
+/// overwrite a position an earlier token of the chunk still sees (the GPU's PREFILL_CHUNK,
+/// asserted there; the CPU engines cut their prefills to it when the model has windows).
+pub const WINDOW_SLACK: usize = 128;
+
+/// Positions layer `l`'s cache holds for a sequence of `tokens`: all of them, or for a
+/// sliding-window layer at most its window and [`WINDOW_SLACK`] (a ring: position p in row
+/// p mod that).
+pub fn layer_cache_rows(cfg: &ModelConfig, l: usize, tokens: usize) -> usize {
+    match cfg.is_local(l) {
+        true => tokens.min(cfg.arch.sliding_window + WINDOW_SLACK),
+        false => tokens,
+    }
+}
+
 /// KV-cache bytes for one sequence of `tokens` of a model at `groups` KV heads, with
-/// `bytes_per_element`-byte floats (what the engines report).
+/// `bytes_per_element`-byte floats (what the engines report and allocate): 2 · G · head_dim ·
+/// bytes · Σ over layers of the positions each holds (sliding-window layers only their ring).
 pub fn kv_cache_bytes(
     cfg: &ModelConfig,
     groups: usize,
     tokens: usize,
     bytes_per_element: usize,
 ) -> u64 {
+    let rows: u64 = (0..cfg.n_layers)
+        .map(|l| layer_cache_rows(cfg, l, tokens) as u64)
+        .sum();
     let shape = CacheShape {
-        layers: cfg.n_layers as u64,
+        layers: 1,
         groups: groups as u64,
         head_dim: cfg.head_dim as u64,
+        windowed: 0,
+        ring: 0,
     };
     let t = ElementType::float("", bytes_per_element as u64);
-    shape.bytes(tokens as u64, 1, t)
+    shape.bytes(rows, 1, t)
 }
 
 /// A llama-style model's hyper-parameters, as the calculator takes them.
@@ -99,6 +126,9 @@ pub struct Hyper {
     pub head_dim: u64,
     /// Parameters, for the weights' bytes.
     pub params: u64,
+    /// Layers with a sliding window, and the positions each keeps (0: none).
+    pub windowed: u64,
+    pub ring: u64,
 }
 
 impl Hyper {
@@ -107,6 +137,8 @@ impl Hyper {
             layers: self.layers,
             groups,
             head_dim: self.head_dim,
+            windowed: self.windowed,
+            ring: self.ring,
         }
     }
 
@@ -119,6 +151,8 @@ impl Hyper {
             kv_heads: cfg.n_kv_heads as u64,
             head_dim: cfg.head_dim as u64,
             params,
+            windowed: (0..cfg.n_layers).filter(|&l| cfg.is_local(l)).count() as u64,
+            ring: (cfg.arch.sliding_window + WINDOW_SLACK) as u64,
         }
     }
 }
@@ -156,6 +190,8 @@ impl Arch {
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
             params: self.params(),
+            windowed: 0,
+            ring: 0,
         }
     }
 }
@@ -237,6 +273,8 @@ mod tests {
             layers: 80,
             groups: 8,
             head_dim: 128,
+            windowed: 0,
+            ring: 0,
         };
         // Llama-2-70B, 4096 tokens: fp32 / fp16 / fp8, and Q4_0 at 18 bytes per 32 values.
         let values: u64 = 2 * 80 * 8 * 128 * 4096;
@@ -267,6 +305,17 @@ mod tests {
         };
         // SmolLM2-135M at its native G = 3, 100 tokens, f32: 2 · 30 · 3 · 64 · 100 · 4.
         assert_eq!(kv_cache_bytes(&cfg, 3, 100, 4), 4_608_000);
+        // Gemma 3's shape: 15 of 18 layers hold at most 512 + 128 positions.
+        let mut gemma = cfg.clone();
+        (gemma.n_layers, gemma.head_dim) = (18, 256);
+        (gemma.arch.sliding_window, gemma.arch.swa_pattern) = (512, 6);
+        let per_row = 2 * 256 * 4;
+        assert_eq!(kv_cache_bytes(&gemma, 1, 100, 4), 18 * 100 * per_row);
+        let rows = 3 * 4096 + 15 * (512 + WINDOW_SLACK as u64);
+        assert_eq!(kv_cache_bytes(&gemma, 1, 4096, 4), rows * per_row);
+        // The calculator's figure for the loaded model is the same.
+        let h = Hyper::of("Gemma", &gemma, 0);
+        assert_eq!(h.cache(1).bytes(4096, 1, ElementType::FP32), rows * per_row);
         let h = Hyper::of("SmolLM2", &cfg, 134_515_008);
         assert_eq!(h.cache(3).bytes(100, 1, ElementType::FP32), 4_608_000);
     }

@@ -14,7 +14,10 @@ mod rope;
 mod tensors;
 
 pub use config::{Arch, ModelConfig, ARCHITECTURES};
-pub use kv_cache::{kv_cache_bytes, CacheShape, ElementType, Hyper, KV_BYTES_PER_ELEMENT};
+pub use kv_cache::{
+    kv_cache_bytes, layer_cache_rows, CacheShape, ElementType, Hyper, KV_BYTES_PER_ELEMENT,
+    WINDOW_SLACK,
+};
 pub use rope::{rope_table, rope_turns};
 pub use tensors::{rope_rows, LayerTensors, ModelTensors, Tensor};
 

@@ -220,6 +220,17 @@ pub fn Calculator() -> impl IntoView {
                 <tbody>{rows}</tbody>
             </table>
             <p class="muted small">{weights}" q4 is llama.cpp's Q4_0: 32 values in 18 bytes. GB here are GiB (2³⁰ bytes), as GPU memory is sized."</p>
+            {move || inputs.with(|i| (i.model.windowed > 0).then(|| {
+                let m = &i.model;
+                view! {
+                    <p class="muted small" data-testid="calc-window">
+                        {format!(
+                            "{} of these {} layers have a sliding window: each keeps at most {} positions (its window and a prefill chunk), so for them tokens is at most that.",
+                            m.windowed.min(m.layers), m.layers, m.ring
+                        )}
+                    </p>
+                }
+            }))}
             <p class="explain">
                 "KV cache = 2 (K and V) · layers · G · head_dim · tokens · batch · bytes per value: linear in G. "
                 "While a model decodes, each new token reads every weight once and the whole cache so far: at long contexts and large batches the cache is most of the bytes moved, "

@@ -7,7 +7,8 @@ use super::format;
 use super::state::model::{local_layers, LoadedModel};
 use super::state::run::RunState;
 use super::state::Groups;
-use crate::model::{kv_cache_bytes, KV_BYTES_PER_ELEMENT as BYTES_PER_ELEMENT};
+use crate::model::{kv_cache_bytes, ModelConfig, KV_BYTES_PER_ELEMENT as BYTES_PER_ELEMENT};
+use crate::model::{layer_cache_rows, WINDOW_SLACK};
 use crate::regroup::Grouping;
 use leptos::prelude::*;
 
@@ -33,11 +34,10 @@ pub fn KvMeter() -> impl IntoView {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
                 format!(
-                    "2 (K and V) · {} · G = {} · {} head_dim · {} · {BYTES_PER_ELEMENT} bytes",
-                    format::count(c.n_layers, "layer"),
+                    "2 (K and V) · {} · G = {} · {} head_dim · {BYTES_PER_ELEMENT} bytes",
+                    positions(c, n),
                     g,
                     c.head_dim,
-                    format::count(n, "token")
                 )
             })
         })
@@ -52,17 +52,20 @@ pub fn KvMeter() -> impl IntoView {
             format::plural(run.prompt_tokens.get(), "prompt token")
         ),
     };
-    // Sliding-window layers need only their last positions; the engines keep them all.
+    // Sliding-window layers keep only a ring of their last positions.
     let window = move || {
         model.cfg_or(None, |c| {
             let local = local_layers(c);
             (local > 0).then(|| {
+                let w = c.arch.sliding_window;
                 format!(
-                    "{local} of this model's {} layers attend only to the last {} positions (a sliding window); the other {} attend to the whole text. \
-                     This engine keeps every position of every layer in its cache all the same, so the bytes above are what it stores.",
+                    "{local} of this model's {} layers attend only to the last {w} positions (a sliding window); the other {} attend to the whole text. \
+                     The engine keeps a ring of {} positions for each windowed layer (the window and one prefill chunk of {WINDOW_SLACK}), \
+                     so past that the cache grows only with the other {}: the bytes above count it.",
                     c.n_layers,
-                    c.arch.sliding_window,
-                    c.n_layers - local
+                    c.n_layers - local,
+                    w + WINDOW_SLACK,
+                    format::count(c.n_layers - local, "layer"),
                 )
             })
         })
@@ -90,6 +93,36 @@ pub fn KvMeter() -> impl IntoView {
     }
 }
 
+/// The positions held summed over layers, as the formula writes them: `L layers · n tokens`,
+/// or with sliding windows `(3 layers · n + 15 layers · min(n, ring))`.
+fn positions(c: &ModelConfig, n: usize) -> String {
+    let local = local_layers(c);
+    let all = format::count(c.n_layers, "layer");
+    if local == 0 {
+        return format!("{all} · {}", format::count(n, "token"));
+    }
+    let ring = (0..c.n_layers)
+        .filter(|&l| c.is_local(l))
+        .map(|l| layer_cache_rows(c, l, n))
+        .next()
+        .unwrap_or(0);
+    format!(
+        "({} · {n} + {} windowed · {ring}) positions",
+        format::count(c.n_layers - local, "layer"),
+        local
+    )
+}
+
+/// Where a model's bytes-per-token line bends between 0 and `cap` tokens: where its
+/// windowed layers' rings fill.
+fn knees(c: &ModelConfig, cap: usize) -> Vec<usize> {
+    let ring = c.arch.sliding_window + WINDOW_SLACK;
+    match local_layers(c) > 0 && ring < cap {
+        true => vec![0, ring, cap],
+        false => vec![0, cap],
+    }
+}
+
 /// Cache bytes vs context length, one line per valid G, up to the session's KV capacity.
 #[component]
 fn KvChart() -> impl IntoView {
@@ -112,10 +145,24 @@ fn KvChart() -> impl IntoView {
             .enumerate()
             .map(|(i, &g)| {
                 let end = kv_cache_bytes(cfg, g, cap, BYTES_PER_ELEMENT);
-                let label = Grouping::of(cfg, g).map(|gr| gr.label()).unwrap_or_default();
+                let label = Grouping::of(cfg, g)
+                    .map(|gr| gr.label())
+                    .unwrap_or_default();
+                // Straight, or bent where the windowed layers' rings are full.
+                let points = knees(cfg, cap)
+                    .into_iter()
+                    .map(|n| {
+                        format!(
+                            "{},{}",
+                            x(n),
+                            y(kv_cache_bytes(cfg, g, n, BYTES_PER_ELEMENT))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 view! {
                     <g class="series" class:current=g == cur_g>
-                        <line x1=x(0) y1=y(0) x2=x(cap) y2=y(end) stroke=group_colour(i, valid.len()) />
+                        <polyline points=points fill="none" stroke=group_colour(i, valid.len()) />
                         <text x=x(cap) - 4.0 y=y(end) - 6.0 text-anchor="end" class="series-label">
                             {format!("{label} · {}", format::bytes(end))}
                         </text>

@@ -807,7 +807,7 @@ test('model=gemma-3-270m loads Gemma, generates the CLI\'s ids, and every view t
   assert.match(await text(page, 'model-licence'), /^Gemma 3 270M \(GGUF Q4_K_M\): Gemma Terms of Use — its terms apply/);
   assert.equal(await byId(page, 'model-licence').locator('a').getAttribute('href'), 'https://ai.google.dev/gemma/terms');
   assert.match(await text(page, 'model-facts'),
-    /^Gemma 3 270M \(GGUF Q4_K_M\) · gemma3 · 18 layers · 4 query heads · 1 KV heads \(native\) · head_dim 256 · sliding window 512 on 15 of 18 layers · vocab 262,144 · /);
+    /^Gemma 3 270M \(GGUF Q4_K_M\) · gemma3 · 18 layers · 4 query heads · 1 KV head \(native\) · head_dim 256 · sliding window 512 on 15 of 18 layers · vocab 262,144 · /);
   assert.equal(await byId(page, 'chat-toggle').isDisabled(), true, 'no chat template');
   // The slider: a stop for each G from 1 to 4, at the native G = 1.
   const slider = byId(page, 'groups-slider');
@@ -820,7 +820,7 @@ test('model=gemma-3-270m loads Gemma, generates the CLI\'s ids, and every view t
   assert.match(await page.locator('.diagram figcaption').textContent(), /^4 query heads share 1 KV head \(MQA\)/);
   let tokens = Number(await text(page, 'kv-tokens'));
   assert.equal(Number(await text(page, 'kv-cache-bytes')), gemmaKvBytes(1, tokens));
-  assert.match(await text(page, 'kv-window'), /^15 of this model's 18 layers attend only to the last 512 positions .*keeps every position of every layer/);
+  assert.match(await text(page, 'kv-window'), /^15 of this model's 18 layers attend only to the last 512 positions .*keeps a ring of 640 positions for each windowed layer/);
   assert.deepEqual(await page.locator('table.tradeoffs tbody tr').evaluateAll((rs) => rs.map((r) => Number(r.dataset.groups))), [1, 2, 3, 4]);
   assert.match(await text(page, 'speed-g1'), /^\d+\.\d tok\/s$/);
   assert.equal(await page.locator('[data-testid$="-calibrated"]').count(), 0, 'one quality column: no merge');
@@ -839,7 +839,10 @@ test('model=gemma-3-270m loads Gemma, generates the CLI\'s ids, and every view t
   assert.equal(await byId(page, 'calc-heads').inputValue(), '4');
   assert.equal(await byId(page, 'calc-kv-heads').inputValue(), '1');
   assert.deepEqual(await page.locator('[data-testid="calc-bytes"]').evaluateAll((els) => els.map((e) => Number(e.dataset.groups))), [1, 2, 3, 4]);
-  assert.equal(await page.locator('[data-testid="calc-bytes"][data-groups="1"]').getAttribute('data-bytes'), String(gemmaKvBytes(1, 8192)));
+  // 8,192 tokens: the 3 global layers hold them all, the 15 windowed ones a ring of 640.
+  const windowed = 2 * 1 * 256 * 4 * (3 * 8192 + 15 * 640);
+  assert.equal(await page.locator('[data-testid="calc-bytes"][data-groups="1"]').getAttribute('data-bytes'), String(windowed));
+  assert.match(await text(page, 'calc-window'), /^15 of these 18 layers have a sliding window: each keeps at most 640 positions/);
   await screenshot(page, 'gemma.png');
   // G = 4 splits the one KV head into copies: the same ids, four times the cache.
   await slider.focus();

@@ -150,15 +150,19 @@ fn attention_matches_cpu() {
     let (nh, cap) = (9usize, 192usize);
     let max_chunks = cap.div_ceil(ATTENTION_CHUNK);
     // attention_decode is specialised per (largest group, head_dim): three head sizes.
-    for (kernel, t, pos0, hd, window) in [
-        (Kernel::Attention, 3usize, 147usize, 64usize, 0usize),
-        (Kernel::Attention, 3, 147, 64, 100),
-        (Kernel::Attention, 3, 150, 256, 20),
-        (Kernel::AttentionDecode, 1, 149, 64, 0),
-        (Kernel::AttentionDecode, 1, 149, 64, 70),
-        (Kernel::AttentionDecode, 1, 172, 48, 0),
-        (Kernel::AttentionDecode, 1, 140, 128, 0),
-        (Kernel::AttentionDecode, 1, 170, 256, 40),
+    // (kernel, T, pos0, head_dim, window, rows per KV head: the capacity, or a ring that the
+    // window wraps around, as a sliding-window layer's cache holds it)
+    for (kernel, t, pos0, hd, window, rows) in [
+        (Kernel::Attention, 3usize, 147usize, 64usize, 0usize, cap),
+        (Kernel::Attention, 3, 147, 64, 100, cap),
+        (Kernel::Attention, 3, 150, 256, 20, cap),
+        (Kernel::Attention, 3, 150, 64, 40, 70),
+        (Kernel::AttentionDecode, 1, 149, 64, 0, cap),
+        (Kernel::AttentionDecode, 1, 149, 64, 70, cap),
+        (Kernel::AttentionDecode, 1, 172, 48, 0, cap),
+        (Kernel::AttentionDecode, 1, 140, 128, 0, cap),
+        (Kernel::AttentionDecode, 1, 170, 256, 40, cap),
+        (Kernel::AttentionDecode, 1, 170, 64, 70, 80),
     ] {
         for (groups, map_o) in [
             (1usize, false),
@@ -169,8 +173,8 @@ fn attention_matches_cpu() {
         ] {
             let grouping = Grouping::new(nh, 3, groups).unwrap();
             let q = rng.vec(t * nh * hd);
-            let kc = rng.vec(groups * cap * hd);
-            let vc = rng.vec(groups * cap * hd);
+            let kc = rng.vec(groups * rows * hd);
+            let vc = rng.vec(groups * rows * hd);
             let ml = gpu.storage("ml", (t * nh * max_chunks * 8) as u64).unwrap();
             let part = gpu
                 .storage("part", (t * nh * max_chunks * hd * 4) as u64)
@@ -181,7 +185,7 @@ fn attention_matches_cpu() {
                 n_heads: nh as u32,
                 groups: groups as u32,
                 head_dim: hd as u32,
-                capacity: cap as u32,
+                capacity: rows as u32,
                 max_chunks: max_chunks as u32,
                 scale: 1.0 / (hd as f32).sqrt(),
                 window: window as u32,
@@ -222,14 +226,14 @@ fn attention_matches_cpu() {
             run(gpu, &reduce, Some(&st), pos0, t);
             let got = read(gpu, &out, t * nh * hd);
             let kv_head = grouping.kv_heads();
-            let mut want = ops::causal_attention(&q, &kc, &vc, &kv_head, cap, pos0, hd, window);
+            let mut want = ops::causal_attention(&q, &kc, &vc, &kv_head, rows, pos0, hd, window);
             if map_o {
                 let mut m = LayerMaps::pooled(grouping, hd);
                 m.o = Some(o);
                 m.map_o(&mut want, nh, hd);
             }
             let what = format!(
-                "{} hd={hd} window={window} G={groups} map_o={map_o}",
+                "{} hd={hd} window={window} rows={rows} G={groups} map_o={map_o}",
                 kernel.name()
             );
             assert_close(&what, &got, &want, 1e-4);
@@ -264,10 +268,12 @@ fn attention_probe_matches_cpu() {
         (4, 90, 0),
         (1, 257, 100),
     ] {
+        // The windowed case reads a ring of 200 rows that its window wraps around.
+        let rows = if window > 0 { 200 } else { cap };
         for groups in [1usize, 2, 3, 9] {
             let grouping = Grouping::new(nh, 3, groups).unwrap();
             let q = rng.vec(t * nh * hd);
-            let kc = rng.vec(groups * cap * hd);
+            let kc = rng.vec(groups * rows * hd);
             let qb = f32s(gpu, &q);
             let kb = f32s(gpu, &kc);
             let starts = starts_table(gpu, grouping);
@@ -279,7 +285,8 @@ fn attention_probe_matches_cpu() {
                 capacity: cap as u32,
                 scale: 1.0 / (hd as f32).sqrt(),
                 window: window as u32,
-                _pad: [0; 2],
+                rows: rows as u32,
+                _pad: 0,
             };
             let probe = gpu_ops::attention_probe(p, qb.binding(), &kb, &starts, &out);
             run(gpu, &probe, Some(&step(gpu, pos0, t)), pos0, t);
@@ -289,8 +296,12 @@ fn attention_probe_matches_cpu() {
                 let g = grouping.kv_head(h);
                 let at = ((t - 1) * nh + h) * hd;
                 let first = ops::window_start(seen - 1, window);
-                let k = &kc[(g * cap + first) * hd..(g * cap + seen) * hd];
-                let want = ops::attention_weights(&q[at..at + hd], k, p.scale);
+                let k: Vec<f32> = ops::ring_rows(first, seen - 1, rows)
+                    .into_iter()
+                    .flat_map(|r| &kc[(g * rows + r.start) * hd..(g * rows + r.end) * hd])
+                    .copied()
+                    .collect();
+                let want = ops::attention_weights(&q[at..at + hd], &k, p.scale);
                 let want = [vec![0.0; first], want].concat();
                 let row = &got[h * cap..h * cap + seen];
                 let what = format!("probe T={t} pos0={pos0} G={groups} head {h}");

@@ -272,6 +272,12 @@ impl<'a> Graph<'a> {
         }
     }
 
+    /// Rows per KV head of layer `l`'s cache: the capacity, or a sliding-window layer's ring
+    /// (position p in row p mod rows).
+    fn rows(&self, l: usize) -> u32 {
+        crate::model::layer_cache_rows(self.cfg, l, self.capacity) as u32
+    }
+
     /// Layer `l`'s sliding window (0: none).
     fn window(&self, l: usize) -> u32 {
         match self.cfg.is_local(l) {
@@ -341,7 +347,7 @@ impl<'a> Graph<'a> {
             groups: c.grouping().groups() as u32,
             native_groups: cfg.n_kv_heads as u32,
             head_dim: cfg.head_dim as u32,
-            capacity: self.capacity as u32,
+            capacity: self.rows(l),
             n_heads: cfg.n_heads as u32,
             layer: l as u32,
             dense_v: c.dense_v as u32,
@@ -371,7 +377,7 @@ impl<'a> Graph<'a> {
             n_heads: cfg.n_heads as u32,
             groups: self.cache.grouping().groups() as u32,
             head_dim: cfg.head_dim as u32,
-            capacity: self.capacity as u32,
+            capacity: self.rows(l),
             max_chunks: self.max_chunks as u32,
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
             window: self.window(l),
@@ -399,7 +405,8 @@ impl<'a> Graph<'a> {
             capacity: self.capacity as u32,
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
             window: self.window(l),
-            _pad: [0; 2],
+            rows: self.rows(l),
+            _pad: 0,
         };
         let (kc, starts) = (&self.cache.k[l], &self.cache.starts);
         ops::attention_probe(p, q, kc, starts, &self.a.probe)

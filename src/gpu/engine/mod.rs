@@ -39,6 +39,9 @@ use submit::AllLogits;
 
 /// Tokens per prefill submit; longer inputs run in several.
 pub const PREFILL_CHUNK: usize = 128;
+// A prefill chunk writes all its K and V before its attention reads: a sliding-window layer's
+// ring must hold the window and a whole chunk (model::layer_cache_rows).
+const _: () = assert!(PREFILL_CHUNK <= crate::model::WINDOW_SLACK);
 
 /// The model on the GPU at one grouping, with a KV cache of fixed capacity.
 pub struct GpuEngine {

@@ -9,7 +9,7 @@ use crate::gpu::context::{Buf, Gpu};
 use crate::gpu::ops::norm_parts;
 use crate::gpu::weight::{Stack, Weight};
 use crate::gpu::GpuError;
-use crate::model::{ModelConfig, ModelTensors, Tensor};
+use crate::model::{layer_cache_rows, ModelConfig, ModelTensors, Tensor};
 use crate::regroup::{Grouping, Regrouping, VMap};
 use std::sync::Arc;
 
@@ -260,10 +260,11 @@ impl KvCache {
     ) -> Result<Self, GpuError> {
         let r = &regrouping;
         let (grouping, hd, h) = (r.grouping, cfg.head_dim, cfg.n_heads);
-        let bytes = (grouping.groups() * capacity * hd * 4) as u64;
+        // `[G][rows][hd]` per layer: rows = the capacity, or a sliding-window layer's ring.
+        let bytes = |l| (grouping.groups() * layer_cache_rows(cfg, l, capacity) * hd * 4) as u64;
         let per_layer = |kind: &str| {
             (0..cfg.n_layers)
-                .map(|l| gpu.storage(&format!("{kind} cache {l}"), bytes))
+                .map(|l| gpu.storage(&format!("{kind} cache {l}"), bytes(l)))
                 .collect::<Result<Vec<_>, _>>()
         };
         let starts: Vec<u32> = (0..grouping.groups())

@@ -63,7 +63,9 @@ params_struct! {
         scale: f32,
         /// Sliding-window length of the layer (0: none); positions before it get 0.
         window: u32,
-        _pad: [u32; 2],
+        /// Rows per KV head of the layer's cache (position p in row p mod rows).
+        rows: u32,
+        _pad: u32,
     }
 }
 
