@@ -125,6 +125,33 @@ pub fn gpu_bytes_per_block(ty: GgmlType) -> Option<usize> {
     Some(texels_per_block(ty)? * 16 + scale_words(ty) * 4)
 }
 
+/// The textures a `[rows][row_len]` weight of type `ty` takes: payload and scale (width,
+/// height) in texels, and their bytes; `None` for a type the GPU does not read.
+pub fn footprint(ty: GgmlType, rows: usize, row_len: usize) -> Option<Footprint> {
+    let (tpb, sw) = (texels_per_block(ty)?, scale_words(ty));
+    let slots = rows.div_ceil(LANES) * LANES * row_len.div_ceil(32);
+    let (payload, scales) = (texture_size(slots * tpb), texture_size(slots));
+    let bytes = payload.0 * payload.1 * 16
+        + if sw > 0 {
+            scales.0 * scales.1 * sw * 4
+        } else {
+            0
+        };
+    Some(Footprint {
+        payload,
+        scales,
+        bytes: bytes as u64,
+    })
+}
+
+/// What [`footprint`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub payload: (usize, usize),
+    pub scales: (usize, usize),
+    pub bytes: u64,
+}
+
 /// (weights, bytes) of one block in the file (float types as blocks of 32 weights).
 fn file_block(ty: GgmlType) -> (usize, usize) {
     match ty {

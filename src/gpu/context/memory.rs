@@ -89,6 +89,11 @@ impl Gpu {
         self.budget = bytes;
     }
 
+    /// The cap [`Gpu::set_budget`] set, if any.
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+
     /// Room for `size` more bytes within the budget.
     fn reserve(&self, label: &str, size: u64) -> Result<(), GpuError> {
         let used = self.allocated_bytes();

@@ -85,6 +85,7 @@ impl GpuEngine {
         let capacity = check_capacity(&cfg, capacity)?;
         check_shapes(&cfg)?;
         let t = ModelTensors::locate(g, &cfg)?;
+        resources::check_fits(&gpu, &t)?;
         let model = ModelWeights::upload(&gpu, g, &t)?;
         let act = Activations::new(&gpu, &cfg, capacity, capacity.div_ceil(ATTENTION_CHUNK))?;
         let regrouping = Arc::new(Regrouping::native(&cfg));

@@ -4,8 +4,9 @@
 
 use super::PREFILL_CHUNK;
 use crate::engine::EngineError;
-use crate::gguf::Gguf;
+use crate::gguf::{GgmlType, Gguf};
 use crate::gpu::context::{Buf, Gpu};
+use crate::gpu::layout;
 use crate::gpu::ops::norm_parts;
 use crate::gpu::weight::{Stack, Weight};
 use crate::gpu::GpuError;
@@ -98,6 +99,69 @@ impl ModelWeights {
             n += l.qkv.bytes() + l.gate_up.bytes() + l.wo.bytes() + l.w_down.bytes();
         }
         n
+    }
+}
+
+/// A weight matrix as the GPU will hold it: (name, type, rows, row length).
+type Planned<'a> = (&'a str, GgmlType, usize, usize);
+
+/// The matrices [`ModelWeights::upload`] will make textures of, Q|K|V and gate|up as one
+/// where their types agree (as [`Stack`] stacks them).
+fn planned<'a>(t: &ModelTensors<'_, 'a>) -> Vec<Planned<'a>> {
+    let one = |w: Tensor<'_, 'a>| (w.name, w.ggml_type, w.rows(), w.dims[0] as usize);
+    let stack = |ws: &[Tensor<'_, 'a>]| -> Vec<Planned<'a>> {
+        match ws.iter().all(|w| w.ggml_type == ws[0].ggml_type) {
+            true => vec![(
+                ws[0].name,
+                ws[0].ggml_type,
+                ws.iter().map(|w| w.rows()).sum(),
+                ws[0].dims[0] as usize,
+            )],
+            false => ws.iter().map(|&w| one(w)).collect(),
+        }
+    };
+    let mut out = vec![one(t.token_embd)];
+    if !t.tied_output {
+        out.push(one(t.output));
+    }
+    for l in &t.layers {
+        out.extend(stack(&[l.wq, l.wk, l.wv]));
+        out.extend(stack(&[l.w_gate, l.w_up]));
+        out.extend([one(l.wo), one(l.w_down)]);
+    }
+    out
+}
+
+/// Checks, before anything is allocated, that every weight's textures fit the device's
+/// largest 2D texture and that all of them fit the memory budget, if one is set: the bytes
+/// they take.
+pub(super) fn check_fits(gpu: &Gpu, t: &ModelTensors<'_, '_>) -> Result<u64, GpuError> {
+    fits(
+        &planned(t),
+        gpu.limits.max_texture_dimension_2d as usize,
+        gpu.budget(),
+    )
+}
+
+fn fits(weights: &[Planned<'_>], largest: usize, budget: Option<u64>) -> Result<u64, GpuError> {
+    let mut total = 0u64;
+    for &(name, ty, rows, row_len) in weights {
+        let f = layout::footprint(ty, rows, row_len)
+            .ok_or_else(|| GpuError::Unsupported(format!("tensor {name} of type {}", ty.name())))?;
+        let (w, h) = (f.payload.0.max(f.scales.0), f.payload.1.max(f.scales.1));
+        if w.max(h) > largest {
+            return Err(GpuError::Unsupported(format!(
+                "{name} ({rows} rows of {row_len} {} weights) needs a {w}×{h} texture; this GPU's largest is {largest}×{largest}",
+                ty.name()
+            )));
+        }
+        total += f.bytes;
+    }
+    match budget {
+        Some(b) if total > b => Err(GpuError::OutOfMemory(format!(
+            "the model's weights take {total} bytes on the GPU, past the budget of {b}"
+        ))),
+        _ => Ok(total),
     }
 }
 
@@ -320,5 +384,26 @@ impl KvCache {
 
     pub fn grouping(&self) -> Grouping {
         self.regrouping.grouping
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A weight too tall for the device's textures, or weights past the budget, are refused
+    /// by name before any allocation.
+    #[test]
+    fn weights_that_do_not_fit_are_named_up_front() {
+        let small = [("blk.0.ffn_up.weight", GgmlType::Q8_0, 64, 256)];
+        let bytes = fits(&small, 8192, None).unwrap();
+        assert!(bytes >= 64 * 256 / 32 * 34);
+        assert_eq!(fits(&small, 8192, Some(bytes)).unwrap(), bytes);
+        let e = fits(&small, 8192, Some(bytes - 1)).unwrap_err().to_string();
+        assert!(e.contains("past the budget"), "{e}");
+        // 262,144 rows of 4,096 Q8_0 weights: 67M texels, 16,384 texture rows.
+        let tall = [("token_embd.weight", GgmlType::Q8_0, 262_144, 4096)];
+        let e = fits(&tall, 8192, None).unwrap_err().to_string();
+        assert!(e.contains("token_embd.weight (262144 rows of 4096 Q8_0 weights) needs a 4096×16384 texture; this GPU's largest is 8192×8192"), "{e}");
     }
 }
