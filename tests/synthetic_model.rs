@@ -229,3 +229,43 @@ fn calibration_says_what_is_wrong_with_its_input() {
         );
     }
 }
+
+/// Issue 30, point 8: a model whose context (64 here) is shorter than the calibration's
+/// sequences (`regroup::SEQUENCE`, 512) is fitted on sequences of its context, by a walk of
+/// that capacity, on the CPU and the GPU alike (it asked for 512 positions the cache could not
+/// hold).
+#[test]
+fn calibration_fits_a_model_of_a_short_context() {
+    use gqa_lab::engine::calibrate::calibrate_with;
+    use gqa_lab::gpu::GpuEngine;
+    use gqa_lab::model::ModelConfig;
+    use gqa_lab::regroup::{sequence_len, FitSettings, Grouping, Method};
+    let ids: Vec<u32> = (0..192).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
+    let bytes = file(&metadata(KV_HEADS), &model());
+    let g = Gguf::parse(&bytes).unwrap();
+    let cfg = ModelConfig::from_gguf(&g).unwrap();
+    assert_eq!(sequence_len(&cfg), 64);
+    let grouping = Grouping::of(&cfg, 1).unwrap();
+    let mut on_layer = |_| {};
+    let mut cpu = CpuEngine::load(&g, sequence_len(&cfg)).unwrap();
+    let fit = calibrate_with(
+        &mut cpu,
+        &g,
+        grouping,
+        &ids,
+        FitSettings::default(),
+        &mut on_layer,
+    );
+    let r = fit.block_on().expect("fits on three sequences of 64");
+    assert_eq!((r.method, r.groups()), (Method::Calibrated, 1));
+    let mut gpu = GpuEngine::load(&g, sequence_len(&cfg)).block_on().unwrap();
+    let fit = calibrate_with(
+        &mut gpu,
+        &g,
+        grouping,
+        &ids,
+        FitSettings::default(),
+        &mut on_layer,
+    );
+    fit.block_on().expect("the GPU walk fits it too");
+}

@@ -165,14 +165,16 @@ fn fit(
     let ids = tok.encode(TEXT, false)?;
     let ids = &ids[..how.tokens.min(ids.len())];
     let settings = how.settings;
+    // A walk as long as one calibration sequence (shorter for a model of a shorter context).
+    let sequence = regroup::sequence_len(&ModelConfig::from_gguf(gguf)?);
     let r = match walk {
         Walk::Cpu => {
-            let mut e = CpuEngine::load(gguf, regroup::SEQUENCE)?;
+            let mut e = CpuEngine::load(gguf, sequence)?;
             let fit = calibrate_with(&mut e, gguf, grouping, ids, settings, on_layer);
             pollster::block_on(fit)?
         }
         Walk::Gpu => {
-            let load = gqa_lab::gpu::GpuEngine::load(gguf, regroup::SEQUENCE);
+            let load = gqa_lab::gpu::GpuEngine::load(gguf, sequence);
             let mut e = pollster::block_on(load)?;
             let fit = calibrate_with(&mut e, gguf, grouping, ids, settings, on_layer);
             pollster::block_on(fit)?

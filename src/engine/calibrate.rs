@@ -12,7 +12,7 @@ use crate::model::ModelConfig;
 use crate::model::ModelTensors;
 use crate::regroup::layer::fit_layer;
 use crate::regroup::{FitError, FitSettings, Grouping, LayerMaps, Method, Regrouping};
-use crate::regroup::{MIN_TOKENS, SEQUENCE};
+use crate::regroup::{sequence_len, MIN_TOKENS};
 use std::sync::Arc;
 
 /// One layer done.
@@ -50,8 +50,9 @@ pub async fn calibrate<W: LayerWalk + ?Sized>(
     calibrate_with(walk, gguf, grouping, ids, settings, on_layer).await
 }
 
-/// Fits the calibrated merge to `grouping` on `ids` (cut into sequences of [`SEQUENCE`]
-/// tokens, or fewer than that if there are fewer: at least [`MIN_TOKENS`]), reporting each
+/// Fits the calibrated merge to `grouping` on `ids` (cut into sequences of
+/// [`crate::regroup::SEQUENCE`] tokens, or the model's context if shorter, or fewer than that
+/// if there are fewer: at least [`MIN_TOKENS`]), reporting each
 /// layer. The walk is left regrouped as fitted, its cache empty; give the result to the engine
 /// that will run it. For G ≥ G0 there is nothing to fit: the result is the exact copy of the
 /// native heads.
@@ -78,9 +79,15 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
     if let Some(ridge) = settings.o_ridge {
         crate::regroup::check_o_ridge(ridge).map_err(EngineError::Calibration)?;
     }
-    let seq = SEQUENCE.min(ids.len());
+    let seq = sequence_len(&cfg).min(ids.len());
     if seq < MIN_TOKENS {
-        let why = format!("it needs at least {MIN_TOKENS} tokens, got {}", ids.len());
+        let why = match ids.len() < MIN_TOKENS {
+            true => format!("it needs at least {MIN_TOKENS} tokens, got {}", ids.len()),
+            false => format!(
+                "it needs sequences of at least {MIN_TOKENS} positions, and this model's context is {}: use mean-pooling (--regroup mean)",
+                cfg.context_length
+            ),
+        };
         return Err(EngineError::Calibration(why));
     }
     let mut start = r.clone();

@@ -32,6 +32,12 @@ pub use store::MapsKey;
 pub const DEFAULT_TOKENS: usize = 8192;
 pub const SEQUENCE: usize = 512;
 
+/// The length of each calibration sequence for a model: [`SEQUENCE`], or its trained context
+/// if that is shorter (a fit never asks for more positions than the model has).
+pub fn sequence_len(cfg: &crate::model::ModelConfig) -> usize {
+    SEQUENCE.min(cfg.context_length)
+}
+
 /// Fewest calibration tokens a fit takes (a smoke test's worth; the fit wants thousands).
 pub const MIN_TOKENS: usize = 64;
 

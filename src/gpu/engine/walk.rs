@@ -11,7 +11,7 @@ use crate::gpu::context::Buf;
 use crate::gpu::ops::{Op, Step};
 use crate::gpu::GpuError;
 use crate::model::ModelError;
-use crate::regroup::{LayerMaps, Regrouping, VMap, SEQUENCE};
+use crate::regroup::{sequence_len, LayerMaps, Regrouping, VMap};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -139,9 +139,10 @@ fn no_layer(l: usize) -> EngineError {
 #[async_trait(?Send)]
 impl LayerWalk for GpuEngine {
     fn start(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
-        if self.capacity < SEQUENCE.min(self.cfg.context_length) {
+        let sequence = sequence_len(&self.cfg);
+        if self.capacity < sequence {
             let why = format!(
-                "a cache of {SEQUENCE} positions (this one has {})",
+                "a cache of {sequence} positions (this one has {})",
                 self.capacity
             );
             return Err(GpuError::Unsupported(format!("calibration needs {why}")).into());
