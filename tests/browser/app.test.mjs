@@ -900,6 +900,67 @@ test('the model menu switches between the built-in models; an unknown model= is 
   await page.close();
 });
 
+// Issue 27: the files people have. Variants of the default model (scripts/fixtures/variants.py,
+// as tests/variants.rs builds them) picked in the page's file input, on the CPU engine, give
+// the native cpu-q8 engine's ids: K-quants (Q2_K to Q6_K), qwen2 (biases, rotate-half RoPE),
+// Llama 3 (rope_freqs).
+const VARIANTS = path.join(ROOT, 'target/variants');
+const VARIANT_FILES = { 'smollm2-q4_k_m.gguf': 'llama', 'smollm2-qwen2.gguf': 'qwen2', 'smollm2-llama3.gguf': 'llama' };
+
+test('variant files picked in the page (K-quants, qwen2, Llama 3) give the CLI\'s ids on the CPU engine', async () => {
+  // The native tests build these first; the browser tests must not depend on that order.
+  if (!Object.keys(VARIANT_FILES).every((f) => fs.existsSync(path.join(VARIANTS, f)))) {
+    execFileSync('python3', ['scripts/fixtures/variants.py'], { cwd: ROOT, stdio: 'inherit' });
+  }
+  // A prompt on which each variant continues differently from the default model and from the
+  // others (on 'The capital of France is' Llama 3's factors change nothing in 6 tokens).
+  const c = { prompt: 'In 1492, Columbus sailed across the ocean. He', chat: false, groups: 3, maxTokens: 6, ignoreEos: true, backend: 'cpu-q8' };
+  const page = await openPage(browser.context, appUrl({
+    backend: 'cpu', prompt: c.prompt, chat: 0, temperature: 0, max_tokens: 6, ignore_eos: 1,
+  }), errors);
+  await waitStatus(page, /^ready$/);
+  const seen = {};
+  for (const [name, arch] of Object.entries(VARIANT_FILES)) {
+    const file = path.join(VARIANTS, name);
+    const expected = cliIds({ ...c, model: file });
+    await byId(page, 'model-file').setInputFiles(file);
+    // The facts name the file and its architecture once it is loaded.
+    await page.waitForFunction((want) => (document.querySelector('[data-testid="model-facts"]')?.textContent ?? '').includes(want),
+      `(${name}) · ${arch} · `, { timeout: 120_000 });
+    await waitStatus(page, /^ready$/);
+    assert.equal(await byId(page, 'backend').getAttribute('data-backend'), 'cpu');
+    await byId(page, 'generate-button').click();
+    await waitStatus(page, /^done/);
+    seen[name] = await ids(page);
+    assert.equal(seen[name].length, 6, name);
+    assert.deepEqual(seen[name], expected, name);
+  }
+  // Each variant's ids differ from the default model's and the others': a variation the page
+  // dropped would show.
+  const all = [cliIds(c), ...Object.values(seen)].map(String);
+  assert.equal(new Set(all).size, all.length, all.join(' | '));
+  await page.close();
+});
+
+// Gemma 3 on the GPU engine in the page (head norms, post norms, GeGLU, sliding windows), read
+// from Cache Storage after the tests above; SwiftShader runs its 270 MB of weights slowly.
+test('model=gemma-3-270m on the GPU engine gives the CLI\'s ids', async (t) => {
+  const c = { model: 'gemma-3-270m', prompt: 'The capital of France is', chat: false, groups: 1, maxTokens: 3, ignoreEos: false, backend: 'cpu-q8' };
+  const expected = cliIds(c);
+  assert.deepEqual(expected, [506, 5279, 529], 'every engine gives these first tokens');
+  const t0 = Date.now();
+  const page = await openPage(browser.context, appUrl({
+    model: 'gemma-3-270m', backend: 'gpu', prompt: c.prompt, chat: 0, temperature: 0, max_tokens: 3, autorun: 1,
+  }), errors);
+  await waitStatus(page, /^done/, 900_000);
+  t.diagnostic(`Gemma 3 270M on the GPU engine (SwiftShader): load + 3 tokens in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  assert.deepEqual(await ids(page), expected);
+  assert.equal(await byId(page, 'backend').getAttribute('data-backend'), 'gpu');
+  assert.match(await text(page, 'backend-why'), /^GPU: /);
+  assert.match(await text(page, 'model-facts'), /^Gemma 3 270M \(GGUF Q4_K_M\) · gemma3 · /);
+  await page.close();
+});
+
 test('no page errors or panics', () => {
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
 });
