@@ -11,8 +11,8 @@ use crate::gguf::Gguf;
 use crate::model::ModelConfig;
 use crate::model::ModelTensors;
 use crate::regroup::layer::fit_layer;
-use crate::regroup::{FitError, FitSettings, Grouping, LayerMaps, Method, Regrouping};
 use crate::regroup::{sequence_len, MIN_TOKENS};
+use crate::regroup::{FitError, FitSettings, Grouping, LayerMaps, Method, Regrouping};
 use std::sync::Arc;
 
 /// One layer done.

@@ -313,8 +313,8 @@ fn avx2_kernel_is_the_plain_one_to_the_bit() {
     }
     // SAFETY: AVX2 was detected above.
     let n = same_as_plain(|layout, w, x| match w.b.is_empty() {
-        true => unsafe { row_dot_avx2::<1, false>(layout, w, [x])[0] },
-        false => unsafe { row_dot_avx2::<1, true>(layout, w, [x])[0] },
+        true => unsafe { super::avx2::row_dot_avx2::<1, false>(layout, w, [x])[0] },
+        false => unsafe { super::avx2::row_dot_avx2::<1, true>(layout, w, [x])[0] },
     });
     assert_eq!(n, COMPARED);
 }
