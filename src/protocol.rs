@@ -66,6 +66,9 @@ pub enum Request {
     },
     /// Forget a decode step submitted ahead.
     DropAhead,
+    /// Take back the positions from this one on (`Engine::skip_to`): the attention view feeds
+    /// the last token of a finished run again to read its weights.
+    SkipTo(usize),
     /// Add tokens to the cache (a prefill chunk).
     Feed(Vec<u32>),
     /// Add tokens and read back the last row of logits, or every row.
@@ -230,6 +233,7 @@ mod tests {
             },
             Request::NextToken(gen.clone()),
             Request::Probe(Some(29)),
+            Request::SkipTo(41),
             Request::Calibrate {
                 groups: 2,
                 ids: vec![1; 300],

@@ -6,9 +6,11 @@
 //!
 //! The weights come from the engine's probe (`gpu/engine/probe.rs`), which a generation turns
 //! on only while the view is open (the attention watch, `state/attention.rs`): closed,
-//! decoding reads back nothing more.
+//! decoding reads back nothing more. Opened (or another layer chosen) after a run, the view
+//! asks for the last token's weights of that run: one probe of the cached state.
 
 use super::diagram::group_colour;
+use super::owner::EngineHandle;
 use super::state::attention::{AttentionShown, AttentionWatch};
 use super::state::model::LoadedModel;
 use leptos::prelude::*;
@@ -157,6 +159,7 @@ fn heatmap(model: LoadedModel, shown: AttentionShown) -> impl IntoView {
 pub fn AttentionView() -> impl IntoView {
     let model = expect_context::<LoadedModel>();
     let watch = expect_context::<AttentionWatch>();
+    let engine = expect_context::<EngineHandle>();
     // Each layer, a sliding-window one marked (Gemma 3's local layers).
     let layers = move || {
         model.cfg_or(Vec::new(), |c| {
@@ -179,13 +182,21 @@ pub fn AttentionView() -> impl IntoView {
     };
     let on_layer = move |ev: leptos::ev::Event| {
         if let Ok(l) = event_target_value(&ev).parse::<usize>() {
-            watch.layer.set(l);
-            watch.shown.set(None);
+            if l != watch.layer.get_untracked() {
+                watch.layer.set(l);
+                watch.shown.set(None);
+                if watch.open.get_untracked() {
+                    engine.show_attention();
+                }
+            }
         }
     };
     let toggle = move |_| {
         watch.open.update(|o| *o = !*o);
         watch.shown.set(None);
+        if watch.open.get_untracked() {
+            engine.show_attention();
+        }
     };
     let shown = move || watch.shown.get();
     view! {

@@ -12,8 +12,18 @@ use crate::regroup::Method;
 use leptos::ev;
 use leptos::prelude::*;
 
-/// A labelled number input bound to one field of the settings; text that does not parse
-/// leaves the setting as it was.
+/// What a number field says of the text it was given, where the setting did not take it as it
+/// is: `typed` did not parse (or is out of range) and `used` is the value the runs use.
+fn rejected(typed: &str, used: &str) -> String {
+    match typed.is_empty() {
+        true => format!("not a number: {used} is used"),
+        false => format!("{typed} is not valid here: {used} is used"),
+    }
+}
+
+/// A labelled number input bound to one field of the settings. Text that does not parse, or a
+/// value the setting clamps, leaves the field showing the value in use, and the hint says
+/// what was refused and what is used instead (until the next valid entry).
 #[component]
 fn NumberField<T, G, S>(
     /// Visible label.
@@ -34,11 +44,33 @@ fn NumberField<T, G, S>(
     hint: &'static str,
 ) -> impl IntoView
 where
-    T: std::str::FromStr + ToString + 'static,
+    T: std::str::FromStr + ToString + PartialEq + 'static,
     G: Fn(&Settings) -> T + Copy + Send + Sync + 'static,
     S: Fn(&mut Settings, T) + Copy + Send + Sync + 'static,
 {
     let settings = expect_context::<RwSignal<Settings>>();
+    let refused = RwSignal::new(None::<String>);
+    let on_change = move |e: ev::Event| {
+        let typed = event_target_value(&e).trim().to_string();
+        let taken = match typed.parse::<T>() {
+            Ok(v) => {
+                let mut taken = false;
+                settings.update(|s| {
+                    set(s, v);
+                    taken = typed.parse::<T>().is_ok_and(|v| v == get(s));
+                });
+                taken
+            }
+            Err(_) => false,
+        };
+        let used = settings.with_untracked(|s| get(s).to_string());
+        refused.set((!taken).then(|| rejected(&typed, &used)));
+        if !taken {
+            // The setting may not have changed (then nothing redraws the field): show it.
+            let input: web_sys::HtmlInputElement = event_target(&e);
+            input.set_value(&used);
+        }
+    };
     view! {
         <label class="field">
             <span class="field-label">{label}</span>
@@ -49,14 +81,13 @@ where
                 data-testid=name
                 step=step
                 min=min
+                aria-invalid=move || refused.with(Option::is_some).then_some("true")
                 prop:value=move || settings.with(|s| get(s).to_string())
-                on:change=move |e| {
-                    if let Ok(v) = event_target_value(&e).trim().parse::<T>() {
-                        settings.update(|s| set(s, v));
-                    }
-                }
+                on:change=on_change
             />
-            <span class="field-hint">{hint}</span>
+            <span class="field-hint" class:refused=move || refused.with(Option::is_some) data-testid=format!("{name}-hint")>
+                {move || refused.get().unwrap_or_else(|| hint.to_string())}
+            </span>
         </label>
     }
 }
@@ -68,7 +99,7 @@ pub fn PromptControls() -> impl IntoView {
     let model = expect_context::<LoadedModel>();
     let run = expect_context::<RunState>();
     let engine = expect_context::<EngineHandle>();
-    let generating = move || run.is_generating();
+    let can_stop = move || run.can_stop();
     let can_generate = move || model.is_loaded() && run.is_idle();
     let has_chat = move || model.info.with(|i| i.as_ref().is_none_or(|i| i.has_chat));
     let on_key = move |e: ev::KeyboardEvent| {
@@ -142,7 +173,8 @@ pub fn PromptControls() -> impl IntoView {
             >"Generate"</button>
             <button
                 data-testid="stop-button"
-                prop:disabled=move || !generating()
+                prop:disabled=move || !can_stop()
+                title="Ends a generation after its current token, a quality measurement after its current G"
                 on:click=move |_| engine.stop()
             >"Stop"</button>
         </div>

@@ -102,7 +102,15 @@ pub fn Tradeoffs() -> impl IntoView {
     // One KV head (multi-query attention): no G below the native one, nothing to merge.
     let single = move || native() == 1;
     let loaded = move || model.is_loaded();
-    let tokens = move || settings.with(|s| s.quality_tokens);
+    // The tokens scored: the setting's count, clamped to the passage on the loaded model.
+    let scored = move || match measured.passage.get() {
+        Some(p) if p.used == p.total => format!("all {} tokens", format::int(p.used as u64)),
+        Some(p) => format!("the first {} tokens", format::int(p.used as u64)),
+        None => format!(
+            "the first {} tokens",
+            format::int(settings.with(|s| s.quality_tokens) as u64)
+        ),
+    };
     let idle = move || run.is_idle();
     let fit_cost = move || {
         let s = measured.calibration_s.get();
@@ -113,6 +121,7 @@ pub fn Tradeoffs() -> impl IntoView {
     };
     view! {
         <Show when=loaded fallback=|| view! { <p class="muted">"Once a model is loaded: the KV cache each G needs, and what it costs in quality and speed."</p> }>
+        <div class="table-scroll">
         <table class="tradeoffs">
             <thead><tr>
                 <th>"Grouping"</th><th class="num">"G"</th><th class="num">"KV / token"</th><th class="num">"vs MHA"</th>
@@ -129,12 +138,13 @@ pub fn Tradeoffs() -> impl IntoView {
             </tr></thead>
             <tbody>{rows}</tbody>
         </table>
+        </div>
         <OtherBackend />
         <p class="measure">
             <button data-testid="measure-quality" prop:disabled=move || !idle() on:click=move |_| engine.measure_quality()>
                 "Measure quality"
             </button>
-            " perplexity of the first "{tokens}" tokens of "<em>{EVALUATION_SOURCE}</em>
+            " perplexity of "<span data-testid="quality-tokens">{scored}</span>" of "<em>{EVALUATION_SOURCE}</em>
             {move || match single() {
                 true => " (lower is better; every G here is the trained model, scored once). ",
                 false => ", for each method (lower is better; the merges not calibrated yet are fitted first). ",

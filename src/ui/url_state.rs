@@ -190,6 +190,13 @@ impl Settings {
         }
         num(get("seed"), &mut s.seed, "seed", &mut bad);
         num(get("max_tokens"), &mut s.max_tokens, "max_tokens", &mut bad);
+        if s.max_tokens == 0 {
+            bad.push(format!(
+                "max_tokens=0 asks for no token (at least 1; {} is used)",
+                defaults.max_tokens
+            ));
+            s.max_tokens = defaults.max_tokens;
+        }
         if let Some(v) = get("regroup") {
             match Method::parse(v.trim()) {
                 Some(m) => s.regroup = m,

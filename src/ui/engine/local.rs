@@ -120,6 +120,7 @@ pub async fn execute(
             e.regroup_with(Arc::new(r))?
         }
         Request::DropAhead => e.drop_ahead(),
+        Request::SkipTo(len) => e.skip_to(len)?,
         Request::Feed(ids) => e.feed(&ids).await?,
         Request::Forward { ids, all } => return Ok(Answer::Logits(e.forward(&ids, all).await?)),
         Request::Perplexity(ids) => {

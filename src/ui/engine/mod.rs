@@ -258,6 +258,11 @@ impl PageEngine {
         self.act(Request::DropAhead).await
     }
 
+    /// Takes back the positions from `len` on (a step decoded ahead is dropped).
+    pub async fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
+        self.act(Request::SkipTo(len)).await
+    }
+
     pub async fn feed(&mut self, ids: &[u32]) -> Result<(), EngineError> {
         self.act(Request::Feed(ids.to_vec())).await
     }

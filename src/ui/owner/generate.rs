@@ -95,7 +95,12 @@ pub async fn run(page: Page, s: &mut Session, job: Job) -> Result<Outcome, Engin
     let mut gen = Generator::with_limits(job.prompt, params, vocab, s.engine.capacity())?;
     s.engine.reset().await?;
     let mut text = TokenStream::new();
+    s.fed.clear();
     let outcome = drive(page, s, &mut gen, &mut text, job.stop_token).await;
+    if outcome.is_ok() {
+        let seq = gen.prompt().iter().chain(gen.generated());
+        s.fed = seq.take(s.engine.len()).copied().collect();
+    }
     let rest = text.finish();
     run.output.update(|o| o.push_str(&rest));
     outcome
@@ -163,6 +168,18 @@ async fn drive(
 /// While the attention view is open: the watched layer's weights for the token just fed,
 /// with the token of every position it saw (read back only then: `gpu/engine/probe.rs`).
 async fn show_attention(page: Page, s: &mut Session, gen: &Generator) -> Result<(), EngineError> {
+    let seq: Vec<u32> = gen
+        .prompt()
+        .iter()
+        .chain(gen.generated())
+        .copied()
+        .collect();
+    read_attention(page, s, &seq).await
+}
+
+/// Reads the watched layer's weights (if a layer is watched and a forward wrote them) into
+/// the attention view; `seq`: the tokens at the cache's positions.
+async fn read_attention(page: Page, s: &mut Session, seq: &[u32]) -> Result<(), EngineError> {
     if s.engine.attention_probe().is_none() {
         return Ok(());
     }
@@ -170,14 +187,45 @@ async fn show_attention(page: Page, s: &mut Session, gen: &Generator) -> Result<
         return Ok(());
     };
     page.attention.reads.update(|n| *n += 1);
-    let seq = gen.prompt().iter().chain(gen.generated());
-    let ids = seq.take(weights.positions).copied().collect();
+    let ids = seq.iter().take(weights.positions).copied().collect();
     let grouping = s.engine.grouping();
     page.attention.shown.set(Some(AttentionShown {
         weights,
         grouping,
         ids,
     }));
+    Ok(())
+}
+
+/// The attention view opened (or its layer changed) after a run: the watched layer's weights
+/// for the last token the run fed, from one probe of the cached state. That token is taken
+/// back and fed again at its position: the cache's rows for it are written again with the
+/// same values, so the sequence and the cache stay as they were. Nothing when the view is
+/// closed, the cache holds no finished run, or the view shows those weights already.
+pub async fn attention_after_run(page: Page, s: &mut Session) -> Result<(), EngineError> {
+    let Some(layer) = page.attention.wanted() else {
+        return Ok(());
+    };
+    let n = s.engine.len();
+    if n == 0 || s.fed.len() != n {
+        return Ok(());
+    }
+    let shown = page.attention.shown.with_untracked(|sh| {
+        sh.as_ref()
+            .is_some_and(|sh| sh.weights.layer == layer && sh.weights.positions == n)
+    });
+    if shown {
+        return Ok(());
+    }
+    let before = page.run.status.get_untracked();
+    page.run.status.set(Status::ReadingAttention);
+    s.engine.set_attention_probe(Some(layer)).await?;
+    s.engine.skip_to(n - 1).await?;
+    let last = s.fed[n - 1];
+    s.engine.feed(&[last]).await?;
+    let seq = s.fed.clone();
+    read_attention(page, s, &seq).await?;
+    page.run.status.set(before);
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! and see what comes of them in the page's state (`state/`), which the owner writes.
 //!
 //! Nothing reaches into a running command but two things it reads between its steps: the
-//! stop flag ([`RunState::ask_stop`]), and the settings' G and method, which a generation
+//! stop flag ([`RunState::ask_stop`]: a generation, a comparison, a quality measurement), and the settings' G and method, which a generation
 //! follows as it goes (the slider moved mid-run regroups the engine there; the
 //! [`Command::Regroup`] sent with it finds the engine regrouped already).
 //!
@@ -49,6 +49,9 @@ enum Command {
     },
     /// Score the built-in passage at every G with each method.
     MeasureQuality,
+    /// The attention view opened, or its layer changed: show the weights of the last token a
+    /// finished run fed.
+    ShowAttention,
     /// Developer tools: destroy the GPU device; make the engine's worker panic (`memory`: run
     /// out of memory).
     LoseDevice,
@@ -63,6 +66,7 @@ impl Command {
         match self {
             Command::Boot | Command::Open(_) | Command::Reload => Activity::Loading,
             Command::Generate => Activity::Generating,
+            Command::MeasureQuality => Activity::Measuring,
             _ => Activity::Working,
         }
     }
@@ -143,8 +147,8 @@ impl EngineHandle {
         self.send_when_idle(Command::Generate);
     }
 
-    /// Asks a running generation or comparison to stop after its current step (a token, or a
-    /// chunk of its prefill).
+    /// Asks a running generation, comparison or quality measurement to stop after its current
+    /// step (a token, a chunk of a prefill, a G scored).
     pub fn stop(&self) {
         self.run.ask_stop();
     }
@@ -159,6 +163,14 @@ impl EngineHandle {
     /// Generates the prompt greedily at each G of `gs` side by side, when the engine is idle.
     pub fn compare(&self, gs: Vec<usize>, tokens: usize) {
         self.send_when_idle(Command::Compare { gs, tokens });
+    }
+
+    /// Shows the attention view's weights for the last token a finished run fed (after what
+    /// the engine is doing; a running generation shows them at its next token anyway).
+    pub fn show_attention(&self) {
+        if self.run.activity.get_untracked() != Activity::Generating {
+            self.send(Command::ShowAttention);
+        }
     }
 
     /// Measures "What each G buys" on the built-in passage, when the engine is idle.
@@ -197,6 +209,12 @@ impl Owner {
     }
 
     async fn execute(&mut self, command: Command) {
+        // Only a generation leaves a sequence the attention view may read again.
+        if !matches!(command, Command::Generate | Command::ShowAttention) {
+            if let Some(s) = self.session.as_mut() {
+                s.fed.clear();
+            }
+        }
         match command {
             Command::Boot => {
                 let (model, autorun) = self.page.settings.with_untracked(|s| (s.model, s.autorun));
@@ -221,9 +239,16 @@ impl Owner {
                 let page = self.page;
                 let measure = async |s: &mut Session| {
                     let result = quality::measure(page, s).await;
-                    result.map(|()| Some("quality measured"))
+                    result.map(|m| Some(m.describe()))
                 };
                 self.with_session(measure).await;
+            }
+            Command::ShowAttention => {
+                let page = self.page;
+                let show = async |s: &mut Session| {
+                    generate::attention_after_run(page, s).await.map(|()| None)
+                };
+                self.with_session(show).await;
             }
             Command::LoseDevice => {
                 let lose = async |s: &mut Session| s.engine.lose_device().await.map(|()| None);
@@ -263,7 +288,7 @@ impl Owner {
         match page.settings.with_untracked(|st| generate::Job::new(st, s)) {
             Ok(job) => {
                 let outcome = generate::run(page, s, job).await;
-                self.report(outcome.map(|o| Some(o.describe())));
+                self.report(outcome.map(|o| Some(o.describe().into())));
             }
             Err(e) => page.run.status.set(Status::Error(e)),
         }
@@ -294,7 +319,7 @@ impl Owner {
                 }
             };
             let result = compare::run(page, s, prompt, gs, tokens).await;
-            result.map(|()| Some("compared"))
+            result.map(|()| Some("compared".into()))
         })
         .await;
     }
@@ -302,7 +327,7 @@ impl Owner {
     /// Runs `task` on the session, if a model is loaded, and reports how it went.
     async fn with_session(
         &mut self,
-        task: impl AsyncFnOnce(&mut Session) -> Result<Option<&'static str>, EngineError>,
+        task: impl AsyncFnOnce(&mut Session) -> Result<Option<String>, EngineError>,
     ) {
         if let Some(s) = self.session.as_mut() {
             let result = task(s).await;
@@ -312,10 +337,10 @@ impl Owner {
 
     /// Puts how a command ended in the status line: done (and how, if it says), or the error;
     /// an error of the GPU or of the worker offers to load the engine again.
-    fn report(&self, result: Result<Option<&'static str>, EngineError>) {
+    fn report(&self, result: Result<Option<String>, EngineError>) {
         let (run, model) = (self.page.run, self.page.model);
         match result {
-            Ok(Some(how)) => run.status.set(Status::Done(how.into())),
+            Ok(Some(how)) => run.status.set(Status::Done(how)),
             Ok(None) => {}
             Err(e) => {
                 model.failed.set(matches!(

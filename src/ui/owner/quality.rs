@@ -3,7 +3,7 @@
 //! for each G below it, with mean-pooling and with the calibrated merge (fitted first if this
 //! page has not yet). The engine then goes back to the settings' G and method. The figures are
 //! kept in the browser's local storage per model and setting, and shown again on the next
-//! visit.
+//! visit. Stop ends a measurement between two of its runs; the runs scored so far stay.
 
 use super::regroup;
 use super::session::Session;
@@ -11,6 +11,7 @@ use crate::engine::EngineError;
 use crate::model::ModelError;
 use crate::regroup::texts::EVALUATION;
 use crate::regroup::Method;
+use crate::ui::state::measurements::Passage;
 use crate::ui::state::run::Status;
 use crate::ui::state::Page;
 use leptos::prelude::*;
@@ -23,31 +24,64 @@ pub fn runs(g0: usize) -> Vec<(usize, Method)> {
     std::iter::once((g0, Method::Mean)).chain(below).collect()
 }
 
-/// Scores every run of [`runs`] on the first `quality_tokens` of the passage into the
-/// measurements.
-pub async fn measure(page: Page, s: &mut Session) -> Result<(), EngineError> {
+/// How a measurement ended: every run scored, or stopped between two of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    All,
+    Stopped { done: usize, of: usize },
+}
+
+impl Measured {
+    /// How the status line says it ended.
+    pub fn describe(self) -> String {
+        match self {
+            Measured::All => "quality measured".into(),
+            Measured::Stopped { done, of } => {
+                format!("quality measurement stopped: {done} of {of} runs measured")
+            }
+        }
+    }
+}
+
+/// The passage's ids the figures score: its first `quality_tokens` (at least 2, at most the
+/// whole passage); the count used is written into the measurements.
+fn passage_ids(page: Page, s: &Session) -> Result<Vec<u32>, EngineError> {
     let tokens = page.settings.with_untracked(|st| st.quality_tokens);
-    let ids = s.tok.encode(EVALUATION, false).map_err(|e| {
+    let mut ids = s.tok.encode(EVALUATION, false).map_err(|e| {
         EngineError::Model(ModelError::BadConfig(format!(
             "tokenizing the passage: {e}"
         )))
     })?;
-    let ids = &ids[..tokens.clamp(2, ids.len().max(2)).min(ids.len())];
+    let total = ids.len();
+    ids.truncate(tokens.clamp(2, total.max(2)).min(total));
+    page.measured.passage.set(Some(Passage {
+        used: ids.len(),
+        total,
+    }));
+    Ok(ids)
+}
+
+/// Scores every run of [`runs`] on the first `quality_tokens` of the passage into the
+/// measurements, until Stop: the runs scored so far stay (and are kept).
+pub async fn measure(page: Page, s: &mut Session) -> Result<Measured, EngineError> {
+    page.run.clear_stop();
+    let ids = passage_ids(page, s)?;
     let all = runs(s.engine.config().n_kv_heads);
-    let result = score_all(page, s, ids, &all).await;
+    let result = score_all(page, s, &ids, &all).await;
     let restored = regroup::follow_settings(page, s).await;
     if result.is_ok() {
         save(
-            &storage_key(page, s),
+            &storage_key(page, s, ids.len()),
             &page.measured.quality.get_untracked(),
         );
     }
-    result.and(restored.map(drop))
+    let measured = result?;
+    restored.map(|_| measured)
 }
 
 /// Where the figures for this model and setting are kept.
-fn storage_key(page: Page, s: &Session) -> String {
-    let tokens = page.settings.with_untracked(|st| st.quality_tokens);
+/// `tokens`: the passage's tokens scored (a larger setting scores the same).
+fn storage_key(page: Page, s: &Session, tokens: usize) -> String {
     let calib = regroup::calibration_tokens(page, s);
     format!("gqa-lab-quality/{}/{calib}/{tokens}", s.sha256)
 }
@@ -64,8 +98,12 @@ fn save(key: &str, q: &BTreeMap<(usize, Method), f64>) {
 }
 
 /// The figures kept from an earlier visit, if any (anything unreadable is ignored).
+/// The count of the passage's tokens scored is written into the measurements either way.
 pub fn restore(page: Page, s: &Session) {
-    let key = storage_key(page, s);
+    let Ok(ids) = passage_ids(page, s) else {
+        return;
+    };
+    let key = storage_key(page, s, ids.len());
     let Some(json) = local_storage().and_then(|st| st.get_item(&key).ok()?) else {
         return;
     };
@@ -80,26 +118,28 @@ pub fn restore(page: Page, s: &Session) {
     page.measured.quality.set(q);
 }
 
+/// Scores each run in turn; Stop ends it between two runs (a calibration to fit is one step).
 async fn score_all(
     page: Page,
     s: &mut Session,
     ids: &[u32],
     all: &[(usize, Method)],
-) -> Result<(), EngineError> {
-    for (i, &(g, method)) in all.iter().enumerate() {
-        page.run.status.set(Status::Measuring {
-            done: i,
-            of: all.len(),
-        });
+) -> Result<Measured, EngineError> {
+    let of = all.len();
+    for (done, &(g, method)) in all.iter().enumerate() {
+        if page.run.stop_asked() {
+            return Ok(Measured::Stopped { done, of });
+        }
+        page.run.status.set(Status::Measuring { done, of });
         regroup::apply(page, s, g, method).await?;
-        page.run.status.set(Status::Measuring {
-            done: i,
-            of: all.len(),
-        });
+        if page.run.stop_asked() {
+            return Ok(Measured::Stopped { done, of });
+        }
+        page.run.status.set(Status::Measuring { done, of });
         let ppl = s.engine.perplexity(ids).await?;
         page.measured.quality.update(|q| {
             q.insert((g, method), ppl);
         });
     }
-    Ok(())
+    Ok(Measured::All)
 }

@@ -25,6 +25,10 @@ pub struct Session {
     pub sha256: String,
     /// Calibrated maps by (G, calibration tokens).
     pub maps: HashMap<(usize, usize), Arc<Regrouping>>,
+    /// The tokens in the engine's cache after the last generation, position by position
+    /// (empty once anything else may have used the cache): what the attention view reads
+    /// when it is opened after a run.
+    pub fed: Vec<u32>,
 }
 
 /// How the page wants its engine.
@@ -82,6 +86,7 @@ pub async fn open(
         tok: Rc::new(tok),
         sha256: sha256.to_string(),
         maps: HashMap::new(),
+        fed: Vec::new(),
     };
     Ok((session, info))
 }

@@ -57,6 +57,14 @@ impl Comparison {
     }
 }
 
+/// The tokens of the built-in passage the quality figures score, of all it has on the loaded
+/// model's tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passage {
+    pub used: usize,
+    pub total: usize,
+}
+
 /// The measurements, as `Copy` handles.
 #[derive(Clone, Copy)]
 pub struct Measurements {
@@ -66,6 +74,9 @@ pub struct Measurements {
     /// Perplexity of the built-in passage by (G, method); G ≥ G0 is measured once, at the
     /// native G, with [`Method::Mean`] (every such G gives the same model).
     pub quality: RwSignal<BTreeMap<(usize, Method), f64>>,
+    /// How much of the built-in passage the quality figures score on the loaded model: the
+    /// setting's count clamped to the passage (`None` before a model is loaded).
+    pub passage: RwSignal<Option<Passage>>,
     /// Seconds each calibrated G took to fit on this page (absent: loaded from the cache).
     pub calibration_s: RwSignal<BTreeMap<usize, f64>>,
     /// The side-by-side generation at several G: its last result.
@@ -77,6 +88,7 @@ impl Measurements {
         Measurements {
             decode: RwSignal::new(BTreeMap::new()),
             quality: RwSignal::new(BTreeMap::new()),
+            passage: RwSignal::new(None),
             calibration_s: RwSignal::new(BTreeMap::new()),
             comparison: RwSignal::new(None),
         }

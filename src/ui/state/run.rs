@@ -36,6 +36,9 @@ pub enum Status {
         of: usize,
     },
     Generating,
+    /// Feeding the last token again to read the attention weights of a finished run (the
+    /// attention view opened after it).
+    ReadingAttention,
     Done(String),
     Error(String),
 }
@@ -60,6 +63,7 @@ impl Status {
             Status::Measuring { done, of } => format!("measuring quality: {done} / {of}"),
             Status::Comparing { done, of } => format!("comparing: {done} / {of} columns"),
             Status::Generating => "generating".into(),
+            Status::ReadingAttention => "reading the attention weights".into(),
             Status::Done(how) if how.is_empty() => "done".into(),
             Status::Done(how) => format!("done ({how})"),
             Status::Error(e) => format!("error: {e}"),
@@ -77,7 +81,9 @@ pub enum Activity {
     Loading,
     /// A generation runs.
     Generating,
-    /// A regroup (maybe a calibration), a quality measurement or a comparison runs.
+    /// A quality measurement runs: Stop ends it between two of its (G, method) runs.
+    Measuring,
+    /// A regroup (maybe a calibration) or a comparison runs.
     Working,
 }
 
@@ -97,7 +103,8 @@ pub struct RunState {
     /// The run's decode speed, and the time its prefill took.
     pub tokens_per_s: RwSignal<Option<f64>>,
     pub prefill_ms: RwSignal<Option<f64>>,
-    /// Asked to stop: a generation or a comparison ends after its current step. A flag the
+    /// Asked to stop: a generation, a comparison or a quality measurement ends after its
+    /// current step. A flag the
     /// running command reads between its steps, not a signal anything redraws on.
     stop: StoredValue<bool>,
 }
@@ -129,12 +136,22 @@ impl RunState {
         self.activity.get() == Activity::Generating
     }
 
+    /// Whether what runs now ends on Stop: a generation or a quality measurement (tracked: for
+    /// the Stop button; a comparison has its own).
+    pub fn can_stop(&self) -> bool {
+        matches!(
+            self.activity.get(),
+            Activity::Generating | Activity::Measuring
+        )
+    }
+
     /// Whether the engine's owner is doing nothing (tracked: for the controls).
     pub fn is_idle(&self) -> bool {
         self.activity.get() == Activity::Idle
     }
 
-    /// Asks the running generation or comparison to end after its current step.
+    /// Asks the running generation, comparison or quality measurement to end after its current
+    /// step.
     pub fn ask_stop(&self) {
         self.stop.set_value(true);
     }
