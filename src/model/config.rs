@@ -2,7 +2,7 @@
 //! `{arch}.embedding_length` …), and what differs between the architectures run here.
 //!
 //! The architectures are variations of one forward (llama.cpp's `src/models/llama.cpp`,
-//! `qwen2.cpp`, `gemma3.cpp`; Gemma Team 2025, "Gemma 3 Technical Report", arXiv:2503.19786).
+//! `qwen2.cpp`, `qwen3.cpp`, `gemma3.cpp`; Gemma Team 2025, "Gemma 3 Technical Report", arXiv:2503.19786).
 //! Each difference is named once in [`Arch`]; the engines read these fields, never the name.
 
 use super::rope::{rope_table_scaled, rope_turns_scaled};
@@ -11,7 +11,7 @@ use crate::gguf::Gguf;
 use serde::Serialize;
 
 /// The architectures gqa-lab runs (`general.architecture`).
-pub const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "gemma3"];
+pub const ARCHITECTURES: [&str; 4] = ["llama", "qwen2", "qwen3", "gemma3"];
 
 /// What an architecture changes in the llama forward.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,7 +30,7 @@ pub struct Arch {
     /// whatever the architecture; None when absent.
     pub rope_freqs: Option<Vec<f32>>,
     /// RMSNorm of each query and key head (over head_dim) before RoPE (`attn_q_norm`,
-    /// `attn_k_norm`).
+    /// `attn_k_norm`; Qwen3, Gemma 3).
     pub qk_norm: bool,
     /// RMSNorm of the attention output and of the FFN output before each is added to the
     /// residual stream (`post_attention_norm`, `post_ffw_norm`).
@@ -71,6 +71,17 @@ impl Arch {
             name: "qwen2".into(),
             rope_neox: true,
             qkv_bias: true,
+            ..Arch::llama()
+        }
+    }
+
+    /// Qwen3 as llama.cpp runs it (`LLM_ARCH_QWEN3`): llama with NEOX RoPE and an RMSNorm of
+    /// each query and key head before RoPE (with the model's `rms_eps`); no biases.
+    fn qwen3() -> Self {
+        Arch {
+            name: "qwen3".into(),
+            rope_neox: true,
+            qk_norm: true,
             ..Arch::llama()
         }
     }
@@ -145,6 +156,7 @@ impl ModelConfig {
         let mut arch = match name {
             "gemma3" => Arch::gemma3(g, dim)?,
             "qwen2" => Arch::qwen2(),
+            "qwen3" => Arch::qwen3(),
             _ => Arch::llama(),
         };
         arch.rope_freqs = rope_freqs(g, head_dim)?;
