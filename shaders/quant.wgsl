@@ -8,8 +8,11 @@
 // textures are WIDTH texels wide. Block layouts: ggml-common.h.
 override WTYPE: u32 = GGML_Q4_1;
 
-@group(0) @binding(2) var wq: texture_2d<u32>;
-@group(0) @binding(3) var ws: texture_2d<u32>;
+// Each is an array of layers of the same height (one layer unless the tensor is taller than
+// the device's largest 2D texture): texel i lies at row i div WIDTH of the whole, so in layer
+// row div height.
+@group(0) @binding(2) var wq: texture_2d_array<u32>;
+@group(0) @binding(3) var ws: texture_2d_array<u32>;
 
 fn texels_per_block() -> u32 {
     switch (WTYPE) {
@@ -33,20 +36,23 @@ fn row_stride(outputs: u32, per: u32) -> u32 {
     return ((outputs + per - 1u) / per + LANES - 1u) / LANES * LANES;
 }
 
-// Where texel i of a texture lies.
-fn texel_xy(i: u32) -> vec2<u32> {
-    return vec2<u32>(i % WIDTH, i / WIDTH);
+// Where texel i of a texture of `rows` rows per layer lies: (x, y, layer).
+fn texel_at(i: u32, rows: u32) -> vec3<u32> {
+    let r = i / WIDTH;
+    return vec3<u32>(i % WIDTH, r % rows, r / rows);
 }
 
 // Texel j of the block in slot `at`.
 fn wtexel(at: u32, j: u32) -> vec4<u32> {
     let l = at % LANES;
-    return textureLoad(wq, texel_xy((at - l) * texels_per_block() + j * LANES + l), 0);
+    let p = texel_at((at - l) * texels_per_block() + j * LANES + l, textureDimensions(wq).y);
+    return textureLoad(wq, p.xy, p.z, 0);
 }
 
 // The block's scale texel (its first 1, 2 or 4 words are the type's).
 fn wscales(at: u32) -> vec4<u32> {
-    return textureLoad(ws, texel_xy(at), 0);
+    let p = texel_at(at, textureDimensions(ws).y);
+    return textureLoad(ws, p.xy, p.z, 0);
 }
 
 // The block's scale word (types with one).

@@ -25,6 +25,9 @@ pub struct Gpu {
     allocated: Arc<AtomicU64>,
     /// Most bytes the engine may hold in buffers and textures (`None`: the device's limits).
     budget: Option<u64>,
+    /// Rows of one layer of a weight texture: the device's largest 2D texture (fewer in tests
+    /// that split weights over layers).
+    texture_rows: u32,
     fault: Fault,
     pipelines: Mutex<HashMap<(Kernel, Variant), wgpu::ComputePipeline>>,
     /// Command buffers submitted so far ([`Gpu::submit`]).
@@ -64,6 +67,7 @@ impl Gpu {
             device,
             queue,
             info,
+            texture_rows: limits.max_texture_dimension_2d,
             limits,
             allocated: Arc::new(AtomicU64::new(0)),
             budget: None,

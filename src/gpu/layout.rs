@@ -44,10 +44,13 @@
 //! the block index as the texture row (the first one here) jumps a texture row per block and
 //! makes lavapipe miss cache and TLB on every block.
 //!
-//! A texture is [`WIDTH`] texels wide, so a tensor's height is its texels / `WIDTH`, which
-//! must not pass the device's `max_texture_dimension_2d` (8192 by WebGPU's default: 2²⁵
-//! texels, 512 MiB of payload; Gemma 3's Q8_0 embedding of 262,144 × 640 takes 2560 rows).
-//! A larger tensor is refused when it is uploaded, with its size and the limit.
+//! A texture is [`WIDTH`] texels wide, so a tensor's height is its texels / `WIDTH`. Each is
+//! a 2D texture array: one layer while the height is within the device's
+//! `max_texture_dimension_2d` (8192 by WebGPU's default: 2²⁵ texels, 512 MiB of payload;
+//! Gemma 3's Q8_0 embedding of 262,144 × 640 takes 2560 rows), else split over as many layers
+//! of that height as it takes (`Gpu::texture_with`; quant.wgsl finds texel i's layer from the
+//! texture's height). Only a tensor past `max_texture_array_layers` of them is refused, up
+//! front, by name.
 //!
 //! Why textures and not storage buffers: the bytes are about the same, but texel fetches are
 //! what software rasterisers do well. On Mesa's lavapipe (the GPU of machines without one) a

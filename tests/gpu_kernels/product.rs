@@ -371,3 +371,49 @@ fn gemmas_weights_match_cpu() {
     let got: Vec<f32> = rows.iter().map(|&o| got[o]).collect();
     assert_close("output head", &got, &want, 1e-4);
 }
+
+/// A weight taller than one 2D texture is split over the layers of a texture array
+/// (`Gpu::texture_with`): here with one texture row per layer (the device's limit stands at
+/// 8,192 or more), 1,200 rows of 256 weights take 3 layers of payload (and of scales), and
+/// matvec, matmul and the embedding lookup read every layer as they read one texture
+/// (tolerance 1e-4 relative; the rows to the bit).
+#[test]
+fn weights_split_over_texture_layers_match_cpu() {
+    let mut gpu = pollster::block_on(Gpu::new()).expect("a GPU adapter (CI: lavapipe)");
+    gpu.set_texture_rows(1);
+    let gpu = &gpu;
+    let mut rng = Rng(29);
+    let (n_in, n_out) = (256usize, 1200usize);
+    for ty in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0, GgmlType::F16] {
+        let (w, w_f32) = weight(gpu, &mut rng, ty, n_in, n_out);
+        let layers = w.payload.texture.depth_or_array_layers();
+        assert!(layers >= 3, "{}: {layers} layers", ty.name());
+        let x = rng.vec(n_in);
+        let want = ops::matmul(&x, &w_f32, n_in);
+        let got = run_matvec(gpu, (&w, 0), &x, &vec![0.0; n_out], ProductMode::Store);
+        assert_close(&format!("split matvec {}", ty.name()), &got, &want, 1e-4);
+        let x = rng.vec(3 * n_in);
+        let want = ops::matmul(&x, &w_f32, n_in);
+        let got = run_matmul(
+            gpu,
+            (&w, 0),
+            &x,
+            &vec![0.0; 3 * n_out],
+            3,
+            ProductMode::Store,
+        );
+        assert_close(&format!("split matmul {}", ty.name()), &got, &want, 1e-4);
+        let ids = [0u32, 517, 1199];
+        let tokens = gpu.storage_with("ids", bytemuck::cast_slice(&ids)).unwrap();
+        let xb = gpu.storage("x", (ids.len() * n_in * 4) as u64).unwrap();
+        let st = step(gpu, 0, ids.len());
+        let embed = gpu_ops::embed(&w, (n_in as u32, 1.0), &tokens, &xb);
+        run(gpu, &embed, Some(&st), 0, ids.len());
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| w_f32[i as usize * n_in..(i as usize + 1) * n_in].to_vec())
+            .collect();
+        let got = read(gpu, &xb, ids.len() * n_in);
+        assert_close(&format!("split embed {}", ty.name()), &got, &want, 0.0);
+    }
+}

@@ -149,8 +149,22 @@ impl Gpu {
         Ok(b)
     }
 
+    /// Rows per layer of the weight textures from now on (tests split small weights over
+    /// layers with it; at most the device's largest 2D texture).
+    pub fn set_texture_rows(&mut self, rows: u32) {
+        self.texture_rows = rows.clamp(1, self.limits.max_texture_dimension_2d);
+    }
+
+    /// Layers of the texture [`Gpu::texture_with`] makes for `height` rows, and their height.
+    pub fn texture_layers(&self, height: u32) -> (u32, u32) {
+        let rows = height.clamp(1, self.texture_rows);
+        (height.div_ceil(rows), rows)
+    }
+
     /// A `width × height` texture of `format` (`Rgba32Uint` or `R32Uint`) holding `words`
-    /// (row-major, `width · height · texel words` of them).
+    /// (row-major, `width · height · texel words` of them), as a 2D array: one layer, or for
+    /// rows past the device's largest 2D texture as many layers of that height as it takes
+    /// (the last one padded), so that texel i is at row i div width of the whole.
     pub fn texture_with(
         &self,
         label: &str,
@@ -160,24 +174,36 @@ impl Gpu {
         words: &[u32],
     ) -> Result<Tex, GpuError> {
         let texel = format.block_copy_size(None).unwrap_or(4) as u64;
-        let size = width as u64 * height as u64 * texel;
         let limit = self.limits.max_texture_dimension_2d;
-        if width.max(height) > limit {
+        let (layers, rows) = self.texture_layers(height);
+        let max_layers = self.limits.max_texture_array_layers;
+        if width > limit || layers > max_layers {
             return Err(GpuError::Unsupported(format!(
-                "{label} needs a {width}×{height} texture; this GPU's largest is {limit}×{limit}"
+                "{label} needs {height} rows of {width} texels; this GPU's largest texture array holds {max_layers} layers of {limit}×{limit}"
             )));
         }
-        if words.len() as u64 * 4 != size {
+        if words.len() as u64 * 4 != width as u64 * height as u64 * texel {
             return Err(GpuError::Internal(format!(
                 "{label}: {} words for {width}×{height} texels",
                 words.len()
             )));
         }
+        let size = width as u64 * (rows * layers) as u64 * texel;
         self.reserve(label, size)?;
+        let padded;
+        let words = match layers * rows > height {
+            false => words,
+            true => {
+                let mut w = words.to_vec();
+                w.resize((size / 4) as usize, 0);
+                padded = w;
+                &padded
+            }
+        };
         let extent = wgpu::Extent3d {
             width,
-            height,
-            depth_or_array_layers: 1,
+            height: rows,
+            depth_or_array_layers: layers,
         };
         let texture = self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
@@ -195,11 +221,14 @@ impl Gpu {
             wgpu::TexelCopyBufferLayout {
                 offset: 0,
                 bytes_per_row: Some(width * texel as u32),
-                rows_per_image: Some(height),
+                rows_per_image: Some(rows),
             },
             extent,
         );
-        let view = texture.create_view(&Default::default());
+        let view = texture.create_view(&wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
+        });
         self.allocated.fetch_add(size, Ordering::Relaxed);
         Ok(Tex {
             texture,

@@ -133,25 +133,31 @@ fn planned<'a>(t: &ModelTensors<'_, 'a>) -> Vec<Planned<'a>> {
 }
 
 /// Checks, before anything is allocated, that every weight's textures fit the device's
-/// largest 2D texture and that all of them fit the memory budget, if one is set: the bytes
-/// they take.
+/// largest 2D texture array (a weight taller than one 2D texture is split over its layers:
+/// [`Gpu::texture_with`]) and that all of them fit the memory budget, if one is set: the
+/// bytes they take.
 pub(super) fn check_fits(gpu: &Gpu, t: &ModelTensors<'_, '_>) -> Result<u64, GpuError> {
-    fits(
-        &planned(t),
-        gpu.limits.max_texture_dimension_2d as usize,
-        gpu.budget(),
-    )
+    let l = &gpu.limits;
+    let largest = (
+        l.max_texture_dimension_2d as usize,
+        l.max_texture_array_layers as usize,
+    );
+    fits(&planned(t), largest, gpu.budget())
 }
 
-fn fits(weights: &[Planned<'_>], largest: usize, budget: Option<u64>) -> Result<u64, GpuError> {
+fn fits(
+    weights: &[Planned<'_>],
+    (largest, layers): (usize, usize),
+    budget: Option<u64>,
+) -> Result<u64, GpuError> {
     let mut total = 0u64;
     for &(name, ty, rows, row_len) in weights {
         let f = layout::footprint(ty, rows, row_len)
             .ok_or_else(|| GpuError::Unsupported(format!("tensor {name} of type {}", ty.name())))?;
         let (w, h) = (f.payload.0.max(f.scales.0), f.payload.1.max(f.scales.1));
-        if w.max(h) > largest {
+        if w > largest || h.div_ceil(largest) > layers {
             return Err(GpuError::Unsupported(format!(
-                "{name} ({rows} rows of {row_len} {} weights) needs a {w}×{h} texture; this GPU's largest is {largest}×{largest}",
+                "{name} ({rows} rows of {row_len} {} weights) needs {h} texture rows of {w} texels; this GPU's largest texture array holds {layers} layers of {largest}×{largest}",
                 ty.name()
             )));
         }
@@ -396,14 +402,19 @@ mod tests {
     #[test]
     fn weights_that_do_not_fit_are_named_up_front() {
         let small = [("blk.0.ffn_up.weight", GgmlType::Q8_0, 64, 256)];
-        let bytes = fits(&small, 8192, None).unwrap();
+        let device = (8192, 256);
+        let bytes = fits(&small, device, None).unwrap();
         assert!(bytes >= 64 * 256 / 32 * 34);
-        assert_eq!(fits(&small, 8192, Some(bytes)).unwrap(), bytes);
-        let e = fits(&small, 8192, Some(bytes - 1)).unwrap_err().to_string();
+        assert_eq!(fits(&small, device, Some(bytes)).unwrap(), bytes);
+        let e = fits(&small, device, Some(bytes - 1))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("past the budget"), "{e}");
-        // 262,144 rows of 4,096 Q8_0 weights: 67M texels, 16,384 texture rows.
+        // 262,144 rows of 4,096 Q8_0 weights: 67M texels, 16,384 texture rows: two layers of
+        // 8,192, or too many for a device of one layer.
         let tall = [("token_embd.weight", GgmlType::Q8_0, 262_144, 4096)];
-        let e = fits(&tall, 8192, None).unwrap_err().to_string();
-        assert!(e.contains("token_embd.weight (262144 rows of 4096 Q8_0 weights) needs a 4096×16384 texture; this GPU's largest is 8192×8192"), "{e}");
+        assert!(fits(&tall, device, None).is_ok());
+        let e = fits(&tall, (8192, 1), None).unwrap_err().to_string();
+        assert!(e.contains("token_embd.weight (262144 rows of 4096 Q8_0 weights) needs 16384 texture rows of 4096 texels; this GPU's largest texture array holds 1 layers of 8192×8192"), "{e}");
     }
 }
