@@ -444,7 +444,7 @@ mod tests {
             ($ty:expr, $name:literal) => {
                 (
                     $ty,
-                    &include_bytes!(concat!("../../tests/fixtures/dequant/", $name, ".bin"))[..],
+                    &include_bytes!(concat!("../../tests/fixtures/dequant/", $name, ".blocks"))[..],
                     &include_bytes!(concat!("../../tests/fixtures/dequant/", $name, ".f32"))[..],
                 )
             };
