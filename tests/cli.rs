@@ -722,7 +722,7 @@ fn the_built_in_models_are_the_files_the_set_up_fetches() {
     }
 }
 
-/// Issue 30, points 9 and 10: `--o-ridge` out of range is refused up front, naming the range;
+/// `--o-ridge` out of range is refused up front, naming the range;
 /// a calibration count past the built-in text is reported, and keyed, as the count used.
 #[test]
 fn calibration_counts_and_ridges_are_what_runs() {
@@ -749,7 +749,7 @@ fn calibration_counts_and_ridges_are_what_runs() {
     assert_eq!(paths[0], paths[1], "one cache entry for the count used");
 }
 
-/// Issue 30, point 11: `--chat` and `--system` beside `--prompt-ids` (the exact input) are
+/// `--chat` and `--system` beside `--prompt-ids` (the exact input) are
 /// refused, not ignored; a text with a byte the vocabulary has no token for is refused naming
 /// the byte (the synthetic vocabulary is 64 printable characters, no lower case: `AxB` was
 /// `[32, 33]`), not tokenized without it.

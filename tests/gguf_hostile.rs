@@ -515,7 +515,7 @@ fn unsupported_tensor_type_is_named() {
     let _ = strings(&[]);
 }
 
-/// Issue 30, point 9: a metadata value of the wrong type is refused naming its key, wherever
+/// A metadata value of the wrong type is refused naming its key, wherever
 /// it is read (the model's configuration or the tokenizer).
 #[test]
 fn every_metadata_type_error_names_its_key() {
@@ -552,7 +552,7 @@ fn every_metadata_type_error_names_its_key() {
     }
 }
 
-/// Issue 30, point 11: `block_count` = 1 in a file that holds 30 blocks is refused naming the
+/// `block_count` = 1 in a file that holds 30 blocks is refused naming the
 /// first tensor past it (one layer ran without a word).
 #[test]
 fn blocks_past_block_count_are_refused() {

@@ -192,7 +192,7 @@ fn nan_in_a_quantized_weight_is_reported_by_every_cpu_engine() {
     }
 }
 
-/// Issue 30, point 9: a calibration on NaN weights says that the layer's statistics are not
+/// A calibration on NaN weights says that the layer's statistics are not
 /// finite, and a ridge out of range says so (both were "invalid hyper-parameters").
 #[test]
 fn calibration_says_what_is_wrong_with_its_input() {
@@ -230,7 +230,7 @@ fn calibration_says_what_is_wrong_with_its_input() {
     }
 }
 
-/// Issue 30, point 8: a model whose context (64 here) is shorter than the calibration's
+/// A model whose context (64 here) is shorter than the calibration's
 /// sequences (`regroup::SEQUENCE`, 512) is fitted on sequences of its context, by a walk of
 /// that capacity, on the CPU and the GPU alike (it asked for 512 positions the cache could not
 /// hold).

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { serve } from './server.mjs';
-import { ROOT, launch, openPage, byId, text, waitStatus, screenshot } from './harness.mjs';
+import { ROOT, launch, openPage, startApp, stopApp, byId, text, waitStatus, screenshot } from './harness.mjs';
 
 const MODEL_PATH = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const CLI = path.join(ROOT, 'target/release/gqa-lab');
@@ -18,16 +18,8 @@ let srv;
 let browser; // one profile for all WebGPU tests: the model is cached after the first load
 const errors = [];
 
-before(async () => {
-  assert.ok(fs.existsSync(path.join(ROOT, 'dist/index.html')), 'run `trunk build --release` first');
-  srv = await serve(path.join(ROOT, 'dist'));
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await srv?.close();
-});
+before(async () => ({ srv, browser } = await startApp()));
+after(() => stopApp({ srv, browser }));
 
 /** The app's URL for these settings: on the GPU engine unless `backend` says otherwise
  * (`auto` picks the CPU on SwiftShader, a software adapter). */
@@ -403,7 +395,7 @@ for (const [tool, because] of [['crash-worker', /panicked/], ['exhaust-worker', 
   });
 }
 
-test('URL flags take yes/no, anything else and a bad temperature or top_p are reported (issue 30)', async () => {
+test('URL flags take yes/no, anything else and a bad temperature or top_p are reported', async () => {
   const page = await openPage(browser.context, appUrl({
     prompt: 'Hello', chat: 'no', worker: 'abc', temperature: 'NaN', top_p: 2, max_tokens: 1,
     ignore_eos: 'yes', autorun: 'yes',
@@ -900,7 +892,7 @@ test('the model menu switches between the built-in models; an unknown model= is 
   await page.close();
 });
 
-// Issue 27: the files people have. Variants of the default model (scripts/fixtures/variants.py,
+// The files people have. Variants of the default model (scripts/fixtures/variants.py,
 // as tests/variants.rs builds them) picked in the page's file input, on the CPU engine, give
 // the native cpu-q8 engine's ids: K-quants (Q2_K to Q6_K), qwen2 (biases, rotate-half RoPE),
 // Llama 3 (rope_freqs).

@@ -1,6 +1,8 @@
 // Launching Debian's chromium (WebGPU through SwiftShader) with a fresh profile, and helpers
 // for reading the app's data-testid hooks.
 import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import { serve } from './server.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -68,4 +70,18 @@ export async function screenshot(page, name, testid) {
   if (testid) await byId(page, testid).screenshot({ path: file });
   else await page.screenshot({ path: file, fullPage: true });
   return file;
+}
+
+/** The built app served from dist/ and one browser profile for a test file's tests (the
+ * model is cached after the first load); `stopApp` closes both. */
+export async function startApp() {
+  assert.ok(fs.existsSync(path.join(ROOT, 'dist/index.html')), 'run `trunk build --release` first');
+  const srv = await serve(path.join(ROOT, 'dist'));
+  const browser = await launch();
+  return { srv, browser };
+}
+
+export async function stopApp({ srv, browser }) {
+  await browser?.close();
+  await srv?.close();
 }

@@ -1,29 +1,18 @@
-// Browser tests of issue 30's page points: the quality measurement says the count it scores
-// and stops on Stop (10), the number fields show the value in use after an invalid entry (11),
+// Browser tests of what the page does with its inputs: the quality measurement says the count
+// it scores and stops on Stop, the number fields show the value in use after an invalid entry,
 // the attention view opened after a run shows its last token, and the page fits a 1280 px
-// window (12). Same harness as app.test.mjs: trunk's dist/ served on 127.0.0.1, Debian's
+// window. Same harness as app.test.mjs: trunk's dist/ served on 127.0.0.1, Debian's
 // chromium with WebGPU on SwiftShader, driven by playwright-core; run with `node --test`.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { serve } from './server.mjs';
-import { ROOT, launch, openPage, byId, text, waitStatus, screenshot } from './harness.mjs';
+import { openPage, startApp, stopApp, byId, text, waitStatus, screenshot } from './harness.mjs';
 
 let srv;
 let browser; // one profile for all tests: the model is cached after the first load
 const errors = [];
 
-before(async () => {
-  assert.ok(fs.existsSync(path.join(ROOT, 'dist/index.html')), 'run `trunk build --release` first');
-  srv = await serve(path.join(ROOT, 'dist'));
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await srv?.close();
-});
+before(async () => ({ srv, browser } = await startApp()));
+after(() => stopApp({ srv, browser }));
 
 /** The app's URL for these settings, on the GPU engine unless `backend` says otherwise. */
 const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams({ backend: 'gpu', ...params })}`;
