@@ -12,16 +12,13 @@
 
 mod common;
 
+use common::reference::{agreeing, greedy};
 use common::{ids, llama_cpp_fixture};
 use gqa_lab::cpu::CpuEngine;
-use gqa_lab::engine::Engine;
 use gqa_lab::gguf::Gguf;
 use gqa_lab::gpu::GpuEngine;
-use gqa_lab::sampling::argmax;
 use pollster::FutureExt as _;
-use serde_json::Value;
 
-const NEAR_TIE: f64 = 0.25;
 const LOGIT_TOL: f32 = 0.5;
 
 fn gpu_engine(capacity: usize) -> GpuEngine {
@@ -38,36 +35,6 @@ fn engine(quantized: bool, capacity: usize) -> CpuEngine {
         false => CpuEngine::load(&g, capacity),
     }
     .expect("Gemma 3 loads")
-}
-
-/// `n` greedy ids after `prompt`, and the logits of the first prediction.
-fn greedy(e: &mut dyn Engine, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
-    e.reset();
-    let first = e.forward(prompt, false).block_on().unwrap();
-    let mut out = vec![argmax(&first)];
-    while out.len() < n {
-        let logits = e.forward(&out[out.len() - 1..], false).block_on().unwrap();
-        out.push(argmax(&logits));
-    }
-    (out, first)
-}
-
-/// How many of `got` equal llama.cpp's `want`; panics at a departure that is not a near-tie.
-fn agreeing(what: &str, got: &[u32], want: &[u32], steps_top: &Value) -> usize {
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        if g == w {
-            continue;
-        }
-        let top = &steps_top[i];
-        let p = |k: usize| top[k][1].as_f64().unwrap();
-        let margin = p(0).ln() - p(1).ln();
-        assert!(
-            margin < NEAR_TIE,
-            "{what}: step {i}: {g} where llama.cpp gives {w} (its top two {margin:.3} nats apart)\n ours {got:?}\n theirs {want:?}"
-        );
-        return i;
-    }
-    got.len()
 }
 
 fn every_prompt_matches_llama_cpp(quantized: bool, tokens: usize) {

@@ -22,6 +22,7 @@
 
 mod common;
 
+use common::reference::{agreeing, greedy, NEAR_TIE};
 use common::{ids, llama_cpp_fixture, root};
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::Engine;
@@ -37,7 +38,6 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-const NEAR_TIE: f64 = 0.25;
 const TOKENS: usize = 16;
 
 fn fixture() -> &'static Value {
@@ -114,34 +114,6 @@ fn engine(name: &str, quantized: bool) -> CpuEngine {
     .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-/// `n` greedy ids after `prompt`.
-fn greedy(e: &mut CpuEngine, prompt: &[u32], n: usize) -> Vec<u32> {
-    e.reset();
-    let mut out = vec![argmax(&e.forward(prompt, false).block_on().unwrap())];
-    while out.len() < n {
-        let logits = e.forward(&out[out.len() - 1..], false).block_on().unwrap();
-        out.push(argmax(&logits));
-    }
-    out
-}
-
-/// How many of `got` equal llama.cpp's `want`; panics at a departure that is not a near-tie.
-fn agreeing(what: &str, got: &[u32], want: &[u32], steps_top: &Value) -> usize {
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        if g == w {
-            continue;
-        }
-        let p = |k: usize| steps_top[i][k][1].as_f64().unwrap();
-        let margin = p(0).ln() - p(1).ln();
-        assert!(
-            margin < NEAR_TIE,
-            "{what}: step {i}: {g} where llama.cpp gives {w} (its top two {margin:.3} nats apart)\n ours {got:?}\n theirs {want:?}"
-        );
-        return i;
-    }
-    got.len()
-}
-
 fn matches_llama_cpp(name: &str, quantized: bool) {
     greedy_matches_llama_cpp(name, quantized, 2);
 }
@@ -160,7 +132,7 @@ fn greedy_matches_llama_cpp(name: &str, quantized: bool, share: usize) {
         .zip(v["prompts"].as_array().unwrap())
     {
         let what = format!("{name} {} (quantized: {quantized})", p["name"]);
-        let got = greedy(&mut e, &ids(&p["prompt_ids"]), TOKENS);
+        let (got, _) = greedy(&mut e, &ids(&p["prompt_ids"]), TOKENS);
         compared += agreeing(&what, &got, &ids(&want["ids"]), &want["steps_top"]);
         total += TOKENS;
     }

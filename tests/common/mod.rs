@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gguf_writer;
+pub mod reference;
 pub mod synthetic;
 
 use serde_json::Value;
