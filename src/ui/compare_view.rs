@@ -9,6 +9,7 @@ use super::state::measurements::{Column, Comparison, Measurements};
 use super::state::model::LoadedModel;
 use super::state::run::{RunState, Status};
 use super::url_state::Settings;
+use crate::engine::Backend;
 use crate::regroup::Grouping;
 use leptos::prelude::*;
 use std::collections::BTreeSet;
@@ -23,6 +24,19 @@ fn plan(picked: &BTreeSet<usize>, valid: &[usize], native: usize) -> Vec<usize> 
         .copied()
         .filter(|g| *g != native && (picked.is_empty() || picked.contains(g)));
     std::iter::once(native).chain(rest).collect()
+}
+
+/// Which engine computed the columns (kept with them: they stay when the engine is reloaded on
+/// the other backend), and which of the CLI's runs to hold them against: the GPU engine
+/// computes in f32 as the CLI's default does; the page's CPU engine is `cpu-q8` (int8
+/// activations), whose greedy ids may part from the f32 ones where two tokens are nearly tied.
+fn engine_note(backend: Backend) -> impl IntoView {
+    let text = match backend {
+        Backend::Gpu => "Computed on the GPU engine, in f32 as gqa-lab generate computes by default.",
+        Backend::Cpu => "Computed on the f32 CPU engine, as gqa-lab generate computes by default.",
+        Backend::CpuQ8 => "Computed on the CPU engine (cpu-q8: int8 activations), as gqa-lab generate --backend cpu-q8 computes: where two tokens are nearly tied, its greedy ids may part from the f32 ones of the GPU engine and of the CLI's default.",
+    };
+    view! { <p class="muted small" data-testid="compare-engine" data-backend=backend.name()>{text}</p> }
 }
 
 /// The five most likely tokens at one step, as a small table.
@@ -136,6 +150,7 @@ pub fn CompareView() -> impl IntoView {
                 .collect_view()
         })
     };
+    let engine_line = move || comparison.with(|c| c.as_ref().map(|c| engine_note(c.backend)));
     let comparing = move || matches!(run.status.get(), Status::Comparing { .. });
     let method = move || settings.with(|s| s.regroup.name());
     let set_tokens = move |ev: leptos::ev::Event| {
@@ -155,6 +170,7 @@ pub fn CompareView() -> impl IntoView {
                 <button class="primary" data-testid="compare-run" prop:disabled=move || !idle() on:click=start>"Compare"</button>
                 <button data-testid="compare-stop" prop:disabled=move || !comparing() on:click=move |_| engine.stop()>"Stop"</button>
             </div>
+            {engine_line}
             <div class="compare-columns">{columns}</div>
             <Show
                 when=move || native() == 1

@@ -693,43 +693,8 @@ test('side by side: the native column is the CLI\'s, G above it the same, the fi
   await page.close();
 });
 
-// A sequence of runs on one tab (each URL opened in it: G = 3, 1, 9 with the calibrated merge,
-// the attention view opened and Generate pressed), then side by side with mean-pooling: every
-// column at G >= 3 is the native model, so each must hold the CLI's ids. A report saw the
-// native column depart after such a sequence, never on a fresh tab.
-test('side by side after a sequence of runs on one tab: every G from the native one up gives the CLI\'s ids', async () => {
-  const prompt = 'def fibonacci(n):\n';
-  const at = (p) => appUrl({ prompt, chat: 0, temperature: 0, ...p });
-  const page = await openPage(browser.context, at({ groups: 3, max_tokens: 6 }), errors);
-  await waitStatus(page, /^ready$/);
-  for (const g of [3, 1, 9]) {
-    // 64 calibration tokens: the G = 1 maps the calibrated test above fitted, from Cache Storage.
-    await page.goto(at({ groups: g, max_tokens: 6, autorun: 1, calib_tokens: 64 }));
-    await waitStatus(page, /^done/, 600_000);
-    await byId(page, 'attention-toggle').click();
-    const reads = Number(await byId(page, 'attention-view').getAttribute('data-reads'));
-    await byId(page, 'generate-button').click();
-    // The run has read the weights of its 6 tokens (the status says "done" before it starts).
-    await page.waitForFunction(
-      (n) => Number(document.querySelector('[data-testid="attention-view"]').dataset.reads) >= n,
-      reads + 6, { timeout: 600_000, polling: 200 },
-    );
-    await waitStatus(page, /^done/, 600_000);
-  }
-  await page.goto(at({ max_tokens: 8, regroup: 'mean' }));
-  await waitStatus(page, /^ready$/);
-  await byId(page, 'compare-tokens').fill('8');
-  await byId(page, 'compare-tokens').dispatchEvent('change');
-  await byId(page, 'compare-run').click();
-  await waitStatus(page, /^done \(compared\)$/, 600_000);
-  const columns = await page.locator('[data-testid="compare-column"]').evaluateAll((els) => els.map((e) => ({
-    g: Number(e.dataset.groups), ids: e.dataset.ids.split(',').filter(Boolean).map(Number),
-  })));
-  assert.deepEqual(columns.map((c) => c.g), [3, 1, 2, 4, 5, 6, 7, 8, 9]);
-  const native = cliIds({ prompt, chat: false, groups: 3, maxTokens: 8, ignoreEos: false, regroup: 'mean' });
-  for (const c of columns.filter((c) => c.g >= 3)) assert.deepEqual(c.ids, native, `G = ${c.g}`);
-  await page.close();
-});
+// A new user's sequence of runs on one tab before side by side: sequence.test.mjs (its own
+// fresh profile).
 
 test('the cache calculator gives exact bytes for every preset and G', async () => {
   const page = await openPage(browser.context, appUrl(), errors);

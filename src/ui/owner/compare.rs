@@ -30,6 +30,7 @@ pub async fn run(
     let mut result = Comparison {
         native: s.engine.config().n_kv_heads,
         method,
+        backend: s.engine.facts().backend,
         columns: Vec::new(),
     };
     page.measured.comparison.set(Some(result.clone()));

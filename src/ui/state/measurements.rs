@@ -36,11 +36,14 @@ pub struct Column {
     pub top: Vec<Vec<(u32, f32)>>,
 }
 
-/// The side-by-side columns so far, the native G among them, and the method of the merges.
+/// The side-by-side columns so far, the native G among them, the method of the merges, and
+/// the engine that computed them (the GPU's f32 forward, or `cpu-q8`: their greedy ids may part
+/// where two tokens are nearly tied).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
     pub native: usize,
     pub method: Method,
+    pub backend: Backend,
     pub columns: Vec<Column>,
 }
 
