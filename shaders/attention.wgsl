@@ -4,7 +4,8 @@
 // repeated. Query heads arrive rotated (kv_store.wgsl). Partial results (max m, sum l,
 // unnormalised acc) go to `ml` and `acc`; attention_reduce.wgsl combines the chunks.
 // This kernel serves prefill (T query tokens); decode uses attention_decode.wgsl.
-// Position p's K and V are row p mod capacity (a sliding-window layer's ring; kv_store.wgsl).
+// Position p's K and V are row p mod capacity (a sliding-window layer's ring; kv_store.wgsl),
+// read 4 values at a time by kc_slice and vc_slice in the cache's element type (kv_*.wgsl).
 //   q: [T][H][hd]   kc, vc: [G][capacity][hd]
 //   ml: [T][H][n_chunks] (m, l)   acc: [T][H][n_chunks][hd]   starts: [G + 1]
 // With `window` > 0 (a sliding-window layer) the query at pos sees only pos + 1 − window ..= pos.
@@ -13,8 +14,8 @@ struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chu
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> kc: array<f32>;
-@group(0) @binding(4) var<storage, read> vc: array<f32>;
+@group(0) @binding(3) var<storage, read> kc: array<KvCell>;
+@group(0) @binding(4) var<storage, read> vc: array<KvCell>;
 @group(0) @binding(5) var<storage, read_write> ml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> acc: array<f32>;
 @group(0) @binding(7) var<storage, read> starts: array<u32>;
@@ -49,12 +50,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     workgroupBarrier();
 
     // Scores: thread tid takes position start + tid, one K row for all n_rep heads.
+    let hd4 = hd / 4u;
     if (tid < n) {
-        let krow = (g * p.capacity + (start + tid) % p.capacity) * hd;
+        let krow = g * p.capacity + (start + tid) % p.capacity;
         for (var r = 0u; r < n_rep; r++) {
             var s = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                s += qs[r * hd + d] * kc[krow + d];
+            for (var d = 0u; d < hd4; d++) {
+                let k = kc_slice(krow, hd4, d);
+                let at = r * hd + 4u * d;
+                s += dot(vec4<f32>(qs[at], qs[at + 1u], qs[at + 2u], qs[at + 3u]), k);
             }
             e[r * CHUNK + tid] = s * p.scale;
         }
@@ -85,7 +89,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var d = tid; d < hd; d += WG) {
             var a = 0.0;
             for (var j = lo; j < n; j++) {
-                a += e[r * CHUNK + j] * vc[(g * p.capacity + (start + j) % p.capacity) * hd + d];
+                let v = vc_slice(g * p.capacity + (start + j) % p.capacity, hd4, d / 4u);
+                a += e[r * CHUNK + j] * v[d % 4u];
             }
             acc[slot * hd + d] = a;
         }

@@ -17,7 +17,8 @@
 // that each own every 8th slice of 4 dimensions (2 at head_dim 64), so that the shared
 // weights e[r][j] are loaded by one batch of lanes instead of two. On a real GPU the kernel
 // reads the same bytes.
-// Position p's K and V are row p mod capacity (a sliding-window layer's ring; kv_store.wgsl).
+// Position p's K and V are row p mod capacity (a sliding-window layer's ring; kv_store.wgsl),
+// read 4 values at a time by kc_slice and vc_slice in the cache's element type (kv_*.wgsl).
 //   q: [H][hd]   kc, vc: [G][capacity][hd]   ml: [H][max_chunks] (m, l)
 //   acc: [H][max_chunks][hd]   starts: [G + 1]
 // With `window` > 0 (a sliding-window layer) the query sees only pos + 1 − window ..= pos.
@@ -26,8 +27,8 @@ struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, max_chu
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<uniform> q: array<vec4<f32>, 4096>;
-@group(0) @binding(3) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> vc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> kc: array<KvCell>;
+@group(0) @binding(4) var<storage, read> vc: array<KvCell>;
 @group(0) @binding(5) var<storage, read_write> ml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> acc: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> starts: array<u32>;
@@ -62,14 +63,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     //    rows once, and each q slice once for both.
     let j1 = tid + WG;
     if (tid < n) {
-        let row0 = (g * p.capacity + (start + tid) % p.capacity) * hd4;
+        let row0 = g * p.capacity + (start + tid) % p.capacity;
         // Past the chunk's end the second row is the first again (scored, never stored).
-        let row1 = select(row0, (g * p.capacity + (start + j1) % p.capacity) * hd4, j1 < n);
+        let row1 = select(row0, g * p.capacity + (start + j1) % p.capacity, j1 < n);
         var k0: array<vec4<f32>, MAX_HD4>;
         var k1: array<vec4<f32>, MAX_HD4>;
         for (var d = 0u; d < hd4; d++) {
-            k0[d] = kc[row0 + d];
-            k1[d] = kc[row1 + d];
+            k0[d] = kc_slice(row0, hd4, d);
+            k1[d] = kc_slice(row1, hd4, d);
         }
         for (var r = 0u; r < n_rep; r++) {
             let qrow = (first + min(r, count - 1u)) * hd4;
@@ -119,11 +120,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var r = 0u; r < n_rep; r++) {
             w[r] = e[r * CHUNK + j];
         }
-        let vrow = (g * p.capacity + (start + j) % p.capacity) * hd4;
+        let vrow = g * p.capacity + (start + j) % p.capacity;
         for (var s = 0u; s < slots; s++) {
             let d = s * V_THREADS + tid;
             if (d < hd4) {
-                let v = vc[vrow + d];
+                let v = vc_slice(vrow, hd4, d);
                 for (var r = 0u; r < n_rep; r++) {
                     a[r * MAX_SLOTS + s] += w[r] * v;
                 }

@@ -8,13 +8,14 @@
 // workgroup reduces the maximum and the sum. The CPU twin is cpu::ops::attention_weights.
 //   q: [T][H][hd] (after the q map and RoPE: what attention reads)   kc: [G][capacity][hd]
 //   starts: [G + 1]   out: [H][capacity]; position p's key is row p mod `rows` of kc (a
-//   sliding-window layer's ring; kv_store.wgsl)
+//   sliding-window layer's ring; kv_store.wgsl), read in the cache's element type (kv_*.wgsl):
+//   the keys attention read.
 struct Params { n_heads: u32, groups: u32, head_dim: u32, capacity: u32, scale: f32, window: u32, rows: u32, _c: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> kc: array<f32>;
+@group(0) @binding(3) var<storage, read> kc: array<KvCell>;
 @group(0) @binding(4) var<storage, read> starts: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
@@ -55,10 +56,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     var m = -3.0e38;
     for (var j = first + tid; j <= pos; j += WG) {
-        let krow = (g * p.rows + j % p.rows) * p.head_dim;
+        let krow = g * p.rows + j % p.rows;
+        let hd4 = p.head_dim / 4u;
         var s = 0.0;
-        for (var d = 0u; d < p.head_dim; d++) {
-            s += q[qrow + d] * kc[krow + d];
+        for (var d = 0u; d < hd4; d++) {
+            let at = qrow + 4u * d;
+            s += dot(vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]), kc_slice(krow, hd4, d));
         }
         s *= p.scale;
         out[orow + j] = s;

@@ -7,11 +7,15 @@
 //   q: pair f of query head h times qmap[h][f] (complex), when the merge has a q map.
 // K is then rotated (RoPE, adjacent pairs, angles from the host's table) and both are written
 // at pos0 + t: row (pos0 + t) mod capacity, where a sliding-window layer's capacity is its ring
-// (model::layer_cache_rows) and every other layer's exceeds every position. The query heads are rotated in place, so attention reads them as they are.
+// (model::layer_cache_rows) and every other layer's exceeds every position; each pair as the
+// cache's element type keeps it (kv_pack: kv_f32.wgsl, kv_f16.wgsl), or for a q8_0 cache
+// (KV_STAGED) in f32 to the staging rows [T][G][hd] that kv_quant.wgsl makes blocks of. The
+// query heads are rotated in place, so attention reads them as they are.
 // The maps of every layer are in one buffer each; `layer` picks this op's.
 //   k0, v0: [T][G0][hd]    kmap: [L][G][G0][hd/2] (re, im)
 //   vmap: [L][G][G0] (pool) or [L][G][hd][G0·hd] (dense)    qmap: [L][H][hd/2] (re, im)
-//   rope: [capacity][hd/2] (cos, sin)    kc, vc: [G][capacity][hd]    q: [T][H][hd]
+//   rope: [capacity][hd/2] (cos, sin)    kc, vc: [G][capacity][hd] (staged: [T][G][hd])
+//   q: [T][H][hd]
 struct Params {
     groups: u32, native_groups: u32, head_dim: u32, capacity: u32,
     n_heads: u32, layer: u32, dense_v: u32, map_q: u32,
@@ -28,8 +32,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read> vmap: array<f32>;
 @group(0) @binding(6) var<storage, read> qmap: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read> rope: array<vec2<f32>>;
-@group(0) @binding(8) var<storage, read_write> kc: array<vec2<f32>>;
-@group(0) @binding(9) var<storage, read_write> vc: array<vec2<f32>>;
+@group(0) @binding(8) var<storage, read_write> kc: array<KvPair>;
+@group(0) @binding(9) var<storage, read_write> vc: array<KvPair>;
 @group(0) @binding(10) var<storage, read_write> q: array<vec2<f32>>;
 
 fn rotate(v: vec2<f32>, cs: vec2<f32>) -> vec2<f32> {
@@ -86,7 +90,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let c = kmap[((p.layer * p.groups + g) * g0 + j) * pairs + i];
         k += cmul(c, k0[(t * g0 + j) * pairs + i]);
     }
-    let dst = (g * p.capacity + pos % p.capacity) * pairs + i;
-    kc[dst] = rotate(k, cs);
-    vc[dst] = value(g, i, t);
+    let row = select(g * p.capacity + pos % p.capacity, t * p.groups + g, KV_STAGED);
+    let dst = row * pairs + i;
+    kc[dst] = kv_pack(rotate(k, cs));
+    vc[dst] = kv_pack(value(g, i, t));
 }

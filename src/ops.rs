@@ -1,6 +1,8 @@
 //! The arithmetic of the forward pass, plainly, on f32 slices. These are also the CPU twins of
 //! the GPU kernels. Row-major throughout: a matrix `[rows][cols]` is `rows` runs of `cols`.
 
+use crate::model::KvRows;
+use std::ops::Range;
 /// Runs `f(i, chunk)` over consecutive `chunk_len` pieces of `out`, on all cores natively.
 pub fn for_each_chunk<F>(out: &mut [f32], chunk_len: usize, f: F)
 where
@@ -144,23 +146,59 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// One query head's attention: `o` (`[hd]`) = Σ_p softmax_p(scale · q·k_p) · v_p over the
-/// rows of k and v (`[positions][hd]`), given as segments read one after the other (a ring
-/// cache's visible rows are at most two). Compiled twice, plainly and for AVX2 + FMA, and the
-/// second chosen at run time where the CPU has them (the `multiversion` crate): the same
-/// arithmetic in the same order, 8 lanes wide instead of 4 (Rust fuses no multiply-add by
-/// itself, so the results are identical).
+/// Rows of `hd` values as attention reads them: an f32 slice (`[rows][hd]`), or a KV cache's
+/// rows in their element type (`model::KvRows`), decoded as they are read.
+pub trait Rows: Sync {
+    /// Row `r`: borrowed, or decoded into `buf` (`hd` long).
+    fn row<'a>(&'a self, r: usize, buf: &'a mut [f32]) -> &'a [f32];
+}
+
+impl Rows for [f32] {
+    #[inline]
+    fn row<'a>(&'a self, r: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        let hd = buf.len();
+        &self[r * hd..(r + 1) * hd]
+    }
+}
+
+impl Rows for Vec<f32> {
+    #[inline]
+    fn row<'a>(&'a self, r: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        self.as_slice().row(r, buf)
+    }
+}
+
+impl Rows for KvRows {
+    #[inline]
+    fn row<'a>(&'a self, r: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        self.read(r, buf)
+    }
+}
+
+/// One query head's attention: `o` (`[hd]`) = Σ_p softmax_p(scale · q·k_p) · v_p over rows
+/// `rows` of k and v, read one range after the other (a ring cache's visible rows are at most
+/// two ranges). Compiled twice, plainly and for AVX2 + FMA, and the second chosen at run time
+/// where the CPU has them (the `multiversion` crate): the same arithmetic in the same order, 8
+/// lanes wide instead of 4 (Rust fuses no multiply-add by itself, so the results are
+/// identical). A row kept as f16 or q8_0 is decoded exactly to f32 first, so the arithmetic is
+/// the f32 one on the values the cache holds.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-pub fn attend(q_h: &[f32], segments: &[(&[f32], &[f32])], scale: f32, o: &mut [f32]) {
-    let hd = q_h.len();
-    let mut scores: Vec<f32> = segments
-        .iter()
-        .flat_map(|(k, _)| k.chunks_exact(hd))
-        .map(|k_p| dot(q_h, k_p) * scale)
+pub fn attend<R: Rows + ?Sized>(
+    q_h: &[f32],
+    k: &R,
+    v: &R,
+    rows: &[Range<usize>],
+    scale: f32,
+    o: &mut [f32],
+) {
+    let mut buf = vec![0.0f32; q_h.len()];
+    let each = || rows.iter().flat_map(Range::clone);
+    let mut scores: Vec<f32> = each()
+        .map(|r| dot(q_h, k.row(r, &mut buf)) * scale)
         .collect();
     softmax(&mut scores);
-    let v_rows = segments.iter().flat_map(|(_, v)| v.chunks_exact(hd));
-    for (&a, v_p) in scores.iter().zip(v_rows) {
+    for (&a, r) in scores.iter().zip(each()) {
+        let v_p = v.row(r, &mut buf);
         o.iter_mut().zip(v_p).for_each(|(o, v)| *o += a * v);
     }
 }
@@ -176,19 +214,19 @@ pub fn ring_rows(first: usize, pos: usize, rows: usize) -> [std::ops::Range<usiz
 }
 
 /// Causal attention of `t` new queries at positions `len0..len0 + t`: q `[t][H·hd]` (after
-/// RoPE); k and v `[G][stride][hd]`, rows `0..len0 + t` of each KV head filled (k after
-/// RoPE); `kv_head[h]` the KV head query head h reads. Returns `[t][H·hd]`. The shared head is
-/// indexed, never copied (no `repeat_kv`). With `window` > 0 the query at position p sees
-/// only positions `p + 1 − window ..= p` (sliding-window attention; 0: all of `0..=p`), read
-/// from a ring of `stride` rows per head (position p in row p mod stride, [`ring_rows`]). The
-/// CPU engines' attention over their cache (`stride` = its capacity, or a sliding-window
-/// layer's ring), the regroup fit's over one calibration sequence, and the GPU kernels' CPU
-/// twin.
+/// RoPE); k and v `[G][stride][hd]` ([`Rows`]: f32, or a cache's rows in their type), rows
+/// `0..len0 + t` of each KV head filled (k after RoPE); `kv_head[h]` the KV head query head h
+/// reads. Returns `[t][H·hd]`. The shared head is indexed, never copied (no `repeat_kv`).
+/// With `window` > 0 the query at position p sees only positions `p + 1 − window ..= p`
+/// (sliding-window attention; 0: all of `0..=p`), read from a ring of `stride` rows per head
+/// (position p in row p mod stride, [`ring_rows`]). The CPU engines' attention over their
+/// cache (`stride` = its capacity, or a sliding-window layer's ring), the regroup fit's over
+/// one calibration sequence, and the GPU kernels' CPU twin.
 #[allow(clippy::too_many_arguments)]
-pub fn causal_attention(
+pub fn causal_attention<R: Rows + ?Sized>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &R,
+    v: &R,
     kv_head: &[usize],
     stride: usize,
     len0: usize,
@@ -201,15 +239,12 @@ pub fn causal_attention(
     // One task per (token i, query head h): out[i][h] is `hd` long.
     for_each_chunk(&mut out, hd, |ih, o| {
         let (i, h) = (ih / n_heads, ih % n_heads);
-        let head = kv_head[h] * stride * hd;
+        let head = kv_head[h] * stride;
         let pos = len0 + i;
         let first = window_start(pos, window);
         // positions first..=pos, in order
-        let segments = ring_rows(first, pos, stride).map(|r| {
-            let rows = head + r.start * hd..head + r.end * hd;
-            (&k[rows.clone()], &v[rows])
-        });
-        attend(&q[ih * hd..(ih + 1) * hd], &segments, scale, o);
+        let rows = ring_rows(first, pos, stride).map(|r| head + r.start..head + r.end);
+        attend(&q[ih * hd..(ih + 1) * hd], k, v, &rows, scale, o);
     });
     out
 }

@@ -58,8 +58,11 @@ fn info_reports_the_model() {
         serde_json::json!({"F32": 61, "Q4_1": 210, "Q8_0": 1})
     );
     assert_eq!(v["tied_output"], true);
-    // 2 · 30 layers · G · 64 · 4 bytes per token.
-    assert_eq!(v["kv_cache_bytes_per_token_f32"]["1"], 2 * 30 * 64 * 4);
+    // 2 · 30 layers · G · 64 values per token: 4 bytes each in f32, 2 in f16, 34 per 32 in q8_0.
+    let per_token = &v["kv_cache_bytes_per_token"];
+    assert_eq!(per_token["f32"]["1"], 2 * 30 * 64 * 4);
+    assert_eq!(per_token["f16"]["3"], 2 * 30 * 3 * 64 * 2);
+    assert_eq!(per_token["q8_0"]["9"], 2 * 30 * 9 * 2 * 34);
 }
 
 #[test]

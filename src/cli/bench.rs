@@ -5,9 +5,10 @@
 //! decode tokens/s at the given context (the positions before it are taken as filled, see
 //! [`Engine::skip_to`], so a slow backend need not prefill 4096 tokens first; each step fed
 //! and waited for and, on the GPU, again one step ahead), the KV-cache
-//! bytes at that context and, on the GPU, attention time per token, dispatches and submits
-//! per token, the cost of one dispatch beyond its work (and the ceiling it puts on decode),
-//! bytes read per token and the effective bandwidth.
+//! bytes at that context, the attention's time per token (every layer's, over the cache) and
+//! the cache bytes it reads and, on the GPU, dispatches and submits per token, the cost of one
+//! dispatch beyond its work (and the ceiling it puts on decode), bytes read per token and the
+//! effective bandwidth. Each (G, context) is measured for every cache type asked for.
 
 use super::{print_json, Backend};
 use anyhow::{bail, Result};
@@ -16,7 +17,7 @@ use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::{Engine, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
 use gqa_lab::gpu::GpuEngine;
-use gqa_lab::model::{kv_cache_bytes, ModelConfig};
+use gqa_lab::model::{kv_cache_bytes, KvType, ModelConfig};
 use gqa_lab::sampling::SamplingParams;
 use indicatif::{ProgressBar, ProgressStyle};
 use pollster::FutureExt as _;
@@ -37,6 +38,10 @@ pub struct BenchArgs {
     /// Most tokens prefilled for the prefill figure.
     #[arg(long, default_value_t = 128)]
     prefill_tokens: usize,
+    /// KV cache types to measure (comma-separated: f32, f16, q8_0); default: the backend's
+    /// (`--kv-type`'s default).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    kv_types: Option<Vec<super::KvTypeArg>>,
     /// Tokens decoded per row.
     #[arg(long, default_value_t = 8)]
     decode_tokens: usize,
@@ -57,6 +62,14 @@ impl Bench {
             Bench::Cpu(e) => e.as_mut(),
             Bench::Gpu(e) => e.as_mut(),
         }
+    }
+
+    /// Milliseconds per token of every layer's attention over the cache at its length.
+    fn attention_ms(&mut self) -> Result<f64> {
+        Ok(match self {
+            Bench::Cpu(e) => e.time_attention(5)?,
+            Bench::Gpu(e) => pollster::block_on(e.time_attention(5))?,
+        })
     }
 
     /// On the GPU, seconds per token of `n` greedy tokens decoded from position `ctx` one step
@@ -92,7 +105,6 @@ impl Bench {
         };
         let kv_read = e.kv_cache_bytes();
         let bytes = e.weight_bytes() + kv_read;
-        let attention_ms = pollster::block_on(e.time_attention(5))?;
         let overhead_us = pollster::block_on(e.time_dispatch_overhead(5))?;
         let by_kernel: serde_json::Map<String, Value> = pollster::block_on(e.time_kernels(5))?
             .into_iter()
@@ -101,7 +113,6 @@ impl Bench {
         let dispatches = e.dispatches_per_token();
         Ok(json!({
             "decode_ahead_by_default": e.decode_ahead(),
-            "attention_ms_per_token": attention_ms,
             "decode_ms_per_token_by_kernel": by_kernel,
             "dispatches_per_token": dispatches,
             "dispatch_overhead_us": overhead_us,
@@ -144,17 +155,25 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
         .map(|i| ((100 + (i * 7919) % 20_000) % vocab) as u32)
         .collect();
     let greedy = SamplingParams::greedy();
+    let kv_types: Vec<KvType> = match &a.kv_types {
+        Some(t) => t.iter().map(|&t| t.into()).collect(),
+        None => vec![a.backend.default_kv_type()],
+    };
     let mut rows = Vec::new();
-    for &groups in &groups_asked {
+    for (&groups, &kv) in groups_asked
+        .iter()
+        .flat_map(|g| kv_types.iter().map(move |t| (g, t)))
+    {
         let how = super::regroup::Calibration {
             tokens: gqa_lab::regroup::DEFAULT_TOKENS,
             settings: Default::default(),
         };
         let r = super::regroup::regrouping_for(g, &cfg, groups, a.regroup, how)?;
         let method = r.method;
+        bench.engine().set_kv_type(kv)?;
         bench.engine().regroup_with(r)?;
         for &ctx in &a.contexts {
-            bar.set_message(format!("G={groups} context={ctx}"));
+            bar.set_message(format!("G={groups} {} context={ctx}", kv.name()));
             let e = bench.engine();
             e.reset();
             let n_prefill = ctx.min(a.prefill_tokens);
@@ -172,17 +191,22 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
             }
             let decode_s = t1.elapsed().as_secs_f64() / a.decode_tokens as f64;
             let ahead_s = bench.decode_ahead(ctx, next, a.decode_tokens)?;
-            let e = bench.engine();
-            e.skip_to(ctx)?;
+            bench.engine().skip_to(ctx)?;
+            let attention_ms = bench.attention_ms()?;
+            let t = kv.element();
             let mut row = json!({
                 "groups": groups,
                 "regroup": method,
+                "kv_type": kv.name(),
                 "context": ctx,
                 "prefill_tokens": n_prefill,
                 "prefill_tokens_per_second": n_prefill as f64 / prefill_s,
                 "decode_tokens_per_second": 1.0 / decode_s,
-                "kv_cache_bytes": kv_cache_bytes(&cfg, groups, ctx, e.kv_bytes_per_element()),
-                "kv_bytes_per_element": e.kv_bytes_per_element(),
+                "kv_cache_bytes": kv_cache_bytes(&cfg, groups, ctx, t),
+                "kv_bytes_per_element": t.bytes_per_value(),
+                "kv_block": [t.block_len, t.block_bytes],
+                "attention_ms_per_token": attention_ms,
+                "attention_bytes_read_per_token": kv_cache_bytes(&cfg, groups, ctx + 1, t),
             });
             if let (Value::Object(r), Some(s)) = (&mut row, ahead_s) {
                 r.insert("decode_ahead_tokens_per_second".into(), json!(1.0 / s));
@@ -208,14 +232,22 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
     }
     println!("backend {} — {device}", bench.engine().backend().name());
     println!(
-        "{:>3} {:>8} {:>14} {:>14} {:>14} {:>14} {:>14}",
-        "G", "context", "prefill tok/s", "decode tok/s", "ahead tok/s", "KV bytes", "attn ms/tok"
+        "{:>3} {:>5} {:>8} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "G",
+        "KV",
+        "context",
+        "prefill tok/s",
+        "decode tok/s",
+        "ahead tok/s",
+        "KV bytes",
+        "attn ms/tok"
     );
     for r in &rows {
         let f = |k: &str| r[k].as_f64().map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "{:>3} {:>8} {:>14} {:>14} {:>14} {:>14} {:>14}",
+            "{:>3} {:>5} {:>8} {:>14} {:>14} {:>14} {:>14} {:>14}",
             r["groups"].as_u64().unwrap_or(0),
+            r["kv_type"].as_str().unwrap_or(""),
             r["context"].as_u64().unwrap_or(0),
             f("prefill_tokens_per_second"),
             f("decode_tokens_per_second"),

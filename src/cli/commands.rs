@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use gqa_lab::engine::{perplexity as score, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
-use gqa_lab::model::{kv_cache_bytes, ModelConfig, ModelTensors, KV_BYTES_PER_ELEMENT};
+use gqa_lab::model::{kv_cache_bytes, KvType, ModelConfig, ModelTensors};
 use gqa_lab::models::BuiltinModel;
 use gqa_lab::sampling::SamplingParams;
 use gqa_lab::tokenizer::{TokenStream, Tokenizer};
@@ -29,16 +29,12 @@ pub fn info(
     for t in &g.tensors {
         *types.entry(t.ggml_type.name()).or_default() += 1;
     }
-    let per_token: BTreeMap<String, u64> = cfg
-        .valid_groups()
-        .into_iter()
-        .map(|gr| {
-            (
-                gr.to_string(),
-                kv_cache_bytes(&cfg, gr, 1, KV_BYTES_PER_ELEMENT),
-            )
-        })
-        .collect();
+    let per_token = |t: KvType| -> BTreeMap<String, u64> {
+        cfg.valid_groups()
+            .into_iter()
+            .map(|gr| (gr.to_string(), kv_cache_bytes(&cfg, gr, 1, t.element())))
+            .collect()
+    };
     let name = g
         .get("general.name")
         .and_then(|v| v.to_str().ok())
@@ -60,7 +56,10 @@ pub fn info(
         "tied_output": tensors.tied_output,
         "tensor_count": g.tensors.len(),
         "tensor_types": types,
-        "kv_cache_bytes_per_token_f32": per_token,
+        "kv_cache_bytes_per_token": KvType::ALL
+            .map(|t| (t.name(), per_token(t)))
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
     });
     if json_out {
         return print_json(&v);
@@ -91,8 +90,13 @@ pub fn info(
         cfg.valid_groups(),
         cfg.n_kv_heads
     );
-    for (gr, b) in per_token {
-        println!("  G={gr}: {b} bytes of f32 KV cache per token");
+    let by_type = KvType::ALL.map(|t| (t.name(), per_token(t)));
+    for gr in cfg.valid_groups() {
+        let bytes: Vec<String> = by_type
+            .iter()
+            .map(|(name, b)| format!("{} {name}", b[&gr.to_string()]))
+            .collect();
+        println!("  G={gr}: KV cache bytes per token: {}", bytes.join(", "));
     }
     Ok(())
 }
@@ -212,10 +216,11 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
     if !json_out {
         writeln!(out, "{}", stream.finish())?;
         eprintln!(
-            "[{}, G={}, prefill {prefill_ms:.0} ms, decode {decode_tps:.1} tokens/s, KV cache {} bytes]",
+            "[{}, G={}, prefill {prefill_ms:.0} ms, decode {decode_tps:.1} tokens/s, KV cache {} bytes of {}]",
             count(gen.generated().len(), "token"),
             engine.grouping().groups(),
-            engine.kv_cache_bytes()
+            engine.kv_cache_bytes(),
+            engine.kv_type().name()
         );
         return Ok(());
     }
@@ -227,7 +232,8 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
         "regroup": engine.regrouping().method,
         "backend": engine.backend().name(),
         "kv_cache_bytes": engine.kv_cache_bytes(),
-        "kv_bytes_per_element": engine.kv_bytes_per_element(),
+        "kv_type": engine.kv_type().name(),
+        "kv_bytes_per_element": engine.kv_type().element().bytes_per_value(),
         "prefill_ms": prefill_ms,
         "decode_tokens_per_second": decode_tps,
     }))

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::Engine;
 use gqa_lab::gguf::{check_header, Gguf, HEADER_BYTES};
+use gqa_lab::model::KvType;
 use gqa_lab::models::BuiltinModel;
 use std::fs::File;
 use std::io::Read;
@@ -103,6 +104,50 @@ pub struct RunArgs {
     fit: regroup::FitArgs,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
+    /// How the KV cache keeps K and V; default: f32 on the `cpu` oracle, f16 on `cpu-q8` and
+    /// `gpu` (llama.cpp's default cache type).
+    #[arg(long, value_enum)]
+    kv_type: Option<KvTypeArg>,
+}
+
+impl RunArgs {
+    /// The cache type asked for, or the backend's default.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
+            .map_or_else(|| self.backend.default_kv_type(), KvType::from)
+    }
+}
+
+/// `--kv-type`: the names of `model::KvType` (llama.cpp's `--cache-type-k` names).
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum KvTypeArg {
+    /// 4 bytes a value.
+    F32,
+    /// IEEE half precision, 2 bytes a value.
+    F16,
+    /// GGML's Q8_0: 32 values as i8 and one f16 scale, 34 bytes a block.
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+impl From<KvTypeArg> for KvType {
+    fn from(t: KvTypeArg) -> KvType {
+        match t {
+            KvTypeArg::F32 => KvType::F32,
+            KvTypeArg::F16 => KvType::F16,
+            KvTypeArg::Q8_0 => KvType::Q8_0,
+        }
+    }
+}
+
+impl Backend {
+    /// The cache type a run gets when none is asked: f32 for the oracle, f16 otherwise.
+    pub fn default_kv_type(self) -> KvType {
+        match self {
+            Backend::Cpu => KvType::F32,
+            Backend::CpuQ8 | Backend::Gpu => KvType::F16,
+        }
+    }
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
@@ -282,6 +327,7 @@ pub fn load_engine(gguf: &Gguf<'_>, run: &RunArgs, capacity: usize) -> Result<Bo
             gguf, capacity,
         ))?),
     };
+    engine.set_kv_type(run.kv_type())?;
     if let Some(g) = run.groups {
         let how = regroup::Calibration {
             tokens: run.calibration_tokens,

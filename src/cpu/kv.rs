@@ -2,48 +2,38 @@
 //! `kv_head(h)` (`h / n_rep` for equal groups), indexed, never copied (no `repeat_kv`).
 
 use crate::engine::AttentionWeights;
-use crate::model::{layer_cache_rows, ModelConfig};
-use crate::ops::{self, causal_attention, ring_rows};
+use crate::model::{layer_cache_rows, KvRows, KvType, ModelConfig};
+use crate::ops::{self, causal_attention, ring_rows, Rows};
 use crate::regroup::Grouping;
 
-/// The KV cache: K and V each, per layer, `[G][rows][head_dim]` f32, where rows is the
+/// The KV cache: K and V each, per layer, `[G][rows][head_dim]` in the cache's element type
+/// (`model::KvRows`: f32, f16 or q8_0, rounded as they are written), where rows is the
 /// capacity, or for a sliding-window layer its ring (`model::layer_cache_rows`: position p in
 /// row p mod rows).
 pub(super) struct KvCache {
-    pub(super) k: Vec<f32>,
-    pub(super) v: Vec<f32>,
-    pub(super) groups: usize,
+    k: Vec<KvRows>,
+    v: Vec<KvRows>,
     /// Positions a sequence may reach.
     pub(super) capacity: usize,
-    pub(super) head_dim: usize,
-    /// Per layer: rows per KV head, and where the layer starts in `k` and `v`.
+    /// Per layer: rows per KV head.
     rows: Vec<usize>,
-    starts: Vec<usize>,
 }
 
 impl KvCache {
-    pub(super) fn new(cfg: &ModelConfig, groups: usize, capacity: usize) -> Self {
-        let hd = cfg.head_dim;
+    pub(super) fn new(cfg: &ModelConfig, groups: usize, capacity: usize, t: KvType) -> Self {
         let rows: Vec<usize> = (0..cfg.n_layers)
             .map(|l| layer_cache_rows(cfg, l, capacity))
             .collect();
-        let starts: Vec<usize> = rows
-            .iter()
-            .scan(0, |at, r| {
-                let start = *at;
-                *at += groups * r * hd;
-                Some(start)
-            })
-            .collect();
-        let n = groups * hd * rows.iter().sum::<usize>();
+        let each = || {
+            rows.iter()
+                .map(|r| KvRows::new(t, groups * r, cfg.head_dim))
+                .collect()
+        };
         KvCache {
-            k: vec![0.0; n],
-            v: vec![0.0; n],
-            groups,
+            k: each(),
+            v: each(),
             capacity,
-            head_dim: hd,
             rows,
-            starts,
         }
     }
 
@@ -52,23 +42,18 @@ impl KvCache {
         KvCache {
             k: Vec::new(),
             v: Vec::new(),
-            groups: 0,
             capacity,
-            head_dim: 0,
             rows: Vec::new(),
-            starts: Vec::new(),
         }
     }
 
-    /// Start of the row for layer `l`, KV head `g`, position `p`.
-    pub(super) fn at(&self, l: usize, g: usize, p: usize) -> usize {
+    /// Writes K and V (`[hd]` each) of layer `l`, KV head `g`, position `p`, rounded to the
+    /// cache's type.
+    pub(super) fn write(&mut self, l: usize, g: usize, p: usize, k: &[f32], v: &[f32]) {
         let rows = self.rows[l];
-        self.starts[l] + (g * rows + p % rows) * self.head_dim
-    }
-
-    /// Layer `l`'s K or V elements, `[G][rows][head_dim]`.
-    fn layer(&self, l: usize) -> std::ops::Range<usize> {
-        self.starts[l]..self.starts[l] + self.groups * self.rows[l] * self.head_dim
+        let r = g * rows + p % rows;
+        self.k[l].write(r, k);
+        self.v[l].write(r, v);
     }
 }
 
@@ -90,8 +75,7 @@ pub(super) fn attention(
     len0: usize,
     q: &[f32],
 ) -> Vec<f32> {
-    let layer = cache.layer(at.l); // [G][rows][hd]
-    let (k, v) = (&cache.k[layer.clone()], &cache.v[layer]);
+    let (k, v) = (&cache.k[at.l], &cache.v[at.l]); // [G][rows][hd]
     let kv = grouping.kv_heads();
     let rows = cache.rows[at.l];
     causal_attention(q, k, v, &kv, rows, len0, at.hd, at.window)
@@ -99,7 +83,7 @@ pub(super) fn attention(
 
 /// Layer `at.l`'s attention weights for one query `q` (`[n_heads·hd]`, after RoPE) at position
 /// `positions - 1`: `[n_heads][positions]`, head h over KV head `kv_head(h)`'s rows (0 outside
-/// a sliding window).
+/// a sliding window), the keys as the cache holds them (the ones attention read).
 pub(super) fn attention_weights(
     cache: &KvCache,
     grouping: Grouping,
@@ -110,14 +94,15 @@ pub(super) fn attention_weights(
     let (l, hd) = (at.l, at.hd);
     let scale = 1.0 / (hd as f32).sqrt();
     let first = ops::window_start(positions - 1, at.window);
+    let rows = cache.rows[l];
+    let mut buf = vec![0.0f32; hd];
     let weights = (0..grouping.n_heads())
         .flat_map(|h| {
-            let g = grouping.kv_head(h);
-            let head = cache.at(l, g, 0);
-            let k: Vec<f32> = ring_rows(first, positions - 1, cache.rows[l])
+            let head = grouping.kv_head(h) * rows;
+            let k: Vec<f32> = ring_rows(first, positions - 1, rows)
                 .into_iter()
-                .flat_map(|r| &cache.k[head + r.start * hd..head + r.end * hd])
-                .copied()
+                .flat_map(|r| r.start + head..r.end + head)
+                .flat_map(|r| cache.k[l].row(r, &mut buf).to_vec())
                 .collect(); // [seen][hd], in position order
             let w = ops::attention_weights(&q[h * hd..(h + 1) * hd], &k, scale);
             std::iter::repeat_n(0.0, first).chain(w)
@@ -127,5 +112,42 @@ pub(super) fn attention_weights(
         layer: l,
         positions,
         weights,
+    }
+}
+
+impl super::CpuEngine {
+    /// Milliseconds per token of every layer's attention for one query at the last position
+    /// filled (the query's values do not change the work), the best of `iters` runs: what
+    /// reading the cache costs a decode step, for the benchmark (native only: wasm32 has no
+    /// clock in std).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn time_attention(&self, iters: usize) -> Result<f64, crate::engine::EngineError> {
+        let (cfg, len) = (&self.cfg, self.len);
+        if len == 0 {
+            return Err(crate::engine::EngineError::EmptyInput);
+        }
+        let q = vec![0.0f32; cfg.n_heads * cfg.head_dim]; // [1][H·hd]
+        let grouping = self.regrouping.grouping;
+        let mut best = f64::INFINITY;
+        for _ in 0..iters.max(1) {
+            let t = std::time::Instant::now();
+            ops::on_worker(|| {
+                for l in 0..cfg.n_layers {
+                    let window = if cfg.is_local(l) {
+                        cfg.arch.sliding_window
+                    } else {
+                        0
+                    };
+                    let at = AttendAt {
+                        l,
+                        window,
+                        hd: cfg.head_dim,
+                    };
+                    std::hint::black_box(attention(&self.cache, grouping, at, len - 1, &q));
+                }
+            });
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(best)
     }
 }

@@ -10,20 +10,23 @@
 //! matrices stay in their GGUF blocks and multiply int8-quantized activations
 //! ([`qmatrix`]). It is faster and approximate (the activations' rounding); the oracle is the
 //! f32 one.
+//!
+//! Both keep K and V as f32 unless told otherwise ([`Engine::set_kv_type`]: f16 or q8_0,
+//! rounded as written and decoded exactly as attention reads them, `model::kv_type`).
 
+mod contract;
 mod kv;
 pub mod qmatrix;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 mod walk;
 
-use crate::engine::{check_capacity, check_input, check_len, first_non_finite_row};
-use crate::engine::{check_probe_layer, AttentionWeights, Backend, Engine, EngineError};
+use crate::engine::{check_capacity, check_input, first_non_finite_row};
+use crate::engine::{AttentionWeights, Engine, EngineError};
 use crate::gguf::Gguf;
-use crate::model::{ModelConfig, ModelError, ModelTensors, Tensor, WINDOW_SLACK};
+use crate::model::{KvType, ModelConfig, ModelError, ModelTensors, Tensor, WINDOW_SLACK};
 use crate::ops::{self, add_in_place, geglu, matmul, rmsnorm, swiglu};
 use crate::regroup::{Grouping, LayerMaps, Regrouping};
-use async_trait::async_trait;
 use kv::{attention, attention_weights, AttendAt, KvCache};
 use qmatrix::{Q8Rows, QMatrix};
 use std::cell::OnceCell;
@@ -106,6 +109,8 @@ pub struct CpuEngine {
     /// The grouping and each layer's maps from the native heads to it.
     regrouping: Arc<Regrouping>,
     cache: KvCache,
+    /// How the cache keeps K and V (a calibration walk's own cache is f32 whatever this is).
+    kv_type: KvType,
     len: usize,
     quantized: bool,
     /// The layer the attention view watches, and its weights for the last token fed.
@@ -177,7 +182,8 @@ impl CpuEngine {
             output_norm: deq(t.output_norm)?,
             layers,
             regrouping: Arc::new(Regrouping::native(&cfg)),
-            cache: KvCache::new(&cfg, grouping.groups(), capacity),
+            cache: KvCache::new(&cfg, grouping.groups(), capacity, KvType::F32),
+            kv_type: KvType::F32,
             len: 0,
             cfg,
             quantized,
@@ -219,9 +225,8 @@ impl CpuEngine {
             );
             rotate(k_i, &turns);
             for g in 0..groups {
-                let at = cache.at(l, g, pos);
-                cache.k[at..at + hd].copy_from_slice(&k_i[g * hd..(g + 1) * hd]);
-                cache.v[at..at + hd].copy_from_slice(&v_i[g * hd..(g + 1) * hd]);
+                let head = g * hd..(g + 1) * hd;
+                cache.write(l, g, pos, &k_i[head.clone()], &v_i[head]);
             }
         }
         let window = if cfg.is_local(l) {
@@ -407,84 +412,5 @@ fn post_norm(x: Vec<f32>, norm: &Option<Vec<f32>>, eps: f32) -> Vec<f32> {
     match norm {
         Some(w) => rmsnorm(&x, w, eps),
         None => x,
-    }
-}
-
-#[async_trait(?Send)]
-impl Engine for CpuEngine {
-    fn backend(&self) -> Backend {
-        match self.quantized {
-            true => Backend::CpuQ8,
-            false => Backend::Cpu,
-        }
-    }
-
-    fn device(&self) -> String {
-        let threads = ops::threads();
-        let simd = match () {
-            _ if cfg!(target_feature = "simd128") => "WebAssembly SIMD128, ",
-            _ if cfg!(target_arch = "wasm32") => "WebAssembly, ",
-            _ => "",
-        };
-        let s = if threads == 1 { "" } else { "s" };
-        format!("CPU ({simd}{threads} thread{s}, {})", self.backend().name())
-    }
-
-    fn config(&self) -> &ModelConfig {
-        &self.cfg
-    }
-
-    fn regrouping(&self) -> Arc<Regrouping> {
-        self.regrouping.clone()
-    }
-
-    fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
-        r.check(&self.cfg)?;
-        // The cache is rebuilt at its new size even when G is unchanged: the sequence restarts.
-        let capacity = self.cache.capacity;
-        self.cache = KvCache::empty(capacity);
-        self.cache = KvCache::new(&self.cfg, r.groups(), capacity);
-        self.regrouping = r;
-        self.len = 0;
-        self.probe_weights = None;
-        Ok(())
-    }
-
-    fn capacity(&self) -> usize {
-        self.cache.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn reset(&mut self) {
-        self.len = 0;
-        self.probe_weights = None;
-    }
-
-    fn skip_to(&mut self, len: usize) -> Result<(), EngineError> {
-        check_len(len, self.cache.capacity)?;
-        self.len = len;
-        self.probe_weights = None;
-        Ok(())
-    }
-
-    async fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>, EngineError> {
-        ops::on_worker(|| self.forward_here(ids, all_logits))
-    }
-
-    fn set_attention_probe(&mut self, layer: Option<usize>) -> Result<(), EngineError> {
-        check_probe_layer(&self.cfg, layer)?;
-        (self.probe, self.probe_weights) = (layer, None);
-        Ok(())
-    }
-
-    fn attention_probe(&self) -> Option<usize> {
-        self.probe
-    }
-
-    async fn attention_weights(&mut self) -> Result<Option<AttentionWeights>, EngineError> {
-        Ok(self.probe_weights.clone())
     }
 }

@@ -2,8 +2,8 @@
 //! (`crate::engine::calibrate`): the f32 oracle natively, `cpu-q8` in the browser.
 
 use super::{Act, CpuEngine};
-use crate::engine::{check_len, Engine, EngineError, LayerWalk};
-use crate::model::ModelError;
+use crate::engine::{check_len, EngineError, LayerWalk};
+use crate::model::{KvType, ModelError};
 use crate::ops::{self, rmsnorm};
 use crate::regroup::{LayerMaps, Regrouping};
 use async_trait::async_trait;
@@ -13,7 +13,12 @@ use std::sync::Arc;
 #[async_trait(?Send)]
 impl LayerWalk for CpuEngine {
     fn start(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
-        self.regroup_with(r)
+        r.check(&self.cfg)?;
+        // The walk's own cache is f32 whatever the engine's type: the fit does not depend on
+        // it. The engine's next regrouping rebuilds the cache in its type.
+        self.rebuild_cache(r.groups(), KvType::F32);
+        self.regrouping = r;
+        Ok(())
     }
 
     async fn embed_rows(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {

@@ -2,6 +2,7 @@
 //! yield between tokens and change G in the middle ([`Generator::regroup`]).
 
 use super::{Engine, EngineError};
+use crate::model::KvType;
 use crate::sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
 
@@ -167,6 +168,14 @@ impl Generator {
     /// sequence so far is prefilled again at the next step.
     pub fn regroup(&mut self, engine: &mut dyn Engine, groups: usize) -> Result<(), EngineError> {
         engine.regroup(groups)?;
+        self.restart();
+        Ok(())
+    }
+
+    /// Changes how the engine's cache keeps K and V mid-generation: as [`Generator::regroup`],
+    /// the cache is rebuilt and the sequence so far prefilled again at the next step.
+    pub fn set_kv_type(&mut self, engine: &mut dyn Engine, t: KvType) -> Result<(), EngineError> {
+        engine.set_kv_type(t)?;
         self.restart();
         Ok(())
     }

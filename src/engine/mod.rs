@@ -21,7 +21,7 @@ pub use error::EngineError;
 pub use generate::{GenerateParams, Generator};
 pub use perplexity::{first_non_finite_row, log_softmax_at, perplexity, Perplexity};
 
-use crate::model::{kv_cache_bytes, ModelConfig, ModelError, KV_BYTES_PER_ELEMENT};
+use crate::model::{kv_cache_bytes, KvType, ModelConfig, ModelError};
 use crate::regroup::{Grouping, LayerMaps, Regrouping};
 use crate::sampling::{sample, SamplingParams};
 use async_trait::async_trait;
@@ -124,14 +124,15 @@ pub trait Engine: LayerWalk {
     /// decode speed at a long context can be measured without computing its prefill; and to
     /// take back positions fed after `len` (the browser worker's step computed ahead).
     fn skip_to(&mut self, len: usize) -> Result<(), EngineError>;
-    /// Bytes of one cached K or V element.
-    fn kv_bytes_per_element(&self) -> usize {
-        KV_BYTES_PER_ELEMENT
-    }
+    /// How the KV cache keeps K and V (`model::kv_type`).
+    fn kv_type(&self) -> KvType;
+    /// Keeps K and V as `t` from now on: the cache is rebuilt at its new size, empty, as a
+    /// regrouping rebuilds it. On an error the engine keeps its type (with an empty cache).
+    fn set_kv_type(&mut self, t: KvType) -> Result<(), EngineError>;
     /// KV-cache bytes of the live sequence.
     fn kv_cache_bytes(&self) -> u64 {
         let (cfg, g) = (self.config(), self.grouping().groups());
-        kv_cache_bytes(cfg, g, self.len(), self.kv_bytes_per_element())
+        kv_cache_bytes(cfg, g, self.len(), self.kv_type().element())
     }
     /// Feeds `ids` at the next positions; returns logits `[vocab]` of the last one, or
     /// `[ids.len()][vocab]` with `all_logits`.
@@ -193,6 +194,18 @@ pub trait LayerWalk {
     async fn run_layer(&mut self, l: usize, x: &mut [f32]) -> Result<(), EngineError>;
     /// Sets layer `l`'s maps (full form, of the grouping [`LayerWalk::start`] was given).
     fn set_layer_maps(&mut self, l: usize, maps: &LayerMaps) -> Result<(), EngineError>;
+}
+
+/// A cache type must hold the model's head rows (q8_0: whole blocks of 32).
+pub fn check_kv_type(cfg: &ModelConfig, t: KvType) -> Result<KvType, EngineError> {
+    match t.holds(cfg.head_dim) {
+        true => Ok(t),
+        false => Err(EngineError::Model(ModelError::BadConfig(format!(
+            "a {} KV cache keeps blocks of 32 values; this model's heads have {}",
+            t.name(),
+            cfg.head_dim
+        )))),
+    }
 }
 
 /// A cache capacity must be positive and within the model's trained context.

@@ -125,7 +125,7 @@ impl Gpu {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source(variant).into()),
             });
         self.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

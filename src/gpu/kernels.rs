@@ -11,10 +11,12 @@
 //!   [`super::ops`] fill and a test checks against the shader (naga reflection).
 //!
 //! A kernel's module is the prelude + `common.wgsl` + (for kernels that read weights)
-//! `quant.wgsl` + its own file.
+//! `quant.wgsl` + (for kernels that touch the KV cache) the cache's element type,
+//! `kv_f32.wgsl`, `kv_f16.wgsl` or `kv_q8_0.wgsl` ([`Kernel::kv_part`]) + its own file.
 
 use super::layout;
 use crate::gguf::GgmlType;
+use crate::model::KvType;
 
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 pub const QUANT: &str = include_str!("../../shaders/quant.wgsl");
@@ -82,9 +84,17 @@ pub enum Variant {
     /// A kernel that reads weights (embed, matvec, matmul), for a weight type: `WTYPE`, the
     /// type's ggml id (one of [`WEIGHT_TYPES`]).
     Weights { ggml_id: u32 },
+    /// A kernel that touches the KV cache (kv_store, attention, attention_probe), for the
+    /// cache's element type: no constants, its module includes the type's WGSL.
+    Cache { kv: KvType },
     /// attention_decode.wgsl for groups of up to `n_rep` query heads (≤ ATTENTION_MAX_REP)
-    /// and `head_dim` (≤ ATTENTION_MAX_HEAD_DIM, a multiple of 4): `N_REP` and `HD4`.
-    AttentionDecode { n_rep: u32, head_dim: u32 },
+    /// and `head_dim` (≤ ATTENTION_MAX_HEAD_DIM, a multiple of 4): `N_REP` and `HD4`; and the
+    /// cache's element type.
+    AttentionDecode {
+        n_rep: u32,
+        head_dim: u32,
+        kv: KvType,
+    },
 }
 
 impl Variant {
@@ -96,11 +106,22 @@ impl Variant {
     /// The pipeline-overridable constants it sets, by name.
     pub fn constants(self) -> Vec<(&'static str, f64)> {
         match self {
-            Variant::Plain => Vec::new(),
+            Variant::Plain | Variant::Cache { .. } => Vec::new(),
             Variant::Weights { ggml_id } => vec![("WTYPE", ggml_id as f64)],
-            Variant::AttentionDecode { n_rep, head_dim } => {
+            Variant::AttentionDecode {
+                n_rep, head_dim, ..
+            } => {
                 vec![("N_REP", n_rep as f64), ("HD4", (head_dim / 4) as f64)]
             }
+        }
+    }
+
+    /// The KV cache's element type its module is made for (f32 where the kernel does not
+    /// touch the cache).
+    pub fn kv(self) -> KvType {
+        match self {
+            Variant::Cache { kv } | Variant::AttentionDecode { kv, .. } => kv,
+            _ => KvType::F32,
         }
     }
 }
@@ -116,6 +137,7 @@ pub enum Kernel {
     AddBias,
     SwiGlu,
     KvStore,
+    KvQuant,
     Attention,
     AttentionDecode,
     AttentionReduce,
@@ -144,7 +166,7 @@ pub enum Slot {
 use Slot as S;
 
 impl Kernel {
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::Embed,
         Kernel::Matvec,
         Kernel::Matmul,
@@ -153,6 +175,7 @@ impl Kernel {
         Kernel::AddBias,
         Kernel::SwiGlu,
         Kernel::KvStore,
+        Kernel::KvQuant,
         Kernel::Attention,
         Kernel::AttentionDecode,
         Kernel::AttentionReduce,
@@ -171,6 +194,7 @@ impl Kernel {
             Kernel::AddBias => "add_bias",
             Kernel::SwiGlu => "swiglu",
             Kernel::KvStore => "kv_store",
+            Kernel::KvQuant => "kv_quant",
             Kernel::Attention => "attention",
             Kernel::AttentionDecode => "attention_decode",
             Kernel::AttentionReduce => "attention_reduce",
@@ -190,6 +214,7 @@ impl Kernel {
             Kernel::AddBias => include_str!("../../shaders/add_bias.wgsl"),
             Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl"),
             Kernel::KvStore => include_str!("../../shaders/kv_store.wgsl"),
+            Kernel::KvQuant => include_str!("../../shaders/kv_quant.wgsl"),
             Kernel::Attention => include_str!("../../shaders/attention.wgsl"),
             Kernel::AttentionDecode => include_str!("../../shaders/attention_decode.wgsl"),
             Kernel::AttentionReduce => include_str!("../../shaders/attention_reduce.wgsl"),
@@ -207,6 +232,7 @@ impl Kernel {
             Kernel::Embed
             | Kernel::Matmul
             | Kernel::KvStore
+            | Kernel::KvQuant
             | Kernel::Attention
             | Kernel::AttentionProbe => 64,
             Kernel::SwiGlu | Kernel::AddBias | Kernel::Argmax | Kernel::Sample => 256,
@@ -274,6 +300,14 @@ impl Kernel {
                 (9, S::ReadWrite),
                 (10, S::ReadWrite),
             ],
+            Kernel::KvQuant => &[
+                (0, S::Params),
+                (1, S::Step),
+                (2, S::Read),
+                (3, S::Read),
+                (4, S::ReadWrite),
+                (5, S::ReadWrite),
+            ],
             Kernel::Attention => &[
                 (0, S::Params),
                 (1, S::Step),
@@ -320,11 +354,43 @@ impl Kernel {
         matches!(self, Kernel::Embed | Kernel::Matvec | Kernel::Matmul)
     }
 
-    /// Whether `variant` sets this kernel's overridable constants (and no others).
+    /// The KV cache buffers the kernel reads in the cache's element type (`kv_buf` of the
+    /// kv_*.wgsl files renamed to each), if it touches the cache: kv_store writes pairs of
+    /// the type and reads none; kv_quant writes q8_0 blocks.
+    pub fn cache_reads(self) -> Option<&'static [&'static str]> {
+        match self {
+            Kernel::KvStore | Kernel::KvQuant => Some(&[]),
+            Kernel::Attention | Kernel::AttentionDecode => Some(&["kc", "vc"]),
+            Kernel::AttentionProbe => Some(&["kc"]),
+            _ => None,
+        }
+    }
+
+    /// The variants a kernel is made in for a cache of type `kv` (each weight type, for the
+    /// kernels that read weights; `n_rep` 3 and `head_dim` 64 for attention_decode): what the
+    /// shader tests validate.
+    pub fn variants(self, kv: KvType) -> Vec<Variant> {
+        match self {
+            _ if self.reads_weights() => WEIGHT_TYPES.map(Variant::weights).to_vec(),
+            Kernel::AttentionDecode => vec![Variant::AttentionDecode {
+                n_rep: 3,
+                head_dim: 64,
+                kv,
+            }],
+            Kernel::KvQuant => vec![Variant::Plain],
+            _ if self.cache_reads().is_some() => vec![Variant::Cache { kv }],
+            _ => vec![Variant::Plain],
+        }
+    }
+
+    /// Whether `variant` is one this kernel is made in.
     pub fn takes(self, variant: Variant) -> bool {
         match variant {
-            Variant::Plain => !self.reads_weights() && self != Kernel::AttentionDecode,
+            Variant::Plain => self.variants(KvType::F32) == [Variant::Plain],
             Variant::Weights { .. } => self.reads_weights(),
+            Variant::Cache { .. } => {
+                self.variants(KvType::F32) == [Variant::Cache { kv: KvType::F32 }]
+            }
             Variant::AttentionDecode { .. } => self == Kernel::AttentionDecode,
         }
     }
@@ -340,10 +406,37 @@ impl Kernel {
         s
     }
 
-    /// The complete WGSL module.
-    pub fn source(self) -> String {
+    /// The complete WGSL module of `variant`.
+    pub fn source(self, variant: Variant) -> String {
         let quant = if self.reads_weights() { QUANT } else { "" };
-        format!("{}{COMMON}\n{quant}\n{}", self.prelude(), self.file())
+        let kv = self.kv_part(variant.kv());
+        format!("{}{COMMON}\n{quant}\n{kv}\n{}", self.prelude(), self.file())
+    }
+
+    /// What the kernel includes of the cache's element type `kv`: the type's WGSL up to its
+    /// `// per buffer` line, then what follows it once for each buffer the kernel reads, with
+    /// `kv_buf` renamed to the buffer (kc_slice, vc_slice). kv_quant writes q8_0 blocks
+    /// whatever `kv` is asked. Nothing for the other kernels.
+    pub fn kv_part(self, kv: KvType) -> String {
+        let Some(reads) = self.cache_reads() else {
+            return String::new();
+        };
+        let kv = if self == Kernel::KvQuant {
+            KvType::Q8_0
+        } else {
+            kv
+        };
+        let file = match kv {
+            KvType::F32 => include_str!("../../shaders/kv_f32.wgsl"),
+            KvType::F16 => include_str!("../../shaders/kv_f16.wgsl"),
+            KvType::Q8_0 => include_str!("../../shaders/kv_q8_0.wgsl"),
+        };
+        let (head, per_buffer) = file.split_once("// per buffer\n").unwrap_or((file, ""));
+        let mut s = head.to_string();
+        for name in reads {
+            s.push_str(&per_buffer.replace("kv_buf", name));
+        }
+        s
     }
 }
 

@@ -10,9 +10,6 @@
 
 use super::ModelConfig;
 
-/// Bytes of one K or V element in the engines' caches (f32, on every backend).
-pub const KV_BYTES_PER_ELEMENT: usize = 4;
-
 /// How the values of a cache (or of weights) are stored: `block_bytes` per `block_len` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ElementType {
@@ -24,6 +21,13 @@ pub struct ElementType {
 impl ElementType {
     pub const FP32: ElementType = ElementType::float("fp32", 4);
     pub const FP16: ElementType = ElementType::float("fp16", 2);
+    /// GGML's Q8_0: 32 eight-bit values and one f16 scale, 34 bytes (8.5 bits a value); the
+    /// engines' `q8_0` cache (`kv_type.rs`).
+    pub const Q8_0: ElementType = ElementType {
+        name: "q8_0",
+        block_len: 32,
+        block_bytes: 34,
+    };
     pub const FP8: ElementType = ElementType::float("fp8", 1);
     /// llama.cpp's Q4_0: 32 four-bit values and one f16 scale, 18 bytes (4.5 bits a value).
     pub const Q4: ElementType = ElementType {
@@ -31,8 +35,9 @@ impl ElementType {
         block_len: 32,
         block_bytes: 18,
     };
-    /// The types the calculator offers.
-    pub const ALL: [ElementType; 4] = [Self::FP32, Self::FP16, Self::FP8, Self::Q4];
+    /// The types the calculator offers: the engines' three cache types (`KvType`), then two
+    /// that other engines offer.
+    pub const ALL: [ElementType; 5] = [Self::FP32, Self::FP16, Self::Q8_0, Self::FP8, Self::Q4];
 
     /// One value in `bytes` bytes.
     pub const fn float(name: &'static str, bytes: u64) -> Self {
@@ -45,6 +50,11 @@ impl ElementType {
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.name == name)
+    }
+
+    /// Bytes per value (fractional for a block type: q8_0's 34 / 32).
+    pub fn bytes_per_value(self) -> f64 {
+        self.block_bytes as f64 / self.block_len as f64
     }
 
     /// Bytes of a row of `n` values (whole blocks).
@@ -91,15 +101,10 @@ pub fn layer_cache_rows(cfg: &ModelConfig, l: usize, tokens: usize) -> usize {
     }
 }
 
-/// KV-cache bytes for one sequence of `tokens` of a model at `groups` KV heads, with
-/// `bytes_per_element`-byte floats (what the engines report and allocate): 2 · G · head_dim ·
-/// bytes · Σ over layers of the positions each holds (sliding-window layers only their ring).
-pub fn kv_cache_bytes(
-    cfg: &ModelConfig,
-    groups: usize,
-    tokens: usize,
-    bytes_per_element: usize,
-) -> u64 {
+/// KV-cache bytes for one sequence of `tokens` of a model at `groups` KV heads, its values kept
+/// as `t` (what the engines report and allocate): 2 · G · (a row of head_dim values' bytes) ·
+/// Σ over layers of the positions each holds (sliding-window layers only their ring).
+pub fn kv_cache_bytes(cfg: &ModelConfig, groups: usize, tokens: usize, t: ElementType) -> u64 {
     let rows: u64 = (0..cfg.n_layers)
         .map(|l| layer_cache_rows(cfg, l, tokens) as u64)
         .sum();
@@ -110,7 +115,6 @@ pub fn kv_cache_bytes(
         windowed: 0,
         ring: 0,
     };
-    let t = ElementType::float("", bytes_per_element as u64);
     shape.bytes(rows, 1, t)
 }
 
@@ -285,6 +289,8 @@ mod tests {
         // A head of 40 values takes two Q4_0 blocks.
         assert_eq!(ElementType::Q4.row_bytes(40), 36);
         assert_eq!(ElementType::parse("fp8"), Some(ElementType::FP8));
+        assert_eq!(ElementType::parse("q8_0"), Some(ElementType::Q8_0));
+        assert_eq!(ElementType::Q8_0.bytes_per_value(), 1.0625);
         assert_eq!(ElementType::parse("int3"), None);
     }
 
@@ -304,15 +310,27 @@ mod tests {
             rms_eps: 1e-5,
         };
         // SmolLM2-135M at its native G = 3, 100 tokens, f32: 2 · 30 · 3 · 64 · 100 · 4.
-        assert_eq!(kv_cache_bytes(&cfg, 3, 100, 4), 4_608_000);
+        assert_eq!(kv_cache_bytes(&cfg, 3, 100, ElementType::FP32), 4_608_000);
+        // f16 halves it; q8_0 keeps 34 bytes per 32 values (two blocks a head of 64).
+        assert_eq!(kv_cache_bytes(&cfg, 3, 100, ElementType::FP16), 2_304_000);
+        assert_eq!(
+            kv_cache_bytes(&cfg, 3, 100, ElementType::Q8_0),
+            2 * 30 * 3 * 100 * 68
+        );
         // Gemma 3's shape: 15 of 18 layers hold at most 512 + 128 positions.
         let mut gemma = cfg.clone();
         (gemma.n_layers, gemma.head_dim) = (18, 256);
         (gemma.arch.sliding_window, gemma.arch.swa_pattern) = (512, 6);
         let per_row = 2 * 256 * 4;
-        assert_eq!(kv_cache_bytes(&gemma, 1, 100, 4), 18 * 100 * per_row);
+        assert_eq!(
+            kv_cache_bytes(&gemma, 1, 100, ElementType::FP32),
+            18 * 100 * per_row
+        );
         let rows = 3 * 4096 + 15 * (512 + WINDOW_SLACK as u64);
-        assert_eq!(kv_cache_bytes(&gemma, 1, 4096, 4), rows * per_row);
+        assert_eq!(
+            kv_cache_bytes(&gemma, 1, 4096, ElementType::FP32),
+            rows * per_row
+        );
         // The calculator's figure for the loaded model is the same.
         let h = Hyper::of("Gemma", &gemma, 0);
         assert_eq!(h.cache(1).bytes(4096, 1, ElementType::FP32), rows * per_row);

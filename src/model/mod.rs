@@ -1,6 +1,6 @@
 //! The model as the engines see it: hyper-parameters read from GGUF metadata ([`ModelConfig`]),
 //! where each weight lives ([`ModelTensors`]), KV-cache arithmetic ([`kv_cache`]: the engines'
-//! figures and the page's calculator) and the RoPE angles ([`rope_turns`]). How its KV heads
+//! figures and the page's calculator), the cache's element types ([`KvType`]) and the RoPE angles ([`rope_turns`]). How its KV heads
 //! are regrouped is `crate::regroup`'s.
 //!
 //! Pure: no GPU, no DOM. The architecture is llama (Touvron et al. 2023, "LLaMA") and its
@@ -10,14 +10,15 @@
 
 mod config;
 pub mod kv_cache;
+pub mod kv_type;
 mod rope;
 mod tensors;
 
 pub use config::{Arch, ModelConfig, ARCHITECTURES};
 pub use kv_cache::{
-    kv_cache_bytes, layer_cache_rows, CacheShape, ElementType, Hyper, KV_BYTES_PER_ELEMENT,
-    WINDOW_SLACK,
+    kv_cache_bytes, layer_cache_rows, CacheShape, ElementType, Hyper, WINDOW_SLACK,
 };
+pub use kv_type::{KvRows, KvType};
 pub use rope::{rope_table, rope_turns};
 pub use tensors::{rope_rows, LayerTensors, ModelTensors, Tensor};
 

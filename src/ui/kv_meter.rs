@@ -7,7 +7,10 @@ use super::format;
 use super::state::model::{local_layers, LoadedModel};
 use super::state::run::RunState;
 use super::state::Groups;
-use crate::model::{kv_cache_bytes, ModelConfig, KV_BYTES_PER_ELEMENT as BYTES_PER_ELEMENT};
+use crate::model::{kv_cache_bytes, ElementType, ModelConfig};
+
+/// The engines' cache type in the page (f32).
+const F32: ElementType = ElementType::FP32;
 use crate::model::{layer_cache_rows, WINDOW_SLACK};
 use crate::regroup::Grouping;
 use leptos::prelude::*;
@@ -26,7 +29,7 @@ pub fn KvMeter() -> impl IntoView {
     let run = expect_context::<RunState>();
     let bytes = move || {
         let (g, n) = (groups.get(), run.seq_tokens());
-        model.cfg_or(None, |c| Some(kv_cache_bytes(c, g, n, BYTES_PER_ELEMENT)))
+        model.cfg_or(None, |c| Some(kv_cache_bytes(c, g, n, F32)))
     };
     let formula = move || {
         let (g, n) = (groups.get(), run.seq_tokens());
@@ -34,10 +37,11 @@ pub fn KvMeter() -> impl IntoView {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
                 format!(
-                    "2 (K and V) · {} · G = {} · {} head_dim · {BYTES_PER_ELEMENT} bytes",
+                    "2 (K and V) · {} · G = {} · {} head_dim · {} bytes",
                     positions(c, n),
                     g,
                     c.head_dim,
+                    F32.block_bytes,
                 )
             })
         })
@@ -135,7 +139,7 @@ fn KvChart() -> impl IntoView {
         let cap = info.facts.capacity.max(1);
         let valid = cfg.valid_groups();
         let gmax = valid.last().copied().unwrap_or(1);
-        let ymax = kv_cache_bytes(cfg, gmax, cap, BYTES_PER_ELEMENT).max(1) as f64;
+        let ymax = kv_cache_bytes(cfg, gmax, cap, F32).max(1) as f64;
         let x = move |n: usize| L + (W - L - 8.0) * n as f64 / cap as f64;
         let y = move |b: u64| H - B - (H - B - T) * b as f64 / ymax;
         let cur_g = groups.get();
@@ -144,20 +148,14 @@ fn KvChart() -> impl IntoView {
             .iter()
             .enumerate()
             .map(|(i, &g)| {
-                let end = kv_cache_bytes(cfg, g, cap, BYTES_PER_ELEMENT);
+                let end = kv_cache_bytes(cfg, g, cap, F32);
                 let label = Grouping::of(cfg, g)
                     .map(|gr| gr.label())
                     .unwrap_or_default();
                 // Straight, or bent where the windowed layers' rings are full.
                 let points = knees(cfg, cap)
                     .into_iter()
-                    .map(|n| {
-                        format!(
-                            "{},{}",
-                            x(n),
-                            y(kv_cache_bytes(cfg, g, n, BYTES_PER_ELEMENT))
-                        )
-                    })
+                    .map(|n| format!("{},{}", x(n), y(kv_cache_bytes(cfg, g, n, F32))))
                     .collect::<Vec<_>>()
                     .join(" ");
                 view! {
@@ -170,7 +168,7 @@ fn KvChart() -> impl IntoView {
                 }
             })
             .collect_view();
-        let here = kv_cache_bytes(cfg, cur_g, n, BYTES_PER_ELEMENT);
+        let here = kv_cache_bytes(cfg, cur_g, n, F32);
         Some(view! {
             <line class="axis" x1=L y1=H - B x2=W - 8.0 y2=H - B />
             <line class="axis" x1=L y1=T x2=L y2=H - B />
@@ -194,12 +192,7 @@ fn KvChart() -> impl IntoView {
                         let label = Grouping::of(c, g).map(|gr| gr.label()).unwrap_or_default();
                         format!(
                             "{label} {}",
-                            format::bytes(kv_cache_bytes(
-                                c,
-                                g,
-                                c.context_length,
-                                BYTES_PER_ELEMENT
-                            ))
+                            format::bytes(kv_cache_bytes(c, g, c.context_length, F32))
                         )
                     })
                     .collect::<Vec<_>>()

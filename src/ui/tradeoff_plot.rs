@@ -8,7 +8,7 @@ use super::diagram::group_colour;
 use super::format;
 use super::state::measurements::Measurements;
 use super::state::model::{LoadedModel, ModelInfo};
-use crate::model::{kv_cache_bytes, KV_BYTES_PER_ELEMENT};
+use crate::model::{kv_cache_bytes, ElementType};
 use crate::regroup::Method;
 use leptos::prelude::*;
 
@@ -58,7 +58,7 @@ fn points(model: LoadedModel, measured: Measurements) -> (Vec<Point>, usize) {
                     groups: g,
                     method,
                     ppl,
-                    bytes: kv_cache_bytes(cfg, g, 1, KV_BYTES_PER_ELEMENT),
+                    bytes: kv_cache_bytes(cfg, g, 1, KV_F32),
                     ms: speed.get(&g).map(|m| 1e3 / m.tokens_per_s()),
                 });
             }

@@ -7,14 +7,14 @@ use crate::{assert_close, f32s, gpu, read, run, step};
 use gqa_lab::gpu::kernels::{Kernel, ATTENTION_CHUNK};
 use gqa_lab::gpu::ops::{self as gpu_ops, *};
 use gqa_lab::gpu::{Buf, Gpu};
-use gqa_lab::model::rope_table;
+use gqa_lab::model::{rope_table, KvType};
 use gqa_lab::ops;
 use gqa_lab::regroup::{pooling_matrix, Grouping, LayerMaps, VMap};
 
 /// Layer maps for `grouping` (`model/regroup.rs`): the GQA paper's mean-pooling, or random
 /// maps of every kind a calibrated merge has (complex K scalars, a dense V map, q and output
 /// maps).
-fn maps(rng: &mut Rng, grouping: Grouping, hd: usize, random: bool) -> LayerMaps {
+pub(crate) fn maps(rng: &mut Rng, grouping: Grouping, hd: usize, random: bool) -> LayerMaps {
     let mut m = LayerMaps::pooled(grouping, hd);
     if random {
         let (g0, h) = (grouping.native_groups(), grouping.n_heads());
@@ -89,7 +89,13 @@ fn kv_store_maps_ropes_and_appends() {
             q: qb.binding(),
         };
         let st = step(gpu, pos0, t);
-        run(gpu, &gpu_ops::kv_store(p, binds), Some(&st), pos0, t);
+        run(
+            gpu,
+            &gpu_ops::kv_store(p, binds, KvType::F32),
+            Some(&st),
+            pos0,
+            t,
+        );
         let (kg, vg) = (
             read(gpu, &kc, groups * cap * hd),
             read(gpu, &vc, groups * cap * hd),
@@ -208,7 +214,7 @@ fn attention_matches_cpu() {
                 part: &part,
                 starts: &starts,
             };
-            let attention = gpu_ops::attention(p, binds, pass, grouping.max_rep());
+            let attention = gpu_ops::attention(p, binds, pass, grouping.max_rep(), KvType::F32);
             assert_eq!(attention.kernel, kernel);
             run(gpu, &attention, Some(&st), pos0, t);
             // The output maps of two layers; the op reads the second's.
@@ -243,7 +249,7 @@ fn attention_matches_cpu() {
 
 /// The `starts` table of the attention kernels for `grouping`: `[G + 1]`, KV head g's query
 /// heads being `starts[g] .. starts[g + 1]`.
-fn starts_table(gpu: &Gpu, grouping: Grouping) -> Buf {
+pub(crate) fn starts_table(gpu: &Gpu, grouping: Grouping) -> Buf {
     let starts: Vec<u32> = (0..grouping.groups())
         .map(|g| grouping.members(g).start as u32)
         .chain([grouping.n_heads() as u32])
@@ -288,7 +294,8 @@ fn attention_probe_matches_cpu() {
                 rows: rows as u32,
                 _pad: 0,
             };
-            let probe = gpu_ops::attention_probe(p, qb.binding(), &kb, &starts, &out);
+            let kb = (&kb, KvType::F32);
+            let probe = gpu_ops::attention_probe(p, qb.binding(), kb, &starts, &out);
             run(gpu, &probe, Some(&step(gpu, pos0, t)), pos0, t);
             let got = read(gpu, &out, nh * cap);
             let seen = pos0 + t; // positions 0 ..= pos0 + t - 1

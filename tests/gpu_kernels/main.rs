@@ -4,6 +4,7 @@
 //!
 //! One test binary; its modules mirror `src/gpu/ops/`: `product.rs` (matvec, matmul and
 //! stacked weights), `attention.rs` (kv_store, attention and its reduction, the probe),
+//! `kv_types.rs` (the same over f16 and q8_0 caches),
 //! `rows.rs` (embedding, RMSNorm, SwiGLU, argmax, sampling), and `shaders.rs` (naga's
 //! validation and reflection against the host's binding tables and parameter structs).
 //! This file holds what they share: the device, buffers, running one op, comparing, and
@@ -13,6 +14,7 @@
 mod common;
 
 mod attention;
+mod kv_types;
 mod product;
 mod rows;
 mod shaders;

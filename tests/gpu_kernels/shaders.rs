@@ -1,27 +1,43 @@
 //! Every shader passes naga's validator, and naga's reflection agrees with the host: each
 //! kernel's bindings are [`Kernel::bindings`], each parameter struct lies as its WGSL twin.
 
-use gqa_lab::gpu::kernels::{Kernel, Slot};
+use gqa_lab::gpu::kernels::{Kernel, Slot, Variant};
 use gqa_lab::gpu::ops::params_layouts;
+use gqa_lab::model::KvType;
 
+/// Every kernel in every variant it is made in, for every KV cache type (the kernels that do
+/// not touch the cache are the same module for each).
 #[test]
 fn every_shader_validates_with_naga() {
+    let mut validated = 0;
     for k in Kernel::ALL {
-        let module = parse(k);
-        // unpack2x16float (core WGSL) is what naga files under SHADER_FLOAT16_IN_FLOAT32.
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: {e:?}", k.name()));
+        for kv in KvType::ALL {
+            for variant in k.variants(kv) {
+                assert!(k.takes(variant), "{}: {variant:?}", k.name());
+                let module = parse_variant(k, variant);
+                // unpack2x16float (core WGSL) is what naga files under SHADER_FLOAT16_IN_FLOAT32.
+                naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+                )
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{} {variant:?}: {e:?}", k.name()));
+                validated += 1;
+            }
+        }
     }
+    assert!(validated > 3 * Kernel::ALL.len(), "{validated}");
 }
 
+/// The module of kernel `k` in its first variant for an f32 cache.
 fn parse(k: Kernel) -> naga::Module {
-    let src = k.source();
+    parse_variant(k, k.variants(KvType::F32)[0])
+}
+
+fn parse_variant(k: Kernel, variant: Variant) -> naga::Module {
+    let src = k.source(variant);
     naga::front::wgsl::parse_str(&src)
-        .unwrap_or_else(|e| panic!("{}: {}", k.name(), e.emit_to_string(&src)))
+        .unwrap_or_else(|e| panic!("{} {variant:?}: {}", k.name(), e.emit_to_string(&src)))
 }
 
 /// What a WGSL global binds, in the terms of [`Slot`] (`Params` and `Step` are uniforms).

@@ -121,6 +121,11 @@ impl<'a> Graph<'a> {
             // forward's positions; the q map, RoPE on K and q
             b.kv_store.push(b.ops.len());
             self.push(&mut b, self.kv_store(l, qkv.clone()));
+            // (a q8_0 cache) the staged K and V rows → blocks of 32 in the cache
+            if let Some(quant) = self.kv_quant(l) {
+                self.push(&mut b, quant);
+            }
+            b.cache_written.push(b.ops.len() - 1);
             // (the attention view, when open: the last token's softmax weights per head)
             b.probe.push(self.list.push(self.probe(l, qkv.q.clone())));
             // per query head h: softmax(q_h · K_g / √hd) · V_g with g = kv_head(h), by chunks
@@ -297,11 +302,33 @@ impl<'a> Graph<'a> {
                 true => self.a.rope_local.as_ref().unwrap_or(&self.a.rope),
                 false => &self.a.rope,
             },
-            kc: &self.cache.k[l],
-            vc: &self.cache.v[l],
+            kc: self
+                .cache
+                .staged
+                .as_ref()
+                .map_or(&self.cache.k[l], |s| &s[0]),
+            vc: self
+                .cache
+                .staged
+                .as_ref()
+                .map_or(&self.cache.v[l], |s| &s[1]),
             q: qkv.q,
         };
-        ops::kv_store(p, binds)
+        ops::kv_store(p, binds, c.kv_type)
+    }
+
+    /// kv_quant.wgsl for layer `l` of a q8_0 cache (none for the other types): the rows
+    /// kv_store staged, as blocks in the layer's cache.
+    fn kv_quant(&self, l: usize) -> Option<OpSpec<'a>> {
+        let c = self.cache;
+        let [ks, vs] = c.staged.as_ref()?;
+        let p = ops::KvQuantParams {
+            groups: c.grouping().groups() as u32,
+            head_dim: self.cfg.head_dim as u32,
+            rows: self.rows(l),
+            _pad: 0,
+        };
+        Some(ops::kv_quant(p, [ks, vs], [&c.k[l], &c.v[l]]))
     }
 
     /// Attention of layer `l` over its cache, by chunks of positions.
@@ -326,7 +353,8 @@ impl<'a> Graph<'a> {
             part: &self.a.part,
             starts: &self.cache.starts,
         };
-        ops::attention(p, binds, pass, self.cache.grouping().max_rep())
+        let (max_rep, kv) = (self.cache.grouping().max_rep(), self.cache.kv_type);
+        ops::attention(p, binds, pass, max_rep, kv)
     }
 
     /// The attention weights of layer `l` for the forward's last token, into `probe`.
@@ -343,7 +371,7 @@ impl<'a> Graph<'a> {
             _pad: 0,
         };
         let (kc, starts) = (&self.cache.k[l], &self.cache.starts);
-        ops::attention_probe(p, q, kc, starts, &self.a.probe)
+        ops::attention_probe(p, q, (kc, self.cache.kv_type), starts, &self.a.probe)
     }
 
     /// The chunks of layer `l`'s attention combined, through its output map if it has one.

@@ -25,10 +25,10 @@ use super::context::Gpu;
 use super::kernels::{ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM, ATTENTION_MAX_REP};
 use super::ops::{window_tokens, MATVEC_MAX_IN, UNIFORM_ALIGN};
 use super::GpuError;
-use crate::engine::{check_capacity, check_len, AttentionWeights, Backend};
+use crate::engine::{check_capacity, check_kv_type, check_len, AttentionWeights, Backend};
 use crate::engine::{Engine, EngineError, Generator};
 use crate::gguf::Gguf;
-use crate::model::{ModelConfig, ModelTensors};
+use crate::model::{KvType, ModelConfig, ModelTensors};
 use crate::regroup::Regrouping;
 use crate::sampling::SamplingParams;
 use async_trait::async_trait;
@@ -55,6 +55,8 @@ pub struct GpuEngine {
     state: Option<(KvCache, Program)>,
     /// The regrouping of `state` (or of the last one that worked, when `state` is `None`).
     regrouping: Arc<Regrouping>,
+    /// How the cache keeps K and V (a calibration walk's own cache is f32 whatever this is).
+    kv_type: KvType,
     /// The all-logits tail (perplexity), made on first use.
     all_logits: Option<AllLogits>,
     /// Positions submitted to the GPU: where the next forward writes. Steps submitted ahead
@@ -89,7 +91,8 @@ impl GpuEngine {
         let model = ModelWeights::upload(&gpu, g, &t)?;
         let act = Activations::new(&gpu, &cfg, capacity, capacity.div_ceil(ATTENTION_CHUNK))?;
         let regrouping = Arc::new(Regrouping::native(&cfg));
-        let state = Self::build_state(&gpu, &cfg, &model, &act, regrouping.clone(), capacity)?;
+        let kv = (regrouping.clone(), KvType::F32);
+        let state = Self::build_state(&gpu, &cfg, &model, &act, kv, capacity)?;
         gpu.check()?;
         let decode_ahead = !gpu.is_software();
         Ok(GpuEngine {
@@ -100,6 +103,7 @@ impl GpuEngine {
             act,
             state: Some(state),
             regrouping,
+            kv_type: KvType::F32,
             all_logits: None,
             pos: 0,
             in_flight: Default::default(),
@@ -110,19 +114,56 @@ impl GpuEngine {
         })
     }
 
-    /// A KV cache and maps for `regrouping`, and the ops bound to them.
+    /// A KV cache of type `kv` and maps for `regrouping`, and the ops bound to them.
     fn build_state(
         gpu: &Gpu,
         cfg: &ModelConfig,
         model: &ModelWeights,
         act: &Activations,
-        regrouping: Arc<Regrouping>,
+        (regrouping, kv): (Arc<Regrouping>, KvType),
         capacity: usize,
     ) -> Result<(KvCache, Program), GpuError> {
-        let cache = KvCache::new(gpu, cfg, regrouping, capacity)?;
+        let cache = KvCache::new(gpu, cfg, regrouping, capacity, kv)?;
         let program = Program::build(gpu, cfg, model, act, &cache, capacity)?;
         gpu.check()?;
         Ok((cache, program))
+    }
+
+    /// A new, empty cache of type `kv` for the regrouping `r`, with its maps and ops. The old
+    /// cache is freed first (peak memory is the larger of the two, not their sum). If the new
+    /// one cannot be made, the previous regrouping and type are put back, with an empty
+    /// cache, and the error returned; if even that fails, every call fails with that error
+    /// until a regroup succeeds.
+    fn rebuild(&mut self, r: Arc<Regrouping>, kv: KvType) -> Result<(), EngineError> {
+        r.check(&self.cfg)?;
+        let max_rep = r.grouping.max_rep();
+        if max_rep > ATTENTION_MAX_REP {
+            return Err(GpuError::Unsupported(format!(
+                "{max_rep} query heads per KV head (the attention kernel holds up to {ATTENTION_MAX_REP})"
+            ))
+            .into());
+        }
+        self.drop_ahead();
+        let previous = (
+            self.regrouping.clone(),
+            self.state.as_ref().map(|s| s.0.kv_type),
+        );
+        self.state = None;
+        self.pos = 0;
+        self.probe_seen = None;
+        let (cfg, model, act) = (&self.cfg, &self.model, &self.act);
+        match Self::build_state(&self.gpu, cfg, model, act, (r.clone(), kv), self.capacity) {
+            Ok(state) => {
+                (self.state, self.regrouping) = (Some(state), r);
+                Ok(())
+            }
+            Err(e) => {
+                let back = (previous.0, previous.1.unwrap_or(self.kv_type));
+                let back = Self::build_state(&self.gpu, cfg, model, act, back, self.capacity);
+                self.state = back.ok();
+                Err(e.into())
+            }
+        }
     }
 
     /// The cache and ops, or why there are none.
@@ -234,36 +275,18 @@ impl Engine for GpuEngine {
         self.regrouping.clone()
     }
     /// Regroups as `r` says: a new, empty cache at its size and its maps on the GPU; the
-    /// weights stay as they are. The old cache is freed first (peak memory is the larger of
-    /// the two, not their sum). If the new one cannot be made, the previous regrouping is put
-    /// back, with an empty cache, and the error returned; if even that fails, every call
-    /// fails with that error until a regroup succeeds.
+    /// weights stay as they are ([`GpuEngine::rebuild`]).
     fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
-        r.check(&self.cfg)?;
-        let max_rep = r.grouping.max_rep();
-        if max_rep > ATTENTION_MAX_REP {
-            return Err(GpuError::Unsupported(format!(
-                "{max_rep} query heads per KV head (the attention kernel holds up to {ATTENTION_MAX_REP})"
-            ))
-            .into());
-        }
-        self.drop_ahead();
-        let previous = self.regrouping.clone();
-        self.state = None;
-        self.pos = 0;
-        self.probe_seen = None;
-        let (cfg, model, act) = (&self.cfg, &self.model, &self.act);
-        match Self::build_state(&self.gpu, cfg, model, act, r.clone(), self.capacity) {
-            Ok(state) => {
-                (self.state, self.regrouping) = (Some(state), r);
-                Ok(())
-            }
-            Err(e) => {
-                let back = Self::build_state(&self.gpu, cfg, model, act, previous, self.capacity);
-                self.state = back.ok();
-                Err(e.into())
-            }
-        }
+        self.rebuild(r, self.kv_type)
+    }
+    fn kv_type(&self) -> KvType {
+        self.kv_type
+    }
+    fn set_kv_type(&mut self, t: KvType) -> Result<(), EngineError> {
+        check_kv_type(&self.cfg, t)?;
+        self.rebuild(self.regrouping.clone(), t)?;
+        self.kv_type = t;
+        Ok(())
     }
     fn capacity(&self) -> usize {
         self.capacity

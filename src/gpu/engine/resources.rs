@@ -10,7 +10,7 @@ use crate::gpu::layout;
 use crate::gpu::ops::norm_parts;
 use crate::gpu::weight::{Stack, Weight};
 use crate::gpu::GpuError;
-use crate::model::{layer_cache_rows, ModelConfig, ModelTensors, Tensor};
+use crate::model::{layer_cache_rows, KvType, ModelConfig, ModelTensors, Tensor};
 use crate::regroup::{Grouping, Regrouping, VMap};
 use std::sync::Arc;
 
@@ -299,13 +299,18 @@ impl Activations {
     }
 }
 
-/// K and V per layer, `[G][capacity][hd]` f32 each, at one regrouping, and the maps that
+/// K and V per layer, `[G][capacity][hd]` each in the cache's element type (kv_f32.wgsl,
+/// kv_f16.wgsl, kv_q8_0.wgsl say how a row lies), at one regrouping, and the maps that
 /// kv_store.wgsl and attention_reduce.wgsl apply (`model/regroup.rs`), every layer's in one
 /// buffer each.
 pub(super) struct KvCache {
     pub regrouping: Arc<Regrouping>,
+    pub kv_type: KvType,
     pub k: Vec<Buf>,
     pub v: Vec<Buf>,
+    /// For a q8_0 cache, K and V of a forward's tokens in f32, `[T][G][hd]` each, as
+    /// kv_store.wgsl writes them and kv_quant.wgsl reads them.
+    pub staged: Option<[Buf; 2]>,
     /// `[G + 1]` u32: KV head g serves query heads `starts[g] .. starts[g + 1]`.
     pub starts: Buf,
     /// `[L][G][G0][hd/2]` complex.
@@ -327,11 +332,13 @@ impl KvCache {
         cfg: &ModelConfig,
         regrouping: Arc<Regrouping>,
         capacity: usize,
+        kv_type: KvType,
     ) -> Result<Self, GpuError> {
         let r = &regrouping;
         let (grouping, hd, h) = (r.grouping, cfg.head_dim, cfg.n_heads);
         // `[G][rows][hd]` per layer: rows = the capacity, or a sliding-window layer's ring.
-        let bytes = |l| (grouping.groups() * layer_cache_rows(cfg, l, capacity) * hd * 4) as u64;
+        let row = cache_row_bytes(kv_type, hd);
+        let bytes = |l| (grouping.groups() * layer_cache_rows(cfg, l, capacity)) as u64 * row;
         let per_layer = |kind: &str| {
             (0..cfg.n_layers)
                 .map(|l| gpu.storage(&format!("{kind} cache {l}"), bytes(l)))
@@ -374,9 +381,19 @@ impl KvCache {
                 .flat_map(|m| m.o_or_identity(h, hd))
                 .collect::<Vec<f32>>()
         });
+        let staged_bytes = (PREFILL_CHUNK * grouping.groups() * hd * 4) as u64;
+        let staged = match kv_type {
+            KvType::Q8_0 => Some([
+                gpu.storage("K staged", staged_bytes)?,
+                gpu.storage("V staged", staged_bytes)?,
+            ]),
+            _ => None,
+        };
         Ok(KvCache {
+            kv_type,
             k: per_layer("K")?,
             v: per_layer("V")?,
+            staged,
             starts: gpu.storage_with("group starts", bytemuck::cast_slice(&starts))?,
             kmap: f32s("K maps", kmap)?,
             vmap: f32s("V maps", vmap)?,
@@ -393,9 +410,30 @@ impl KvCache {
     }
 }
 
+/// Bytes of one cache row of `hd` values on the GPU: `model::KvType`'s, but for a q8_0 row of
+/// an odd number of blocks, whose last scale word is half used (kv_q8_0.wgsl).
+pub fn cache_row_bytes(kv: KvType, hd: usize) -> u64 {
+    match kv {
+        KvType::Q8_0 => 4 * (hd / 4 + (hd / 32).div_ceil(2)) as u64,
+        _ => kv.element().row_bytes(hd as u64),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cache row's bytes on the GPU are the element type's (q8_0: 34 a block) for an even
+    /// number of blocks.
+    #[test]
+    fn cache_rows_are_the_element_types() {
+        for kv in KvType::ALL {
+            for hd in [64, 128, 256] {
+                assert_eq!(cache_row_bytes(kv, hd), kv.element().row_bytes(hd as u64));
+            }
+        }
+        assert_eq!(cache_row_bytes(KvType::Q8_0, 32), 36);
+    }
 
     /// A weight too tall for the device's textures, or weights past the budget, are refused
     /// by name before any allocation.

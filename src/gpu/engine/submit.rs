@@ -80,9 +80,9 @@ impl GpuEngine {
         let program = self.program()?.body(n);
         let all = &program.ops;
         let body = &all[..body_ops.unwrap_or(all.len()).min(all.len())];
-        // The attention view's probe, after its layer's kv_store (whole forwards only).
+        // The attention view's probe, after its layer's cache is written (whole forwards only).
         let probe = match (self.probe, body_ops) {
-            (Some(l), None) => program.kv_store.get(l).zip(program.probe.get(l)),
+            (Some(l), None) => program.cache_written.get(l).zip(program.probe.get(l)),
             _ => None,
         };
         {

@@ -10,7 +10,7 @@ use crate::engine::{check_len, Engine, EngineError, LayerWalk};
 use crate::gpu::context::Buf;
 use crate::gpu::ops::{Op, Step};
 use crate::gpu::GpuError;
-use crate::model::ModelError;
+use crate::model::{KvType, ModelError};
 use crate::regroup::{sequence_len, LayerMaps, Regrouping, VMap};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -147,7 +147,9 @@ impl LayerWalk for GpuEngine {
             );
             return Err(GpuError::Unsupported(format!("calibration needs {why}")).into());
         }
-        self.regroup_with(r)
+        // The walk's own cache is f32 whatever the engine's type: the fit does not depend on
+        // it. The engine's next regrouping rebuilds the cache in its type.
+        self.rebuild(r, KvType::F32)
     }
 
     async fn embed_rows(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {

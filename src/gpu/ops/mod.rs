@@ -295,7 +295,7 @@ pub(crate) use params_struct;
 
 params_struct! {
     /// `Step` in common.wgsl: what changes per forward (one uniform, written per submit).
-    Step = "Step" for [Embed, Matmul, RmsNorm, SwiGlu, KvStore, Attention, AttentionDecode, AttentionReduce, AttentionProbe] {
+    Step = "Step" for [Embed, Matmul, RmsNorm, SwiGlu, KvStore, KvQuant, Attention, AttentionDecode, AttentionReduce, AttentionProbe] {
         pos0: u32,
         n_tokens: u32,
         n_chunks: u32,
@@ -327,6 +327,7 @@ pub fn params_layouts() -> Vec<(&'static str, &'static [Kernel], usize, Vec<Fiel
         one::<RmsNormParams>(),
         one::<SwiGluParams>(),
         one::<KvStoreParams>(),
+        one::<KvQuantParams>(),
         one::<AttentionParams>(),
         one::<ReduceParams>(),
         one::<ProbeParams>(),

@@ -32,9 +32,11 @@ pub(in crate::gpu::engine) struct Body {
     pub attention: Vec<usize>,
     /// Each layer's kv_store op: the layer's ops before it compute the native q, k0, v0.
     pub kv_store: Vec<usize>,
+    /// Each layer's last op that writes its cache: kv_store, or kv_quant after it (q8_0).
+    pub cache_written: Vec<usize>,
     /// Per layer, attention_probe.wgsl on the layer's q and K (not in `ops`: `submit.rs`
-    /// records the one of the layer the attention view shows, after that layer's kv_store,
-    /// and only while the view is open).
+    /// records the one of the layer the attention view shows, after that layer's cache is
+    /// written, and only while the view is open).
     pub probe: Vec<Op>,
 }
 
@@ -45,6 +47,7 @@ pub(super) struct BodySpec {
     pub layers: Vec<Range<usize>>,
     pub attention: Vec<usize>,
     pub kv_store: Vec<usize>,
+    pub cache_written: Vec<usize>,
     pub probe: Vec<usize>,
 }
 
@@ -104,6 +107,7 @@ impl Ops {
             layers: spec.layers,
             attention: spec.attention,
             kv_store: spec.kv_store,
+            cache_written: spec.cache_written,
         })
     }
 }
