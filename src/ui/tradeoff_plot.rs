@@ -58,7 +58,7 @@ fn points(model: LoadedModel, measured: Measurements) -> (Vec<Point>, usize) {
                     groups: g,
                     method,
                     ppl,
-                    bytes: kv_cache_bytes(cfg, g, 1, KV_F32),
+                    bytes: kv_cache_bytes(cfg, g, 1, ElementType::FP32),
                     ms: speed.get(&g).map(|m| 1e3 / m.tokens_per_s()),
                 });
             }

@@ -68,14 +68,14 @@ pub fn Tradeoffs() -> impl IntoView {
     let rows = move || {
         let info = model.info.get()?;
         let c = info.cfg.clone();
-        let mha = kv_cache_bytes(&c, c.n_heads, 1, KV_F32) as f64;
+        let mha = kv_cache_bytes(&c, c.n_heads, 1, ElementType::FP32) as f64;
         let cur = groups.get();
         let backend = info.backend();
         let speeds = measured.speeds_on(|b| b == backend);
         let g0 = c.n_kv_heads;
         let rows = c.valid_groups().into_iter().map(|g| {
             let gr = Grouping::of(&c, g).ok();
-            let per_tok = kv_cache_bytes(&c, g, 1, KV_F32);
+            let per_tok = kv_cache_bytes(&c, g, 1, ElementType::FP32);
             let speed = speeds.get(&g).map_or("–".to_string(), |m| {
                 format!("{:.1} tok/s", m.tokens_per_s())
             });
