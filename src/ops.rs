@@ -322,6 +322,41 @@ mod tests {
         assert!((v[2] - 0.01f32.cos()).abs() < 1e-6 && (v[3] - 0.01f32.sin()).abs() < 1e-6);
     }
 
+    /// Attention over a cache kept as f16 or q8_0 (`model::KvRows`, decoded as it is read) is
+    /// attention over the rows those types give back, to the bit; natively and in WebAssembly
+    /// (the browser's CPU engine: `wasm-bindgen-test-runner`, scripts/test.sh).
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn attention_over_typed_rows_is_attention_over_their_values() {
+        use crate::model::KvType;
+        let (hd, groups, len0, t) = (64, 2, 9, 3);
+        let n = len0 + t;
+        let val = |i: usize| ((i as f32) * 0.618).sin() * 3.0;
+        let (k, v): (Vec<f32>, Vec<f32>) =
+            (0..groups * n * hd).map(|i| (val(i), val(i + 7))).unzip();
+        let q: Vec<f32> = (0..t * 4 * hd).map(|i| val(3 * i + 1)).collect();
+        let kv_head = [0, 0, 1, 1];
+        for ty in KvType::ALL {
+            let typed = |x: &[f32]| {
+                let mut rows = KvRows::new(ty, groups * n, hd);
+                let mut back = x.to_vec();
+                for (r, row) in x.chunks_exact(hd).enumerate() {
+                    rows.write(r, row);
+                    ty.round(&mut back[r * hd..(r + 1) * hd]);
+                }
+                (rows, back)
+            };
+            let ((kr, kb), (vr, vb)) = (typed(&k), typed(&v));
+            let got = causal_attention(&q, &kr, &vr, &kv_head, n, len0, hd, 0);
+            let want = causal_attention(&q, &kb, &vb, &kv_head, n, len0, hd, 0);
+            assert_eq!(got, want, "{}", ty.name());
+            if ty != KvType::F32 {
+                let exact = causal_attention(&q, &k, &v, &kv_head, n, len0, hd, 0);
+                assert_ne!(got, exact, "{} rounds", ty.name());
+            }
+        }
+    }
+
     /// A sliding window read from a ring (position p in row p mod rows) gives the full
     /// cache's result to the bit: the same rows in the same order.
     #[test]

@@ -112,7 +112,8 @@ fn generate_json_matches_the_reference() {
         let tokens = 5 + 7; // prompt + generated tokens fed (the last is sampled, not fed)
         let g: u64 = g.parse().unwrap();
         assert_eq!(v["kv_cache_bytes"], 2 * 30 * g * 64 * tokens * 4);
-        assert_eq!(v["kv_bytes_per_element"], 4);
+        assert_eq!(v["kv_type"], "f32"); // the oracle's default
+        assert_eq!(v["kv_bytes_per_element"].as_f64(), Some(4.0));
         assert!(v["text"].is_string() && v["prefill_ms"].as_f64().unwrap() > 0.0);
         assert!(v["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
     }
@@ -218,10 +219,22 @@ fn generate_on_the_gpu_and_cpu_q8_backends_matches_the_cpu() {
     let gpu = json(&[&args[..], &["--backend", "gpu"]].concat());
     assert_eq!(gpu["backend"], "gpu");
     assert_eq!(gpu["ids"], cpu["ids"]);
-    assert_eq!(gpu["kv_cache_bytes"], cpu["kv_cache_bytes"]);
+    // The GPU's default cache is f16 (the oracle's f32): half the bytes.
+    assert_eq!(
+        (&gpu["kv_type"], &cpu["kv_type"]),
+        (&"f16".into(), &"f32".into())
+    );
+    let half = cpu["kv_cache_bytes"].as_u64().unwrap() / 2;
+    assert_eq!(gpu["kv_cache_bytes"].as_u64(), Some(half));
     let q8 = json(&[&args[..], &["--backend", "cpu-q8"]].concat());
     assert_eq!(q8["backend"], "cpu-q8");
     assert_eq!(q8["ids"], cpu["ids"]);
+    // q8_0 asked for: 34 bytes per 32 values.
+    let q8_0 = json(&[&args[..], &["--backend", "gpu", "--kv-type", "q8_0"]].concat());
+    assert_eq!(q8_0["ids"], cpu["ids"]);
+    assert_eq!(q8_0["kv_bytes_per_element"].as_f64(), Some(34.0 / 32.0));
+    let quarter = cpu["kv_cache_bytes"].as_u64().unwrap() * 34 / 128;
+    assert_eq!(q8_0["kv_cache_bytes"].as_u64(), Some(quarter));
 }
 
 #[test]

@@ -97,6 +97,27 @@ fn q8_0_decode(blk: &[u8], out: &mut [f32]) {
     }
 }
 
+/// An f16's value as f32, exactly (`half`'s conversion, tested on all 65,536), without a
+/// branch, so that a row's loop vectorizes (SIMD128): the f16's exponent and mantissa bits
+/// moved to an f32's place give its value times 2⁻¹¹², which one exact multiplication scales
+/// back (subnormals included); an exponent of all ones is an infinity or a NaN.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[inline]
+fn f16_to_f32(h: u16) -> f32 {
+    let (h, sign) = (h as u32 & 0x7fff, (h as u32 & 0x8000) << 16);
+    let scaled = f32::from_bits(h << 13) * f32::from_bits(0x7780_0000); // × 2¹¹²
+    let special = match h & 0x03ff {
+        0 => 0x7f80_0000,             // ±∞
+        m => 0x7fc0_0000 | (m << 13), // NaN, quiet, with its payload
+    };
+    let bits = if h >= 0x7c00 {
+        special
+    } else {
+        scaled.to_bits()
+    };
+    f32::from_bits(bits | sign)
+}
+
 /// One cache's K or V values (`rows` rows of `head_dim`) in their type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KvRows {
@@ -161,10 +182,15 @@ impl KvRows {
         match self {
             KvRows::F32(v) => &v[row * hd..(row + 1) * hd],
             KvRows::F16(v) => {
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(
-                    &v[row * hd..(row + 1) * hd],
-                    buf,
-                );
+                let row = &v[row * hd..(row + 1) * hd];
+                // Natively `half` converts with the CPU's F16C instructions where it has them;
+                // WebAssembly has none, and `half`'s portable conversion branches per value.
+                #[cfg(not(target_arch = "wasm32"))]
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(row, buf);
+                #[cfg(target_arch = "wasm32")]
+                buf.iter_mut()
+                    .zip(row)
+                    .for_each(|(o, h)| *o = f16_to_f32(h.to_bits()));
                 buf
             }
             KvRows::Q8_0(v) => {
@@ -195,7 +221,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn rows_read_back_as_round_says() {
         for t in KvType::ALL {
             let (rows, hd) = (5, 64);
@@ -235,7 +262,8 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn q8_0_is_ggml_block_q8_0() {
         // max |x| = 63.5: d = 0.5, and x = 1.25 → q = round(2.5) = 3 (half away from zero).
         let mut x = [0.0f32; 32];
@@ -258,6 +286,15 @@ mod tests {
         let mut big = [70000.0f32, -1.0];
         KvType::F16.round(&mut big);
         assert_eq!(big, [f32::INFINITY, -1.0]);
+    }
+
+    /// The branch-free f16 conversion WebAssembly uses is `half`'s, bit for bit.
+    #[test]
+    fn f16_conversion_is_exact() {
+        for h in 0..=u16::MAX {
+            let want = f16::from_bits(h).to_f32();
+            assert_eq!(f16_to_f32(h).to_bits(), want.to_bits(), "{h:#06x}");
+        }
     }
 
     #[test]
