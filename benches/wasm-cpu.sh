@@ -35,29 +35,33 @@ for b in $builds; do
     | sed -n 's/^.*BENCH //p' > "$OUT/$b.jsonl"
 done
 
-# Native cpu-q8 ids of the same prompts: the speed prompt (129 tokens: the prefill's and 128
-# decoded) and every fixture prompt.
+# Native cpu-q8 ids of the same prompts (the same cache type): the speed prompt (129 tokens:
+# the prefill's and 128 decoded) and every fixture prompt (f32).
 python3 - "$OUT" $builds <<'PY'
 import json, subprocess, sys
 out, builds = sys.argv[1], sys.argv[2:]
-def native(ids, n):
+def native(ids, n, kv="f32"):
     r = subprocess.run(["target/release/gqa-lab", "--json", "generate",
-                        "--backend", "cpu-q8", "--ignore-eos", "--prompt-ids", ",".join(map(str, ids)),
+                        "--backend", "cpu-q8", "--kv-type", kv, "--ignore-eos", "--prompt-ids", ",".join(map(str, ids)),
                         "--max-tokens", str(n)], check=True, capture_output=True, text=True)
     return json.loads(r.stdout)["ids"]
 fixture = json.load(open("../shared/fixtures/generate.json"))
 for b in builds:
     lines = [json.loads(l) for l in open(f"{out}/{b}.jsonl")]
-    speed = next(l for l in lines if l["test"] == "speed")
     fixed = next(l for l in lines if l["test"] == "fixture_ids")
-    same = {"speed_prompt": speed["ids"] == native(speed["prompt_ids"], len(speed["ids"]))}
+    same = {}
     for p in fixture["prompts"]:
         same[p["name"]] = fixed["ids"][p["name"]] == native(p["prompt_ids"], p["n_generate"])
-    print(json.dumps({
-        "build": f"wasm32 {'SIMD128' if speed['simd128'] else 'scalar'}, node, 1 thread",
-        "prefill_tokens_per_second": round(speed["prefill_tokens_per_second"], 2),
-        "decode_tokens_per_second": round(speed["decode_tokens_per_second"], 2),
-        "load_seconds": round(speed["load_seconds"], 2),
-        "ids_equal_native_cpu_q8": same,
-    }))
+    # One speed line per KV cache type (f32, f16, q8_0), its ids against native ones of that type.
+    for speed in (l for l in lines if l["test"] == "speed"):
+        kv = speed.get("kv_type", "f32")
+        same_kv = dict(same, speed_prompt=speed["ids"] == native(speed["prompt_ids"], len(speed["ids"]), kv))
+        print(json.dumps({
+            "build": f"wasm32 {'SIMD128' if speed['simd128'] else 'scalar'}, node, 1 thread",
+            "kv_type": kv,
+            "prefill_tokens_per_second": round(speed["prefill_tokens_per_second"], 2),
+            "decode_tokens_per_second": round(speed["decode_tokens_per_second"], 2),
+            "load_seconds": round(speed["load_seconds"], 2),
+            "ids_equal_native_cpu_q8": same_kv,
+        }))
 PY

@@ -175,31 +175,43 @@ impl Rows for KvRows {
     }
 }
 
-/// One query head's attention: `o` (`[hd]`) = Σ_p softmax_p(scale · q·k_p) · v_p over rows
-/// `rows` of k and v, read one range after the other (a ring cache's visible rows are at most
-/// two ranges). Compiled twice, plainly and for AVX2 + FMA, and the second chosen at run time
-/// where the CPU has them (the `multiversion` crate): the same arithmetic in the same order, 8
-/// lanes wide instead of 4 (Rust fuses no multiply-add by itself, so the results are
-/// identical). A row kept as f16 or q8_0 is decoded exactly to f32 first, so the arithmetic is
-/// the f32 one on the values the cache holds.
+/// The attention of the query heads that share one KV head, for one query token: each head
+/// h's `o_h` (`[hd]`) = Σ_p softmax_p(scale · q_h·k_p) · v_p over rows `rows` of k and v, read
+/// one range after the other (a ring cache's visible rows are at most two ranges). q and o:
+/// `[n][hd]`, the group's heads. Each K and V row is read (and, kept as f16 or q8_0, decoded
+/// exactly to f32) once for all of them, as GQA's shared head wants; each head's arithmetic
+/// is the single head's, in the same order. Compiled twice, plainly and for AVX2 + FMA, and
+/// the second chosen at run time where the CPU has them (the `multiversion` crate): the same
+/// arithmetic in the same order, 8 lanes wide instead of 4 (Rust fuses no multiply-add by
+/// itself, so the results are identical).
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 pub fn attend<R: Rows + ?Sized>(
-    q_h: &[f32],
+    q: &[f32],
     k: &R,
     v: &R,
     rows: &[Range<usize>],
+    hd: usize,
     scale: f32,
     o: &mut [f32],
 ) {
-    let mut buf = vec![0.0f32; q_h.len()];
-    let each = || rows.iter().flat_map(Range::clone);
-    let mut scores: Vec<f32> = each()
-        .map(|r| dot(q_h, k.row(r, &mut buf)) * scale)
-        .collect();
-    softmax(&mut scores);
-    for (&a, r) in scores.iter().zip(each()) {
+    let n = q.len() / hd;
+    let seen: usize = rows.iter().map(Range::len).sum();
+    let mut buf = vec![0.0f32; hd];
+    let mut scores = vec![0.0f32; n * seen]; // [n][seen]
+    let each = || rows.iter().flat_map(Range::clone).enumerate();
+    for (p, r) in each() {
+        let k_p = k.row(r, &mut buf);
+        for (h, q_h) in q.chunks_exact(hd).enumerate() {
+            scores[h * seen + p] = dot(q_h, k_p) * scale;
+        }
+    }
+    scores.chunks_exact_mut(seen.max(1)).for_each(softmax);
+    for (p, r) in each() {
         let v_p = v.row(r, &mut buf);
-        o.iter_mut().zip(v_p).for_each(|(o, v)| *o += a * v);
+        for (h, o_h) in o.chunks_exact_mut(hd).enumerate() {
+            let a = scores[h * seen + p];
+            o_h.iter_mut().zip(v_p).for_each(|(o, v)| *o += a * v);
+        }
     }
 }
 
@@ -236,17 +248,53 @@ pub fn causal_attention<R: Rows + ?Sized>(
     let n_heads = kv_head.len();
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0f32; q.len()];
-    // One task per (token i, query head h): out[i][h] is `hd` long.
-    for_each_chunk(&mut out, hd, |ih, o| {
-        let (i, h) = (ih / n_heads, ih % n_heads);
-        let head = kv_head[h] * stride;
+    // One task per (token i, run of query heads that read one KV head): out[i][run]. A run
+    // longer than `most` heads is cut, so that one token's attention (decode) still has work
+    // for every core (at G = 1 a single run would leave all but one idle).
+    let most = n_heads.div_ceil(2 * threads()).max(1);
+    let runs = head_runs(kv_head, most);
+    let mut tasks = Vec::with_capacity(q.len() / (n_heads * hd).max(1) * runs.len());
+    for (i, mut o_i) in out.chunks_mut(n_heads * hd).enumerate() {
+        for heads in &runs {
+            let (o, rest) = std::mem::take(&mut o_i).split_at_mut(heads.len() * hd);
+            tasks.push((i, heads.clone(), o));
+            o_i = rest;
+        }
+    }
+    for_each_task(tasks, |(i, heads, o)| {
+        let base = kv_head[heads.start] * stride;
         let pos = len0 + i;
         let first = window_start(pos, window);
         // positions first..=pos, in order
-        let rows = ring_rows(first, pos, stride).map(|r| head + r.start..head + r.end);
-        attend(&q[ih * hd..(ih + 1) * hd], k, v, &rows, scale, o);
+        let rows = ring_rows(first, pos, stride).map(|r| base + r.start..base + r.end);
+        let q_run = &q[(i * n_heads + heads.start) * hd..(i * n_heads + heads.end) * hd];
+        attend(q_run, k, v, &rows, hd, scale, o);
     });
     out
+}
+
+/// The runs of consecutive query heads that read the same KV head (a grouping's groups), each
+/// of at most `most` heads.
+fn head_runs(kv_head: &[usize], most: usize) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    for (h, g) in kv_head.iter().enumerate() {
+        match runs.last_mut() {
+            Some(r) if kv_head[r.start] == *g && r.len() < most => r.end = h + 1,
+            _ => runs.push(h..h + 1),
+        }
+    }
+    runs
+}
+
+/// Runs `f` on each task, on all cores natively.
+fn for_each_task<T: Send>(tasks: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        tasks.into_par_iter().for_each(f);
+    }
+    #[cfg(target_arch = "wasm32")]
+    tasks.into_iter().for_each(f);
 }
 
 /// The first position a query at `pos` sees with a sliding window of `window` (0: none).

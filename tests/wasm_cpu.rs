@@ -12,6 +12,7 @@
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::{Engine, GenerateParams, Generator};
 use gqa_lab::gguf::Gguf;
+use gqa_lab::model::KvType;
 use gqa_lab::sampling::SamplingParams;
 use gqa_lab::tokenizer::Tokenizer;
 use serde_json::{json, Value};
@@ -67,8 +68,9 @@ fn report(value: Value) {
     console_log!("BENCH {value}");
 }
 
-/// A 128-token prefill (the start of the built-in calibration text), then [`PROMPT`] and 128
-/// greedy tokens decoded one at a time after the first: tokens/s of each, and the ids.
+/// For each KV cache type (f32, f16 — the page's default —, q8_0): a 128-token prefill (the
+/// start of the built-in calibration text), then [`PROMPT`] and 128 greedy tokens decoded one
+/// at a time after the first: tokens/s of each, and the ids.
 #[wasm_bindgen_test]
 #[ignore]
 fn cpu_q8_speed() {
@@ -83,26 +85,30 @@ fn cpu_q8_speed() {
         .encode(gqa_lab::regroup::texts::TEXT, false)
         .expect("tokenizes");
     let ids = &text[..PREFILL_TOKENS];
-    ready(engine.forward(&ids[..8], false)).expect("a warm-up");
-    engine.reset();
-    let t0 = Instant::now();
-    ready(engine.forward(ids, false)).expect("the prefill");
-    let prefill_s = t0.elapsed().as_secs_f64();
+    for kv in KvType::ALL {
+        engine.set_kv_type(kv).expect("the type holds the heads");
+        ready(engine.forward(&ids[..8], false)).expect("a warm-up");
+        engine.reset();
+        let t0 = Instant::now();
+        ready(engine.forward(ids, false)).expect("the prefill");
+        let prefill_s = t0.elapsed().as_secs_f64();
 
-    let prompt = tok.encode_prompt(PROMPT).expect("tokenizes");
-    let (out, decode_s) = greedy(&mut engine, prompt.clone(), DECODE_TOKENS + 1);
-    report(json!({
-        "test": "speed",
-        "simd128": cfg!(target_feature = "simd128"),
-        "load_seconds": load_s,
-        "prefill_tokens": PREFILL_TOKENS,
-        "prefill_tokens_per_second": PREFILL_TOKENS as f64 / prefill_s,
-        "decode_tokens": DECODE_TOKENS,
-        "decode_tokens_per_second": DECODE_TOKENS as f64 / decode_s,
-        "prompt": PROMPT,
-        "prompt_ids": prompt,
-        "ids": out,
-    }));
+        let prompt = tok.encode_prompt(PROMPT).expect("tokenizes");
+        let (out, decode_s) = greedy(&mut engine, prompt.clone(), DECODE_TOKENS + 1);
+        report(json!({
+            "test": "speed",
+            "simd128": cfg!(target_feature = "simd128"),
+            "kv_type": kv.name(),
+            "load_seconds": load_s,
+            "prefill_tokens": PREFILL_TOKENS,
+            "prefill_tokens_per_second": PREFILL_TOKENS as f64 / prefill_s,
+            "decode_tokens": DECODE_TOKENS,
+            "decode_tokens_per_second": DECODE_TOKENS as f64 / decode_s,
+            "prompt": PROMPT,
+            "prompt_ids": prompt,
+            "ids": out,
+        }));
+    }
 }
 
 /// The greedy ids of every prompt of the shared generation fixture (`../shared/fixtures`).

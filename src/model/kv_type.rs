@@ -98,9 +98,11 @@ fn q8_0_decode(blk: &[u8], out: &mut [f32]) {
 }
 
 /// An f16's value as f32, exactly (`half`'s conversion, tested on all 65,536), without a
-/// branch, so that a row's loop vectorizes (SIMD128): the f16's exponent and mantissa bits
-/// moved to an f32's place give its value times 2⁻¹¹², which one exact multiplication scales
-/// back (subnormals included); an exponent of all ones is an infinity or a NaN.
+/// branch, so that a row's loop can vectorize (SIMD128; `half` branches per value where the
+/// CPU has no F16C, as in WebAssembly):
+/// the f16's exponent and mantissa bits moved to an f32's place give its value times 2⁻¹¹²,
+/// which one exact multiplication scales back (subnormals included); an exponent of all ones
+/// is an infinity or a NaN.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 #[inline]
 fn f16_to_f32(h: u16) -> f32 {
@@ -183,8 +185,9 @@ impl KvRows {
             KvRows::F32(v) => &v[row * hd..(row + 1) * hd],
             KvRows::F16(v) => {
                 let row = &v[row * hd..(row + 1) * hd];
-                // Natively `half` converts with the CPU's F16C instructions where it has them;
-                // WebAssembly has none, and `half`'s portable conversion branches per value.
+                // Natively `half` converts with the CPU's F16C instructions where it has them
+                // (measured: twice as fast as `f16_to_f32` in SSE2); WebAssembly has none, and
+                // `half`'s portable conversion branches per value.
                 #[cfg(not(target_arch = "wasm32"))]
                 half::slice::HalfFloatSliceExt::convert_to_f32_slice(row, buf);
                 #[cfg(target_arch = "wasm32")]
@@ -288,7 +291,7 @@ mod tests {
         assert_eq!(big, [f32::INFINITY, -1.0]);
     }
 
-    /// The branch-free f16 conversion WebAssembly uses is `half`'s, bit for bit.
+    /// The branch-free f16 conversion is `half`'s, bit for bit.
     #[test]
     fn f16_conversion_is_exact() {
         for h in 0..=u16::MAX {
