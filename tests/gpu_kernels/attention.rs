@@ -154,7 +154,6 @@ fn attention_matches_cpu() {
     let gpu = gpu();
     let mut rng = Rng(6);
     let (nh, cap) = (9usize, 192usize);
-    let max_chunks = cap.div_ceil(ATTENTION_CHUNK);
     // attention_decode is specialised per (largest group, head_dim): three head sizes.
     // (kernel, T, pos0, head_dim, window, rows per KV head: the capacity, or a ring that the
     // window wraps around, as a sliding-window layer's cache holds it)
@@ -181,56 +180,21 @@ fn attention_matches_cpu() {
             let q = rng.vec(t * nh * hd);
             let kc = rng.vec(groups * rows * hd);
             let vc = rng.vec(groups * rows * hd);
-            let ml = gpu.storage("ml", (t * nh * max_chunks * 8) as u64).unwrap();
-            let part = gpu
-                .storage("part", (t * nh * max_chunks * hd * 4) as u64)
-                .unwrap();
-            let out = gpu.storage("out", (t * nh * hd * 4) as u64).unwrap();
-            let st = step(gpu, pos0, t);
-            let p = AttentionParams {
-                n_heads: nh as u32,
-                groups: groups as u32,
-                head_dim: hd as u32,
-                capacity: rows as u32,
-                max_chunks: max_chunks as u32,
-                scale: 1.0 / (hd as f32).sqrt(),
-                window: window as u32,
-                _pad: 0,
-            };
-            let qb = gpu.activation("q", (q.len() * 4) as u64).unwrap();
-            gpu.queue
-                .write_buffer(&qb.buffer, 0, bytemuck::cast_slice(&q));
             let (kb, vb) = (f32s(gpu, &kc), f32s(gpu, &vc));
-            let starts = starts_table(gpu, grouping);
-            let pass = Pass::of(t);
-            let binds = AttentionBinds {
-                q: match pass {
-                    Pass::Decode => qb.uniform_window(),
-                    Pass::Prefill => qb.binding(),
-                },
-                kc: &kb,
-                vc: &vb,
-                ml: &ml,
-                part: &part,
-                starts: &starts,
-            };
-            let attention = gpu_ops::attention(p, binds, pass, grouping.max_rep(), KvType::F32);
-            assert_eq!(attention.kernel, kernel);
-            run(gpu, &attention, Some(&st), pos0, t);
-            // The output maps of two layers; the op reads the second's.
+            // The output maps of two layers; the reduction reads the second's.
             let o = maps(&mut rng, grouping, hd, true).o.unwrap();
             let omap = f32s(gpu, &[rng.vec(nh * hd * hd), o.clone()].concat());
-            let rp = ReduceParams {
-                n_heads: nh as u32,
-                head_dim: hd as u32,
-                max_chunks: max_chunks as u32,
-                map_o: map_o as u32,
-                layer: 1,
-                _pad: [0; 3],
+            let case = GpuAttention {
+                t,
+                pos0,
+                hd,
+                window,
+                rows,
+                grouping,
+                kv: KvType::F32,
             };
-            let reduce = gpu_ops::attention_reduce(rp, &ml, &part, &omap, &out);
-            run(gpu, &reduce, Some(&st), pos0, t);
-            let got = read(gpu, &out, t * nh * hd);
+            let (got, ran) = case.run(gpu, &q, (&kb, &vb), map_o.then_some(&omap));
+            assert_eq!(ran, kernel);
             let kv_head = grouping.kv_heads();
             let mut want = ops::causal_attention(&q, &kc, &vc, &kv_head, rows, pos0, hd, window);
             if map_o {
@@ -244,6 +208,81 @@ fn attention_matches_cpu() {
             );
             assert_close(&what, &got, &want, 1e-4);
         }
+    }
+}
+
+/// One attention of a test on the GPU: T query tokens from `pos0` over a cache of `rows` rows
+/// per KV head (a ring when `window` wraps it), of type `kv`.
+pub(crate) struct GpuAttention {
+    pub t: usize,
+    pub pos0: usize,
+    pub hd: usize,
+    pub window: usize,
+    pub rows: usize,
+    pub grouping: Grouping,
+    pub kv: KvType,
+}
+
+impl GpuAttention {
+    /// attention.wgsl (T > 1) or attention_decode.wgsl (T = 1) on q (`[T][H][hd]`) and the
+    /// cache buffers, then attention_reduce.wgsl (through the second layer's output map of
+    /// `omap` if given): `[T][H][hd]`, and the attention kernel that ran.
+    pub fn run(
+        &self,
+        gpu: &Gpu,
+        q: &[f32],
+        (kb, vb): (&Buf, &Buf),
+        omap: Option<&Buf>,
+    ) -> (Vec<f32>, Kernel) {
+        let (t, hd, nh) = (self.t, self.hd, self.grouping.n_heads());
+        let max_chunks = (self.pos0 + t).div_ceil(ATTENTION_CHUNK); // the chunks it fills
+        let ml = gpu.storage("ml", (t * nh * max_chunks * 8) as u64).unwrap();
+        let part = gpu
+            .storage("part", (t * nh * max_chunks * hd * 4) as u64)
+            .unwrap();
+        let out = gpu.storage("out", (t * nh * hd * 4) as u64).unwrap();
+        let st = step(gpu, self.pos0, t);
+        let p = AttentionParams {
+            n_heads: nh as u32,
+            groups: self.grouping.groups() as u32,
+            head_dim: hd as u32,
+            capacity: self.rows as u32,
+            max_chunks: max_chunks as u32,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window: self.window as u32,
+            _pad: 0,
+        };
+        let qb = gpu.activation("q", (q.len() * 4) as u64).unwrap();
+        gpu.queue
+            .write_buffer(&qb.buffer, 0, bytemuck::cast_slice(q));
+        let starts = starts_table(gpu, self.grouping);
+        let pass = Pass::of(t);
+        let binds = AttentionBinds {
+            q: match pass {
+                Pass::Decode => qb.uniform_window(),
+                Pass::Prefill => qb.binding(),
+            },
+            kc: kb,
+            vc: vb,
+            ml: &ml,
+            part: &part,
+            starts: &starts,
+        };
+        let max_rep = self.grouping.max_rep();
+        let attention = gpu_ops::attention(p, binds, pass, max_rep, self.kv);
+        run(gpu, &attention, Some(&st), self.pos0, t);
+        let none = f32s(gpu, &[0.0; 4]);
+        let rp = ReduceParams {
+            n_heads: nh as u32,
+            head_dim: hd as u32,
+            max_chunks: max_chunks as u32,
+            map_o: omap.is_some() as u32,
+            layer: 1,
+            _pad: [0; 3],
+        };
+        let reduce = gpu_ops::attention_reduce(rp, &ml, &part, omap.unwrap_or(&none), &out);
+        run(gpu, &reduce, Some(&st), self.pos0, t);
+        (read(gpu, &out, t * nh * hd), attention.kernel)
     }
 }
 

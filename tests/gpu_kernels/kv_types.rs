@@ -3,10 +3,9 @@
 //! rounds the same rows, and attention and the probe over a cache of each type give what
 //! `ops::causal_attention` and `ops::attention_weights` give over the CPU's rows.
 
-use super::attention::{maps, starts_table};
+use super::attention::{maps, starts_table, GpuAttention};
 use crate::common::Rng;
 use crate::{assert_close, f32s, gpu, run, step};
-use gqa_lab::gpu::kernels::ATTENTION_CHUNK;
 use gqa_lab::gpu::ops::{self as gpu_ops, *};
 use gqa_lab::gpu::{Buf, Gpu};
 use gqa_lab::model::kv_type::{Q8_0_BLOCK, Q8_0_BYTES};
@@ -202,7 +201,6 @@ fn attention_reads_each_type_as_the_cpu() {
     let gpu = gpu();
     let mut rng = Rng(31);
     let (nh, cap) = (9usize, 192usize);
-    let max_chunks = cap.div_ceil(ATTENTION_CHUNK);
     for kv in [KvType::F16, KvType::Q8_0] {
         for (t, pos0, hd, window, rows, groups) in [
             (3usize, 147usize, 64usize, 0usize, cap, 3usize),
@@ -214,62 +212,16 @@ fn attention_reads_each_type_as_the_cpu() {
             let q = rng.vec(t * nh * hd);
             let (kc, kb) = typed(gpu, kv, &rng.vec(groups * rows * hd), hd);
             let (vc, vb) = typed(gpu, kv, &rng.vec(groups * rows * hd), hd);
-            let ml = gpu.storage("ml", (t * nh * max_chunks * 8) as u64).unwrap();
-            let part = gpu
-                .storage("part", (t * nh * max_chunks * hd * 4) as u64)
-                .unwrap();
-            let out = gpu.storage("out", (t * nh * hd * 4) as u64).unwrap();
-            let st = step(gpu, pos0, t);
-            let p = AttentionParams {
-                n_heads: nh as u32,
-                groups: groups as u32,
-                head_dim: hd as u32,
-                capacity: rows as u32,
-                max_chunks: max_chunks as u32,
-                scale: 1.0 / (hd as f32).sqrt(),
-                window: window as u32,
-                _pad: 0,
-            };
-            let qb = gpu.activation("q", (q.len() * 4) as u64).unwrap();
-            gpu.queue
-                .write_buffer(&qb.buffer, 0, bytemuck::cast_slice(&q));
-            let starts = starts_table(gpu, grouping);
-            let pass = Pass::of(t);
-            let binds = AttentionBinds {
-                q: match pass {
-                    Pass::Decode => qb.uniform_window(),
-                    Pass::Prefill => qb.binding(),
-                },
-                kc: &kb,
-                vc: &vb,
-                ml: &ml,
-                part: &part,
-                starts: &starts,
-            };
-            run(
-                gpu,
-                &gpu_ops::attention(p, binds, pass, grouping.max_rep(), kv),
-                Some(&st),
-                pos0,
+            let case = GpuAttention {
                 t,
-            );
-            let rp = ReduceParams {
-                n_heads: nh as u32,
-                head_dim: hd as u32,
-                max_chunks: max_chunks as u32,
-                map_o: 0,
-                layer: 0,
-                _pad: [0; 3],
-            };
-            let none = f32s(gpu, &[0.0; 4]);
-            run(
-                gpu,
-                &gpu_ops::attention_reduce(rp, &ml, &part, &none, &out),
-                Some(&st),
                 pos0,
-                t,
-            );
-            let got: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes(gpu, &out)[..t * nh * hd * 4]);
+                hd,
+                window,
+                rows,
+                grouping,
+                kv,
+            };
+            let (got, _) = case.run(gpu, &q, (&kb, &vb), None);
             let want =
                 ops::causal_attention(&q, &kc, &vc, &grouping.kv_heads(), rows, pos0, hd, window);
             let what = format!(
@@ -279,13 +231,14 @@ fn attention_reads_each_type_as_the_cpu() {
             assert_close(&what, &got, &want, 1e-4);
 
             // The probe reads the same keys.
+            let (starts, st) = (starts_table(gpu, grouping), step(gpu, pos0, t));
             let pout = gpu.storage("probe", (nh * cap * 4) as u64).unwrap();
             let pp = ProbeParams {
                 n_heads: nh as u32,
                 groups: groups as u32,
                 head_dim: hd as u32,
                 capacity: cap as u32,
-                scale: p.scale,
+                scale: 1.0 / (hd as f32).sqrt(),
                 window: window as u32,
                 rows: rows as u32,
                 _pad: 0,
@@ -305,7 +258,7 @@ fn attention_reads_each_type_as_the_cpu() {
                     .flat_map(|r| kc.row(r, &mut buf).to_vec())
                     .collect();
                 let at = ((t - 1) * nh + h) * hd;
-                let w = ops::attention_weights(&q[at..at + hd], &k, p.scale);
+                let w = ops::attention_weights(&q[at..at + hd], &k, pp.scale);
                 let w = [vec![0.0; first], w].concat();
                 assert_close(
                     &format!("probe {what} head {h}"),
