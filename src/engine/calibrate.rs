@@ -2,16 +2,15 @@
 //! and fits each layer's calibrated maps (`crate::regroup::layer`) on the activations of the
 //! model already merged below it. Every calibration sequence is carried through the layers
 //! together: layer l's native projections feed its fit, its maps are set, and then the layer
-//! runs with them to give the next layer's input. (On SmolLM2-135M at G = 1 this gives a
-//! perplexity of ~95 where fitting every layer on the native model's activations gives ~116,
-//! both without the O refit.)
+//! runs with them to give the next layer's input, so each layer's fit also sees the drift of
+//! the merged layers below it (what each fit gives: benches/README.md, "Calibration").
 
 use super::{EngineError, LayerWalk};
 use crate::gguf::Gguf;
 use crate::model::ModelConfig;
 use crate::model::ModelTensors;
 use crate::regroup::layer::fit_layer;
-use crate::regroup::{sequence_len, MIN_TOKENS};
+use crate::regroup::{calibration_sequences, sequence_len, MIN_TOKENS};
 use crate::regroup::{FitError, FitSettings, Grouping, LayerMaps, Method, Regrouping};
 use std::sync::Arc;
 
@@ -50,9 +49,10 @@ pub async fn calibrate<W: LayerWalk + ?Sized>(
     calibrate_with(walk, gguf, grouping, ids, settings, on_layer).await
 }
 
-/// Fits the calibrated merge to `grouping` on `ids` (cut into sequences of
-/// [`crate::regroup::SEQUENCE`] tokens, or the model's context if shorter, or fewer than that
-/// if there are fewer: at least [`MIN_TOKENS`]), reporting each
+/// Fits the calibrated merge to `grouping` on every token of `ids` (cut into as few sequences
+/// as hold them, of at most [`crate::regroup::SEQUENCE`] tokens or the model's context if
+/// shorter, their lengths within one of each other: [`calibration_sequences`]; at least
+/// [`MIN_TOKENS`]), reporting each
 /// layer. The walk is left regrouped as fitted, its cache empty; give the result to the engine
 /// that will run it. For G ≥ G0 there is nothing to fit: the result is the exact copy of the
 /// native heads.
@@ -95,8 +95,8 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
     walk.start(Arc::new(start))?;
     let tensors = ModelTensors::locate(gguf, &cfg)?;
     let mut xs = Vec::new(); // per sequence: [seq][dim]
-    for s in ids.chunks_exact(seq) {
-        xs.push(walk.embed_rows(s).await?);
+    for s in calibration_sequences(ids.len(), seq) {
+        xs.push(walk.embed_rows(&ids[s]).await?);
     }
     for l in 0..cfg.n_layers {
         let mut native = Vec::with_capacity(xs.len());

@@ -41,6 +41,17 @@ pub fn sequence_len(cfg: &crate::model::ModelConfig) -> usize {
 /// Fewest calibration tokens a fit takes (a smoke test's worth; the fit wants thousands).
 pub const MIN_TOKENS: usize = 64;
 
+/// How `n` calibration tokens are cut into sequences of at most `longest` positions: as few
+/// as hold them all, of lengths differing by at most one (1,000 tokens in sequences of 512:
+/// 500 and 500). Every token is used, so the count a fit reports and is keyed by is the count
+/// it was fitted on; each sequence holds at least half of `longest` (or all `n`).
+pub fn calibration_sequences(n: usize, longest: usize) -> Vec<std::ops::Range<usize>> {
+    let count = n.div_ceil(longest.max(1));
+    (0..count)
+        .map(|i| i * n / count..(i + 1) * n / count)
+        .collect()
+}
+
 /// The O refit's ridge by default (ARCHITECTURE.md has the measurements behind it).
 pub const DEFAULT_O_RIDGE: f64 = 1.0;
 
@@ -94,5 +105,30 @@ fn test_rng(seed: u64) -> impl FnMut() -> f32 {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::calibration_sequences;
+
+    /// Every token in one sequence or another, in order, none longer than asked, the lengths
+    /// within one of each other; a count that is a multiple of the length is cut as before.
+    #[test]
+    fn calibration_uses_every_token() {
+        assert_eq!(calibration_sequences(1000, 512), [0..500, 500..1000]);
+        assert_eq!(calibration_sequences(2048, 512).len(), 4);
+        let one = calibration_sequences(300, 512);
+        assert_eq!((one.len(), one[0].clone()), (1, 0..300));
+        for n in [64, 511, 512, 513, 530, 1000, 8191, 8192] {
+            let s = calibration_sequences(n, 512);
+            assert_eq!(s.first().map(|r| r.start), Some(0));
+            assert_eq!(s.last().map(|r| r.end), Some(n));
+            assert!(s.windows(2).all(|w| w[0].end == w[1].start));
+            let lens: Vec<usize> = s.iter().map(|r| r.len()).collect();
+            let (lo, hi) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
+            assert!(*hi <= 512 && hi - lo <= 1, "{n}: {s:?}");
+            assert!(*lo >= 256 || s.len() == 1, "{n}: {s:?}");
+        }
     }
 }

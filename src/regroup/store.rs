@@ -48,7 +48,9 @@ impl MapsKey {
         let mut setting = Sha256::new();
         setting.update(text);
         let fit = settings.label();
-        setting.update(format!("{tokens}/{SEQUENCE}/{fit}/v{version}"));
+        // "even": the tokens cut into sequences of near-equal length, every one used
+        // (`calibration_sequences`; before, a remainder shorter than a sequence was dropped).
+        setting.update(format!("{tokens}/{SEQUENCE}/even/{fit}/v{version}"));
         let model: String = model_sha256.chars().take(16).collect();
         MapsKey {
             model: model.to_ascii_lowercase(),
