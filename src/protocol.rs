@@ -11,6 +11,7 @@
 //! Pure: no browser API here, so the messages' round trips are tested natively.
 
 use crate::engine::{AttentionWeights, Backend, EngineError, Generator};
+use crate::model::KvType;
 use crate::regroup::Method;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -64,6 +65,9 @@ pub enum Request {
         method: Method,
         maps: Option<Vec<u8>>,
     },
+    /// Keep K and V as this type from now on (`Engine::set_kv_type`: the cache restarts
+    /// empty, at the grouping it had).
+    SetKvType(KvType),
     /// Forget a decode step submitted ahead.
     DropAhead,
     /// Take back the positions from this one on (`Engine::skip_to`): the attention view feeds
@@ -234,6 +238,8 @@ mod tests {
             Request::NextToken(gen.clone()),
             Request::Probe(Some(29)),
             Request::SkipTo(41),
+            Request::SetKvType(KvType::Q8_0),
+            Request::SetKvType(KvType::F16),
             Request::Calibrate {
                 groups: 2,
                 ids: vec![1; 300],

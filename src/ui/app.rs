@@ -6,7 +6,7 @@
 use super::attention_view::AttentionView;
 use super::calculator::Calculator;
 use super::compare_view::CompareView;
-use super::controls::{GroupSlider, MethodSwitch, PromptControls};
+use super::controls::{GroupSlider, KvTypeSwitch, MethodSwitch, PromptControls};
 use super::diagram::GroupingDiagram;
 use super::engine::BackendChoice;
 use super::kv_meter::KvMeter;
@@ -182,6 +182,7 @@ pub fn App() -> impl IntoView {
                     <h2>"KV groups"</h2>
                     <GroupSlider />
                     <MethodSwitch />
+                    <KvTypeSwitch />
                     <GroupingDiagram />
                 </section>
                 <section class="card">

@@ -1,12 +1,15 @@
 //! The controls: prompt, chat toggle, sampling settings, Generate/Stop ([`PromptControls`]),
-//! the G slider ([`GroupSlider`]), which steps through every G from 1 to H, and the regrouping
-//! method ([`MethodSwitch`]). Each writes the settings; the engine's owner follows them.
+//! the G slider ([`GroupSlider`]), which steps through every G from 1 to H, the regrouping
+//! method ([`MethodSwitch`]) and the KV cache's element type ([`KvTypeSwitch`]). Each writes
+//! the settings; the engine's owner follows them.
 
+use super::format;
 use super::owner::EngineHandle;
 use super::state::model::LoadedModel;
 use super::state::run::RunState;
-use super::state::Groups;
+use super::state::{CacheType, Groups};
 use super::url_state::Settings;
+use crate::model::KvType;
 use crate::regroup::Grouping;
 use crate::regroup::Method;
 use leptos::ev;
@@ -219,7 +222,7 @@ fn groups_chooser() -> impl Fn(usize) + Copy + Send + Sync + 'static {
         });
         if valid && g != groups.get_untracked() {
             settings.update(|s| s.groups = Some(g));
-            engine.regroup();
+            engine.follow_settings();
         }
     }
 }
@@ -320,7 +323,7 @@ pub fn MethodSwitch() -> impl IntoView {
         };
         if method != settings.with_untracked(|s| s.regroup) {
             settings.update(|s| s.regroup = method);
-            engine.regroup();
+            engine.follow_settings();
         }
     };
     let native = move || model.cfg_or(0, |c| c.n_kv_heads);
@@ -350,5 +353,52 @@ pub fn MethodSwitch() -> impl IntoView {
                 "There is no G below it, so no KV heads to merge and no choice between mean-pooling and the calibrated merge."
             </p>
         </Show>
+    }
+}
+
+/// The KV cache's element type, the second knob of its memory beside G: f32, f16 (the
+/// default) or q8_0, each with its bytes. A select, mirrored in the URL as `kv=`; changed
+/// mid-generation, the cache is rebuilt in the new type and the text so far prefilled again,
+/// as a change of G does.
+#[component]
+pub fn KvTypeSwitch() -> impl IntoView {
+    let settings = expect_context::<RwSignal<Settings>>();
+    let model = expect_context::<LoadedModel>();
+    let cache = expect_context::<CacheType>();
+    let engine = expect_context::<EngineHandle>();
+    let on_change = move |e: ev::Event| {
+        let Some(t) = KvType::parse(&event_target_value(&e)) else {
+            return;
+        };
+        if t != settings.with_untracked(|s| s.kv_type) {
+            settings.update(|s| s.kv_type = t);
+            engine.follow_settings();
+        }
+    };
+    // q8_0 needs heads of whole 32-value blocks (every built-in model has them).
+    let holds = move |t: KvType| model.cfg_or(true, |c| t.holds(c.head_dim));
+    let options = KvType::ALL.map(|t| {
+        let text = format!("{} · {}", t.name(), format::value_bytes(t.element()));
+        view! {
+            <option value=t.name() selected=move || cache.get() == t prop:disabled=move || !holds(t)>{text}</option>
+        }
+    });
+    view! {
+        <div class="method kv-type">
+            <label for="kv-type" class="field-label">"KV cache type: "</label>
+            <select
+                id="kv-type"
+                data-testid="kv-type"
+                prop:value=move || cache.get().name()
+                on:change=on_change
+            >
+                {options}
+            </select>
+            <p class="muted small">
+                "The cache's second knob beside G: how each K and V value is kept. f16 rounds it to a half-precision float, "
+                "as llama.cpp keeps its cache by default; q8_0 keeps 32 values as 8-bit integers and one f16 scale (GGML's Q8_0). "
+                "Changed while it generates, the cache is rebuilt in the new type and the text so far is read again, as a change of G does."
+            </p>
+        </div>
     }
 }

@@ -1,4 +1,5 @@
-//! Number formatting for people: thousands separators, binary byte units, counted nouns.
+//! Number formatting for people: thousands separators, binary byte units, counted nouns, an
+//! element type's bytes, perplexities.
 
 /// `1234567` → `"1,234,567"`.
 pub fn int(n: u64) -> String {
@@ -40,5 +41,35 @@ pub fn plural(n: usize, noun: &str) -> String {
         noun.to_string()
     } else {
         format!("{noun}s")
+    }
+}
+
+/// What a value of `t` costs: `4 bytes a value`, or for a block type `34 bytes per 32 values`.
+pub fn value_bytes(t: crate::model::ElementType) -> String {
+    match t.block_len {
+        1 => format!(
+            "{} {} a value",
+            t.block_bytes,
+            plural(t.block_bytes as usize, "byte")
+        ),
+        n => format!("{} bytes per {n} values", t.block_bytes),
+    }
+}
+
+/// Bytes per value, as few digits as it needs: `4`, `2`, `1.0625`.
+pub fn per_value(t: crate::model::ElementType) -> String {
+    let v = t.bytes_per_value();
+    match v.fract() == 0.0 {
+        true => format!("{v:.0}"),
+        false => format!("{v}"),
+    }
+}
+
+/// A perplexity as the table shows it.
+pub fn ppl(p: f64) -> String {
+    match p {
+        p if p >= 1000.0 => format!("≈{}", int(p.round() as u64)),
+        p if p >= 100.0 => format!("{p:.0}"),
+        p => format!("{p:.1}"),
     }
 }

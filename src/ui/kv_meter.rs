@@ -1,16 +1,15 @@
-//! The KV-cache meter: live bytes of the current sequence at the current G, the formula with
-//! its numbers filled in from the model's metadata, and a chart of cache bytes against context
-//! length for every valid G with the current position marked.
+//! The KV-cache meter: live bytes of the current sequence at the current G and cache type, the
+//! formula with its numbers filled in from the model's metadata and the type's bytes per value
+//! (q8_0: 34 bytes per block of 32), and a chart of cache bytes against context length for
+//! every valid G with the current position marked. All of it is `model::kv_cache_bytes`, the
+//! arithmetic the engines allocate with.
 
 use super::diagram::group_colour;
 use super::format;
 use super::state::model::{local_layers, LoadedModel};
 use super::state::run::RunState;
-use super::state::Groups;
+use super::state::{CacheType, Groups};
 use crate::model::{kv_cache_bytes, ElementType, ModelConfig};
-
-/// The engines' cache type in the page (f32).
-const F32: ElementType = ElementType::FP32;
 use crate::model::{layer_cache_rows, WINDOW_SLACK};
 use crate::regroup::Grouping;
 use leptos::prelude::*;
@@ -27,24 +26,37 @@ pub fn KvMeter() -> impl IntoView {
     let model = expect_context::<LoadedModel>();
     let groups = expect_context::<Groups>();
     let run = expect_context::<RunState>();
+    let cache = expect_context::<CacheType>();
     let bytes = move || {
-        let (g, n) = (groups.get(), run.seq_tokens());
-        model.cfg_or(None, |c| Some(kv_cache_bytes(c, g, n, F32)))
+        let (g, n, t) = (groups.get(), run.seq_tokens(), cache.get().element());
+        model.cfg_or(None, |c| Some(kv_cache_bytes(c, g, n, t)))
     };
     let formula = move || {
-        let (g, n) = (groups.get(), run.seq_tokens());
+        let (g, n, t) = (groups.get(), run.seq_tokens(), cache.get().element());
         model.info.with(|i| {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
                 format!(
-                    "2 (K and V) · {} · G = {} · {} head_dim · {} bytes",
+                    "2 (K and V) · {} · G = {} · {} head_dim · {}",
                     positions(c, n),
                     g,
                     c.head_dim,
-                    F32.block_bytes,
+                    value_factor(t),
                 )
             })
         })
+    };
+    let kind = move || {
+        let t = cache.get();
+        let e = t.element();
+        let per_row = model.cfg_or(0, |c| e.row_bytes(c.head_dim as u64));
+        let row = model.cfg_or(0, |c| c.head_dim);
+        format!(
+            "{}: {} ({} bytes per value; a row of {row} values {per_row} bytes)",
+            t.name(),
+            format::value_bytes(e),
+            format::per_value(e),
+        )
     };
     let what = move || match run.positions.get() {
         Some(n) => format!(
@@ -84,7 +96,10 @@ pub fn KvMeter() -> impl IntoView {
                 <span class="kv-human">{move || bytes().map(format::bytes)}</span>
             </div>
             <p class="formula">
-                <code>{formula}</code>
+                <code data-testid="kv-formula">{formula}</code>
+                <br/>
+                <span class="muted" data-testid="kv-type-bytes" data-kv=move || cache.get().name()
+                    data-bytes-per-value=move || format::per_value(cache.get().element())>{kind}</span>
                 <br/>
                 <span class="muted">
                     <span data-testid="kv-tokens">{move || run.seq_tokens()}</span>" "{what}
@@ -94,6 +109,18 @@ pub fn KvMeter() -> impl IntoView {
             <KvChart />
         </div>
         </Show>
+    }
+}
+
+/// The formula's last factor: `4 bytes`, or for a block type `34/32 bytes` (whole blocks).
+fn value_factor(t: ElementType) -> String {
+    match t.block_len {
+        1 => format!(
+            "{} {}",
+            t.block_bytes,
+            format::plural(t.block_bytes as usize, "byte")
+        ),
+        n => format!("{}/{n} bytes", t.block_bytes),
     }
 }
 
@@ -133,13 +160,15 @@ fn KvChart() -> impl IntoView {
     let model = expect_context::<LoadedModel>();
     let groups = expect_context::<Groups>();
     let run = expect_context::<RunState>();
+    let cache = expect_context::<CacheType>();
     let chart = move || {
+        let t = cache.get().element();
         let info = model.info.get()?;
         let cfg = &info.cfg;
         let cap = info.facts.capacity.max(1);
         let valid = cfg.valid_groups();
         let gmax = valid.last().copied().unwrap_or(1);
-        let ymax = kv_cache_bytes(cfg, gmax, cap, F32).max(1) as f64;
+        let ymax = kv_cache_bytes(cfg, gmax, cap, t).max(1) as f64;
         let x = move |n: usize| L + (W - L - 8.0) * n as f64 / cap as f64;
         let y = move |b: u64| H - B - (H - B - T) * b as f64 / ymax;
         let cur_g = groups.get();
@@ -148,14 +177,14 @@ fn KvChart() -> impl IntoView {
             .iter()
             .enumerate()
             .map(|(i, &g)| {
-                let end = kv_cache_bytes(cfg, g, cap, F32);
+                let end = kv_cache_bytes(cfg, g, cap, t);
                 let label = Grouping::of(cfg, g)
                     .map(|gr| gr.label())
                     .unwrap_or_default();
                 // Straight, or bent where the windowed layers' rings are full.
                 let points = knees(cfg, cap)
                     .into_iter()
-                    .map(|n| format!("{},{}", x(n), y(kv_cache_bytes(cfg, g, n, F32))))
+                    .map(|n| format!("{},{}", x(n), y(kv_cache_bytes(cfg, g, n, t))))
                     .collect::<Vec<_>>()
                     .join(" ");
                 view! {
@@ -168,7 +197,7 @@ fn KvChart() -> impl IntoView {
                 }
             })
             .collect_view();
-        let here = kv_cache_bytes(cfg, cur_g, n, F32);
+        let here = kv_cache_bytes(cfg, cur_g, n, t);
         Some(view! {
             <line class="axis" x1=L y1=H - B x2=W - 8.0 y2=H - B />
             <line class="axis" x1=L y1=T x2=L y2=H - B />
@@ -183,6 +212,7 @@ fn KvChart() -> impl IntoView {
         })
     };
     let full = move || {
+        let t = cache.get().element();
         model.info.with(|i| {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
@@ -192,7 +222,7 @@ fn KvChart() -> impl IntoView {
                         let label = Grouping::of(c, g).map(|gr| gr.label()).unwrap_or_default();
                         format!(
                             "{label} {}",
-                            format::bytes(kv_cache_bytes(c, g, c.context_length, F32))
+                            format::bytes(kv_cache_bytes(c, g, c.context_length, t))
                         )
                     })
                     .collect::<Vec<_>>()
@@ -206,7 +236,7 @@ fn KvChart() -> impl IntoView {
             {chart}
         </svg>
         <p class="muted small">
-            "At the model's full context ("{move || format::count(ctx(), "token")}"): "{full}
+            "At the model's full context ("{move || format::count(ctx(), "token")}") in "{move || cache.get().name()}": "{full}
         </p>
     }
 }

@@ -1,14 +1,16 @@
 //! Quality against memory and against speed, as the GQA paper plots time against quality
-//! (its Figure 3 and Table 1): for every G and each regrouping method, the perplexity of the
-//! built-in passage measured here ("What each G buys") against the KV bytes per token, and
-//! against the decode milliseconds per token measured on this page at that G. The paper's own
-//! T5-XXL figures sit beside it, for scale.
+//! (its Figure 3 and Table 1): for every G, each regrouping method and each KV cache type
+//! measured, the perplexity of the built-in passage measured here ("What each G buys")
+//! against the KV bytes per token in that type, and against the decode milliseconds per token
+//! measured on this page at that G and type; the types of one (G, method) joined by a line.
+//! The paper's own T5-XXL figures sit beside it, for scale.
 
 use super::diagram::group_colour;
 use super::format;
-use super::state::measurements::Measurements;
+use super::state::measurements::{quality_key, Measurements};
 use super::state::model::{LoadedModel, ModelInfo};
-use crate::model::{kv_cache_bytes, ElementType};
+use super::state::CacheType;
+use crate::model::{kv_cache_bytes, KvType};
 use crate::regroup::Method;
 use leptos::prelude::*;
 
@@ -24,22 +26,27 @@ const R: f64 = 10.0;
 struct Point {
     groups: usize,
     method: Method,
+    kv: KvType,
+    /// Whether its label is drawn: the cache type in use, or the first type measured where
+    /// that one is not.
+    labelled: bool,
     ppl: f64,
     bytes: u64,
     /// Decode ms per token at this G, if measured.
     ms: Option<f64>,
 }
 
-/// Every (G, method) with a perplexity measured (G at or above the native one are the
-/// native model, scored once).
-fn points(model: LoadedModel, measured: Measurements) -> (Vec<Point>, usize) {
+/// Every (G, method, cache type) with a perplexity measured (G at or above the native one are
+/// the native model, scored once per type), the type in use first within each (G, method).
+fn points(model: LoadedModel, measured: Measurements, live: KvType) -> (Vec<Point>, usize) {
     let Some(info) = model.info.get() else {
         return (Vec::new(), 0);
     };
     let (cfg, g0) = (&info.cfg, info.cfg.n_kv_heads);
     let quality = measured.quality.get();
     let backend = info.backend();
-    let speed = measured.speeds_on(|b| b == backend);
+    let types = std::iter::once(live).chain(KvType::ALL.into_iter().filter(|&t| t != live));
+    let types: Vec<KvType> = types.collect();
     let mut out = Vec::new();
     for g in cfg.valid_groups() {
         let methods: &[Method] = if g >= g0 {
@@ -48,23 +55,35 @@ fn points(model: LoadedModel, measured: Measurements) -> (Vec<Point>, usize) {
             &[Method::Mean, Method::Calibrated]
         };
         for &method in methods {
-            let key = if g >= g0 {
-                (g0, Method::Mean)
-            } else {
-                (g, method)
-            };
-            if let Some(&ppl) = quality.get(&key) {
+            let mut labelled = true;
+            for &kv in &types {
+                let Some(&ppl) = quality.get(&quality_key(g, g0, method, kv)) else {
+                    continue;
+                };
+                let speed = measured.speeds_on(|b| b == backend, kv);
                 out.push(Point {
                     groups: g,
                     method,
+                    kv,
+                    labelled,
                     ppl,
-                    bytes: kv_cache_bytes(cfg, g, 1, ElementType::FP32),
+                    bytes: kv_cache_bytes(cfg, g, 1, kv.element()),
                     ms: speed.get(&g).map(|m| 1e3 / m.tokens_per_s()),
                 });
+                labelled = false;
             }
         }
     }
     (out, cfg.n_heads)
+}
+
+/// A mark's size for its cache type: f32 the largest, q8_0 the smallest.
+fn mark_scale(t: KvType) -> f64 {
+    match t {
+        KvType::F32 => 1.0,
+        KvType::F16 => 0.75,
+        KvType::Q8_0 => 0.55,
+    }
 }
 
 /// A log scale from [lo, hi] onto [a, b].
@@ -105,22 +124,52 @@ fn panel(
     let (ylo, yhi) = (ylo.max(1.0) * 0.8, yhi.max(ylo + 1.0) * 1.25);
     let px = move |v: f64| linear(v, xlo, xhi, L, W - R);
     let py = move |v: f64| log_scale(v, ylo, yhi, H - B, T);
-    let dots = pts
+    let placed: Vec<(&Point, f64, f64)> = pts
         .iter()
         .filter_map(|p| x(p).map(|xv| (p, px(xv), py(p.ppl))))
+        .collect();
+    // One line through the cache types of each (G, method), in the order of their bytes.
+    let mut joins = Vec::new();
+    for (i, &(p, ..)) in placed.iter().enumerate() {
+        let same = |q: &Point| (q.groups, q.method) == (p.groups, p.method);
+        if placed[..i].iter().any(|(q, ..)| same(q)) {
+            continue;
+        }
+        let mut line: Vec<(u64, f64, f64)> = placed
+            .iter()
+            .filter(|(q, ..)| same(q))
+            .map(|&(q, cx, cy)| (q.bytes, cx, cy))
+            .collect();
+        if line.len() > 1 {
+            line.sort_by_key(|&(b, ..)| b);
+            let points: Vec<String> = line.iter().map(|(_, x, y)| format!("{x},{y}")).collect();
+            let colour = group_colour(p.groups.saturating_sub(1), heads);
+            joins.push(view! { <polyline class="type-join" points=points.join(" ") fill="none" stroke=colour stroke-width=1.0 stroke-dasharray="2 2" /> });
+        }
+    }
+    let dots = placed
+        .into_iter()
         .map(|(p, cx, cy)| {
             let colour = group_colour(p.groups.saturating_sub(1), heads);
-            let title = format!("G = {}, {}: perplexity {:.1}", p.groups, p.method.name(), p.ppl);
+            let title = format!(
+                "G = {}, {}, cache {}: perplexity {:.2}",
+                p.groups,
+                p.method.name(),
+                p.kv.name(),
+                p.ppl
+            );
+            let k = mark_scale(p.kv);
             let shape = match p.method {
-                Method::Calibrated => view! { <circle cx=cx cy=cy r=5.0 fill=colour /> }.into_any(),
-                Method::Mean => view! { <rect x=cx - 4.5 y=cy - 4.5 width=9.0 height=9.0 fill="none" stroke=colour stroke-width=2.0 /> }.into_any(),
+                Method::Calibrated => view! { <circle cx=cx cy=cy r={5.0 * k} fill=colour /> }.into_any(),
+                Method::Mean => view! { <rect x={cx - 4.5 * k} y={cy - 4.5 * k} width={9.0 * k} height={9.0 * k} fill="none" stroke=colour stroke-width=2.0 /> }.into_any(),
             };
+            let label = p.labelled.then(|| view! { <text x=cx + 7.0 y=cy - 6.0 class="tick-text">{format!("G{}", p.groups)}</text> });
             view! {
-                <g data-testid="plot-point" data-groups=p.groups data-method=p.method.name() data-ppl=format!("{:.4}", p.ppl)
+                <g data-testid="plot-point" data-groups=p.groups data-method=p.method.name() data-kv=p.kv.name() data-ppl=format!("{:.4}", p.ppl)
                    data-bytes=p.bytes.to_string() data-ms=p.ms.map(|m| format!("{m:.3}")).unwrap_or_default()>
                     <title>{title}</title>
                     {shape}
-                    <text x=cx + 7.0 y=cy - 6.0 class="tick-text">{format!("G{}", p.groups)}</text>
+                    {label}
                 </g>
             }
         })
@@ -136,7 +185,7 @@ fn panel(
             <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label=title>
                 <line x1=L y1=T x2=L y2=H - B class="axis" />
                 <line x1=L y1=H - B x2=W - R y2=H - B class="axis" />
-                {yticks}{xticks}{dots}{empty}
+                {yticks}{xticks}{joins}{dots}{empty}
                 <text x=(L + W - R) / 2.0 y=H - 4.0 text-anchor="middle" class="tick-text">{title}</text>
                 <text x=10.0 y=T + 4.0 class="tick-text" transform=format!("rotate(-90 10 {})", T + 4.0) text-anchor="end">"perplexity (log)"</text>
             </svg>
@@ -169,9 +218,10 @@ fn about(i: &ModelInfo) -> String {
 pub fn TradeoffPlot() -> impl IntoView {
     let model = expect_context::<LoadedModel>();
     let measured = expect_context::<Measurements>();
+    let cache = expect_context::<CacheType>();
     let here = move || model.info.with(|i| i.as_ref().map(about));
     let body = move || {
-        let (pts, heads) = points(model, measured);
+        let (pts, heads) = points(model, measured, cache.get());
         let n = pts.len();
         view! {
             <div class="plots" data-testid="tradeoff-plot" data-points=n>
@@ -184,7 +234,11 @@ pub fn TradeoffPlot() -> impl IntoView {
         <section class="card wide" data-testid="plot-card">
             <h2>"Quality, memory, speed"</h2>
             {body}
-            <p class="muted small">"■ mean-pooled, ● calibrated; lower is better. Points appear as "<b>"Measure quality"</b>" runs and as you generate at each G."</p>
+            <p class="muted small">
+                "■ mean-pooled, ● calibrated; lower is better. A KV cache type's marks are smaller the fewer bytes it keeps a value in (f32, f16, q8_0), "
+                "and a dashed line joins the types of one G and method: it runs left as the cache shrinks, and up where the rounding costs quality. "
+                "Points appear as "<b>"Measure quality"</b>" (the type in use) or "<b>"Measure every cache type"</b>" runs, and as you generate at each G and type."
+            </p>
             <div class="paper">
                 <table class="paper-table">
                     <caption>"GQA paper, Table 1 (T5-XXL, uptrained 5%)"</caption>

@@ -1,45 +1,39 @@
-//! What each G buys: KV bytes per token against what happens to quality and speed, all
-//! measured here. Quality is the perplexity of the built-in passage (`quality.rs`) for the
-//! GQA paper's mean-pooling and for the calibrated merge — every G at or above the native
-//! one is the same model, scored once (a model with one KV head has no G below it, and one
-//! column); speed is the decode rate measured on this engine as the person generates at each G.
+//! What each G buys: KV bytes per token (in the cache type in use) against what happens to
+//! quality and speed, all measured here. Quality is the perplexity of the built-in passage
+//! (`quality.rs`) for the GQA paper's mean-pooling and for the calibrated merge — every G at or
+//! above the native one is the same model, scored once (a model with one KV head has no G
+//! below it, and one column); speed is the decode rate measured on this engine as the person
+//! generates at each G. Below it, the same perplexities for each cache type
+//! (`quality_types.rs`).
 
 use super::format;
 use super::owner::EngineHandle;
-use super::state::measurements::Measurements;
+use super::quality_types::TypeTable;
+use super::state::measurements::{quality_key, Measurements};
 use super::state::model::LoadedModel;
 use super::state::run::RunState;
-use super::state::Groups;
+use super::state::{CacheType, Groups};
 use super::url_state::Settings;
 use crate::engine::Backend;
-use crate::model::{kv_cache_bytes, ElementType};
+use crate::model::kv_cache_bytes;
 use crate::regroup::texts::EVALUATION_SOURCE;
 use crate::regroup::{Grouping, Method};
 use leptos::prelude::*;
 
-/// A perplexity as the table shows it.
-fn ppl_text(p: f64) -> String {
-    match p {
-        p if p >= 1000.0 => format!("≈{}", format::int(p.round() as u64)),
-        p if p >= 100.0 => format!("{p:.0}"),
-        p => format!("{p:.1}"),
-    }
-}
-
-/// One quality cell: the perplexity measured for (G, method), or – until measured.
+/// One quality cell: the perplexity measured for (G, method) with the cache type in use, or –
+/// until measured.
 fn quality_cell(g: usize, g0: usize, method: Method) -> impl IntoView {
     let quality = expect_context::<Measurements>().quality;
     let settings = expect_context::<RwSignal<Settings>>();
     let groups = expect_context::<Groups>();
-    let key = if g >= g0 {
-        (g0, Method::Mean)
-    } else {
-        (g, method)
+    let cache = expect_context::<CacheType>();
+    let ppl = move || {
+        let key = quality_key(g, g0, method, cache.get());
+        quality.with(|q| q.get(&key).copied())
     };
-    let ppl = move || quality.with(|q| q.get(&key).copied());
     let text = move || match (ppl(), g > g0) {
-        (Some(p), true) => format!("{} (exact)", ppl_text(p)),
-        (Some(p), false) => ppl_text(p),
+        (Some(p), true) => format!("{} (exact)", format::ppl(p)),
+        (Some(p), false) => format::ppl(p),
         (None, _) => "–".into(),
     };
     let current = move || (g0 == 1 || settings.with(|s| s.regroup) == method) && groups.get() == g;
@@ -65,17 +59,19 @@ pub fn Tradeoffs() -> impl IntoView {
     let groups = expect_context::<Groups>();
     let run = expect_context::<RunState>();
     let engine = expect_context::<EngineHandle>();
+    let cache = expect_context::<CacheType>();
     let rows = move || {
         let info = model.info.get()?;
         let c = info.cfg.clone();
-        let mha = kv_cache_bytes(&c, c.n_heads, 1, ElementType::FP32) as f64;
+        let t = cache.get();
+        let mha = kv_cache_bytes(&c, c.n_heads, 1, t.element()) as f64;
         let cur = groups.get();
         let backend = info.backend();
-        let speeds = measured.speeds_on(|b| b == backend);
+        let speeds = measured.speeds_on(|b| b == backend, t);
         let g0 = c.n_kv_heads;
         let rows = c.valid_groups().into_iter().map(|g| {
             let gr = Grouping::of(&c, g).ok();
-            let per_tok = kv_cache_bytes(&c, g, 1, ElementType::FP32);
+            let per_tok = kv_cache_bytes(&c, g, 1, t.element());
             let speed = speeds.get(&g).map_or("–".to_string(), |m| {
                 format!("{:.1} tok/s", m.tokens_per_s())
             });
@@ -83,7 +79,7 @@ pub fn Tradeoffs() -> impl IntoView {
                 <tr class:current=g == cur data-groups=g>
                     <td>{gr.map(|gr| gr.label())}</td>
                     <td class="num">{g}</td>
-                    <td class="num">{format::bytes(per_tok)}</td>
+                    <td class="num" data-testid=format!("kv-per-token-g{g}") data-bytes=per_tok.to_string()>{format::bytes(per_tok)}</td>
                     <td class="num">{format!("{:.0}%", per_tok as f64 * 100.0 / mha)}</td>
                     {quality_cell(g, g0, Method::Mean)}
                     {(g0 > 1).then(|| quality_cell(g, g0, Method::Calibrated))}
@@ -124,7 +120,7 @@ pub fn Tradeoffs() -> impl IntoView {
         <div class="table-scroll">
         <table class="tradeoffs">
             <thead><tr>
-                <th>"Grouping"</th><th class="num">"G"</th><th class="num">"KV / token"</th><th class="num">"vs MHA"</th>
+                <th>"Grouping"</th><th class="num">"G"</th><th class="num">"KV / token ("{move || cache.get().name()}")"</th><th class="num">"vs MHA"</th>
                 {move || match single() {
                     true => view! {
                         <th class="num" title="perplexity of the built-in passage (every G is the trained model)">"Perplexity"</th>
@@ -134,23 +130,25 @@ pub fn Tradeoffs() -> impl IntoView {
                         <th class="num" title="perplexity of the built-in passage, calibrated RoPE-aware merge">"Calibrated"</th>
                     }.into_any(),
                 }}
-                <th class="num">"Decode here ("{on}")"</th>
+                <th class="num">"Decode here ("{on}", "{move || cache.get().name()}")"</th>
             </tr></thead>
             <tbody>{rows}</tbody>
         </table>
         </div>
         <OtherBackend />
         <p class="measure">
-            <button data-testid="measure-quality" prop:disabled=move || !idle() on:click=move |_| engine.measure_quality()>
+            <button data-testid="measure-quality" prop:disabled=move || !idle() on:click=move |_| engine.measure_quality(false)>
                 "Measure quality"
             </button>
             " perplexity of "<span data-testid="quality-tokens">{scored}</span>" of "<em>{EVALUATION_SOURCE}</em>
             {move || match single() {
-                true => " (lower is better; every G here is the trained model, scored once). ",
-                false => ", for each method (lower is better; the merges not calibrated yet are fitted first). ",
+                true => " (lower is better; every G here is the trained model, scored once), ",
+                false => ", for each method (lower is better; the merges not calibrated yet are fitted first), ",
             }}
+            "with the cache in "{move || cache.get().name()}", the type in use. "
             {fit_cost}
         </p>
+        <TypeTable />
         <Show when=single fallback=|| view! { <MergeExplained /> }>
         <p class="explain" data-testid="tradeoffs-single">
             "The model was trained with one KV head for its "{heads}" query heads: multi-query attention, G = 1, the least cache any G needs. "
@@ -196,13 +194,14 @@ fn MergeExplained() -> impl IntoView {
 fn OtherBackend() -> impl IntoView {
     let model = expect_context::<LoadedModel>();
     let measured = expect_context::<Measurements>();
+    let cache = expect_context::<CacheType>();
     let line = move || {
         let here = model.backend()?;
         let name = match here.is_cpu() {
             true => "the GPU",
             false => "the CPU backend",
         };
-        let speeds = measured.speeds_on(|b| b.is_cpu() != here.is_cpu());
+        let speeds = measured.speeds_on(|b| b.is_cpu() != here.is_cpu(), cache.get());
         let each: Vec<String> = speeds
             .iter()
             .map(|(g, m)| format!("G = {g} {:.1} tok/s", m.tokens_per_s()))

@@ -1,12 +1,12 @@
 //! The page's settings, the one source of what the controls set (the model, G and method among
 //! them), and the link a person can share: `?model=smollm2-135m|gemma-3-270m&prompt=…&chat=0|1&groups=G&regroup=calibrated|mean
-//! &calib_tokens=N&quality_tokens=N&temperature=…
+//! &kv=f32|f16|q8_0&calib_tokens=N&quality_tokens=N&temperature=…
 //! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1&backend=auto|gpu|cpu
 //! &worker=0|1`. Read once at start
 //! and written back (with `history.replaceState`) whenever they change.
 
 use super::engine::BackendChoice;
-use crate::model::ModelConfig;
+use crate::model::{KvType, ModelConfig};
 use crate::models::{self, BuiltinModel};
 use crate::regroup::Method;
 use crate::regroup::MIN_TOKENS;
@@ -29,6 +29,9 @@ pub struct Settings {
     pub groups: Option<usize>,
     /// How a G below the model's own is made (`regroup=calibrated|mean`).
     pub regroup: Method,
+    /// How the KV cache keeps K and V (`kv=f32|f16|q8_0`; f16 by default, on either engine,
+    /// as llama.cpp keeps its cache). [`Settings::kv_type_on`] is the type in use.
+    pub kv_type: KvType,
     /// Calibration tokens (`calib_tokens=N`, at least 64); `None`: the page's default for the
     /// adapter.
     pub calib_tokens: Option<usize>,
@@ -63,6 +66,7 @@ impl Default for Settings {
             chat: true,
             groups: None,
             regroup: Method::Calibrated,
+            kv_type: KvType::F16,
             calib_tokens: None,
             quality_tokens: 128,
             temperature: 0.0,
@@ -88,6 +92,15 @@ impl Settings {
         self.groups
             .filter(|g| valid.contains(g))
             .unwrap_or(cfg.n_kv_heads)
+    }
+
+    /// The KV cache type the page runs on a model of `cfg`: the one asked for where the model's
+    /// heads hold it (q8_0 needs whole blocks of 32 values), else the default.
+    pub fn kv_type_on(&self, cfg: &ModelConfig) -> KvType {
+        match self.kv_type.holds(cfg.head_dim) {
+            true => self.kv_type,
+            false => Settings::default().kv_type,
+        }
     }
 
     /// The prompt's ids as the model sees them (in the chat template when chat is on and the
@@ -203,6 +216,15 @@ impl Settings {
                 None => bad.push(format!("regroup={v:?} is not calibrated or mean")),
             }
         }
+        if let Some(v) = get("kv") {
+            match KvType::parse(v.trim()) {
+                Some(t) => s.kv_type = t,
+                None => bad.push(format!(
+                    "kv={v:?} is not a KV cache type (f32, f16 or q8_0; {} is used)",
+                    s.kv_type.name()
+                )),
+            }
+        }
         if let Some(v) = get("backend") {
             match BackendChoice::parse(v.trim()) {
                 Some(b) => s.backend = b,
@@ -245,6 +267,7 @@ impl Settings {
             q.append("groups", &g.to_string());
         }
         q.append("regroup", self.regroup.name());
+        q.append("kv", self.kv_type.name());
         if let Some(n) = self.calib_tokens {
             q.append("calib_tokens", &n.to_string());
         }

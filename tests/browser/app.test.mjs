@@ -22,15 +22,16 @@ before(async () => ({ srv, browser } = await startApp()));
 after(() => stopApp({ srv, browser }));
 
 /** The app's URL for these settings: on the GPU engine unless `backend` says otherwise
- * (`auto` picks the CPU on SwiftShader, a software adapter). */
-const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams({ backend: 'gpu', ...params })}`;
+ * (`auto` picks the CPU on SwiftShader, a software adapter), with an f32 KV cache as the CLI's
+ * runs below keep theirs (the page's default is f16: kv-types.test.mjs tests each type). */
+const appUrl = (params = {}) => `${srv.url}?${new URLSearchParams({ backend: 'gpu', kv: 'f32', ...params })}`;
 const modelHits = () => srv.hits.get(MODEL_PATH) ?? 0;
 
-/** `gqa-lab generate --backend cpu --json`: the native oracle's run (`ids`, `text`, …). */
+/** `gqa-lab generate --backend cpu --kv-type f32 --json`: the native oracle's run (`ids`, `text`, …). */
 // `model`: a GGUF file's path, or a built-in model's name (run from the repository root).
 function cliRun({ prompt, chat, groups, maxTokens, ignoreEos, sampling = {}, regroup = 'calibrated', backend = 'cpu',
   model = path.join(ROOT, 'static', MODEL_PATH) }) {
-  const args = ['--model', model, 'generate', '--backend', backend, '--json',
+  const args = ['--model', model, 'generate', '--backend', backend, '--kv-type', 'f32', '--json',
     '--prompt', prompt, '--groups', String(groups), '--max-tokens', String(maxTokens), '--regroup', regroup];
   for (const [k, v] of Object.entries(sampling)) args.push(`--${k.replace('_', '-')}`, String(v));
   if (chat) args.push('--chat');

@@ -119,6 +119,7 @@ pub async fn execute(
             let r = regrouping(e.config(), groups, method, maps)?;
             e.regroup_with(Arc::new(r))?
         }
+        Request::SetKvType(t) => e.set_kv_type(t)?,
         Request::DropAhead => e.drop_ahead(),
         Request::SkipTo(len) => e.skip_to(len)?,
         Request::Feed(ids) => e.feed(&ids).await?,

@@ -4,8 +4,8 @@
 //! workers, no WebGPU in workers, `?worker=0`), the page's own thread ([`local`]). Either way
 //! the same [`local::execute`] runs each request, on the GPU engine or the `cpu-q8` engine.
 //!
-//! What the page reads often (the config, the cache's length, the grouping, the watched
-//! layer) is kept here, so that reading it costs no message.
+//! What the page reads often (the config, the cache's length, the grouping, the cache's
+//! element type, the watched layer) is kept here, so that reading it costs no message.
 
 mod local;
 mod remote;
@@ -16,7 +16,7 @@ pub use crate::protocol::BackendChoice;
 use super::js::{navigator_gpu, probe_webgpu};
 use crate::engine::calibrate::Progress;
 use crate::engine::{AttentionWeights, EngineError, Generator};
-use crate::model::ModelConfig;
+use crate::model::{KvType, ModelConfig};
 use crate::protocol::{Answer, Facts, Request};
 use crate::regroup::store;
 use crate::regroup::{Grouping, Method, Regrouping};
@@ -35,6 +35,7 @@ pub struct PageEngine {
     pub thread: Thread,
     len: usize,
     regrouping: Arc<Regrouping>,
+    kv_type: KvType,
     probe: Option<usize>,
 }
 
@@ -154,6 +155,8 @@ impl PageEngine {
             thread,
             len: 0,
             regrouping,
+            // Every engine loads with an f32 cache; the page sets its own type right after.
+            kv_type: KvType::F32,
             probe: None,
         }
     }
@@ -195,6 +198,11 @@ impl PageEngine {
 
     pub fn attention_probe(&self) -> Option<usize> {
         self.probe
+    }
+
+    /// How the KV cache keeps K and V.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
     }
 
     /// Runs one request where the engine is; the cache's length follows.
@@ -250,6 +258,14 @@ impl PageEngine {
             }
         }
         self.regrouping = r;
+        Ok(())
+    }
+
+    /// Keeps K and V as `t` from now on: the cache restarts empty at the same grouping (on an
+    /// error the engine keeps its type).
+    pub async fn set_kv_type(&mut self, t: KvType) -> Result<(), EngineError> {
+        self.act(Request::SetKvType(t)).await?;
+        self.kv_type = t;
         Ok(())
     }
 

@@ -1,11 +1,12 @@
 //! Generation in the browser: [`crate::engine::Generator`] driven asynchronously, one step at a
 //! time with a turn of the event loop in between, so tokens appear as they are produced and
-//! the page can stop the run or change G mid-sequence (the whole text so far is prefilled again
-//! under the new grouping, and generation goes on). A long prefill is fed in chunks sized to
+//! the page can stop the run or change G or the KV cache type mid-sequence (the whole text so
+//! far is prefilled again into the rebuilt cache, and generation goes on). A long prefill is fed in chunks sized to
 //! take about [`CHUNK_MS`] each, so that Stop and a new G are honoured within it too.
 //!
-//! Between two steps a run reads the stop flag, the settings' G and method (the slider moved
-//! mid-run regroups the engine here, not behind the run's back) and the attention watch.
+//! Between two steps a run reads the stop flag, the settings' G, method and cache type (the
+//! slider moved mid-run regroups the engine here, not behind the run's back) and the
+//! attention watch.
 
 use super::regroup;
 use super::session::Session;
@@ -14,7 +15,7 @@ use crate::sampling::SamplingParams;
 use crate::tokenizer::TokenStream;
 use crate::ui::js::{now_ms, yield_now};
 use crate::ui::state::attention::AttentionShown;
-use crate::ui::state::measurements::Measured;
+use crate::ui::state::measurements::{Kv, Measured};
 use crate::ui::state::run::Status;
 use crate::ui::state::Page;
 use crate::ui::url_state::Settings;
@@ -292,7 +293,8 @@ async fn step(
         clock.run.add(ms);
         page.run.tokens_per_s.set(Some(clock.run.tokens_per_s()));
         // (Not while the attention view reads weights back each step: that is its cost, not G's.)
-        let key = (s.engine.facts().backend, s.engine.grouping().groups());
+        let (backend, kv) = (s.engine.facts().backend, Kv(s.engine.kv_type()));
+        let key = (backend, s.engine.grouping().groups(), kv);
         if s.engine.attention_probe().is_none() {
             page.measured
                 .decode

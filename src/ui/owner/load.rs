@@ -1,6 +1,7 @@
 //! Loading a model: its bytes (a built-in model, or a file the person chose), then a
 //! [`Session`] — the engine the settings ask for, in its worker where it can — brought to the
-//! settings' G and method. The page keeps the model it had until the new one works.
+//! settings' G, method and KV cache type (every engine loads with an f32 cache; the page's
+//! default is f16). The page keeps the model it had until the new one works.
 
 use super::session::{self, Session};
 use super::{quality, regroup};
@@ -136,7 +137,7 @@ async fn try_load(
     }
     *session = Some(s);
     *from = Some(source);
-    let problem = groups_problem(page, &info.cfg);
+    let problem = groups_problem(page, &info.cfg).or_else(|| kv_type_problem(page, &info.cfg));
     model.info.set(Some(info));
     page.run.positions.set(None);
     model.failed.set(false);
@@ -152,6 +153,22 @@ fn groups_problem(page: Page, cfg: &crate::model::ModelConfig) -> Option<String>
         format!(
             "groups={asked} is not a number of KV groups for this model: G is 1..={}",
             valid.len()
+        )
+    })
+}
+
+/// Why the settings' KV cache type cannot run on a model of `cfg`, if it cannot (it runs the
+/// default type instead).
+fn kv_type_problem(page: Page, cfg: &crate::model::ModelConfig) -> Option<String> {
+    let (asked, used) = page
+        .settings
+        .with_untracked(|s| (s.kv_type, s.kv_type_on(cfg)));
+    (asked != used).then(|| {
+        format!(
+            "kv={} keeps blocks of 32 values and this model's heads have {}: {} is used",
+            asked.name(),
+            cfg.head_dim,
+            used.name()
         )
     })
 }

@@ -4,9 +4,9 @@
 //! and see what comes of them in the page's state (`state/`), which the owner writes.
 //!
 //! Nothing reaches into a running command but two things it reads between its steps: the
-//! stop flag ([`RunState::ask_stop`]: a generation, a comparison, a quality measurement), and the settings' G and method, which a generation
-//! follows as it goes (the slider moved mid-run regroups the engine there; the
-//! [`Command::Regroup`] sent with it finds the engine regrouped already).
+//! stop flag ([`RunState::ask_stop`]: a generation, a comparison, a quality measurement), and the settings' G, method and KV cache type, which a generation
+//! follows as it goes (the slider or the cache type changed mid-run rebuilds the cache there;
+//! the [`Command::FollowSettings`] sent with it finds the engine there already).
 //!
 //! The tasks, one file each: loading a model ([`load`]), generating ([`generate`]),
 //! regrouping and calibrating ([`regroup`]), measuring quality ([`quality`]) and generating
@@ -23,6 +23,7 @@ use crate::engine::EngineError;
 use crate::models::BuiltinModel;
 use crate::ui::state::run::{Activity, RunState, Status};
 use crate::ui::state::Page;
+pub use compare::Plan;
 use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
 use leptos::prelude::*;
@@ -39,16 +40,20 @@ enum Command {
     Reload,
     /// Generate from the settings' prompt.
     Generate,
-    /// Bring the engine to the settings' G and method (a calibrated merge not fitted yet is
-    /// fitted first).
-    Regroup,
-    /// Generate the prompt greedily at each G of `gs`, side by side.
+    /// Bring the engine to the settings' G, method and KV cache type (a calibrated merge not
+    /// fitted yet is fitted first).
+    FollowSettings,
+    /// Generate the prompt greedily for each column of `plan` (G and cache type), side by
+    /// side.
     Compare {
-        gs: Vec<usize>,
+        plan: compare::Plan,
         tokens: usize,
     },
-    /// Score the built-in passage at every G with each method.
-    MeasureQuality,
+    /// Score the built-in passage at every G with each method, with the cache type in use or
+    /// (`every_type`) with each of them.
+    MeasureQuality {
+        every_type: bool,
+    },
     /// The attention view opened, or its layer changed: show the weights of the last token a
     /// finished run fed.
     ShowAttention,
@@ -66,7 +71,7 @@ impl Command {
         match self {
             Command::Boot | Command::Open(_) | Command::Reload => Activity::Loading,
             Command::Generate => Activity::Generating,
-            Command::MeasureQuality => Activity::Measuring,
+            Command::MeasureQuality { .. } => Activity::Measuring,
             _ => Activity::Working,
         }
     }
@@ -153,16 +158,17 @@ impl EngineHandle {
         self.run.ask_stop();
     }
 
-    /// Brings the engine to the settings' G and method: between two steps of a running
-    /// generation (which then prefills its text so far under the new G and goes on), else
-    /// when the engine is next free.
-    pub fn regroup(&self) {
-        self.send(Command::Regroup);
+    /// Brings the engine to the settings' G, method and KV cache type: between two steps of a
+    /// running generation (which then prefills its text so far again and goes on), else when
+    /// the engine is next free.
+    pub fn follow_settings(&self) {
+        self.send(Command::FollowSettings);
     }
 
-    /// Generates the prompt greedily at each G of `gs` side by side, when the engine is idle.
-    pub fn compare(&self, gs: Vec<usize>, tokens: usize) {
-        self.send_when_idle(Command::Compare { gs, tokens });
+    /// Generates the prompt greedily for each column of `plan` side by side, when the engine
+    /// is idle.
+    pub fn compare(&self, plan: Plan, tokens: usize) {
+        self.send_when_idle(Command::Compare { plan, tokens });
     }
 
     /// Shows the attention view's weights for the last token a finished run fed (after what
@@ -174,8 +180,9 @@ impl EngineHandle {
     }
 
     /// Measures "What each G buys" on the built-in passage, when the engine is idle.
-    pub fn measure_quality(&self) {
-        self.send_when_idle(Command::MeasureQuality);
+    /// `every_type`: with each KV cache type, else with the one in use.
+    pub fn measure_quality(&self, every_type: bool) {
+        self.send_when_idle(Command::MeasureQuality { every_type });
     }
 
     /// Developer tool: destroys the GPU device, as a driver reset would.
@@ -233,12 +240,12 @@ impl Owner {
                 self.load(source).await;
             }
             Command::Generate => self.generate().await,
-            Command::Regroup => self.regroup().await,
-            Command::Compare { gs, tokens } => self.compare(gs, tokens).await,
-            Command::MeasureQuality => {
+            Command::FollowSettings => self.follow_settings().await,
+            Command::Compare { plan, tokens } => self.compare(plan, tokens).await,
+            Command::MeasureQuality { every_type } => {
                 let page = self.page;
                 let measure = async |s: &mut Session| {
-                    let result = quality::measure(page, s).await;
+                    let result = quality::measure(page, s, every_type).await;
                     result.map(|m| Some(m.describe()))
                 };
                 self.with_session(measure).await;
@@ -294,11 +301,11 @@ impl Owner {
         }
     }
 
-    async fn regroup(&mut self) {
+    async fn follow_settings(&mut self) {
         let page = self.page;
         self.with_session(async |s: &mut Session| {
-            let regrouped = regroup::follow_settings(page, s).await?;
-            if regrouped {
+            let rebuilt = regroup::follow_settings(page, s).await?;
+            if rebuilt {
                 page.run.status.set(Status::Ready);
             }
             Ok(None)
@@ -306,7 +313,7 @@ impl Owner {
         .await;
     }
 
-    async fn compare(&mut self, gs: Vec<usize>, tokens: usize) {
+    async fn compare(&mut self, plan: Plan, tokens: usize) {
         let page = self.page;
         page.run.clear_stop();
         self.with_session(async |s: &mut Session| {
@@ -318,7 +325,7 @@ impl Owner {
                     return Ok(None);
                 }
             };
-            let result = compare::run(page, s, prompt, gs, tokens).await;
+            let result = compare::run(page, s, prompt, plan, tokens).await;
             result.map(|()| Some("compared".into()))
         })
         .await;

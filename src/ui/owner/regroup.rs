@@ -2,11 +2,13 @@
 //! come from this session, from Cache Storage (per model sha256, calibration setting and G),
 //! or are fitted here by the engine — calibration walks it through the layers over the
 //! built-in text (`crate::engine::calibrate`), with its progress in the status line — and kept for
-//! the next visit.
+//! the next visit. The cache's element type is the settings' other knob of KV memory: the
+//! engine follows it here too ([`follow_settings`]), its cache rebuilt empty as a regrouping
+//! rebuilds it.
 
 use super::session::Session;
 use crate::engine::EngineError;
-use crate::model::ModelError;
+use crate::model::{KvType, ModelError};
 use crate::regroup::{FitSettings, Grouping, MapsKey, Method, Regrouping};
 use crate::ui::js::{describe, now_ms};
 use crate::ui::state::run::Status;
@@ -101,12 +103,29 @@ pub fn wanted(page: Page, s: &Session) -> (usize, Method) {
         .with_untracked(|st| (st.groups_on(cfg), st.regroup))
 }
 
-/// Brings the engine to the G and method of the settings, if it is not there; returns whether
-/// it regrouped.
+/// The KV cache type the settings ask of the session's model.
+pub fn wanted_kv_type(page: Page, s: &Session) -> KvType {
+    let cfg = s.engine.config();
+    page.settings.with_untracked(|st| st.kv_type_on(cfg))
+}
+
+/// Keeps the engine's K and V as `t` (nothing if they are already): its cache restarts empty.
+/// Returns whether it changed.
+pub async fn set_kv_type(s: &mut Session, t: KvType) -> Result<bool, EngineError> {
+    if s.engine.kv_type() == t {
+        return Ok(false);
+    }
+    s.engine.set_kv_type(t).await.map(|()| true)
+}
+
+/// Brings the engine to the G, method and KV cache type of the settings, where it is not
+/// there; returns whether its cache was rebuilt (then a running generation prefills its text
+/// so far again).
 pub async fn follow_settings(page: Page, s: &mut Session) -> Result<bool, EngineError> {
+    let typed = set_kv_type(s, wanted_kv_type(page, s)).await?;
     let (groups, method) = wanted(page, s);
     if is_current(s, groups, method) {
-        return Ok(false);
+        return Ok(typed);
     }
     apply(page, s, groups, method).await.map(|()| true)
 }

@@ -1,12 +1,49 @@
-//! What the page has measured on the loaded model: the decode speed at each (backend, G) over
-//! this page's runs, the perplexity of the built-in passage at each (G, method), the seconds
-//! each calibrated G took to fit here, and the last side-by-side comparison. The engine's
-//! owner writes them; "What each G buys", the plot and the side-by-side view read them.
+//! What the page has measured on the loaded model: the decode speed at each (backend, G, KV
+//! cache type) over this page's runs, the perplexity of the built-in passage at each (G,
+//! method, cache type), the seconds each calibrated G took to fit here, and the last
+//! side-by-side comparison. The engine's owner writes them; "What each G buys", the plot and
+//! the side-by-side view read them.
 
 use crate::engine::Backend;
+use crate::model::KvType;
 use crate::regroup::Method;
 use leptos::prelude::*;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
+
+/// A KV cache type as a key of the measurements, ordered as [`KvType::ALL`] (f32, f16, q8_0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kv(pub KvType);
+
+impl Kv {
+    fn rank(self) -> usize {
+        KvType::ALL.iter().position(|&t| t == self.0).unwrap_or(0)
+    }
+}
+
+impl Ord for Kv {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl PartialOrd for Kv {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What a perplexity was measured at: G, how a G below the native one was made, the cache type.
+pub type QualityKey = (usize, Method, Kv);
+
+/// The key a perplexity at (G, method, cache type) is kept under: every G at or above the
+/// native `g0` is the native model, measured once as (g0, mean).
+pub fn quality_key(g: usize, g0: usize, method: Method, t: KvType) -> QualityKey {
+    match g >= g0 {
+        true => (g0, Method::Mean, Kv(t)),
+        false => (g, method, Kv(t)),
+    }
+}
 
 /// Decoded tokens and the milliseconds they took (each a forward of one token and its
 /// sampling, as the page runs them).
@@ -27,34 +64,55 @@ impl Measured {
     }
 }
 
-/// One G's greedy continuation and, at every step, its five most likely tokens.
+/// One column's greedy continuation (at its G and cache type) and, at every step, its five
+/// most likely tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
     pub groups: usize,
+    pub kv: KvType,
     pub ids: Vec<u32>,
     pub pieces: Vec<String>,
     pub top: Vec<Vec<(u32, f32)>>,
 }
 
-/// The side-by-side columns so far, the native G among them, the method of the merges, and
-/// the engine that computed them (the GPU's f32 forward, or `cpu-q8`: their greedy ids may part
-/// where two tokens are nearly tied).
+/// What the columns of a comparison vary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Across {
+    /// One column per G, at one cache type; the native G is the reference.
+    Groups,
+    /// One column per KV cache type, at one G; f32 is the reference.
+    Types,
+}
+
+/// The side-by-side columns so far, the reference column among them (the native G, or f32),
+/// the method of the merges, and the engine that computed them (the GPU's f32 forward, or
+/// `cpu-q8`: their greedy ids may part where two tokens are nearly tied).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
     pub native: usize,
     pub method: Method,
     pub backend: Backend,
+    pub across: Across,
+    /// The (G, cache type) of the column the others are held against.
+    pub reference: (usize, KvType),
     pub columns: Vec<Column>,
 }
 
 impl Comparison {
-    pub fn native_column(&self) -> Option<&Column> {
-        self.columns.iter().find(|c| c.groups == self.native)
+    pub fn reference_column(&self) -> Option<&Column> {
+        self.columns
+            .iter()
+            .find(|c| (c.groups, c.kv) == self.reference)
     }
 
-    /// Where `c` first differs from the native column (`None`: nowhere, or no native yet).
+    pub fn is_reference(&self, c: &Column) -> bool {
+        (c.groups, c.kv) == self.reference
+    }
+
+    /// Where `c` first differs from the reference column (`None`: nowhere, or no reference
+    /// yet).
     pub fn departs(&self, c: &Column) -> Option<usize> {
-        let n = self.native_column()?;
+        let n = self.reference_column()?;
         let same = c.ids.iter().zip(&n.ids).take_while(|(a, b)| a == b).count();
         (same < c.ids.len().max(n.ids.len())).then_some(same)
     }
@@ -71,12 +129,13 @@ pub struct Passage {
 /// The measurements, as `Copy` handles.
 #[derive(Clone, Copy)]
 pub struct Measurements {
-    /// Decode speed by (backend, G): kept when the person switches backend (not when the
-    /// model changes), so both engines can be compared.
-    pub decode: RwSignal<BTreeMap<(Backend, usize), Measured>>,
-    /// Perplexity of the built-in passage by (G, method); G ≥ G0 is measured once, at the
-    /// native G, with [`Method::Mean`] (every such G gives the same model).
-    pub quality: RwSignal<BTreeMap<(usize, Method), f64>>,
+    /// Decode speed by (backend, G, cache type): kept when the person switches backend (not
+    /// when the model changes), so both engines can be compared.
+    pub decode: RwSignal<BTreeMap<(Backend, usize, Kv), Measured>>,
+    /// Perplexity of the built-in passage by (G, method, cache type); G ≥ G0 is measured once,
+    /// at the native G, with [`Method::Mean`] (every such G gives the same model):
+    /// [`quality_key`].
+    pub quality: RwSignal<BTreeMap<QualityKey, f64>>,
     /// How much of the built-in passage the quality figures score on the loaded model: the
     /// setting's count clamped to the passage (`None` before a model is loaded).
     pub passage: RwSignal<Option<Passage>>,
@@ -97,12 +156,13 @@ impl Measurements {
         }
     }
 
-    /// The decode speeds measured at each G on the backends `on` accepts (tracked).
-    pub fn speeds_on(&self, on: impl Fn(Backend) -> bool) -> BTreeMap<usize, Measured> {
+    /// The decode speeds measured at each G with cache type `t` on the backends `on` accepts
+    /// (tracked).
+    pub fn speeds_on(&self, on: impl Fn(Backend) -> bool, t: KvType) -> BTreeMap<usize, Measured> {
         self.decode.with(|m| {
             m.iter()
-                .filter(|((b, _), _)| on(*b))
-                .map(|(&(_, g), &v)| (g, v))
+                .filter(|((b, _, kv), _)| on(*b) && *kv == Kv(t))
+                .map(|(&(_, g, _), &v)| (g, v))
                 .collect()
         })
     }

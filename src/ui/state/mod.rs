@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | the settings: prompt, sampling, G, method, engine… (shared as the URL) | `RwSignal<`[`Settings`]`>` | the controls |
 //! | the G in use, derived from the settings and the model | [`Groups`] | — |
+//! | the KV cache's element type in use, derived likewise | [`CacheType`] | — |
 //! | the loaded model, its tokenizer, the load's progress, the engine's health | [`model::LoadedModel`] | the engine's owner |
 //! | what the engine is doing, the status line, the current run | [`run::RunState`] | the engine's owner |
 //! | speeds, quality, calibration times, the side-by-side comparison | [`measurements::Measurements`] | the engine's owner |
@@ -20,6 +21,7 @@ pub mod measurements;
 pub mod model;
 pub mod run;
 
+use crate::model::KvType;
 use crate::ui::url_state::Settings;
 use attention::AttentionWatch;
 use leptos::prelude::*;
@@ -54,6 +56,33 @@ impl Groups {
     }
 }
 
+/// The KV cache type the page shows and runs: the settings' where the loaded model's heads
+/// hold it ([`Settings::kv_type_on`]); derived, never kept apart from the settings.
+#[derive(Clone, Copy)]
+pub struct CacheType(Memo<KvType>);
+
+impl CacheType {
+    fn new(settings: RwSignal<Settings>, model: LoadedModel) -> Self {
+        CacheType(Memo::new(move |_| {
+            model.info.with(|info| {
+                settings.with(|s| match info {
+                    Some(i) => s.kv_type_on(&i.cfg),
+                    None => s.kv_type,
+                })
+            })
+        }))
+    }
+
+    /// Tracked.
+    pub fn get(&self) -> KvType {
+        self.0.get()
+    }
+
+    pub fn get_untracked(&self) -> KvType {
+        self.0.get_untracked()
+    }
+}
+
 /// Every concern together: what the engine's owner writes to. Components never take it.
 #[derive(Clone, Copy)]
 pub struct Page {
@@ -76,6 +105,7 @@ impl Page {
         };
         provide_context(page.settings);
         provide_context(Groups::new(page.settings, page.model));
+        provide_context(CacheType::new(page.settings, page.model));
         provide_context(page.model);
         provide_context(page.run);
         provide_context(page.measured);
