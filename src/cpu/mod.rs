@@ -28,16 +28,18 @@ use crate::model::{KvType, ModelConfig, ModelError, ModelTensors, Tensor, WINDOW
 use crate::ops::{self, add_in_place, geglu, matmul, rmsnorm, swiglu};
 use crate::regroup::{Grouping, LayerMaps, Regrouping};
 use kv::{attention, attention_weights, AttendAt, KvCache};
-use qmatrix::{Q8Rows, QMatrix};
+use qmatrix::{Activations, Q8KRows, Q8Rows, QMatrix};
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-/// An activation `[t][n_in]` as the matrix products read it: f32, and its int8 form, made
-/// by the first quantized product that reads it and kept for the others (Q, K, V read one).
+/// An activation `[t][n_in]` as the matrix products read it: f32, and its int8 forms (per 32
+/// values for the legacy types, per 256 as Q8_K for the K-quants), each made by the first
+/// quantized product that reads it and kept for the others (Q, K, V read one).
 struct Act<'a> {
     x: &'a [f32],
     n_in: usize,
     q8: OnceCell<Q8Rows>,
+    q8k: OnceCell<Q8KRows>,
 }
 
 impl<'a> Act<'a> {
@@ -46,11 +48,17 @@ impl<'a> Act<'a> {
             x,
             n_in,
             q8: OnceCell::new(),
+            q8k: OnceCell::new(),
         }
     }
 
     fn q8(&self) -> &Q8Rows {
         self.q8.get_or_init(|| Q8Rows::quantize(self.x, self.n_in))
+    }
+
+    fn q8k(&self) -> &Q8KRows {
+        self.q8k
+            .get_or_init(|| Q8KRows::quantize(self.x, self.n_in))
     }
 }
 
@@ -66,7 +74,10 @@ impl Matrix {
     fn matmul(&self, x: &Act<'_>) -> Vec<f32> {
         match self {
             Matrix::F32(w) => matmul(x.x, w, x.n_in),
-            Matrix::Quant(m) => m.matmul(x.q8()),
+            Matrix::Quant(m) => match m.activations() {
+                Activations::Q8 => m.matmul(x.q8()),
+                Activations::Q8K => m.matmul_k(x.q8k()),
+            },
         }
     }
 

@@ -1,65 +1,70 @@
-//! Quantized matrix products for the `cpu-q8` backend: weights of every block type the GGUF
-//! reader dequantizes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; not the
-//! float ones) are repacked at load into blocks of 32 small integers q with an f32 scale d and,
-//! for the types with one, an f32 offset b (`repack.rs`, which says how each type maps), so that
-//! every weight q·d + b is `gguf::dequantize`'s, bit for bit (tested; `QMatrix::row` gives it
-//! back). Activations are quantized per 32-value block to int8 with one f32 scale (llama.cpp's
-//! Q8_1 idea), and each block's dot product is an integer sum:
+//! Quantized matrix products for the `cpu-q8` backend, on weights of every block type the
+//! GGUF reader dequantizes (not the float ones), in two forms:
+//!
+//! - **K-quants** (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) stay in their GGUF super-blocks of 256
+//!   weights, the file's bytes, and multiply activations quantized as ggml's Q8_K (256 values
+//!   to an f32 scale, `q8k.rs`) super-block by super-block, as llama.cpp's
+//!   `ggml_vec_dot_q*_K_q8_K` do (`superblock.rs`, which says how);
+//! - the **legacy types** (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) are repacked at load into blocks of
+//!   32 small integers q with an f32 scale d and, for the types with one, an f32 offset b
+//!   (`repack.rs`), so that every weight q·d + b is `gguf::dequantize`'s, bit for bit, and
+//!   multiply activations quantized per 32 values to int8 with one f32 scale (llama.cpp's
+//!   Q8_1 idea, [`Q8Rows`]), each block's dot product an integer sum:
 //!
 //!   Σ_i w_i·x_i ≈ d_w·d_x·Σ_i q_w,i·q_x,i + b_w·s_x
 //!
-//! where s_x = d_x·Σ_i q_x,i (Q4_0: b_w = −8·d_w; Q8_0, Q5_0, Q6_K, Q3_K: no offset). Q6_K,
-//! Q3_K and Q2_K scale (and Q2_K offsets) every 16 weights: their blocks hold two scales, one
-//! for each half of the 32 activations, and Q2_K's offsets multiply the activations' sums per
-//! half block. The error against f32 is the activations' rounding (≤ d_x/2 per value); against
-//! the dequantized weights times the same quantized activations, only f32 rounding (tested to
-//! 10⁻⁶ of Σ|w·x|).
+//!   where s_x = d_x·Σ_i q_x,i (Q4_0: b_w = −8·d_w; Q8_0, Q5_0: no offset).
 //!
-//! Three layouts ([`Layout`]), one loop each in every kernel: Q4 types as nibbles, the others
-//! as i8 — per weight, with the f32 scales and offsets:
+//! Either way `QMatrix::row` gives back `gguf::dequantize`'s f32 (tested). The error against
+//! f32 is the activations' rounding (≤ d_x/2 per value); against the dequantized weights times
+//! the same quantized activations, only f32 rounding (tested to 10⁻⁶ of Σ|w·x|). Bytes per
+//! weight held:
 //!
-//! | type | layout | bytes per weight here | in the file |
+//! | type | held as | bytes per weight here | in the file |
 //! |---|---|---|---|
-//! | Q4_0, Q4_1, Q4_K | nibbles, d and b per 32 | 0.75 | 0.5625, 0.625, 0.5625 |
+//! | Q4_0, Q4_1 | nibbles, d and b per 32 | 0.75 | 0.5625, 0.625 |
 //! | Q8_0, Q5_0 | i8, d per 32 | 1.125 | 1.0625, 0.6875 |
-//! | Q5_1, Q5_K | i8, d and b per 32 | 1.25 | 0.75, 0.6875 |
-//! | Q6_K, Q3_K | i8, d per 16 | 1.25 | 0.8203, 0.4297 |
-//! | Q2_K | i8, d and b per 16 | 1.5 | 0.3281 |
+//! | Q5_1 | i8, d and b per 32 | 1.25 | 0.75 |
+//! | Q2_K, Q3_K, Q4_K, Q5_K, Q6_K | the file's super-blocks | 0.3281, 0.4297, 0.5625, 0.6875, 0.8203 | the same |
 //!
-//! Unpacked at load rather than in the kernels (llama.cpp's way, which keeps the file's bytes):
-//! the K-quants' packed 6-bit scales and the fifth and sixth bits are undone once, not in every
-//! product; three layouts need three loops per kernel where the packed types would need one per
-//! type (seven more, each in plain Rust, AVX2 and SIMD128, each to be kept bit-identical); and
-//! the activations keep one 32-value quantization for every type (llama.cpp multiplies the
-//! K-quants with Q8_K, 256 values to a scale). The price is memory: up to twice the file's bytes
-//! for the 5- and 6-bit types (Q2_K and Q3_K more), still a third or less of the f32 fallback's
-//! 4 bytes a weight. Five bits kept as nibbles plus a 32-bit mask (0.75 bytes a Q5_0 weight)
-//! were tried and dropped: unpacking the mask made Q5_0 products 60% slower in cache and
-//! decode's layers 12% slower, since a one-token product is bound less by its reads than by
-//! one dependent f32 add per block and lane group (about 1 ns), which the bytes' reads match.
+//! The legacy blocks are unpacked at load (Q5's fifth bits, Q4_0's −8) so that three loops
+//! (nibbles, bytes, with or without offsets) serve five types; their activations stay in blocks
+//! of 32 as the weights' scales are. Five bits kept as nibbles plus a 32-bit mask (0.75 bytes a
+//! Q5_0 weight) were tried and dropped: unpacking the mask made Q5_0 products 60% slower in
+//! cache and decode's layers 12% slower. The K-quants were repacked the same way until their
+//! super-block kernels: 0.75–1.5 bytes a weight against the file's 0.33–0.82, and eight f32
+//! multiply-adds per 32 weights (the lanes) where a super-block has one or two per 256. In
+//! cache, one thread, a 640 × 2048 matrix (`superblock::tests::products_in_cache`, AVX2 on
+//! the benches' 2-core AMD EPYC), µs for 1 / 4 / 64 tokens, repacked then super-blocks:
 //!
-//! Gemma 3 270M (q4_k_m: Q5_0, Q4_K and Q6_K layers, a Q8_0 head), one thread of the 2-core
-//! AMD EPYC (AVX2) the benches run on: the 18 layers' decode products take 4.3 ms here, 11.5 ms
-//! as the f32 fallback they had before (`tests::decode_products`); `gqa-lab bench --backend
-//! cpu-q8` at context 128 went from 48 to 86 tokens/s decoding and from 133 to 276 prefilling.
-//! In WebAssembly (SIMD128, node, one thread; `tests/wasm_cpu.rs` pointed at Gemma, 64 tokens
-//! prefilled, 32 decoded): from 40 to 52 tokens/s decoding and from 112 to 156 prefilling.
+//! | type | 1 token | 4 tokens | 64 tokens |
+//! |---|---|---|---|
+//! | Q2_K | 50.5 → 29.1 | 154 → 78 | 2419 → 1252 |
+//! | Q3_K | 33.7 → 52.1 | 98 → 96 | 1532 → 1538 |
+//! | Q4_K | 37.1 → 34.1 | 124 → 77 | 1964 → 1243 |
+//! | Q5_K | 36.5 → 40.4 | 126 → 85 | 1981 → 1367 |
+//! | Q6_K | 33.9 → 34.6 | 97 → 81 | 1529 → 1296 |
+//!
+//! Q3_K alone is slower for one token: its third bit and 6-bit scales cost more unpacking per
+//! super-block than the repacked bytes did, and it is the rarest of the five (one layer of the
+//! K-quant SmolLM2, none of Gemma 3's).
 //!
 //! Written by hand: the crates that multiply GGUF blocks (candle, ggml bindings) are large or
-//! need a C toolchain. The kernel is plain Rust (`row_dot_plain`, the reference), with an
-//! AVX2 version chosen at run time on x86_64 (`rows_dot_avx2`; the only `unsafe` of the crate:
-//! calling it after the CPU check) and a SIMD128 one chosen at build time for wasm32
-//! (`simd128.rs`). The plain loop stays scalar at x86-64's SSE2 baseline (about 8 ns a block of
-//! 32, AVX2 about 1): no formulation tried vectorizes there; built for SSE4.1 it does (4 ns).
+//! need a C toolchain. Each form has a plain Rust kernel (the reference: `row_dot_plain` here,
+//! `superblock/plain.rs`), an AVX2 one chosen at run time on x86_64 (`avx2.rs`,
+//! `superblock/avx2.rs`, which also wants F16C; the only `unsafe` of the crate: calling them
+//! after the CPU check) and a SIMD128 one chosen at build time for wasm32 (`simd128.rs`,
+//! `superblock/simd128.rs`). The plain loop stays scalar at x86-64's SSE2 baseline (about 8 ns
+//! a block of 32, AVX2 about 1).
 //!
 //! All three give the same f32, bit for bit (tests: `*_is_the_plain_one_to_the_bit`, the
-//! SIMD128 one in node), so the browser's greedy tokens are the native ones: the float order is
-//! fixed as AVX2 computes it most cheaply — eight lanes per block, lane k the exact integer sum
-//! over activations 4k..4k+3 — and scaled by a multiply and an add, never a fused
-//! multiply-add, which WebAssembly lacks (its relaxed-SIMD `madd` may or may not fuse). With
-//! fused multiply-adds (and whole-block sums in the plain loop) the kernels agreed only to
-//! within 1e-5; without them native decode is as fast and prefill perhaps a few % slower,
-//! within the noise (benches/README.md).
+//! SIMD128 ones in node), so the browser's greedy tokens are the native ones: no fused
+//! multiply-add anywhere (WebAssembly has none that is deterministic), the f32 operations in
+//! one fixed order, the integer sums exact. For the legacy blocks the order is fixed as AVX2
+//! computes it most cheaply — eight lanes per block, lane k the exact integer sum over
+//! activations 4k..4k+3, scaled by a multiply and an add; with fused multiply-adds (and
+//! whole-block sums in the plain loop) the kernels agreed only to within 1e-5. The K-quants'
+//! order is `superblock.rs`'s: one exact integer sum per super-block, then its f32 terms.
 //!
 //! Prefill multiplies each weight row by several tokens: the kernels take `GROUP` of them at
 //! once, loading and unpacking each weight block once for all, each token with its own sums
@@ -72,70 +77,145 @@ use crate::gguf::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod q8k;
 mod repack;
+mod superblock;
 
 #[cfg(target_arch = "x86_64")]
 use avx2::rows_dot_avx2;
+pub use q8k::Q8KRows;
+use superblock::SuperBlocks;
 
-/// Values per quantization block.
+/// A `[rows][n_in]` weight matrix from its GGUF blocks, in the form its type multiplies in
+/// (the module says which): the activations it takes are [`QMatrix::activations`]'.
+pub struct QMatrix(Form);
+
+enum Form {
+    Repacked(Repacked),
+    SuperBlocks(SuperBlocks),
+}
+
+/// The quantized form of a product's activations a matrix takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activations {
+    /// [`Q8Rows`]: per 32 values (the legacy types).
+    Q8,
+    /// [`Q8KRows`]: per 256 values (the K-quants).
+    Q8K,
+}
+
+impl QMatrix {
+    /// `bytes` hold `rows · n_in` weights of type `ty` (checked by the GGUF reader); `None`
+    /// for types this backend does not multiply in blocks.
+    pub fn new(ty: GgmlType, bytes: &[u8], rows: usize) -> Option<Self> {
+        match SuperBlocks::new(ty, bytes, rows) {
+            Some(m) => Some(QMatrix(Form::SuperBlocks(m))),
+            None => Repacked::new(ty, bytes, rows).map(|m| QMatrix(Form::Repacked(m))),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        match &self.0 {
+            Form::Repacked(m) => m.rows,
+            Form::SuperBlocks(m) => m.rows(),
+        }
+    }
+
+    pub fn n_in(&self) -> usize {
+        match &self.0 {
+            Form::Repacked(m) => m.n_in,
+            Form::SuperBlocks(m) => m.n_in(),
+        }
+    }
+
+    /// Which quantized activations [`QMatrix::matmul`] or [`QMatrix::matmul_k`] takes.
+    pub fn activations(&self) -> Activations {
+        match &self.0 {
+            Form::Repacked(_) => Activations::Q8,
+            Form::SuperBlocks(_) => Activations::Q8K,
+        }
+    }
+
+    /// Row `o` dequantized (an embedding lookup): `gguf::dequantize`'s f32, bit for bit.
+    pub fn row(&self, o: usize) -> Option<Vec<f32>> {
+        match &self.0 {
+            Form::Repacked(m) => m.row(o),
+            Form::SuperBlocks(m) => m.row(o),
+        }
+    }
+
+    /// `out[t][o] = Σ_i W[o][i]·x[t][i]` for `x` (`[t][n_in]`) quantized per 32 values; out:
+    /// `[t][rows]`. Panics if the matrix takes [`Activations::Q8K`].
+    pub fn matmul(&self, x: &Q8Rows) -> Vec<f32> {
+        match &self.0 {
+            Form::Repacked(m) => m.matmul(x),
+            Form::SuperBlocks(_) => panic!("a K-quant matrix takes Q8_K activations"),
+        }
+    }
+
+    /// The same for `x` quantized per 256 values (Q8_K). Panics if the matrix takes
+    /// [`Activations::Q8`].
+    pub fn matmul_k(&self, x: &Q8KRows) -> Vec<f32> {
+        match &self.0 {
+            Form::SuperBlocks(m) => m.matmul(x),
+            Form::Repacked(_) => panic!("a legacy-type matrix takes Q8 activations"),
+        }
+    }
+
+    /// `x` (`[t][n_in]`, f32) quantized as this matrix takes it, times the matrix.
+    pub fn matmul_f32(&self, x: &[f32]) -> Vec<f32> {
+        match self.activations() {
+            Activations::Q8 => self.matmul(&Q8Rows::quantize(x, self.n_in())),
+            Activations::Q8K => self.matmul_k(&Q8KRows::quantize(x, self.n_in())),
+        }
+    }
+}
+
+/// Values per quantization block of the legacy types.
 pub(super) const QK: usize = 32;
 
-/// How a matrix's blocks of 32 weights are stored (`repack.rs` says which GGUF type takes
-/// which): the kernels have one loop per layout.
+/// How a legacy matrix's blocks of 32 weights are stored (`repack.rs` says which GGUF type
+/// takes which): the kernels have one loop per layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Layout {
     /// 16 bytes: weight j (0..15) in the low nibble of byte j, j + 16 in the high; one scale.
     Nibbles,
     /// 32 × i8; one scale.
     Bytes,
-    /// 32 × i8; one scale per 16 weights (Q6_K, Q3_K, Q2_K), so two per block: lanes 0..3
-    /// (activations 0..15) take the first, lanes 4..7 the second.
-    Halves,
 }
 
 impl Layout {
     /// Bytes of quants per block.
     pub(super) fn quant_bytes(self) -> usize {
-        if self == Layout::Nibbles {
-            QK / 2
-        } else {
-            QK
-        }
-    }
-
-    /// Scales (and offsets, where the type has them) per block.
-    pub(super) fn scales(self) -> usize {
-        if self == Layout::Halves {
-            2
-        } else {
-            1
+        match self {
+            Layout::Nibbles => QK / 2,
+            Layout::Bytes => QK,
         }
     }
 }
 
-/// A `[rows][n_in]` weight matrix from its GGUF blocks, repacked at load into blocks of 32
-/// weights (`repack.rs`): small integers q as bytes or nibbles ([`Layout`]), a scale d per 32
-/// or 16 weights and, for the types with one, an offset b, all f32, so that a weight is
-/// q·d + b exactly as `gguf::dequantize` computes it. The types without offsets (Q8_0, Q5_0,
-/// Q6_K, Q3_K) store none, which spares decode 4 of every 40 bytes it reads of the output head.
-pub struct QMatrix {
+/// A legacy-type matrix repacked at load into blocks of 32 weights (`repack.rs`): small
+/// integers q as bytes or nibbles ([`Layout`]), a scale d per 32 weights and, for the types
+/// with one, an offset b, all f32, so that a weight is q·d + b exactly as `gguf::dequantize`
+/// computes it. The types without offsets (Q8_0, Q5_0) store none, which spares decode 4 of
+/// every 40 bytes it reads of the output head.
+pub(super) struct Repacked {
     ty: GgmlType,
     layout: Layout,
     /// `[rows·nb][layout.quant_bytes()]`.
     qs: Vec<u8>,
-    d: Vec<f32>, // [rows·nb][layout.scales()]
+    d: Vec<f32>, // [rows·nb]
     b: Vec<f32>, // as `d`, or empty
     rows: usize,
     n_in: usize,
 }
 
 /// Activations `[t][n_in]` quantized per block: `q` int8, `d` the scale, `s` = d·Σq of each
-/// block and `h` = d·Σq of each half block (16 values; what Q2_K's per-16 offsets multiply).
+/// block.
 pub struct Q8Rows {
     q: Vec<i8>,
     d: Vec<f32>,
     s: Vec<f32>,
-    h: Vec<f32>,
     n_in: usize,
 }
 
@@ -143,11 +223,10 @@ impl Q8Rows {
     /// Quantizes `x` (`[t][n_in]`, n_in a multiple of 32): d = max|x|/127 per block.
     pub fn quantize(x: &[f32], n_in: usize) -> Self {
         let blocks = x.len() / QK;
-        let (mut q, mut d, mut s, mut h) = (
+        let (mut q, mut d, mut s) = (
             Vec::with_capacity(x.len()),
             Vec::with_capacity(blocks),
             Vec::with_capacity(blocks),
-            Vec::with_capacity(2 * blocks),
         );
         for b in x.chunks_exact(QK) {
             let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -156,38 +235,32 @@ impl Q8Rows {
             let finite = b.iter().all(|v| v.is_finite());
             let scale = if finite { amax / 127.0 } else { f32::NAN };
             let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sums = [0i32; 2];
-            for (j, &v) in b.iter().enumerate() {
+            let mut sum = 0i32;
+            for &v in b {
                 let qi = (v * inv).round() as i8;
-                sums[j / (QK / 2)] += qi as i32;
+                sum += qi as i32;
                 q.push(qi);
             }
             d.push(scale);
-            s.push(scale * (sums[0] + sums[1]) as f32);
-            h.extend(sums.map(|v| scale * v as f32));
+            s.push(scale * sum as f32);
         }
-        Q8Rows { q, d, s, h, n_in }
+        Q8Rows { q, d, s, n_in }
     }
 
-    /// Token `tt`'s blocks (`nb` per token), with the sums per half block if `per_16`.
-    fn row(&self, tt: usize, nb: usize, per_16: bool) -> Blocks<'_> {
+    /// Token `tt`'s blocks (`nb` per token).
+    fn row(&self, tt: usize, nb: usize) -> Blocks<'_> {
         let blocks = tt * nb..(tt + 1) * nb;
         Blocks {
             q: bytemuck::cast_slice(&self.q[blocks.start * QK..blocks.end * QK]),
             d: &self.d[blocks.clone()],
-            b: if per_16 {
-                &self.h[2 * blocks.start..2 * blocks.end]
-            } else {
-                &self.s[blocks]
-            },
+            b: &self.s[blocks],
         }
     }
 }
 
-impl QMatrix {
-    /// `bytes` hold `rows · n_in` weights of type `ty` (checked by the GGUF reader); `None`
-    /// for types this backend does not multiply in blocks.
-    pub fn new(ty: GgmlType, bytes: &[u8], rows: usize) -> Option<Self> {
+impl Repacked {
+    /// As [`QMatrix::new`], for the types `repack.rs` takes.
+    pub(super) fn new(ty: GgmlType, bytes: &[u8], rows: usize) -> Option<Self> {
         let (layout, offsets) = repack::layout(ty)?;
         let (per_block, bb) = ty.block();
         let (per_block, bb) = (per_block as usize, bb as usize);
@@ -196,16 +269,15 @@ impl QMatrix {
             return None;
         }
         let mut out = repack::Sink::default();
-        let n = n_blocks * per_block / QK;
-        out.qs.reserve_exact(n * layout.quant_bytes());
-        out.d.reserve_exact(n * layout.scales());
+        out.qs.reserve_exact(n_blocks * layout.quant_bytes());
+        out.d.reserve_exact(n_blocks);
         if offsets {
-            out.b.reserve_exact(n * layout.scales());
+            out.b.reserve_exact(n_blocks);
         }
         for blk in bytes.chunks_exact(bb) {
             repack::block(ty, blk, &mut out);
         }
-        Some(QMatrix {
+        Some(Repacked {
             ty,
             layout,
             qs: out.qs,
@@ -216,28 +288,10 @@ impl QMatrix {
         })
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn n_in(&self) -> usize {
-        self.n_in
-    }
-
-    /// Whether the offsets are per 16 weights (Q2_K): they multiply the activations' sums
-    /// per half block.
-    fn offsets_per_16(&self) -> bool {
-        self.layout == Layout::Halves && !self.b.is_empty()
-    }
-
     /// Weight row `o`'s blocks.
     fn row_blocks(&self, o: usize) -> Blocks<'_> {
-        let (nb, qb, ns) = (
-            self.n_in / QK,
-            self.layout.quant_bytes(),
-            self.layout.scales(),
-        );
-        let scales = o * nb * ns..(o + 1) * nb * ns;
+        let (nb, qb) = (self.n_in / QK, self.layout.quant_bytes());
+        let scales = o * nb..(o + 1) * nb;
         Blocks {
             q: &self.qs[o * nb * qb..(o + 1) * nb * qb],
             d: &self.d[scales.clone()],
@@ -245,21 +299,18 @@ impl QMatrix {
         }
     }
 
-    /// Row `o` dequantized (an embedding lookup): `gguf::dequantize`'s f32, bit for bit,
-    /// signed zeros included (so Q4_0 as (q − 8)·d and Q5_0 with its + 0.0, as it computes
-    /// them).
-    pub fn row(&self, o: usize) -> Option<Vec<f32>> {
+    /// Row `o` dequantized: `gguf::dequantize`'s f32, bit for bit, signed zeros included (so
+    /// Q4_0 as (q − 8)·d and Q5_0 with its + 0.0, as it computes them).
+    fn row(&self, o: usize) -> Option<Vec<f32>> {
         if o >= self.rows {
             return None;
         }
         let w = self.row_blocks(o);
-        let (qb, ns) = (self.layout.quant_bytes(), self.layout.scales());
         let mut out = Vec::with_capacity(self.n_in);
-        for (i, q) in w.q.chunks_exact(qb).enumerate() {
+        for (i, q) in w.q.chunks_exact(self.layout.quant_bytes()).enumerate() {
             for j in 0..QK {
-                let s = i * ns + j * ns / QK;
-                let (q, d) = (self.layout.weight(q, j) as f32, w.d[s]);
-                out.push(match (self.ty, w.b.get(s)) {
+                let (q, d) = (self.layout.weight(q, j) as f32, w.d[i]);
+                out.push(match (self.ty, w.b.get(i)) {
                     (GgmlType::Q4_0, _) => (q - 8.0) * d,
                     (GgmlType::Q5_0, _) => q * d + 0.0,
                     (_, Some(b)) => q * d + b,
@@ -271,7 +322,7 @@ impl QMatrix {
     }
 
     /// `out[t][o] = Σ_i W[o][i]·x[t][i]` for quantized `x` (`[t][n_in]`); out: `[t][rows]`.
-    pub fn matmul(&self, x: &Q8Rows) -> Vec<f32> {
+    fn matmul(&self, x: &Q8Rows) -> Vec<f32> {
         assert_eq!(x.n_in, self.n_in, "activation width");
         let t = x.d.len() * QK / self.n_in;
         // A few tasks per thread, each of at least 64 rows: a task costs a few µs to hand
@@ -295,10 +346,9 @@ impl Layout {
     }
 }
 
-/// A row's blocks: quants, scales and offsets (for weights: as [`QMatrix`] keeps them, no
+/// A row's blocks: quants, scales and offsets (for weights: as [`Repacked`] keeps them, no
 /// offsets for the types without; for activations: i8 quants as bytes — for the SIMD128
-/// kernel widened to i16, `simd128::widen` —, d, and the sums s = d·Σq per block or, against
-/// Q2_K's offsets per 16 weights, per half block).
+/// kernel widened to i16, `simd128::widen` —, d, and the sums s = d·Σq per block).
 pub(super) struct Blocks<'a> {
     pub(super) q: &'a [u8],
     pub(super) d: &'a [f32],
@@ -314,12 +364,9 @@ pub(super) const GROUP: usize = 4;
 /// `out[(o - first)·t + tt]` = W[o]·x[tt] for the weight rows from `first` that `out` covers
 /// (`[rows][t]`). The kernel is chosen at build time for wasm32 with SIMD128, at run time on
 /// x86_64 (AVX2); all of them give the same f32 ([`row_dot_plain`] says how).
-fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
+fn rows_dot(m: &Repacked, x: &Q8Rows, first: usize, out: &mut [f32]) {
     let nb = m.n_in / QK;
-    let per_16 = m.offsets_per_16();
-    let xs: Vec<Blocks<'_>> = (0..x.d.len() / nb)
-        .map(|tt| x.row(tt, nb, per_16))
-        .collect();
+    let xs: Vec<Blocks<'_>> = (0..x.d.len() / nb).map(|tt| x.row(tt, nb)).collect();
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
         use super::simd128::{row_dot, widen};
@@ -352,7 +399,7 @@ fn rows_dot(m: &QMatrix, x: &Q8Rows, first: usize, out: &mut [f32]) {
 /// time, `one` for the rest.
 #[inline(always)]
 pub(super) fn rows_dot_with(
-    m: &QMatrix,
+    m: &Repacked,
     xs: &[Blocks<'_>],
     first: usize,
     out: &mut [f32],
@@ -381,17 +428,18 @@ pub(super) const LANES: usize = 8;
 /// tokens are then the native ones): per block, eight integer sums, lane k = Σ q_w·q_x over
 /// activations 4k..4k+3 (exact); lane k's f32 sum grows by `(lane as f32)·(d_w·d_x)`, rounded
 /// after the product and after the sum (no fused multiply-add: WebAssembly has none that is
-/// deterministic), d_w the block's scale or, for [`Layout::Halves`], lanes 0..3 the first
-/// half's and 4..7 the second's; then [`finish`].
+/// deterministic); then [`finish`].
 fn row_dot_plain(layout: Layout, w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
-    let (qb, ns) = (layout.quant_bytes(), layout.scales());
     let mut acc = [0.0f32; LANES];
-    for (i, (wq, xq)) in w.q.chunks_exact(qb).zip(x.q.chunks_exact(QK)).enumerate() {
+    let blocks =
+        w.q.chunks_exact(layout.quant_bytes())
+            .zip(x.q.chunks_exact(QK));
+    for (i, (wq, xq)) in blocks.enumerate() {
         let wq: [i32; QK] = std::array::from_fn(|j| layout.weight(wq, j));
-        let dx = x.d[i];
+        let dd = w.d[i] * x.d[i];
         for (k, a) in acc.iter_mut().enumerate() {
             let lane: i32 = (4 * k..4 * k + 4).map(|j| wq[j] * xq[j] as i8 as i32).sum();
-            *a += lane as f32 * (w.d[i * ns + k * ns / LANES] * dx);
+            *a += lane as f32 * dd;
         }
     }
     finish(acc, w, x)
@@ -404,7 +452,7 @@ pub(super) fn finish(acc: [f32; LANES], w: &Blocks<'_>, x: &Blocks<'_>) -> f32 {
     end(acc, offsets(w, x))
 }
 
-/// Σ b_w·s_x over the blocks (or half blocks) in order, from −0.0 (as `Iterator::sum` does, so
+/// Σ b_w·s_x over the blocks in order, from −0.0 (as `Iterator::sum` does, so
 /// that a row without offsets adds nothing, not even to a zero's sign). The AVX2 kernel sums
 /// them in the same order as it goes, beside the lanes.
 #[inline(always)]

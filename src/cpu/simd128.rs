@@ -16,11 +16,11 @@
 //! adding the pairs across two vectors by two shuffles (benches/HISTORY.md). SIMD128 has no
 //! u8·i8 pair product (AVX2's `maddubs`); the relaxed-SIMD one is not in every browser.
 //!
-//! Every layout of `qmatrix::Layout` goes through the same products: the i8 ones (Q8_0, the
-//! 5- and 6-bit types, Q3_K, Q2_K) widened like the activations, the nibbles by masks and
-//! shifts; a block's two i32x4 quad sums (activations 0..15 and 16..31) are scaled by the
-//! block's scale or, for `Layout::Halves` (Q6_K, Q3_K, Q2_K: a scale per 16 weights), each by
-//! its own.
+//! Both layouts of `qmatrix::Layout` go through the same products: the i8 ones (Q8_0, Q5_0,
+//! Q5_1) widened like the activations, the nibbles (Q4_0, Q4_1) by masks and shifts; a block's
+//! two i32x4 quad sums (activations 0..15 and 16..31) are scaled by the block's scale. The
+//! K-quants' super-blocks have their own SIMD128 kernel (`qmatrix/superblock/simd128.rs`),
+//! which reads the activations widened by the same [`widen`].
 
 use super::qmatrix::{finish, Blocks, Layout, LANES, QK};
 use bytemuck::pod_read_unaligned as load;
@@ -60,40 +60,22 @@ pub(super) fn row_dot<const N: usize>(
     // Per token, lanes 0..3 (activations 0..15 of each block) and 4..7 (16..31).
     let mut acc = [[f32x4_splat(0.0); 2]; N];
     // Block i, its weights 0..15 (`w0`) and 16..31 (`w1`) as `widen16` gives them, scaled by
-    // `d0` and `d1` (the same but for `Layout::Halves`), into every token's sums.
-    let mut add = |i: usize, w0: [v128; 2], w1: [v128; 2], d0: f32, d1: f32| {
+    // `dw` into every token's sums.
+    let mut add = |i: usize, w0: [v128; 2], w1: [v128; 2], dw: f32| {
         for (a, x) in acc.iter_mut().zip(xs) {
             let xq = &x.q[i * 2 * QK..(i + 1) * 2 * QK];
-            let dx = x.d[i];
-            let (dd0, dd1) = (f32x4_splat(d0 * dx), f32x4_splat(d1 * dx));
-            a[0] = f32x4_add(a[0], f32x4_mul(f32x4_convert_i32x4(quad_sums(w0, xq)), dd0));
+            let dd = f32x4_splat(dw * x.d[i]);
+            a[0] = f32x4_add(a[0], f32x4_mul(f32x4_convert_i32x4(quad_sums(w0, xq)), dd));
             a[1] = f32x4_add(
                 a[1],
-                f32x4_mul(f32x4_convert_i32x4(quad_sums(w1, &xq[32..])), dd1),
+                f32x4_mul(f32x4_convert_i32x4(quad_sums(w1, &xq[32..])), dd),
             );
         }
     };
     match layout {
         Layout::Bytes => {
             for (i, (wq, &dw)) in w.q.chunks_exact(QK).zip(w.d).enumerate() {
-                add(
-                    i,
-                    widen16(load(&wq[..16])),
-                    widen16(load(&wq[16..])),
-                    dw,
-                    dw,
-                );
-            }
-        }
-        Layout::Halves => {
-            for (i, (wq, dw)) in w.q.chunks_exact(QK).zip(w.d.chunks_exact(2)).enumerate() {
-                add(
-                    i,
-                    widen16(load(&wq[..16])),
-                    widen16(load(&wq[16..])),
-                    dw[0],
-                    dw[1],
-                );
+                add(i, widen16(load(&wq[..16])), widen16(load(&wq[16..])), dw);
             }
         }
         Layout::Nibbles => {
@@ -104,7 +86,7 @@ pub(super) fn row_dot<const N: usize>(
                 let raw: v128 = load(wq);
                 let w0 = [v128_and(raw, low), v128_and(u16x8_shr(raw, 8), low)];
                 let w1 = [v128_and(u16x8_shr(raw, 4), low), u16x8_shr(raw, 12)];
-                add(i, w0, w1, dw, dw);
+                add(i, w0, w1, dw);
             }
         }
     }

@@ -1,12 +1,13 @@
-//! The AVX2 kernels of `cpu-q8`'s products (x86_64, chosen at run time where the CPU has
-//! AVX2): the same f32 as [`super::row_dot_plain`], bit for bit (tests in `tests.rs`).
+//! The AVX2 kernels of `cpu-q8`'s products on the legacy types' 32-weight blocks (x86_64,
+//! chosen at run time where the CPU has AVX2): the same f32 as [`super::row_dot_plain`], bit
+//! for bit (tests in `tests.rs`). The K-quants' are in `superblock/avx2.rs`.
 
-use super::{end, rows_dot_with, Blocks, Layout, QMatrix, GROUP, QK};
+use super::{end, rows_dot_with, Blocks, Layout, Repacked, GROUP, QK};
 
 /// [`rows_dot`] compiled for AVX2, with [`row_dot_avx2`] inlined into its loop.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub(super) fn rows_dot_avx2(m: &QMatrix, xs: &[Blocks<'_>], first: usize, out: &mut [f32]) {
+pub(super) fn rows_dot_avx2(m: &Repacked, xs: &[Blocks<'_>], first: usize, out: &mut [f32]) {
     if m.b.is_empty() {
         let one = |l, w: &Blocks<'_>, x: &Blocks<'_>| row_dot_avx2::<1, false>(l, w, [x])[0];
         let group =
@@ -50,15 +51,12 @@ pub(super) fn row_dot_avx2<const N: usize, const OFFSETS: bool>(
         _mm256_maddubs_epi16(abs, _mm256_sign_epi8(load(xq), wv))
     };
     let mut acc = [_mm256_setzero_ps(); N];
-    // Each token's offsets term, and its growth by block i's offsets (one, or two per 16).
+    // Each token's offsets term, and its growth by block i's offset.
     let mut offs = [-0.0f32; N];
-    let per = layout.scales();
     let add_offsets = |i: usize, offs: &mut [f32; N]| {
         if OFFSETS {
             for (o, x) in offs.iter_mut().zip(xs) {
-                for j in i * per..(i + 1) * per {
-                    *o += w.b[j] * x.b[j];
-                }
+                *o += w.b[i] * x.b[i];
             }
         }
     };
@@ -72,20 +70,6 @@ pub(super) fn row_dot_avx2<const N: usize, const OFFSETS: bool>(
                 for (a, b) in acc.iter_mut().zip(&mut xb) {
                     let Some((xq, &dx)) = b.next() else { continue };
                     *a = scaled(signed(abs, wv, xq), _mm256_set1_ps(dw * dx), *a);
-                }
-                add_offsets(i, &mut offs);
-            }
-        }
-        Layout::Halves => {
-            for (i, (wq, dw)) in w.q.chunks_exact(QK).zip(w.d.chunks_exact(2)).enumerate() {
-                let wv: __m256i = load(wq);
-                let abs = _mm256_sign_epi8(wv, wv);
-                // Lanes 0..3 (activations 0..15) take the first scale, 4..7 the second.
-                let dw = _mm256_set_m128(_mm_set1_ps(dw[1]), _mm_set1_ps(dw[0]));
-                for (a, b) in acc.iter_mut().zip(&mut xb) {
-                    let Some((xq, &dx)) = b.next() else { continue };
-                    let dd = _mm256_mul_ps(dw, _mm256_set1_ps(dx));
-                    *a = scaled(signed(abs, wv, xq), dd, *a);
                 }
                 add_offsets(i, &mut offs);
             }

@@ -1,7 +1,9 @@
 //! The `cpu-q8` products' tests, on seeded random blocks of every type the backend multiplies:
-//! the repacked weights are the dequantizer's to the bit, the products are those weights times
-//! the quantized activations (to f32 rounding) and near the f32 product, and every kernel
-//! (plain, AVX2, SIMD128; one token or a group) gives the plain one's f32, bit for bit.
+//! the rows are the dequantizer's to the bit and the products near the f32 product (every
+//! type); for the legacy types' repacked blocks, the products are those weights times the
+//! quantized activations (to f32 rounding) and every kernel (plain, AVX2, SIMD128; one token
+//! or a group) gives the plain one's f32, bit for bit. The K-quants' super-block kernels have
+//! the same tests in `superblock/tests.rs`.
 
 use super::*;
 use crate::gguf::dequantize;
@@ -9,7 +11,7 @@ use crate::ops;
 use half::f16;
 
 /// Every type `QMatrix` takes.
-const TYPES: [GgmlType; 10] = [
+const ALL: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q8_0,
@@ -22,8 +24,17 @@ const TYPES: [GgmlType; 10] = [
     GgmlType::Q6K,
 ];
 
+/// The legacy types, repacked into blocks of 32.
+const TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+];
+
 /// A deterministic pseudo-random stream in [-1, 1).
-fn noise(seed: u32, n: usize) -> Vec<f32> {
+pub(in crate::cpu) fn noise(seed: u32, n: usize) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761).max(1);
     (0..n)
         .map(|_| {
@@ -36,7 +47,7 @@ fn noise(seed: u32, n: usize) -> Vec<f32> {
 }
 
 /// Byte offsets of a block's f16 fields: its scales (d) and its minimums (m, dmin).
-fn f16_fields(ty: GgmlType) -> (&'static [usize], &'static [usize]) {
+pub(in crate::cpu) fn f16_fields(ty: GgmlType) -> (&'static [usize], &'static [usize]) {
     use GgmlType::*;
     match ty {
         Q4_0 | Q5_0 | Q8_0 => (&[0], &[]),
@@ -52,7 +63,7 @@ fn f16_fields(ty: GgmlType) -> (&'static [usize], &'static [usize]) {
 /// Random blocks of `ty`: every quant and packed sub-block scale byte uniformly random, scales
 /// d in ±[0.01, 0.02) (one block in ten negative: signed zeros), Q4_1/Q5_1 minimums in
 /// (−0.1, 0], K-quant dmin in [0.001, 0.002).
-fn blocks(ty: GgmlType, rows: usize, n_in: usize, seed: u32) -> Vec<u8> {
+pub(in crate::cpu) fn blocks(ty: GgmlType, rows: usize, n_in: usize, seed: u32) -> Vec<u8> {
     let (per_block, bb) = ty.block();
     let (n, bb) = (rows * n_in / per_block as usize, bb as usize);
     let r = noise(seed, n * (bb + 2));
@@ -84,24 +95,21 @@ fn blocks(ty: GgmlType, rows: usize, n_in: usize, seed: u32) -> Vec<u8> {
 fn extreme(ty: GgmlType) -> u8 {
     use GgmlType::*;
     (match ty {
-        Q4_0 | Q4_1 | Q4K => 0xFF_u8 as i8,
+        Q4_0 | Q4_1 => 0xFF_u8 as i8,
         Q8_0 => -128,
         Q5_0 => -16,
-        Q5_1 | Q5K => 31,
-        Q6K => -32,
-        Q3K => -4,
-        Q2K => 3,
+        Q5_1 => 31,
         _ => unreachable!(),
     }) as u8
 }
 
-/// Each type's repacked weights, row by row, are `gguf::dequantize`'s f32, bit for bit (signed
-/// zeros included).
+/// Each type's rows (repacked weights, or the K-quants' super-blocks dequantized) are
+/// `gguf::dequantize`'s f32, bit for bit (signed zeros included).
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn rows_are_the_dequantized_rows_to_the_bit() {
     let (rows, n_in) = (6, 512);
-    for (seed, ty) in (1..).zip(TYPES) {
+    for (seed, ty) in (1..).zip(ALL) {
         let raw = blocks(ty, rows, n_in, seed);
         let m = QMatrix::new(ty, &raw, rows).expect("a cpu-q8 type");
         assert_eq!((m.rows(), m.n_in()), (rows, n_in));
@@ -121,7 +129,7 @@ fn rows_are_the_dequantized_rows_to_the_bit() {
     }
 }
 
-/// Each type's product is the dequantized weights times the quantized activations, computed
+/// Each legacy type's product is the dequantized weights times the quantized activations, computed
 /// in f64 (`Σ_i w_i·q_x,i·d_x`): within 10⁻⁶ of `Σ_i |w_i·x_i|` (the f32 roundings of the
 /// lane sums, scales and offsets over 32 blocks, each at most 6·10⁻⁸; the worst seen is
 /// 3·10⁻⁸), 3 tokens, one of them all ±127 and one with a block of zeros.
@@ -132,7 +140,7 @@ fn products_are_the_dequantized_weights_to_f32_rounding() {
     let mut worst = 0.0f64;
     for (seed, ty) in (1..).zip(TYPES) {
         let raw = blocks(ty, rows, n_in, seed + 30);
-        let m = QMatrix::new(ty, &raw, rows).expect("a cpu-q8 type");
+        let m = Repacked::new(ty, &raw, rows).expect("a legacy type");
         let mut x = noise(seed + 40, t * n_in);
         x[..n_in].iter_mut().for_each(|v| *v = v.signum());
         x[n_in + 64..n_in + 96].fill(0.0);
@@ -157,16 +165,17 @@ fn products_are_the_dequantized_weights_to_f32_rounding() {
 }
 
 /// The quantized product against dequantize + f32 matmul on unquantized activations, every
-/// type, 3 tokens: within 1% of the largest output (the int8 rounding of the activations).
+/// type (K-quants against Q8_K activations), 3 tokens: within 1% of the largest output (the
+/// int8 rounding of the activations).
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn quantized_matmul_matches_f32() {
     let (rows, n_in, t) = (37, 256, 3);
-    for ty in TYPES {
+    for ty in ALL {
         let raw = blocks(ty, rows, n_in, 7);
         let m = QMatrix::new(ty, &raw, rows).expect("a cpu-q8 type");
         let x = noise(3, t * n_in);
-        let got = m.matmul(&Q8Rows::quantize(&x, n_in));
+        let got = m.matmul_f32(&x);
         let w = dequantize(ty, &raw, rows * n_in).unwrap();
         let want = ops::matmul(&x, &w, n_in);
         let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
@@ -177,7 +186,7 @@ fn quantized_matmul_matches_f32() {
 }
 
 /// Quantizing then dequantizing an activation block is off by at most half a step; the sums
-/// per block and per half block are d·Σq.
+/// per block are d·Σq.
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn activation_rounding_is_half_a_step() {
@@ -188,13 +197,8 @@ fn activation_rounding_is_half_a_step() {
             let back = q.q[b * QK + j] as f32 * q.d[b];
             assert!((back - v).abs() <= q.d[b] / 2.0 + 1e-7);
         }
-        let sum = |r: std::ops::Range<usize>| q.q[r].iter().map(|&v| v as i32).sum::<i32>();
-        let (lo, hi) = (sum(b * QK..b * QK + 16), sum(b * QK + 16..(b + 1) * QK));
-        assert_eq!(q.s[b], q.d[b] * (lo + hi) as f32);
-        assert_eq!(
-            [q.h[2 * b], q.h[2 * b + 1]],
-            [lo, hi].map(|v| q.d[b] * v as f32)
-        );
+        let sum: i32 = q.q[b * QK..(b + 1) * QK].iter().map(|&v| v as i32).sum();
+        assert_eq!(q.s[b], q.d[b] * sum as f32);
     }
 }
 
@@ -211,7 +215,7 @@ pub(in crate::cpu) fn same_as_plain(
     let mut compared = 0;
     for (seed, ty) in (1..).zip(TYPES) {
         let (rows, n_in) = (24, 512);
-        let mut m = QMatrix::new(ty, &blocks(ty, rows, n_in, seed), rows).expect("a type");
+        let mut m = Repacked::new(ty, &blocks(ty, rows, n_in, seed), rows).expect("a type");
         let row_bytes = m.qs.len() / rows;
         m.qs[..row_bytes].fill(extreme(ty));
         let mut xs = noise(seed + 100, 3 * n_in);
@@ -221,7 +225,7 @@ pub(in crate::cpu) fn same_as_plain(
         for o in 0..rows {
             let w = m.row_blocks(o);
             for tt in 0..3 {
-                let xr = x.row(tt, n_in / QK, m.offsets_per_16());
+                let xr = x.row(tt, n_in / QK);
                 let (plain, fast) = (row_dot_plain(m.layout, &w, &xr), kernel(m.layout, &w, &xr));
                 assert_eq!(
                     plain.to_bits(),
@@ -239,10 +243,10 @@ pub(in crate::cpu) fn same_as_plain(
 /// `rows` (a `rows_dot` with its kernels) on 1..=9 tokens of every type — whole groups of
 /// [`GROUP`] and every remainder — against [`row_dot_plain`] token by token (which the
 /// single-token kernels equal, above): the same f32, bit for bit.
-fn groups_same_as_one(rows: impl Fn(&QMatrix, &Q8Rows, usize, &mut [f32])) {
+fn groups_same_as_one(rows: impl Fn(&Repacked, &Q8Rows, usize, &mut [f32])) {
     for (seed, ty) in (1..).zip(TYPES) {
         let (n_rows, n_in) = (5, 256);
-        let m = QMatrix::new(ty, &blocks(ty, n_rows, n_in, seed), n_rows).expect("a type");
+        let m = Repacked::new(ty, &blocks(ty, n_rows, n_in, seed), n_rows).expect("a type");
         let xs = noise(seed + 200, 9 * n_in);
         for t in 1..=9 {
             let x = Q8Rows::quantize(&xs[..t * n_in], n_in);
@@ -250,7 +254,7 @@ fn groups_same_as_one(rows: impl Fn(&QMatrix, &Q8Rows, usize, &mut [f32])) {
             rows(&m, &x, 1, &mut out); // from row 1: `first` is honoured
             for (i, got) in out.iter().enumerate() {
                 let (o, tt) = (1 + i / t, i % t);
-                let xr = x.row(tt, n_in / QK, m.offsets_per_16());
+                let xr = x.row(tt, n_in / QK);
                 let one = row_dot_plain(m.layout, &m.row_blocks(o), &xr);
                 assert_eq!(
                     got.to_bits(),
@@ -277,9 +281,7 @@ fn token_groups_are_single_tokens_to_the_bit() {
 fn plain_token_groups_are_single_tokens_to_the_bit() {
     groups_same_as_one(|m, x, first, out| {
         let nb = m.n_in / QK;
-        let xs: Vec<Blocks<'_>> = (0..x.d.len() / nb)
-            .map(|tt| x.row(tt, nb, m.offsets_per_16()))
-            .collect();
+        let xs: Vec<Blocks<'_>> = (0..x.d.len() / nb).map(|tt| x.row(tt, nb)).collect();
         let group =
             |l, w: &Blocks<'_>, xs: [&Blocks<'_>; GROUP]| xs.map(|x| row_dot_plain(l, w, x));
         rows_dot_with(m, &xs, first, out, group, row_dot_plain)
@@ -348,7 +350,7 @@ fn decode_products() {
         F32(Vec<f32>, usize),
     }
     let product = |m: &M, x: &[f32]| match m {
-        M::Blocks(m) => m.matmul(&Q8Rows::quantize(x, m.n_in())),
+        M::Blocks(m) => m.matmul_f32(x),
         M::F32(w, n_in) => ops::matmul(x, w, *n_in),
     };
     let load = |ty: GgmlType, rows: usize, n_in: usize, seed: u32, f32: bool| {
