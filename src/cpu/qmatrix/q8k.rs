@@ -81,22 +81,23 @@ impl Q8KRows {
 /// One block: its scale d and quants.
 fn quantize_block(b: &[f32]) -> (f32, [i8; QK_K]) {
     let mut q = [0i8; QK_K];
-    if !b.iter().all(|v| v.is_finite()) {
+    // Both scans without an early exit, so that they vectorize.
+    if !b.iter().fold(true, |all, v| all & v.is_finite()) {
         return (f32::NAN, q);
     }
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in b {
-        if v.abs() > amax {
-            (amax, max) = (v.abs(), v);
-        }
-    }
-    if amax == 0.0 {
+    let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    // The first value of that magnitude, with its sign.
+    let Some(&max) = b.iter().find(|v| v.abs() == amax).filter(|_| amax > 0.0) else {
         return (0.0, q);
-    }
+    };
     let iscale = -127.0 / max;
     for (q, &v) in q.iter_mut().zip(b) {
-        // |x·iscale| ≤ 127 up to rounding: the clamp is ggml's, a safeguard.
-        *q = ((v * iscale).round_ties_even() as i32).clamp(-128, 127) as i8;
+        // ggml's `nearest_int`: adding 1.5·2²³ leaves x·iscale rounded to the nearest integer
+        // (ties to even, by the f32 add itself) in the low mantissa bits, exactly for
+        // |x·iscale| < 2²², here ≤ 127 up to rounding; `round_ties_even` would be a libm call
+        // per value at x86-64's baseline. The clamp is ggml's, a safeguard.
+        let bits = (v * iscale + 12_582_912.0).to_bits() as i32;
+        *q = ((bits & 0x007f_ffff) - 0x0040_0000).clamp(-128, 127) as i8;
     }
     (1.0 / iscale, q)
 }
