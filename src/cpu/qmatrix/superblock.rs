@@ -27,8 +27,10 @@
 //! give the plain one's f32 bit for bit.
 //!
 //! Against the repacked blocks of 32 the K-quants had before: the file's bytes (0.33–0.82 a
-//! weight against 0.75–1.5), one f32 multiply-and-add per 256 weights instead of one per 4
-//! (the lanes), and the activations quantized once more per product input (Q8_K beside Q8).
+//! weight against 0.75–1.5), one or two f32 multiply-and-adds per 256 weights instead of one
+//! per 4 (the lanes), and the activations quantized per 256 values (an activation that both
+//! kinds of matrix read is quantized in both forms, once each: `cpu::Act`; in Gemma 3 and the
+//! K-quant SmolLM2 none is, as only rows of a multiple of 256 can be K-quants).
 
 use super::q8k::{Q8KRows, XBlocks, XRow};
 use super::GROUP;
