@@ -99,11 +99,13 @@ pub(super) fn attention_weights(
     let weights = (0..grouping.n_heads())
         .flat_map(|h| {
             let head = grouping.kv_head(h) * rows;
-            let k: Vec<f32> = ring_rows(first, positions - 1, rows)
+            let mut k = Vec::with_capacity((positions - first) * hd); // [seen][hd], in order
+            for r in ring_rows(first, positions - 1, rows)
                 .into_iter()
                 .flat_map(|r| r.start + head..r.end + head)
-                .flat_map(|r| cache.k[l].row(r, &mut buf).to_vec())
-                .collect(); // [seen][hd], in position order
+            {
+                k.extend_from_slice(cache.k[l].row(r, &mut buf));
+            }
             let w = ops::attention_weights(&q[h * hd..(h + 1) * hd], &k, scale);
             std::iter::repeat_n(0.0, first).chain(w)
         })

@@ -136,9 +136,10 @@ impl CpuEngine {
         Self::load_as(g, capacity, false)
     }
 
-    /// The `cpu-q8` backend: quantized matrices stay in their blocks (repacked at load into
-    /// integer layouts that give the dequantized weights to the bit; float ones are converted
-    /// to f32), products run on int8-quantized activations ([`qmatrix`]).
+    /// The `cpu-q8` backend: quantized matrices stay in their blocks (K-quants in the file's
+    /// super-blocks, the legacy types repacked at load into integer layouts that give the
+    /// dequantized weights to the bit; float ones are converted to f32), products run on
+    /// int8-quantized activations ([`qmatrix`]).
     pub fn load_quantized(g: &Gguf<'_>, capacity: usize) -> Result<Self, EngineError> {
         Self::load_as(g, capacity, true)
     }

@@ -284,6 +284,54 @@ impl GpuAttention {
         run(gpu, &reduce, Some(&st), self.pos0, t);
         (read(gpu, &out, t * nh * hd), attention.kernel)
     }
+
+    /// attention_probe.wgsl on q and the K buffer: the last token's weights, `[H][seen]` (seen
+    /// = pos0 + T positions; the kernel's output rows are `capacity` apart).
+    pub fn probe(&self, gpu: &Gpu, q: &[f32], kb: &Buf, capacity: usize) -> Vec<Vec<f32>> {
+        let (nh, seen) = (self.grouping.n_heads(), self.pos0 + self.t);
+        let out = gpu.storage("probe", (nh * capacity * 4) as u64).unwrap();
+        let p = ProbeParams {
+            n_heads: nh as u32,
+            groups: self.grouping.groups() as u32,
+            head_dim: self.hd as u32,
+            capacity: capacity as u32,
+            scale: 1.0 / (self.hd as f32).sqrt(),
+            window: self.window as u32,
+            rows: self.rows as u32,
+            _pad: 0,
+        };
+        let (qb, starts) = (f32s(gpu, q), starts_table(gpu, self.grouping));
+        let probe = gpu_ops::attention_probe(p, qb.binding(), (kb, self.kv), &starts, &out);
+        run(
+            gpu,
+            &probe,
+            Some(&step(gpu, self.pos0, self.t)),
+            self.pos0,
+            self.t,
+        );
+        let got = read(gpu, &out, nh * capacity);
+        got.chunks_exact(capacity)
+            .map(|r| r[..seen].to_vec())
+            .collect()
+    }
+
+    /// The probe's CPU twin over the cache's rows `kc` (`[G][rows][hd]`, as [`ops::Rows`]):
+    /// query head h's softmax over the positions it sees of KV head `kv_head(h)`'s keys, 0
+    /// before a sliding window (`ops::attention_weights`).
+    pub fn probe_reference<R: ops::Rows + ?Sized>(&self, q: &[f32], kc: &R, h: usize) -> Vec<f32> {
+        let (hd, rows, seen) = (self.hd, self.rows, self.pos0 + self.t);
+        let base = self.grouping.kv_head(h) * rows;
+        let first = ops::window_start(seen - 1, self.window);
+        let mut buf = vec![0.0f32; hd];
+        let k: Vec<f32> = ops::ring_rows(first, seen - 1, rows)
+            .into_iter()
+            .flat_map(|r| base + r.start..base + r.end)
+            .flat_map(|r| kc.row(r, &mut buf).to_vec())
+            .collect();
+        let at = ((self.t - 1) * self.grouping.n_heads() + h) * hd;
+        let w = ops::attention_weights(&q[at..at + hd], &k, 1.0 / (hd as f32).sqrt());
+        [vec![0.0; first], w].concat()
+    }
 }
 
 /// The `starts` table of the attention kernels for `grouping`: `[G + 1]`, KV head g's query
@@ -319,37 +367,19 @@ fn attention_probe_matches_cpu() {
             let grouping = Grouping::new(nh, 3, groups).unwrap();
             let q = rng.vec(t * nh * hd);
             let kc = rng.vec(groups * rows * hd);
-            let qb = f32s(gpu, &q);
             let kb = f32s(gpu, &kc);
-            let starts = starts_table(gpu, grouping);
-            let out = gpu.storage("out", (nh * cap * 4) as u64).unwrap();
-            let p = ProbeParams {
-                n_heads: nh as u32,
-                groups: groups as u32,
-                head_dim: hd as u32,
-                capacity: cap as u32,
-                scale: 1.0 / (hd as f32).sqrt(),
-                window: window as u32,
-                rows: rows as u32,
-                _pad: 0,
+            let case = GpuAttention {
+                t,
+                pos0,
+                hd,
+                window,
+                rows,
+                grouping,
+                kv: KvType::F32,
             };
-            let kb = (&kb, KvType::F32);
-            let probe = gpu_ops::attention_probe(p, qb.binding(), kb, &starts, &out);
-            run(gpu, &probe, Some(&step(gpu, pos0, t)), pos0, t);
-            let got = read(gpu, &out, nh * cap);
-            let seen = pos0 + t; // positions 0 ..= pos0 + t - 1
-            for h in 0..nh {
-                let g = grouping.kv_head(h);
-                let at = ((t - 1) * nh + h) * hd;
-                let first = ops::window_start(seen - 1, window);
-                let k: Vec<f32> = ops::ring_rows(first, seen - 1, rows)
-                    .into_iter()
-                    .flat_map(|r| &kc[(g * rows + r.start) * hd..(g * rows + r.end) * hd])
-                    .copied()
-                    .collect();
-                let want = ops::attention_weights(&q[at..at + hd], &k, p.scale);
-                let want = [vec![0.0; first], want].concat();
-                let row = &got[h * cap..h * cap + seen];
+            let got = case.probe(gpu, &q, &kb, cap);
+            for (h, row) in got.iter().enumerate() {
+                let want = case.probe_reference(&q, &kc, h);
                 let what = format!("probe T={t} pos0={pos0} G={groups} head {h}");
                 assert_close(&what, row, &want, 1e-5);
                 let sum: f32 = row.iter().sum();

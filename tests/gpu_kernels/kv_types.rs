@@ -3,14 +3,14 @@
 //! rounds the same rows, and attention and the probe over a cache of each type give what
 //! `ops::causal_attention` and `ops::attention_weights` give over the CPU's rows.
 
-use super::attention::{maps, starts_table, GpuAttention};
+use super::attention::{maps, GpuAttention};
 use crate::common::Rng;
 use crate::{assert_close, f32s, gpu, run, step};
 use gqa_lab::gpu::ops::{self as gpu_ops, *};
 use gqa_lab::gpu::{Buf, Gpu};
 use gqa_lab::model::kv_type::{Q8_0_BLOCK, Q8_0_BYTES};
 use gqa_lab::model::{rope_table, KvRows, KvType};
-use gqa_lab::ops::{self, Rows};
+use gqa_lab::ops;
 use gqa_lab::regroup::Grouping;
 use half::f16;
 
@@ -231,41 +231,9 @@ fn attention_reads_each_type_as_the_cpu() {
             assert_close(&what, &got, &want, 1e-4);
 
             // The probe reads the same keys.
-            let (starts, st) = (starts_table(gpu, grouping), step(gpu, pos0, t));
-            let pout = gpu.storage("probe", (nh * cap * 4) as u64).unwrap();
-            let pp = ProbeParams {
-                n_heads: nh as u32,
-                groups: groups as u32,
-                head_dim: hd as u32,
-                capacity: cap as u32,
-                scale: 1.0 / (hd as f32).sqrt(),
-                window: window as u32,
-                rows: rows as u32,
-                _pad: 0,
-            };
-            let qs = f32s(gpu, &q);
-            let probe = gpu_ops::attention_probe(pp, qs.binding(), (&kb, kv), &starts, &pout);
-            run(gpu, &probe, Some(&st), pos0, t);
-            let got: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes(gpu, &pout)[..nh * cap * 4]);
-            let seen = pos0 + t;
-            let first = ops::window_start(seen - 1, window);
-            let mut buf = vec![0.0f32; hd];
-            for h in 0..nh {
-                let g = grouping.kv_head(h);
-                let k: Vec<f32> = ops::ring_rows(first, seen - 1, rows)
-                    .into_iter()
-                    .flat_map(|r| g * rows + r.start..g * rows + r.end)
-                    .flat_map(|r| kc.row(r, &mut buf).to_vec())
-                    .collect();
-                let at = ((t - 1) * nh + h) * hd;
-                let w = ops::attention_weights(&q[at..at + hd], &k, pp.scale);
-                let w = [vec![0.0; first], w].concat();
-                assert_close(
-                    &format!("probe {what} head {h}"),
-                    &got[h * cap..h * cap + seen],
-                    &w,
-                    1e-5,
-                );
+            for (h, row) in case.probe(gpu, &q, &kb, cap).iter().enumerate() {
+                let w = case.probe_reference(&q, &kc, h);
+                assert_close(&format!("probe {what} head {h}"), row, &w, 1e-5);
             }
         }
     }
