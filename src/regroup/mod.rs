@@ -13,6 +13,7 @@
 //! GQA: Ainslie et al. 2023, "GQA: Training Generalized Multi-Query Transformer Models from
 //! Multi-Head Checkpoints" (arXiv:2305.13245), §2.1 (mean-pooling, then uptraining).
 
+mod cost;
 pub mod fit;
 mod grouping;
 pub mod layer;
@@ -21,6 +22,7 @@ pub mod orefit;
 pub mod store;
 pub mod texts;
 
+pub use cost::{break_even, maps_bytes, maps_bytes_per_layer, planned_maps_bytes, Footprint};
 pub use fit::{FitError, LayerStats};
 pub use grouping::{pooling_matrix, pooling_plan, Grouping};
 pub use maps::{cmul, LayerMaps, Method, Regrouping, VMap};
