@@ -63,6 +63,29 @@ fn info_reports_the_model() {
     assert_eq!(per_token["f32"]["1"], 2 * 30 * 64 * 4);
     assert_eq!(per_token["f16"]["3"], 2 * 30 * 3 * 64 * 2);
     assert_eq!(per_token["q8_0"]["9"], 2 * 30 * 9 * 2 * 34);
+    // The maps a regrouping holds (f32): a calibrated merge's K, dense V, q and O maps, else
+    // the K scalars and pool weights; and the tokens from which a merge holds less than G = 3.
+    let maps = &v["maps_bytes"];
+    assert_eq!(
+        maps["calibrated"]["1"],
+        30 * (3 * 64 + 64 * 192 + 9 * 64 + 9 * 64 * 64) * 4
+    );
+    assert_eq!(maps["calibrated"]["2"], 7_488_000);
+    assert_eq!(maps["mean"]["3"], 30 * (3 * 3 * 64 + 9) * 4);
+    assert_eq!(maps["calibrated"]["9"], maps["mean"]["9"]);
+    let even = &v["break_even_tokens"];
+    // (5,990,400 − 70,200) / 30,720 bytes saved a token = 192.7.
+    assert_eq!(even["f32"]["calibrated"]["1"], 193);
+    assert_eq!(even["f32"]["calibrated"]["2"], 483);
+    assert_eq!(even["f16"]["calibrated"]["1"], 386);
+    assert_eq!(
+        even["f32"]["mean"]["1"], 0,
+        "mean-pooling's maps are smaller than G = 3's"
+    );
+    assert!(
+        even["f32"]["calibrated"].get("3").is_none(),
+        "no merge at G = 3"
+    );
 }
 
 #[test]
@@ -112,6 +135,14 @@ fn generate_json_matches_the_reference() {
         let tokens = 5 + 7; // prompt + generated tokens fed (the last is sampled, not fed)
         let g: u64 = g.parse().unwrap();
         assert_eq!(v["kv_cache_bytes"], 2 * 30 * g * 64 * tokens * 4);
+        // Mean-pooling's maps: K scalars [G][3][32] complex and pool weights [G][3] a layer.
+        let maps = 30 * (g * 3 * 64 + g * 3) * 4;
+        assert_eq!(v["maps_bytes"], maps);
+        assert_eq!(
+            v["kv_cache_and_maps_bytes"],
+            2 * 30 * g * 64 * tokens * 4 + maps
+        );
+        assert_eq!(v["break_even_tokens"].as_u64(), (g == 1).then_some(0));
         assert_eq!(v["kv_type"], "f32"); // the oracle's default
         assert_eq!(v["kv_bytes_per_element"].as_f64(), Some(4.0));
         assert!(v["text"].is_string() && v["prefill_ms"].as_f64().unwrap() > 0.0);
@@ -187,6 +218,14 @@ fn logits_and_perplexity() {
     ]);
     assert_eq!(v["tokens"], 63);
     assert_eq!(v["groups"], 3);
+    // The cache the scoring filled (64 positions, f32) and G = 3's maps beside it.
+    assert_eq!(v["kv_cache_bytes"], 2 * 30 * 3 * 64 * 64 * 4);
+    assert_eq!(v["maps_bytes"], 70_200);
+    assert_eq!(
+        v["kv_cache_and_maps_bytes"],
+        2 * 30 * 3 * 64 * 64 * 4 + 70_200
+    );
+    assert!(v.get("break_even_tokens").is_none(), "{v}");
     assert!(v["perplexity"].as_f64().unwrap() > 1.0 && v["nll"].as_f64().unwrap() > 0.0);
     let text_file = dir.join("text.txt");
     std::fs::write(&text_file, "It is a truth universally acknowledged.").unwrap();
@@ -260,6 +299,12 @@ fn bench_prints_figures() {
             r["kv_cache_bytes"].as_u64().unwrap(),
             2 * 30 * g * 64 * c * 4
         );
+        let (kv, maps) = (r["kv_cache_bytes"].as_u64(), r["maps_bytes"].as_u64());
+        assert_eq!(
+            r["kv_cache_and_maps_bytes"].as_u64(),
+            Some(kv.unwrap() + maps.unwrap())
+        );
+        assert_eq!(r.get("break_even_tokens").is_some(), g == 1, "{r}");
         assert!(r["prefill_tokens_per_second"].as_f64().unwrap() > 0.0);
         assert!(r["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
     }
@@ -629,6 +674,9 @@ fn an_unwritable_maps_cache_warns_and_keeps_the_fit() {
     assert!(warned, "{stderr}");
     assert_eq!(v["groups"], 2, "{v}");
     assert_eq!(v["regroup"], "calibrated", "{v}");
+    // Its maps as the engine holds them, and where they pay for themselves (f32 cache).
+    assert_eq!(v["maps_bytes"], 7_488_000, "{v}");
+    assert_eq!(v["break_even_tokens"], 483, "{v}");
 }
 
 /// A maps file is taken only for what it was fitted for: G = 1's maps copied under G = 2's

@@ -170,6 +170,7 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
         };
         let r = super::regroup::regrouping_for(g, &cfg, groups, a.regroup, how)?;
         let method = r.method;
+        let regrouping = r.clone();
         bench.engine().set_kv_type(kv)?;
         bench.engine().regroup_with(r)?;
         for &ctx in &a.contexts {
@@ -202,12 +203,14 @@ pub fn bench(g: &Gguf<'_>, a: &BenchArgs, json_out: bool) -> Result<()> {
                 "prefill_tokens": n_prefill,
                 "prefill_tokens_per_second": n_prefill as f64 / prefill_s,
                 "decode_tokens_per_second": 1.0 / decode_s,
-                "kv_cache_bytes": kv_cache_bytes(&cfg, groups, ctx, t),
                 "kv_bytes_per_element": t.bytes_per_value(),
                 "kv_block": [t.block_len, t.block_bytes],
                 "attention_ms_per_token": attention_ms,
                 "attention_bytes_read_per_token": kv_cache_bytes(&cfg, groups, ctx + 1, t),
             });
+            if let Value::Object(r) = &mut row {
+                r.extend(super::memory::held_at(&cfg, &regrouping, ctx, kv));
+            }
             if let (Value::Object(r), Some(s)) = (&mut row, ahead_s) {
                 r.insert("decode_ahead_tokens_per_second".into(), json!(1.0 / s));
             }

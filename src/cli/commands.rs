@@ -10,7 +10,7 @@ use gqa_lab::models::BuiltinModel;
 use gqa_lab::sampling::SamplingParams;
 use gqa_lab::tokenizer::{TokenStream, Tokenizer};
 use pollster::FutureExt as _;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ pub fn info(
         .get("general.architecture")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("llama");
-    let v = json!({
+    let mut v = json!({
         "file": path.display().to_string(),
         "builtin": builtin.map(|m| m.name),
         "file_bytes": file_bytes,
@@ -61,6 +61,9 @@ pub fn info(
             .into_iter()
             .collect::<BTreeMap<_, _>>(),
     });
+    if let Value::Object(o) = &mut v {
+        o.extend(super::memory::planned(&cfg));
+    }
     if json_out {
         return print_json(&v);
     }
@@ -97,6 +100,21 @@ pub fn info(
             .map(|(name, b)| format!("{} {name}", b[&gr.to_string()]))
             .collect();
         println!("  G={gr}: KV cache bytes per token: {}", bytes.join(", "));
+    }
+    for (method, by_g) in v["maps_bytes"].as_object().into_iter().flatten() {
+        let f32 = &v["break_even_tokens"]["f32"][method];
+        let each: Vec<String> = by_g
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(g, b)| match &f32[g] {
+                Value::Null if f32.get(g).is_some() => format!("G={g} {b} (never pays off)"),
+                Value::Number(n) if n.as_u64() == Some(0) => format!("G={g} {b} (always less)"),
+                Value::Number(n) => format!("G={g} {b} (less than native from {n} tokens, f32)"),
+                _ => format!("G={g} {b}"),
+            })
+            .collect();
+        println!("  {method} maps, bytes: {}", each.join(", "));
     }
     Ok(())
 }
@@ -216,27 +234,37 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
     if !json_out {
         writeln!(out, "{}", stream.finish())?;
         eprintln!(
-            "[{}, G={}, prefill {prefill_ms:.0} ms, decode {decode_tps:.1} tokens/s, KV cache {} bytes of {}]",
+            "[{}, G={}, prefill {prefill_ms:.0} ms, decode {decode_tps:.1} tokens/s, KV cache {} bytes of {}, maps {} bytes]",
             count(gen.generated().len(), "token"),
             engine.grouping().groups(),
             engine.kv_cache_bytes(),
-            engine.kv_type().name()
+            engine.kv_type().name(),
+            gqa_lab::regroup::maps_bytes(&engine.regrouping())
         );
         return Ok(());
     }
-    print_json(&json!({
+    let memory = super::memory::held(
+        engine.config(),
+        &engine.regrouping(),
+        engine.kv_cache_bytes(),
+        engine.kv_type(),
+    );
+    let mut v = json!({
         "prompt_ids": prompt_ids,
         "ids": gen.generated(),
         "text": tok.decode(gen.generated(), true),
         "groups": engine.grouping().groups(),
         "regroup": engine.regrouping().method,
         "backend": engine.backend().name(),
-        "kv_cache_bytes": engine.kv_cache_bytes(),
         "kv_type": engine.kv_type().name(),
         "kv_bytes_per_element": engine.kv_type().element().bytes_per_value(),
         "prefill_ms": prefill_ms,
         "decode_tokens_per_second": decode_tps,
-    }))
+    });
+    if let Value::Object(o) = &mut v {
+        o.extend(memory);
+    }
+    print_json(&v)
 }
 
 pub fn logits(g: &Gguf<'_>, ids: &[u32], run: &RunArgs, top: usize, json_out: bool) -> Result<()> {
@@ -285,7 +313,14 @@ pub fn perplexity(
     let mut engine = load_engine(g, run, context_for(g, ids.len())?)?;
     let p = score(engine.as_mut(), &ids).block_on()?;
     if json_out {
-        return print_json(&serde_json::to_value(p)?);
+        // The cache as the scoring filled it: every id's K and V.
+        let (cfg, kv) = (engine.config(), engine.kv_type());
+        let memory = super::memory::held_at(cfg, &engine.regrouping(), ids.len(), kv);
+        let mut v = serde_json::to_value(p)?;
+        if let Value::Object(o) = &mut v {
+            o.extend(memory);
+        }
+        return print_json(&v);
     }
     println!(
         "{} tokens, G={} ({}): NLL {:.5}, perplexity {:.3}",

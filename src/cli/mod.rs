@@ -4,6 +4,7 @@
 
 mod bench;
 mod commands;
+mod memory;
 mod regroup;
 
 use anyhow::{bail, Context, Result};

@@ -22,7 +22,9 @@ pub mod orefit;
 pub mod store;
 pub mod texts;
 
-pub use cost::{break_even, maps_bytes, maps_bytes_per_layer, planned_maps_bytes, Footprint};
+pub use cost::{
+    break_even, maps_bytes, maps_bytes_per_layer, planned_maps_bytes, Footprint, MAP_VALUE_BYTES,
+};
 pub use fit::{FitError, LayerStats};
 pub use grouping::{pooling_matrix, pooling_plan, Grouping};
 pub use maps::{cmul, LayerMaps, Method, Regrouping, VMap};
