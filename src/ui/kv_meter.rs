@@ -2,13 +2,16 @@
 //! formula with its numbers filled in from the model's metadata and the type's bytes per value
 //! (q8_0: 34 bytes per block of 32), and a chart of cache bytes against context length for
 //! every valid G with the current position marked. All of it is `model::kv_cache_bytes`, the
-//! arithmetic the engines allocate with.
+//! arithmetic the engines allocate with; beside it the regrouping maps the engine holds
+//! (`maps_cost.rs`), in the sum and in the chart's lines, and where a merge starts to pay off.
 
 use super::diagram::group_colour;
 use super::format;
+use super::maps_cost::{maps_bytes, MapsLine};
 use super::state::model::{local_layers, LoadedModel};
 use super::state::run::RunState;
 use super::state::{CacheType, Groups};
+use super::url_state::Settings;
 use crate::model::{kv_cache_bytes, ElementType, ModelConfig};
 use crate::model::{layer_cache_rows, WINDOW_SLACK};
 use crate::regroup::Grouping;
@@ -95,6 +98,7 @@ pub fn KvMeter() -> impl IntoView {
                 <span class="kv-unit">" bytes"</span>
                 <span class="kv-human">{move || bytes().map(format::bytes)}</span>
             </div>
+            <MapsLine cache_bytes=Signal::derive(bytes) />
             <p class="formula">
                 <code data-testid="kv-formula">{formula}</code>
                 <br/>
@@ -154,21 +158,30 @@ fn knees(c: &ModelConfig, cap: usize) -> Vec<usize> {
     }
 }
 
-/// Cache bytes vs context length, one line per valid G, up to the session's KV capacity.
+/// Cache and maps bytes vs context length, one line per valid G (its maps under the method in
+/// use where it merges), up to the session's KV capacity.
 #[component]
 fn KvChart() -> impl IntoView {
     let model = expect_context::<LoadedModel>();
     let groups = expect_context::<Groups>();
     let run = expect_context::<RunState>();
     let cache = expect_context::<CacheType>();
+    let settings = expect_context::<RwSignal<Settings>>();
     let chart = move || {
         let t = cache.get().element();
+        let method = settings.with(|s| s.regroup);
         let info = model.info.get()?;
         let cfg = &info.cfg;
         let cap = info.facts.capacity.max(1);
         let valid = cfg.valid_groups();
-        let gmax = valid.last().copied().unwrap_or(1);
-        let ymax = kv_cache_bytes(cfg, gmax, cap, t).max(1) as f64;
+        // Cache and maps of G at n tokens.
+        let held = |g: usize, n: usize| kv_cache_bytes(cfg, g, n, t) + maps_bytes(cfg, g, method);
+        let ymax = valid
+            .iter()
+            .map(|&g| held(g, cap))
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
         let x = move |n: usize| L + (W - L - 8.0) * n as f64 / cap as f64;
         let y = move |b: u64| H - B - (H - B - T) * b as f64 / ymax;
         let cur_g = groups.get();
@@ -177,14 +190,14 @@ fn KvChart() -> impl IntoView {
             .iter()
             .enumerate()
             .map(|(i, &g)| {
-                let end = kv_cache_bytes(cfg, g, cap, t);
+                let end = held(g, cap);
                 let label = Grouping::of(cfg, g)
                     .map(|gr| gr.label())
                     .unwrap_or_default();
                 // Straight, or bent where the windowed layers' rings are full.
                 let points = knees(cfg, cap)
                     .into_iter()
-                    .map(|n| format!("{},{}", x(n), y(kv_cache_bytes(cfg, g, n, t))))
+                    .map(|n| format!("{},{}", x(n), y(held(g, n))))
                     .collect::<Vec<_>>()
                     .join(" ");
                 view! {
@@ -197,7 +210,7 @@ fn KvChart() -> impl IntoView {
                 }
             })
             .collect_view();
-        let here = kv_cache_bytes(cfg, cur_g, n, t);
+        let here = held(cur_g, n);
         Some(view! {
             <line class="axis" x1=L y1=H - B x2=W - 8.0 y2=H - B />
             <line class="axis" x1=L y1=T x2=L y2=H - B />
@@ -232,9 +245,13 @@ fn KvChart() -> impl IntoView {
     };
     let ctx = move || model.cfg_or(0, |c| c.context_length);
     view! {
-        <svg class="kv-chart" viewBox=format!("0 0 {W} {H}") role="img" aria-label="KV-cache bytes against context length for each G">
+        <svg class="kv-chart" viewBox=format!("0 0 {W} {H}") role="img" aria-label="KV-cache and maps bytes against context length for each G">
             {chart}
         </svg>
+        <p class="muted small">
+            "Each line is a G's cache and, where it starts above zero, the regrouping maps it holds from the first token "
+            "("{move || settings.with(|s| s.regroup.name())}" below the native G): a merged line crosses the native one where the merge starts to pay off."
+        </p>
         <p class="muted small">
             "At the model's full context ("{move || format::count(ctx(), "token")}") in "{move || cache.get().name()}": "{full}
         </p>

@@ -4,7 +4,8 @@
 //!
 //! Three layers, each importing only the ones below it:
 //! - the views ([`app`] lays them out: [`model_panel`], [`controls`], [`output`],
-//!   [`diagram`], [`kv_meter`], [`tradeoffs`] with [`quality_types`], and the views that explain GQA: attention by KV
+//!   [`diagram`], [`kv_meter`], [`tradeoffs`] with [`quality_types`] (both with [`maps_cost`]: the
+//!   regrouping maps' bytes beside the cache's), and the views that explain GQA: attention by KV
 //!   group ([`attention_view`]), G side by side ([`compare_view`]), quality against memory and
 //!   speed ([`tradeoff_plot`]), the cache calculator ([`calculator`])). Each reads the state it
 //!   shows from a context, and asks for work through the engine's owner.
@@ -25,6 +26,7 @@ mod format;
 mod js;
 mod kv_meter;
 mod loader;
+mod maps_cost;
 mod model_panel;
 mod output;
 mod owner;

@@ -3,10 +3,13 @@
 //! measured, the perplexity of the built-in passage measured here ("What each G buys")
 //! against the KV bytes per token in that type, and against the decode milliseconds per token
 //! measured on this page at that G and type; the types of one (G, method) joined by a line.
+//! The regrouping maps each point holds are memory too: a bar from its mark to the right adds
+//! their bytes spread over the page's KV capacity (`maps_cost.rs`), a part of its own.
 //! The paper's own T5-XXL figures sit beside it, for scale.
 
 use super::diagram::group_colour;
 use super::format;
+use super::maps_cost::maps_bytes;
 use super::state::measurements::{quality_key, Measurements};
 use super::state::model::{LoadedModel, ModelInfo};
 use super::state::CacheType;
@@ -32,6 +35,10 @@ struct Point {
     labelled: bool,
     ppl: f64,
     bytes: u64,
+    /// Bytes of the maps at this (G, method), whatever the length.
+    maps: u64,
+    /// The maps' bytes per token of the page's KV capacity.
+    maps_per_token: f64,
     /// Decode ms per token at this G, if measured.
     ms: Option<f64>,
 }
@@ -43,6 +50,7 @@ fn points(model: LoadedModel, measured: Measurements, live: KvType) -> (Vec<Poin
         return (Vec::new(), 0);
     };
     let (cfg, g0) = (&info.cfg, info.cfg.n_kv_heads);
+    let cap = info.facts.capacity.max(1);
     let quality = measured.quality.get();
     let backend = info.backend();
     let types = std::iter::once(live).chain(KvType::ALL.into_iter().filter(|&t| t != live));
@@ -61,6 +69,7 @@ fn points(model: LoadedModel, measured: Measurements, live: KvType) -> (Vec<Poin
                     continue;
                 };
                 let speed = measured.speeds_on(|b| b == backend, kv);
+                let maps = maps_bytes(cfg, g, method);
                 out.push(Point {
                     groups: g,
                     method,
@@ -68,6 +77,8 @@ fn points(model: LoadedModel, measured: Measurements, live: KvType) -> (Vec<Poin
                     labelled,
                     ppl,
                     bytes: kv_cache_bytes(cfg, g, 1, kv.element()),
+                    maps,
+                    maps_per_token: maps as f64 / cap as f64,
                     ms: speed.get(&g).map(|m| 1e3 / m.tokens_per_s()),
                 });
                 labelled = false;
@@ -105,8 +116,10 @@ fn panel(
     heads: usize,
     x: fn(&Point) -> Option<f64>,
     x_text: fn(f64) -> String,
+    extra: fn(&Point) -> f64,
 ) -> impl IntoView {
-    let xs: Vec<f64> = pts.iter().filter_map(x).collect();
+    let ends = pts.iter().filter_map(|p| x(p).map(|v| v + extra(p)));
+    let xs: Vec<f64> = pts.iter().filter_map(x).chain(ends).collect();
     let (xlo, xhi) = xs
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
@@ -128,6 +141,22 @@ fn panel(
         .iter()
         .filter_map(|p| x(p).map(|xv| (p, px(xv), py(p.ppl))))
         .collect();
+    // The maps' part of each point: a bar from its mark to its cache and maps together.
+    let bars = pts
+        .iter()
+        .filter(|p| extra(p) > 0.0)
+        .filter_map(|p| {
+            let xv = x(p)?;
+            let (x1, x2, cy) = (px(xv), px(xv + extra(p)), py(p.ppl));
+            let colour = group_colour(p.groups.saturating_sub(1), heads);
+            Some(view! {
+                <g data-testid="plot-maps" data-groups=p.groups data-method=p.method.name() data-kv=p.kv.name()>
+                    <line x1=x1 y1=cy x2=x2 y2=cy stroke=colour.clone() stroke-width=3.0 stroke-opacity=0.35 />
+                    <line x1=x2 y1=cy - 3.0 x2=x2 y2=cy + 3.0 stroke=colour stroke-width=1.5 />
+                </g>
+            })
+        })
+        .collect_view();
     // One line through the cache types of each (G, method), in the order of their bytes.
     let mut joins = Vec::new();
     for (i, &(p, ..)) in placed.iter().enumerate() {
@@ -152,11 +181,13 @@ fn panel(
         .map(|(p, cx, cy)| {
             let colour = group_colour(p.groups.saturating_sub(1), heads);
             let title = format!(
-                "G = {}, {}, cache {}: perplexity {:.2}",
+                "G = {}, {}, cache {}: perplexity {:.2}; {} of cache a token, and {} of maps",
                 p.groups,
                 p.method.name(),
                 p.kv.name(),
-                p.ppl
+                p.ppl,
+                format::bytes(p.bytes),
+                format::bytes(p.maps)
             );
             let k = mark_scale(p.kv);
             let shape = match p.method {
@@ -166,7 +197,7 @@ fn panel(
             let label = p.labelled.then(|| view! { <text x=cx + 7.0 y=cy - 6.0 class="tick-text">{format!("G{}", p.groups)}</text> });
             view! {
                 <g data-testid="plot-point" data-groups=p.groups data-method=p.method.name() data-kv=p.kv.name() data-ppl=format!("{:.4}", p.ppl)
-                   data-bytes=p.bytes.to_string() data-ms=p.ms.map(|m| format!("{m:.3}")).unwrap_or_default()>
+                   data-bytes=p.bytes.to_string() data-maps-bytes=p.maps.to_string() data-ms=p.ms.map(|m| format!("{m:.3}")).unwrap_or_default()>
                     <title>{title}</title>
                     {shape}
                     {label}
@@ -185,7 +216,7 @@ fn panel(
             <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label=title>
                 <line x1=L y1=T x2=L y2=H - B class="axis" />
                 <line x1=L y1=H - B x2=W - R y2=H - B class="axis" />
-                {yticks}{xticks}{joins}{dots}{empty}
+                {yticks}{xticks}{bars}{joins}{dots}{empty}
                 <text x=(L + W - R) / 2.0 y=H - 4.0 text-anchor="middle" class="tick-text">{title}</text>
                 <text x=10.0 y=T + 4.0 class="tick-text" transform=format!("rotate(-90 10 {})", T + 4.0) text-anchor="end">"perplexity (log)"</text>
             </svg>
@@ -225,8 +256,8 @@ pub fn TradeoffPlot() -> impl IntoView {
         let n = pts.len();
         view! {
             <div class="plots" data-testid="tradeoff-plot" data-points=n>
-                {panel("plot-bytes", "KV cache per token", &pts, heads, |p| Some(p.bytes as f64), |v| format::bytes(v as u64))}
-                {panel("plot-ms", "decode ms per token, measured here", &pts, heads, |p| p.ms, |v| format!("{v:.1}"))}
+                {panel("plot-bytes", "KV cache per token (+ maps / capacity)", &pts, heads, |p| Some(p.bytes as f64), |v| format::bytes(v as u64), |p| p.maps_per_token)}
+                {panel("plot-ms", "decode ms per token, measured here", &pts, heads, |p| p.ms, |v| format!("{v:.1}"), |_| 0.0)}
             </div>
         }
     };
@@ -237,6 +268,8 @@ pub fn TradeoffPlot() -> impl IntoView {
             <p class="muted small">
                 "■ mean-pooled, ● calibrated; lower is better. A KV cache type's marks are smaller the fewer bytes it keeps a value in (f32, f16, q8_0), "
                 "and a dashed line joins the types of one G and method: it runs left as the cache shrinks, and up where the rounding costs quality. "
+                "The pale bar to the right of a mark is its regrouping maps, their bytes shared over the page's KV capacity "
+                "(a calibrated merge's megabytes are a part of every token's memory until the context is long). "
                 "Points appear as "<b>"Measure quality"</b>" (the type in use) or "<b>"Measure every cache type"</b>" runs, and as you generate at each G and type."
             </p>
             <div class="paper">

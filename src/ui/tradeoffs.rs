@@ -3,10 +3,12 @@
 //! (`quality.rs`) for the GQA paper's mean-pooling and for the calibrated merge — every G at or
 //! above the native one is the same model, scored once (a model with one KV head has no G
 //! below it, and one column); speed is the decode rate measured on this engine as the person
-//! generates at each G. Below it, the same perplexities for each cache type
-//! (`quality_types.rs`).
+//! generates at each G. Beside the cache, the bytes of the regrouping maps each G holds under
+//! the method in use and from how many tokens a merge holds less than the native model
+//! (`maps_cost.rs`). Below it, the same perplexities for each cache type (`quality_types.rs`).
 
 use super::format;
+use super::maps_cost::{maps_bytes, PaysOff};
 use super::owner::EngineHandle;
 use super::quality_types::TypeTable;
 use super::state::measurements::{quality_key, Measurements};
@@ -69,9 +71,18 @@ pub fn Tradeoffs() -> impl IntoView {
         let backend = info.backend();
         let speeds = measured.speeds_on(|b| b == backend, t);
         let g0 = c.n_kv_heads;
+        let (method, cap) = (settings.with(|s| s.regroup), info.facts.capacity);
         let rows = c.valid_groups().into_iter().map(|g| {
             let gr = Grouping::of(&c, g).ok();
             let per_tok = kv_cache_bytes(&c, g, 1, t.element());
+            let maps = maps_bytes(&c, g, method);
+            let pays = PaysOff::of(&c, g, method, t.element(), cap);
+            let pays_text = match pays {
+                PaysOff::NoMerge => String::new(),
+                PaysOff::From(0) => "less from the start".into(),
+                PaysOff::From(n) => format!("less from {n} tokens"),
+                PaysOff::Never { .. } => "never less here".into(),
+            };
             let speed = speeds.get(&g).map_or("–".to_string(), |m| {
                 format!("{:.1} tok/s", m.tokens_per_s())
             });
@@ -81,6 +92,9 @@ pub fn Tradeoffs() -> impl IntoView {
                     <td class="num">{g}</td>
                     <td class="num" data-testid=format!("kv-per-token-g{g}") data-bytes=per_tok.to_string()>{format::bytes(per_tok)}</td>
                     <td class="num">{format!("{:.0}%", per_tok as f64 * 100.0 / mha)}</td>
+                    <td class="num" data-testid=format!("maps-g{g}") data-bytes=maps.to_string() data-break-even=pays.attr()>
+                        {format::bytes(maps)}<br/><span class="muted small">{pays_text}</span>
+                    </td>
                     {quality_cell(g, g0, Method::Mean)}
                     {(g0 > 1).then(|| quality_cell(g, g0, Method::Calibrated))}
                     <td class="num" data-testid=format!("speed-g{g}")>{speed}</td>
@@ -121,6 +135,9 @@ pub fn Tradeoffs() -> impl IntoView {
         <table class="tradeoffs">
             <thead><tr>
                 <th>"Grouping"</th><th class="num">"G"</th><th class="num">"KV / token ("{move || cache.get().name()}")"</th><th class="num">"vs MHA"</th>
+                <th class="num" title="bytes of the regrouping maps the engine holds at this G (f32), whatever the length; and from how many tokens (within this page's KV capacity) a merge holds less than the native model, maps and cache together">
+                    "Maps ("{move || settings.with(|s| s.regroup.name())}")"
+                </th>
                 {move || match single() {
                     true => view! {
                         <th class="num" title="perplexity of the built-in passage (every G is the trained model)">"Perplexity"</th>
@@ -183,7 +200,9 @@ fn MergeExplained() -> impl IntoView {
             "a complex scalar per rotation pair for K (the only linear map that commutes with RoPE), an "
             "output-weighted projection for V, and matching maps for the queries and each head's output — "
             "so the merged model stays close to the trained one. "<b>"Mean-pool"</b>" shows what the paper's "
-            "conversion costs before any training."
+            "conversion costs before any training. The maps are memory too (the "<b>"Maps"</b>" column): "
+            "a calibrated merge holds megabytes of them whatever the length, so it holds less than the native model only "
+            "once the cache it saves has outgrown them — the meter above says from which token on."
         </p>
     }
 }
