@@ -2,14 +2,17 @@
 //! Storage entries, the worker's messages) and [`MapsKey`], the one cache key both stores use.
 //! A key names everything the maps depend on — the model's bytes, G, the calibration tokens,
 //! the fit settings, the calibration text and this format's version — so a changed fit never
-//! serves stale maps.
+//! serves stale maps. A cache entry keeps the values in f16 (half the bytes: 3.0 MB for
+//! SmolLM2's calibrated G = 1; perplexity within 0.03% of the f32 maps, benches/README.md), or
+//! in f32 where a value is beyond f16's range; the worker's messages keep f32, losslessly. The
+//! engines hold the values they are given in f32 (`regroup::cost`).
 
 use super::{texts, FitSettings, Grouping, LayerMaps, Method, Regrouping, VMap, SEQUENCE};
 use crate::model::{ModelConfig, ModelError};
 use sha2::{Digest, Sha256};
 
 /// Version of the format below and of the fit that fills it: change it when either changes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Where fitted maps are cached: `file_name()` in the CLI's cache directory, `/maps/` +
 /// `file_name()` in the page's Cache Storage.
@@ -77,8 +80,9 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// File format of fitted maps: `GQAMAPS1`, a little-endian u32 header length, a JSON header
 /// (the grouping, the method, per layer the kind and length of each map, the sha256 of the
-/// values and, in a cache, the [`MapsKey`] the maps were fitted for), then every map's f32
-/// values, little-endian, in the header's order.
+/// values and, in a cache, the [`MapsKey`] the maps were fitted for), then every map's values
+/// as the header's `value_type` says (f32, or f16 in a cache entry), little-endian, in the
+/// header's order.
 const MAGIC: &[u8; 8] = b"GQAMAPS1";
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -90,14 +94,21 @@ struct Header {
     method: String,
     /// Per layer: [k, v, q, o] lengths in f32 values; v negative for pooling weights.
     layers: Vec<[i64; 4]>,
+    /// How each value is kept: `f32` (also where a header does not say: format 3) or `f16`.
+    #[serde(default = "f32_name")]
+    value_type: String,
     /// The sha256 of the values that follow (hex): damage anywhere in them is seen.
     values_sha256: String,
     /// In a cache: the key the maps were fitted for ([`MapsKey::file_name`]).
     key: Option<String>,
 }
 
+fn f32_name() -> String {
+    "f32".into()
+}
+
 impl Header {
-    fn of(r: &Regrouping, values: &[u8], key: Option<&MapsKey>) -> Self {
+    fn of(r: &Regrouping, values: &[u8], half: bool, key: Option<&MapsKey>) -> Self {
         let layers = r
             .layers
             .iter()
@@ -122,6 +133,7 @@ impl Header {
             head_dim: r.head_dim,
             method: r.method.name().into(),
             layers,
+            value_type: if half { "f16" } else { "f32" }.into(),
             values_sha256: hex(&Sha256::digest(values)),
             key: key.map(MapsKey::file_name),
         }
@@ -133,14 +145,46 @@ pub fn to_bytes(r: &Regrouping) -> Vec<u8> {
     encode(r, None)
 }
 
-/// `r` as a cache entry for `key`: [`from_cache_bytes`] gives it back only for that key.
+/// `r` as a cache entry for `key`, its values in f16 where they all fit f16's range:
+/// [`from_cache_bytes`] gives back [`stored`]`(r)`, and only for that key.
 pub fn to_cache_bytes(r: &Regrouping, key: &MapsKey) -> Vec<u8> {
     encode(r, Some(key))
 }
 
+/// `r` as a cache entry gives it back: each value rounded to the nearest f16, unless one of
+/// them is beyond f16's range (then all are kept).
+pub fn stored(r: &Regrouping) -> Regrouping {
+    let mut r = r.clone();
+    if fits_f16(&r) {
+        for m in &mut r.layers {
+            each_value(m).for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+        }
+    }
+    r
+}
+
+/// Every value of `m`, in the file's order.
+fn each_value(m: &mut LayerMaps) -> impl Iterator<Item = &mut f32> {
+    let v = match &mut m.v {
+        VMap::Pool(w) | VMap::Dense(w) => w,
+    };
+    let k = m.k.iter_mut().flatten().chain(v);
+    k.chain(m.q.iter_mut().flatten().flatten())
+        .chain(m.o.iter_mut().flatten())
+}
+
+/// Whether every value of `r` is a finite f16 once rounded.
+fn fits_f16(r: &Regrouping) -> bool {
+    let mut r = r.clone();
+    r.layers
+        .iter_mut()
+        .all(|m| each_value(m).all(|x| half::f16::from_f32(*x).is_finite()))
+}
+
 fn encode(r: &Regrouping, key: Option<&MapsKey>) -> Vec<u8> {
-    let values = values(r);
-    let header = serde_json::to_vec(&Header::of(r, &values, key)).unwrap_or_default();
+    let half = key.is_some() && fits_f16(r);
+    let values = values(r, half);
+    let header = serde_json::to_vec(&Header::of(r, &values, half, key)).unwrap_or_default();
     let mut out = MAGIC.to_vec();
     out.extend((header.len() as u32).to_le_bytes());
     out.extend(header);
@@ -148,20 +192,15 @@ fn encode(r: &Regrouping, key: Option<&MapsKey>) -> Vec<u8> {
     out
 }
 
-/// Every map's f32 values, little-endian, in the header's order.
-fn values(r: &Regrouping) -> Vec<u8> {
+/// Every map's values as f32 or f16, little-endian, in the header's order.
+fn values(r: &Regrouping, half: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    for m in &r.layers {
-        let v = match &m.v {
-            VMap::Pool(w) | VMap::Dense(w) => w,
-        };
-        let values =
-            m.k.iter()
-                .flatten()
-                .chain(v)
-                .chain(m.q.iter().flatten().flatten());
-        for x in values.chain(m.o.iter().flatten()) {
-            out.extend(x.to_le_bytes());
+    for m in &mut r.layers.clone() {
+        for x in each_value(m) {
+            match half {
+                true => out.extend(half::f16::from_f32(*x).to_le_bytes()),
+                false => out.extend(x.to_le_bytes()),
+            }
         }
     }
     out
@@ -217,15 +256,26 @@ fn decode(bytes: &[u8], cfg: &ModelConfig) -> Result<(Regrouping, Option<String>
     }
     let grouping = Grouping::new(h.n_heads, h.native_groups, h.groups)?;
     let method = Method::parse(&h.method).ok_or_else(|| bad("unknown method"))?;
+    let size = match h.value_type.as_str() {
+        "f32" => 4,
+        "f16" => 2,
+        _ => return Err(bad("unknown value type")),
+    };
     let mut take = |n: i64| -> Result<Vec<f32>, ModelError> {
         let n = usize::try_from(n.unsigned_abs()).map_err(|_| bad("bad length"))?;
-        let bytes = data.get(..n.checked_mul(4).ok_or_else(|| bad("bad length"))?);
+        let bytes = data.get(..n.checked_mul(size).ok_or_else(|| bad("bad length"))?);
         let bytes = bytes.ok_or_else(|| bad("truncated"))?;
-        data = &data[n * 4..];
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        data = &data[n * size..];
+        Ok(match size {
+            4 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            _ => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        })
     };
     let pairs = |v: Vec<f32>| v.chunks_exact(2).map(|c| [c[0], c[1]]).collect::<Vec<_>>();
     let mut layers = Vec::with_capacity(h.layers.len().min(1024));
@@ -298,5 +348,55 @@ mod tests {
         let s = FitSettings::default();
         let from_hex = MapsKey::new(&hex(&Sha256::digest(bytes)).to_uppercase(), 3, 64, s);
         assert_eq!(MapsKey::for_model(bytes, 3, 64, s), from_hex);
+    }
+
+    /// A cache entry keeps its values in f16 (about half the bytes) and gives back the maps
+    /// rounded to them; a value beyond f16's range keeps the entry in f32; messages stay f32.
+    #[test]
+    fn cache_entries_keep_f16_values() {
+        let cfg = crate::model::ModelConfig {
+            arch: crate::model::Arch::llama(),
+            n_layers: 2,
+            dim: 64,
+            ffn_dim: 128,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            vocab_size: 32,
+            context_length: 512,
+            rope_base: 1e4,
+            rms_eps: 1e-5,
+        };
+        let grouping = Grouping::of(&cfg, 1).unwrap();
+        let mut next = crate::regroup::test_rng(7);
+        let mut layer = LayerMaps::expanded(grouping, 16);
+        each_value(&mut layer).for_each(|x| *x += next() * 0.1);
+        let mut r = Regrouping {
+            grouping,
+            method: Method::Calibrated,
+            head_dim: 16,
+            layers: vec![layer; 2],
+        };
+        let key = MapsKey::new(SHA, 1, 64, FitSettings::default());
+        let entry = to_cache_bytes(&r, &key);
+        let back = from_cache_bytes(&entry, &cfg, &key).unwrap();
+        assert_eq!(back, stored(&r));
+        assert_ne!(back, r, "rounded");
+        assert_eq!(stored(&back), back, "f16 values are kept exactly");
+        assert!(
+            entry.len() < to_bytes(&r).len() * 6 / 10,
+            "about half the bytes"
+        );
+        assert_eq!(
+            from_bytes(&to_bytes(&r), &cfg).unwrap(),
+            r,
+            "messages keep f32"
+        );
+        r.layers[1].k[0][0] = 1e6; // past f16's 65504
+        assert_eq!(stored(&r), r);
+        assert_eq!(
+            from_cache_bytes(&to_cache_bytes(&r, &key), &cfg, &key).unwrap(),
+            r
+        );
     }
 }

@@ -161,7 +161,7 @@ pub fn calibrated(groups: usize) -> std::sync::Arc<gqa_lab::regroup::Regrouping>
         let tmp = path.with_extension(format!("{}.part", std::process::id()));
         std::fs::write(&tmp, store::to_cache_bytes(&r, &key)).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
-        r
+        store::stored(&r) // as the file gives it back next time (f16 values)
     });
     let r = Arc::new(r);
     fitted.insert(groups, r.clone());

@@ -71,7 +71,8 @@ async fn regrouping_for(
         None => {
             let r = calibrate(page, s, grouping, tokens).await?;
             store(&key, crate::regroup::store::to_cache_bytes(&r, &maps_key)).await;
-            r
+            // As the entry gives it back on the next visit: its values in f16.
+            Arc::new(crate::regroup::store::stored(&r))
         }
     };
     s.maps.insert((groups, tokens), r.clone());
