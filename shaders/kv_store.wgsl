@@ -5,6 +5,11 @@
 //   V: pool mode   v_g = Σ_j vmap[g][j] · v0_j          (the GQA paper's mean pooling)
 //      dense mode  v_g[d] = Σ_{j,e} vmap[g][d][j·hd + e] · v0_j[e]   (a calibrated merge)
 //   q: pair f of query head h times qmap[h][f] (complex), when the merge has a q map.
+// With a q map, slot f of a head may carry another native pair, slots[h][f] (the K slots of a
+// calibrated merge, spent where the keys' energy is): K's slot f is Σ_j kmap[g][j][f] ·
+// k0_j,slots[g][f] and q's is qmap[h][f] · q_h,slots[h][f], and both turn at that pair's angle.
+// q is gathered in place, so every thread reads before any writes (a storage barrier; the host
+// makes a workgroup hold whole heads when slots move pairs).
 // K is then rotated (RoPE, adjacent pairs, angles from the host's table) and both are written
 // at pos0 + t: row (pos0 + t) mod capacity, where a sliding-window layer's capacity is its ring
 // (model::layer_cache_rows) and every other layer's exceeds every position; each pair as the
@@ -14,6 +19,7 @@
 // The maps of every layer are in one buffer each; `layer` picks this op's.
 //   k0, v0: [T][G0][hd]    kmap: [L][G][G0][hd/2] (re, im)
 //   vmap: [L][G][G0] (pool) or [L][G][hd][G0·hd] (dense)    qmap: [L][H][hd/2] (re, im)
+//   slots: [L][H + G][hd/2] u32, the query heads' rows then the KV heads' (with a q map)
 //   rope: [capacity][hd/2] (cos, sin)    kc, vc: [G][capacity][hd] (staged: [T][G][hd])
 //   q: [T][H][hd]
 struct Params {
@@ -35,6 +41,7 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> kc: array<KvPair>;
 @group(0) @binding(9) var<storage, read_write> vc: array<KvPair>;
 @group(0) @binding(10) var<storage, read_write> q: array<vec2<f32>>;
+@group(0) @binding(11) var<storage, read> slots: array<u32>;
 
 fn rotate(v: vec2<f32>, cs: vec2<f32>) -> vec2<f32> {
     return vec2<f32>(v.x * cs.x - v.y * cs.y, v.x * cs.y + v.y * cs.x);
@@ -70,28 +77,43 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x % pairs;
     let g = gid.x / pairs;
     let t = gid.y;
-    if (g >= p.n_heads || t >= step.n_tokens) {
+    let live = g < p.n_heads && t < step.n_tokens;
+    let pos = step.pos0 + t;
+    let slot_row = p.layer * (p.n_heads + p.groups); // this layer's first row of `slots`
+    let qi = (t * p.n_heads + g) * pairs + i; // g counts query heads here
+    var fq = i; // the native pair query slot i carries
+    var qv = vec2<f32>(0.0);
+    if (live) {
+        if (p.map_q != 0u) {
+            fq = slots[(slot_row + g) * pairs + i];
+        }
+        qv = q[qi - i + fq];
+    }
+    if (p.map_q != 0u) {
+        storageBarrier(); // every read of q before any write
+    }
+    if (!live) {
         return;
     }
-    let pos = step.pos0 + t;
-    let cs = rope[pos * pairs + i];
-    let qi = (t * p.n_heads + g) * pairs + i; // g counts query heads here
-    var qv = q[qi];
     if (p.map_q != 0u) {
         qv = cmul(qmap[(p.layer * p.n_heads + g) * pairs + i], qv);
     }
-    q[qi] = rotate(qv, cs);
+    q[qi] = rotate(qv, rope[pos * pairs + fq]);
     if (g >= p.groups) {
         return;
+    }
+    var fk = i; // the native pair K slot i carries
+    if (p.map_q != 0u) {
+        fk = slots[(slot_row + p.n_heads + g) * pairs + i];
     }
     let g0 = p.native_groups;
     var k = vec2<f32>(0.0);
     for (var j = 0u; j < g0; j++) {
         let c = kmap[((p.layer * p.groups + g) * g0 + j) * pairs + i];
-        k += cmul(c, k0[(t * g0 + j) * pairs + i]);
+        k += cmul(c, k0[(t * g0 + j) * pairs + fk]);
     }
     let row = select(g * p.capacity + pos % p.capacity, t * p.groups + g, KV_STAGED);
     let dst = row * pairs + i;
-    kc[dst] = kv_pack(rotate(k, cs));
+    kc[dst] = kv_pack(rotate(k, rope[pos * pairs + fk]));
     vc[dst] = kv_pack(value(g, i, t));
 }

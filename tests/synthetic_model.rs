@@ -220,6 +220,7 @@ fn calibration_says_what_is_wrong_with_its_input() {
             &model(),
             FitSettings {
                 o_ridge: Some(ridge),
+                ..FitSettings::default()
             },
         )
         .unwrap_err();

@@ -323,12 +323,14 @@ pub fn perplexity(
         return print_json(&v);
     }
     println!(
-        "{} tokens, G={} ({}): NLL {:.5}, perplexity {:.3}",
+        "{} tokens, G={} ({}): NLL {:.5} ± {:.5}, perplexity {:.3} (± {:.3})",
         p.tokens,
         p.groups,
         p.method.name(),
         p.nll,
-        p.perplexity
+        p.nll_std_error,
+        p.perplexity,
+        p.perplexity * p.nll_std_error,
     );
     Ok(())
 }

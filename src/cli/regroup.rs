@@ -13,7 +13,9 @@ use gqa_lab::engine::calibrate::{calibrate_with, Progress};
 use gqa_lab::gguf::Gguf;
 use gqa_lab::model::ModelConfig;
 use gqa_lab::regroup::texts::{TEXT, TEXT_SOURCE};
-use gqa_lab::regroup::{self, store, FitSettings, Grouping, MapsKey, Method, Regrouping};
+use gqa_lab::regroup::{
+    self, store, FitSettings, Grouping, KSlots, MapsKey, Method, OTarget, Regrouping,
+};
 use gqa_lab::tokenizer::Tokenizer;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,6 +69,52 @@ pub struct FitArgs {
     /// Keep the base O maps (no least-squares refit).
     #[arg(long)]
     no_o_refit: bool,
+    /// How each merged head's K slots are spent: one per rotation pair, or to the strongest
+    /// components over all pairs by their query-weighted energy.
+    #[arg(long, value_enum, default_value_t = KSlotRule::default())]
+    k_slots: KSlotRule,
+    /// What the O refit fits each layer's attention to: the native layer at the merged
+    /// model's input, or the native model's own stream at the same tokens (walked beside it).
+    #[arg(long, value_enum, default_value_t = OTargetArg::default())]
+    o_target: OTargetArg,
+    /// Scale each query head's q map by a fitted temperature (the merged scores brought back
+    /// to the native ones where the native attention looks).
+    #[arg(long)]
+    q_scale: bool,
+}
+
+/// `--o-target` (`regroup::OTarget`).
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum OTargetArg {
+    Layer,
+    Stream,
+    Residual,
+}
+
+impl Default for OTargetArg {
+    fn default() -> Self {
+        match OTarget::default() {
+            OTarget::Layer => OTargetArg::Layer,
+            OTarget::Stream => OTargetArg::Stream,
+            OTarget::Residual => OTargetArg::Residual,
+        }
+    }
+}
+
+/// `--k-slots` (`regroup::KSlots`).
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum KSlotRule {
+    PerPair,
+    Energy,
+}
+
+impl Default for KSlotRule {
+    fn default() -> Self {
+        match KSlots::default() {
+            KSlots::PerPair => KSlotRule::PerPair,
+            KSlots::ByEnergy => KSlotRule::Energy,
+        }
+    }
 }
 
 /// `--o-ridge`, refused up front outside [`regroup::O_RIDGE_RANGE`].
@@ -79,6 +127,16 @@ impl FitArgs {
     pub fn settings(&self) -> FitSettings {
         FitSettings {
             o_ridge: (!self.no_o_refit).then_some(self.o_ridge),
+            k_slots: match self.k_slots {
+                KSlotRule::PerPair => KSlots::PerPair,
+                KSlotRule::Energy => KSlots::ByEnergy,
+            },
+            o_target: match self.o_target {
+                OTargetArg::Layer => OTarget::Layer,
+                OTargetArg::Stream => OTarget::Stream,
+                OTargetArg::Residual => OTarget::Residual,
+            },
+            q_scale: self.q_scale,
         }
     }
 }
@@ -142,7 +200,8 @@ pub fn regrouping_for(
     if let Some(Err(e)) = entry.map(|c| c.write(&r)) {
         eprintln!("warning: {e:#}; the fitted maps are used for this run only");
     }
-    Ok(Arc::new(r))
+    // As a cache entry gives them back (f16 values), so this run and later ones agree.
+    Ok(Arc::new(store::stored(&r)))
 }
 
 /// The engine a calibration walks through the layers.

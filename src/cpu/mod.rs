@@ -227,15 +227,20 @@ impl CpuEngine {
             q = rmsnorm(&q, qn, cfg.rms_eps); // each [hd] head of [t][H·hd]
             k = rmsnorm(&k, kn, cfg.rms_eps); // each [hd] head of [t][G·hd]
         }
+        let (q_kv, k_kv): (Vec<usize>, Vec<usize>) = (grouping.kv_heads(), (0..groups).collect());
         for i in 0..t {
             let pos = *len + i;
             let turns = cfg.rope_turns(l, pos); // [hd/2], the layer's base and factors
-            rotate(&mut q[i * n_heads * hd..(i + 1) * n_heads * hd], &turns);
+            maps.rotate(
+                &mut q[i * n_heads * hd..(i + 1) * n_heads * hd],
+                &turns,
+                &q_kv,
+            );
             let (k_i, v_i) = (
                 &mut k[i * groups * hd..(i + 1) * groups * hd],
                 &v[i * groups * hd..(i + 1) * groups * hd],
             );
-            rotate(k_i, &turns);
+            maps.rotate(k_i, &turns, &k_kv);
             for g in 0..groups {
                 let head = g * hd..(g + 1) * hd;
                 cache.write(l, g, pos, &k_i[head.clone()], &v_i[head]);
@@ -400,23 +405,10 @@ fn project_qkv(
                 .for_each(|row| add_in_place(row, b));
         }
     }
-    maps.map_q(&mut q, grouping.n_heads(), hd);
+    maps.map_q(&mut q, grouping, hd);
     let k = maps.map_k(&k0, grouping, hd); // [t][G·hd]
     let v = maps.map_v(&v0, grouping, hd); // [t][G·hd]
     (q, k, v)
-}
-
-/// RoPE on one token's heads `v` (`[heads][hd]`): each adjacent pair `(v[2i], v[2i+1])` of
-/// every head turns by `turns[i]` (`[hd/2]` (cos, sin), [`ModelConfig::rope_turns`]), as
-/// `ops::rope` does for a plain base.
-fn rotate(v: &mut [f32], turns: &[(f32, f32)]) {
-    for head in v.chunks_exact_mut(2 * turns.len()) {
-        for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(turns) {
-            let (a, b) = (pair[0], pair[1]);
-            pair[0] = a * cos - b * sin;
-            pair[1] = a * sin + b * cos;
-        }
-    }
 }
 
 /// `x`, or its RMSNorm when the architecture normalises a sublayer's output (Gemma).

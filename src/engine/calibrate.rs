@@ -4,14 +4,21 @@
 //! together: layer l's native projections feed its fit, its maps are set, and then the layer
 //! runs with them to give the next layer's input, so each layer's fit also sees the drift of
 //! the merged layers below it (what each fit gives: benches/README.md, "Calibration").
+//!
+//! Each layer's statistics are gathered a sequence at a time (`LayerFit`): the walk holds the
+//! hidden states of every sequence, `[tokens][dim]`, but no more than one sequence's
+//! projections. When the O refit aims at the native model's stream
+//! ([`crate::regroup::OTarget::Stream`]), the walk also carries that stream, the native
+//! layers run on it, so that each merged layer's attention is fitted to what the native model
+//! puts there at the same tokens.
 
 use super::{EngineError, LayerWalk};
 use crate::gguf::Gguf;
 use crate::model::ModelConfig;
 use crate::model::ModelTensors;
-use crate::regroup::layer::fit_layer;
+use crate::regroup::layer::LayerFit;
 use crate::regroup::{calibration_sequences, sequence_len, MIN_TOKENS};
-use crate::regroup::{FitError, FitSettings, Grouping, LayerMaps, Method, Regrouping};
+use crate::regroup::{FitError, FitSettings, Grouping, LayerMaps, Method, OTarget, Regrouping};
 use std::sync::Arc;
 
 /// One layer done.
@@ -90,23 +97,60 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
         };
         return Err(EngineError::Calibration(why));
     }
-    let mut start = r.clone();
-    start.layers = vec![LayerMaps::expanded(grouping, cfg.head_dim); cfg.n_layers];
-    walk.start(Arc::new(start))?;
+    // The merged model so far: fitted below the current layer, pooled (in the full form) above.
+    let mut merged = r.clone();
+    merged.layers = vec![LayerMaps::expanded(grouping, cfg.head_dim); cfg.n_layers];
+    walk.start(Arc::new(merged.clone()))?;
     let tensors = ModelTensors::locate(gguf, &cfg)?;
     let mut xs = Vec::new(); // per sequence: [seq][dim]
     for s in calibration_sequences(ids.len(), seq) {
         xs.push(walk.embed_rows(&ids[s]).await?);
     }
+    // The native model's stream at the same tokens, when the O refit aims at it.
+    let mut natives = settings.walks_native_stream().then(|| xs.clone());
+    let native = Arc::new(Regrouping::native(&cfg));
     for l in 0..cfg.n_layers {
-        let mut native = Vec::with_capacity(xs.len());
-        for x in &xs {
-            native.push(walk.native_qkv(l, x).await?);
-        }
         let wo = tensors.layers[l].wo.f32(gguf)?; // [dim][H·hd]
-        let (maps, error) = fit_layer(&cfg, grouping, &native, &wo, settings)
-            .map_err(|why| EngineError::Calibration(format!("layer {l}: {why}")))?;
-        walk.set_layer_maps(l, &maps)?;
+        let at = |why: String| EngineError::Calibration(format!("layer {l}: {why}"));
+        let mut fit = LayerFit::new(&cfg, grouping, &wo, settings).map_err(at)?;
+        for x in &xs {
+            fit.add(&walk.native_qkv(l, x).await?).map_err(at)?;
+        }
+        if fit.fit_base().map_err(at)? {
+            for x in &xs {
+                fit.add_scores(&walk.native_qkv(l, x).await?).map_err(at)?;
+            }
+        }
+        if fit.fit_scores() {
+            for (i, x) in xs.iter().enumerate() {
+                let here = walk.native_qkv(l, x).await?;
+                let target = match &natives {
+                    Some(n) => Some(walk.native_qkv(l, &n[i]).await?),
+                    None => None,
+                };
+                let drift = match (&natives, settings.o_target) {
+                    (Some(n), OTarget::Residual) => {
+                        Some(n[i].iter().zip(x).map(|(a, b)| a - b).collect::<Vec<f32>>())
+                    }
+                    _ => None,
+                };
+                let target = target.as_ref().unwrap_or(&here);
+                fit.add_outputs(&here, target, drift.as_deref())
+                    .map_err(at)?;
+            }
+        }
+        let (maps, error) = fit.finish().map_err(at)?;
+        merged.layers[l] = maps.clone();
+        match &mut natives {
+            Some(n) => {
+                walk.start(native.clone())?;
+                for x in n.iter_mut() {
+                    walk.run_layer(l, x).await?;
+                }
+                walk.start(Arc::new(merged.clone()))?;
+            }
+            None => walk.set_layer_maps(l, &maps)?,
+        }
         r.layers[l] = maps;
         for x in &mut xs {
             walk.run_layer(l, x).await?;

@@ -11,6 +11,9 @@ pub struct Perplexity {
     pub tokens: usize,
     /// Mean negative log-likelihood, natural log.
     pub nll: f64,
+    /// The standard error of `nll`: the per-token NLLs' standard deviation over √tokens (the
+    /// tokens taken as independent draws; neighbours are not, so it is a lower bound).
+    pub nll_std_error: f64,
     pub perplexity: f64,
     pub groups: usize,
     /// How the grouping was made (mean-pooling, or the calibrated merge).
@@ -33,20 +36,32 @@ pub async fn perplexity<E: Engine + ?Sized>(
             "in the logits at position {p}"
         )));
     }
-    let total: f64 = logits
+    let nlls: Vec<f64> = logits
         .chunks_exact(vocab)
         .zip(&ids[1..])
         .map(|(row, &next)| -log_softmax_at(row, next as usize))
-        .sum();
-    let tokens = ids.len() - 1;
-    let nll = total / tokens as f64;
+        .collect();
+    let tokens = nlls.len();
+    let nll = nlls.iter().sum::<f64>() / tokens as f64;
     Ok(Perplexity {
         tokens,
         nll,
+        nll_std_error: std_error(&nlls, nll),
         perplexity: nll.exp(),
         groups: engine.grouping().groups(),
         method: engine.regrouping().method,
     })
+}
+
+/// The standard error of the mean `mean` of `x`: the sample standard deviation over √n (0 for
+/// fewer than two values).
+pub fn std_error(x: &[f64], mean: f64) -> f64 {
+    let n = x.len() as f64;
+    if x.len() < 2 {
+        return 0.0;
+    }
+    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (var / n).sqrt()
 }
 
 /// The first row of `x` (rows of `width` values) that holds a NaN or an infinity.

@@ -299,6 +299,7 @@ impl Kernel {
                 (8, S::ReadWrite),
                 (9, S::ReadWrite),
                 (10, S::ReadWrite),
+                (11, S::Read),
             ],
             Kernel::KvQuant => &[
                 (0, S::Params),

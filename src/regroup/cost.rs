@@ -10,11 +10,11 @@
 //! and O maps) and never more. The GPU's group starts and its 16-byte placeholder for an
 //! absent map are not counted.
 //!
-//! A calibrated merge of SmolLM2-135M (H = 9, G0 = 3, head_dim 64, 30 layers) holds 5.99 MB at
-//! G = 1 and 7.49 MB at G = 2, most of it the O maps (`[H][hd][hd]` a layer) and the dense V
+//! A calibrated merge of SmolLM2-135M (H = 9, G0 = 3, head_dim 64, 30 layers) holds 6.03 MB at
+//! G = 1 and 7.53 MB at G = 2, most of it the O maps (`[H][hd][hd]` a layer) and the dense V
 //! map; its f32 cache saves 30,720 and 15,360 bytes a token. So the merged model holds more
-//! than the native one (whose own pooling maps are 70 kB) up to 192 and 482 tokens and less
-//! from 193 and 483 on ([`break_even`]).
+//! than the native one (whose own pooling maps are 70 kB) up to 193 and 485 tokens and less
+//! from 194 and 486 on ([`break_even`]).
 
 use super::{Grouping, LayerMaps, Method, Regrouping, VMap};
 use crate::model::{kv_cache_bytes, ElementType, ModelConfig};
@@ -22,8 +22,11 @@ use crate::model::{kv_cache_bytes, ElementType, ModelConfig};
 /// Bytes of one map value as the engines hold it (f32).
 pub const MAP_VALUE_BYTES: u64 = 4;
 
-/// Values of one layer's maps: K (complex), V, q (complex) and O; `None` where absent.
-fn layer_values(m: &LayerMaps) -> [Option<usize>; 4] {
+/// Values of one layer's maps at `grouping`: K (complex), V, q (complex), O, and with the q
+/// map the table of the pair each slot carries (`[H + G][hd/2]` u32, as the GPU holds it:
+/// `LayerMaps::slot_rows`); `None` where absent.
+fn layer_values(m: &LayerMaps, grouping: Grouping, hd: usize) -> [Option<usize>; 5] {
+    let slot_rows = (grouping.n_heads() + grouping.groups()) * hd / 2;
     [
         Some(m.k.len() * 2),
         Some(match &m.v {
@@ -31,6 +34,7 @@ fn layer_values(m: &LayerMaps) -> [Option<usize>; 4] {
         }),
         m.q.as_ref().map(|q| q.len() * 2),
         m.o.as_ref().map(Vec::len),
+        (m.q.is_some() || m.slots.is_some()).then_some(slot_rows),
     ]
 }
 
@@ -40,8 +44,8 @@ pub fn maps_bytes(r: &Regrouping) -> u64 {
     let widest = r
         .layers
         .iter()
-        .map(layer_values)
-        .fold([None; 4], |acc: [Option<usize>; 4], l| {
+        .map(|m| layer_values(m, r.grouping, r.head_dim))
+        .fold([None; 5], |acc: [Option<usize>; 5], l| {
             std::array::from_fn(|i| acc[i].max(l[i]))
         });
     let per_layer: usize = widest.iter().flatten().sum();
@@ -51,7 +55,12 @@ pub fn maps_bytes(r: &Regrouping) -> u64 {
 /// Bytes the engines hold for each layer as it is (the CPU engines' count): at most
 /// [`maps_bytes`], equal to it when every layer's maps have one form.
 pub fn maps_bytes_per_layer(r: &Regrouping) -> u64 {
-    let values: usize = r.layers.iter().flat_map(layer_values).flatten().sum();
+    let values: usize = r
+        .layers
+        .iter()
+        .flat_map(|m| layer_values(m, r.grouping, r.head_dim))
+        .flatten()
+        .sum();
     values as u64 * MAP_VALUE_BYTES
 }
 
@@ -181,11 +190,13 @@ mod tests {
         let (g1, g2) = (calibrated(&cfg, 1), calibrated(&cfg, 2));
         g1.check(&cfg).unwrap();
         g2.check(&cfg).unwrap();
-        // K [G][3][32] complex + V [G][64][192] + q [9][32] complex + O [9][64][64], f32.
-        let layer = |g: u64| (g * 3 * 32 * 2 + g * 64 * 192 + 9 * 32 * 2 + 9 * 64 * 64) * 4;
+        // K [G][3][32] complex + V [G][64][192] + q [9][32] complex + O [9][64][64] + the
+        // slot table [9 + G][32], 4 bytes each.
+        let layer =
+            |g: u64| (g * 3 * 32 * 2 + g * 64 * 192 + 9 * 32 * 2 + 9 * 64 * 64 + (9 + g) * 32) * 4;
         assert_eq!(maps_bytes(&g1), 30 * layer(1));
-        assert_eq!(maps_bytes(&g1), 5_990_400, "≈ 5.99 MB");
-        assert_eq!(maps_bytes(&g2), 7_488_000, "≈ 7.49 MB");
+        assert_eq!(maps_bytes(&g1), 6_028_800, "≈ 6.03 MB");
+        assert_eq!(maps_bytes(&g2), 7_530_240, "≈ 7.53 MB");
         for r in [&g1, &g2] {
             assert_eq!(maps_bytes_per_layer(r), maps_bytes(r));
             let planned = planned_maps_bytes(&cfg, r.groups(), Method::Calibrated);
@@ -228,20 +239,20 @@ mod tests {
         let cfg = smollm2();
         let f32 = KvType::F32.element();
         let at = |g, t| break_even(&cfg, Footprint::of(&calibrated(&cfg, g)), t, 8192);
-        // (5,990,400 − 70,200) / 30,720 = 192.7; (7,488,000 − 70,200) / 15,360 = 482.9.
-        assert_eq!(at(1, f32), Some(193));
-        assert_eq!(at(2, f32), Some(483));
-        for (g, n) in [(1, 193), (2, 483)] {
+        // (6,028,800 − 70,200) / 30,720 = 193.96; (7,530,240 − 70,200) / 15,360 = 485.7.
+        assert_eq!(at(1, f32), Some(194));
+        assert_eq!(at(2, f32), Some(486));
+        for (g, n) in [(1, 194), (2, 486)] {
             let merged = Footprint::of(&calibrated(&cfg, g));
             let native = Footprint::native(&cfg);
             assert!(merged.bytes(&cfg, n, f32) < native.bytes(&cfg, n, f32));
             assert!(merged.bytes(&cfg, n - 1, f32) >= native.bytes(&cfg, n - 1, f32));
         }
         // A smaller cache type saves fewer bytes a token: later.
-        assert_eq!(at(1, KvType::F16.element()), Some(386));
+        assert_eq!(at(1, KvType::F16.element()), Some(388));
         // Not at a context shorter than that.
         let merged = Footprint::of(&calibrated(&cfg, 2));
-        assert_eq!(break_even(&cfg, merged, f32, 482), None);
+        assert_eq!(break_even(&cfg, merged, f32, 485), None);
         // Mean-pooling's maps are smaller than the native ones: less from the start.
         let mean = Regrouping::mean(&cfg, Grouping::of(&cfg, 1).unwrap());
         assert_eq!(break_even(&cfg, Footprint::of(&mean), f32, 8192), Some(0));

@@ -30,7 +30,8 @@
 
 use super::maps::{LayerMaps, VMap};
 use super::Grouping;
-use nalgebra::{Cholesky, DMatrix, SymmetricEigen};
+use super::KSlots;
+use nalgebra::{Cholesky, Complex, DMatrix, SymmetricEigen};
 
 /// The calibration statistics of one layer.
 pub struct LayerStats {
@@ -139,9 +140,9 @@ impl LayerStats {
     }
 
     /// The layer's maps, from its statistics and its output projection `wo`
-    /// (`[dim][H·hd]`, f32), and how well they fit. Groups that merge nothing keep their
-    /// native head as it is.
-    pub fn fit(&self, wo: &[f32]) -> Result<(LayerMaps, FitError), String> {
+    /// (`[dim][H·hd]`, f32), and how well they fit, K's slots spent by `k_slots`. Groups that
+    /// merge nothing keep their native head as it is.
+    pub fn fit(&self, wo: &[f32], k_slots: KSlots) -> Result<(LayerMaps, FitError), String> {
         let (gr, hd) = (self.grouping, self.hd);
         let mut maps = LayerMaps::pooled(gr, hd);
         if !gr.merges() {
@@ -165,11 +166,14 @@ impl LayerStats {
                 }
                 continue;
             }
-            let k_err = self.fit_k(g, &mut maps, &mut q)?;
+            let k_err = self.fit_k(g, k_slots, &mut maps, &mut q)?;
             let v_err = self.fit_v(g, &chol, &mut v, &mut o)?;
             err.k += k_err;
             err.v += v_err;
             weight += 1.0;
+        }
+        if maps.slots.as_deref() == Some(&identity_slots(gr, pairs)[..]) {
+            maps.slots = None;
         }
         maps.v = VMap::Dense(v);
         maps.q = Some(q);
@@ -184,50 +188,77 @@ impl LayerStats {
         ))
     }
 
-    /// K and q maps of merged head g; returns its relative K error.
-    fn fit_k(&self, g: usize, maps: &mut LayerMaps, q: &mut [[f32; 2]]) -> Result<f64, String> {
+    /// K and q maps of merged head g, its slots spent by `rule`; returns its relative K error.
+    fn fit_k(
+        &self,
+        g: usize,
+        rule: KSlots,
+        maps: &mut LayerMaps,
+        q: &mut [[f32; 2]],
+    ) -> Result<f64, String> {
         let (gr, hd) = (self.grouping, self.hd);
         let (src, g0, pairs) = (gr.sources(g), gr.native_groups(), hd / 2);
-        let r = src.len();
         let r0 = self.n_heads / g0;
+        let (components, total) = self.k_components(g)?;
+        let chosen = choose_slots(components, rule, pairs);
+        let kept: f64 = chosen.iter().map(|c| c.energy).sum();
+        let slots = maps.slots.get_or_insert_with(|| identity_slots(gr, pairs));
+        for (s, c) in chosen.iter().enumerate() {
+            slots[g * pairs + s] = c.pair as u32;
+            for (a, j) in src.clone().enumerate() {
+                let (u, w) = (c.u[a], c.w[a]);
+                // c = conj(u)·w: the merged head; q scaled by conj(u / w).
+                maps.k[(g * g0 + j) * pairs + s] = [(u.re * w) as f32, (-u.im * w) as f32];
+                for h in j * r0..(j + 1) * r0 {
+                    q[h * pairs + s] = [(u.re / w) as f32, (-u.im / w) as f32];
+                }
+            }
+        }
+        Ok(if total > 0.0 {
+            ((total - kept) / total).max(0.0)
+        } else {
+            0.0
+        })
+    }
+
+    /// Every component merged head g's keys could keep: per pair f, the eigenvectors of the
+    /// r × r Hermitian `H_ab = w_a w_b E[k_a conj(k_b)]` and their energies; and the total
+    /// energy, `Σ_f tr H`.
+    fn k_components(&self, g: usize) -> Result<(Vec<Component>, f64), String> {
+        let (src, pairs) = (self.grouping.sources(g), self.hd / 2);
+        let r = src.len();
         let t = self.tokens as f64;
-        let (mut lost, mut total) = (0.0, 0.0);
+        let (mut out, mut total) = (Vec::with_capacity(pairs * r), 0.0);
         for f in 0..pairs {
             let w: Vec<f64> = src
                 .clone()
                 .map(|j| (self.q_energy[j * pairs + f] / t).sqrt().max(1e-12))
                 .collect();
-            // H_ab = w_a w_b E[k_a conj(k_b)], as the real symmetric [[Re, −Im], [Im, Re]].
-            let mut m = DMatrix::<f64>::zeros(2 * r, 2 * r);
-            for a in 0..r {
-                for b in 0..r {
-                    let s = self.k_cross[g][(f * r + a) * r + b];
-                    let (re, im) = (w[a] * w[b] * s[0] / t, w[a] * w[b] * s[1] / t);
-                    m[(a, b)] = re;
-                    m[(r + a, r + b)] = re;
-                    m[(r + a, b)] = im;
-                    m[(a, r + b)] = -im;
-                }
-            }
-            let trace: f64 = (0..r).map(|a| m[(a, a)]).sum();
-            let (top, vec) = top_eigen(m, 1)?;
-            total += trace;
-            lost += (trace - top[0]).max(0.0);
-            let norm = (0..2 * r)
-                .map(|i| vec[(i, 0)].powi(2))
-                .sum::<f64>()
-                .sqrt()
-                .max(1e-30);
-            for (a, j) in src.clone().enumerate() {
-                let u = [vec[(a, 0)] / norm, vec[(r + a, 0)] / norm];
-                // c = conj(u)·w: the merged head; q scaled by conj(u / w).
-                maps.k[(g * g0 + j) * pairs + f] = [(u[0] * w[a]) as f32, (-u[1] * w[a]) as f32];
-                for h in j * r0..(j + 1) * r0 {
-                    q[h * pairs + f] = [(u[0] / w[a]) as f32, (-u[1] / w[a]) as f32];
-                }
+            let m = DMatrix::<Complex<f64>>::from_fn(r, r, |a, b| {
+                let s = self.k_cross[g][(f * r + a) * r + b];
+                Complex::new(s[0], s[1]) * (w[a] * w[b] / t)
+            });
+            total += (0..r).map(|a| m[(a, a)].re).sum::<f64>();
+            let eig = SymmetricEigen::try_new(m, 1e-14, 100_000).ok_or_else(|| {
+                format!("a {r}×{r} Hermitian eigendecomposition did not converge")
+            })?;
+            for i in 0..r {
+                let u: Vec<Complex<f64>> = eig.eigenvectors.column(i).iter().copied().collect();
+                let norm = u
+                    .iter()
+                    .map(|x| x.norm_sqr())
+                    .sum::<f64>()
+                    .sqrt()
+                    .max(1e-30);
+                out.push(Component {
+                    pair: f,
+                    energy: eig.eigenvalues[i].max(0.0),
+                    u: u.iter().map(|x| x / norm).collect(),
+                    w: w.clone(),
+                });
             }
         }
-        Ok(if total > 0.0 { lost / total } else { 0.0 })
+        Ok((out, total))
     }
 
     /// Cholesky factors L_j of `Σ_{h→j} W_o,hᵀ W_o,h` for every native head j (`[hd][hd]`).
@@ -303,6 +334,40 @@ impl LayerStats {
     }
 }
 
+/// One direction a merged head's keys could keep at one rotation pair.
+struct Component {
+    pair: usize,
+    /// Query-weighted energy it keeps (its eigenvalue).
+    energy: f64,
+    /// Unit eigenvector over the merged sources, and their query weights.
+    u: Vec<Complex<f64>>,
+    w: Vec<f64>,
+}
+
+/// The `pairs` components a merged head keeps, in slot order (by pair, then energy): the
+/// strongest at every pair ([`KSlots::PerPair`]), or the strongest of all ([`KSlots::ByEnergy`]).
+fn choose_slots(mut all: Vec<Component>, rule: KSlots, pairs: usize) -> Vec<Component> {
+    all.sort_by(|a, b| b.energy.total_cmp(&a.energy).then(a.pair.cmp(&b.pair)));
+    let mut chosen: Vec<Component> = match rule {
+        KSlots::ByEnergy => all.into_iter().take(pairs).collect(),
+        KSlots::PerPair => {
+            let mut seen = vec![false; pairs];
+            all.into_iter()
+                .filter(|c| !std::mem::replace(&mut seen[c.pair], true))
+                .collect()
+        }
+    };
+    chosen.sort_by(|a, b| a.pair.cmp(&b.pair).then(b.energy.total_cmp(&a.energy)));
+    chosen
+}
+
+/// Slot f carries pair f, in every KV head of `grouping`: `[G][hd/2]`.
+fn identity_slots(grouping: Grouping, pairs: usize) -> Vec<u32> {
+    (0..grouping.groups() * pairs)
+        .map(|i| (i % pairs) as u32)
+        .collect()
+}
+
 /// The `k` largest eigenvalues of a symmetric matrix, descending, and their eigenvectors as
 /// columns.
 fn top_eigen(m: DMatrix<f64>, k: usize) -> Result<(Vec<f64>, DMatrix<f64>), String> {
@@ -322,72 +387,4 @@ fn identity(hd: usize) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::regroup::maps::LayerMaps;
-    use crate::regroup::test_rng as rng;
-
-    /// Three identical native heads merge exactly: every query head's scores and every
-    /// output through W_o come back as they were.
-    #[test]
-    fn identical_native_heads_merge_exactly() {
-        let (h, g0, hd, dim, t) = (6usize, 3usize, 8usize, 16usize, 40usize);
-        let grouping = Grouping::new(h, g0, 1).unwrap();
-        let mut r = rng(3);
-        let mut stats = LayerStats::new(grouping, hd);
-        let mut tokens = Vec::new();
-        for _ in 0..t {
-            let q: Vec<f32> = (0..h * hd).map(|_| r()).collect();
-            let k: Vec<f32> = (0..hd).map(|_| r()).collect();
-            let v: Vec<f32> = (0..hd).map(|_| r()).collect();
-            let k0: Vec<f32> = k.iter().cycle().take(g0 * hd).copied().collect();
-            let v0: Vec<f32> = v.iter().cycle().take(g0 * hd).copied().collect();
-            stats.add(&q, &k0, &v0);
-            tokens.push((q, k0, v0));
-        }
-        let wo: Vec<f32> = (0..dim * h * hd).map(|_| r()).collect();
-        let (maps, err) = stats.fit(&wo).unwrap();
-        assert!(err.k < 1e-9 && err.v < 1e-6, "{err:?}");
-        let natively = LayerMaps::pooled(Grouping::new(h, g0, g0).unwrap(), hd);
-        for (q, k0, v0) in &tokens {
-            // Scores: q_h · k_{native j}  vs  mapped q_h · merged k.
-            let k_native = natively.map_k(k0, Grouping::new(h, g0, g0).unwrap(), hd);
-            let k_merged = maps.map_k(k0, grouping, hd);
-            let mut qm = q.clone();
-            maps.map_q(&mut qm, h, hd);
-            for head in 0..h {
-                let j = head / (h / g0);
-                let want: f32 = (0..hd)
-                    .map(|e| q[head * hd + e] * k_native[j * hd + e])
-                    .sum();
-                let got: f32 = (0..hd).map(|e| qm[head * hd + e] * k_merged[e]).sum();
-                assert!((want - got).abs() < 1e-4, "score {want} vs {got}");
-            }
-            // Values: each head's decoded value equals its native value.
-            let v_merged = maps.map_v(v0, grouping, hd);
-            let mut att: Vec<f32> = (0..h).flat_map(|_| v_merged.clone()).collect();
-            maps.map_o(&mut att, h, hd);
-            let want: Vec<f32> = (0..h)
-                .flat_map(|head| v0[(head / 2) * hd..][..hd].to_vec())
-                .collect();
-            let out = |a: &[f32]| -> Vec<f32> {
-                (0..dim)
-                    .map(|i| (0..h * hd).map(|c| wo[i * h * hd + c] * a[c]).sum())
-                    .collect()
-            };
-            for (a, b) in out(&att).iter().zip(out(&want)) {
-                assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "output {a} vs {b}");
-            }
-        }
-    }
-
-    /// Without a merge (G ≥ G0) the fit is the exact copy of the native heads.
-    #[test]
-    fn no_merge_no_maps() {
-        let grouping = Grouping::new(6, 3, 6).unwrap();
-        let stats = LayerStats::new(grouping, 8);
-        let (maps, err) = stats.fit(&[0.0; 8 * 48]).unwrap();
-        assert_eq!(maps, LayerMaps::pooled(grouping, 8));
-        assert_eq!(err, FitError::default());
-    }
-}
+mod tests;

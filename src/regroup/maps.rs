@@ -65,6 +65,11 @@ pub struct LayerMaps {
     pub q: Option<Vec<[f32; 2]>>,
     /// `[H][hd][hd]`: `att'_h[d] = Σ_e o[h][d][e] · att_h[e]`; `None` is the identity.
     pub o: Option<Vec<f32>>,
+    /// `[G][hd/2]`: the native rotation pair (RoPE frequency) slot s of KV head g carries, and
+    /// with it slot s of every query head that reads g; `None`: slot f carries pair f. K's
+    /// slot s is `Σ_j k[g][j][s] · k0_{j, slots[g][s]}`, q's is `q[h][s] · q_{h, slots[g][s]}`,
+    /// and both turn at that pair's angle (`fit.rs`: slots spent where the keys' energy is).
+    pub slots: Option<Vec<u32>>,
 }
 
 /// A model's regrouping: the grouping, how it was made, and every layer's maps.
@@ -121,7 +126,10 @@ impl Regrouping {
                 (m.q.as_ref().map_or(h * hd / 2, Vec::len), h * hd / 2),
                 (m.o.as_ref().map_or(h * hd * hd, Vec::len), h * hd * hd),
             ];
-            if sizes.iter().any(|(a, b)| a != b) || !m.is_finite() {
+            let slots_ok = m.slots.as_ref().is_none_or(|s| {
+                s.len() == groups * hd / 2 && s.iter().all(|&f| (f as usize) < hd / 2)
+            });
+            if sizes.iter().any(|(a, b)| a != b) || !m.is_finite() || !slots_ok {
                 return bad(format!(
                     "layer {l} has maps of the wrong size or non-finite values"
                 ));
@@ -155,6 +163,7 @@ impl LayerMaps {
             v: VMap::Pool(pool),
             q: None,
             o: None,
+            slots: None,
         }
     }
 
@@ -168,6 +177,7 @@ impl LayerMaps {
             q: Some(pooled.q_or_identity(n_heads, hd)),
             o: Some(pooled.o_or_identity(n_heads, hd)),
             k: pooled.k,
+            slots: None,
         }
     }
 
@@ -212,10 +222,11 @@ impl LayerMaps {
         let mut out = Vec::with_capacity(k0.len() / g0 * groups);
         for row in k0.chunks_exact(g0 * hd) {
             for g in 0..groups {
-                for f in 0..pairs {
+                for s in 0..pairs {
+                    let f = self.slot_pair(g, s, pairs);
                     let mut acc = [0.0f32; 2];
                     for j in 0..g0 {
-                        let c = self.k[(g * g0 + j) * pairs + f];
+                        let c = self.k[(g * g0 + j) * pairs + s];
                         let x = [row[j * hd + 2 * f], row[j * hd + 2 * f + 1]];
                         let p = cmul(c, x);
                         acc = [acc[0] + p[0], acc[1] + p[1]];
@@ -255,13 +266,53 @@ impl LayerMaps {
         out
     }
 
-    /// Multiplies each query head's pairs (`q`: `[t][H·hd]`) by its scalars, in place.
-    pub fn map_q(&self, q: &mut [f32], n_heads: usize, hd: usize) {
-        let Some(m) = &self.q else { return };
+    /// The pair every slot carries, as kv_store.wgsl reads it: the H query heads' rows (each
+    /// its KV head's), then the G KV heads': `[H + G][hd/2]`.
+    pub fn slot_rows(&self, grouping: Grouping, pairs: usize) -> Vec<u32> {
+        let heads = grouping.kv_heads().into_iter().chain(0..grouping.groups());
+        heads
+            .flat_map(|g| (0..pairs).map(move |s| (g, s)))
+            .map(|(g, s)| self.slot_pair(g, s, pairs) as u32)
+            .collect()
+    }
+
+    /// The native pair that slot `s` of KV head `g` carries (`pairs` = hd/2).
+    pub fn slot_pair(&self, g: usize, s: usize, pairs: usize) -> usize {
+        self.slots.as_ref().map_or(s, |t| t[g * pairs + s] as usize)
+    }
+
+    /// Each query head's slots (`q`: `[t][H·hd]`, in place): slot s of head h is its pair
+    /// `slots[g][s]` (g the KV head h reads) times its scalar.
+    pub fn map_q(&self, q: &mut [f32], grouping: Grouping, hd: usize) {
+        if self.q.is_none() && self.slots.is_none() {
+            return;
+        }
+        let (n_heads, pairs) = (grouping.n_heads(), hd / 2);
+        let kv = grouping.kv_heads();
+        let m = self.q.as_deref();
         for row in q.chunks_exact_mut(n_heads * hd) {
+            let native = row.to_vec();
             for (i, pair) in row.chunks_exact_mut(2).enumerate() {
-                let p = cmul(m[i], [pair[0], pair[1]]);
+                let (h, s) = (i / pairs, i % pairs);
+                let f = self.slot_pair(kv[h], s, pairs);
+                let x = [native[h * hd + 2 * f], native[h * hd + 2 * f + 1]];
+                let p = m.map_or(x, |m| cmul(m[i], x));
                 (pair[0], pair[1]) = (p[0], p[1]);
+            }
+        }
+    }
+
+    /// RoPE on one token's heads (`v`: `[heads][hd]`, the KV heads of `group_of` when
+    /// `group_of[i]` is head i's KV head): slot s of head i turns by `turns[slots[g][s]]`, the
+    /// angle of the native pair it carries (`turns`: `[hd/2]` (cos, sin)).
+    pub fn rotate(&self, v: &mut [f32], turns: &[(f32, f32)], group_of: &[usize]) {
+        let pairs = turns.len();
+        for (head, &g) in v.chunks_exact_mut(2 * pairs).zip(group_of) {
+            for (s, pair) in head.chunks_exact_mut(2).enumerate() {
+                let (cos, sin) = turns[self.slot_pair(g, s, pairs)];
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * cos - b * sin;
+                pair[1] = a * sin + b * cos;
             }
         }
     }
@@ -351,7 +402,7 @@ mod tests {
         maps.q = Some((0..9).map(|h| [0.0, h as f32]).collect()); // × i·h
         maps.o = Some((0..9).flat_map(|h| [h as f32, 0.0, 0.0, 1.0]).collect());
         let mut q: Vec<f32> = (0..18).map(|_| 1.0).collect();
-        maps.map_q(&mut q, 9, hd);
+        maps.map_q(&mut q, grouping(1), hd);
         assert_eq!(&q[4..6], &[-2.0, 2.0], "(1 + i) · 2i");
         let mut att = vec![1.0f32; 18];
         maps.map_o(&mut att, 9, hd);

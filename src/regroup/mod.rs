@@ -19,6 +19,7 @@ mod grouping;
 pub mod layer;
 mod maps;
 pub mod orefit;
+pub mod qscale;
 pub mod store;
 pub mod texts;
 
@@ -34,7 +35,7 @@ pub use store::MapsKey;
 /// Calibration tokens by default (the CLI's, and the page's on a hardware GPU), and the
 /// length of each sequence they are cut into.
 pub const DEFAULT_TOKENS: usize = 8192;
-pub const SEQUENCE: usize = 512;
+pub const SEQUENCE: usize = 1024;
 
 /// The length of each calibration sequence for a model: [`SEQUENCE`], or its trained context
 /// if that is shorter (a fit never asks for more positions than the model has).
@@ -74,29 +75,82 @@ pub fn check_o_ridge(ridge: f64) -> Result<(), String> {
     ))
 }
 
+/// How the K slots of a merged head are spent (`fit.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KSlots {
+    /// One slot per rotation pair: the best rank-1 merge at every frequency (the first
+    /// calibrated fit).
+    PerPair,
+    /// The hd/2 slots go to the strongest components over all (pair, direction), by their
+    /// query-weighted energy: a pair whose keys carry more may take several slots, a weak one
+    /// none.
+    #[default]
+    ByEnergy,
+}
+
+/// What the O refit fits each layer's attention contribution to (`orefit.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OTarget {
+    /// The native layer at the merged model's own input: each layer undoes its own merge.
+    #[default]
+    Layer,
+    /// The native model's contribution at the same tokens, its stream walked beside the
+    /// merged one: each layer also makes up for the drift of the merged layers below it.
+    Stream,
+    /// The native model's residual stream after the layer's attention: its contribution
+    /// and the drift of the merged stream from it so far (native input less merged input).
+    Residual,
+}
+
 /// How a calibrated merge is fitted, besides its tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FitSettings {
     /// The ridge ρ of the O refit ([`orefit`]: λ = ρ · tr(C) / (H·hd), towards the base O
     /// maps); `None` keeps the base O maps.
     pub o_ridge: Option<f64>,
+    /// How K's slots are spent.
+    pub k_slots: KSlots,
+    /// What the O refit aims at.
+    pub o_target: OTarget,
+    /// Whether each query head's q map is scaled by a fitted temperature ([`qscale`]).
+    pub q_scale: bool,
 }
 
 impl Default for FitSettings {
     fn default() -> Self {
         FitSettings {
             o_ridge: Some(DEFAULT_O_RIDGE),
+            k_slots: KSlots::default(),
+            o_target: OTarget::default(),
+            q_scale: false,
         }
     }
 }
 
 impl FitSettings {
-    /// A short name, for cache keys and reports: `o-ridge=1e0`, or `base`.
+    /// A short name, for cache keys and reports: `o-ridge=1e0` (then `/o=stream` when the
+    /// refit aims at the native stream), or `base`; then `/k=energy` when K's slots follow
+    /// the energy.
     pub fn label(&self) -> String {
-        match self.o_ridge {
-            Some(r) => format!("o-ridge={r:e}"),
-            None => "base".into(),
+        let o = match (self.o_ridge, self.o_target) {
+            (Some(r), OTarget::Layer) => format!("o-ridge={r:e}"),
+            (Some(r), OTarget::Stream) => format!("o-ridge={r:e}/o=stream"),
+            (Some(r), OTarget::Residual) => format!("o-ridge={r:e}/o=residual"),
+            (None, _) => "base".into(),
+        };
+        let k = match self.k_slots {
+            KSlots::PerPair => o,
+            KSlots::ByEnergy => format!("{o}/k=energy"),
+        };
+        match self.q_scale {
+            true => format!("{k}/q=scaled"),
+            false => k,
         }
+    }
+
+    /// Whether the walk carries the native model's stream beside the merged one.
+    pub fn walks_native_stream(&self) -> bool {
+        self.o_ridge.is_some() && self.o_target != OTarget::Layer
     }
 }
 

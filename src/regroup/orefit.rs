@@ -55,6 +55,8 @@ pub struct OutputStats {
     aa: Vec<f64>,
     oa: Vec<f64>,
     oo: Vec<f64>,
+    /// With a drift target: `Σ d aᵀ`, `Σ d oᵀ` (`[dim][H·hd]`) and `Σ ‖d‖²`.
+    drift: Option<(Vec<f64>, Vec<f64>, f64)>,
 }
 
 /// How an O refit went.
@@ -78,7 +80,23 @@ impl OutputStats {
             aa: vec![0.0; n],
             oa: vec![0.0; n],
             oo: vec![0.0; n],
+            drift: None,
         }
+    }
+
+    /// Adds the products of a block of tokens' drift d (`[dim]` per token: the native
+    /// stream's input to the layer less the merged one's), which the target then includes,
+    /// `y = W_o·o + d`: `Σ d aᵀ`, `Σ d oᵀ` (`[dim][H·hd]` each) and `Σ ‖d‖²`. Call it with
+    /// every block or none, beside [`OutputStats::add_products`], which counts the tokens.
+    pub fn add_drift(&mut self, da: &[f32], d_o: &[f32], dd: f64) {
+        let (sa, so, sd) = self
+            .drift
+            .get_or_insert_with(|| (vec![0.0; da.len()], vec![0.0; d_o.len()], 0.0));
+        sa.iter_mut().zip(da).for_each(|(s, &b)| *s += f64::from(b));
+        so.iter_mut()
+            .zip(d_o)
+            .for_each(|(s, &b)| *s += f64::from(b));
+        *sd += dd;
     }
 
     /// Adds `tokens` tokens' products `Σ a aᵀ`, `Σ o aᵀ`, `Σ o oᵀ` (each `[H·hd][H·hd]`,
@@ -166,13 +184,26 @@ impl System {
         let c = pairs(&|a, b| stats.block(&stats.aa, a, b));
         let e = pairs(&|a, b| stats.block(&stats.oa, a, b));
         let f = pairs(&|a, b| stats.block(&stats.oo, a, b));
-        let b = (0..h)
+        let mut b: Blocks = (0..h)
             .map(|hh| (0..h).map(|k| &s[hh * h + k] * &e[k * h + hh]).sum())
             .collect();
         // E‖y‖² = Σ_hh' tr(S_hh' F_h'h).
-        let yy = (0..h * h)
+        let mut yy: f64 = (0..h * h)
             .map(|i| (&s[i] * &f[(i % h) * h + i / h]).trace())
             .sum();
+        if let Some((da, d_o, dd)) = &stats.drift {
+            // y = W_o·o + d: B_h += W_o,hᵀ E[d a_hᵀ]; E‖y‖² += 2 Σ_h ⟨W_o,h, E[d o_hᵀ]⟩ + E‖d‖².
+            let t = stats.tokens as f64;
+            let (hd, width) = (stats.hd, h * stats.hd);
+            let dim = da.len() / width;
+            let block =
+                |x: &[f64], hh| DMatrix::from_fn(dim, hd, |i, j| x[i * width + hh * hd + j] / t);
+            for (hh, bh) in b.iter_mut().enumerate() {
+                *bh += w[hh].tr_mul(&block(da, hh));
+                yy += 2.0 * w[hh].dot(&block(d_o, hh));
+            }
+            yy += dd / t;
+        }
         let trace_c: f64 = (0..h).map(|k| c[k * h + k].trace()).sum();
         let lambda = ridge * trace_c / (h * stats.hd) as f64;
         let pre = (0..h)
@@ -329,102 +360,4 @@ fn axpy(y: &mut Blocks, alpha: f64, x: &Blocks) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::regroup::test_rng as rng;
-
-    const H: usize = 3;
-    const HD: usize = 4;
-    const DIM: usize = 16;
-    const WIDTH: usize = H * HD;
-
-    /// `Σ_t x(t) y(t)ᵀ` over rows of `[t][WIDTH]`, f32.
-    fn products(x: &[Vec<f32>], y: &[Vec<f32>]) -> Vec<f32> {
-        let mut out = vec![0.0f32; WIDTH * WIDTH];
-        for (xt, yt) in x.iter().zip(y) {
-            for (i, xi) in xt.iter().enumerate() {
-                for (j, yj) in yt.iter().enumerate() {
-                    out[i * WIDTH + j] += xi * yj;
-                }
-            }
-        }
-        out
-    }
-
-    /// Statistics of `t` tokens whose native outputs are the merged ones through the maps
-    /// `truth` (`[H][hd][hd]`): `o_h = M_h a_h`, so `y = Σ_h W_o,h M_h a_h` exactly.
-    fn exact_stats(truth: &[f32], t: usize, r: &mut impl FnMut() -> f32) -> OutputStats {
-        let mut stats = OutputStats::new(H, HD);
-        let a: Vec<Vec<f32>> = (0..t).map(|_| (0..WIDTH).map(|_| r()).collect()).collect();
-        let o: Vec<Vec<f32>> = a
-            .iter()
-            .map(|at| {
-                (0..WIDTH)
-                    .map(|row| {
-                        let (h, d) = (row / HD, row % HD);
-                        (0..HD)
-                            .map(|e| truth[(h * HD + d) * HD + e] * at[h * HD + e])
-                            .sum()
-                    })
-                    .collect()
-            })
-            .collect();
-        // Three blocks of tokens, as calibration adds one sequence at a time.
-        for (ab, ob) in a.chunks(t / 3 + 1).zip(o.chunks(t / 3 + 1)) {
-            let (aa, oa, oo) = (products(ab, ab), products(ob, ab), products(ob, ob));
-            stats.add_products(&aa, &oa, &oo, ab.len());
-        }
-        stats
-    }
-
-    fn identity_maps() -> Vec<f32> {
-        (0..H * HD * HD)
-            .map(|i| f32::from((i % (HD * HD)).is_multiple_of(HD + 1)))
-            .collect()
-    }
-
-    /// Maps chosen at random, outputs generated through them: the refit finds them again
-    /// from the identity, and the attention contribution's error goes to zero.
-    #[test]
-    fn the_refit_recovers_known_maps() {
-        let mut r = rng(11);
-        let truth: Vec<f32> = identity_maps().iter().map(|&x| x + 0.6 * r()).collect();
-        let wo: Vec<f32> = (0..DIM * WIDTH).map(|_| r()).collect();
-        let stats = exact_stats(&truth, 300, &mut r);
-        assert_eq!(stats.tokens(), 300);
-        let (maps, fit) = stats.refit(&wo, &identity_maps(), 1e-9).unwrap();
-        for (got, want) in maps.iter().zip(&truth) {
-            assert!((got - want).abs() < 1e-3, "{got} vs {want}");
-        }
-        assert!(
-            fit.base > 0.05,
-            "the identity is far from the truth: {fit:?}"
-        );
-        assert!(fit.refit < 1e-6, "{fit:?}");
-        assert!(
-            fit.iterations > 0 && fit.iterations < MAX_ITERATIONS,
-            "{fit:?}"
-        );
-    }
-
-    /// A large ridge keeps the base maps; the refit never makes the calibration fit worse than
-    /// the base maps; a ridge that is not positive is refused.
-    #[test]
-    fn the_ridge_pulls_towards_the_base_maps() {
-        let mut r = rng(5);
-        let truth: Vec<f32> = identity_maps().iter().map(|&x| x + 0.6 * r()).collect();
-        let wo: Vec<f32> = (0..DIM * WIDTH).map(|_| r()).collect();
-        let stats = exact_stats(&truth, 200, &mut r);
-        let base = identity_maps();
-        let (stiff, fit) = stats.refit(&wo, &base, 1e9).unwrap();
-        for (got, want) in stiff.iter().zip(&base) {
-            assert!((got - want).abs() < 1e-4, "{got} vs {want}");
-        }
-        let (_, mid) = stats.refit(&wo, &base, 1.0).unwrap();
-        assert!(mid.refit < mid.base && mid.refit > 0.0, "{mid:?}");
-        assert!((fit.refit - fit.base).abs() < 1e-4 * fit.base, "{fit:?}");
-        for bad in [0.0, -1.0, f64::NAN] {
-            assert!(stats.refit(&wo, &base, bad).is_err(), "ridge {bad}");
-        }
-    }
-}
+mod tests;

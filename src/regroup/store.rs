@@ -94,6 +94,10 @@ struct Header {
     method: String,
     /// Per layer: [k, v, q, o] lengths in f32 values; v negative for pooling weights.
     layers: Vec<[i64; 4]>,
+    /// Per layer: the native pair each K slot carries (`[G][hd/2]`), or empty where slot f
+    /// carries pair f.
+    #[serde(default)]
+    slots: Vec<Vec<u32>>,
     /// How each value is kept: `f32` (also where a header does not say: format 3) or `f16`.
     #[serde(default = "f32_name")]
     value_type: String,
@@ -133,6 +137,11 @@ impl Header {
             head_dim: r.head_dim,
             method: r.method.name().into(),
             layers,
+            slots: r
+                .layers
+                .iter()
+                .map(|m| m.slots.clone().unwrap_or_default())
+                .collect(),
             value_type: if half { "f16" } else { "f32" }.into(),
             values_sha256: hex(&Sha256::digest(values)),
             key: key.map(MapsKey::file_name),
@@ -279,6 +288,7 @@ fn decode(bytes: &[u8], cfg: &ModelConfig) -> Result<(Regrouping, Option<String>
     };
     let pairs = |v: Vec<f32>| v.chunks_exact(2).map(|c| [c[0], c[1]]).collect::<Vec<_>>();
     let mut layers = Vec::with_capacity(h.layers.len().min(1024));
+    let mut slots = h.slots.into_iter();
     for [k, v, q, o] in h.layers {
         let k = pairs(take(k)?);
         let v = match v < 0 {
@@ -287,7 +297,8 @@ fn decode(bytes: &[u8], cfg: &ModelConfig) -> Result<(Regrouping, Option<String>
         };
         let q = (q > 0).then(|| take(q).map(pairs)).transpose()?;
         let o = (o > 0).then(|| take(o)).transpose()?;
-        layers.push(LayerMaps { k, v, q, o });
+        let slots = slots.next().filter(|s| !s.is_empty());
+        layers.push(LayerMaps { k, v, q, o, slots });
     }
     if !data.is_empty() {
         return Err(bad("trailing bytes"));
@@ -309,7 +320,10 @@ mod tests {
     const SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
     fn key(groups: usize, tokens: usize, ridge: Option<f64>, text: &str, v: u32) -> String {
-        let settings = FitSettings { o_ridge: ridge };
+        let settings = FitSettings {
+            o_ridge: ridge,
+            ..FitSettings::default()
+        };
         MapsKey::of(SHA, groups, tokens, settings, text, v).file_name()
     }
 
@@ -333,7 +347,10 @@ mod tests {
             &SHA.replace('b', "c"),
             1,
             512,
-            FitSettings { o_ridge: Some(1.0) },
+            FitSettings {
+                o_ridge: Some(1.0),
+                ..FitSettings::default()
+            },
             "text",
             2,
         );

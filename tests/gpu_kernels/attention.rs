@@ -7,13 +7,13 @@ use crate::{assert_close, f32s, gpu, read, run, step};
 use gqa_lab::gpu::kernels::{Kernel, ATTENTION_CHUNK};
 use gqa_lab::gpu::ops::{self as gpu_ops, *};
 use gqa_lab::gpu::{Buf, Gpu};
-use gqa_lab::model::{rope_table, KvType};
+use gqa_lab::model::{rope_table, rope_turns, KvType};
 use gqa_lab::ops;
 use gqa_lab::regroup::{pooling_matrix, Grouping, LayerMaps, VMap};
 
 /// Layer maps for `grouping` (`model/regroup.rs`): the GQA paper's mean-pooling, or random
 /// maps of every kind a calibrated merge has (complex K scalars, a dense V map, q and output
-/// maps).
+/// maps, K slots carrying random pairs).
 pub(crate) fn maps(rng: &mut Rng, grouping: Grouping, hd: usize, random: bool) -> LayerMaps {
     let mut m = LayerMaps::pooled(grouping, hd);
     if random {
@@ -24,11 +24,15 @@ pub(crate) fn maps(rng: &mut Rng, grouping: Grouping, hd: usize, random: bool) -
         m.v = VMap::Dense(rng.vec(grouping.groups() * hd * g0 * hd));
         m.q = Some((0..h * hd / 2).map(|_| [rng.f(), rng.f()]).collect());
         m.o = Some(rng.vec(h * hd * hd));
+        let pairs = hd / 2;
+        let slots = (0..grouping.groups() * pairs).map(|_| (rng.next() % pairs as u64) as u32);
+        m.slots = Some(slots.collect());
     }
     m
 }
 
-/// kv_store.wgsl vs its CPU twin (`LayerMaps::map_q`, `map_k`, `map_v`, then ops::rope),
+/// kv_store.wgsl vs its CPU twin (`LayerMaps::map_q`, `map_k`, `map_v`, then
+/// `LayerMaps::rotate`),
 /// regrouping 3 native heads to G = 1, 2, 3, 5, 9, with the paper's mean-pooling and with
 /// random calibrated-merge maps; the maps of the second of two layers (1e-4 relative).
 #[test]
@@ -66,6 +70,11 @@ fn kv_store_maps_ropes_and_appends() {
             false => pooling_matrix(grouping),
         });
         let qmap = flat(&|m| m.q_or_identity(nh, hd).into_iter().flatten().collect());
+        let slots: Vec<u32> = layers
+            .iter()
+            .flat_map(|m| m.slot_rows(grouping, hd / 2))
+            .collect();
+        let slots = f32s(gpu, bytemuck::cast_slice(&slots));
         let p = KvStoreParams {
             groups: groups as u32,
             native_groups: g0 as u32,
@@ -87,6 +96,7 @@ fn kv_store_maps_ropes_and_appends() {
             kc: &kc,
             vc: &vc,
             q: qb.binding(),
+            slots: &slots,
         };
         let st = step(gpu, pos0, t);
         run(
@@ -102,19 +112,18 @@ fn kv_store_maps_ropes_and_appends() {
         );
         let qg = read(gpu, &qb, t * nh * hd);
         let mut want_q = q.clone();
-        m.map_q(&mut want_q, nh, hd);
+        m.map_q(&mut want_q, grouping, hd);
         let (mut want_k, want_v) = (m.map_k(&k0, grouping, hd), m.map_v(&v0, grouping, hd));
         for tt in 0..t {
-            let row = |v: &mut [f32], n: usize| {
-                ops::rope(
-                    &mut v[tt * n * hd..(tt + 1) * n * hd],
-                    hd,
-                    pos0 + tt,
-                    10_000.0,
-                )
-            };
-            row(&mut want_q, nh);
-            row(&mut want_k, groups);
+            let turns = rope_turns(pos0 + tt, hd, 10_000.0);
+            let (q_kv, k_kv): (Vec<usize>, Vec<usize>) =
+                (grouping.kv_heads(), (0..groups).collect());
+            m.rotate(&mut want_q[tt * nh * hd..(tt + 1) * nh * hd], &turns, &q_kv);
+            m.rotate(
+                &mut want_k[tt * groups * hd..(tt + 1) * groups * hd],
+                &turns,
+                &k_kv,
+            );
             let what = format!("G={groups} random={random} t={tt}");
             assert_close(
                 &format!("q {what}"),

@@ -78,6 +78,7 @@ fn kv_store_writes_each_type_as_the_cpu_rounds() {
         let kmap = f32s(gpu, &m.k.iter().flatten().copied().collect::<Vec<_>>());
         let vmap = f32s(gpu, &m.v_dense(grouping, hd));
         let qmap = f32s(gpu, &m.q_or_identity(nh, hd).concat());
+        let slots = f32s(gpu, bytemuck::cast_slice(&m.slot_rows(grouping, hd / 2)));
         let (k0, v0) = (rng.vec(t * g0 * hd), rng.vec(t * g0 * hd));
         let p = KvStoreParams {
             groups: groups as u32,
@@ -107,6 +108,7 @@ fn kv_store_writes_each_type_as_the_cpu_rounds() {
                 kc,
                 vc,
                 q: qb.binding(),
+                slots: &slots,
             };
             run(gpu, &gpu_ops::kv_store(p, binds, kv), Some(&st), pos0, t);
         };

@@ -313,6 +313,7 @@ impl<'a> Graph<'a> {
                 .as_ref()
                 .map_or(&self.cache.v[l], |s| &s[1]),
             q: qkv.q,
+            slots: c.slots.as_ref().unwrap_or(&c.none),
         };
         ops::kv_store(p, binds, c.kv_type)
     }

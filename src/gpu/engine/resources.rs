@@ -6,12 +6,13 @@ use super::PREFILL_CHUNK;
 use crate::engine::EngineError;
 use crate::gguf::{GgmlType, Gguf};
 use crate::gpu::context::{Buf, Gpu};
+use crate::gpu::kernels::Kernel;
 use crate::gpu::layout;
 use crate::gpu::ops::norm_parts;
 use crate::gpu::weight::{Stack, Weight};
 use crate::gpu::GpuError;
 use crate::model::{layer_cache_rows, KvType, ModelConfig, ModelTensors, Tensor};
-use crate::regroup::{Grouping, Regrouping, VMap};
+use crate::regroup::{Grouping, LayerMaps, Regrouping, VMap};
 use std::sync::Arc;
 
 /// One transformer block's weights.
@@ -322,6 +323,9 @@ pub(super) struct KvCache {
     /// merge, if any layer has them.
     pub qmap: Option<Buf>,
     pub omap: Option<Buf>,
+    /// `[L][H + G][hd/2]` u32 ([`LayerMaps::slot_rows`]): the native pair each slot of each
+    /// query head, then each KV head, carries; with the q maps.
+    pub slots: Option<Buf>,
     /// Bound where a map is not used.
     pub none: Buf,
 }
@@ -371,7 +375,13 @@ impl KvCache {
                 })
                 .collect(),
         };
-        let qmap = r.layers.iter().any(|m| m.q.is_some()).then(|| {
+        let mapped = |m: &LayerMaps| m.q.is_some() || m.slots.is_some();
+        let slots = r.layers.iter().any(mapped).then(|| {
+            let rows = r.layers.iter().flat_map(|m| m.slot_rows(grouping, hd / 2));
+            rows.collect::<Vec<u32>>()
+        });
+        check_slots(&r.layers, hd)?;
+        let qmap = r.layers.iter().any(mapped).then(|| {
             let q = r.layers.iter().flat_map(|m| m.q_or_identity(h, hd));
             q.flatten().collect::<Vec<f32>>()
         });
@@ -400,6 +410,9 @@ impl KvCache {
             dense_v,
             qmap: qmap.map(|q| f32s("q maps", q)).transpose()?,
             omap: omap.map(|o| f32s("output maps", o)).transpose()?,
+            slots: slots
+                .map(|s| gpu.storage_with("K slots", bytemuck::cast_slice(&s)))
+                .transpose()?,
             none: gpu.storage("no map", 16)?,
             regrouping,
         })
@@ -408,6 +421,17 @@ impl KvCache {
     pub fn grouping(&self) -> Grouping {
         self.regrouping.grouping
     }
+}
+
+/// Whether kv_store.wgsl can gather these layers' slots in place: a workgroup must hold whole heads.
+pub(super) fn check_slots(layers: &[LayerMaps], hd: usize) -> Result<(), GpuError> {
+    let wg = Kernel::KvStore.workgroup_size() as usize;
+    if layers.iter().any(|m| m.slots.is_some()) && !wg.is_multiple_of(hd / 2) {
+        return Err(GpuError::Unsupported(format!(
+            "K slots that move pairs need head_dim/2 to divide {wg}, and this model's head_dim is {hd}"
+        )));
+    }
+    Ok(())
 }
 
 /// Bytes of one cache row of `hd` values on the GPU: `model::KvType`'s, but for a q8_0 row of

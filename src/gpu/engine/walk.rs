@@ -11,7 +11,7 @@ use crate::gpu::context::Buf;
 use crate::gpu::ops::{Op, Step};
 use crate::gpu::GpuError;
 use crate::model::{KvType, ModelError};
-use crate::regroup::{sequence_len, LayerMaps, Regrouping, VMap};
+use crate::regroup::{LayerMaps, Regrouping, VMap};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -119,6 +119,7 @@ impl GpuEngine {
         let VMap::Dense(v) = &m.v else {
             return Err(GpuError::Internal("calibrated maps have a dense V".into()).into());
         };
+        super::resources::check_slots(std::slice::from_ref(m), hd)?;
         let q = m.q_or_identity(h, hd);
         let o = m.o_or_identity(h, hd);
         let k: &[f32] = bytemuck::cast_slice(&m.k);
@@ -127,6 +128,11 @@ impl GpuEngine {
         for (buf, values) in [(&c.kmap, k), (&c.vmap, &v[..]), (qmap, q), (omap, &o[..])] {
             let at = (l * values.len() * 4) as u64;
             queue.write_buffer(&buf.buffer, at, bytemuck::cast_slice(values));
+        }
+        if let Some(slots) = &c.slots {
+            let rows = m.slot_rows(c.grouping(), hd / 2);
+            let at = (l * rows.len() * 4) as u64;
+            queue.write_buffer(&slots.buffer, at, bytemuck::cast_slice(&rows));
         }
         Ok(())
     }
@@ -139,14 +145,7 @@ fn no_layer(l: usize) -> EngineError {
 #[async_trait(?Send)]
 impl LayerWalk for GpuEngine {
     fn start(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
-        let sequence = sequence_len(&self.cfg);
-        if self.capacity < sequence {
-            let why = format!(
-                "a cache of {sequence} positions (this one has {})",
-                self.capacity
-            );
-            return Err(GpuError::Unsupported(format!("calibration needs {why}")).into());
-        }
+        // Each sequence must fit the cache: `walk_layer` says so if one does not.
         // The walk's own cache is f32 whatever the engine's type: the fit does not depend on
         // it. The engine's next regrouping rebuilds the cache in its type.
         self.rebuild(r, KvType::F32)

@@ -87,7 +87,8 @@ params_struct! {
 /// `[L][G][G0]` or `[L][G][hd][G0·hd]`, qmap `[L][H][hd/2]` complex (any buffer when unused);
 /// rope: `[capacity][hd/2]` (cos, sin); kc, vc: `[G][capacity][hd]` in the cache's element
 /// type, or for a q8_0 cache the f32 staging rows `[T][G][hd]` (kv_quant.wgsl makes the
-/// blocks); q: `[T][H][hd]`, rotated in place.
+/// blocks); q: `[T][H][hd]`, rotated in place; slots: `[L][H + G][hd/2]` u32, the native pair
+/// each slot carries (read with the q map).
 pub struct KvStoreBinds<'a> {
     pub k0: wgpu::BindingResource<'a>,
     pub v0: wgpu::BindingResource<'a>,
@@ -98,6 +99,7 @@ pub struct KvStoreBinds<'a> {
     pub kc: &'a Buf,
     pub vc: &'a Buf,
     pub q: wgpu::BindingResource<'a>,
+    pub slots: &'a Buf,
 }
 
 /// kv_store.wgsl: pools the native heads' K and V to the G heads, rotates K and q (RoPE) and
@@ -114,6 +116,7 @@ pub fn kv_store<'a>(p: KvStoreParams, b: KvStoreBinds<'a>, kv: KvType) -> OpSpec
         b.kc.binding(),
         b.vc.binding(),
         b.q,
+        b.slots.binding(),
     ];
     let pairs = p.n_heads * p.head_dim / 2;
     let grid = Grid::PerToken(pairs);
