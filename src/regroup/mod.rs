@@ -16,6 +16,7 @@
 pub mod fit;
 mod grouping;
 pub mod layer;
+mod layered;
 mod maps;
 pub mod orefit;
 pub mod store;
