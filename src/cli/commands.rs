@@ -236,6 +236,7 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
         "kv_bytes_per_element": engine.kv_type().element().bytes_per_value(),
         "prefill_ms": prefill_ms,
         "decode_tokens_per_second": decode_tps,
+        "per_layer": a.run.budget.given().then(|| super::budget::report(engine.as_ref())),
     }))
 }
 
@@ -284,8 +285,24 @@ pub fn perplexity(
     }
     let mut engine = load_engine(g, run, context_for(g, ids.len())?)?;
     let p = score(engine.as_mut(), &ids).block_on()?;
+    let per_layer = run
+        .budget
+        .given()
+        .then(|| super::budget::report(engine.as_ref()));
     if json_out {
-        return print_json(&serde_json::to_value(p)?);
+        let mut v = serde_json::to_value(p)?;
+        if let (Some(o), Some(r)) = (v.as_object_mut(), per_layer) {
+            o.insert("per_layer".into(), r);
+        }
+        return print_json(&v);
+    }
+    if run.budget.given() {
+        let r = engine.regrouping();
+        println!(
+            "{} ({} bytes of KV cache)",
+            r.label(),
+            engine.kv_cache_bytes()
+        );
     }
     println!(
         "{} tokens, G={} ({}): NLL {:.5}, perplexity {:.3}",

@@ -12,6 +12,7 @@
 //! Built on the contract, for every backend: step-wise generation that survives a change of G
 //! mid-sequence ([`Generator`]), [`perplexity`], and the calibration walk ([`calibrate`]).
 
+pub mod budget;
 pub mod calibrate;
 mod error;
 mod generate;

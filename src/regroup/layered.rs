@@ -40,6 +40,31 @@ impl Regrouping {
         Self::mean_layers(cfg, &groupings)
     }
 
+    /// Layer l's grouping and maps taken from `sources[l]` (`[layers]`, e.g. uniform
+    /// regroupings at each layer's G): calibrated if any layer that merges comes from a
+    /// calibrated source, else mean-pooled.
+    pub fn pick_layers(cfg: &ModelConfig, sources: &[&Regrouping]) -> Result<Self, ModelError> {
+        let groupings: Vec<Grouping> = (0..sources.len())
+            .map(|l| sources[l].layer_grouping(l))
+            .collect();
+        let mut r = Self::mean_layers(cfg, &groupings)?;
+        for (l, src) in sources.iter().enumerate() {
+            r.layers[l] = src
+                .layers
+                .get(l)
+                .cloned()
+                .unwrap_or_else(|| r.layers[l].clone());
+        }
+        let fitted = |(l, s): (usize, &&Regrouping)| {
+            s.method == Method::Calibrated && s.layer_grouping(l).merges()
+        };
+        if sources.iter().enumerate().any(fitted) {
+            r.method = Method::Calibrated;
+        }
+        r.check(cfg)?;
+        Ok(r)
+    }
+
     /// Layer `l`'s grouping.
     pub fn layer_grouping(&self, l: usize) -> Grouping {
         match &self.per_layer {
