@@ -86,3 +86,30 @@ fn a_mixed_grouping_is_the_model_built_layer_by_layer() {
         }
     }
 }
+
+/// The calibrated fit of a per-layer grouping fits each merging layer at its own G on the
+/// model merged below it: with layer 0 alone merged to G = 1, its maps are the uniform G = 1
+/// fit's layer 0 (both fitted on the native embeddings), every other layer the exact split.
+#[test]
+fn a_per_layer_fit_fits_each_layer_at_its_own_g() {
+    use gqa_lab::engine::calibrate::calibrate_layers;
+    use gqa_lab::regroup::{texts, FitSettings, LayerMaps, Method, SEQUENCE};
+    let g = Gguf::parse(common::model_bytes()).unwrap();
+    let uniform = common::calibrated(1);
+    let mut walk = CpuEngine::load(&g, SEQUENCE).unwrap();
+    let cfg = walk.config().clone();
+    let mut groupings = vec![Grouping::native(&cfg); cfg.n_layers];
+    groupings[0] = Grouping::of(&cfg, 1).unwrap();
+    let tok = gqa_lab::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+    let calibration = tok.encode(texts::TEXT, false).unwrap();
+    let ids = &calibration[..common::CALIBRATION_TOKENS];
+    let settings = FitSettings::default();
+    let mut quiet = |_| {};
+    let fit = calibrate_layers(&mut walk, &g, &groupings, ids, settings, &mut quiet);
+    let r = fit.block_on().unwrap();
+    assert_eq!(r.method, Method::Calibrated);
+    assert_eq!(r.layer_groups()[..3], [1, 3, 3]);
+    assert_eq!(r.layers[0], uniform.layers[0]);
+    let split = LayerMaps::pooled(Grouping::native(&cfg), cfg.head_dim);
+    assert!(r.layers[1..].iter().all(|m| *m == split));
+}

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use gqa_lab::cpu::CpuEngine;
 use gqa_lab::engine::budget::sensitivity;
+use gqa_lab::engine::calibrate::calibrate_layers;
 use gqa_lab::engine::Engine;
 use gqa_lab::gguf::Gguf;
 use gqa_lab::model::ModelConfig;
@@ -36,6 +37,11 @@ pub struct BudgetArgs {
     /// Calibration tokens each layer's sensitivity is scored on, for `--kv-budget`.
     #[arg(long, default_value_t = BUDGET_TOKENS)]
     budget_tokens: usize,
+    /// With `--regroup calibrated`: fit each layer again at its own G on the model merged
+    /// below it (one more calibration walk, not cached), instead of taking each layer's maps
+    /// from the uniform fit at its G.
+    #[arg(long)]
+    refit: bool,
 }
 
 impl BudgetArgs {
@@ -79,14 +85,33 @@ pub fn regrouping(gguf: &Gguf<'_>, run: &RunArgs) -> Result<Option<Arc<Regroupin
             })
             .collect::<Result<Vec<Regrouping>>>()?;
         let sources: Vec<&Regrouping> = sources.iter().collect();
-        return Ok(Some(Arc::new(Regrouping::pick_layers(&cfg, &sources)?)));
+        let r = Regrouping::pick_layers(&cfg, &sources)?;
+        return Ok(Some(Arc::new(refit(gguf, run, r)?)));
     }
     let budget = b.kv_budget.unwrap_or(cfg.n_kv_heads as f64);
     let total = budget_heads(&cfg, budget)?;
     let s = sensitivities(gguf, &cfg, run, &merged)?;
     let r = spend(&s, &cfg, &merged, total)?;
     eprintln!("KV budget {budget}: {}", r.label());
-    Ok(Some(Arc::new(r)))
+    Ok(Some(Arc::new(refit(gguf, run, r)?)))
+}
+
+/// `r`, or with `--refit` and a calibrated merge, every layer fitted again at its own G
+/// (`engine::calibrate::calibrate_layers`, on the f32 oracle).
+fn refit(gguf: &Gguf<'_>, run: &RunArgs, r: Regrouping) -> Result<Regrouping> {
+    if !run.budget.refit || run.regroup != RegroupMethod::Calibrated || !r.merges() {
+        return Ok(r);
+    }
+    let cfg = ModelConfig::from_gguf(gguf)?;
+    let ids = Tokenizer::from_gguf(gguf)?.encode(TEXT, false)?;
+    let ids = &ids[..run.calibration_tokens.min(ids.len())];
+    eprintln!("fitting each layer at its own G on {} tokens", ids.len());
+    let groupings: Vec<_> = (0..cfg.n_layers).map(|l| r.layer_grouping(l)).collect();
+    let mut walk = CpuEngine::load(gguf, sequence_len(&cfg))?;
+    let settings = run.fit.settings();
+    let mut quiet = |_| {};
+    let fit = calibrate_layers(&mut walk, gguf, &groupings, ids, settings, &mut quiet);
+    Ok(pollster::block_on(fit)?)
 }
 
 /// Each layer's sensitivity, from the cache or scored on `cpu-q8` (and cached).

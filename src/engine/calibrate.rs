@@ -64,9 +64,24 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
     settings: FitSettings,
     on_layer: &mut dyn FnMut(Progress),
 ) -> Result<Regrouping, EngineError> {
+    let layers = ModelConfig::from_gguf(gguf)?.n_layers;
+    calibrate_layers(walk, gguf, &vec![grouping; layers], ids, settings, on_layer).await
+}
+
+/// [`calibrate_with`] for a grouping per layer (`[layers]`): each layer that merges is fitted
+/// at its own G, on the activations of the model merged below it; a layer at G ≥ G0 is the
+/// exact split.
+pub async fn calibrate_layers<W: LayerWalk + ?Sized>(
+    walk: &mut W,
+    gguf: &Gguf<'_>,
+    groupings: &[Grouping],
+    ids: &[u32],
+    settings: FitSettings,
+    on_layer: &mut dyn FnMut(Progress),
+) -> Result<Regrouping, EngineError> {
     let cfg = ModelConfig::from_gguf(gguf)?;
-    let mut r = Regrouping::mean(&cfg, grouping);
-    if !grouping.merges() {
+    let mut r = Regrouping::mean_layers(&cfg, groupings)?;
+    if !r.merges() {
         return Ok(r);
     }
     if let Some(what) = unfitted_variation(&cfg) {
@@ -91,7 +106,9 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
         return Err(EngineError::Calibration(why));
     }
     let mut start = r.clone();
-    start.layers = vec![LayerMaps::expanded(grouping, cfg.head_dim); cfg.n_layers];
+    start.layers = (0..cfg.n_layers)
+        .map(|l| LayerMaps::expanded(r.layer_grouping(l), cfg.head_dim))
+        .collect();
     walk.start(Arc::new(start))?;
     let tensors = ModelTensors::locate(gguf, &cfg)?;
     let mut xs = Vec::new(); // per sequence: [seq][dim]
@@ -99,6 +116,21 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
         xs.push(walk.embed_rows(&ids[s]).await?);
     }
     for l in 0..cfg.n_layers {
+        let grouping = r.layer_grouping(l);
+        if !grouping.merges() {
+            // The exact split (started as such): nothing to fit.
+            for x in &mut xs {
+                walk.run_layer(l, x).await?;
+            }
+            let (layer, layers) = (l, cfg.n_layers);
+            let error = FitError::default();
+            on_layer(Progress {
+                layer,
+                layers,
+                error,
+            });
+            continue;
+        }
         let mut native = Vec::with_capacity(xs.len());
         for x in &xs {
             native.push(walk.native_qkv(l, x).await?);
