@@ -136,13 +136,6 @@ impl GpuEngine {
     /// until a regroup succeeds.
     fn rebuild(&mut self, r: Arc<Regrouping>, kv: KvType) -> Result<(), EngineError> {
         r.check(&self.cfg)?;
-        if !r.is_uniform() {
-            return Err(GpuError::Unsupported(format!(
-                "a grouping per layer ({}): the GPU engine runs one grouping for all layers",
-                r.label()
-            ))
-            .into());
-        }
         let max_rep = r.max_rep();
         if max_rep > ATTENTION_MAX_REP {
             return Err(GpuError::Unsupported(format!(
