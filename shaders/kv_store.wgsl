@@ -16,15 +16,19 @@
 // cache's element type keeps it (kv_pack: kv_f32.wgsl, kv_f16.wgsl), or for a q8_0 cache
 // (KV_STAGED) in f32 to the staging rows [T][G][hd] that kv_quant.wgsl makes blocks of. The
 // query heads are rotated in place, so attention reads them as they are.
-// The maps of every layer are in one buffer each; `layer` picks this op's.
-//   k0, v0: [T][G0][hd]    kmap: [L][G][G0][hd/2] (re, im)
-//   vmap: [L][G][G0] (pool) or [L][G][hd][G0·hd] (dense)    qmap: [L][H][hd/2] (re, im)
-//   slots: [L][H + G][hd/2] u32, the query heads' rows then the KV heads' (with a q map)
+// The maps of every layer are in one buffer each: `layer` picks this op's q map, `group0` (the
+// KV heads of the layers before it: l·G for one grouping, Σ_{m<l} G_m for one per layer) its K
+// and V maps, and `layer`·H + `group0` its first row of slots.
+//   k0, v0: [T][G0][hd]    kmap: [Σ G_l][G0][hd/2] (re, im)
+//   vmap: [Σ G_l][G0] (pool) or [Σ G_l][hd][G0·hd] (dense)    qmap: [L][H][hd/2] (re, im)
+//   slots: [Σ (H + G_l)][hd/2] u32, per layer its query heads' rows then its KV heads' (with a
+//   q map)
 //   rope: [capacity][hd/2] (cos, sin)    kc, vc: [G][capacity][hd] (staged: [T][G][hd])
 //   q: [T][H][hd]
 struct Params {
     groups: u32, native_groups: u32, head_dim: u32, capacity: u32,
     n_heads: u32, layer: u32, dense_v: u32, map_q: u32,
+    group0: u32, _a: u32, _b: u32, _c: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -54,14 +58,14 @@ fn value(g: u32, i: u32, t: u32) -> vec2<f32> {
     let src = t * g0 * pairs;
     var v = vec2<f32>(0.0);
     if (p.dense_v == 0u) {
-        let base = p.layer * p.groups * g0;
+        let base = p.group0 * g0;
         for (var j = 0u; j < g0; j++) {
             v += vmap[base + g * g0 + j] * v0[src + j * pairs + i];
         }
         return v;
     }
     let width = g0 * p.head_dim;
-    let row = (p.layer * p.groups + g) * p.head_dim + 2u * i; // the map's row of dimension 2i
+    let row = (p.group0 + g) * p.head_dim + 2u * i; // the map's row of dimension 2i
     for (var e = 0u; e < g0 * pairs; e++) {
         let x = v0[src + e];
         let a = row * width + 2u * e;
@@ -79,7 +83,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.y;
     let live = g < p.n_heads && t < step.n_tokens;
     let pos = step.pos0 + t;
-    let slot_row = p.layer * (p.n_heads + p.groups); // this layer's first row of `slots`
+    let slot_row = p.layer * p.n_heads + p.group0; // this layer's first row of `slots`
     let qi = (t * p.n_heads + g) * pairs + i; // g counts query heads here
     var fq = i; // the native pair query slot i carries
     var qv = vec2<f32>(0.0);
@@ -109,7 +113,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let g0 = p.native_groups;
     var k = vec2<f32>(0.0);
     for (var j = 0u; j < g0; j++) {
-        let c = kmap[((p.layer * p.groups + g) * g0 + j) * pairs + i];
+        let c = kmap[((p.group0 + g) * g0 + j) * pairs + i];
         k += cmul(c, k0[(t * g0 + j) * pairs + fk]);
     }
     let row = select(g * p.capacity + pos % p.capacity, t * p.groups + g, KV_STAGED);

@@ -260,6 +260,7 @@ pub fn generate(g: &Gguf<'_>, a: &GenerateArgs, json_out: bool) -> Result<()> {
         "kv_bytes_per_element": engine.kv_type().element().bytes_per_value(),
         "prefill_ms": prefill_ms,
         "decode_tokens_per_second": decode_tps,
+        "per_layer": a.run.budget.given().then(|| super::budget::report(engine.as_ref())),
     });
     if let Value::Object(o) = &mut v {
         o.extend(memory);
@@ -312,15 +313,30 @@ pub fn perplexity(
     }
     let mut engine = load_engine(g, run, context_for(g, ids.len())?)?;
     let p = score(engine.as_mut(), &ids).block_on()?;
+    let per_layer = run
+        .budget
+        .given()
+        .then(|| super::budget::report(engine.as_ref()));
     if json_out {
         // The cache as the scoring filled it: every id's K and V.
         let (cfg, kv) = (engine.config(), engine.kv_type());
         let memory = super::memory::held_at(cfg, &engine.regrouping(), ids.len(), kv);
         let mut v = serde_json::to_value(p)?;
-        if let Value::Object(o) = &mut v {
+        if let Some(o) = v.as_object_mut() {
             o.extend(memory);
+            if let Some(r) = per_layer {
+                o.insert("per_layer".into(), r);
+            }
         }
         return print_json(&v);
+    }
+    if run.budget.given() {
+        let r = engine.regrouping();
+        println!(
+            "{} ({} bytes of KV cache)",
+            r.label(),
+            engine.kv_cache_bytes()
+        );
     }
     println!(
         "{} tokens, G={} ({}): NLL {:.5} ± {:.5}, perplexity {:.3} (± {:.3})",

@@ -3,7 +3,7 @@
 //! (G below the native count) the tokens from which the merged model holds less than the
 //! native one with the same cache type (`null`: not within the model's context).
 
-use gqa_lab::model::{kv_cache_bytes, KvType, ModelConfig};
+use gqa_lab::model::{kv_cache_bytes_layers, KvType, ModelConfig};
 use gqa_lab::regroup::{break_even, maps_bytes, planned_maps_bytes, Footprint, Method};
 use gqa_lab::regroup::{Grouping, Regrouping, MAP_VALUE_BYTES};
 use serde_json::{json, Map, Value};
@@ -18,7 +18,7 @@ pub fn held(cfg: &ModelConfig, r: &Regrouping, cache_bytes: u64, kv: KvType) -> 
     m.insert("maps_bytes".into(), json!(maps));
     m.insert("maps_bytes_per_value".into(), json!(MAP_VALUE_BYTES));
     m.insert("kv_cache_and_maps_bytes".into(), json!(cache_bytes + maps));
-    if r.grouping.merges() {
+    if r.merges() {
         let n = break_even(cfg, Footprint::of(r), kv.element(), cfg.context_length);
         m.insert("break_even_tokens".into(), json!(n));
     }
@@ -27,7 +27,7 @@ pub fn held(cfg: &ModelConfig, r: &Regrouping, cache_bytes: u64, kv: KvType) -> 
 
 /// [`held`] for `tokens` positions of a cache at `r`.
 pub fn held_at(cfg: &ModelConfig, r: &Regrouping, tokens: usize, kv: KvType) -> Map<String, Value> {
-    let cache = kv_cache_bytes(cfg, r.groups(), tokens, kv.element());
+    let cache = kv_cache_bytes_layers(cfg, &r.layer_groups(), tokens, kv.element());
     held(cfg, r, cache, kv)
 }
 
@@ -55,10 +55,7 @@ pub fn planned(cfg: &ModelConfig) -> Map<String, Value> {
     let even = |t: KvType, m: Method| {
         by_g(&|g| {
             let bytes = planned_maps_bytes(cfg, g, m).filter(|_| merges(g))?;
-            let merged = Footprint {
-                groups: g,
-                maps_bytes: bytes,
-            };
+            let merged = Footprint::uniform(cfg, g, bytes);
             Some(json!(break_even(
                 cfg,
                 merged,

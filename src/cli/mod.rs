@@ -3,6 +3,7 @@
 //! `--json`), errors to stderr with a non-zero exit code.
 
 mod bench;
+mod budget;
 mod commands;
 mod memory;
 mod regroup;
@@ -103,6 +104,8 @@ pub struct RunArgs {
     calibration_tokens: usize,
     #[command(flatten)]
     fit: regroup::FitArgs,
+    #[command(flatten)]
+    budget: budget::BudgetArgs,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
     /// How the KV cache keeps K and V; default: f32 on the `cpu` oracle, f16 on `cpu-q8` and
@@ -329,7 +332,9 @@ pub fn load_engine(gguf: &Gguf<'_>, run: &RunArgs, capacity: usize) -> Result<Bo
         ))?),
     };
     engine.set_kv_type(run.kv_type())?;
-    if let Some(g) = run.groups {
+    if let Some(r) = budget::regrouping(gguf, run)? {
+        engine.regroup_with(r)?;
+    } else if let Some(g) = run.groups {
         let how = regroup::Calibration {
             tokens: run.calibration_tokens,
             settings: run.fit.settings(),

@@ -284,7 +284,7 @@ impl CacheEntry {
     }
 }
 
-fn cache_dir() -> Result<PathBuf> {
+pub(super) fn cache_dir() -> Result<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())

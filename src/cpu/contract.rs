@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 impl CpuEngine {
     /// A new, empty cache for `groups` KV heads of type `t` (the old one freed first).
-    pub(super) fn rebuild_cache(&mut self, groups: usize, t: KvType) {
+    pub(super) fn rebuild_cache(&mut self, groups: &[usize], t: KvType) {
         let capacity = self.cache.capacity;
         self.cache = KvCache::empty(capacity);
         self.cache = KvCache::new(&self.cfg, groups, capacity, t);
@@ -52,7 +52,7 @@ impl Engine for CpuEngine {
     fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
         r.check(&self.cfg)?;
         // The cache is rebuilt at its new size even when G is unchanged: the sequence restarts.
-        self.rebuild_cache(r.groups(), self.kv_type);
+        self.rebuild_cache(&r.layer_groups(), self.kv_type);
         self.regrouping = r;
         Ok(())
     }
@@ -63,7 +63,7 @@ impl Engine for CpuEngine {
 
     fn set_kv_type(&mut self, t: KvType) -> Result<(), EngineError> {
         self.kv_type = check_kv_type(&self.cfg, t)?;
-        self.rebuild_cache(self.regrouping.groups(), t);
+        self.rebuild_cache(&self.regrouping.layer_groups(), t);
         Ok(())
     }
 

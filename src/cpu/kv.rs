@@ -6,7 +6,8 @@ use crate::model::{layer_cache_rows, KvRows, KvType, ModelConfig};
 use crate::ops::{self, causal_attention, ring_rows, Rows};
 use crate::regroup::Grouping;
 
-/// The KV cache: K and V each, per layer, `[G][rows][head_dim]` in the cache's element type
+/// The KV cache: K and V each, per layer, `[G_l][rows][head_dim]` (G_l the layer's KV heads,
+/// the same for every layer unless the grouping is per layer) in the cache's element type
 /// (`model::KvRows`: f32, f16 or q8_0, rounded as they are written), where rows is the
 /// capacity, or for a sliding-window layer its ring (`model::layer_cache_rows`: position p in
 /// row p mod rows).
@@ -20,13 +21,15 @@ pub(super) struct KvCache {
 }
 
 impl KvCache {
-    pub(super) fn new(cfg: &ModelConfig, groups: usize, capacity: usize, t: KvType) -> Self {
+    /// A cache of `capacity` positions whose layer l holds `groups[l]` KV heads.
+    pub(super) fn new(cfg: &ModelConfig, groups: &[usize], capacity: usize, t: KvType) -> Self {
         let rows: Vec<usize> = (0..cfg.n_layers)
             .map(|l| layer_cache_rows(cfg, l, capacity))
             .collect();
         let each = || {
             rows.iter()
-                .map(|r| KvRows::new(t, groups * r, cfg.head_dim))
+                .zip(groups)
+                .map(|(r, g)| KvRows::new(t, g * r, cfg.head_dim))
                 .collect()
         };
         KvCache {
@@ -129,7 +132,6 @@ impl super::CpuEngine {
             return Err(crate::engine::EngineError::EmptyInput);
         }
         let q = vec![0.0f32; cfg.n_heads * cfg.head_dim]; // [1][H·hd]
-        let grouping = self.regrouping.grouping;
         let mut best = f64::INFINITY;
         for _ in 0..iters.max(1) {
             let t = std::time::Instant::now();
@@ -145,6 +147,7 @@ impl super::CpuEngine {
                         window,
                         hd: cfg.head_dim,
                     };
+                    let grouping = self.regrouping.layer_grouping(l);
                     std::hint::black_box(attention(&self.cache, grouping, at, len - 1, &q));
                 }
             });

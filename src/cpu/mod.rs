@@ -194,7 +194,12 @@ impl CpuEngine {
             output_norm: deq(t.output_norm)?,
             layers,
             regrouping: Arc::new(Regrouping::native(&cfg)),
-            cache: KvCache::new(&cfg, grouping.groups(), capacity, KvType::F32),
+            cache: KvCache::new(
+                &cfg,
+                &vec![grouping.groups(); cfg.n_layers],
+                capacity,
+                KvType::F32,
+            ),
             kv_type: KvType::F32,
             len: 0,
             cfg,
@@ -217,7 +222,7 @@ impl CpuEngine {
             ..
         } = self;
         let (dim, hd, n_heads) = (cfg.dim, cfg.head_dim, cfg.n_heads);
-        let grouping = regrouping.grouping;
+        let grouping = regrouping.layer_grouping(l);
         let groups = grouping.groups();
         let (layer, maps) = (&layers[l], &regrouping.layers[l]);
         let t = x.len() / dim;

@@ -16,7 +16,7 @@ impl LayerWalk for CpuEngine {
         r.check(&self.cfg)?;
         // The walk's own cache is f32 whatever the engine's type: the fit does not depend on
         // it. The engine's next regrouping rebuilds the cache in its type.
-        self.rebuild_cache(r.groups(), KvType::F32);
+        self.rebuild_cache(&r.layer_groups(), KvType::F32);
         self.regrouping = r;
         Ok(())
     }

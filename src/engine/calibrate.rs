@@ -71,9 +71,24 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
     settings: FitSettings,
     on_layer: &mut dyn FnMut(Progress),
 ) -> Result<Regrouping, EngineError> {
+    let layers = ModelConfig::from_gguf(gguf)?.n_layers;
+    calibrate_layers(walk, gguf, &vec![grouping; layers], ids, settings, on_layer).await
+}
+
+/// [`calibrate_with`] for a grouping per layer (`[layers]`): each layer that merges is fitted
+/// at its own G, on the activations of the model merged below it; a layer at G ≥ G0 is the
+/// exact split.
+pub async fn calibrate_layers<W: LayerWalk + ?Sized>(
+    walk: &mut W,
+    gguf: &Gguf<'_>,
+    groupings: &[Grouping],
+    ids: &[u32],
+    settings: FitSettings,
+    on_layer: &mut dyn FnMut(Progress),
+) -> Result<Regrouping, EngineError> {
     let cfg = ModelConfig::from_gguf(gguf)?;
-    let mut r = Regrouping::mean(&cfg, grouping);
-    if !grouping.merges() {
+    let mut r = Regrouping::mean_layers(&cfg, groupings)?;
+    if !r.merges() {
         return Ok(r);
     }
     if let Some(what) = unfitted_variation(&cfg) {
@@ -99,7 +114,9 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
     }
     // The merged model so far: fitted below the current layer, pooled (in the full form) above.
     let mut merged = r.clone();
-    merged.layers = vec![LayerMaps::expanded(grouping, cfg.head_dim); cfg.n_layers];
+    merged.layers = (0..cfg.n_layers)
+        .map(|l| LayerMaps::expanded(r.layer_grouping(l), cfg.head_dim))
+        .collect();
     walk.start(Arc::new(merged.clone()))?;
     let tensors = ModelTensors::locate(gguf, &cfg)?;
     let mut xs = Vec::new(); // per sequence: [seq][dim]
@@ -110,48 +127,30 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
     let mut natives = settings.walks_native_stream().then(|| xs.clone());
     let native = Arc::new(Regrouping::native(&cfg));
     for l in 0..cfg.n_layers {
-        let wo = tensors.layers[l].wo.f32(gguf)?; // [dim][H·hd]
-        let at = |why: String| EngineError::Calibration(format!("layer {l}: {why}"));
-        let mut fit = LayerFit::new(&cfg, grouping, &wo, settings).map_err(at)?;
-        for x in &xs {
-            fit.add(&walk.native_qkv(l, x).await?).map_err(at)?;
-        }
-        if fit.fit_base().map_err(at)? {
-            for x in &xs {
-                fit.add_scores(&walk.native_qkv(l, x).await?).map_err(at)?;
+        let grouping = r.layer_grouping(l);
+        // A layer at G ≥ G0 is the exact split (started as such): nothing to fit.
+        let mut error = FitError::default();
+        if grouping.merges() {
+            let wo = tensors.layers[l].wo.f32(gguf)?; // [dim][H·hd]
+            let on = Sequences {
+                xs: &xs,
+                natives: natives.as_deref(),
+            };
+            let (maps, e) = fit_one(walk, (&cfg, l, grouping), &wo, settings, on).await?;
+            merged.layers[l] = maps.clone();
+            if natives.is_none() {
+                walk.set_layer_maps(l, &maps)?;
             }
+            r.layers[l] = maps;
+            error = e;
         }
-        if fit.fit_scores() {
-            for (i, x) in xs.iter().enumerate() {
-                let here = walk.native_qkv(l, x).await?;
-                let target = match &natives {
-                    Some(n) => Some(walk.native_qkv(l, &n[i]).await?),
-                    None => None,
-                };
-                let drift = match (&natives, settings.o_target) {
-                    (Some(n), OTarget::Residual) => {
-                        Some(n[i].iter().zip(x).map(|(a, b)| a - b).collect::<Vec<f32>>())
-                    }
-                    _ => None,
-                };
-                let target = target.as_ref().unwrap_or(&here);
-                fit.add_outputs(&here, target, drift.as_deref())
-                    .map_err(at)?;
+        if let Some(n) = &mut natives {
+            walk.start(native.clone())?;
+            for x in n.iter_mut() {
+                walk.run_layer(l, x).await?;
             }
+            walk.start(Arc::new(merged.clone()))?;
         }
-        let (maps, error) = fit.finish().map_err(at)?;
-        merged.layers[l] = maps.clone();
-        match &mut natives {
-            Some(n) => {
-                walk.start(native.clone())?;
-                for x in n.iter_mut() {
-                    walk.run_layer(l, x).await?;
-                }
-                walk.start(Arc::new(merged.clone()))?;
-            }
-            None => walk.set_layer_maps(l, &maps)?,
-        }
-        r.layers[l] = maps;
         for x in &mut xs {
             walk.run_layer(l, x).await?;
         }
@@ -164,4 +163,49 @@ pub async fn calibrate_with<W: LayerWalk + ?Sized>(
     }
     r.method = Method::Calibrated;
     Ok(r)
+}
+
+/// The calibration sequences at a layer's input (`[seq][dim]` each): the merged model's, and
+/// the native model's when the walk carries its stream.
+struct Sequences<'a> {
+    xs: &'a [Vec<f32>],
+    natives: Option<&'a [Vec<f32>]>,
+}
+
+/// Fits layer `l` to `grouping` on the sequences, a sequence at a time (`LayerFit`): its
+/// statistics, then the temperatures' and the O refit's passes if the settings ask.
+async fn fit_one<W: LayerWalk + ?Sized>(
+    walk: &mut W,
+    (cfg, l, grouping): (&ModelConfig, usize, Grouping),
+    wo: &[f32],
+    settings: FitSettings,
+    on: Sequences<'_>,
+) -> Result<(LayerMaps, FitError), EngineError> {
+    let at = |why: String| EngineError::Calibration(format!("layer {l}: {why}"));
+    let mut fit = LayerFit::new(cfg, grouping, wo, settings).map_err(at)?;
+    for x in on.xs {
+        fit.add(&walk.native_qkv(l, x).await?).map_err(at)?;
+    }
+    if fit.fit_base().map_err(at)? {
+        for x in on.xs {
+            fit.add_scores(&walk.native_qkv(l, x).await?).map_err(at)?;
+        }
+    }
+    if fit.fit_scores() {
+        for (i, x) in on.xs.iter().enumerate() {
+            let here = walk.native_qkv(l, x).await?;
+            let (target, drift) = match on.natives {
+                Some(n) => {
+                    let drift = (settings.o_target == OTarget::Residual)
+                        .then(|| n[i].iter().zip(x).map(|(a, b)| a - b).collect::<Vec<f32>>());
+                    (Some(walk.native_qkv(l, &n[i]).await?), drift)
+                }
+                None => (None, None),
+            };
+            let target = target.as_ref().unwrap_or(&here);
+            fit.add_outputs(&here, target, drift.as_deref())
+                .map_err(at)?;
+        }
+    }
+    fit.finish().map_err(at)
 }

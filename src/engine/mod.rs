@@ -12,6 +12,7 @@
 //! Built on the contract, for every backend: step-wise generation that survives a change of G
 //! mid-sequence ([`Generator`]), [`perplexity`], and the calibration walk ([`calibrate`]).
 
+pub mod budget;
 pub mod calibrate;
 mod error;
 mod generate;
@@ -21,7 +22,7 @@ pub use error::EngineError;
 pub use generate::{GenerateParams, Generator};
 pub use perplexity::{first_non_finite_row, log_softmax_at, perplexity, Perplexity};
 
-use crate::model::{kv_cache_bytes, KvType, ModelConfig, ModelError};
+use crate::model::{kv_cache_bytes_layers, KvType, ModelConfig, ModelError};
 use crate::regroup::{Grouping, LayerMaps, Regrouping};
 use crate::sampling::{sample, SamplingParams};
 use async_trait::async_trait;
@@ -131,8 +132,8 @@ pub trait Engine: LayerWalk {
     fn set_kv_type(&mut self, t: KvType) -> Result<(), EngineError>;
     /// KV-cache bytes of the live sequence.
     fn kv_cache_bytes(&self) -> u64 {
-        let (cfg, g) = (self.config(), self.grouping().groups());
-        kv_cache_bytes(cfg, g, self.len(), self.kv_type().element())
+        let (cfg, g) = (self.config(), self.regrouping().layer_groups());
+        kv_cache_bytes_layers(cfg, &g, self.len(), self.kv_type().element())
     }
     /// Feeds `ids` at the next positions; returns logits `[vocab]` of the last one, or
     /// `[ids.len()][vocab]` with `all_logits`.

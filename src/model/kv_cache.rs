@@ -118,6 +118,23 @@ pub fn kv_cache_bytes(cfg: &ModelConfig, groups: usize, tokens: usize, t: Elemen
     shape.bytes(rows, 1, t)
 }
 
+/// [`kv_cache_bytes`] of a cache whose layer l holds `groups[l]` KV heads (`[layers]`, a
+/// per-layer grouping): the sum over layers of each layer's bytes.
+pub fn kv_cache_bytes_layers(
+    cfg: &ModelConfig,
+    groups: &[usize],
+    tokens: usize,
+    t: ElementType,
+) -> u64 {
+    let row = t.row_bytes(cfg.head_dim as u64);
+    (0..cfg.n_layers)
+        .map(|l| {
+            let g = groups.get(l).copied().unwrap_or(0) as u64;
+            2 * g * layer_cache_rows(cfg, l, tokens) as u64 * row
+        })
+        .sum()
+}
+
 /// A llama-style model's hyper-parameters, as the calculator takes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hyper {
@@ -336,6 +353,29 @@ mod tests {
         assert_eq!(h.cache(1).bytes(4096, 1, ElementType::FP32), rows * per_row);
         let h = Hyper::of("SmolLM2", &cfg, 134_515_008);
         assert_eq!(h.cache(3).bytes(100, 1, ElementType::FP32), 4_608_000);
+        // Per layer: uniform G the same figure; a mix the sum of its layers'.
+        for (g, t) in [(3, ElementType::FP32), (1, ElementType::Q8_0)] {
+            let each = vec![g; 30];
+            let want = kv_cache_bytes(&cfg, g, 100, t);
+            assert_eq!(kv_cache_bytes_layers(&cfg, &each, 100, t), want);
+        }
+        let mix: Vec<usize> = (0..30).map(|l| 1 + l % 2).collect(); // 1, 2, 1, 2, …
+        let (one, two) = (
+            kv_cache_bytes(&cfg, 1, 100, ElementType::FP16),
+            kv_cache_bytes(&cfg, 2, 100, ElementType::FP16),
+        );
+        assert_eq!(
+            kv_cache_bytes_layers(&cfg, &mix, 100, ElementType::FP16),
+            (one + two) / 2
+        );
+        let h = [1, 3, 1, 2, 9, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+        let by_layer: u64 = (0..18)
+            .map(|l| 2 * h[l] * layer_cache_rows(&gemma, l, 4096) as u64 * 1024)
+            .sum();
+        assert_eq!(
+            kv_cache_bytes_layers(&gemma, &h.map(|g| g as usize), 4096, ElementType::FP32),
+            by_layer
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ mod tensors;
 
 pub use config::{Arch, ModelConfig, ARCHITECTURES};
 pub use kv_cache::{
-    kv_cache_bytes, layer_cache_rows, CacheShape, ElementType, Hyper, WINDOW_SLACK,
+    kv_cache_bytes, kv_cache_bytes_layers, layer_cache_rows, CacheShape, ElementType, Hyper,
+    WINDOW_SLACK,
 };
 pub use kv_type::{KvRows, KvType};
 pub use rope::{rope_table, rope_turns};

@@ -17,7 +17,7 @@
 //! from 194 and 486 on ([`break_even`]).
 
 use super::{Grouping, LayerMaps, Method, Regrouping, VMap};
-use crate::model::{kv_cache_bytes, ElementType, ModelConfig};
+use crate::model::{kv_cache_bytes_layers, ElementType, ModelConfig};
 
 /// Bytes of one map value as the engines hold it (f32).
 pub const MAP_VALUE_BYTES: u64 = 4;
@@ -41,24 +41,37 @@ fn layer_values(m: &LayerMaps, grouping: Grouping, hd: usize) -> [Option<usize>;
 /// Bytes the engines hold for `r`'s maps (see the module doc): each kind of map in the widest
 /// form any layer has it, for every layer.
 pub fn maps_bytes(r: &Regrouping) -> u64 {
-    let widest = r
-        .layers
-        .iter()
-        .map(|m| layer_values(m, r.grouping, r.head_dim))
-        .fold([None; 5], |acc: [Option<usize>; 5], l| {
-            std::array::from_fn(|i| acc[i].max(l[i]))
-        });
-    let per_layer: usize = widest.iter().flatten().sum();
-    (per_layer * r.layers.len()) as u64 * MAP_VALUE_BYTES
+    // Which kinds any layer has, and whether any layer's V is dense: every layer then holds
+    // them, each at its own grouping (the GPU lays the maps out layer by layer).
+    let dense = r.layers.iter().any(|m| matches!(m.v, VMap::Dense(_)));
+    let (q, o) = (
+        r.layers.iter().any(|m| m.q.is_some() || m.slots.is_some()),
+        r.layers.iter().any(|m| m.o.is_some()),
+    );
+    let values: usize = (0..r.layers.len())
+        .map(|l| {
+            let grouping = r.layer_grouping(l);
+            let mut m = LayerMaps::pooled(grouping, r.head_dim);
+            if dense {
+                m.v = VMap::Dense(m.v_dense(grouping, r.head_dim));
+            }
+            let h = grouping.n_heads();
+            m.q = q.then(|| m.q_or_identity(h, r.head_dim));
+            m.o = o.then(|| m.o_or_identity(h, r.head_dim));
+            layer_values(&m, grouping, r.head_dim)
+                .iter()
+                .flatten()
+                .sum::<usize>()
+        })
+        .sum();
+    values as u64 * MAP_VALUE_BYTES
 }
 
 /// Bytes the engines hold for each layer as it is (the CPU engines' count): at most
 /// [`maps_bytes`], equal to it when every layer's maps have one form.
 pub fn maps_bytes_per_layer(r: &Regrouping) -> u64 {
-    let values: usize = r
-        .layers
-        .iter()
-        .flat_map(|m| layer_values(m, r.grouping, r.head_dim))
+    let values: usize = (0..r.layers.len())
+        .flat_map(|l| layer_values(&r.layers[l], r.layer_grouping(l), r.head_dim))
         .flatten()
         .sum();
     values as u64 * MAP_VALUE_BYTES
@@ -79,15 +92,16 @@ pub fn planned_maps_bytes(cfg: &ModelConfig, groups: usize, method: Method) -> O
         method,
         head_dim: cfg.head_dim,
         layers: vec![layer],
+        per_layer: None,
     };
     Some(maps_bytes(&r) * cfg.n_layers as u64)
 }
 
 /// A model's memory at one regrouping: its maps and its cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Footprint {
-    /// KV heads G.
-    pub groups: usize,
+    /// KV heads of each layer: `[layers]`.
+    pub groups: Vec<usize>,
     /// Bytes of its maps ([`maps_bytes`]).
     pub maps_bytes: u64,
 }
@@ -96,23 +110,34 @@ impl Footprint {
     /// What the engines hold for `r`.
     pub fn of(r: &Regrouping) -> Self {
         Footprint {
-            groups: r.groups(),
+            groups: r.layer_groups(),
             maps_bytes: maps_bytes(r),
+        }
+    }
+
+    /// `groups` KV heads in every layer of `cfg`, and maps of `maps_bytes`.
+    pub fn uniform(cfg: &ModelConfig, groups: usize, maps_bytes: u64) -> Self {
+        Footprint {
+            groups: vec![groups; cfg.n_layers],
+            maps_bytes,
         }
     }
 
     /// The model as trained: G0 KV heads and its pooling maps (`Regrouping::native`).
     pub fn native(cfg: &ModelConfig) -> Self {
         let g0 = cfg.n_kv_heads;
-        Footprint {
-            groups: g0,
-            maps_bytes: planned_maps_bytes(cfg, g0, Method::Mean).unwrap_or(0),
-        }
+        let maps = planned_maps_bytes(cfg, g0, Method::Mean).unwrap_or(0);
+        Footprint::uniform(cfg, g0, maps)
     }
 
     /// Maps and cache for one sequence of `tokens` kept as `t`.
     pub fn bytes(&self, cfg: &ModelConfig, tokens: usize, t: ElementType) -> u64 {
-        self.maps_bytes + kv_cache_bytes(cfg, self.groups, tokens, t)
+        self.maps_bytes + kv_cache_bytes_layers(cfg, &self.groups, tokens, t)
+    }
+
+    /// KV heads summed over layers.
+    fn heads(&self) -> usize {
+        self.groups.iter().sum()
     }
 }
 
@@ -132,7 +157,7 @@ pub fn break_even(
     if !less(limit) {
         return None;
     }
-    if merged.groups >= native.groups {
+    if merged.heads() >= native.heads() {
         // A split's cache grows faster than the native one: less at `limit`, less before.
         return Some(0);
     }
@@ -181,6 +206,7 @@ mod tests {
             method: Method::Calibrated,
             head_dim: cfg.head_dim,
             layers: vec![LayerMaps::expanded(grouping, cfg.head_dim); cfg.n_layers],
+            per_layer: None,
         }
     }
 
@@ -270,7 +296,7 @@ mod tests {
         (cfg.arch.sliding_window, cfg.arch.swa_pattern) = (64, 6);
         let f32 = KvType::F32.element();
         let merged = Footprint::of(&calibrated(&cfg, 1));
-        let n = break_even(&cfg, merged, f32, 8192).unwrap();
+        let n = break_even(&cfg, merged.clone(), f32, 8192).unwrap();
         let native = Footprint::native(&cfg);
         assert!(merged.bytes(&cfg, n, f32) < native.bytes(&cfg, n, f32));
         assert!(merged.bytes(&cfg, n - 1, f32) >= native.bytes(&cfg, n - 1, f32));

@@ -75,10 +75,15 @@ pub struct LayerMaps {
 /// A model's regrouping: the grouping, how it was made, and every layer's maps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Regrouping {
+    /// The grouping of every layer, or for a per-layer one the grouping of its widest layer
+    /// (most KV heads); each layer's own is [`Regrouping::layer_grouping`].
     pub grouping: Grouping,
     pub method: Method,
     pub head_dim: usize,
     pub layers: Vec<LayerMaps>,
+    /// Each layer's grouping, `[layers]`, when they differ (`layered.rs`); `None`: all are
+    /// `grouping`.
+    pub per_layer: Option<Vec<Grouping>>,
 }
 
 impl Regrouping {
@@ -90,6 +95,7 @@ impl Regrouping {
             method: Method::Mean,
             head_dim: cfg.head_dim,
             layers: vec![layer; cfg.n_layers],
+            per_layer: None,
         }
     }
 
@@ -105,17 +111,31 @@ impl Regrouping {
     /// Whether the maps fit the model of `cfg`: one per layer, each array the size its
     /// grouping and head size make it (maps may come from a cache file).
     pub fn check(&self, cfg: &ModelConfig) -> Result<(), ModelError> {
-        let g = self.grouping;
         let (hd, h) = (cfg.head_dim, cfg.n_heads);
         let bad = |what: String| Err(ModelError::BadConfig(format!("regrouping maps: {what}")));
-        if g.n_heads() != h || g.native_groups() != cfg.n_kv_heads || self.head_dim != hd {
-            return bad("made for another model".into());
+        let each = self.per_layer.as_deref().unwrap_or_default();
+        for g in std::iter::once(&self.grouping).chain(each) {
+            if g.n_heads() != h || g.native_groups() != cfg.n_kv_heads || self.head_dim != hd {
+                return bad("made for another model".into());
+            }
         }
-        if self.layers.len() != cfg.n_layers {
+        if self.layers.len() != cfg.n_layers
+            || self
+                .per_layer
+                .as_ref()
+                .is_some_and(|p| p.len() != cfg.n_layers)
+        {
             return bad(format!("{} layers for {}", self.layers.len(), cfg.n_layers));
         }
-        let (groups, g0) = (g.groups(), g.native_groups());
+        let widest = (0..cfg.n_layers)
+            .map(|l| self.layer_grouping(l).groups())
+            .max();
+        if widest.is_some_and(|w| w != self.grouping.groups()) {
+            return bad("its grouping is not its widest layer's".into());
+        }
         for (l, m) in self.layers.iter().enumerate() {
+            let g = self.layer_grouping(l);
+            let (groups, g0) = (g.groups(), g.native_groups());
             let v_len = match &m.v {
                 VMap::Pool(w) => (w.len(), groups * g0),
                 VMap::Dense(w) => (w.len(), groups * hd * g0 * hd),

@@ -13,10 +13,12 @@
 //! GQA: Ainslie et al. 2023, "GQA: Training Generalized Multi-Query Transformer Models from
 //! Multi-Head Checkpoints" (arXiv:2305.13245), §2.1 (mean-pooling, then uptraining).
 
+pub mod budget;
 mod cost;
 pub mod fit;
 mod grouping;
 pub mod layer;
+mod layered;
 mod maps;
 pub mod orefit;
 pub mod qscale;

@@ -105,6 +105,9 @@ struct Header {
     values_sha256: String,
     /// In a cache: the key the maps were fitted for ([`MapsKey::file_name`]).
     key: Option<String>,
+    /// Each layer's G, for a per-layer grouping (absent: every layer at `groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    layer_groups: Option<Vec<usize>>,
 }
 
 fn f32_name() -> String {
@@ -145,6 +148,7 @@ impl Header {
             value_type: if half { "f16" } else { "f32" }.into(),
             values_sha256: hex(&Sha256::digest(values)),
             key: key.map(MapsKey::file_name),
+            layer_groups: (!r.is_uniform()).then(|| r.layer_groups()),
         }
     }
 }
@@ -303,11 +307,20 @@ fn decode(bytes: &[u8], cfg: &ModelConfig) -> Result<(Regrouping, Option<String>
     if !data.is_empty() {
         return Err(bad("trailing bytes"));
     }
+    let per_layer = match h.layer_groups {
+        Some(gs) => Some(
+            gs.iter()
+                .map(|&g| Grouping::new(h.n_heads, h.native_groups, g))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
     let r = Regrouping {
         grouping,
         method,
         head_dim: h.head_dim,
         layers,
+        per_layer,
     };
     r.check(cfg)?;
     Ok((r, h.key))
@@ -393,6 +406,7 @@ mod tests {
             method: Method::Calibrated,
             head_dim: 16,
             layers: vec![layer; 2],
+            per_layer: None,
         };
         let key = MapsKey::new(SHA, 1, 64, FitSettings::default());
         let entry = to_cache_bytes(&r, &key);

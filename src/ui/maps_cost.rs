@@ -39,10 +39,7 @@ impl PaysOff {
         if !merges(cfg, g) {
             return PaysOff::NoMerge;
         }
-        let merged = Footprint {
-            groups: g,
-            maps_bytes: maps_bytes(cfg, g, method),
-        };
+        let merged = Footprint::uniform(cfg, g, maps_bytes(cfg, g, method));
         match break_even(cfg, merged, t, limit) {
             Some(n) => PaysOff::From(n),
             None => PaysOff::Never { limit },

@@ -84,6 +84,10 @@ fn kv_store_maps_ropes_and_appends() {
             layer: 1,
             dense_v: random as u32,
             map_q: random as u32,
+            group0: groups as u32,
+            _a: 0,
+            _b: 0,
+            _c: 0,
         };
         let (k0b, v0b) = (f32s(gpu, &k0), f32s(gpu, &v0));
         let binds = KvStoreBinds {

@@ -89,6 +89,10 @@ fn kv_store_writes_each_type_as_the_cpu_rounds() {
             layer: 0,
             dense_v: 1,
             map_q: 1,
+            group0: 0,
+            _a: 0,
+            _b: 0,
+            _c: 0,
         };
         let st = step(gpu, pos0, t);
         // kv_store into `kc`, `vc` (or the staging rows) for a cache of type `kv`.

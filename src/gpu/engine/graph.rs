@@ -283,7 +283,7 @@ impl<'a> Graph<'a> {
     fn kv_store(&self, l: usize, qkv: Qkv<'a>) -> OpSpec<'a> {
         let (cfg, c) = (self.cfg, self.cache);
         let p = ops::KvStoreParams {
-            groups: c.grouping().groups() as u32,
+            groups: c.grouping(l).groups() as u32,
             native_groups: cfg.n_kv_heads as u32,
             head_dim: cfg.head_dim as u32,
             capacity: self.rows(l),
@@ -291,6 +291,10 @@ impl<'a> Graph<'a> {
             layer: l as u32,
             dense_v: c.dense_v as u32,
             map_q: c.qmap.is_some() as u32,
+            group0: c.group0[l] as u32,
+            _a: 0,
+            _b: 0,
+            _c: 0,
         };
         let binds = ops::KvStoreBinds {
             k0: qkv.k0,
@@ -324,7 +328,7 @@ impl<'a> Graph<'a> {
         let c = self.cache;
         let [ks, vs] = c.staged.as_ref()?;
         let p = ops::KvQuantParams {
-            groups: c.grouping().groups() as u32,
+            groups: c.grouping(l).groups() as u32,
             head_dim: self.cfg.head_dim as u32,
             rows: self.rows(l),
             _pad: 0,
@@ -337,7 +341,7 @@ impl<'a> Graph<'a> {
         let cfg = self.cfg;
         let p = ops::AttentionParams {
             n_heads: cfg.n_heads as u32,
-            groups: self.cache.grouping().groups() as u32,
+            groups: self.cache.grouping(l).groups() as u32,
             head_dim: cfg.head_dim as u32,
             capacity: self.rows(l),
             max_chunks: self.max_chunks as u32,
@@ -352,9 +356,9 @@ impl<'a> Graph<'a> {
             vc,
             ml: &self.a.ml,
             part: &self.a.part,
-            starts: &self.cache.starts,
+            starts: self.cache.starts(l),
         };
-        let (max_rep, kv) = (self.cache.grouping().max_rep(), self.cache.kv_type);
+        let (max_rep, kv) = (self.cache.grouping(l).max_rep(), self.cache.kv_type);
         ops::attention(p, binds, pass, max_rep, kv)
     }
 
@@ -363,7 +367,7 @@ impl<'a> Graph<'a> {
         let cfg = self.cfg;
         let p = ops::ProbeParams {
             n_heads: cfg.n_heads as u32,
-            groups: self.cache.grouping().groups() as u32,
+            groups: self.cache.grouping(l).groups() as u32,
             head_dim: cfg.head_dim as u32,
             capacity: self.capacity as u32,
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
@@ -371,7 +375,7 @@ impl<'a> Graph<'a> {
             rows: self.rows(l),
             _pad: 0,
         };
-        let (kc, starts) = (&self.cache.k[l], &self.cache.starts);
+        let (kc, starts) = (&self.cache.k[l], self.cache.starts(l));
         ops::attention_probe(p, q, (kc, self.cache.kv_type), starts, &self.a.probe)
     }
 

@@ -136,7 +136,7 @@ impl GpuEngine {
     /// until a regroup succeeds.
     fn rebuild(&mut self, r: Arc<Regrouping>, kv: KvType) -> Result<(), EngineError> {
         r.check(&self.cfg)?;
-        let max_rep = r.grouping.max_rep();
+        let max_rep = r.max_rep();
         if max_rep > ATTENTION_MAX_REP {
             return Err(GpuError::Unsupported(format!(
                 "{max_rep} query heads per KV head (the attention kernel holds up to {ATTENTION_MAX_REP})"

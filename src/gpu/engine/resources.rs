@@ -300,8 +300,9 @@ impl Activations {
     }
 }
 
-/// K and V per layer, `[G][capacity][hd]` each in the cache's element type (kv_f32.wgsl,
-/// kv_f16.wgsl, kv_q8_0.wgsl say how a row lies), at one regrouping, and the maps that
+/// K and V per layer, `[G_l][capacity][hd]` each in the cache's element type (kv_f32.wgsl,
+/// kv_f16.wgsl, kv_q8_0.wgsl say how a row lies; G_l the layer's KV heads, the same for every
+/// layer unless the grouping is per layer), at one regrouping, and the maps that
 /// kv_store.wgsl and attention_reduce.wgsl apply (`model/regroup.rs`), every layer's in one
 /// buffer each.
 pub(super) struct KvCache {
@@ -309,14 +310,19 @@ pub(super) struct KvCache {
     pub kv_type: KvType,
     pub k: Vec<Buf>,
     pub v: Vec<Buf>,
-    /// For a q8_0 cache, K and V of a forward's tokens in f32, `[T][G][hd]` each, as
-    /// kv_store.wgsl writes them and kv_quant.wgsl reads them.
+    /// For a q8_0 cache, K and V of a forward's tokens in f32, `[T][G][hd]` each (G the
+    /// widest layer's), as kv_store.wgsl writes them and kv_quant.wgsl reads them.
     pub staged: Option<[Buf; 2]>,
-    /// `[G + 1]` u32: KV head g serves query heads `starts[g] .. starts[g + 1]`.
-    pub starts: Buf,
-    /// `[L][G][G0][hd/2]` complex.
+    /// Per G of some layer, `[G + 1]` u32: KV head g serves query heads `starts[g] ..
+    /// starts[g + 1]` (one table for one grouping); layer l's is `starts[starts_of[l]]`.
+    starts: Vec<Buf>,
+    starts_of: Vec<usize>,
+    /// Per layer, the KV heads of the layers before it (`Σ_{m<l} G_m`): where its K and V
+    /// maps start, in heads.
+    pub group0: Vec<usize>,
+    /// `[Σ G_l][G0][hd/2]` complex (layer by layer).
     pub kmap: Buf,
-    /// `[L][G][G0]` pooling weights, or with `dense_v` `[L][G][hd][G0·hd]`.
+    /// `[Σ G_l][G0]` pooling weights, or with `dense_v` `[Σ G_l][hd][G0·hd]`.
     pub vmap: Buf,
     pub dense_v: bool,
     /// `[L][H][hd/2]` complex, `[L][H][hd][hd]`: the query and output maps of a calibrated
@@ -340,17 +346,43 @@ impl KvCache {
     ) -> Result<Self, GpuError> {
         let r = &regrouping;
         let (grouping, hd, h) = (r.grouping, cfg.head_dim, cfg.n_heads);
-        // `[G][rows][hd]` per layer: rows = the capacity, or a sliding-window layer's ring.
+        let groups = r.layer_groups(); // [L]
+                                       // `[G_l][rows][hd]` per layer: rows = the capacity, or a sliding-window layer's ring.
         let row = cache_row_bytes(kv_type, hd);
-        let bytes = |l| (grouping.groups() * layer_cache_rows(cfg, l, capacity)) as u64 * row;
+        let bytes = |l: usize| (groups[l] * layer_cache_rows(cfg, l, capacity)) as u64 * row;
         let per_layer = |kind: &str| {
             (0..cfg.n_layers)
                 .map(|l| gpu.storage(&format!("{kind} cache {l}"), bytes(l)))
                 .collect::<Result<Vec<_>, _>>()
         };
-        let starts: Vec<u32> = (0..grouping.groups())
-            .map(|g| grouping.members(g).start as u32)
-            .chain([h as u32])
+        let starts = |gr: Grouping| -> Vec<u32> {
+            (0..gr.groups())
+                .map(|g| gr.members(g).start as u32)
+                .chain([h as u32])
+                .collect()
+        };
+        let mut distinct: Vec<usize> = groups.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let starts_of = groups
+            .iter()
+            .map(|g| distinct.binary_search(g).unwrap_or(0))
+            .collect();
+        let starts = (distinct.iter())
+            .map(|&g| {
+                let gr = (0..cfg.n_layers)
+                    .map(|l| r.layer_grouping(l))
+                    .find(|x| x.groups() == g);
+                let s = starts(gr.unwrap_or(grouping));
+                gpu.storage_with(&format!("group starts G={g}"), bytemuck::cast_slice(&s))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let group0 = groups
+            .iter()
+            .scan(0, |acc, &g| {
+                *acc += g;
+                Some(*acc - g)
+            })
             .collect();
         let f32s = |label: &str, v: Vec<f32>| gpu.storage_with(label, bytemuck::cast_slice(&v));
         let kmap: Vec<f32> = r
@@ -361,10 +393,8 @@ impl KvCache {
             .collect();
         let dense_v = r.layers.iter().any(|m| matches!(m.v, VMap::Dense(_)));
         let vmap: Vec<f32> = match dense_v {
-            true => r
-                .layers
-                .iter()
-                .flat_map(|m| m.v_dense(grouping, hd))
+            true => (r.layers.iter().enumerate())
+                .flat_map(|(l, m)| m.v_dense(r.layer_grouping(l), hd))
                 .collect(),
             false => r
                 .layers
@@ -377,7 +407,8 @@ impl KvCache {
         };
         let mapped = |m: &LayerMaps| m.q.is_some() || m.slots.is_some();
         let slots = r.layers.iter().any(mapped).then(|| {
-            let rows = r.layers.iter().flat_map(|m| m.slot_rows(grouping, hd / 2));
+            let rows = (0..r.layers.len())
+                .flat_map(|l| r.layers[l].slot_rows(r.layer_grouping(l), hd / 2));
             rows.collect::<Vec<u32>>()
         });
         check_slots(&r.layers, hd)?;
@@ -404,7 +435,9 @@ impl KvCache {
             k: per_layer("K")?,
             v: per_layer("V")?,
             staged,
-            starts: gpu.storage_with("group starts", bytemuck::cast_slice(&starts))?,
+            starts,
+            starts_of,
+            group0,
             kmap: f32s("K maps", kmap)?,
             vmap: f32s("V maps", vmap)?,
             dense_v,
@@ -418,8 +451,14 @@ impl KvCache {
         })
     }
 
-    pub fn grouping(&self) -> Grouping {
-        self.regrouping.grouping
+    /// Layer `l`'s grouping.
+    pub fn grouping(&self, l: usize) -> Grouping {
+        self.regrouping.layer_grouping(l)
+    }
+
+    /// Layer `l`'s group-starts table.
+    pub fn starts(&self, l: usize) -> &Buf {
+        &self.starts[self.starts_of[l]]
     }
 }
 

@@ -125,13 +125,21 @@ impl GpuEngine {
         let k: &[f32] = bytemuck::cast_slice(&m.k);
         let q: &[f32] = bytemuck::cast_slice(&q);
         let queue = &self.gpu.queue;
-        for (buf, values) in [(&c.kmap, k), (&c.vmap, &v[..]), (qmap, q), (omap, &o[..])] {
-            let at = (l * values.len() * 4) as u64;
+        // K and V maps start at the heads of the layers before (they may differ per layer).
+        let (g0, g) = (c.group0[l], c.grouping(l).groups());
+        for (buf, values, at) in [
+            (&c.kmap, k, g0 * k.len() / g),
+            (&c.vmap, &v[..], g0 * v.len() / g),
+            (qmap, q, l * q.len()),
+            (omap, &o[..], l * o.len()),
+        ] {
+            let at = (at * 4) as u64;
             queue.write_buffer(&buf.buffer, at, bytemuck::cast_slice(values));
         }
         if let Some(slots) = &c.slots {
-            let rows = m.slot_rows(c.grouping(), hd / 2);
-            let at = (l * rows.len() * 4) as u64;
+            // Layer l's rows start after the H + G_m rows of every layer m before it.
+            let rows = m.slot_rows(c.grouping(l), hd / 2);
+            let at = ((l * h + c.group0[l]) * (hd / 2) * 4) as u64;
             queue.write_buffer(&slots.buffer, at, bytemuck::cast_slice(&rows));
         }
         Ok(())

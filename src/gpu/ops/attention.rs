@@ -18,12 +18,17 @@ params_struct! {
         head_dim: u32,
         capacity: u32,
         n_heads: u32,
-        /// Which layer's maps to read.
+        /// Which layer's q map to read.
         layer: u32,
         /// 1: the V map is dense (`[G][hd][G0·hd]` per layer), 0: pooling weights (`[G][G0]`).
         dense_v: u32,
         /// 1: multiply the query pairs by the layer's q map.
         map_q: u32,
+        /// KV heads of the layers before this one: where its K and V maps start.
+        group0: u32,
+        _a: u32,
+        _b: u32,
+        _c: u32,
     }
 }
 
