@@ -4,6 +4,7 @@
 //! (`owner/`) and provides both to the components as contexts.
 
 use super::attention_view::AttentionView;
+use super::budget_view::{BudgetControls, BudgetQuality};
 use super::calculator::Calculator;
 use super::compare_view::CompareView;
 use super::controls::{GroupSlider, KvTypeSwitch, MethodSwitch, PromptControls};
@@ -180,7 +181,10 @@ pub fn App() -> impl IntoView {
             <div class="side">
                 <section class="card">
                     <h2>"KV groups"</h2>
-                    <GroupSlider />
+                    <BudgetControls />
+                    <Show when=move || settings.with(|s| s.budget.is_none())>
+                        <GroupSlider />
+                    </Show>
                     <MethodSwitch />
                     <KvTypeSwitch />
                     <GroupingDiagram />
@@ -192,6 +196,7 @@ pub fn App() -> impl IntoView {
                 <section class="card">
                     <h2>"What each G buys"</h2>
                     <Tradeoffs />
+                    <BudgetQuality />
                 </section>
                 <Show when=move || settings.with(|s| s.debug)>
                     <section class="card">

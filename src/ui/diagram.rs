@@ -1,8 +1,11 @@
 //! The grouping diagram (SVG): the query heads and KV heads of one layer, each query head
-//! joined to the KV head it reads (`Grouping::kv_head`), coloured by group.
+//! joined to the KV head it reads (`Grouping::kv_head`), coloured by group; in KV budget mode,
+//! each layer's G instead ([`LayerStrip`]).
 
+use super::format;
 use super::state::model::LoadedModel;
 use super::state::Groups;
+use super::url_state::Settings;
 use crate::regroup::Grouping;
 use leptos::prelude::*;
 
@@ -78,7 +81,10 @@ pub fn GroupingDiagram() -> impl IntoView {
         .into_any()
     };
     let caption = move || grouping().map(|gr| caption(&gr));
+    let settings = expect_context::<RwSignal<Settings>>();
+    let per_layer = move || settings.with(|s| s.budget.is_some());
     view! {
+        <Show when=per_layer fallback=move || view! {
         <figure class="diagram">
             <svg
                 data-testid="grouping-diagram"
@@ -91,6 +97,9 @@ pub fn GroupingDiagram() -> impl IntoView {
             </svg>
             <figcaption>{caption}</figcaption>
         </figure>
+        }>
+            <LayerStrip />
+        </Show>
     }
 }
 
@@ -114,4 +123,61 @@ fn caption(gr: &Grouping) -> String {
         })
         .collect();
     format!("{head}, in groups of unequal size: {}.", runs.join(", "))
+}
+
+/// Each layer's G as the engine runs it: a strip of one cell per layer.
+#[component]
+pub fn LayerStrip() -> impl IntoView {
+    let model = expect_context::<LoadedModel>();
+    let groups = move || model.layer_groups.get();
+    let heads = move || model.cfg_or(1, |c| c.n_heads);
+    let native = move || model.cfg_or(1, |c| c.n_kv_heads);
+    let cells = move || {
+        let h = heads();
+        groups()
+            .into_iter()
+            .enumerate()
+            .map(|(l, g)| {
+                view! {
+                    <div
+                        class="layer-cell"
+                        data-testid="layer-g"
+                        data-layer=l
+                        data-g=g
+                        title=format!("layer {l}: G = {g}")
+                        style=format!(
+                            "display:inline-block;width:1.6em;margin:1px;text-align:center;color:white;border-radius:3px;font-size:0.8em;background:{}",
+                            group_colour(g.saturating_sub(1), h)
+                        )
+                    >
+                        {g}
+                    </div>
+                }
+            })
+            .collect_view()
+    };
+    let total = move || groups().iter().sum::<usize>();
+    let caption = move || {
+        let gs = groups();
+        let total: usize = gs.iter().sum();
+        format!(
+            "Each layer's G under the budget: {total} KV heads over {} ({:.2} per layer); the model's own is G = {} in every layer.",
+            format::count(gs.len(), "layer"),
+            total as f64 / gs.len().max(1) as f64,
+            native()
+        )
+    };
+    view! {
+        <figure class="diagram">
+            <div
+                data-testid="layer-groups"
+                data-total=total
+                role="img"
+                aria-label=caption
+            >
+                {cells}
+            </div>
+            <figcaption>{caption}</figcaption>
+        </figure>
+    }
 }

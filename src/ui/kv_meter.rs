@@ -12,7 +12,7 @@ use super::state::model::{local_layers, LoadedModel};
 use super::state::run::RunState;
 use super::state::{CacheType, Groups};
 use super::url_state::Settings;
-use crate::model::{kv_cache_bytes, ElementType, ModelConfig};
+use crate::model::{kv_cache_bytes, kv_cache_bytes_layers, ElementType, ModelConfig};
 use crate::model::{layer_cache_rows, WINDOW_SLACK};
 use crate::regroup::Grouping;
 use leptos::prelude::*;
@@ -30,19 +30,37 @@ pub fn KvMeter() -> impl IntoView {
     let groups = expect_context::<Groups>();
     let run = expect_context::<RunState>();
     let cache = expect_context::<CacheType>();
+    let settings = expect_context::<RwSignal<Settings>>();
+    // In KV budget mode, each layer's G as the engine runs it (`None`: the uniform G).
+    let per_layer = move || {
+        let gs = model.layer_groups.get();
+        let budget = settings.with(|s| s.budget.is_some());
+        (budget && model.cfg_or(false, |c| c.n_layers == gs.len())).then_some(gs)
+    };
     let bytes = move || {
         let (g, n, t) = (groups.get(), run.seq_tokens(), cache.get().element());
-        model.cfg_or(None, |c| Some(kv_cache_bytes(c, g, n, t)))
+        let layers = per_layer();
+        model.cfg_or(None, |c| match &layers {
+            Some(gs) => Some(kv_cache_bytes_layers(c, gs, n, t)),
+            None => Some(kv_cache_bytes(c, g, n, t)),
+        })
     };
     let formula = move || {
         let (g, n, t) = (groups.get(), run.seq_tokens(), cache.get().element());
+        let layers = per_layer();
         model.info.with(|i| {
             i.as_ref().map(|i| {
                 let c = &i.cfg;
+                let (rows, g) = match &layers {
+                    // Each layer's rows times its own G, summed (as the engines allocate).
+                    Some(gs) => (
+                        format::count(n, "token"),
+                        format!("Σ over layers of G_l = {}", gs.iter().sum::<usize>()),
+                    ),
+                    None => (positions(c, n), format!("G = {g}")),
+                };
                 format!(
-                    "2 (K and V) · {} · G = {} · {} head_dim · {}",
-                    positions(c, n),
-                    g,
+                    "2 (K and V) · {rows} · {g} · {} head_dim · {}",
                     c.head_dim,
                     value_factor(t),
                 )

@@ -4,7 +4,9 @@
 //!
 //! Three layers, each importing only the ones below it:
 //! - the views ([`app`] lays them out: [`model_panel`], [`controls`], [`output`],
-//!   [`diagram`], [`kv_meter`], [`tradeoffs`] with [`quality_types`] (both with [`maps_cost`]: the
+//!   [`diagram`] (in KV budget mode each layer's G; [`budget_view`] the mode's controls and
+//!   its perplexity beside the uniform G of the same bytes),
+//!   [`kv_meter`], [`tradeoffs`] with [`quality_types`] (both with [`maps_cost`]: the
 //!   regrouping maps' bytes beside the cache's), and the views that explain GQA: attention by KV
 //!   group ([`attention_view`]), G side by side ([`compare_view`]), quality against memory and
 //!   speed ([`tradeoff_plot`]), the cache calculator ([`calculator`])). Each reads the state it
@@ -17,6 +19,7 @@
 
 mod app;
 mod attention_view;
+mod budget_view;
 mod calculator;
 mod compare_view;
 mod controls;

@@ -1,5 +1,5 @@
 //! The page's settings, the one source of what the controls set (the model, G and method among
-//! them), and the link a person can share: `?model=smollm2-135m|gemma-3-270m&prompt=…&chat=0|1&groups=G&regroup=calibrated|mean
+//! them), and the link a person can share: `?model=smollm2-135m|gemma-3-270m&prompt=…&chat=0|1&groups=G&budget=B&regroup=calibrated|mean
 //! &kv=f32|f16|q8_0&calib_tokens=N&quality_tokens=N&temperature=…
 //! &top_k=…&top_p=…&seed=…&max_tokens=…&ignore_eos=0|1&autorun=1&ahead=0|1&backend=auto|gpu|cpu
 //! &worker=0|1`. Read once at start
@@ -27,6 +27,10 @@ pub struct Settings {
     /// KV groups asked for; `None` means the model's own ([`Settings::groups_on`] is the G in
     /// use).
     pub groups: Option<usize>,
+    /// A KV budget instead of one G for every layer (`budget=B`): B KV heads per layer on
+    /// average, 1 to H in steps of 1/layers, each layer's G chosen by its measured sensitivity
+    /// (`owner/budget.rs`). `None`: the uniform G.
+    pub budget: Option<f64>,
     /// How a G below the model's own is made (`regroup=calibrated|mean`).
     pub regroup: Method,
     /// How the KV cache keeps K and V (`kv=f32|f16|q8_0`; f16 by default, on either engine,
@@ -65,6 +69,7 @@ impl Default for Settings {
             prompt: "Explain in two sentences why the sky is blue.".into(),
             chat: true,
             groups: None,
+            budget: None,
             regroup: Method::Calibrated,
             kv_type: KvType::F16,
             calib_tokens: None,
@@ -92,6 +97,13 @@ impl Settings {
         self.groups
             .filter(|g| valid.contains(g))
             .unwrap_or(cfg.n_kv_heads)
+    }
+
+    /// The KV budget the page runs on a model of `cfg`: the one asked for where it lies
+    /// between 1 and the model's query heads, else none (the uniform G).
+    pub fn budget_on(&self, cfg: &ModelConfig) -> Option<f64> {
+        self.budget
+            .filter(|&b| crate::regroup::budget::budget_heads(cfg, b).is_ok())
     }
 
     /// The KV cache type the page runs on a model of `cfg`: the one asked for where the model's
@@ -181,6 +193,14 @@ impl Settings {
                 "groups={v:?} is not a valid G (at least 1 KV group)"
             ));
         }
+        if let Some(v) = get("budget") {
+            match v.trim().parse::<f64>() {
+                Ok(b) if b.is_finite() && b >= 1.0 => s.budget = Some(b),
+                _ => bad.push(format!(
+                    "budget={v:?} is not a KV budget (KV heads per layer on average, from 1 to the model's query heads; the uniform G is used)"
+                )),
+            }
+        }
         num(
             get("temperature"),
             &mut s.temperature,
@@ -265,6 +285,9 @@ impl Settings {
         q.append("chat", if self.chat { "1" } else { "0" });
         if let Some(g) = self.groups {
             q.append("groups", &g.to_string());
+        }
+        if let Some(b) = self.budget {
+            q.append("budget", &b.to_string());
         }
         q.append("regroup", self.regroup.name());
         q.append("kv", self.kv_type.name());

@@ -19,7 +19,7 @@ use crate::engine::{AttentionWeights, EngineError, Generator};
 use crate::model::{KvType, ModelConfig};
 use crate::protocol::{Answer, Facts, Request};
 use crate::regroup::store;
-use crate::regroup::{Grouping, Method, Regrouping};
+use crate::regroup::{Grouping, Regrouping};
 use js_sys::Uint8Array;
 use local::LocalEngine;
 use remote::{Refusal, RemoteEngine};
@@ -242,7 +242,9 @@ impl PageEngine {
 
     /// Regroups to `r` (its cache restarts empty).
     pub async fn regroup_with(&mut self, r: Arc<Regrouping>) -> Result<(), EngineError> {
-        let calibrated = r.grouping.merges() && r.method == Method::Calibrated;
+        // Maps travel for a calibrated merge and for any grouping per layer (its G's are in
+        // the maps' header); a uniform mean-pool is rebuilt there from G alone.
+        let maps = r.is_calibrated() || !r.is_uniform();
         match &mut self.runner {
             Runner::Here { engine, .. } => {
                 engine.regroup_with(r.clone())?;
@@ -252,7 +254,7 @@ impl PageEngine {
                 let req = Request::Regroup {
                     groups: r.groups(),
                     method: r.method,
-                    maps: calibrated.then(|| store::to_bytes(&r)),
+                    maps: maps.then(|| store::to_bytes(&r)),
                 };
                 self.act(req).await?;
             }

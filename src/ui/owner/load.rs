@@ -137,7 +137,9 @@ async fn try_load(
     }
     *session = Some(s);
     *from = Some(source);
-    let problem = groups_problem(page, &info.cfg).or_else(|| kv_type_problem(page, &info.cfg));
+    let problem = groups_problem(page, &info.cfg)
+        .or_else(|| budget_problem(page, &info.cfg))
+        .or_else(|| kv_type_problem(page, &info.cfg));
     model.info.set(Some(info));
     page.run.positions.set(None);
     model.failed.set(false);
@@ -155,6 +157,15 @@ fn groups_problem(page: Page, cfg: &crate::model::ModelConfig) -> Option<String>
             valid.len()
         )
     })
+}
+
+/// Why the settings' KV budget cannot be spent on a model of `cfg`, if it cannot (the uniform
+/// G runs instead).
+fn budget_problem(page: Page, cfg: &crate::model::ModelConfig) -> Option<String> {
+    let asked = page.settings.with_untracked(|s| s.budget)?;
+    crate::regroup::budget::budget_heads(cfg, asked)
+        .err()
+        .map(|e| format!("budget={asked}: {e} for this model: the uniform G is used"))
 }
 
 /// Why the settings' KV cache type cannot run on a model of `cfg`, if it cannot (it runs the

@@ -9,9 +9,10 @@
 //! the [`Command::FollowSettings`] sent with it finds the engine there already).
 //!
 //! The tasks, one file each: loading a model ([`load`]), generating ([`generate`]),
-//! regrouping and calibrating ([`regroup`]), measuring quality ([`quality`]) and generating
+//! regrouping and calibrating ([`regroup`]), a KV budget's G per layer ([`budget`]), measuring quality ([`quality`]) and generating
 //! side by side ([`compare`]); [`session`] is what a loaded model is.
 
+mod budget;
 mod compare;
 mod generate;
 mod load;
@@ -23,6 +24,9 @@ use crate::engine::EngineError;
 use crate::models::BuiltinModel;
 use crate::ui::state::run::{Activity, RunState, Status};
 use crate::ui::state::Page;
+pub use budget::{
+    HARDWARE_TOKENS as BUDGET_HARDWARE_TOKENS, SOFTWARE_TOKENS as BUDGET_SOFTWARE_TOKENS,
+};
 pub use compare::Plan;
 use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;

@@ -13,7 +13,7 @@ use crate::engine::EngineError;
 use crate::model::{KvType, ModelError};
 use crate::regroup::texts::EVALUATION;
 use crate::regroup::Method;
-use crate::ui::state::measurements::{Kv, Passage, QualityKey};
+use crate::ui::state::measurements::{BudgetScore, Kv, Passage, QualityKey};
 use crate::ui::state::run::Status;
 use crate::ui::state::Page;
 use leptos::prelude::*;
@@ -84,6 +84,13 @@ pub async fn measure(
     let all = runs(s.engine.config().n_kv_heads, &types);
     let result = score_all(page, s, &ids, &all).await;
     let restored = regroup::follow_settings(page, s).await;
+    let budget = page
+        .settings
+        .with_untracked(|st| st.budget_on(s.engine.config()));
+    let restored = match (budget, &result, restored) {
+        (Some(b), Ok(Measured::All), Ok(_)) => score_budget(page, s, &ids, b).await,
+        (_, _, restored) => restored.map(drop),
+    };
     if result.is_ok() {
         save(
             &storage_key(page, s, ids.len()),
@@ -92,6 +99,26 @@ pub async fn measure(
     }
     let measured = result?;
     restored.map(|_| measured)
+}
+
+/// In budget mode, the budget's perplexity on the same passage (the engine is at the budget
+/// already: `follow_settings` brought it there), beside the uniform G's just scored.
+async fn score_budget(
+    page: Page,
+    s: &mut Session,
+    ids: &[u32],
+    budget: f64,
+) -> Result<(), EngineError> {
+    let r = s.engine.regrouping();
+    let perplexity = s.engine.perplexity(ids).await?;
+    page.measured.budget.set(Some(BudgetScore {
+        budget,
+        layer_groups: r.layer_groups(),
+        method: page.settings.with_untracked(|st| st.regroup),
+        kv: s.engine.kv_type(),
+        perplexity,
+    }));
+    Ok(())
 }
 
 /// Where the figures for this model and setting are kept.

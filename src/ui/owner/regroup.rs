@@ -40,7 +40,7 @@ pub fn calibration_tokens(page: Page, s: &Session) -> usize {
 
 /// The regrouping to G with `method` (mean-pooling for G ≥ G0, where every method is the
 /// exact split of native groups).
-async fn regrouping_for(
+pub(super) async fn regrouping_for(
     page: Page,
     s: &mut Session,
     groups: usize,
@@ -91,10 +91,11 @@ pub async fn apply(
     s.engine.regroup_with(r).await
 }
 
-/// Whether the engine already runs G with `method` (for G ≥ G0 every method is the same).
+/// Whether the engine already runs G with `method` in every layer (for G ≥ G0 every method is
+/// the same).
 pub fn is_current(s: &Session, groups: usize, method: Method) -> bool {
     let r = s.engine.regrouping();
-    r.groups() == groups && (!r.grouping.merges() || r.method == method)
+    r.is_uniform() && r.groups() == groups && (!r.grouping.merges() || r.method == method)
 }
 
 /// The G and method the settings ask of the session's model.
@@ -119,16 +120,31 @@ pub async fn set_kv_type(s: &mut Session, t: KvType) -> Result<bool, EngineError
     s.engine.set_kv_type(t).await.map(|()| true)
 }
 
-/// Brings the engine to the G, method and KV cache type of the settings, where it is not
-/// there; returns whether its cache was rebuilt (then a running generation prefills its text
-/// so far again).
+/// Brings the engine to the G (or KV budget), method and KV cache type of the settings, where
+/// it is not there; returns whether its cache was rebuilt (then a running generation prefills
+/// its text so far again). The page's state then shows each layer's G.
 pub async fn follow_settings(page: Page, s: &mut Session) -> Result<bool, EngineError> {
-    let typed = set_kv_type(s, wanted_kv_type(page, s)).await?;
-    let (groups, method) = wanted(page, s);
-    if is_current(s, groups, method) {
-        return Ok(typed);
-    }
-    apply(page, s, groups, method).await.map(|()| true)
+    let typed = set_kv_type(s, wanted_kv_type(page, s)).await;
+    let regrouped = match typed {
+        Err(e) => Err(e),
+        Ok(typed) => match page
+            .settings
+            .with_untracked(|st| st.budget_on(s.engine.config()))
+        {
+            Some(b) => super::budget::follow(page, s, b).await.map(|r| r || typed),
+            None => {
+                let (groups, method) = wanted(page, s);
+                match is_current(s, groups, method) {
+                    true => Ok(typed),
+                    false => apply(page, s, groups, method).await.map(|()| true),
+                }
+            }
+        },
+    };
+    page.model
+        .layer_groups
+        .set(s.engine.regrouping().layer_groups());
+    regrouped
 }
 
 /// Fits the calibrated merge to `grouping` where the engine runs, over the first `tokens` of
@@ -174,7 +190,7 @@ async fn open_cache() -> Option<Cache> {
     crate::ui::loader::open_named_cache(MAPS_CACHE).await
 }
 
-async fn read_cached(key: &str) -> Option<Vec<u8>> {
+pub(super) async fn read_cached(key: &str) -> Option<Vec<u8>> {
     let cache = open_cache().await?;
     let hit: Response = JsFuture::from(cache.match_with_str(key))
         .await
@@ -186,7 +202,7 @@ async fn read_cached(key: &str) -> Option<Vec<u8>> {
 }
 
 /// Keeps fitted maps for the next visit; a full quota only costs that visit a new fit.
-async fn store(key: &str, mut bytes: Vec<u8>) {
+pub(super) async fn store(key: &str, mut bytes: Vec<u8>) {
     let Some(cache) = open_cache().await else {
         return;
     };

@@ -7,6 +7,7 @@ use crate::gguf::Gguf;
 use crate::gguf::GgufError;
 use crate::model::ModelConfig;
 use crate::models::{BuiltinModel, BUILTIN};
+use crate::regroup::budget::Sensitivity;
 use crate::regroup::Regrouping;
 use crate::tokenizer::Tokenizer;
 use crate::ui::engine::{BackendChoice, PageEngine, WorkerStart};
@@ -25,6 +26,11 @@ pub struct Session {
     pub sha256: String,
     /// Calibrated maps by (G, calibration tokens).
     pub maps: HashMap<(usize, usize), Arc<Regrouping>>,
+    /// Each layer's sensitivity for a KV budget, by the name of what it was scored with
+    /// (`owner/budget.rs`), and the per-layer regroupings spent from them, by (KV heads in
+    /// all, what they were spent with).
+    pub sensitivities: HashMap<String, Arc<Sensitivity>>,
+    pub budgets: HashMap<(usize, String), Arc<Regrouping>>,
     /// The tokens in the engine's cache after the last generation, position by position
     /// (empty once anything else may have used the cache): what the attention view reads
     /// when it is opened after a run.
@@ -86,6 +92,8 @@ pub async fn open(
         tok: Rc::new(tok),
         sha256: sha256.to_string(),
         maps: HashMap::new(),
+        sensitivities: HashMap::new(),
+        budgets: HashMap::new(),
         fed: Vec::new(),
     };
     Ok((session, info))

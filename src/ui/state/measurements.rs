@@ -126,6 +126,18 @@ pub struct Passage {
     pub total: usize,
 }
 
+/// A KV budget's perplexity on the built-in passage, measured in budget mode beside the
+/// uniform G's (the same passage, method and cache type).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetScore {
+    /// KV heads per layer on average, and each layer's G.
+    pub budget: f64,
+    pub layer_groups: Vec<usize>,
+    pub method: Method,
+    pub kv: KvType,
+    pub perplexity: f64,
+}
+
 /// The measurements, as `Copy` handles.
 #[derive(Clone, Copy)]
 pub struct Measurements {
@@ -143,6 +155,8 @@ pub struct Measurements {
     pub calibration_s: RwSignal<BTreeMap<usize, f64>>,
     /// The side-by-side generation at several G: its last result.
     pub comparison: RwSignal<Option<Comparison>>,
+    /// The KV budget's perplexity, when "What each G buys" was measured in budget mode.
+    pub budget: RwSignal<Option<BudgetScore>>,
 }
 
 impl Measurements {
@@ -153,6 +167,7 @@ impl Measurements {
             passage: RwSignal::new(None),
             calibration_s: RwSignal::new(BTreeMap::new()),
             comparison: RwSignal::new(None),
+            budget: RwSignal::new(None),
         }
     }
 

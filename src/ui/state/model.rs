@@ -67,6 +67,9 @@ pub struct LoadedModel {
     pub no_webgpu: RwSignal<Option<String>>,
     /// The GPU or the engine's worker failed (e.g. device lost): offer to load the engine again.
     pub failed: RwSignal<bool>,
+    /// Each layer's G in the engine (`[layers]`), as the engine's owner last brought it to the
+    /// settings: what the diagram and the meter show in KV budget mode.
+    pub layer_groups: RwSignal<Vec<usize>>,
 }
 
 impl LoadedModel {
@@ -78,6 +81,7 @@ impl LoadedModel {
             file: RwSignal::new(None),
             no_webgpu: RwSignal::new(None),
             failed: RwSignal::new(false),
+            layer_groups: RwSignal::new(Vec::new()),
         }
     }
 

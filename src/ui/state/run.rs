@@ -25,6 +25,13 @@ pub enum Status {
         layer: usize,
         layers: usize,
     },
+    /// Scoring each layer's sensitivity for a KV budget: layers scored of all, on `tokens`
+    /// tokens of the calibration text.
+    Scoring {
+        layer: usize,
+        layers: usize,
+        tokens: usize,
+    },
     /// Scoring the built-in passage for "What each G buys": runs done of all.
     Measuring {
         done: usize,
@@ -58,6 +65,15 @@ impl Status {
                 layers,
             } => format!(
                 "calibrating G = {groups}: {layer} / {}",
+                format::count(*layers, "layer")
+            ),
+            Status::Scoring {
+                layer,
+                layers,
+                tokens,
+            } => format!(
+                "scoring each layer's sensitivity on {}: {layer} / {}",
+                format::count(*tokens, "token"),
                 format::count(*layers, "layer")
             ),
             Status::Measuring { done, of } => format!("measuring quality: {done} / {of}"),
