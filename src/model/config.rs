@@ -336,3 +336,23 @@ fn rope_freqs(g: &Gguf<'_>, head_dim: usize) -> Result<Option<Vec<f32>>, ModelEr
     }
     Ok(Some(f))
 }
+
+/// SmolLM2-135M's shape (`gqa-lab info`), for the unit tests of what depends on shapes alone.
+#[cfg(test)]
+impl ModelConfig {
+    pub(crate) fn smollm2_135m() -> Self {
+        ModelConfig {
+            arch: super::Arch::llama(),
+            n_layers: 30,
+            dim: 576,
+            ffn_dim: 1536,
+            n_heads: 9,
+            n_kv_heads: 3,
+            head_dim: 64,
+            vocab_size: 49152,
+            context_length: 8192,
+            rope_base: 1e5,
+            rms_eps: 1e-5,
+        }
+    }
+}

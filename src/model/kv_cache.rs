@@ -313,19 +313,7 @@ mod tests {
 
     #[test]
     fn the_engines_figure_is_the_calculators() {
-        let cfg = ModelConfig {
-            arch: crate::model::Arch::llama(),
-            n_layers: 30,
-            dim: 576,
-            ffn_dim: 1536,
-            n_heads: 9,
-            n_kv_heads: 3,
-            head_dim: 64,
-            vocab_size: 49152,
-            context_length: 8192,
-            rope_base: 1e5,
-            rms_eps: 1e-5,
-        };
+        let cfg = ModelConfig::smollm2_135m();
         // SmolLM2-135M at its native G = 3, 100 tokens, f32: 2 · 30 · 3 · 64 · 100 · 4.
         assert_eq!(kv_cache_bytes(&cfg, 3, 100, ElementType::FP32), 4_608_000);
         // f16 halves it; q8_0 keeps 34 bytes per 32 values (two blocks a head of 64).

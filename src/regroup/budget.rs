@@ -156,17 +156,8 @@ mod tests {
 
     fn cfg(layers: usize) -> ModelConfig {
         ModelConfig {
-            arch: crate::model::Arch::llama(),
             n_layers: layers,
-            dim: 576,
-            ffn_dim: 1536,
-            n_heads: 9,
-            n_kv_heads: 3,
-            head_dim: 64,
-            vocab_size: 49152,
-            context_length: 8192,
-            rope_base: 1e5,
-            rms_eps: 1e-5,
+            ..ModelConfig::smollm2_135m()
         }
     }
 

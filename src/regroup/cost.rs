@@ -178,23 +178,11 @@ pub fn break_even(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Arch, KvType};
+    use crate::model::KvType;
 
     /// SmolLM2-135M's shape (`gqa-lab info`).
     fn smollm2() -> ModelConfig {
-        ModelConfig {
-            arch: Arch::llama(),
-            n_layers: 30,
-            dim: 576,
-            ffn_dim: 1536,
-            n_heads: 9,
-            n_kv_heads: 3,
-            head_dim: 64,
-            vocab_size: 49152,
-            context_length: 8192,
-            rope_base: 1e5,
-            rms_eps: 1e-5,
-        }
+        ModelConfig::smollm2_135m()
     }
 
     /// A calibrated merge's maps as calibration builds them (every layer expanded, then
